@@ -1,0 +1,130 @@
+// approute/router.h — the router: node registry, routing, sessions, affinity.
+//
+// A Router owns a handle on one state region (DESIGN.md section 4):
+//   - private: the region lives in this process's memory;
+//   - shared:  the region is the POSIX shared-memory segment `options.shared`,
+//              created if absent, attached if present. Every process that
+//              opens the same name sees one node table, one session table, one
+//              affinity table and one set of strategy cursors. A region created
+//              before fork() is shared with the children as well.
+//
+// Thread-safety: all methods may be called concurrently from any number of
+// threads and processes. Tables are sharded behind process-shared robust
+// mutexes (a process killed while holding one does not wedge the others);
+// counters are lock-free atomics. No method holds two table locks at once.
+//
+// Errors: absl::Status codes with a message that says what is wrong:
+//   InvalidArgument   bad argument or configuration (the message names it)
+//   NotFound          unknown node, unknown call id, unknown app with no default
+//   ResourceExhausted a table is full (sessions, affinities, nodes)
+//   FailedPrecondition a segment of another layout/capacity, or not initialised
+//   AlreadyExists     a node id already present
+// A call that fails changes nothing.
+#ifndef APPROUTE_ROUTER_H_
+#define APPROUTE_ROUTER_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "approute/config.h"
+#include "approute/strategy.h"
+#include "approute/types.h"
+
+namespace approute {
+
+// Bounds of strings stored in the state region (bytes, excluding the NUL).
+inline constexpr size_t kMaxNodeIdLen = 63;
+inline constexpr size_t kMaxUriLen = 255;
+inline constexpr size_t kMaxPoolLen = 63;
+inline constexpr size_t kMaxCallIdLen = 127;
+inline constexpr size_t kMaxKeyLen = 127;
+inline constexpr size_t kMaxAppNameLen = 47;
+inline constexpr size_t kMaxResources = 16;   // distinct resource names per region
+inline constexpr size_t kMaxAttrs = 8;        // attributes per node
+inline constexpr size_t kMaxMetrics = 16;     // distinct load metric names per region
+inline constexpr size_t kMaxApps = 64;
+inline constexpr int kMaxAttemptsLimit = 16;
+
+struct RouterOptions {
+  // Empty: private placement. Otherwise the shared segment's name
+  // ("approute-demo" or "/approute-demo"; [A-Za-z0-9_.-], at most 200 bytes).
+  std::string shared;
+  // Clock in unix milliseconds. Default: the real-time clock. Every process
+  // sharing a region must use the same clock; tests install a manual one.
+  std::function<int64_t()> now_ms;
+};
+
+class Router {
+ public:
+  // Parses and validates `yaml`, then creates or attaches the region and
+  // applies the configuration (as Reload does when the region already holds
+  // one). Limits from `state:` must match an existing segment's.
+  static absl::StatusOr<std::unique_ptr<Router>> FromYaml(std::string_view yaml,
+                                                          RouterOptions options = {},
+                                                          std::string_view source = "<yaml>");
+  static absl::StatusOr<std::unique_ptr<Router>> FromFile(const std::string& path,
+                                                          RouterOptions options = {});
+  // Attaches an existing segment and its stored configuration. NotFound if no
+  // such segment; FailedPrecondition if its layout is not this library's.
+  static absl::StatusOr<std::unique_ptr<Router>> Attach(const std::string& shared,
+                                                        RouterOptions options = {});
+  // Removes a segment's name. Returns false when there was none. Processes
+  // that have it mapped keep using it.
+  static absl::StatusOr<bool> Unlink(const std::string& shared);
+
+  ~Router();
+  Router(const Router&) = delete;
+  Router& operator=(const Router&) = delete;
+
+  // DESIGN.md section 5. A second route() for a call id already routed returns
+  // its current node with reason "session". ok=false with reason "no_node"
+  // when no candidate is left (the detail says why); errors are for bad input
+  // and full tables.
+  absl::StatusOr<Decision> Route(const RouteRequest& request);
+  // The call's node bounced it with `code`. A retryable code marks that node
+  // tried, moves the session's counts off it, releases its claim on the key
+  // when `code` is a full code, and picks again among nodes never tried for
+  // the call. Non-retryable code, max_attempts reached or no node left: the
+  // session ends and ok=false. NotFound for an unknown call id.
+  absl::StatusOr<Decision> Retry(std::string_view call_id, int code = 503);
+  absl::Status Confirm(std::string_view call_id);
+  absl::Status End(std::string_view call_id);
+
+  absl::Status AddNode(const NodeSpec& spec);
+  absl::Status UpdateNode(const NodeSpec& spec);  // keeps sessions; NotFound if absent
+  absl::Status RemoveNode(std::string_view id);   // its sessions' counts vanish with it
+  absl::Status SetState(std::string_view id, AdminState state);
+  absl::Status SetHealth(std::string_view id, Health health);
+  // Replaces the node's reported load. Names: [A-Za-z0-9_.]{1,31}; values finite.
+  absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics);
+
+  absl::StatusOr<NodeStatus> Node(std::string_view id) const;
+  std::vector<NodeStatus> Nodes() const;
+  RouterStats Stats() const;
+
+  // Validates `yaml` fully, then applies it: config nodes are added, updated in
+  // place (keeping sessions and affinities) or removed; nodes added through
+  // AddNode stay. Every process sharing the region picks up the new policies.
+  absl::Status Reload(std::string_view yaml, std::string_view source = "<yaml>");
+  // Ends sessions past their lifetime and forgets affinities past their grace
+  // time. Routing also does this a little at a time; returns sessions expired.
+  int64_t Sweep();
+
+  const std::string& shared_name() const;
+
+  class Impl;
+ private:
+  explicit Router(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace approute
+
+#endif  // APPROUTE_ROUTER_H_

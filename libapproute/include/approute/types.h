@@ -1,0 +1,92 @@
+// approute/types.h — plain value types shared by the whole public API.
+//
+// Everything here is a value: copyable, no references into router state.
+// Thread-safety: values are not synchronised; copy them freely.
+#ifndef APPROUTE_TYPES_H_
+#define APPROUTE_TYPES_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace approute {
+
+// Administrative state, set by operators.
+//   kActive:   takes new calls and new affinity keys.
+//   kDraining: keeps its sessions and the affinity keys it already holds,
+//              takes no new keys and no key-less calls.
+//   kDisabled: takes nothing new; existing sessions run out.
+enum class AdminState : uint32_t { kActive = 0, kDraining = 1, kDisabled = 2 };
+
+// Health, fed by the API today (probes and passive results later).
+//   kUp: candidate.  kSuspect: candidate only when no kUp node is.  kDown: never.
+enum class Health : uint32_t { kUp = 0, kSuspect = 1, kDown = 2 };
+
+std::string_view AdminStateName(AdminState s);
+std::string_view HealthName(Health h);
+absl::StatusOr<AdminState> ParseAdminState(std::string_view s);
+absl::StatusOr<Health> ParseHealth(std::string_view s);
+
+// The name of the resource a session counts against when an app names none.
+inline constexpr std::string_view kDefaultResource = "calls";
+
+// A node as configured. Strings are bounded (see limits in router.h).
+struct NodeSpec {
+  std::string id;                          // [A-Za-z0-9_.:-]{1,63}
+  std::string uri;                         // a sip: or sips: URI, validated
+  std::string pool = "default";
+  int32_t weight = 1;                      // >= 0; 0 takes no calls from weighted strategies
+  int32_t priority = 0;                    // lower is preferred by `priority`
+  std::map<std::string, int64_t> capacity; // resource -> max concurrent sessions; absent = unlimited
+  std::map<std::string, std::string> attrs;
+  AdminState state = AdminState::kActive;
+};
+
+// A node as the router sees it now.
+struct NodeStatus {
+  NodeSpec spec;
+  Health health = Health::kUp;
+  std::map<std::string, int64_t> sessions;  // resource -> live sessions (every known resource)
+  std::map<std::string, double> load;       // last reported metrics
+  int64_t load_updated_ms = 0;              // unix ms of the last report, 0 = never
+  uint64_t routed_total = 0;                // sessions ever placed on this node
+};
+
+// What the caller knows about one request.
+struct RouteRequest {
+  std::string app;                          // policy name; unknown -> "default" policy
+  std::string call_id;                      // required, <= 127 bytes
+  std::string key;                          // affinity key; empty = no affinity
+  std::vector<std::string> exclude;         // node ids never to choose for this call
+  std::map<std::string, std::string> attrs; // hash inputs ("from", "to", "ruri_user") and more
+};
+
+// The answer. When ok is false, node_id and uri are empty and detail says why.
+struct Decision {
+  bool ok = false;
+  std::string node_id;
+  std::string uri;
+  std::string reason;  // "affinity" | "strategy" | "retry" | "session" | "no_node"
+  std::string detail;  // human-readable why (always set when !ok)
+  std::string app;     // the policy that decided (after default fallback)
+  int attempt = 0;     // 1 for the first placement, +1 per retry
+};
+
+// Counts for the whole router.
+struct RouterStats {
+  int64_t nodes = 0;
+  int64_t sessions = 0;
+  int64_t affinities = 0;     // live claims (held, or within their grace time)
+  int64_t max_nodes = 0;
+  int64_t max_sessions = 0;
+  int64_t max_affinities = 0;
+  int64_t expired_sessions = 0;   // sessions ended by lifetime expiry, ever
+};
+
+}  // namespace approute
+
+#endif  // APPROUTE_TYPES_H_

@@ -1,0 +1,238 @@
+// region.h — the state region's fixed layout and the tables inside it.
+//
+// Everything here is plain data with fixed sizes, addressed by index or by
+// offset from the region's base, so that the same bytes mean the same thing
+// in every process that maps them (DESIGN.md section 4). Internal: not part of
+// the public API; the layout version changes whenever this file's records do.
+#ifndef APPROUTE_SRC_REGION_H_
+#define APPROUTE_SRC_REGION_H_
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "approute/router.h"
+
+namespace approute::internal {
+
+inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
+inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kNil = 0xFFFFFFFFu;
+inline constexpr size_t kShards = 16;
+inline constexpr size_t kConfigBytes = 256 * 1024;
+inline constexpr size_t kAttrKeyLen = 32;
+inline constexpr size_t kAttrValLen = 96;
+inline constexpr size_t kNameLen = 32;  // resource and metric names
+
+static_assert(std::atomic<int64_t>::is_always_lock_free);
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(std::atomic<double>::is_always_lock_free);
+
+// Copies `s` into a fixed buffer, NUL-terminated. Callers validated the length.
+template <size_t N>
+void SetFixed(char (&dst)[N], std::string_view s) {
+  size_t n = s.size() < N - 1 ? s.size() : N - 1;
+  std::memcpy(dst, s.data(), n);
+  std::memset(dst + n, 0, N - n);
+}
+template <size_t N>
+std::string_view GetFixed(const char (&src)[N]) {
+  return std::string_view(src, strnlen(src, N));
+}
+
+// A process-shared, robust pthread mutex. If the owner died holding it, the
+// next Lock() marks it consistent and proceeds: tables are written so that
+// every intermediate state is a valid table (at worst an entry is leaked
+// until the next sweep).
+class RobustMutex {
+ public:
+  void Init();
+  void Lock();
+  void Unlock() { pthread_mutex_unlock(&mu_); }
+
+ private:
+  pthread_mutex_t mu_;
+};
+
+class LockGuard {
+ public:
+  explicit LockGuard(RobustMutex& mu) : mu_(mu) { mu_.Lock(); }
+  ~LockGuard() { mu_.Unlock(); }
+  LockGuard(const LockGuard&) = delete;
+  LockGuard& operator=(const LockGuard&) = delete;
+
+ private:
+  RobustMutex& mu_;
+};
+
+struct AttrRecord {
+  char key[kAttrKeyLen];
+  char value[kAttrValLen];
+};
+
+// One node slot. Static fields change only under Header::registry_mu and bump
+// Header::node_generation; dynamic fields are atomics.
+struct NodeRecord {
+  uint32_t in_use;
+  uint32_t epoch;        // bumped each time the slot is (re)used; sessions keep it
+  uint32_t from_config;  // 1: declared in YAML (a reload may remove it)
+  uint32_t n_attrs;
+  char id[kMaxNodeIdLen + 1];
+  char uri[kMaxUriLen + 1];
+  char pool[kMaxPoolLen + 1];
+  int32_t weight;
+  int32_t priority;
+  int64_t capacity[kMaxResources];  // -1 = unlimited
+  AttrRecord attrs[kMaxAttrs];
+  std::atomic<uint32_t> admin;
+  std::atomic<uint32_t> health;
+  std::atomic<int64_t> sessions[kMaxResources];
+  std::atomic<uint64_t> routed_total;
+  std::atomic<double> load[kMaxMetrics];
+  std::atomic<uint64_t> load_mask;  // bit i set: load[i] reported
+  std::atomic<int64_t> load_updated_ms;
+};
+
+struct AppSlot {
+  char name[kMaxAppNameLen + 1];
+  uint32_t in_use;
+  std::atomic<uint64_t> ticket;
+  RobustMutex mu;  // guards this app's row of the shared slot array
+};
+
+struct SessionEntry {
+  uint32_t next;
+  uint32_t in_use;
+  uint64_t hash;
+  char call_id[kMaxCallIdLen + 1];
+  char key[kMaxKeyLen + 1];
+  uint32_t app;       // AppSlot index
+  uint32_t resource;  // resource index
+  uint32_t node;      // node slot
+  uint32_t node_epoch;
+  uint64_t claim;     // affinity claim this session holds a reference on (0 = none)
+  int64_t created_ms;
+  int64_t expires_ms;
+  int32_t attempt;
+  int32_t confirmed;
+  uint32_t n_tried;
+  uint32_t tried[kMaxAttemptsLimit];
+};
+
+struct AffinityEntry {
+  uint32_t next;
+  uint32_t in_use;
+  uint64_t hash;
+  uint32_t app;
+  uint32_t node;
+  uint32_t node_epoch;
+  uint32_t pad;
+  uint64_t claim;       // unique id of this claim; sessions refer to it
+  int64_t refs;         // live sessions holding the claim
+  int64_t grace_ms;
+  int64_t expires_ms;   // INT64_MAX while refs > 0
+  char key[kMaxKeyLen + 1];
+};
+
+// A chained hash table with an index free list, one per shard. Entries live
+// in a fixed array; buckets and links are indexes.
+struct ShardHeader {
+  RobustMutex mu;
+  uint32_t capacity;
+  uint32_t nbuckets;
+  uint32_t count;
+  uint32_t free_head;
+  uint64_t entries_off;  // offsets from the region base
+  uint64_t buckets_off;
+};
+
+struct Header {
+  uint64_t magic;
+  uint32_t layout_version;
+  uint32_t header_size;
+  uint64_t total_size;
+  uint64_t max_nodes;
+  uint64_t max_sessions;
+  uint64_t max_affinities;
+  uint64_t session_entry_size;
+  uint64_t affinity_entry_size;
+  uint64_t node_record_size;
+  std::atomic<uint32_t> ready;
+
+  RobustMutex registry_mu;  // nodes' static fields, names, apps, config text
+  std::atomic<uint64_t> node_generation;
+  std::atomic<uint64_t> config_generation;
+  std::atomic<uint64_t> claim_seq;
+  std::atomic<uint64_t> sweep_cursor;
+  std::atomic<int64_t> session_count;
+  std::atomic<int64_t> affinity_count;
+  std::atomic<int64_t> expired_sessions;
+
+  uint32_t n_resources;
+  uint32_t n_metrics;
+  char resource_names[kMaxResources][kNameLen];
+  char metric_names[kMaxMetrics][kNameLen];
+  AppSlot apps[kMaxApps];
+
+  uint64_t nodes_off;
+  uint64_t app_slots_off;  // int64[kMaxApps][max_nodes]
+  ShardHeader session_shards[kShards];
+  ShardHeader affinity_shards[kShards];
+
+  uint32_t config_len;
+  char config[kConfigBytes];
+};
+
+// A mapped region: private (anonymous memory) or a named shared segment.
+class Region {
+ public:
+  // Creates a private region.
+  static absl::StatusOr<std::unique_ptr<Region>> CreatePrivate(const StateLimits& limits);
+  // Opens `name`, creating and initialising it with `limits` if absent.
+  // `created` tells which happened. When it existed, its limits must equal
+  // `limits` (FailedPrecondition otherwise).
+  static absl::StatusOr<std::unique_ptr<Region>> OpenShared(const std::string& name,
+                                                            const StateLimits& limits,
+                                                            bool* created);
+  // Attaches an existing segment, whatever its limits.
+  static absl::StatusOr<std::unique_ptr<Region>> AttachShared(const std::string& name);
+  static absl::StatusOr<bool> Unlink(const std::string& name);
+  static absl::StatusOr<std::string> NormaliseName(std::string_view name);
+
+  ~Region();
+
+  Header& header() const { return *header_; }
+  NodeRecord& node(uint32_t slot) const { return nodes_[slot]; }
+  uint32_t max_nodes() const { return static_cast<uint32_t>(header_->max_nodes); }
+  int64_t* app_slots(uint32_t app) const { return app_slots_ + size_t{app} * header_->max_nodes; }
+  char* base() const { return base_; }
+  const std::string& name() const { return name_; }
+  StateLimits limits() const;
+
+  template <typename T>
+  T* at(uint64_t off) const { return reinterpret_cast<T*>(base_ + off); }
+
+ private:
+  Region(char* base, size_t size, std::string name);
+  static size_t ComputeLayout(const StateLimits& limits, Header* h);
+  static void Initialise(char* base, const StateLimits& limits, size_t size);
+  static absl::Status Check(const char* base, size_t size, const std::string& name);
+  void Bind();
+
+  char* base_;
+  size_t size_;
+  std::string name_;
+  Header* header_ = nullptr;
+  NodeRecord* nodes_ = nullptr;
+  int64_t* app_slots_ = nullptr;
+};
+
+}  // namespace approute::internal
+
+#endif  // APPROUTE_SRC_REGION_H_

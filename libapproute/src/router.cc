@@ -1,0 +1,1299 @@
+// The router: routing flow (DESIGN.md section 5) over the state region.
+//
+// Hot path: Route() reads a per-process snapshot of the nodes' static fields
+// (rebuilt only when the region's node generation changes) and the nodes'
+// live atomics; it takes at most one table lock at a time: an affinity shard,
+// then a session shard. Capacity is reserved with a compare-and-swap on the
+// node's counter, so no node ever holds more sessions than its capacity, even
+// when many processes route at once.
+#include "approute/router.h"
+
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <optional>
+#include <set>
+#include <mutex>
+#include <random>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "region.h"
+#include "str_util.h"
+
+namespace approute {
+
+using internal::Cat;
+using internal::Join;
+
+using internal::AffinityEntry;
+using internal::GetFixed;
+using internal::Header;
+using internal::kNil;
+using internal::kShards;
+using internal::LockGuard;
+using internal::NodeRecord;
+using internal::Region;
+using internal::SessionEntry;
+using internal::SetFixed;
+using internal::ShardHeader;
+
+std::string_view AdminStateName(AdminState s) {
+  switch (s) {
+    case AdminState::kActive: return "active";
+    case AdminState::kDraining: return "draining";
+    case AdminState::kDisabled: return "disabled";
+  }
+  return "unknown";
+}
+
+std::string_view HealthName(Health h) {
+  switch (h) {
+    case Health::kUp: return "up";
+    case Health::kSuspect: return "suspect";
+    case Health::kDown: return "down";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<AdminState> ParseAdminState(std::string_view s) {
+  if (s == "active") return AdminState::kActive;
+  if (s == "draining") return AdminState::kDraining;
+  if (s == "disabled") return AdminState::kDisabled;
+  return absl::InvalidArgumentError(
+      Cat("unknown admin state \"", s, "\" (expected active, draining or disabled)"));
+}
+
+absl::StatusOr<Health> ParseHealth(std::string_view s) {
+  if (s == "up") return Health::kUp;
+  if (s == "suspect") return Health::kSuspect;
+  if (s == "down") return Health::kDown;
+  return absl::InvalidArgumentError(
+      Cat("unknown health \"", s, "\" (expected up, suspect or down)"));
+}
+
+namespace {
+
+constexpr int64_t kNever = std::numeric_limits<int64_t>::max();
+constexpr int64_t kSweepIntervalMs = 100;  // one shard of each table per interval, router-wide
+
+int64_t RealNowMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
+}
+
+// Per-thread random numbers, reseeded in a child after fork() so that forked
+// workers do not all draw the same sequence.
+std::atomic<uint64_t> g_fork_generation{0};
+void OnFork() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); }
+uint64_t ThreadRandom() {
+  static std::once_flag once;
+  std::call_once(once, [] { pthread_atfork(nullptr, nullptr, OnFork); });
+  thread_local std::mt19937_64 gen{std::random_device{}()};
+  thread_local uint64_t seen = 0;
+  uint64_t g = g_fork_generation.load(std::memory_order_relaxed);
+  if (g != seen) {
+    seen = g;
+    gen.seed(std::random_device{}() ^ (static_cast<uint64_t>(getpid()) << 32));
+  }
+  return gen();
+}
+
+uint64_t HashCallId(std::string_view call_id) { return XXH3_64bits(call_id.data(), call_id.size()); }
+uint64_t HashAffinity(uint32_t app, std::string_view key) {
+  return XXH3_64bits_withSeed(key.data(), key.size(), 0x9E3779B97F4A7C15ULL + app);
+}
+size_t ShardOf(uint64_t hash) { return static_cast<size_t>(hash >> 60) & (kShards - 1); }
+
+// One shard of a chained hash table in the region. Caller holds the shard's mutex.
+template <typename Entry>
+class Shard {
+ public:
+  Shard(const Region& region, ShardHeader& h)
+      : h_(h),
+        entries_(region.at<Entry>(h.entries_off)),
+        buckets_(region.at<uint32_t>(h.buckets_off)) {}
+
+  ShardHeader& header() { return h_; }
+  Entry& at(uint32_t i) { return entries_[i]; }
+  uint32_t* Head(uint64_t hash) { return &buckets_[hash & (h_.nbuckets - 1)]; }
+
+  // Finds the entry satisfying `match` in hash's chain; returns the link that
+  // points to it (for Unlink), or nullptr.
+  template <typename Match>
+  uint32_t* Find(uint64_t hash, Match match) {
+    for (uint32_t* link = Head(hash); *link != kNil; link = &entries_[*link].next) {
+      Entry& e = entries_[*link];
+      if (e.hash == hash && match(e)) return link;
+    }
+    return nullptr;
+  }
+
+  // Takes a free entry and links it at the head of hash's chain; kNil if full.
+  uint32_t Insert(uint64_t hash) {
+    uint32_t i = h_.free_head;
+    if (i == kNil) return kNil;
+    Entry& e = entries_[i];
+    h_.free_head = e.next;
+    std::memset(static_cast<void*>(&e), 0, sizeof(Entry));
+    e.hash = hash;
+    e.in_use = 1;
+    uint32_t* head = Head(hash);
+    e.next = *head;
+    *head = i;
+    ++h_.count;
+    return i;
+  }
+
+  void Unlink(uint32_t* link) {
+    uint32_t i = *link;
+    Entry& e = entries_[i];
+    *link = e.next;
+    e.in_use = 0;
+    e.next = h_.free_head;
+    h_.free_head = i;
+    --h_.count;
+  }
+
+  // Unlinks every entry for which `dead(e)` holds, calling `take(e)` first.
+  template <typename Dead, typename Take>
+  void RemoveIf(Dead dead, Take take) {
+    for (uint32_t b = 0; b < h_.nbuckets; ++b) {
+      uint32_t* link = &buckets_[b];
+      while (*link != kNil) {
+        Entry& e = entries_[*link];
+        if (dead(e)) {
+          take(e);
+          Unlink(link);
+        } else {
+          link = &e.next;
+        }
+      }
+    }
+  }
+
+ private:
+  ShardHeader& h_;
+  Entry* entries_;
+  uint32_t* buckets_;
+};
+
+// The static fields of one node, copied out of the region.
+struct NodeView {
+  uint32_t slot = 0;
+  uint32_t epoch = 0;
+  std::string id, uri, pool;
+  int32_t weight = 1;
+  int32_t priority = 0;
+  bool from_config = false;
+  int64_t capacity[kMaxResources];
+  std::map<std::string, std::string> attrs;
+};
+
+struct Snapshot {
+  uint64_t generation = 0;
+  std::vector<NodeView> nodes;  // by slot order
+  absl::flat_hash_map<std::string, size_t> by_id;
+  absl::flat_hash_map<std::string, std::vector<size_t>> by_pool;
+  std::vector<std::string> resources;
+  std::vector<std::string> metrics;
+};
+
+struct Policy {
+  AppConfig config;
+  uint32_t app_slot = 0;
+  uint32_t resource = 0;
+  std::unique_ptr<Strategy> strategy;
+  bool IsRetryCode(int code) const {
+    return std::find(config.retry_codes.begin(), config.retry_codes.end(), code) !=
+           config.retry_codes.end();
+  }
+  bool IsFullCode(int code) const {
+    return std::find(config.full_codes.begin(), config.full_codes.end(), code) !=
+           config.full_codes.end();
+  }
+};
+
+struct Policies {
+  uint64_t generation = 0;
+  absl::flat_hash_map<std::string, std::shared_ptr<Policy>> by_name;
+  std::vector<std::shared_ptr<Policy>> by_slot = std::vector<std::shared_ptr<Policy>>(kMaxApps);
+};
+
+class SharedStrategyContext final : public StrategyContext {
+ public:
+  SharedStrategyContext(const Region& region, uint32_t app) : region_(region), app_(app) {}
+  uint64_t NextTicket() override {
+    return region_.header().apps[app_].ticket.fetch_add(1, std::memory_order_relaxed);
+  }
+  void WithSharedSlots(const std::function<void(absl::Span<int64_t>)>& fn) override {
+    LockGuard g(region_.header().apps[app_].mu);
+    fn(absl::Span<int64_t>(region_.app_slots(app_), region_.max_nodes()));
+  }
+  uint64_t Random() override { return ThreadRandom(); }
+
+ private:
+  const Region& region_;
+  uint32_t app_;
+};
+
+bool TryReserve(NodeRecord& n, uint32_t res, int64_t cap) {
+  std::atomic<int64_t>& c = n.sessions[res];
+  if (cap < 0) {
+    c.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  int64_t cur = c.load(std::memory_order_relaxed);
+  while (cur < cap) {
+    if (c.compare_exchange_weak(cur, cur + 1, std::memory_order_relaxed)) return true;
+  }
+  return false;
+}
+
+void ReleaseCount(NodeRecord& n, uint32_t epoch, uint32_t res) {
+  if (n.in_use == 0 || n.epoch != epoch) return;  // node removed since: its counts went with it
+  std::atomic<int64_t>& c = n.sessions[res];
+  int64_t cur = c.load(std::memory_order_relaxed);
+  while (cur > 0 && !c.compare_exchange_weak(cur, cur - 1, std::memory_order_relaxed)) {
+  }
+}
+
+// What Place() decided.
+struct Placement {
+  Decision decision;
+  uint32_t slot = kNil;
+  uint32_t epoch = 0;
+  uint64_t claim = 0;
+};
+
+using SlotList = absl::InlinedVector<uint32_t, 8>;
+
+bool Contains(const SlotList& l, uint32_t s) { return std::find(l.begin(), l.end(), s) != l.end(); }
+
+}  // namespace
+
+class Router::Impl {
+ public:
+  Impl(std::unique_ptr<Region> region, std::function<int64_t()> now)
+      : region_(std::move(region)), now_(now ? std::move(now) : RealNowMs) {}
+
+  Header& H() const { return region_->header(); }
+
+  // ---- configuration -------------------------------------------------------
+
+  // Registers resource `name` (registry lock held); kNil if the table is full.
+  uint32_t ResourceIndexLocked(std::string_view name, bool create) {
+    Header& h = H();
+    for (uint32_t i = 0; i < h.n_resources; ++i) {
+      if (GetFixed(h.resource_names[i]) == name) return i;
+    }
+    if (!create || h.n_resources >= kMaxResources) return kNil;
+    SetFixed(h.resource_names[h.n_resources], name);
+    return h.n_resources++;
+  }
+
+  uint32_t FindNodeLocked(std::string_view id) const {
+    for (uint32_t s = 0; s < region_->max_nodes(); ++s) {
+      NodeRecord& n = region_->node(s);
+      if (n.in_use && GetFixed(n.id) == id) return s;
+    }
+    return kNil;
+  }
+
+  uint32_t FreeNodeSlotLocked() const {
+    for (uint32_t s = 0; s < region_->max_nodes(); ++s) {
+      if (!region_->node(s).in_use) return s;
+    }
+    return kNil;
+  }
+
+  // Writes the static fields of `spec` into slot `s` (registry lock held).
+  void WriteNodeLocked(uint32_t s, const NodeSpec& spec, bool fresh, bool from_config) {
+    NodeRecord& n = region_->node(s);
+    if (fresh) {
+      uint32_t epoch = n.epoch + 1;
+      for (auto& c : n.sessions) c.store(0, std::memory_order_relaxed);
+      for (auto& l : n.load) l.store(0, std::memory_order_relaxed);
+      n.load_mask.store(0);
+      n.load_updated_ms.store(0);
+      n.routed_total.store(0);
+      n.health.store(static_cast<uint32_t>(Health::kUp));
+      n.epoch = epoch;
+    }
+    SetFixed(n.id, spec.id);
+    SetFixed(n.uri, spec.uri);
+    SetFixed(n.pool, spec.pool);
+    n.weight = spec.weight;
+    n.priority = spec.priority;
+    n.from_config = from_config ? 1 : 0;
+    for (auto& c : n.capacity) c = -1;
+    for (const auto& [r, v] : spec.capacity) n.capacity[ResourceIndexLocked(r, true)] = v;
+    n.n_attrs = 0;
+    for (const auto& [k, v] : spec.attrs) {
+      SetFixed(n.attrs[n.n_attrs].key, k);
+      SetFixed(n.attrs[n.n_attrs].value, v);
+      ++n.n_attrs;
+    }
+    n.admin.store(static_cast<uint32_t>(spec.state), std::memory_order_relaxed);
+    n.in_use = 1;
+  }
+
+  void FreeNodeLocked(uint32_t s) {
+    NodeRecord& n = region_->node(s);
+    n.in_use = 0;
+    ++n.epoch;
+    for (auto& c : n.sessions) c.store(0, std::memory_order_relaxed);
+  }
+
+  size_t NewResources(const std::vector<std::string>& names) {
+    size_t extra = 0;
+    for (const auto& r : names) extra += ResourceIndexLocked(r, false) == kNil ? 1 : 0;
+    return extra;
+  }
+
+  absl::Status Apply(const Config& cfg) {
+    Header& h = H();
+    LockGuard g(h.registry_mu);
+    // Check everything first: nothing changes on error.
+    std::vector<std::string> resources;
+    for (const auto& n : cfg.nodes)
+      for (const auto& [r, v] : n.capacity) resources.push_back(r);
+    for (const auto& [name, app] : cfg.apps) resources.push_back(app.resource);
+    std::sort(resources.begin(), resources.end());
+    resources.erase(std::unique(resources.begin(), resources.end()), resources.end());
+    if (h.n_resources + NewResources(resources) > kMaxResources) {
+      return absl::ResourceExhaustedError(Cat(
+          "the configuration names resources the state region has no room for (at most ",
+          kMaxResources, " distinct resource names over the region's life)"));
+    }
+    std::set<std::string> wanted;
+    size_t new_nodes = 0;
+    for (const auto& n : cfg.nodes) {
+      wanted.insert(n.id);
+      uint32_t s = FindNodeLocked(n.id);
+      if (s == kNil) ++new_nodes;
+    }
+    size_t freed = 0, free_slots = 0;
+    for (uint32_t s = 0; s < region_->max_nodes(); ++s) {
+      NodeRecord& n = region_->node(s);
+      if (!n.in_use) ++free_slots;
+      else if (n.from_config && !wanted.count(std::string(GetFixed(n.id)))) ++freed;
+    }
+    if (new_nodes > free_slots + freed) {
+      return absl::ResourceExhaustedError(Cat("the configuration adds ", new_nodes,
+                                                       " nodes but the node table has room for ",
+                                                       free_slots + freed, " (state.max_nodes = ",
+                                                       h.max_nodes, ")"));
+    }
+    // Apply: remove config nodes that are gone, update the rest in place, add new ones.
+    ResourceIndexLocked(kDefaultResource, true);
+    for (const auto& r : resources) ResourceIndexLocked(r, true);
+    for (uint32_t s = 0; s < region_->max_nodes(); ++s) {
+      NodeRecord& n = region_->node(s);
+      if (n.in_use && n.from_config && !wanted.count(std::string(GetFixed(n.id)))) FreeNodeLocked(s);
+    }
+    for (const auto& spec : cfg.nodes) {
+      uint32_t s = FindNodeLocked(spec.id);
+      bool fresh = s == kNil;
+      if (fresh) s = FreeNodeSlotLocked();
+      WriteNodeLocked(s, spec, fresh, true);
+    }
+    // App slots: free those of apps no longer configured, then assign.
+    for (uint32_t a = 0; a < kMaxApps; ++a) {
+      if (h.apps[a].in_use && !cfg.apps.count(std::string(GetFixed(h.apps[a].name)))) {
+        h.apps[a].in_use = 0;
+      }
+    }
+    for (const auto& [name, app] : cfg.apps) {
+      if (AppSlotLocked(name) != kNil) continue;
+      for (uint32_t a = 0; a < kMaxApps; ++a) {
+        if (!h.apps[a].in_use) {
+          SetFixed(h.apps[a].name, name);
+          h.apps[a].in_use = 1;
+          h.apps[a].ticket.store(0);
+          std::fill_n(region_->app_slots(a), region_->max_nodes(), 0);
+          break;
+        }
+      }
+    }
+    std::memcpy(h.config, cfg.text.data(), cfg.text.size());
+    h.config_len = static_cast<uint32_t>(cfg.text.size());
+    h.node_generation.fetch_add(1, std::memory_order_release);
+    h.config_generation.fetch_add(1, std::memory_order_release);
+    return absl::OkStatus();
+  }
+
+  uint32_t AppSlotLocked(std::string_view name) const {
+    for (uint32_t a = 0; a < kMaxApps; ++a) {
+      if (H().apps[a].in_use && GetFixed(H().apps[a].name) == name) return a;
+    }
+    return kNil;
+  }
+
+  // ---- per-process views ---------------------------------------------------
+
+  std::shared_ptr<const Snapshot> GetSnapshot() {
+    uint64_t gen = H().node_generation.load(std::memory_order_acquire);
+    {
+      absl::ReaderMutexLock l(&mu_);
+      if (snapshot_ && snapshot_->generation == gen) return snapshot_;
+    }
+    auto snap = std::make_shared<Snapshot>();
+    {
+      LockGuard g(H().registry_mu);
+      snap->generation = H().node_generation.load(std::memory_order_acquire);
+      for (uint32_t i = 0; i < H().n_resources; ++i) snap->resources.emplace_back(GetFixed(H().resource_names[i]));
+      for (uint32_t i = 0; i < H().n_metrics; ++i) snap->metrics.emplace_back(GetFixed(H().metric_names[i]));
+      for (uint32_t s = 0; s < region_->max_nodes(); ++s) {
+        const NodeRecord& n = region_->node(s);
+        if (!n.in_use) continue;
+        NodeView v;
+        v.slot = s;
+        v.epoch = n.epoch;
+        v.id = std::string(GetFixed(n.id));
+        v.uri = std::string(GetFixed(n.uri));
+        v.pool = std::string(GetFixed(n.pool));
+        v.weight = n.weight;
+        v.priority = n.priority;
+        v.from_config = n.from_config != 0;
+        std::copy(std::begin(n.capacity), std::end(n.capacity), v.capacity);
+        for (uint32_t a = 0; a < n.n_attrs; ++a) {
+          v.attrs[std::string(GetFixed(n.attrs[a].key))] = std::string(GetFixed(n.attrs[a].value));
+        }
+        snap->by_id[v.id] = snap->nodes.size();
+        snap->by_pool[v.pool].push_back(snap->nodes.size());
+        snap->nodes.push_back(std::move(v));
+      }
+    }
+    absl::WriterMutexLock l(&mu_);
+    if (!snapshot_ || snapshot_->generation < snap->generation) snapshot_ = std::move(snap);
+    return snapshot_;
+  }
+
+  absl::StatusOr<std::shared_ptr<const Policies>> GetPolicies() {
+    uint64_t gen = H().config_generation.load(std::memory_order_acquire);
+    {
+      absl::ReaderMutexLock l(&mu_);
+      if (policies_ && policies_->generation == gen) return policies_;
+    }
+    std::string text;
+    auto pol = std::make_shared<Policies>();
+    {
+      LockGuard g(H().registry_mu);
+      pol->generation = H().config_generation.load(std::memory_order_acquire);
+      text.assign(H().config, H().config_len);
+    }
+    absl::StatusOr<Config> cfg = ParseConfig(text, "<stored configuration>");
+    if (!cfg.ok()) return cfg.status();
+    LockGuard g(H().registry_mu);
+    for (auto& [name, app] : cfg->apps) {
+      auto p = std::make_shared<Policy>();
+      p->app_slot = AppSlotLocked(name);
+      p->resource = ResourceIndexLocked(app.resource, false);
+      if (p->app_slot == kNil || p->resource == kNil) continue;  // a newer config is being applied
+      absl::StatusOr<std::unique_ptr<Strategy>> st = MakeStrategy(app.strategy, app.strategy_params);
+      if (!st.ok()) return st.status();
+      p->strategy = *std::move(st);
+      p->config = app;
+      pol->by_slot[p->app_slot] = p;
+      pol->by_name[name] = std::move(p);
+    }
+    absl::WriterMutexLock l(&mu_);
+    if (!policies_ || policies_->generation < pol->generation) policies_ = pol;
+    return policies_;
+  }
+
+  // ---- routing -------------------------------------------------------------
+
+  static absl::Status CheckCallId(std::string_view call_id) {
+    if (call_id.empty()) return absl::InvalidArgumentError("call_id is empty");
+    if (call_id.size() > kMaxCallIdLen) {
+      return absl::InvalidArgumentError(Cat("call_id is ", call_id.size(),
+                                                     " bytes long, at most ", kMaxCallIdLen, " are allowed"));
+    }
+    return absl::OkStatus();
+  }
+
+  Decision SessionDecision(const Snapshot& snap, const SessionEntry& e, const Policies& pol,
+                           std::string reason) {
+    Decision d;
+    d.ok = true;
+    d.reason = std::move(reason);
+    d.attempt = e.attempt;
+    if (pol.by_slot[e.app]) d.app = pol.by_slot[e.app]->config.name;
+    for (const NodeView& v : snap.nodes) {
+      if (v.slot == e.node && v.epoch == e.node_epoch) {
+        d.node_id = v.id;
+        d.uri = v.uri;
+        return d;
+      }
+    }
+    d.ok = false;
+    d.reason = "no_node";
+    d.detail = "the call's node was removed";
+    return d;
+  }
+
+  bool UsableForAffinity(const NodeRecord& n, uint32_t epoch, const Policy& p,
+                         const SlotList& avoid, uint32_t slot, const Snapshot& snap) const {
+    if (!n.in_use || n.epoch != epoch || Contains(avoid, slot)) return false;
+    if (n.admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDisabled)) return false;
+    if (n.health.load(std::memory_order_relaxed) == static_cast<uint32_t>(Health::kDown)) return false;
+    auto it = snap.by_pool.find(p.config.pool);
+    if (it == snap.by_pool.end()) return false;
+    for (size_t i : it->second) {
+      if (snap.nodes[i].slot == slot) return snap.nodes[i].epoch == epoch;
+    }
+    return false;
+  }
+
+  int64_t CapacityOf(const Snapshot& snap, uint32_t slot, uint32_t epoch, uint32_t res) const {
+    for (const NodeView& v : snap.nodes) {
+      if (v.slot == slot && v.epoch == epoch) return v.capacity[res];
+    }
+    return 0;
+  }
+
+  // Deletes affinity entries whose grace ran out from one chain (shard lock held).
+  void PruneChain(Shard<AffinityEntry>& sh, uint64_t hash, int64_t now) {
+    uint32_t* link = sh.Head(hash);
+    while (*link != kNil) {
+      AffinityEntry& e = sh.at(*link);
+      if (e.refs <= 0 && e.expires_ms <= now) {
+        sh.Unlink(link);
+        H().affinity_count.fetch_sub(1, std::memory_order_relaxed);
+      } else {
+        link = &e.next;
+      }
+    }
+  }
+
+  // Picks a node for one placement: affinity first, then the strategy.
+  absl::StatusOr<Placement> Place(const Policy& p, const Snapshot& snap, std::string_view call_id,
+                                  std::string_view key,
+                                  const std::map<std::string, std::string>& attrs,
+                                  const SlotList& avoid, int attempt, int64_t now,
+                                  const char* strategy_reason) {
+    Placement out;
+    out.decision.app = p.config.name;
+    out.decision.attempt = attempt;
+    const uint32_t res = p.resource;
+    const bool use_aff = p.config.affinity && !key.empty();
+    const uint64_t ah = use_aff ? HashAffinity(p.app_slot, key) : 0;
+    ShardHeader* ash = use_aff ? &H().affinity_shards[ShardOf(ah)] : nullptr;
+    auto match = [&](const AffinityEntry& e) { return e.app == p.app_slot && GetFixed(e.key) == key; };
+
+    if (use_aff) {
+      LockGuard g(ash->mu);
+      Shard<AffinityEntry> sh(*region_, *ash);
+      PruneChain(sh, ah, now);
+      if (uint32_t* link = sh.Find(ah, match)) {
+        AffinityEntry& e = sh.at(*link);
+        NodeRecord& n = region_->node(e.node);
+        if (UsableForAffinity(n, e.node_epoch, p, avoid, e.node, snap) &&
+            TryReserve(n, res, CapacityOf(snap, e.node, e.node_epoch, res))) {
+          ++e.refs;
+          e.expires_ms = kNever;
+          out.slot = e.node;
+          out.epoch = e.node_epoch;
+          out.claim = e.claim;
+          out.decision.reason = "affinity";
+        }
+      }
+    }
+
+    if (out.slot == kNil) {
+      thread_local std::vector<Candidate> cands;
+      cands.clear();
+      auto pit = snap.by_pool.find(p.config.pool);
+      size_t n_pool = 0, n_disabled = 0, n_draining = 0, n_down = 0, n_avoid = 0, n_full = 0, n_suspect = 0;
+      if (pit != snap.by_pool.end()) {
+        for (int tier = 0; tier < 2 && cands.empty(); ++tier) {
+          n_pool = n_disabled = n_draining = n_down = n_avoid = n_full = n_suspect = 0;
+          for (size_t i : pit->second) {
+            const NodeView& v = snap.nodes[i];
+            NodeRecord& n = region_->node(v.slot);
+            ++n_pool;
+            if (!n.in_use || n.epoch != v.epoch) continue;
+            uint32_t admin = n.admin.load(std::memory_order_relaxed);
+            uint32_t health = n.health.load(std::memory_order_relaxed);
+            if (admin == static_cast<uint32_t>(AdminState::kDisabled)) { ++n_disabled; continue; }
+            if (admin == static_cast<uint32_t>(AdminState::kDraining)) { ++n_draining; continue; }
+            if (health == static_cast<uint32_t>(Health::kDown)) { ++n_down; continue; }
+            if (health == static_cast<uint32_t>(Health::kSuspect) && tier == 0) { ++n_suspect; continue; }
+            if (Contains(avoid, v.slot)) { ++n_avoid; continue; }
+            int64_t s = n.sessions[res].load(std::memory_order_relaxed);
+            int64_t cap = v.capacity[res];
+            if (cap >= 0 && s >= cap) { ++n_full; continue; }
+            Candidate c;
+            c.slot = v.slot;
+            c.id = v.id;
+            c.uri = v.uri;
+            c.weight = v.weight;
+            c.priority = v.priority;
+            c.sessions = s;
+            c.capacity = cap;
+            c.attrs = &v.attrs;
+            int64_t total = 0;
+            for (uint32_t r = 0; r < snap.resources.size(); ++r) total += n.sessions[r].load(std::memory_order_relaxed);
+            c.total_sessions = total;
+            cands.push_back(c);
+          }
+          if (n_suspect == 0) break;
+        }
+      }
+      SharedStrategyContext ctx(*region_, p.app_slot);
+      PickRequest pr{p.config.name, call_id, key, &attrs, attempt};
+      while (!cands.empty()) {
+        absl::StatusOr<size_t> pick = p.strategy->Pick(pr, absl::MakeConstSpan(cands), ctx);
+        if (!pick.ok() || *pick >= cands.size()) {
+          out.decision.reason = "no_node";
+          out.decision.detail = Cat("strategy ", p.config.strategy, " chose no node: ",
+                                             pick.ok() ? "index out of range" : pick.status().message());
+          return out;
+        }
+        const Candidate& c = cands[*pick];
+        if (TryReserve(region_->node(c.slot), res, c.capacity)) {
+          out.slot = c.slot;
+          out.epoch = snap.nodes[snap.by_id.at(std::string(c.id))].epoch;
+          out.decision.reason = strategy_reason;
+          break;
+        }
+        ++n_full;  // filled up by another process meanwhile
+        cands.erase(cands.begin() + static_cast<std::ptrdiff_t>(*pick));
+      }
+      if (out.slot == kNil) {
+        out.decision.reason = "no_node";
+        if (n_pool == 0) {
+          out.decision.detail = Cat("pool \"", p.config.pool, "\" has no nodes");
+        } else {
+          out.decision.detail = Cat(
+              "no candidate in pool \"", p.config.pool, "\" (", n_pool, " nodes: ", n_disabled,
+              " disabled, ", n_draining, " draining, ", n_down, " down, ", n_avoid,
+              " excluded or tried, ", n_full, " full for \"", p.config.resource, "\")");
+        }
+        return out;
+      }
+      // Claim the key for the node just chosen, unless another process claimed
+      // it meanwhile for a node we can use.
+      if (use_aff) {
+        LockGuard g(ash->mu);
+        Shard<AffinityEntry> sh(*region_, *ash);
+        uint32_t* link = sh.Find(ah, match);
+        if (link != nullptr) {
+          AffinityEntry& e = sh.at(*link);
+          NodeRecord& n = region_->node(e.node);
+          bool usable = UsableForAffinity(n, e.node_epoch, p, avoid, e.node, snap);
+          if (e.node == out.slot && e.node_epoch == out.epoch) {
+            ++e.refs;
+            e.expires_ms = kNever;
+            out.claim = e.claim;
+          } else if (usable && e.refs > 0) {
+            // The key's node is busy or full for this call: the call goes
+            // elsewhere without taking the key along.
+            if (TryReserve(n, res, CapacityOf(snap, e.node, e.node_epoch, res))) {
+              ReleaseCount(region_->node(out.slot), out.epoch, res);
+              out.slot = e.node;
+              out.epoch = e.node_epoch;
+              ++e.refs;
+              out.claim = e.claim;
+              out.decision.reason = "affinity";
+            }
+          } else {
+            Rebind(e, out, p, now);
+          }
+        } else {
+          uint32_t i = sh.Insert(ah);
+          if (i == kNil) {
+            sh.RemoveIf([now](const AffinityEntry& e) { return e.refs <= 0 && e.expires_ms <= now; },
+                        [this](const AffinityEntry&) { H().affinity_count.fetch_sub(1); });
+            i = sh.Insert(ah);
+          }
+          if (i == kNil) {
+            ReleaseCount(region_->node(out.slot), out.epoch, res);
+            return absl::ResourceExhaustedError(Cat(
+                "affinity table is full (state.max_affinities = ", H().max_affinities, ")"));
+          }
+          AffinityEntry& e = sh.at(i);
+          e.app = p.app_slot;
+          SetFixed(e.key, key);
+          H().affinity_count.fetch_add(1, std::memory_order_relaxed);
+          Rebind(e, out, p, now);
+        }
+      }
+    }
+    const NodeView& v = snap.nodes[snap.by_id.at(NodeIdAt(snap, out.slot))];
+    out.decision.ok = true;
+    out.decision.node_id = v.id;
+    out.decision.uri = v.uri;
+    return out;
+  }
+
+  void Rebind(AffinityEntry& e, Placement& out, const Policy& p, int64_t) {
+    e.node = out.slot;
+    e.node_epoch = out.epoch;
+    e.claim = H().claim_seq.fetch_add(1, std::memory_order_relaxed);
+    e.refs = 1;
+    e.grace_ms = p.config.affinity_grace_ms;
+    e.expires_ms = kNever;
+    out.claim = e.claim;
+  }
+
+  static const std::string& NodeIdAt(const Snapshot& snap, uint32_t slot) {
+    for (const NodeView& v : snap.nodes) {
+      if (v.slot == slot) return v.id;
+    }
+    static const std::string kEmpty;
+    return kEmpty;
+  }
+
+  // Drops one reference on claim `claim` of (app, key); `release` deletes the
+  // claim outright when it still points at `node`.
+  void DropClaim(uint32_t app, std::string_view key, uint64_t claim, bool release, int64_t now) {
+    if (claim == 0) return;
+    uint64_t ah = HashAffinity(app, key);
+    ShardHeader& ash = H().affinity_shards[ShardOf(ah)];
+    LockGuard g(ash.mu);
+    Shard<AffinityEntry> sh(*region_, ash);
+    uint32_t* link = sh.Find(ah, [&](const AffinityEntry& e) {
+      return e.app == app && e.claim == claim && GetFixed(e.key) == key;
+    });
+    if (link == nullptr) return;  // rebound or released since
+    AffinityEntry& e = sh.at(*link);
+    if (e.refs > 0) --e.refs;
+    if (release || (e.refs == 0 && e.grace_ms == 0)) {
+      sh.Unlink(link);
+      H().affinity_count.fetch_sub(1, std::memory_order_relaxed);
+    } else if (e.refs == 0) {
+      e.expires_ms = now + e.grace_ms;
+    }
+  }
+
+  // Frees what a removed session held: its node's count and its claim.
+  struct Held {
+    uint32_t app, resource, node, epoch;
+    uint64_t claim;
+    std::string key;
+  };
+  static Held HeldBy(const SessionEntry& e) {
+    return Held{e.app, e.resource, e.node, e.node_epoch, e.claim, std::string(GetFixed(e.key))};
+  }
+  void Release(const Held& h, int64_t now) {
+    if (h.node != kNil) ReleaseCount(region_->node(h.node), h.epoch, h.resource);
+    DropClaim(h.app, h.key, h.claim, false, now);
+  }
+
+  absl::StatusOr<Decision> Route(const RouteRequest& req) {
+    if (absl::Status s = CheckCallId(req.call_id); !s.ok()) return s;
+    if (req.key.size() > kMaxKeyLen) {
+      return absl::InvalidArgumentError(Cat("key is ", req.key.size(), " bytes long, at most ",
+                                                     kMaxKeyLen, " are allowed"));
+    }
+    if (req.exclude.size() > static_cast<size_t>(kMaxAttemptsLimit) / 2) {
+      return absl::InvalidArgumentError(Cat("exclude lists ", req.exclude.size(),
+                                                     " nodes, at most ", kMaxAttemptsLimit / 2, " are allowed"));
+    }
+    absl::StatusOr<std::shared_ptr<const Policies>> pol = GetPolicies();
+    if (!pol.ok()) return pol.status();
+    const Policy* p = nullptr;
+    if (auto it = (*pol)->by_name.find(req.app); it != (*pol)->by_name.end()) {
+      p = it->second.get();
+    } else if (auto d = (*pol)->by_name.find("default"); d != (*pol)->by_name.end()) {
+      p = d->second.get();
+    } else {
+      return absl::NotFoundError(Cat("unknown app \"", req.app,
+                                              "\" and no \"default\" app is configured"));
+    }
+    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    const int64_t now = now_();
+    MaybeSweep(now);
+    const uint64_t ch = HashCallId(req.call_id);
+    ShardHeader& ssh = H().session_shards[ShardOf(ch)];
+    auto same_call = [&](const SessionEntry& e) { return GetFixed(e.call_id) == req.call_id; };
+    {
+      LockGuard g(ssh.mu);
+      Shard<SessionEntry> sh(*region_, ssh);
+      if (uint32_t* link = sh.Find(ch, same_call); link && sh.at(*link).expires_ms > now) {
+        return SessionDecision(*snap, sh.at(*link), **pol, "session");
+      }
+    }
+    SlotList avoid;
+    for (const auto& id : req.exclude) {
+      if (auto it = snap->by_id.find(id); it != snap->by_id.end()) avoid.push_back(snap->nodes[it->second].slot);
+    }
+    absl::StatusOr<Placement> pl = Place(*p, *snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy");
+    if (!pl.ok()) return pl.status();
+    if (!pl->decision.ok) return pl->decision;
+    Held mine{p->app_slot, p->resource, pl->slot, pl->epoch, pl->claim, req.key};
+    absl::InlinedVector<Held, 1> expired;
+    std::optional<Decision> duplicate;
+    {
+      LockGuard g(ssh.mu);
+      Shard<SessionEntry> sh(*region_, ssh);
+      if (uint32_t* link = sh.Find(ch, same_call)) {
+        SessionEntry& e = sh.at(*link);
+        if (e.expires_ms > now) {
+          // Routed concurrently by another process: keep theirs, undo ours.
+          duplicate = SessionDecision(*snap, e, **pol, "session");
+        } else {
+          expired.push_back(HeldBy(e));
+          sh.Unlink(link);
+          H().session_count.fetch_sub(1, std::memory_order_relaxed);
+          H().expired_sessions.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+      uint32_t i = duplicate ? kNil : sh.Insert(ch);
+      if (i == kNil && !duplicate) {
+        sh.RemoveIf([now](const SessionEntry& e) { return e.expires_ms <= now; },
+                    [&](const SessionEntry& e) {
+                      expired.push_back(HeldBy(e));
+                      H().session_count.fetch_sub(1, std::memory_order_relaxed);
+                      H().expired_sessions.fetch_add(1, std::memory_order_relaxed);
+                    });
+        i = sh.Insert(ch);
+      }
+      if (i != kNil) {
+        SessionEntry& e = sh.at(i);
+        SetFixed(e.call_id, req.call_id);
+        SetFixed(e.key, mine.claim ? std::string_view(req.key) : std::string_view());
+        e.app = p->app_slot;
+        e.resource = p->resource;
+        e.node = pl->slot;
+        e.node_epoch = pl->epoch;
+        e.claim = pl->claim;
+        e.created_ms = now;
+        e.expires_ms = now + p->config.session_lifetime_ms;
+        e.attempt = 1;
+        e.n_tried = 0;
+        for (uint32_t s : avoid) e.tried[e.n_tried++] = s;
+        H().session_count.fetch_add(1, std::memory_order_relaxed);
+        region_->node(pl->slot).routed_total.fetch_add(1, std::memory_order_relaxed);
+        mine.node = kNil;  // now owned by the session
+      }
+    }
+    for (const Held& h : expired) Release(h, now);
+    if (duplicate) {  // routed concurrently by another process: keep theirs
+      Release(mine, now);
+      return *duplicate;
+    }
+    if (mine.node != kNil) {
+      Release(mine, now);
+      return absl::ResourceExhaustedError(
+          Cat("session table is full (state.max_sessions = ", H().max_sessions, ")"));
+    }
+    return pl->decision;
+  }
+
+  absl::StatusOr<Decision> Retry(std::string_view call_id, int code) {
+    if (absl::Status s = CheckCallId(call_id); !s.ok()) return s;
+    if (code < 100 || code > 699) {
+      return absl::InvalidArgumentError(Cat("code ", code, " is not a SIP status code (100..699)"));
+    }
+    absl::StatusOr<std::shared_ptr<const Policies>> pol = GetPolicies();
+    if (!pol.ok()) return pol.status();
+    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    const int64_t now = now_();
+    const uint64_t ch = HashCallId(call_id);
+    ShardHeader& ssh = H().session_shards[ShardOf(ch)];
+    auto same_call = [&](const SessionEntry& e) { return GetFixed(e.call_id) == call_id; };
+    std::shared_ptr<Policy> p;
+    Held old{};
+    SlotList avoid;
+    std::string key;
+    int attempt = 0;
+    std::string why;
+    {
+      LockGuard g(ssh.mu);
+      Shard<SessionEntry> sh(*region_, ssh);
+      uint32_t* link = sh.Find(ch, same_call);
+      if (link == nullptr || sh.at(*link).expires_ms <= now) {
+        return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
+      }
+      SessionEntry& e = sh.at(*link);
+      old = HeldBy(e);
+      p = (*pol)->by_slot[e.app];
+      key = old.key;
+      attempt = e.attempt;
+      if (!p) {
+        why = "the call's app is no longer configured";
+      } else if (!p->IsRetryCode(code)) {
+        why = Cat("code ", code, " is not a retry code of app \"", p->config.name, "\"");
+      } else if (e.attempt >= p->config.max_attempts) {
+        why = Cat("max_attempts (", p->config.max_attempts, ") reached for app \"",
+                           p->config.name, "\"");
+      }
+      if (!why.empty()) {
+        sh.Unlink(link);
+        H().session_count.fetch_sub(1, std::memory_order_relaxed);
+      } else {
+        if (e.node != kNil && e.n_tried < static_cast<uint32_t>(kMaxAttemptsLimit)) e.tried[e.n_tried++] = e.node;
+        for (uint32_t i = 0; i < e.n_tried; ++i) avoid.push_back(e.tried[i]);
+        e.node = kNil;
+        e.claim = 0;
+        e.attempt += 1;
+        attempt = e.attempt;
+      }
+    }
+    // Move the counts off the node that bounced, and its claim if it is full.
+    if (old.node != kNil) ReleaseCount(region_->node(old.node), old.epoch, old.resource);
+    DropClaim(old.app, old.key, old.claim, p && p->IsFullCode(code), now);
+    if (!why.empty()) {
+      Decision d;
+      d.reason = "no_node";
+      d.detail = why;
+      d.attempt = attempt;
+      if (p) d.app = p->config.name;
+      return d;
+    }
+    absl::StatusOr<Placement> pl = Place(*p, *snap, call_id, key, {}, avoid, attempt, now, "retry");
+    bool placed = pl.ok() && pl->decision.ok;
+    {
+      LockGuard g(ssh.mu);
+      Shard<SessionEntry> sh(*region_, ssh);
+      uint32_t* link = sh.Find(ch, same_call);
+      if (link == nullptr) {
+        // Ended while we were choosing: undo the new placement.
+        if (placed) Release(Held{p->app_slot, p->resource, pl->slot, pl->epoch, pl->claim, key}, now);
+        return absl::NotFoundError(Cat("call_id \"", call_id, "\" ended during retry"));
+      }
+      SessionEntry& e = sh.at(*link);
+      if (placed) {
+        e.node = pl->slot;
+        e.node_epoch = pl->epoch;
+        e.claim = pl->claim;
+        SetFixed(e.key, pl->claim ? std::string_view(key) : std::string_view());
+        region_->node(pl->slot).routed_total.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        sh.Unlink(link);
+        H().session_count.fetch_sub(1, std::memory_order_relaxed);
+      }
+    }
+    if (!pl.ok()) return pl.status();
+    return pl->decision;
+  }
+
+  absl::Status Confirm(std::string_view call_id) {
+    if (absl::Status s = CheckCallId(call_id); !s.ok()) return s;
+    const uint64_t ch = HashCallId(call_id);
+    ShardHeader& ssh = H().session_shards[ShardOf(ch)];
+    LockGuard g(ssh.mu);
+    Shard<SessionEntry> sh(*region_, ssh);
+    uint32_t* link = sh.Find(ch, [&](const SessionEntry& e) { return GetFixed(e.call_id) == call_id; });
+    if (link == nullptr) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
+    sh.at(*link).confirmed = 1;
+    return absl::OkStatus();
+  }
+
+  absl::Status End(std::string_view call_id) {
+    if (absl::Status s = CheckCallId(call_id); !s.ok()) return s;
+    const int64_t now = now_();
+    const uint64_t ch = HashCallId(call_id);
+    ShardHeader& ssh = H().session_shards[ShardOf(ch)];
+    Held held;
+    {
+      LockGuard g(ssh.mu);
+      Shard<SessionEntry> sh(*region_, ssh);
+      uint32_t* link = sh.Find(ch, [&](const SessionEntry& e) { return GetFixed(e.call_id) == call_id; });
+      if (link == nullptr) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
+      held = HeldBy(sh.at(*link));
+      sh.Unlink(link);
+      H().session_count.fetch_sub(1, std::memory_order_relaxed);
+    }
+    Release(held, now);
+    return absl::OkStatus();
+  }
+
+  // ---- expiry --------------------------------------------------------------
+
+  int64_t SweepShard(size_t s, int64_t now) {
+    std::vector<Held> expired;
+    {
+      ShardHeader& ssh = H().session_shards[s];
+      LockGuard g(ssh.mu);
+      Shard<SessionEntry> sh(*region_, ssh);
+      sh.RemoveIf([now](const SessionEntry& e) { return e.expires_ms <= now; },
+                  [&](const SessionEntry& e) { expired.push_back(HeldBy(e)); });
+    }
+    H().session_count.fetch_sub(static_cast<int64_t>(expired.size()), std::memory_order_relaxed);
+    H().expired_sessions.fetch_add(static_cast<int64_t>(expired.size()), std::memory_order_relaxed);
+    for (const Held& h : expired) Release(h, now);
+    {
+      ShardHeader& ash = H().affinity_shards[s];
+      LockGuard g(ash.mu);
+      Shard<AffinityEntry> sh(*region_, ash);
+      int64_t gone = 0;
+      sh.RemoveIf([now](const AffinityEntry& e) { return e.refs <= 0 && e.expires_ms <= now; },
+                  [&](const AffinityEntry&) { ++gone; });
+      H().affinity_count.fetch_sub(gone, std::memory_order_relaxed);
+    }
+    return static_cast<int64_t>(expired.size());
+  }
+
+  // Sweeps one shard per kSweepIntervalMs across every process of the router.
+  void MaybeSweep(int64_t now) {
+    std::atomic<uint64_t>& last = H().sweep_cursor;  // (ms << 4) | next shard
+    uint64_t cur = last.load(std::memory_order_relaxed);
+    int64_t last_ms = static_cast<int64_t>(cur >> 4);
+    if (now - last_ms < kSweepIntervalMs) return;
+    size_t shard = cur & 15;
+    uint64_t next = (static_cast<uint64_t>(now) << 4) | ((shard + 1) & 15);
+    if (!last.compare_exchange_strong(cur, next, std::memory_order_relaxed)) return;
+    SweepShard(shard, now);
+  }
+
+  int64_t Sweep() {
+    int64_t now = now_();
+    int64_t n = 0;
+    for (size_t s = 0; s < kShards; ++s) n += SweepShard(s, now);
+    return n;
+  }
+
+  // ---- registry ------------------------------------------------------------
+
+  absl::Status AddNode(const NodeSpec& spec) {
+    if (absl::Status s = ValidateNodeSpec(spec); !s.ok()) return s;
+    LockGuard g(H().registry_mu);
+    if (FindNodeLocked(spec.id) != kNil) {
+      return absl::AlreadyExistsError(Cat("node \"", spec.id, "\" already exists"));
+    }
+    std::vector<std::string> res;
+    for (const auto& [r, v] : spec.capacity) res.push_back(r);
+    if (H().n_resources + NewResources(res) > kMaxResources) {
+      return absl::ResourceExhaustedError(Cat("node \"", spec.id, "\" names more resources than the region has room for (",
+                                                       kMaxResources, ")"));
+    }
+    uint32_t s = FreeNodeSlotLocked();
+    if (s == kNil) {
+      return absl::ResourceExhaustedError(
+          Cat("node table is full (state.max_nodes = ", H().max_nodes, ")"));
+    }
+    WriteNodeLocked(s, spec, true, false);
+    H().node_generation.fetch_add(1, std::memory_order_release);
+    return absl::OkStatus();
+  }
+
+  absl::Status UpdateNode(const NodeSpec& spec) {
+    if (absl::Status s = ValidateNodeSpec(spec); !s.ok()) return s;
+    LockGuard g(H().registry_mu);
+    uint32_t s = FindNodeLocked(spec.id);
+    if (s == kNil) return absl::NotFoundError(Cat("no node \"", spec.id, "\""));
+    std::vector<std::string> res;
+    for (const auto& [r, v] : spec.capacity) res.push_back(r);
+    if (H().n_resources + NewResources(res) > kMaxResources) {
+      return absl::ResourceExhaustedError("node names more resources than the region has room for");
+    }
+    WriteNodeLocked(s, spec, false, region_->node(s).from_config != 0);
+    H().node_generation.fetch_add(1, std::memory_order_release);
+    return absl::OkStatus();
+  }
+
+  absl::Status RemoveNode(std::string_view id) {
+    LockGuard g(H().registry_mu);
+    uint32_t s = FindNodeLocked(id);
+    if (s == kNil) return absl::NotFoundError(Cat("no node \"", id, "\""));
+    FreeNodeLocked(s);
+    H().node_generation.fetch_add(1, std::memory_order_release);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<NodeRecord*> Live(std::string_view id) {
+    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    auto it = snap->by_id.find(std::string(id));
+    if (it == snap->by_id.end()) return absl::NotFoundError(Cat("no node \"", id, "\""));
+    return &region_->node(snap->nodes[it->second].slot);
+  }
+
+  absl::Status SetState(std::string_view id, AdminState st) {
+    absl::StatusOr<NodeRecord*> n = Live(id);
+    if (!n.ok()) return n.status();
+    (*n)->admin.store(static_cast<uint32_t>(st), std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
+
+  absl::Status SetHealth(std::string_view id, Health h) {
+    absl::StatusOr<NodeRecord*> n = Live(id);
+    if (!n.ok()) return n.status();
+    (*n)->health.store(static_cast<uint32_t>(h), std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
+
+  absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics) {
+    for (const auto& [k, v] : metrics) {
+      bool ok = !k.empty() && k.size() < internal::kNameLen;
+      for (char c : k) ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.');
+      if (!ok) return absl::InvalidArgumentError(Cat("load metric name \"", k, "\" must be 1 to 31 characters of [A-Za-z0-9_.]"));
+      if (!std::isfinite(v)) return absl::InvalidArgumentError(Cat("load metric ", k, " is not a finite number"));
+    }
+    LockGuard g(H().registry_mu);
+    uint32_t s = FindNodeLocked(id);
+    if (s == kNil) return absl::NotFoundError(Cat("no node \"", id, "\""));
+    Header& h = H();
+    std::vector<uint32_t> idx;
+    size_t fresh = 0;
+    for (const auto& [k, v] : metrics) {
+      uint32_t i = kNil;
+      for (uint32_t m = 0; m < h.n_metrics; ++m) if (GetFixed(h.metric_names[m]) == k) i = m;
+      if (i == kNil) ++fresh;
+      idx.push_back(i);
+    }
+    if (h.n_metrics + fresh > kMaxMetrics) {
+      return absl::ResourceExhaustedError(Cat("at most ", kMaxMetrics, " distinct load metric names per router"));
+    }
+    NodeRecord& n = region_->node(s);
+    uint64_t mask = 0;
+    size_t j = 0;
+    for (const auto& [k, v] : metrics) {
+      uint32_t i = idx[j++];
+      if (i == kNil) {
+        i = h.n_metrics++;
+        SetFixed(h.metric_names[i], k);
+        h.node_generation.fetch_add(1, std::memory_order_release);
+      }
+      n.load[i].store(v, std::memory_order_relaxed);
+      mask |= uint64_t{1} << i;
+    }
+    n.load_mask.store(mask, std::memory_order_relaxed);
+    n.load_updated_ms.store(now_(), std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
+
+  NodeStatus StatusOf(const Snapshot& snap, const NodeView& v) const {
+    NodeRecord& n = region_->node(v.slot);
+    NodeStatus st;
+    st.spec.id = v.id;
+    st.spec.uri = v.uri;
+    st.spec.pool = v.pool;
+    st.spec.weight = v.weight;
+    st.spec.priority = v.priority;
+    st.spec.attrs = v.attrs;
+    st.spec.state = static_cast<AdminState>(n.admin.load(std::memory_order_relaxed));
+    st.health = static_cast<Health>(n.health.load(std::memory_order_relaxed));
+    for (size_t r = 0; r < snap.resources.size(); ++r) {
+      if (v.capacity[r] >= 0) st.spec.capacity[snap.resources[r]] = v.capacity[r];
+      st.sessions[snap.resources[r]] = n.sessions[r].load(std::memory_order_relaxed);
+    }
+    uint64_t mask = n.load_mask.load(std::memory_order_relaxed);
+    for (size_t m = 0; m < snap.metrics.size(); ++m) {
+      if (mask & (uint64_t{1} << m)) st.load[snap.metrics[m]] = n.load[m].load(std::memory_order_relaxed);
+    }
+    st.load_updated_ms = n.load_updated_ms.load(std::memory_order_relaxed);
+    st.routed_total = n.routed_total.load(std::memory_order_relaxed);
+    return st;
+  }
+
+  absl::StatusOr<NodeStatus> Node(std::string_view id) {
+    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    auto it = snap->by_id.find(std::string(id));
+    if (it == snap->by_id.end()) return absl::NotFoundError(Cat("no node \"", id, "\""));
+    return StatusOf(*snap, snap->nodes[it->second]);
+  }
+
+  std::vector<NodeStatus> Nodes() {
+    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    std::vector<NodeStatus> out;
+    for (const NodeView& v : snap->nodes) out.push_back(StatusOf(*snap, v));
+    return out;
+  }
+
+  RouterStats Stats() {
+    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    RouterStats s;
+    s.nodes = static_cast<int64_t>(snap->nodes.size());
+    s.sessions = H().session_count.load(std::memory_order_relaxed);
+    s.affinities = H().affinity_count.load(std::memory_order_relaxed);
+    s.max_nodes = static_cast<int64_t>(H().max_nodes);
+    s.max_sessions = static_cast<int64_t>(H().max_sessions);
+    s.max_affinities = static_cast<int64_t>(H().max_affinities);
+    s.expired_sessions = H().expired_sessions.load(std::memory_order_relaxed);
+    return s;
+  }
+
+  const std::string& name() const { return region_->name(); }
+  StateLimits limits() const { return region_->limits(); }
+
+ private:
+  std::unique_ptr<Region> region_;
+  std::function<int64_t()> now_;
+  absl::Mutex mu_;  // guards snapshot_ and policies_ (the pointers, not what they point to)
+  std::shared_ptr<const Snapshot> snapshot_;
+  std::shared_ptr<const Policies> policies_;
+};
+
+// ---- Router ----------------------------------------------------------------
+
+Router::Router(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Router::~Router() = default;
+
+absl::StatusOr<std::unique_ptr<Router>> Router::FromYaml(std::string_view yaml, RouterOptions options,
+                                                         std::string_view source) {
+  absl::StatusOr<Config> cfg = ParseConfig(yaml, source);
+  if (!cfg.ok()) return cfg.status();
+  absl::StatusOr<std::unique_ptr<Region>> region;
+  if (options.shared.empty()) {
+    region = Region::CreatePrivate(cfg->state);
+  } else {
+    bool created = false;
+    region = Region::OpenShared(options.shared, cfg->state, &created);
+  }
+  if (!region.ok()) return region.status();
+  auto impl = std::make_unique<Impl>(*std::move(region), std::move(options.now_ms));
+  if (absl::Status s = impl->Apply(*cfg); !s.ok()) return s;
+  return std::unique_ptr<Router>(new Router(std::move(impl)));
+}
+
+absl::StatusOr<std::unique_ptr<Router>> Router::FromFile(const std::string& path, RouterOptions options) {
+  absl::StatusOr<Config> cfg = LoadConfigFile(path);
+  if (!cfg.ok()) return cfg.status();
+  return FromYaml(cfg->text, std::move(options), path);
+}
+
+absl::StatusOr<std::unique_ptr<Router>> Router::Attach(const std::string& shared, RouterOptions options) {
+  absl::StatusOr<std::unique_ptr<Region>> region = Region::AttachShared(shared);
+  if (!region.ok()) return region.status();
+  auto impl = std::make_unique<Impl>(*std::move(region), std::move(options.now_ms));
+  return std::unique_ptr<Router>(new Router(std::move(impl)));
+}
+
+absl::StatusOr<bool> Router::Unlink(const std::string& shared) { return Region::Unlink(shared); }
+
+absl::StatusOr<Decision> Router::Route(const RouteRequest& request) { return impl_->Route(request); }
+absl::StatusOr<Decision> Router::Retry(std::string_view call_id, int code) { return impl_->Retry(call_id, code); }
+absl::Status Router::Confirm(std::string_view call_id) { return impl_->Confirm(call_id); }
+absl::Status Router::End(std::string_view call_id) { return impl_->End(call_id); }
+absl::Status Router::AddNode(const NodeSpec& spec) { return impl_->AddNode(spec); }
+absl::Status Router::UpdateNode(const NodeSpec& spec) { return impl_->UpdateNode(spec); }
+absl::Status Router::RemoveNode(std::string_view id) { return impl_->RemoveNode(id); }
+absl::Status Router::SetState(std::string_view id, AdminState state) { return impl_->SetState(id, state); }
+absl::Status Router::SetHealth(std::string_view id, Health health) { return impl_->SetHealth(id, health); }
+absl::Status Router::ReportLoad(std::string_view id, const std::map<std::string, double>& metrics) {
+  return impl_->ReportLoad(id, metrics);
+}
+absl::StatusOr<NodeStatus> Router::Node(std::string_view id) const { return impl_->Node(id); }
+std::vector<NodeStatus> Router::Nodes() const { return impl_->Nodes(); }
+RouterStats Router::Stats() const { return impl_->Stats(); }
+int64_t Router::Sweep() { return impl_->Sweep(); }
+const std::string& Router::shared_name() const { return impl_->name(); }
+
+absl::Status Router::Reload(std::string_view yaml, std::string_view source) {
+  absl::StatusOr<Config> cfg = ParseConfig(yaml, source);
+  if (!cfg.ok()) return cfg.status();
+  StateLimits have = impl_->limits();
+  if (cfg->state.max_nodes != have.max_nodes || cfg->state.max_sessions != have.max_sessions ||
+      cfg->state.max_affinities != have.max_affinities) {
+    return absl::FailedPreconditionError(Cat(
+        source, ": state limits cannot change on reload (the region has max_nodes ", have.max_nodes,
+        ", max_sessions ", have.max_sessions, ", max_affinities ", have.max_affinities, ")"));
+  }
+  return impl_->Apply(*cfg);
+}
+
+}  // namespace approute

@@ -1,0 +1,63 @@
+// least_loaded: the candidate with the most available capacity for the app's
+// resource, as OpenSIPS load_balancer does.
+//   mode: absolute (default)  available = capacity - sessions
+//   mode: relative            available = (capacity - sessions) / capacity
+// A node with unlimited capacity counts as having the most room, ordered by
+// its session count. Ties rotate through a shared ticket so that processes do
+// not all pile onto the first of equals. Capacity itself is enforced by
+// routing (a node at capacity is never a candidate), so this never overfills.
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "strategies/strategies.h"
+#include "str_util.h"
+
+namespace approute::internal {
+namespace {
+
+class LeastLoadedStrategy final : public Strategy {
+ public:
+  explicit LeastLoadedStrategy(bool relative) : relative_(relative) {}
+
+  absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate> candidates,
+                              StrategyContext& context) override {
+    double best = -std::numeric_limits<double>::infinity();
+    size_t ties[64];
+    size_t nties = 0;
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      double a = Available(candidates[i]);
+      if (a > best) {
+        best = a;
+        nties = 0;
+      }
+      if (a == best && nties < 64) ties[nties++] = i;
+    }
+    if (nties == 1) return ties[0];
+    return ties[context.NextTicket() % nties];
+  }
+
+ private:
+  double Available(const Candidate& c) const {
+    double s = static_cast<double>(c.sessions);
+    if (c.capacity < 0) return 1e18 - s;  // unlimited
+    double cap = static_cast<double>(c.capacity);
+    if (!relative_) return cap - s;
+    return cap > 0 ? (cap - s) / cap : -1.0;
+  }
+  bool relative_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Strategy>> MakeLeastLoaded(const StrategyParams& params) {
+  if (absl::Status s = CheckParams("least_loaded", params, {"mode"}); !s.ok()) return s;
+  std::string mode = "absolute";
+  if (auto it = params.find("mode"); it != params.end()) mode = it->second;
+  if (mode != "absolute" && mode != "relative") {
+    return absl::InvalidArgumentError(
+        Cat("strategy least_loaded: mode \"", mode, "\" is not absolute or relative"));
+  }
+  return std::make_unique<LeastLoadedStrategy>(mode == "relative");
+}
+
+}  // namespace approute::internal

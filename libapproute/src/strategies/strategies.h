@@ -1,0 +1,33 @@
+// strategies.h — factories of the built-in strategies, one file each.
+#ifndef APPROUTE_SRC_STRATEGIES_STRATEGIES_H_
+#define APPROUTE_SRC_STRATEGIES_STRATEGIES_H_
+
+#include <initializer_list>
+#include <memory>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "approute/strategy.h"
+
+namespace approute::internal {
+
+absl::StatusOr<std::unique_ptr<Strategy>> MakeRoundRobin(const StrategyParams& params);
+absl::StatusOr<std::unique_ptr<Strategy>> MakeWeightedRoundRobin(const StrategyParams& params);
+absl::StatusOr<std::unique_ptr<Strategy>> MakeRandom(const StrategyParams& params);
+absl::StatusOr<std::unique_ptr<Strategy>> MakeWeightedRandom(const StrategyParams& params);
+absl::StatusOr<std::unique_ptr<Strategy>> MakePriority(const StrategyParams& params);
+absl::StatusOr<std::unique_ptr<Strategy>> MakeHash(const StrategyParams& params);
+absl::StatusOr<std::unique_ptr<Strategy>> MakeLeastLoaded(const StrategyParams& params);
+absl::StatusOr<std::unique_ptr<Strategy>> MakeP2C(const StrategyParams& params);
+
+// InvalidArgument naming the first parameter not in `allowed`.
+absl::Status CheckParams(std::string_view strategy, const StrategyParams& params,
+                         std::initializer_list<std::string_view> allowed);
+
+// Load of a candidate as a fraction of its capacity for the app's resource;
+// with unlimited capacity, its session count scaled far below any fraction.
+double RelativeLoad(const Candidate& c);
+
+}  // namespace approute::internal
+
+#endif  // APPROUTE_SRC_STRATEGIES_STRATEGIES_H_

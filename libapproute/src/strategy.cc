@@ -1,0 +1,99 @@
+// The strategy registry and the small shared helpers of strategies.
+#include "approute/strategy.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
+#include "strategies/strategies.h"
+#include "str_util.h"
+
+namespace approute {
+
+using internal::Cat;
+using internal::Join;
+namespace {
+
+struct Registry {
+  absl::Mutex mu;
+  std::map<std::string, StrategyFactory, std::less<>> factories;
+  Registry() {
+    factories["round_robin"] = internal::MakeRoundRobin;
+    factories["weighted_round_robin"] = internal::MakeWeightedRoundRobin;
+    factories["random"] = internal::MakeRandom;
+    factories["weighted_random"] = internal::MakeWeightedRandom;
+    factories["priority"] = internal::MakePriority;
+    factories["hash"] = internal::MakeHash;
+    factories["least_loaded"] = internal::MakeLeastLoaded;
+    factories["p2c"] = internal::MakeP2C;
+  }
+};
+
+Registry& GetRegistry() {
+  static Registry* r = new Registry();
+  return *r;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(std::string_view name,
+                                                       const StrategyParams& params) {
+  Registry& r = GetRegistry();
+  StrategyFactory f;
+  {
+    absl::MutexLock lock(&r.mu);
+    auto it = r.factories.find(name);
+    if (it == r.factories.end()) {
+      std::vector<std::string> names;
+      for (const auto& [n, _] : r.factories) names.push_back(n);
+      return absl::InvalidArgumentError(Cat("unknown strategy \"", name,
+                                                     "\" (known: ", Join(names, ", "), ")"));
+    }
+    f = it->second;
+  }
+  return f(params);
+}
+
+absl::Status RegisterStrategy(std::string name, StrategyFactory factory) {
+  Registry& r = GetRegistry();
+  absl::MutexLock lock(&r.mu);
+  if (name.empty()) return absl::InvalidArgumentError("strategy name is empty");
+  if (r.factories.count(name)) {
+    return absl::AlreadyExistsError(Cat("strategy \"", name, "\" is already registered"));
+  }
+  r.factories[std::move(name)] = std::move(factory);
+  return absl::OkStatus();
+}
+
+std::vector<std::string> StrategyNames() {
+  Registry& r = GetRegistry();
+  absl::MutexLock lock(&r.mu);
+  std::vector<std::string> names;
+  for (const auto& [n, _] : r.factories) names.push_back(n);
+  return names;
+}
+
+namespace internal {
+
+absl::Status CheckParams(std::string_view strategy, const StrategyParams& params,
+                         std::initializer_list<std::string_view> allowed) {
+  for (const auto& [k, v] : params) {
+    if (std::find(allowed.begin(), allowed.end(), k) == allowed.end()) {
+      return absl::InvalidArgumentError(Cat(
+          "strategy ", strategy, " has no option \"", k, "\"",
+          allowed.size() ? Cat(" (options: ", Join(allowed, ", "), ")")
+                         : std::string(" (it takes none)")));
+    }
+  }
+  return absl::OkStatus();
+}
+
+double RelativeLoad(const Candidate& c) {
+  if (c.capacity > 0) return static_cast<double>(c.sessions) / static_cast<double>(c.capacity);
+  if (c.capacity == 0) return 1e300;
+  return static_cast<double>(c.sessions) * 1e-12;
+}
+
+}  // namespace internal
+}  // namespace approute

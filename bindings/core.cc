@@ -1,0 +1,384 @@
+// approute._core — pybind11 bindings: conversions only.
+//
+// Core errors (absl::Status) become approute.Error subclasses carrying the
+// core's message. The GIL is released around every call that takes a lock
+// in the state region.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <time.h>
+
+#include "approute/config.h"
+#include "approute/router.h"
+#include "approute/strategy.h"
+
+namespace py = pybind11;
+using approute::Decision;
+using approute::NodeSpec;
+using approute::NodeStatus;
+
+namespace {
+
+struct Errors {
+  PyObject* base = nullptr;
+  PyObject* invalid = nullptr;
+  PyObject* config = nullptr;
+  PyObject* not_found = nullptr;
+  PyObject* exhausted = nullptr;
+  PyObject* precondition = nullptr;
+  PyObject* exists = nullptr;
+  PyObject* permission = nullptr;
+};
+Errors g_err;
+
+std::string Str(absl::string_view v) { return std::string(v.data(), v.size()); }
+
+[[noreturn]] void Raise(const absl::Status& s, bool config = false) {
+  PyObject* type = g_err.base;
+  switch (s.code()) {
+    case absl::StatusCode::kInvalidArgument: type = config ? g_err.config : g_err.invalid; break;
+    case absl::StatusCode::kNotFound: type = g_err.not_found; break;
+    case absl::StatusCode::kResourceExhausted: type = g_err.exhausted; break;
+    case absl::StatusCode::kFailedPrecondition: type = g_err.precondition; break;
+    case absl::StatusCode::kAlreadyExists: type = g_err.exists; break;
+    case absl::StatusCode::kPermissionDenied: type = g_err.permission; break;
+    default: break;
+  }
+  PyErr_SetString(type, Str(s.message()).c_str());
+  throw py::error_already_set();
+}
+
+void Check(const absl::Status& s, bool config = false) {
+  if (!s.ok()) Raise(s, config);
+}
+
+template <typename T>
+T Take(absl::StatusOr<T> v, bool config = false) {
+  if (!v.ok()) Raise(v.status(), config);
+  return *std::move(v);
+}
+
+int64_t RealNowMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
+}
+
+// The Python-facing router: the core router plus a test clock.
+struct PyRouter {
+  std::unique_ptr<approute::Router> router;
+  std::shared_ptr<std::atomic<int64_t>> fake_ms;  // < 0: real clock
+};
+
+approute::RouterOptions Options(const std::optional<std::string>& shared,
+                                const std::shared_ptr<std::atomic<int64_t>>& fake) {
+  approute::RouterOptions o;
+  if (shared) o.shared = *shared;
+  o.now_ms = [fake]() {
+    int64_t f = fake->load(std::memory_order_relaxed);
+    return f >= 0 ? f : RealNowMs();
+  };
+  return o;
+}
+
+std::shared_ptr<PyRouter> Make(
+    const std::function<absl::StatusOr<std::unique_ptr<approute::Router>>(approute::RouterOptions)>& f,
+    const std::optional<std::string>& shared, bool config) {
+  auto pr = std::make_shared<PyRouter>();
+  pr->fake_ms = std::make_shared<std::atomic<int64_t>>(-1);
+  approute::RouterOptions o = Options(shared, pr->fake_ms);
+  absl::StatusOr<std::unique_ptr<approute::Router>> r;
+  {
+    py::gil_scoped_release nogil;
+    r = f(std::move(o));
+  }
+  pr->router = Take(std::move(r), config);
+  return pr;
+}
+
+approute::AdminState State(const std::string& s) { return Take(approute::ParseAdminState(s)); }
+
+NodeSpec Spec(const std::string& id, const std::string& uri, const std::string& pool, int weight,
+              const std::optional<std::map<std::string, int64_t>>& capacity,
+              const std::optional<std::map<std::string, std::string>>& attrs, int priority,
+              const std::string& state) {
+  NodeSpec spec;
+  spec.id = id;
+  spec.uri = uri;
+  spec.pool = pool;
+  spec.weight = weight;
+  spec.priority = priority;
+  if (capacity) spec.capacity = *capacity;
+  if (attrs) spec.attrs = *attrs;
+  spec.state = State(state);
+  return spec;
+}
+
+py::object OptStr(const std::string& s) { return s.empty() ? py::object(py::none()) : py::object(py::str(s)); }
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "approute core bindings (use the `approute` package)";
+
+  auto new_exc = [&m](const char* name, PyObject* base, PyObject* extra, const char* doc) {
+    PyObject* bases = extra ? PyTuple_Pack(2, base, extra) : PyTuple_Pack(1, base);
+    std::string qual = std::string("approute.") + name;
+    PyObject* t = PyErr_NewExceptionWithDoc(qual.c_str(), doc, bases, nullptr);
+    Py_DECREF(bases);
+    m.add_object(name, py::handle(t));
+    return t;
+  };
+  g_err.base = new_exc("Error", PyExc_Exception, nullptr, "Base of every approute error.");
+  g_err.invalid = new_exc("InvalidArgumentError", g_err.base, PyExc_ValueError,
+                          "A bad argument; the message names it.");
+  g_err.config = new_exc("ConfigError", g_err.invalid, nullptr,
+                         "An invalid configuration; the message names source:line:column and key.");
+  g_err.not_found = new_exc("NotFoundError", g_err.base, PyExc_LookupError,
+                            "Unknown node, call id, app or shared segment.");
+  g_err.exhausted = new_exc("ResourceExhaustedError", g_err.base, nullptr,
+                            "A table of the state region is full.");
+  g_err.precondition = new_exc("FailedPreconditionError", g_err.base, nullptr,
+                               "The state is not what the call needs (e.g. a segment of another layout).");
+  g_err.exists = new_exc("AlreadyExistsError", g_err.base, nullptr, "The node id is taken.");
+  g_err.permission = new_exc("PermissionError", g_err.base, nullptr, "The OS refused access to a segment.");
+
+  py::class_<Decision>(m, "Decision", "What route() or retry() decided.")
+      .def_property_readonly("ok", [](const Decision& d) { return d.ok; }, "True when a node was chosen.")
+      .def_property_readonly("node_id", [](const Decision& d) { return OptStr(d.node_id); })
+      .def_property_readonly("uri", [](const Decision& d) { return OptStr(d.uri); })
+      .def_property_readonly("reason", [](const Decision& d) { return d.reason; },
+                             "affinity, strategy, retry, session or no_node.")
+      .def_property_readonly("detail", [](const Decision& d) { return d.detail; },
+                             "Why no node was chosen (empty when ok).")
+      .def_property_readonly("app", [](const Decision& d) { return d.app; })
+      .def_property_readonly("attempt", [](const Decision& d) { return d.attempt; })
+      .def("__bool__", [](const Decision& d) { return d.ok; })
+      .def("__repr__", [](const Decision& d) {
+        if (d.ok) {
+          return "Decision(ok=True, node_id='" + d.node_id + "', uri='" + d.uri + "', reason='" +
+                 d.reason + "', app='" + d.app + "', attempt=" + std::to_string(d.attempt) + ")";
+        }
+        return "Decision(ok=False, reason='" + d.reason + "', detail='" + d.detail + "', app='" +
+               d.app + "', attempt=" + std::to_string(d.attempt) + ")";
+      });
+
+  py::class_<NodeStatus>(m, "NodeStatus", "A node as the router sees it now (a snapshot).")
+      .def_property_readonly("id", [](const NodeStatus& n) { return n.spec.id; })
+      .def_property_readonly("uri", [](const NodeStatus& n) { return n.spec.uri; })
+      .def_property_readonly("pool", [](const NodeStatus& n) { return n.spec.pool; })
+      .def_property_readonly("weight", [](const NodeStatus& n) { return n.spec.weight; })
+      .def_property_readonly("priority", [](const NodeStatus& n) { return n.spec.priority; })
+      .def_property_readonly("state", [](const NodeStatus& n) { return Str(absl::string_view(
+          approute::AdminStateName(n.spec.state).data(), approute::AdminStateName(n.spec.state).size())); })
+      .def_property_readonly("health", [](const NodeStatus& n) { return std::string(approute::HealthName(n.health)); })
+      .def_property_readonly("capacity", [](const NodeStatus& n) { return n.spec.capacity; })
+      .def_property_readonly("attrs", [](const NodeStatus& n) { return n.spec.attrs; })
+      .def_property_readonly("sessions", [](const NodeStatus& n) { return n.sessions; },
+                             "Live sessions per resource.")
+      .def_property_readonly("load", [](const NodeStatus& n) { return n.load; },
+                             "Metrics from the last report_load().")
+      .def_property_readonly("load_updated", [](const NodeStatus& n) -> py::object {
+        if (n.load_updated_ms == 0) return py::none();
+        return py::float_(static_cast<double>(n.load_updated_ms) / 1000.0);
+      })
+      .def_property_readonly("routed_total", [](const NodeStatus& n) { return n.routed_total; })
+      .def("__repr__", [](const NodeStatus& n) {
+        int64_t total = 0;
+        for (const auto& [r, v] : n.sessions) total += v;
+        return "NodeStatus(id='" + n.spec.id + "', uri='" + n.spec.uri + "', pool='" + n.spec.pool +
+               "', state='" + std::string(approute::AdminStateName(n.spec.state)) + "', health='" +
+               std::string(approute::HealthName(n.health)) + "', sessions=" + std::to_string(total) + ")";
+      });
+
+  py::class_<PyRouter, std::shared_ptr<PyRouter>>(m, "Router", "Routes calls to nodes; see DESIGN.md section 8.")
+      .def_static("from_yaml", [](const std::string& text, std::optional<std::string> shared) {
+            return Make([&](approute::RouterOptions o) { return approute::Router::FromYaml(text, std::move(o)); },
+                        shared, true);
+          }, py::arg("text"), py::kw_only(), py::arg("shared") = py::none(),
+          "Build a router from YAML text. shared: a segment name to create or attach (all "
+          "processes using the name share one state); None for private state.")
+      .def_static("from_file", [](const std::string& path, std::optional<std::string> shared) {
+            return Make([&](approute::RouterOptions o) { return approute::Router::FromFile(path, std::move(o)); },
+                        shared, true);
+          }, py::arg("path"), py::kw_only(), py::arg("shared") = py::none(),
+          "Build a router from a YAML file; errors name the file and line.")
+      .def_static("attach", [](const std::string& shared) {
+            return Make([&](approute::RouterOptions o) { return approute::Router::Attach(shared, std::move(o)); },
+                        shared, false);
+          }, py::arg("shared"), "Attach the state (and stored configuration) of a running router.")
+      .def_static("unlink", [](const std::string& shared) { return Take(approute::Router::Unlink(shared)); },
+                  py::arg("shared"), "Remove a shared segment's name; False if there was none.")
+      .def("route", [](PyRouter& self, const std::string& app, const std::string& call_id,
+                       std::optional<std::string> key, std::vector<std::string> exclude,
+                       std::optional<std::map<std::string, std::string>> attrs) {
+            approute::RouteRequest req;
+            req.app = app;
+            req.call_id = call_id;
+            if (key) req.key = *key;
+            req.exclude = std::move(exclude);
+            if (attrs) req.attrs = std::move(*attrs);
+            absl::StatusOr<Decision> d;
+            {
+              py::gil_scoped_release nogil;
+              d = self.router->Route(req);
+            }
+            return Take(std::move(d));
+          }, py::arg("app"), py::kw_only(), py::arg("call_id"), py::arg("key") = py::none(),
+          py::arg("exclude") = std::vector<std::string>{}, py::arg("attrs") = py::none(),
+          "Choose a node for a new call (DESIGN.md section 5).")
+      .def("retry", [](PyRouter& self, const std::string& call_id, int code) {
+            absl::StatusOr<Decision> d;
+            {
+              py::gil_scoped_release nogil;
+              d = self.router->Retry(call_id, code);
+            }
+            return Take(std::move(d));
+          }, py::arg("call_id"), py::kw_only(), py::arg("code") = 503,
+          "The call's node bounced it with `code`: pick a node never tried for this call.")
+      .def("confirm", [](PyRouter& self, const std::string& call_id) {
+            absl::Status s;
+            {
+              py::gil_scoped_release nogil;
+              s = self.router->Confirm(call_id);
+            }
+            Check(s);
+          }, py::arg("call_id"), "The call was answered.")
+      .def("end", [](PyRouter& self, const std::string& call_id) {
+            absl::Status s;
+            {
+              py::gil_scoped_release nogil;
+              s = self.router->End(call_id);
+            }
+            Check(s);
+          }, py::arg("call_id"), "The call ended: its counts drop; its affinity enters its grace time.")
+      .def("add_node", [](PyRouter& self, const std::string& id, const std::string& uri, const std::string& pool,
+                          int weight, std::optional<std::map<std::string, int64_t>> capacity,
+                          std::optional<std::map<std::string, std::string>> attrs, int priority,
+                          const std::string& state) {
+            NodeSpec spec = Spec(id, uri, pool, weight, capacity, attrs, priority, state);
+            absl::Status s;
+            {
+              py::gil_scoped_release nogil;
+              s = self.router->AddNode(spec);
+            }
+            Check(s);
+          }, py::arg("id"), py::arg("uri"), py::kw_only(), py::arg("pool") = "default", py::arg("weight") = 1,
+          py::arg("capacity") = py::none(), py::arg("attrs") = py::none(), py::arg("priority") = 0,
+          py::arg("state") = "active")
+      .def("update_node", [](PyRouter& self, const std::string& id, const std::string& uri, const std::string& pool,
+                             int weight, std::optional<std::map<std::string, int64_t>> capacity,
+                             std::optional<std::map<std::string, std::string>> attrs, int priority,
+                             const std::string& state) {
+            NodeSpec spec = Spec(id, uri, pool, weight, capacity, attrs, priority, state);
+            absl::Status s;
+            {
+              py::gil_scoped_release nogil;
+              s = self.router->UpdateNode(spec);
+            }
+            Check(s);
+          }, py::arg("id"), py::arg("uri"), py::kw_only(), py::arg("pool") = "default", py::arg("weight") = 1,
+          py::arg("capacity") = py::none(), py::arg("attrs") = py::none(), py::arg("priority") = 0,
+          py::arg("state") = "active", "Replace a node's settings, keeping its sessions.")
+      .def("remove_node", [](PyRouter& self, const std::string& id) {
+            absl::Status s;
+            {
+              py::gil_scoped_release nogil;
+              s = self.router->RemoveNode(id);
+            }
+            Check(s);
+          }, py::arg("id"))
+      .def("set_state", [](PyRouter& self, const std::string& id, const std::string& state) {
+            approute::AdminState st = State(state);
+            absl::Status s;
+            {
+              py::gil_scoped_release nogil;
+              s = self.router->SetState(id, st);
+            }
+            Check(s);
+          }, py::arg("id"), py::arg("state"), "active | draining | disabled")
+      .def("set_health", [](PyRouter& self, const std::string& id, const std::string& health) {
+            approute::Health h = Take(approute::ParseHealth(health));
+            absl::Status s;
+            {
+              py::gil_scoped_release nogil;
+              s = self.router->SetHealth(id, h);
+            }
+            Check(s);
+          }, py::arg("id"), py::arg("health"), "up | suspect | down")
+      .def("report_load", [](PyRouter& self, const std::string& id, const py::kwargs& metrics) {
+            std::map<std::string, double> m;
+            for (const auto& [k, v] : metrics) {
+              std::string name = py::cast<std::string>(k);
+              if (PyBool_Check(v.ptr()) || !(PyFloat_Check(v.ptr()) || PyLong_Check(v.ptr()))) {
+                Raise(absl::InvalidArgumentError("load metric " + name + " must be a number, got " +
+                                                 py::cast<std::string>(py::repr(v))));
+              }
+              m[name] = py::cast<double>(v);
+            }
+            absl::Status s;
+            {
+              py::gil_scoped_release nogil;
+              s = self.router->ReportLoad(id, m);
+            }
+            Check(s);
+          }, py::arg("id"), "Record a node's load, e.g. report_load('ast1', cpu=0.4, channels=120).")
+      .def("node", [](PyRouter& self, const std::string& id) {
+            absl::StatusOr<NodeStatus> n;
+            {
+              py::gil_scoped_release nogil;
+              n = self.router->Node(id);
+            }
+            return Take(std::move(n));
+          }, py::arg("id"))
+      .def("nodes", [](PyRouter& self) {
+            py::gil_scoped_release nogil;
+            return self.router->Nodes();
+          })
+      .def("stats", [](PyRouter& self) {
+            approute::RouterStats s;
+            {
+              py::gil_scoped_release nogil;
+              s = self.router->Stats();
+            }
+            py::dict d;
+            d["nodes"] = s.nodes;
+            d["sessions"] = s.sessions;
+            d["affinities"] = s.affinities;
+            d["max_nodes"] = s.max_nodes;
+            d["max_sessions"] = s.max_sessions;
+            d["max_affinities"] = s.max_affinities;
+            d["expired_sessions"] = s.expired_sessions;
+            return d;
+          }, "Router-wide counts: nodes, sessions, affinities, capacities, expired_sessions.")
+      .def("reload", [](PyRouter& self, const std::string& text) {
+            absl::Status s;
+            {
+              py::gil_scoped_release nogil;
+              s = self.router->Reload(text);
+            }
+            Check(s, true);
+          }, py::arg("text"), "Apply a new YAML configuration; sessions of remaining nodes are kept.")
+      .def("sweep", [](PyRouter& self) {
+            py::gil_scoped_release nogil;
+            return self.router->Sweep();
+          }, "Expire sessions past their lifetime and affinities past their grace; returns sessions expired.")
+      .def_property_readonly("shared", [](const PyRouter& self) -> py::object {
+            const std::string& n = self.router->shared_name();
+            if (n.empty()) return py::none();
+            return py::str(n.substr(1));
+          }, "The shared segment's name, or None for private state.")
+      .def("_set_time", [](PyRouter& self, double seconds) {
+            self.fake_ms->store(static_cast<int64_t>(seconds * 1000.0));
+          }, py::arg("seconds"), "Test hook: freeze this router's clock at `seconds` (unix time).")
+      .def("_clear_time", [](PyRouter& self) { self.fake_ms->store(-1); }, "Test hook: back to the real clock.");
+
+  m.def("strategies", &approute::StrategyNames, "Names of the built-in and registered strategies.");
+  m.def("validate_config", [](const std::string& text, const std::string& source) {
+        Check(approute::ParseConfig(text, source).status(), true);
+      }, py::arg("text"), py::arg("source") = "<yaml>",
+      "Raise ConfigError (with source:line:column and key) if `text` is not a valid configuration.");
+}

@@ -1,0 +1,45 @@
+"""approute: application-aware routing of SIP calls to a pool of servers.
+
+    import approute
+    router = approute.Router.from_yaml(open("router.yaml").read(), shared="approute")
+    d = router.route("conference", call_id=ci, key="example.com")
+    if d.ok:
+        relay_to(d.uri)
+
+See DESIGN.md section 8 for the contract and README.md for the configuration.
+"""
+from __future__ import annotations
+
+from ._core import (
+    AlreadyExistsError,
+    ConfigError,
+    Decision,
+    Error,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NodeStatus,
+    NotFoundError,
+    PermissionError,
+    ResourceExhaustedError,
+    Router,
+    strategies,
+    validate_config,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyExistsError",
+    "ConfigError",
+    "Decision",
+    "Error",
+    "FailedPreconditionError",
+    "InvalidArgumentError",
+    "NodeStatus",
+    "NotFoundError",
+    "PermissionError",
+    "ResourceExhaustedError",
+    "Router",
+    "strategies",
+    "validate_config",
+]

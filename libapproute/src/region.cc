@@ -253,7 +253,10 @@ absl::StatusOr<std::unique_ptr<Region>> Region::AttachShared(const std::string& 
       size = static_cast<size_t>(st.st_size);
       p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
       if (p != MAP_FAILED) {
-        if (reinterpret_cast<Header*>(p)->ready.load(std::memory_order_acquire) == 1) break;
+        auto* h = reinterpret_cast<Header*>(p);
+        if (h->ready.load(std::memory_order_acquire) == 1) break;
+        // The creator writes the magic last: any other non-zero value is not ours.
+        if (h->magic != 0 && h->magic != kMagic) break;
         munmap(p, size);
         p = MAP_FAILED;
       }

@@ -692,15 +692,18 @@ class Router::Impl {
         if (link != nullptr) {
           AffinityEntry& e = sh.at(*link);
           NodeRecord& n = region_->node(e.node);
-          bool usable = UsableForAffinity(n, e.node_epoch, p, avoid, e.node, snap);
+          // Whether the key's node still serves the app at all, whatever this call avoids.
+          bool holder_alive = UsableForAffinity(n, e.node_epoch, p, SlotList{}, e.node, snap);
           if (e.node == out.slot && e.node_epoch == out.epoch) {
             ++e.refs;
             e.expires_ms = kNever;
             out.claim = e.claim;
-          } else if (usable && e.refs > 0) {
-            // The key's node is busy or full for this call: the call goes
-            // elsewhere without taking the key along.
-            if (TryReserve(n, res, CapacityOf(snap, e.node, e.node_epoch, res))) {
+          } else if (holder_alive && e.refs > 0) {
+            // The key's node is full, tried or excluded for this call: the call
+            // goes elsewhere without taking the key along. If another process
+            // claimed the key meanwhile for a node this call can use, join it.
+            if (!Contains(avoid, e.node) &&
+                TryReserve(n, res, CapacityOf(snap, e.node, e.node_epoch, res))) {
               ReleaseCount(region_->node(out.slot), out.epoch, res);
               out.slot = e.node;
               out.epoch = e.node_epoch;

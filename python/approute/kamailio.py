@@ -47,7 +47,8 @@ Handler return codes (what ``$rc`` holds after ``python_exec``):
 * ``on_failure``: 1 relayed to another node; 2 nothing to retry, let the
   best reply go upstream; -1 no node left, the script should reply 503
   (``$avp(approute_code)`` / ``$avp(approute_reason)`` are set); -5 error.
-* ``on_reply``, ``on_bye``, ``on_cancel``, ``on_relay_error``: 1, or -5.
+* ``on_reply``, ``on_bye``, ``on_cancel``, ``on_relay_error``, ``on_timer``
+  (rtimer housekeeping: ``sweep()``): 1, or -5.
 
 No Python exception ever escapes into Kamailio: each handler catches it,
 logs one line and returns a negative code.
@@ -586,6 +587,19 @@ class Handler:
         """t_relay() failed right after routing: the session ends."""
         return self._guard("on_relay_error", lambda: self._end_current("relay error"))
 
+    def on_timer(self, msg: Any = None, *args: Any) -> int:
+        """Periodic housekeeping (rtimer): expires sessions that outlived their
+        lifetime (lost BYEs) and affinities past their grace time."""
+        return self._guard("on_timer", self._on_timer)
+
+    def _on_timer(self) -> int:
+        sweep = getattr(self.router, "sweep", None)
+        if sweep is not None:
+            n = sweep()
+            if n:
+                self._log("info", "sweep expired %d record(s)" % n)
+        return OK
+
     def _end_current(self, why: str) -> int:
         if self.router is not None:
             self._end(self._pv("$ci") or "", why)
@@ -678,6 +692,10 @@ class Handler:
 
     def ksr_approute_reply(self, msg: Any = None) -> int:
         self.on_reply()
+        return 1
+
+    def ksr_approute_timer(self, msg: Any = None) -> int:
+        self.on_timer()
         return 1
 
     def ksr_reply_route(self, msg: Any = None) -> int:

@@ -1,0 +1,482 @@
+"""End-to-end harness (used by conftest.py and the tests): Kamailio (app_python3 + approute) in front of SIPp nodes.
+
+Everything runs on 127.0.0.1 with free ports and per-test temporary
+directories.  Processes are started by this harness and stopped by pid
+(Kamailio runs in the foreground with -DD in its own session, so its pid is
+the main process and its process group holds its workers).
+
+Which node took a call is read from the SIPp node logs (each node logs
+every INVITE it receives, with the Call-ID) and cross-checked with the
+router's own state through ``approute.Router.attach``.
+
+Requirements: kamailio (with app_python3), sipp, and an importable
+``approute`` package in the Python running pytest.  Run with
+
+    .venv/bin/python -m pytest tests/e2e -v   (after scripts/setup.sh)
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+import signal
+import site
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+SCENARIOS = HERE / "scenarios"
+KAMAILIO_CFG = REPO / "examples" / "kamailio" / "kamailio.cfg"
+KAMAILIO_KEMI_CFG = REPO / "examples" / "kamailio" / "kamailio-kemi.cfg"
+HANDLER = REPO / "examples" / "kamailio" / "approute_handler.py"
+
+KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
+SIPP = shutil.which("sipp") or "/usr/bin/sipp"
+LOCAL = "127.0.0.1"
+
+try:
+    import approute
+except ImportError:  # pragma: no cover - reported by the fixture as a skip
+    approute = None
+
+
+def missing_requirements() -> Optional[str]:
+    """Why the e2e tests cannot run here, or None."""
+    if approute is None:
+        return "the approute package is not importable"
+    if not os.path.exists(KAMAILIO) or not os.path.exists(SIPP):
+        return "kamailio and sipp are required"
+    return None
+
+
+# --------------------------------------------------------------------------
+# small utilities
+
+_used_ports: set = set()
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 that is free now (and not handed out before)."""
+    for _ in range(100):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.bind((LOCAL, 0))
+            port = s.getsockname()[1]
+        finally:
+            s.close()
+        if port not in _used_ports and port > 1024:
+            _used_ports.add(port)
+            return port
+    raise RuntimeError("no free UDP port")
+
+
+def site_dirs() -> str:
+    """Where the embedded interpreter should find approute (and its deps)."""
+    dirs: List[str] = []
+    pkg_parent = str(Path(approute.__file__).resolve().parent.parent)
+    dirs.append(pkg_parent)
+    try:
+        dirs.extend(site.getsitepackages())
+    except AttributeError:  # pragma: no cover
+        pass
+    for p in sys.path:
+        if p.endswith("site-packages") and p not in dirs:
+            dirs.append(p)
+    out: List[str] = []
+    for d in dirs:
+        if d and os.path.isdir(d) and d not in out:
+            out.append(d)
+    return os.pathsep.join(out)
+
+
+def wait_for(pred, timeout: float, interval: float = 0.05, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def sip_options(port: int, timeout: float = 0.3) -> Optional[str]:
+    """Sends one OPTIONS to the proxy; returns the status line or None."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.bind((LOCAL, 0))
+        s.settimeout(timeout)
+        lport = s.getsockname()[1]
+        cid = uuid.uuid4().hex
+        msg = (
+            "OPTIONS sip:%s:%d SIP/2.0\r\n"
+            "Via: SIP/2.0/UDP %s:%d;branch=z9hG4bK%s\r\n"
+            "From: <sip:probe@%s>;tag=%s\r\n"
+            "To: <sip:%s:%d>\r\n"
+            "Call-ID: %s\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            "Max-Forwards: 70\r\n"
+            "Content-Length: 0\r\n\r\n"
+            % (LOCAL, port, LOCAL, lport, cid[:16], LOCAL, cid[:8], LOCAL, port, cid)
+        )
+        s.sendto(msg.encode(), (LOCAL, port))
+        data, _ = s.recvfrom(65535)
+        return data.decode(errors="replace").split("\r\n", 1)[0]
+    except (socket.timeout, OSError):
+        return None
+    finally:
+        s.close()
+
+
+class Proc:
+    """A child process we started; stopped by its pid (and its own group)."""
+
+    def __init__(self, name: str, argv: Sequence[str], log: Path, env=None, cwd=None):
+        self.name = name
+        self.argv = list(argv)
+        self.log = log
+        self._logf = open(log, "ab")
+        self.p = subprocess.Popen(
+            self.argv, stdout=self._logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, cwd=cwd, start_new_session=True)
+        self.pid = self.p.pid
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> Optional[int]:
+        if self.p.poll() is None:
+            try:
+                os.kill(self.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)  # our own session: pgid == pid
+                except ProcessLookupError:
+                    pass
+                self.p.wait(timeout=5)
+        # leftover workers of this group (if the main process died first)
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self._logf.close()
+        return self.p.returncode
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL, timeout=5)
+
+
+# --------------------------------------------------------------------------
+# SIPp nodes and callers
+
+class Node:
+    """A SIPp UAS standing in for an Asterisk node."""
+
+    def __init__(self, env: "E2E", node_id: str, scenario: str = "uas_200.xml"):
+        self.env = env
+        self.id = node_id
+        self.port = free_udp_port()
+        self.uri = "sip:%s:%d" % (LOCAL, self.port)
+        self.scenario = scenario
+        self.logfile = env.dir / ("node-%s.log" % node_id)
+        self.proc: Optional[Proc] = None
+
+    def start(self) -> "Node":
+        argv = [SIPP, "-sf", str(SCENARIOS / self.scenario), "-i", LOCAL, "-p", str(self.port),
+                "-nostdin", "-trace_logs", "-log_file", str(self.logfile),
+                "-trace_err", "-error_file", str(self.env.dir / ("node-%s.err" % self.id)),
+                "-max_socket", "100"]
+        self.proc = Proc("node-" + self.id, argv, self.env.dir / ("node-%s.out" % self.id))
+        self.env.procs.append(self.proc)
+        time.sleep(0.1)
+        return self
+
+    def invites(self) -> List[Tuple[str, str, str]]:
+        """(call_id, app, data) of every INVITE this node received."""
+        out = []
+        if not self.logfile.exists():
+            return out
+        for line in self.logfile.read_text(errors="replace").splitlines():
+            m = re.search(r"INVITE call_id=(\S+) app=(\S*) data=(\S*)", line)
+            if m:
+                out.append((m.group(1), m.group(2), m.group(3)))
+        return out
+
+    def call_ids(self) -> List[str]:
+        return [c for c, _, _ in self.invites()]
+
+    def byes(self) -> List[str]:
+        if not self.logfile.exists():
+            return []
+        return re.findall(r"BYE call_id=(\S+)", self.logfile.read_text(errors="replace"))
+
+
+class CallResult:
+    def __init__(self, call_id: str, status: int, caller: str):
+        self.call_id = call_id
+        self.status = status
+        self.caller = caller  # user@domain
+        self.domain = caller.split("@", 1)[-1]
+
+    def __repr__(self) -> str:
+        return "CallResult(%s, %d, %s)" % (self.call_id, self.status, self.caller)
+
+
+_uac_seq = itertools.count(1)
+
+
+class Call:
+    def __init__(self, domain: str, user: str = "u", app: str = "conference",
+                 data: str = "1000", hold_ms: int = 300):
+        self.domain, self.user, self.app, self.data, self.hold_ms = domain, user, app, data, hold_ms
+
+
+class UacRun:
+    """One SIPp UAC process placing a list of calls."""
+
+    def __init__(self, env: "E2E", calls: Sequence[Call], rate: float, limit: int,
+                 timeout: float, scenario: str = "uac.xml"):
+        self.env = env
+        self.calls = list(calls)
+        self.timeout = timeout
+        seq = next(_uac_seq)
+        d = env.dir
+        csv = d / ("calls-%d.csv" % seq)
+        lines = ["SEQUENTIAL"]
+        for c in self.calls:
+            lines.append("%s;%s;%s;%s;%d" % (c.user, c.domain, c.app, c.data, c.hold_ms))
+        csv.write_text("\n".join(lines) + "\n")
+        self.log = d / ("uac-%d.log" % seq)
+        self.err = d / ("uac-%d.err" % seq)
+        port = free_udp_port()
+        argv = [SIPP, "%s:%d" % (LOCAL, env.port), "-sf", str(SCENARIOS / scenario),
+                "-inf", str(csv), "-i", LOCAL, "-p", str(port), "-m", str(len(self.calls)),
+                "-r", str(max(1, int(round(rate)))), "-rp", "1000", "-l", str(limit),
+                "-nostdin", "-trace_logs", "-log_file", str(self.log),
+                "-trace_err", "-error_file", str(self.err),
+                "-timeout", "%ds" % int(timeout), "-timeout_error", "-max_socket", "100"]
+        self.started = time.monotonic()
+        self.proc = Proc("uac-%d" % seq, argv, d / ("uac-%d.out" % seq))
+        self.elapsed: Optional[float] = None
+
+    def results(self) -> List[CallResult]:
+        out = []
+        if self.log.exists():
+            for line in self.log.read_text(errors="replace").splitlines():
+                m = re.search(r"RESULT call_id=(\S+) status=(\d+) from=(\S+)", line)
+                if m:
+                    out.append(CallResult(m.group(1), int(m.group(2)), m.group(3)))
+        return out
+
+    def wait(self) -> List[CallResult]:
+        try:
+            self.proc.p.wait(timeout=self.timeout + 10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError("SIPp UAC did not finish in %ss" % self.timeout)
+        self.elapsed = time.monotonic() - self.started
+        self.proc.stop()
+        results = self.results()
+        assert len(results) == len(self.calls), (
+            "expected %d call results, got %d (uac rc=%s)\n%s" % (
+                len(self.calls), len(results), self.proc.p.returncode,
+                self.err.read_text(errors="replace")[-2000:] if self.err.exists() else ""))
+        return results
+
+
+# --------------------------------------------------------------------------
+# the environment of one test
+
+class E2E:
+    def __init__(self, tmp: Path, request):
+        self.dir = tmp
+        self.request = request
+        self.procs: List[Proc] = []
+        self.nodes: Dict[str, Node] = {}
+        self.shared = "approute-e2e-%d-%s" % (os.getpid(), uuid.uuid4().hex[:8])
+        self.port = free_udp_port()
+        self.kamailio: Optional[Proc] = None
+        self.kamailio_log = self.dir / "kamailio.log"
+        self.rundir = self.dir / "run"
+        self.rundir.mkdir(exist_ok=True)
+        self.router_yaml = self.dir / "router.yaml"
+        self.settings_yaml = self.dir / "approute-kamailio.yaml"
+        self.fr_timer = 1000
+        self._router = None
+
+    # ----- configuration ---------------------------------------------------
+
+    def add_node(self, node_id: str, scenario: str = "uas_200.xml", start: bool = True) -> Node:
+        n = Node(self, node_id, scenario)
+        self.nodes[node_id] = n
+        if start:
+            n.start()
+        return n
+
+    def write_config(self, apps_yaml: Optional[str] = None, node_extra: str = "",
+                     settings_extra: str = "") -> None:
+        nodes = "\n".join(
+            '  - {id: %s, uri: "%s", pool: media, weight: 1%s}' % (n.id, n.uri, node_extra)
+            for n in self.nodes.values())
+        if apps_yaml is None:
+            apps_yaml = """\
+  conference:
+    pool: media
+    strategy: round_robin
+    resource: conference
+    affinity: {grace: 60}
+    retry: {codes: [503, 408], max_attempts: 3}
+  default:
+    pool: media
+    strategy: round_robin
+    retry: {codes: [503, 408], max_attempts: 3}
+"""
+        self.router_yaml.write_text(
+            "state: {max_nodes: 16, max_sessions: 1024, max_affinities: 1024}\n"
+            "nodes:\n%s\napps:\n%s" % (nodes, apps_yaml))
+        self.settings_yaml.write_text(
+            "router: %s\n"
+            "shared: %s\n"
+            "headers: {app: X-Exec-App, data: X-Exec-App-Data}\n"
+            "match: [header, rules, ruri_user]\n"
+            "rules:\n"
+            "  - {ruri_user: '^room-(?P<room>[0-9]+)$', app: conference, data: '{room}'}\n"
+            "apps:\n"
+            "  conference: {key: '{from_domain}', exec_app: Conference}\n"
+            "%s" % (self.router_yaml, self.shared, settings_extra))
+
+    # ----- Kamailio ------------------------------------------------------------
+
+    def start_kamailio(self, cfg: Path = KAMAILIO_CFG, children: int = 4,
+                       timeout: float = 15.0) -> Proc:
+        env = dict(os.environ)
+        env["APPROUTE_KAMAILIO_CONFIG"] = str(self.settings_yaml)
+        env["APPROUTE_SITE_DIRS"] = site_dirs()
+        env.pop("PYTHONHOME", None)
+        argv = [KAMAILIO, "-f", str(cfg), "-DD", "-E", "-m", "64", "-M", "8",
+                "-P", str(self.rundir / "kamailio.pid"), "-Y", str(self.rundir),
+                "-A", "APPROUTE_LISTEN=udp:%s:%d" % (LOCAL, self.port),
+                "-A", 'APPROUTE_HANDLER="%s"' % HANDLER,
+                "-A", "APPROUTE_CHILDREN=%d" % children,
+                "-A", "APPROUTE_FR_TIMER=%d" % self.fr_timer,
+                "-A", "APPROUTE_FR_INV_TIMER=10000"]
+        with open(self.kamailio_log, "ab") as f:
+            f.write(("\n==== start %s\n" % " ".join(argv)).encode())
+        self.kamailio = Proc("kamailio", argv, self.kamailio_log, env=env, cwd=str(self.dir))
+        self.procs.append(self.kamailio)
+
+        def ready():
+            if not self.kamailio.alive():
+                raise AssertionError("kamailio exited (rc=%s):\n%s"
+                                     % (self.kamailio.p.returncode, self.log_tail()))
+            return sip_options(self.port) is not None
+        wait_for(ready, timeout, interval=0.2, what="kamailio to answer OPTIONS")
+        return self.kamailio
+
+    def stop_kamailio(self) -> None:
+        if self.kamailio is not None:
+            self.kamailio.stop()
+            self.kamailio = None
+
+    def log_tail(self, n: int = 60) -> str:
+        if not self.kamailio_log.exists():
+            return "(no kamailio log)"
+        lines = self.kamailio_log.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    def decisions(self) -> List[dict]:
+        """approute decision lines from the Kamailio log, with worker pid."""
+        out = []
+        if not self.kamailio_log.exists():
+            return out
+        pat = re.compile(r"^\s*\d+\((\d+)\).*approute: (route|retry) (.*)$")
+        for line in self.kamailio_log.read_text(errors="replace").splitlines():
+            m = pat.match(line)
+            if not m:
+                continue
+            d = {"pid": int(m.group(1)), "what": m.group(2)}
+            for kv in m.group(3).split():
+                if "=" in kv:
+                    k, v = kv.split("=", 1)
+                    d.setdefault(k, v)
+            out.append(d)
+        return out
+
+    # ----- router state -------------------------------------------------------
+
+    @property
+    def router(self):
+        if self._router is None:
+            self._router = approute.Router.attach(self.shared)
+        return self._router
+
+    def node_sessions(self, node_id: str) -> int:
+        st = self.router.node(node_id)
+        return sum(int(v) for v in dict(st.sessions).values())
+
+    def wait_idle(self, timeout: float = 10.0) -> None:
+        """Waits until the router holds no sessions."""
+        wait_for(lambda: int(self.router.stats()["sessions"]) == 0, timeout,
+                 what="all sessions to end (stats=%r)" % (self.safe_stats(),))
+
+    def safe_stats(self):
+        try:
+            return self.router.stats()
+        except Exception as e:  # pragma: no cover - diagnostics only
+            return repr(e)
+
+    # ----- callers --------------------------------------------------------------
+
+    def run_calls(self, calls: Sequence[Call], rate: float = 10.0, limit: int = 50,
+                  timeout: float = 60.0, scenario: str = "uac.xml") -> List[CallResult]:
+        """Places the calls through Kamailio with one SIPp UAC; waits for all."""
+        return self.start_calls(calls, rate, limit, timeout, scenario).wait()
+
+    def start_calls(self, calls: Sequence[Call], rate: float = 10.0, limit: int = 50,
+                    timeout: float = 60.0, scenario: str = "uac.xml") -> "UacRun":
+        """Starts a SIPp UAC placing the calls; returns without waiting."""
+        run = UacRun(self, calls, rate, limit, timeout, scenario)
+        self.procs.append(run.proc)
+        return run
+
+    def node_of(self, call_id: str, answered_only: bool = True) -> Optional[str]:
+        """The node that answered (uas_200) the call, from the node logs."""
+        hits = [n.id for n in self.nodes.values() if call_id in n.call_ids()
+                and (not answered_only or n.scenario == "uas_200.xml")]
+        assert len(hits) <= 1, "call %s answered by several nodes: %s" % (call_id, hits)
+        return hits[0] if hits else None
+
+    def tried_nodes(self, call_id: str) -> List[str]:
+        """Every node that received the call's INVITE (with repetitions)."""
+        out = []
+        for n in self.nodes.values():
+            out.extend([n.id] * n.call_ids().count(call_id))
+        return out
+
+    # ----- teardown -------------------------------------------------------------
+
+    def close(self) -> None:
+        for p in reversed(self.procs):
+            try:
+                p.stop(timeout=5)
+            except Exception:
+                pass
+        self.procs.clear()
+        self._router = None
+        try:
+            approute.Router.unlink(self.shared)
+        except Exception:
+            pass

@@ -34,12 +34,13 @@ static_assert(std::atomic<int64_t>::is_always_lock_free);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<double>::is_always_lock_free);
 
-// Copies `s` into a fixed buffer, NUL-terminated. Callers validated the length.
+// Copies `s` into a fixed buffer, NUL-terminated (bytes after the NUL are
+// left as they were: readers stop at the NUL). Callers validated the length.
 template <size_t N>
 void SetFixed(char (&dst)[N], std::string_view s) {
   size_t n = s.size() < N - 1 ? s.size() : N - 1;
   std::memcpy(dst, s.data(), n);
-  std::memset(dst + n, 0, N - n);
+  dst[n] = 0;
 }
 template <size_t N>
 std::string_view GetFixed(const char (&src)[N]) {

@@ -87,7 +87,7 @@ constexpr int64_t kSweepIntervalMs = 100;  // one shard of each table per interv
 
 int64_t RealNowMs() {
   timespec ts{};
-  clock_gettime(CLOCK_REALTIME, &ts);
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);  // ms resolution is plenty for expiry, at a fraction of the cost
   return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
 }
 
@@ -202,7 +202,15 @@ struct NodeView {
 struct Snapshot {
   uint64_t generation = 0;
   std::vector<NodeView> nodes;  // by slot order
+  std::vector<int32_t> index_of_slot;  // slot -> index in nodes, -1 when free
   absl::flat_hash_map<std::string, size_t> by_id;
+
+  // The view of `slot` if it still holds the node incarnation `epoch`.
+  const NodeView* At(uint32_t slot, uint32_t epoch) const {
+    if (slot >= index_of_slot.size() || index_of_slot[slot] < 0) return nullptr;
+    const NodeView& v = nodes[static_cast<size_t>(index_of_slot[slot])];
+    return v.epoch == epoch ? &v : nullptr;
+  }
   absl::flat_hash_map<std::string, std::vector<size_t>> by_pool;
   std::vector<std::string> resources;
   std::vector<std::string> metrics;
@@ -284,7 +292,12 @@ bool Contains(const SlotList& l, uint32_t s) { return std::find(l.begin(), l.end
 class Router::Impl {
  public:
   Impl(std::unique_ptr<Region> region, std::function<int64_t()> now)
-      : region_(std::move(region)), now_(now ? std::move(now) : RealNowMs) {}
+      : region_(std::move(region)), now_(now ? std::move(now) : RealNowMs), id_(NextRouterId()) {}
+
+  static uint64_t NextRouterId() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
 
   Header& H() const { return region_->header(); }
 
@@ -441,6 +454,38 @@ class Router::Impl {
 
   // ---- per-process views ---------------------------------------------------
 
+  // Per-thread copies of the current snapshot and policies, so the hot path
+  // takes no lock and touches no shared reference count while nothing changed.
+  struct ThreadCache {
+    uint64_t router = 0;
+    std::shared_ptr<const Snapshot> snapshot;
+    std::shared_ptr<const Policies> policies;
+  };
+  static ThreadCache& Cache() {
+    thread_local ThreadCache cache;
+    return cache;
+  }
+
+  const Snapshot& CachedSnapshot() {
+    ThreadCache& c = Cache();
+    uint64_t gen = H().node_generation.load(std::memory_order_acquire);
+    if (c.router != id_) c = ThreadCache{id_, nullptr, nullptr};
+    if (!c.snapshot || c.snapshot->generation != gen) c.snapshot = GetSnapshot();
+    return *c.snapshot;
+  }
+
+  absl::StatusOr<const Policies*> CachedPolicies() {
+    ThreadCache& c = Cache();
+    uint64_t gen = H().config_generation.load(std::memory_order_acquire);
+    if (c.router != id_) c = ThreadCache{id_, nullptr, nullptr};
+    if (!c.policies || c.policies->generation != gen) {
+      absl::StatusOr<std::shared_ptr<const Policies>> p = GetPolicies();
+      if (!p.ok()) return p.status();
+      c.policies = *std::move(p);
+    }
+    return c.policies.get();
+  }
+
   std::shared_ptr<const Snapshot> GetSnapshot() {
     uint64_t gen = H().node_generation.load(std::memory_order_acquire);
     {
@@ -453,6 +498,7 @@ class Router::Impl {
       snap->generation = H().node_generation.load(std::memory_order_acquire);
       for (uint32_t i = 0; i < H().n_resources; ++i) snap->resources.emplace_back(GetFixed(H().resource_names[i]));
       for (uint32_t i = 0; i < H().n_metrics; ++i) snap->metrics.emplace_back(GetFixed(H().metric_names[i]));
+      snap->index_of_slot.assign(region_->max_nodes(), -1);
       for (uint32_t s = 0; s < region_->max_nodes(); ++s) {
         const NodeRecord& n = region_->node(s);
         if (!n.in_use) continue;
@@ -469,6 +515,7 @@ class Router::Impl {
         for (uint32_t a = 0; a < n.n_attrs; ++a) {
           v.attrs[std::string(GetFixed(n.attrs[a].key))] = std::string(GetFixed(n.attrs[a].value));
         }
+        snap->index_of_slot[s] = static_cast<int32_t>(snap->nodes.size());
         snap->by_id[v.id] = snap->nodes.size();
         snap->by_pool[v.pool].push_back(snap->nodes.size());
         snap->nodes.push_back(std::move(v));
@@ -530,12 +577,10 @@ class Router::Impl {
     d.reason = std::move(reason);
     d.attempt = e.attempt;
     if (pol.by_slot[e.app]) d.app = pol.by_slot[e.app]->config.name;
-    for (const NodeView& v : snap.nodes) {
-      if (v.slot == e.node && v.epoch == e.node_epoch) {
-        d.node_id = v.id;
-        d.uri = v.uri;
-        return d;
-      }
+    if (const NodeView* v = snap.At(e.node, e.node_epoch)) {
+      d.node_id = v->id;
+      d.uri = v->uri;
+      return d;
     }
     d.ok = false;
     d.reason = "no_node";
@@ -548,19 +593,13 @@ class Router::Impl {
     if (!n.in_use || n.epoch != epoch || Contains(avoid, slot)) return false;
     if (n.admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDisabled)) return false;
     if (n.health.load(std::memory_order_relaxed) == static_cast<uint32_t>(Health::kDown)) return false;
-    auto it = snap.by_pool.find(p.config.pool);
-    if (it == snap.by_pool.end()) return false;
-    for (size_t i : it->second) {
-      if (snap.nodes[i].slot == slot) return snap.nodes[i].epoch == epoch;
-    }
-    return false;
+    const NodeView* v = snap.At(slot, epoch);
+    return v != nullptr && v->pool == p.config.pool;
   }
 
   int64_t CapacityOf(const Snapshot& snap, uint32_t slot, uint32_t epoch, uint32_t res) const {
-    for (const NodeView& v : snap.nodes) {
-      if (v.slot == slot && v.epoch == epoch) return v.capacity[res];
-    }
-    return 0;
+    const NodeView* v = snap.At(slot, epoch);
+    return v ? v->capacity[res] : 0;
   }
 
   // Deletes affinity entries whose grace ran out from one chain (shard lock held).
@@ -664,7 +703,7 @@ class Router::Impl {
         const Candidate& c = cands[*pick];
         if (TryReserve(region_->node(c.slot), res, c.capacity)) {
           out.slot = c.slot;
-          out.epoch = snap.nodes[snap.by_id.at(std::string(c.id))].epoch;
+          out.epoch = snap.nodes[static_cast<size_t>(snap.index_of_slot[c.slot])].epoch;
           out.decision.reason = strategy_reason;
           break;
         }
@@ -734,7 +773,7 @@ class Router::Impl {
         }
       }
     }
-    const NodeView& v = snap.nodes[snap.by_id.at(NodeIdAt(snap, out.slot))];
+    const NodeView& v = snap.nodes[static_cast<size_t>(snap.index_of_slot[out.slot])];
     out.decision.ok = true;
     out.decision.node_id = v.id;
     out.decision.uri = v.uri;
@@ -749,14 +788,6 @@ class Router::Impl {
     e.grace_ms = p.config.affinity_grace_ms;
     e.expires_ms = kNever;
     out.claim = e.claim;
-  }
-
-  static const std::string& NodeIdAt(const Snapshot& snap, uint32_t slot) {
-    for (const NodeView& v : snap.nodes) {
-      if (v.slot == slot) return v.id;
-    }
-    static const std::string kEmpty;
-    return kEmpty;
   }
 
   // Drops one reference on claim `claim` of (app, key); `release` deletes the
@@ -805,7 +836,7 @@ class Router::Impl {
       return absl::InvalidArgumentError(Cat("exclude lists ", req.exclude.size(),
                                                      " nodes, at most ", kMaxAttemptsLimit / 2, " are allowed"));
     }
-    absl::StatusOr<std::shared_ptr<const Policies>> pol = GetPolicies();
+    absl::StatusOr<const Policies*> pol = CachedPolicies();
     if (!pol.ok()) return pol.status();
     const Policy* p = nullptr;
     if (auto it = (*pol)->by_name.find(req.app); it != (*pol)->by_name.end()) {
@@ -814,28 +845,30 @@ class Router::Impl {
       p = d->second.get();
     } else {
       return absl::NotFoundError(Cat("unknown app \"", req.app,
-                                              "\" and no \"default\" app is configured"));
+                                     "\" and no \"default\" app is configured"));
     }
-    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    const Snapshot* snap = &CachedSnapshot();
     const int64_t now = now_();
     MaybeSweep(now);
     const uint64_t ch = HashCallId(req.call_id);
     ShardHeader& ssh = H().session_shards[ShardOf(ch)];
     auto same_call = [&](const SessionEntry& e) { return GetFixed(e.call_id) == req.call_id; };
-    {
+    SlotList avoid;
+    for (const auto& id : req.exclude) {
+      if (auto it = snap->by_id.find(id); it != snap->by_id.end()) avoid.push_back(snap->nodes[it->second].slot);
+    }
+    // A call already routed is found when its session is inserted below (the
+    // rare case pays for an undone placement, the common case saves a lock).
+    absl::StatusOr<Placement> pl = Place(*p, *snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy");
+    if (!pl.ok()) return pl.status();
+    if (!pl->decision.ok) {
       LockGuard g(ssh.mu);
       Shard<SessionEntry> sh(*region_, ssh);
       if (uint32_t* link = sh.Find(ch, same_call); link && sh.at(*link).expires_ms > now) {
         return SessionDecision(*snap, sh.at(*link), **pol, "session");
       }
+      return pl->decision;
     }
-    SlotList avoid;
-    for (const auto& id : req.exclude) {
-      if (auto it = snap->by_id.find(id); it != snap->by_id.end()) avoid.push_back(snap->nodes[it->second].slot);
-    }
-    absl::StatusOr<Placement> pl = Place(*p, *snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy");
-    if (!pl.ok()) return pl.status();
-    if (!pl->decision.ok) return pl->decision;
     Held mine{p->app_slot, p->resource, pl->slot, pl->epoch, pl->claim, req.key};
     absl::InlinedVector<Held, 1> expired;
     std::optional<Decision> duplicate;
@@ -1229,6 +1262,7 @@ class Router::Impl {
   absl::Mutex mu_;  // guards snapshot_ and policies_ (the pointers, not what they point to)
   std::shared_ptr<const Snapshot> snapshot_;
   std::shared_ptr<const Policies> policies_;
+  const uint64_t id_;  // distinguishes routers in the per-thread caches
 };
 
 // ---- Router ----------------------------------------------------------------

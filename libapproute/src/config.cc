@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "approute/router.h"
 #include "region.h"
+#include "net.h"
 #include "str_util.h"
 
 namespace approute {
@@ -24,6 +25,9 @@ namespace {
 class Ctx {
  public:
   explicit Ctx(std::string_view source) : source_(source) {}
+
+  // A router's own strategy names (valid in apps.*.strategy), or null.
+  const StrategyResolver* resolver = nullptr;
 
   absl::Status Error(const YAML::Node& at, std::string_view path, std::string_view msg) const {
     YAML::Mark m = at.Mark();
@@ -228,18 +232,35 @@ absl::Status ParseApp(const Ctx& c, const YAML::Node& n, const std::string& path
     } else if (s.IsMap()) {
       if (!s["name"]) return c.Error(s, sp, "a strategy mapping needs \"name\"");
       AR_ASSIGN(app->strategy, c.String(s["name"], sp + ".name"));
+      const bool python = IsPythonStrategyName(app->strategy);
       for (const auto& kv : s) {
         std::string k = kv.first.Scalar();
         if (k == "name") continue;
         std::string v;
-        AR_ASSIGN(v, c.String(kv.second, Cat(sp, ".", k)));
+        if (python && !kv.second.IsScalar()) {
+          // Options of Python strategies may be any YAML: kept as flow-style text.
+          YAML::Emitter out;
+          out.SetMapFormat(YAML::Flow);
+          out.SetSeqFormat(YAML::Flow);
+          out << kv.second;
+          v = out.c_str();
+        } else {
+          AR_ASSIGN(v, c.String(kv.second, Cat(sp, ".", k)));
+        }
         app->strategy_params[k] = v;
       }
     } else {
       return c.Error(s, sp, "expected a strategy name or {name: ..., option: value}");
     }
-    absl::StatusOr<std::unique_ptr<Strategy>> made = MakeStrategy(app->strategy, app->strategy_params);
-    if (!made.ok()) return c.Error(s, sp, internal::ToStd(made.status().message()));
+    if (IsPythonStrategyName(app->strategy)) {
+      // Resolved by the Python package when the router is built; here only the syntax.
+      if (absl::Status st = CheckPythonStrategyName(app->strategy); !st.ok()) {
+        return c.Error(s, sp, internal::ToStd(st.message()));
+      }
+    } else if (c.resolver == nullptr || !c.resolver->Knows(app->strategy)) {
+      absl::StatusOr<std::unique_ptr<Strategy>> made = MakeStrategy(app->strategy, app->strategy_params);
+      if (!made.ok()) return c.Error(s, sp, internal::ToStd(made.status().message()));
+    }
   }
   if (const YAML::Node& a = n["affinity"]; a) {
     std::string ap = path + ".affinity";
@@ -278,10 +299,113 @@ absl::Status ParseApp(const Ctx& c, const YAML::Node& n, const std::string& path
   return absl::OkStatus();
 }
 
+absl::Status ParseCidrList(const Ctx& c, const YAML::Node& n, const std::string& path,
+                           std::vector<std::string>* out) {
+  if (!n.IsSequence()) return c.Error(n, path, "expected a list of networks, e.g. [\"10.0.0.0/8\"]");
+  for (size_t i = 0; i < n.size(); ++i) {
+    std::string p = Cat(path, "[", i, "]");
+    std::string v;
+    AR_ASSIGN(v, c.String(n[i], p));
+    if (absl::Status s = internal::CheckCidr(v); !s.ok()) return c.Error(n[i], p, internal::ToStd(s.message()));
+    out->push_back(v);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseStatus(const Ctx& c, const YAML::Node& n, StatusConfig* out) {
+  AR_RETURN_IF_ERROR(c.Map(n, "status"));
+  AR_RETURN_IF_ERROR(c.OnlyKeys(n, "status", {"allow_sources", "allow_uris", "keys", "replay_window", "max_expires"}));
+  if (n["allow_sources"]) AR_RETURN_IF_ERROR(ParseCidrList(c, n["allow_sources"], "status.allow_sources", &out->allow_sources));
+  if (n["allow_uris"]) AR_RETURN_IF_ERROR(ParseCidrList(c, n["allow_uris"], "status.allow_uris", &out->allow_uris));
+  if (const YAML::Node& k = n["keys"]; k) {
+    AR_RETURN_IF_ERROR(c.Map(k, "status.keys"));
+    for (const auto& pool : k) {
+      std::string pname = pool.first.Scalar();
+      std::string pp = Cat("status.keys.", pname);
+      AR_RETURN_IF_ERROR(ValidName(c, pool.first, pp, "pool", pname, kMaxPoolLen));
+      AR_RETURN_IF_ERROR(c.Map(pool.second, pp));
+      for (const auto& kv : pool.second) {
+        std::string id = kv.first.Scalar();
+        std::string kp = Cat(pp, ".", id);
+        AR_RETURN_IF_ERROR(ValidName(c, kv.first, kp, "key id", id, 31));
+        std::string secret;
+        AR_ASSIGN(secret, c.String(kv.second, kp));
+        if (secret.size() < 16) return c.Error(kv.second, kp, "a secret needs at least 16 characters");
+        out->keys[pname][id] = secret;
+      }
+    }
+  }
+  if (n["replay_window"]) AR_ASSIGN(out->replay_window_ms, c.Seconds(n["replay_window"], "status.replay_window", 1, 3600));
+  if (n["max_expires"]) AR_ASSIGN(out->max_expires_s, c.Int(n["max_expires"], "status.max_expires", 1, 86400));
+  return absl::OkStatus();
+}
+
+absl::Status ParseHealth(const Ctx& c, const YAML::Node& n, HealthConfig* out) {
+  AR_RETURN_IF_ERROR(c.Map(n, "health"));
+  AR_RETURN_IF_ERROR(c.OnlyKeys(n, "health", {"probe", "outlier", "panic_threshold", "slow_start", "latency"}));
+  auto int_field = [&](const YAML::Node& m, const std::string& path, const char* key, int lo, int hi, int* dst) -> absl::Status {
+    if (!m[key]) return absl::OkStatus();
+    int64_t v;
+    AR_ASSIGN(v, c.Int(m[key], Cat(path, ".", key), lo, hi));
+    *dst = static_cast<int>(v);
+    return absl::OkStatus();
+  };
+  if (const YAML::Node& p = n["probe"]; p) {
+    AR_RETURN_IF_ERROR(c.Map(p, "health.probe"));
+    AR_RETURN_IF_ERROR(c.OnlyKeys(p, "health.probe", {"down_after", "up_after"}));
+    AR_RETURN_IF_ERROR(int_field(p, "health.probe", "down_after", 1, 100, &out->probe_down_after));
+    AR_RETURN_IF_ERROR(int_field(p, "health.probe", "up_after", 1, 100, &out->probe_up_after));
+  }
+  if (const YAML::Node& o = n["outlier"]; o) {
+    const std::string op = "health.outlier";
+    AR_RETURN_IF_ERROR(c.Map(o, op));
+    AR_RETURN_IF_ERROR(c.OnlyKeys(o, op, {"consecutive_failures", "base_ejection", "max_ejection",
+                                          "max_ejected_percent", "failure_codes"}));
+    AR_RETURN_IF_ERROR(int_field(o, op, "consecutive_failures", 1, 1000, &out->outlier_consecutive_failures));
+    AR_RETURN_IF_ERROR(int_field(o, op, "max_ejected_percent", 0, 100, &out->outlier_max_ejected_percent));
+    if (o["base_ejection"]) AR_ASSIGN(out->outlier_base_ejection_ms, c.Seconds(o["base_ejection"], op + ".base_ejection", 0.001, 86400));
+    if (o["max_ejection"]) AR_ASSIGN(out->outlier_max_ejection_ms, c.Seconds(o["max_ejection"], op + ".max_ejection", 0.001, 86400));
+    if (o["failure_codes"]) {
+      const YAML::Node& fc = o["failure_codes"];
+      if (!fc.IsSequence()) return c.Error(fc, op + ".failure_codes", "expected a list of SIP codes (0 = no answer)");
+      out->outlier_failure_codes.clear();
+      for (size_t i = 0; i < fc.size(); ++i) {
+        int64_t v;
+        AR_ASSIGN(v, c.Int(fc[i], Cat(op, ".failure_codes[", i, "]"), 0, 699));
+        out->outlier_failure_codes.push_back(static_cast<int>(v));
+      }
+    }
+  }
+  AR_RETURN_IF_ERROR(int_field(n, "health", "panic_threshold", 0, 100, &out->panic_threshold));
+  if (const YAML::Node& s = n["slow_start"]; s) {
+    AR_RETURN_IF_ERROR(c.Map(s, "health.slow_start"));
+    AR_RETURN_IF_ERROR(c.OnlyKeys(s, "health.slow_start", {"window"}));
+    if (s["window"]) AR_ASSIGN(out->slow_start_ms, c.Seconds(s["window"], "health.slow_start.window", 0, 3600));
+  }
+  if (const YAML::Node& l = n["latency"]; l) {
+    AR_RETURN_IF_ERROR(c.Map(l, "health.latency"));
+    AR_RETURN_IF_ERROR(c.OnlyKeys(l, "health.latency", {"ewma_alpha"}));
+    if (l["ewma_alpha"]) {
+      double a = 0;
+      if (!l["ewma_alpha"].IsScalar() || !YAML::convert<double>::decode(l["ewma_alpha"], a) || !(a > 0 && a <= 1)) {
+        return c.Error(l["ewma_alpha"], "health.latency.ewma_alpha", "expected a number in (0, 1]");
+      }
+      out->latency_ewma_alpha = a;
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view source) {
+  return ParseConfig(yaml, source, nullptr);
+}
+
+absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view source,
+                                   const StrategyResolver* resolver) {
   Ctx c(source);
+  c.resolver = resolver;
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml));
@@ -298,9 +422,11 @@ absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view sourc
   }
   if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
   AR_RETURN_IF_ERROR(c.Map(root, "(top level)"));
-  AR_RETURN_IF_ERROR(c.OnlyKeys(root, "", {"state", "nodes", "apps"}));
+  AR_RETURN_IF_ERROR(c.OnlyKeys(root, "", {"state", "nodes", "apps", "status", "health"}));
   try {
     if (root["state"]) AR_RETURN_IF_ERROR(ParseState(c, root["state"], &cfg.state));
+    if (root["status"]) AR_RETURN_IF_ERROR(ParseStatus(c, root["status"], &cfg.status));
+    if (root["health"]) AR_RETURN_IF_ERROR(ParseHealth(c, root["health"], &cfg.health));
     std::set<std::string> resources{std::string(kDefaultResource)};
     if (const YAML::Node& nodes = root["nodes"]; nodes && !nodes.IsNull()) {
       if (!nodes.IsSequence()) return c.Error(nodes, "nodes", "expected a list of nodes");

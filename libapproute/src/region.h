@@ -22,7 +22,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -95,9 +95,27 @@ struct NodeRecord {
   std::atomic<uint32_t> health;
   std::atomic<int64_t> sessions[kMaxResources];
   std::atomic<uint64_t> routed_total;
-  std::atomic<double> load[kMaxMetrics];
-  std::atomic<uint64_t> load_mask;  // bit i set: load[i] reported
+  std::atomic<double> load[kMaxMetrics];  // load and quality figures, by metric name index
+  std::atomic<uint64_t> load_mask;        // bit i set: load[i] is a reported load figure
+  std::atomic<uint64_t> quality_mask;     // bit i set: load[i] is a reported quality figure
   std::atomic<int64_t> load_updated_ms;
+
+  // Membership by status report (registry lock held to change).
+  uint32_t from_report;     // 1: joined through a status report (leases apply)
+  char etag[24];            // entity tag of its current report, "" = none
+  uint64_t last_seq;        // highest report seq accepted (replay protection)
+  std::atomic<int64_t> lease_expires_ms;  // 0 = no lease; past = takes no new calls
+  std::atomic<int64_t> first_report_ms;
+
+  // Health feedback.
+  std::atomic<int32_t> probe_failures;        // consecutive
+  std::atomic<int32_t> probe_successes;       // consecutive
+  std::atomic<int32_t> consecutive_failures;  // passive results
+  std::atomic<int32_t> ejections;             // times ejected so far
+  std::atomic<int64_t> ejected_until_ms;      // 0 = not ejected
+  std::atomic<int64_t> up_since_ms;           // start of slow start, 0 = none
+  std::atomic<double> latency_ewma_ms;        // 0 = no sample yet
+  std::atomic<double> error_ewma;             // share of failed results, smoothed
 };
 
 struct AppSlot {
@@ -174,6 +192,8 @@ struct Header {
   std::atomic<int64_t> session_count;
   std::atomic<int64_t> affinity_count;
   std::atomic<int64_t> expired_sessions;
+  std::atomic<int64_t> reports_accepted;
+  std::atomic<int64_t> reports_refused[8];  // by RefusalKind
 
   uint32_t n_resources;
   uint32_t n_metrics;

@@ -26,7 +26,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "net.h"
 #include "region.h"
+#include "report.h"
 #include "str_util.h"
 
 namespace approute {
@@ -218,6 +220,7 @@ struct Snapshot {
 
 struct Policy {
   AppConfig config;
+  HealthConfig health;  // router-wide, copied here for the hot path
   uint32_t app_slot = 0;
   uint32_t resource = 0;
   std::unique_ptr<Strategy> strategy;
@@ -233,13 +236,39 @@ struct Policy {
 
 struct Policies {
   uint64_t generation = 0;
+  HealthConfig health;
+  StatusConfig status;
+  internal::NetList sources;  // status.allow_sources
+  internal::NetList uris;     // status.allow_uris (or allow_sources)
   absl::flat_hash_map<std::string, std::shared_ptr<Policy>> by_name;
   std::vector<std::shared_ptr<Policy>> by_slot = std::vector<std::shared_ptr<Policy>>(kMaxApps);
 };
 
 class SharedStrategyContext final : public StrategyContext {
  public:
-  SharedStrategyContext(const Region& region, uint32_t app) : region_(region), app_(app) {}
+  SharedStrategyContext(const Region& region, uint32_t app, const Snapshot& snap, int64_t now)
+      : region_(region), app_(app), snap_(snap), now_(now) {}
+  double Load(const Candidate& c, std::string_view metric) override {
+    const NodeRecord& n = region_.node(c.slot);
+    uint64_t mask = n.load_mask.load(std::memory_order_relaxed);
+    for (size_t m = 0; m < snap_.metrics.size(); ++m) {
+      if (snap_.metrics[m] == metric) {
+        return (mask & (uint64_t{1} << m)) ? n.load[m].load(std::memory_order_relaxed)
+                                            : std::numeric_limits<double>::quiet_NaN();
+      }
+    }
+    return std::numeric_limits<double>::quiet_NaN();
+  }
+  NodeFeedback Feedback(const Candidate& c) override {
+    const NodeRecord& n = region_.node(c.slot);
+    NodeFeedback f;
+    f.latency_ewma_ms = n.latency_ewma_ms.load(std::memory_order_relaxed);
+    f.error_rate = n.error_ewma.load(std::memory_order_relaxed);
+    f.load_updated_ms = n.load_updated_ms.load(std::memory_order_relaxed);
+    f.first_report_ms = n.first_report_ms.load(std::memory_order_relaxed);
+    return f;
+  }
+  int64_t NowMs() override { return now_; }
   uint64_t NextTicket() override {
     return region_.header().apps[app_].ticket.fetch_add(1, std::memory_order_relaxed);
   }
@@ -247,11 +276,25 @@ class SharedStrategyContext final : public StrategyContext {
     LockGuard g(region_.header().apps[app_].mu);
     fn(absl::Span<int64_t>(region_.app_slots(app_), region_.max_nodes()));
   }
-  uint64_t Random() override { return ThreadRandom(); }
+  uint64_t Random() override {
+    if (seeded == nullptr) return ThreadRandom();
+    // SplitMix64 over one per-router counter: reproducible for a seeded router.
+    uint64_t z = seeded->fetch_add(0x9E3779B97F4A7C15ULL, std::memory_order_relaxed) + 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    return z ^ (z >> 31);
+  }
+  NodeStatus Describe(const Candidate& c) override;  // after Router::Impl
+
+  // Set by Place(): the router (for Describe) and its seeded sequence, if any.
+  const Router::Impl* router = nullptr;
+  std::atomic<uint64_t>* seeded = nullptr;
 
  private:
   const Region& region_;
   uint32_t app_;
+  const Snapshot& snap_;
+  int64_t now_;
 };
 
 bool TryReserve(NodeRecord& n, uint32_t res, int64_t cap) {
@@ -337,9 +380,23 @@ class Router::Impl {
       for (auto& c : n.sessions) c.store(0, std::memory_order_relaxed);
       for (auto& l : n.load) l.store(0, std::memory_order_relaxed);
       n.load_mask.store(0);
+      n.quality_mask.store(0);
       n.load_updated_ms.store(0);
       n.routed_total.store(0);
       n.health.store(static_cast<uint32_t>(Health::kUp));
+      n.from_report = 0;
+      n.etag[0] = 0;
+      n.last_seq = 0;
+      n.lease_expires_ms.store(0);
+      n.first_report_ms.store(0);
+      n.probe_failures.store(0);
+      n.probe_successes.store(0);
+      n.consecutive_failures.store(0);
+      n.ejections.store(0);
+      n.ejected_until_ms.store(0);
+      n.up_since_ms.store(0);
+      n.latency_ewma_ms.store(0);
+      n.error_ewma.store(0);
       n.epoch = epoch;
     }
     SetFixed(n.id, spec.id);
@@ -539,25 +596,91 @@ class Router::Impl {
       pol->generation = H().config_generation.load(std::memory_order_acquire);
       text.assign(H().config, H().config_len);
     }
-    absl::StatusOr<Config> cfg = ParseConfig(text, "<stored configuration>");
+    absl::StatusOr<Config> cfg = ParseConfig(text, "<stored configuration>", resolver_.get());
     if (!cfg.ok()) return cfg.status();
-    LockGuard g(H().registry_mu);
-    for (auto& [name, app] : cfg->apps) {
-      auto p = std::make_shared<Policy>();
-      p->app_slot = AppSlotLocked(name);
-      p->resource = ResourceIndexLocked(app.resource, false);
-      if (p->app_slot == kNil || p->resource == kNil) continue;  // a newer config is being applied
-      absl::StatusOr<std::unique_ptr<Strategy>> st = MakeStrategy(app.strategy, app.strategy_params);
-      if (!st.ok()) return st.status();
-      p->strategy = *std::move(st);
-      p->config = app;
-      pol->by_slot[p->app_slot] = p;
-      pol->by_name[name] = std::move(p);
+    pol->health = cfg->health;
+    pol->status = cfg->status;
+    pol->sources = *internal::NetList::Parse(cfg->status.allow_sources);
+    pol->uris = *internal::NetList::Parse(cfg->status.allow_uris.empty() ? cfg->status.allow_sources
+                                                                         : cfg->status.allow_uris);
+    std::vector<std::shared_ptr<Policy>> made;
+    {
+      LockGuard g(H().registry_mu);
+      for (auto& [name, app] : cfg->apps) {
+        auto p = std::make_shared<Policy>();
+        p->app_slot = AppSlotLocked(name);
+        p->resource = ResourceIndexLocked(app.resource, false);
+        if (p->app_slot == kNil || p->resource == kNil) continue;  // a newer config is being applied
+        p->config = app;
+        p->health = cfg->health;
+        made.push_back(std::move(p));
+      }
     }
+    // Strategies are built without the region's lock: a Python one imports code.
+    for (auto& p : made) {
+      if (std::unique_ptr<Strategy> ready = TakePrepared(text, p->config.name)) {
+        p->strategy = std::move(ready);
+      } else {
+        absl::StatusOr<std::unique_ptr<Strategy>> st =
+            MakeStrategyWith(resolver_.get(), p->config.strategy, p->config.strategy_params, false);
+        if (!st.ok()) {
+          return absl::Status(st.status().code(), Cat("apps.", p->config.name, ".strategy: ",
+                                                      st.status().message()));
+        }
+        p->strategy = *std::move(st);
+      }
+      pol->by_slot[p->app_slot] = p;
+      pol->by_name[p->config.name] = p;
+    }
+    std::shared_ptr<const Policies> old;  // dropped after the lock: strategies may need the GIL
     absl::WriterMutexLock l(&mu_);
-    if (!policies_ || policies_->generation < pol->generation) policies_ = pol;
+    if (!policies_ || policies_->generation < pol->generation) {
+      old = std::move(policies_);
+      policies_ = pol;
+    }
     return policies_;
   }
+
+  // ---- strategies built while loading a configuration ----------------------
+
+  // Builds every app's strategy of `cfg` (strict: an error rejects the
+  // configuration) and keeps them for the first GetPolicies() of that text,
+  // so each is constructed once.
+  absl::Status Prepare(const Config& cfg, std::string_view source) {
+    absl::flat_hash_map<std::string, std::unique_ptr<Strategy>> ready;
+    for (const auto& [name, app] : cfg.apps) {
+      absl::StatusOr<std::unique_ptr<Strategy>> st =
+          MakeStrategyWith(resolver_.get(), app.strategy, app.strategy_params, true);
+      if (!st.ok()) {
+        return absl::InvalidArgumentError(
+            Cat(source, ": apps.", name, ".strategy: ", st.status().message()));
+      }
+      ready[name] = *std::move(st);
+    }
+    absl::flat_hash_map<std::string, std::unique_ptr<Strategy>> old;
+    absl::MutexLock l(&prepared_mu_);
+    old.swap(prepared_);
+    prepared_ = std::move(ready);
+    prepared_text_ = cfg.text;
+    return absl::OkStatus();
+  }
+
+  std::unique_ptr<Strategy> TakePrepared(const std::string& text, const std::string& app) {
+    absl::MutexLock l(&prepared_mu_);
+    if (text != prepared_text_) return nullptr;
+    auto it = prepared_.find(app);
+    if (it == prepared_.end()) return nullptr;
+    std::unique_ptr<Strategy> s = std::move(it->second);
+    prepared_.erase(it);
+    return s;
+  }
+
+  void SetStrategyOptions(const RouterOptions& o) {
+    resolver_ = o.strategies;
+    seeded_ = o.random_seed != 0;
+    rng_.store(o.random_seed, std::memory_order_relaxed);
+  }
+  StrategyResolver* resolver() const { return resolver_.get(); }
 
   // ---- routing -------------------------------------------------------------
 
@@ -588,13 +711,42 @@ class Router::Impl {
     return d;
   }
 
-  bool UsableForAffinity(const NodeRecord& n, uint32_t epoch, const Policy& p,
-                         const SlotList& avoid, uint32_t slot, const Snapshot& snap) const {
+  static bool LeaseExpired(const NodeRecord& n, int64_t now) {
+    int64_t lease = n.lease_expires_ms.load(std::memory_order_relaxed);
+    return lease != 0 && lease <= now;
+  }
+
+  // True while outlier detection keeps the node out; the first check after
+  // the ejection ends starts its slow start.
+  static bool Ejected(NodeRecord& n, int64_t now) {
+    int64_t until = n.ejected_until_ms.load(std::memory_order_relaxed);
+    if (until == 0) return false;
+    if (until > now) return true;
+    if (n.ejected_until_ms.compare_exchange_strong(until, 0, std::memory_order_relaxed)) {
+      n.up_since_ms.store(now, std::memory_order_relaxed);
+    }
+    return false;
+  }
+
+  bool UsableForAffinity(NodeRecord& n, uint32_t epoch, const Policy& p, const SlotList& avoid,
+                         uint32_t slot, const Snapshot& snap, int64_t now) const {
     if (!n.in_use || n.epoch != epoch || Contains(avoid, slot)) return false;
     if (n.admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDisabled)) return false;
     if (n.health.load(std::memory_order_relaxed) == static_cast<uint32_t>(Health::kDown)) return false;
+    if (LeaseExpired(n, now) || Ejected(n, now)) return false;
     const NodeView* v = snap.At(slot, epoch);
     return v != nullptr && v->pool == p.config.pool;
+  }
+
+  // Slow start: a node that came back within the window keeps a pick with
+  // probability (time since it came back) / window, at least 5%.
+  static bool InSlowStart(const NodeRecord& n, const HealthConfig& h, int64_t now) {
+    if (h.slow_start_ms <= 0) return false;
+    int64_t up = n.up_since_ms.load(std::memory_order_relaxed);
+    if (up <= 0 || now - up >= h.slow_start_ms) return false;
+    double share = std::max(0.05, static_cast<double>(now - up) / static_cast<double>(h.slow_start_ms));
+    double u = static_cast<double>(ThreadRandom() >> 11) * (1.0 / 9007199254740992.0);
+    return u >= share;
   }
 
   int64_t CapacityOf(const Snapshot& snap, uint32_t slot, uint32_t epoch, uint32_t res) const {
@@ -638,7 +790,7 @@ class Router::Impl {
       if (uint32_t* link = sh.Find(ah, match)) {
         AffinityEntry& e = sh.at(*link);
         NodeRecord& n = region_->node(e.node);
-        if (UsableForAffinity(n, e.node_epoch, p, avoid, e.node, snap) &&
+        if (UsableForAffinity(n, e.node_epoch, p, avoid, e.node, snap, now) &&
             TryReserve(n, res, CapacityOf(snap, e.node, e.node_epoch, res))) {
           ++e.refs;
           e.expires_ms = kNever;
@@ -655,6 +807,19 @@ class Router::Impl {
       cands.clear();
       auto pit = snap.by_pool.find(p.config.pool);
       size_t n_pool = 0, n_disabled = 0, n_draining = 0, n_down = 0, n_avoid = 0, n_full = 0, n_suspect = 0;
+      bool panic = false;
+      if (pit != snap.by_pool.end() && p.health.panic_threshold > 0) {
+        // Envoy's panic mode: when too little of the pool is healthy, health is
+        // ignored and calls spread over every node rather than over none.
+        size_t total = 0, healthy = 0;
+        for (size_t i : pit->second) {
+          NodeRecord& n = region_->node(snap.nodes[i].slot);
+          if (!n.in_use || n.epoch != snap.nodes[i].epoch) continue;
+          ++total;
+          if (n.health.load(std::memory_order_relaxed) != static_cast<uint32_t>(Health::kDown) && !Ejected(n, now)) ++healthy;
+        }
+        panic = total > 0 && healthy * 100 < static_cast<size_t>(p.health.panic_threshold) * total;
+      }
       if (pit != snap.by_pool.end()) {
         for (int tier = 0; tier < 2 && cands.empty(); ++tier) {
           n_pool = n_disabled = n_draining = n_down = n_avoid = n_full = n_suspect = 0;
@@ -665,10 +830,12 @@ class Router::Impl {
             if (!n.in_use || n.epoch != v.epoch) continue;
             uint32_t admin = n.admin.load(std::memory_order_relaxed);
             uint32_t health = n.health.load(std::memory_order_relaxed);
-            if (admin == static_cast<uint32_t>(AdminState::kDisabled)) { ++n_disabled; continue; }
+            if (admin == static_cast<uint32_t>(AdminState::kDisabled) || LeaseExpired(n, now)) { ++n_disabled; continue; }
             if (admin == static_cast<uint32_t>(AdminState::kDraining)) { ++n_draining; continue; }
-            if (health == static_cast<uint32_t>(Health::kDown)) { ++n_down; continue; }
-            if (health == static_cast<uint32_t>(Health::kSuspect) && tier == 0) { ++n_suspect; continue; }
+            if (!panic) {
+              if (health == static_cast<uint32_t>(Health::kDown) || Ejected(n, now)) { ++n_down; continue; }
+              if (health == static_cast<uint32_t>(Health::kSuspect) && tier == 0) { ++n_suspect; continue; }
+            }
             if (Contains(avoid, v.slot)) { ++n_avoid; continue; }
             int64_t s = n.sessions[res].load(std::memory_order_relaxed);
             int64_t cap = v.capacity[res];
@@ -690,8 +857,11 @@ class Router::Impl {
           if (n_suspect == 0) break;
         }
       }
-      SharedStrategyContext ctx(*region_, p.app_slot);
-      PickRequest pr{p.config.name, call_id, key, &attrs, attempt};
+      SharedStrategyContext ctx(*region_, p.app_slot, snap, now);
+      ctx.router = this;
+      ctx.seeded = seeded_ ? &rng_ : nullptr;
+      PickRequest pr{.app = p.config.name, .resource = p.config.resource, .call_id = call_id,
+                     .key = key, .attrs = &attrs, .attempt = attempt};
       while (!cands.empty()) {
         absl::StatusOr<size_t> pick = p.strategy->Pick(pr, absl::MakeConstSpan(cands), ctx);
         if (!pick.ok() || *pick >= cands.size()) {
@@ -701,6 +871,10 @@ class Router::Impl {
           return out;
         }
         const Candidate& c = cands[*pick];
+        if (cands.size() > 1 && InSlowStart(region_->node(c.slot), p.health, now)) {
+          cands.erase(cands.begin() + static_cast<std::ptrdiff_t>(*pick));
+          continue;
+        }
         if (TryReserve(region_->node(c.slot), res, c.capacity)) {
           out.slot = c.slot;
           out.epoch = snap.nodes[static_cast<size_t>(snap.index_of_slot[c.slot])].epoch;
@@ -732,7 +906,7 @@ class Router::Impl {
           AffinityEntry& e = sh.at(*link);
           NodeRecord& n = region_->node(e.node);
           // Whether the key's node still serves the app at all, whatever this call avoids.
-          bool holder_alive = UsableForAffinity(n, e.node_epoch, p, SlotList{}, e.node, snap);
+          bool holder_alive = UsableForAffinity(n, e.node_epoch, p, SlotList{}, e.node, snap, now);
           if (e.node == out.slot && e.node_epoch == out.epoch) {
             ++e.refs;
             e.expires_ms = kNever;
@@ -1084,12 +1258,14 @@ class Router::Impl {
     uint64_t next = (static_cast<uint64_t>(now) << 4) | ((shard + 1) & 15);
     if (!last.compare_exchange_strong(cur, next, std::memory_order_relaxed)) return;
     SweepShard(shard, now);
+    RemoveLapsedNodes(now);
   }
 
   int64_t Sweep() {
     int64_t now = now_();
     int64_t n = 0;
     for (size_t s = 0; s < kShards; ++s) n += SweepShard(s, now);
+    RemoveLapsedNodes(now);
     return n;
   }
 
@@ -1162,44 +1338,320 @@ class Router::Impl {
     return absl::OkStatus();
   }
 
-  absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics) {
+  static absl::Status CheckMetrics(const std::map<std::string, double>& metrics, std::string_view what) {
     for (const auto& [k, v] : metrics) {
       bool ok = !k.empty() && k.size() < internal::kNameLen;
       for (char c : k) ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.');
-      if (!ok) return absl::InvalidArgumentError(Cat("load metric name \"", k, "\" must be 1 to 31 characters of [A-Za-z0-9_.]"));
-      if (!std::isfinite(v)) return absl::InvalidArgumentError(Cat("load metric ", k, " is not a finite number"));
+      if (!ok) return absl::InvalidArgumentError(Cat(what, " metric name \"", k, "\" must be 1 to 31 characters of [A-Za-z0-9_.]"));
+      if (!std::isfinite(v)) return absl::InvalidArgumentError(Cat(what, " metric ", k, " is not a finite number"));
     }
-    LockGuard g(H().registry_mu);
-    uint32_t s = FindNodeLocked(id);
-    if (s == kNil) return absl::NotFoundError(Cat("no node \"", id, "\""));
+    return absl::OkStatus();
+  }
+
+  // Metric name indexes for `names`, registering new ones (registry lock held);
+  // ResourceExhausted, with nothing registered, when they do not fit.
+  absl::StatusOr<std::vector<uint32_t>> MetricIndexesLocked(const std::vector<std::string>& names) {
     Header& h = H();
     std::vector<uint32_t> idx;
-    size_t fresh = 0;
-    for (const auto& [k, v] : metrics) {
+    std::vector<std::string> fresh;
+    for (const auto& k : names) {
       uint32_t i = kNil;
       for (uint32_t m = 0; m < h.n_metrics; ++m) if (GetFixed(h.metric_names[m]) == k) i = m;
-      if (i == kNil) ++fresh;
+      if (i == kNil && std::find(fresh.begin(), fresh.end(), k) == fresh.end()) fresh.push_back(k);
       idx.push_back(i);
     }
-    if (h.n_metrics + fresh > kMaxMetrics) {
-      return absl::ResourceExhaustedError(Cat("at most ", kMaxMetrics, " distinct load metric names per router"));
+    if (h.n_metrics + fresh.size() > kMaxMetrics) {
+      return absl::ResourceExhaustedError(Cat("at most ", kMaxMetrics, " distinct load and quality metric names per router"));
     }
+    for (size_t j = 0; j < names.size(); ++j) {
+      if (idx[j] != kNil) continue;
+      for (uint32_t m = 0; m < h.n_metrics && idx[j] == kNil; ++m) if (GetFixed(h.metric_names[m]) == names[j]) idx[j] = m;
+      if (idx[j] == kNil) {
+        idx[j] = h.n_metrics++;
+        SetFixed(h.metric_names[idx[j]], names[j]);
+        h.node_generation.fetch_add(1, std::memory_order_release);
+      }
+    }
+    return idx;
+  }
+
+  // Replaces one kind of figures (load or quality) of slot `s` (registry lock held).
+  absl::Status WriteMetricsLocked(uint32_t s, const std::map<std::string, double>& metrics, bool quality) {
+    std::vector<std::string> names;
+    for (const auto& [k, v] : metrics) names.push_back(k);
+    absl::StatusOr<std::vector<uint32_t>> idx = MetricIndexesLocked(names);
+    if (!idx.ok()) return idx.status();
     NodeRecord& n = region_->node(s);
     uint64_t mask = 0;
     size_t j = 0;
     for (const auto& [k, v] : metrics) {
-      uint32_t i = idx[j++];
-      if (i == kNil) {
-        i = h.n_metrics++;
-        SetFixed(h.metric_names[i], k);
-        h.node_generation.fetch_add(1, std::memory_order_release);
-      }
+      uint32_t i = (*idx)[j++];
       n.load[i].store(v, std::memory_order_relaxed);
       mask |= uint64_t{1} << i;
     }
-    n.load_mask.store(mask, std::memory_order_relaxed);
-    n.load_updated_ms.store(now_(), std::memory_order_relaxed);
+    (quality ? n.quality_mask : n.load_mask).store(mask, std::memory_order_relaxed);
+    if (!quality) {
+      int64_t now = now_();
+      n.load_updated_ms.store(now, std::memory_order_relaxed);
+      int64_t zero = 0;
+      n.first_report_ms.compare_exchange_strong(zero, now, std::memory_order_relaxed);
+    }
     return absl::OkStatus();
+  }
+
+  absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics) {
+    if (absl::Status st = CheckMetrics(metrics, "load"); !st.ok()) return st;
+    LockGuard g(H().registry_mu);
+    uint32_t s = FindNodeLocked(id);
+    if (s == kNil) return absl::NotFoundError(Cat("no node \"", id, "\""));
+    return WriteMetricsLocked(s, metrics, false);
+  }
+
+  // ---- health feedback -----------------------------------------------------
+
+  absl::Status ReportProbe(std::string_view id, int code, double rtt_ms) {
+    if (code < 0 || code > 699) return absl::InvalidArgumentError(Cat("probe code ", code, " is not 0 (no answer) or a SIP status code"));
+    if (!std::isfinite(rtt_ms) || rtt_ms < 0) return absl::InvalidArgumentError("probe rtt_ms must be a finite number >= 0");
+    absl::StatusOr<NodeRecord*> rec = Live(id);
+    if (!rec.ok()) return rec.status();
+    absl::StatusOr<const Policies*> pol = CachedPolicies();
+    if (!pol.ok()) return pol.status();
+    const HealthConfig& h = (*pol)->health;
+    NodeRecord& n = **rec;
+    const int64_t now = now_();
+    bool ok = code > 0 && code < 500;
+    if (ok) {
+      n.probe_failures.store(0, std::memory_order_relaxed);
+      int32_t oks = n.probe_successes.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (oks >= h.probe_up_after) {
+        uint32_t was = n.health.exchange(static_cast<uint32_t>(Health::kUp), std::memory_order_relaxed);
+        if (was != static_cast<uint32_t>(Health::kUp)) n.up_since_ms.store(now, std::memory_order_relaxed);
+      }
+      UpdateEwma(n.latency_ewma_ms, rtt_ms, h.latency_ewma_alpha);
+    } else {
+      n.probe_successes.store(0, std::memory_order_relaxed);
+      int32_t fails = n.probe_failures.fetch_add(1, std::memory_order_relaxed) + 1;
+      if (fails >= h.probe_down_after) n.health.store(static_cast<uint32_t>(Health::kDown), std::memory_order_relaxed);
+    }
+    return absl::OkStatus();
+  }
+
+  static void UpdateEwma(std::atomic<double>& v, double sample, double alpha) {
+    double cur = v.load(std::memory_order_relaxed);
+    double next = cur == 0 ? sample : alpha * sample + (1 - alpha) * cur;
+    v.store(next, std::memory_order_relaxed);
+  }
+
+  absl::Status ReportCallResult(std::string_view id, int code, double latency_ms) {
+    if (code < 0 || code > 699) return absl::InvalidArgumentError(Cat("result code ", code, " is not 0 (no answer) or a SIP status code"));
+    if (!std::isfinite(latency_ms) || latency_ms < 0) return absl::InvalidArgumentError("latency_ms must be a finite number >= 0");
+    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    auto it = snap->by_id.find(std::string(id));
+    if (it == snap->by_id.end()) return absl::NotFoundError(Cat("no node \"", id, "\""));
+    const NodeView& view = snap->nodes[it->second];
+    NodeRecord& n = region_->node(view.slot);
+    absl::StatusOr<const Policies*> pol = CachedPolicies();
+    if (!pol.ok()) return pol.status();
+    const HealthConfig& h = (*pol)->health;
+    const int64_t now = now_();
+    bool failed = std::find(h.outlier_failure_codes.begin(), h.outlier_failure_codes.end(), code) !=
+                  h.outlier_failure_codes.end();
+    double a = h.latency_ewma_alpha;
+    double err = n.error_ewma.load(std::memory_order_relaxed);
+    n.error_ewma.store(a * (failed ? 1.0 : 0.0) + (1 - a) * err, std::memory_order_relaxed);
+    if (!failed) {
+      n.consecutive_failures.store(0, std::memory_order_relaxed);
+      if (code > 0 && latency_ms > 0) UpdateEwma(n.latency_ewma_ms, latency_ms, a);
+      return absl::OkStatus();
+    }
+    int32_t fails = n.consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1;
+    if (fails < h.outlier_consecutive_failures || Ejected(n, now)) return absl::OkStatus();
+    // Eject, unless that would take out more of the pool than allowed.
+    LockGuard g(H().registry_mu);
+    size_t pool = 0, ejected = 0;
+    for (size_t i : snap->by_pool.at(view.pool)) {
+      NodeRecord& o = region_->node(snap->nodes[i].slot);
+      if (!o.in_use || o.epoch != snap->nodes[i].epoch) continue;
+      ++pool;
+      if (o.ejected_until_ms.load(std::memory_order_relaxed) > now) ++ejected;
+    }
+    if ((ejected + 1) * 100 > static_cast<size_t>(h.outlier_max_ejected_percent) * pool) return absl::OkStatus();
+    int32_t times = n.ejections.fetch_add(1, std::memory_order_relaxed) + 1;
+    int64_t span = std::min(h.outlier_base_ejection_ms * times, h.outlier_max_ejection_ms);
+    n.ejected_until_ms.store(now + span, std::memory_order_relaxed);
+    n.consecutive_failures.store(0, std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
+
+  // ---- status reports ------------------------------------------------------
+
+  enum Refusal { kSource, kSignature, kReplay, kTakeover, kUri, kMalformed, kEtag, kFull };
+  static constexpr const char* kRefusalNames[] = {"source", "signature", "replay", "takeover",
+                                                  "uri", "malformed", "etag", "full"};
+
+  ReportResult Refuse(Refusal why, int code, std::string reason) {
+    H().reports_refused[why].fetch_add(1, std::memory_order_relaxed);
+    ReportResult r;
+    r.code = code;
+    r.reason = std::move(reason);
+    return r;
+  }
+
+  uint32_t FindEtagLocked(std::string_view etag) const {
+    for (uint32_t s = 0; s < region_->max_nodes(); ++s) {
+      const NodeRecord& n = region_->node(s);
+      if (n.in_use && n.from_report && GetFixed(n.etag) == etag) return s;
+    }
+    return kNil;
+  }
+
+  ReportResult ApplyReport(const ReportRequest& req) {
+    absl::StatusOr<const Policies*> polp = CachedPolicies();
+    if (!polp.ok()) return Refuse(kMalformed, 500, std::string(polp.status().message()));
+    const Policies& pol = **polp;
+    const int64_t now = now_();
+    if (pol.sources.empty() || !pol.sources.Contains(req.source)) {
+      return Refuse(kSource, 403, Cat("source ", req.source.empty() ? "(none)" : req.source, " may not report status"));
+    }
+    if (req.expires < 0) return Refuse(kMalformed, 400, "Expires must be >= 0");
+    std::optional<internal::StatusReport> report;
+    if (!req.body.empty()) {
+      absl::StatusOr<internal::StatusReport> r = internal::ParseStatusReport(req.body);
+      if (!r.ok()) return Refuse(kMalformed, 400, std::string(r.status().message()));
+      report = *std::move(r);
+    } else if (req.if_match.empty() && req.expires != 0) {
+      return Refuse(kMalformed, 400, "an initial report needs a JSON body");
+    }
+    absl::StatusOr<internal::Credential> cred = internal::ParseCredential(req.auth);
+    if (!cred.ok()) return Refuse(kSignature, 403, req.auth.empty() ? "missing X-Approute-Auth" : std::string(cred.status().message()));
+
+    LockGuard g(H().registry_mu);
+    uint32_t slot = kNil;
+    if (!req.if_match.empty()) {
+      slot = FindEtagLocked(req.if_match);
+      if (slot == kNil) return Refuse(kEtag, 412, Cat("no report with entity tag ", req.if_match));
+      if (report && report->node != GetFixed(region_->node(slot).id)) {
+        return Refuse(kMalformed, 400, Cat("the report is for node ", report->node, " but the entity tag is node ",
+                                           GetFixed(region_->node(slot).id), "'s"));
+      }
+    } else if (report) {
+      slot = FindNodeLocked(report->node);
+    }
+    if (!report && slot == kNil) return Refuse(kMalformed, 400, "a leave needs a JSON body or SIP-If-Match");
+    std::string pool = report ? report->pool : std::string(GetFixed(region_->node(slot).pool));
+    auto keys = pol.status.keys.find(pool);
+    if (keys == pol.status.keys.end()) return Refuse(kSignature, 403, Cat("no status key configured for pool ", pool));
+    auto key = keys->second.find(cred->keyid);
+    if (key == keys->second.end()) return Refuse(kSignature, 403, Cat("unknown key id ", cred->keyid, " for pool ", pool));
+    if (std::llabs(cred->ts * 1000 - now) > pol.status.replay_window_ms) {
+      return Refuse(kReplay, 403, Cat("timestamp ", cred->ts, " is outside the replay window"));
+    }
+    std::string expect = internal::HmacSha256Hex(key->second, Cat(cred->ts, ".", req.body));
+    if (!internal::SignaturesEqual(expect, cred->sig)) return Refuse(kSignature, 403, "bad signature");
+
+    if (report) {
+      if (slot != kNil) {
+        const NodeRecord& n = region_->node(slot);
+        if (!n.from_report) {
+          return Refuse(kTakeover, 403, Cat("node id ", report->node, " is configured, not reported"));
+        }
+        if (GetFixed(n.uri) != report->uri && !LeaseExpired(n, now)) {
+          return Refuse(kTakeover, 403, Cat("node id ", report->node, " is held by ", GetFixed(n.uri)));
+        }
+        if (GetFixed(n.pool) != report->pool) {
+          return Refuse(kTakeover, 403, Cat("node id ", report->node, " belongs to pool ", GetFixed(n.pool)));
+        }
+        if (report->seq <= n.last_seq) {
+          return Refuse(kReplay, 403, Cat("seq ", report->seq, " is not above the last accepted ", n.last_seq));
+        }
+      }
+      if (!pol.uris.Contains(SipUriHost(report->uri))) {
+        return Refuse(kUri, 403, Cat("uri ", report->uri, " is outside the allowed networks"));
+      }
+    }
+    ReportResult out;
+    out.code = 200;
+    out.reason = "OK";
+    if (req.expires == 0) {  // graceful leave: no new calls; removed when its sessions are gone
+      if (slot != kNil) {
+        NodeRecord& n = region_->node(slot);
+        n.lease_expires_ms.store(now, std::memory_order_relaxed);
+        n.etag[0] = 0;
+        if (report) n.last_seq = report->seq;
+        out.node_id = std::string(GetFixed(n.id));
+      }
+      H().reports_accepted.fetch_add(1, std::memory_order_relaxed);
+      return out;
+    }
+    if (report) {
+      NodeSpec spec;
+      spec.id = report->node;
+      spec.uri = report->uri;
+      spec.pool = report->pool;
+      spec.weight = report->weight.value_or(slot != kNil ? region_->node(slot).weight : 1);
+      spec.capacity = report->capacity;
+      spec.state = report->state.value_or(AdminState::kActive);
+      std::vector<std::string> res;
+      for (const auto& [r, v] : spec.capacity) res.push_back(r);
+      std::vector<std::string> metric_names;
+      for (const auto& [k, v] : report->load) metric_names.push_back(k);
+      for (const auto& [k, v] : report->quality) metric_names.push_back(k);
+      if (H().n_resources + NewResources(res) > kMaxResources) {
+        return Refuse(kMalformed, 400, Cat("capacity names more resources than the router has room for (", kMaxResources, ")"));
+      }
+      if (absl::Status st = CheckMetrics(report->load, "load"); !st.ok()) return Refuse(kMalformed, 400, std::string(st.message()));
+      if (absl::Status st = CheckMetrics(report->quality, "quality"); !st.ok()) return Refuse(kMalformed, 400, std::string(st.message()));
+      if (!MetricIndexesLocked(metric_names).ok()) {
+        return Refuse(kMalformed, 400, Cat("too many distinct metric names (at most ", kMaxMetrics, ")"));
+      }
+      bool fresh = slot == kNil;
+      if (fresh) {
+        slot = FreeNodeSlotLocked();
+        if (slot == kNil) return Refuse(kFull, 503, Cat("node table is full (state.max_nodes = ", H().max_nodes, ")"));
+      }
+      NodeRecord& n = region_->node(slot);
+      bool was_expired = !fresh && LeaseExpired(n, now);
+      WriteNodeLocked(slot, spec, fresh, false);
+      n.from_report = 1;
+      n.last_seq = report->seq;
+      if (fresh || was_expired) n.up_since_ms.store(now, std::memory_order_relaxed);
+      (void)WriteMetricsLocked(slot, report->load, false);
+      (void)WriteMetricsLocked(slot, report->quality, true);
+      H().node_generation.fetch_add(1, std::memory_order_release);
+    }
+    NodeRecord& n = region_->node(slot);
+    int64_t granted = std::min(req.expires, pol.status.max_expires_s);
+    n.lease_expires_ms.store(now + granted * 1000, std::memory_order_relaxed);
+    std::string etag = Cat(absl::Hex(ThreadRandom(), absl::kZeroPad16));
+    SetFixed(n.etag, etag);
+    out.etag = etag;
+    out.node_id = std::string(GetFixed(n.id));
+    out.expires = granted;
+    H().reports_accepted.fetch_add(1, std::memory_order_relaxed);
+    return out;
+  }
+
+  // Removes reported nodes whose lease ran out and whose sessions are gone.
+  void RemoveLapsedNodes(int64_t now) {
+    bool any = false;
+    for (uint32_t s = 0; s < region_->max_nodes() && !any; ++s) {
+      const NodeRecord& n = region_->node(s);
+      any = n.in_use && n.from_report && LeaseExpired(n, now);
+    }
+    if (!any) return;
+    LockGuard g(H().registry_mu);
+    bool removed = false;
+    for (uint32_t s = 0; s < region_->max_nodes(); ++s) {
+      NodeRecord& n = region_->node(s);
+      if (!n.in_use || !n.from_report || !LeaseExpired(n, now)) continue;
+      int64_t live = 0;
+      for (auto& c : n.sessions) live += c.load(std::memory_order_relaxed);
+      if (live == 0) {
+        FreeNodeLocked(s);
+        removed = true;
+      }
+    }
+    if (removed) H().node_generation.fetch_add(1, std::memory_order_release);
   }
 
   NodeStatus StatusOf(const Snapshot& snap, const NodeView& v) const {
@@ -1218,9 +1670,17 @@ class Router::Impl {
       st.sessions[snap.resources[r]] = n.sessions[r].load(std::memory_order_relaxed);
     }
     uint64_t mask = n.load_mask.load(std::memory_order_relaxed);
+    uint64_t qmask = n.quality_mask.load(std::memory_order_relaxed);
     for (size_t m = 0; m < snap.metrics.size(); ++m) {
       if (mask & (uint64_t{1} << m)) st.load[snap.metrics[m]] = n.load[m].load(std::memory_order_relaxed);
+      if (qmask & (uint64_t{1} << m)) st.quality[snap.metrics[m]] = n.load[m].load(std::memory_order_relaxed);
     }
+    st.origin = v.from_config ? "config" : (n.from_report ? "report" : "api");
+    st.lease_expires_ms = n.lease_expires_ms.load(std::memory_order_relaxed);
+    int64_t ejected = n.ejected_until_ms.load(std::memory_order_relaxed);
+    st.ejected_until_ms = ejected > now_() ? ejected : 0;
+    st.latency_ewma_ms = n.latency_ewma_ms.load(std::memory_order_relaxed);
+    st.error_rate = n.error_ewma.load(std::memory_order_relaxed);
     st.load_updated_ms = n.load_updated_ms.load(std::memory_order_relaxed);
     st.routed_total = n.routed_total.load(std::memory_order_relaxed);
     return st;
@@ -1250,6 +1710,8 @@ class Router::Impl {
     s.max_sessions = static_cast<int64_t>(H().max_sessions);
     s.max_affinities = static_cast<int64_t>(H().max_affinities);
     s.expired_sessions = H().expired_sessions.load(std::memory_order_relaxed);
+    s.reports_accepted = H().reports_accepted.load(std::memory_order_relaxed);
+    for (int i = 0; i < 8; ++i) s.reports_refused[kRefusalNames[i]] = H().reports_refused[i].load(std::memory_order_relaxed);
     return s;
   }
 
@@ -1263,7 +1725,19 @@ class Router::Impl {
   std::shared_ptr<const Snapshot> snapshot_;
   std::shared_ptr<const Policies> policies_;
   const uint64_t id_;  // distinguishes routers in the per-thread caches
+  std::shared_ptr<StrategyResolver> resolver_;  // python: and per-router strategies
+  bool seeded_ = false;
+  std::atomic<uint64_t> rng_{0};  // SplitMix64 state when seeded_
+  absl::Mutex prepared_mu_;
+  absl::flat_hash_map<std::string, std::unique_ptr<Strategy>> prepared_;
+  std::string prepared_text_;
 };
+
+NodeStatus SharedStrategyContext::Describe(const Candidate& c) {
+  const NodeView* v = snap_.At(c.slot, snap_.nodes[static_cast<size_t>(snap_.index_of_slot[c.slot])].epoch);
+  if (router == nullptr || v == nullptr) return StrategyContext::Describe(c);
+  return router->StatusOf(snap_, *v);
+}
 
 // ---- Router ----------------------------------------------------------------
 
@@ -1272,7 +1746,7 @@ Router::~Router() = default;
 
 absl::StatusOr<std::unique_ptr<Router>> Router::FromYaml(std::string_view yaml, RouterOptions options,
                                                          std::string_view source) {
-  absl::StatusOr<Config> cfg = ParseConfig(yaml, source);
+  absl::StatusOr<Config> cfg = ParseConfig(yaml, source, options.strategies.get());
   if (!cfg.ok()) return cfg.status();
   absl::StatusOr<std::unique_ptr<Region>> region;
   if (options.shared.empty()) {
@@ -1283,6 +1757,8 @@ absl::StatusOr<std::unique_ptr<Router>> Router::FromYaml(std::string_view yaml, 
   }
   if (!region.ok()) return region.status();
   auto impl = std::make_unique<Impl>(*std::move(region), std::move(options.now_ms));
+  impl->SetStrategyOptions(options);
+  if (absl::Status s = impl->Prepare(*cfg, source); !s.ok()) return s;
   if (absl::Status s = impl->Apply(*cfg); !s.ok()) return s;
   return std::unique_ptr<Router>(new Router(std::move(impl)));
 }
@@ -1297,6 +1773,7 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Attach(const std::string& shared
   absl::StatusOr<std::unique_ptr<Region>> region = Region::AttachShared(shared);
   if (!region.ok()) return region.status();
   auto impl = std::make_unique<Impl>(*std::move(region), std::move(options.now_ms));
+  impl->SetStrategyOptions(options);
   return std::unique_ptr<Router>(new Router(std::move(impl)));
 }
 
@@ -1315,13 +1792,20 @@ absl::Status Router::ReportLoad(std::string_view id, const std::map<std::string,
   return impl_->ReportLoad(id, metrics);
 }
 absl::StatusOr<NodeStatus> Router::Node(std::string_view id) const { return impl_->Node(id); }
+ReportResult Router::ApplyReport(const ReportRequest& report) { return impl_->ApplyReport(report); }
+absl::Status Router::ReportProbe(std::string_view id, int code, double rtt_ms) {
+  return impl_->ReportProbe(id, code, rtt_ms);
+}
+absl::Status Router::ReportCallResult(std::string_view id, int code, double latency_ms) {
+  return impl_->ReportCallResult(id, code, latency_ms);
+}
 std::vector<NodeStatus> Router::Nodes() const { return impl_->Nodes(); }
 RouterStats Router::Stats() const { return impl_->Stats(); }
 int64_t Router::Sweep() { return impl_->Sweep(); }
 const std::string& Router::shared_name() const { return impl_->name(); }
 
 absl::Status Router::Reload(std::string_view yaml, std::string_view source) {
-  absl::StatusOr<Config> cfg = ParseConfig(yaml, source);
+  absl::StatusOr<Config> cfg = ParseConfig(yaml, source, impl_->resolver());
   if (!cfg.ok()) return cfg.status();
   StateLimits have = impl_->limits();
   if (cfg->state.max_nodes != have.max_nodes || cfg->state.max_sessions != have.max_sessions ||
@@ -1330,6 +1814,7 @@ absl::Status Router::Reload(std::string_view yaml, std::string_view source) {
         source, ": state limits cannot change on reload (the region has max_nodes ", have.max_nodes,
         ", max_sessions ", have.max_sessions, ", max_affinities ", have.max_affinities, ")"));
   }
+  if (absl::Status s = impl_->Prepare(*cfg, source); !s.ok()) return s;
   return impl_->Apply(*cfg);
 }
 

@@ -12,7 +12,8 @@ namespace approute {
 using internal::Cat;
 using internal::Join;
 
-absl::Status ValidateSipUri(std::string_view uri) {
+namespace {
+const std::regex& UriRegex() {
   static const std::regex kUri(
       R"(^(sips?):)"                                          // scheme
       R"((?:([A-Za-z0-9\-_.!~*'()&=+$,;?/%]+)(?::[^@\s]*)?@)?)"  // user[:password]@
@@ -20,6 +21,20 @@ absl::Status ValidateSipUri(std::string_view uri) {
       R"((?::([0-9]{1,5}))?)"                                 // port
       R"(((?:;[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]+)?)*))"  // params
       R"((\?[^\s]*)?$)");
+  return kUri;
+}
+}  // namespace
+
+std::string SipUriHost(std::string_view uri) {
+  std::match_results<std::string_view::const_iterator> m;
+  if (!std::regex_match(uri.begin(), uri.end(), m, UriRegex())) return "";
+  std::string host = m[3].str();
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  return host;
+}
+
+absl::Status ValidateSipUri(std::string_view uri) {
+  const std::regex& kUri = UriRegex();
   if (uri.empty()) return absl::InvalidArgumentError("SIP URI is empty");
   if (uri.size() > 255) {
     return absl::InvalidArgumentError(

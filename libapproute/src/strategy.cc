@@ -27,6 +27,9 @@ struct Registry {
     factories["hash"] = internal::MakeHash;
     factories["least_loaded"] = internal::MakeLeastLoaded;
     factories["p2c"] = internal::MakeP2C;
+    factories["utilization"] = internal::MakeUtilization;
+    factories["latency"] = internal::MakeLatency;
+    factories["consistent_bounded"] = internal::MakeConsistentBounded;
   }
 };
 
@@ -72,6 +75,66 @@ std::vector<std::string> StrategyNames() {
   std::vector<std::string> names;
   for (const auto& [n, _] : r.factories) names.push_back(n);
   return names;
+}
+
+NodeStatus StrategyContext::Describe(const Candidate& c) {
+  NodeStatus st;
+  st.spec.id = std::string(c.id);
+  st.spec.uri = std::string(c.uri);
+  st.spec.weight = c.weight;
+  st.spec.priority = c.priority;
+  if (c.attrs != nullptr) st.spec.attrs = *c.attrs;
+  return st;
+}
+
+bool IsPythonStrategyName(std::string_view name) {
+  return name.substr(0, kPythonStrategyPrefix.size()) == kPythonStrategyPrefix;
+}
+
+namespace {
+// A dotted Python name: identifiers of [A-Za-z_][A-Za-z0-9_]* joined by '.'.
+bool DottedIdentifier(std::string_view s) {
+  if (s.empty()) return false;
+  bool start = true;
+  for (char ch : s) {
+    bool alpha = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || ch == '_';
+    bool digit = ch >= '0' && ch <= '9';
+    if (ch == '.') {
+      if (start) return false;
+      start = true;
+    } else if (alpha || (digit && !start)) {
+      start = false;
+    } else {
+      return false;
+    }
+  }
+  return !start;
+}
+}  // namespace
+
+absl::Status CheckPythonStrategyName(std::string_view name) {
+  std::string_view rest = name.substr(std::min(name.size(), kPythonStrategyPrefix.size()));
+  size_t colon = rest.find(':');
+  if (!IsPythonStrategyName(name) || colon == std::string_view::npos ||
+      !DottedIdentifier(rest.substr(0, colon)) || !DottedIdentifier(rest.substr(colon + 1))) {
+    return absl::InvalidArgumentError(Cat("Python strategy \"", name,
+                                          "\" must look like python:package.module:ClassName"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategyWith(StrategyResolver* resolver,
+                                                           std::string_view name,
+                                                           const StrategyParams& params,
+                                                           bool strict) {
+  if (resolver != nullptr && resolver->Knows(name)) return resolver->Make(name, params, strict);
+  if (IsPythonStrategyName(name)) {
+    if (absl::Status s = CheckPythonStrategyName(name); !s.ok()) return s;
+    return absl::FailedPreconditionError(Cat(
+        "strategy ", name, " is written in Python: only routers made by the approute Python "
+        "package (approute.Router) can load it"));
+  }
+  return MakeStrategy(name, params);
 }
 
 namespace internal {

@@ -39,8 +39,34 @@ struct AppConfig {
   int64_t session_lifetime_ms = 4 * 3600 * 1000;  // a session never ended expires after this
 };
 
+// Who may report status (DESIGN.md section 6) and how reports are checked.
+struct StatusConfig {
+  std::vector<std::string> allow_sources;  // CIDRs ("127.0.0.0/8", "::1/128"); empty = refuse all
+  std::vector<std::string> allow_uris;     // CIDRs a reported node URI may point into; empty = allow_sources
+  // pool -> key id -> secret (HMAC-SHA256 over "<ts>.<body>").
+  std::map<std::string, std::map<std::string, std::string>> keys;
+  int64_t replay_window_ms = 30'000;  // a signature's timestamp must be this close to now
+  int64_t max_expires_s = 3600;       // longer leases are cut to this
+};
+
+// Active probes, passive outlier detection, panic mode and slow start.
+struct HealthConfig {
+  int probe_down_after = 3;   // consecutive failed probes before a node is down
+  int probe_up_after = 2;     // consecutive good probes before it is up again
+  int outlier_consecutive_failures = 5;
+  int64_t outlier_base_ejection_ms = 30'000;  // ejection = base x number of ejections so far
+  int64_t outlier_max_ejection_ms = 300'000;
+  int outlier_max_ejected_percent = 50;       // never eject more of a pool than this
+  std::vector<int> outlier_failure_codes = {0, 408, 500, 502, 504};  // 0 = no answer
+  int panic_threshold = 0;    // % of a pool healthy below which health is ignored; 0 = never
+  int64_t slow_start_ms = 0;  // a node that comes back ramps its share over this window; 0 = off
+  double latency_ewma_alpha = 0.3;
+};
+
 struct Config {
   StateLimits state;
+  StatusConfig status;
+  HealthConfig health;
   std::vector<NodeSpec> nodes;
   std::map<std::string, AppConfig> apps;
   std::string text;  // the YAML as given, kept so attach() can rebuild the policies
@@ -48,12 +74,18 @@ struct Config {
 
 // `source` names the text in error messages (a file path, or "<yaml>").
 absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view source = "<yaml>");
+// The same, where apps may also name the strategies `resolver` knows.
+// "python:module:Class" names are always accepted when their syntax is valid.
+absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view source,
+                                   const StrategyResolver* resolver);
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 
 // Validates one node the way the config does (id, SIP URI, weight, capacity).
 absl::Status ValidateNodeSpec(const NodeSpec& spec);
 // Checks a SIP/SIPS URI: scheme, optional user, host (name, IPv4, [IPv6]), port, params.
 absl::Status ValidateSipUri(std::string_view uri);
+// The host part of a valid SIP URI ("10.0.0.5", "ast1.example.com", "2001:db8::1").
+std::string SipUriHost(std::string_view uri);
 
 }  // namespace approute
 

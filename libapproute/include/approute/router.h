@@ -59,6 +59,12 @@ struct RouterOptions {
   // Clock in unix milliseconds. Default: the real-time clock. Every process
   // sharing a region must use the same clock; tests install a manual one.
   std::function<int64_t()> now_ms;
+  // This router's own strategies (python: names, per-router registrations),
+  // consulted before the built-ins. Shared with whoever installed it.
+  std::shared_ptr<StrategyResolver> strategies;
+  // Nonzero: strategies draw random numbers from one sequence seeded with it,
+  // so a single-threaded run is reproducible (simulations, tests).
+  uint64_t random_seed = 0;
 };
 
 class Router {
@@ -104,6 +110,20 @@ class Router {
   absl::Status SetHealth(std::string_view id, Health health);
   // Replaces the node's reported load. Names: [A-Za-z0-9_.]{1,31}; values finite.
   absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics);
+
+  // Applies a status report (DESIGN.md section 6): checks the source network,
+  // the HMAC signature under the pool's key, the timestamp window and the
+  // sequence number (replay), that the node id is not held by another URI or
+  // by a configured node, and that the URI points into an allowed network;
+  // then joins, updates, refreshes (if_match, empty body) or leaves
+  // (expires 0) the node. A refused report changes nothing and is counted.
+  ReportResult ApplyReport(const ReportRequest& report);
+  // An active probe's result: code 0 = no answer. down_after consecutive
+  // failures mark the node down, up_after successes bring it back (slow start).
+  absl::Status ReportProbe(std::string_view id, int code, double rtt_ms);
+  // A passive result from the proxy (final response or timeout = 0), for
+  // outlier detection and the latency/error figures load-aware strategies use.
+  absl::Status ReportCallResult(std::string_view id, int code, double latency_ms);
 
   absl::StatusOr<NodeStatus> Node(std::string_view id) const;
   std::vector<NodeStatus> Nodes() const;

@@ -38,21 +38,43 @@ struct Candidate {
   const std::map<std::string, std::string>* attrs = nullptr;  // the node's attributes
 };
 
-// Shared, cross-process strategy state for one app.
+// Feedback the router keeps per node (DESIGN.md section 6).
+struct NodeFeedback {
+  double latency_ewma_ms = 0;   // EWMA of response times; 0 = no sample yet
+  double error_rate = 0;        // smoothed share of failed results (0..1)
+  int64_t load_updated_ms = 0;  // last load report, unix ms; 0 = never
+  int64_t first_report_ms = 0;  // first load report since the node (re)joined; 0 = never
+};
+
+// Shared, cross-process strategy state for one app, and the router's live
+// figures about candidates.
 class StrategyContext {
  public:
   virtual ~StrategyContext() = default;
+  // The candidate's reported load figure `metric` (report_load or a status
+  // report), or NaN when it never reported it.
+  virtual double Load(const Candidate& c, std::string_view metric) = 0;
+  virtual NodeFeedback Feedback(const Candidate& c) = 0;
+  // The router's clock, unix ms.
+  virtual int64_t NowMs() = 0;
   // A ticket from a per-app counter shared by every process of the router.
   virtual uint64_t NextTicket() = 0;
   // Runs fn with exclusive access to a per-app array of int64 indexed by
   // Candidate::slot (zero-initialised, shared by every process).
   virtual void WithSharedSlots(const std::function<void(absl::Span<int64_t>)>& fn) = 0;
-  // A uniform 64-bit random number (per-thread generator).
+  // A uniform 64-bit random number (per-thread generator, or the router's
+  // seeded sequence when RouterOptions::random_seed is set).
   virtual uint64_t Random() = 0;
+  // Everything the router knows about one candidate: pool, admin state,
+  // health, sessions and capacity per resource, reported load. Costs a few
+  // map insertions: meant for strategies written in Python, not for the hot
+  // path of built-ins. The default fills only what Candidate carries.
+  virtual NodeStatus Describe(const Candidate& c);
 };
 
 struct PickRequest {
   std::string_view app;
+  std::string_view resource;  // the app's resource (what Candidate::sessions counts)
   std::string_view call_id;
   std::string_view key;
   const std::map<std::string, std::string>* attrs = nullptr;
@@ -77,7 +99,7 @@ using StrategyFactory =
     std::function<absl::StatusOr<std::unique_ptr<Strategy>>(const StrategyParams&)>;
 
 // Built-in names: round_robin, weighted_round_robin, random, weighted_random,
-// priority, hash, least_loaded, p2c.
+// priority, hash, least_loaded, p2c, utilization, latency, consistent_bounded.
 // Returns InvalidArgument naming the strategy or the parameter when either is unknown.
 absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(std::string_view name,
                                                        const StrategyParams& params);
@@ -85,6 +107,37 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(std::string_view name,
 absl::Status RegisterStrategy(std::string name, StrategyFactory factory);
 // The names MakeStrategy knows, sorted.
 std::vector<std::string> StrategyNames();
+
+// Strategies written in Python are named "python:package.module:ClassName".
+// Only the Python package can build them (through a StrategyResolver); the
+// core checks their syntax. Options other than `fallback` go to the class's
+// constructor; their values may be any YAML (kept as YAML text).
+inline constexpr std::string_view kPythonStrategyPrefix = "python:";
+bool IsPythonStrategyName(std::string_view name);
+// InvalidArgument unless `name` is "python:" + dotted module + ":" + dotted attribute.
+absl::Status CheckPythonStrategyName(std::string_view name);
+
+// A router's own strategies (RouterOptions::strategies), consulted before the
+// process-wide registry. The Python binding implements it for python: names
+// and for router.register_strategy().
+class StrategyResolver {
+ public:
+  virtual ~StrategyResolver() = default;
+  // True when Make builds `name`: configuration that names it is valid.
+  virtual bool Knows(std::string_view name) const = 0;
+  // Builds the strategy of one app. `strict` is true while a configuration is
+  // being loaded (an error rejects it) and false when a process rebuilds its
+  // policies from the stored configuration (a resolver may degrade instead).
+  virtual absl::StatusOr<std::unique_ptr<Strategy>> Make(std::string_view name,
+                                                         const StrategyParams& params,
+                                                         bool strict) = 0;
+};
+
+// Builds `name` through `resolver` when it knows it, else through MakeStrategy.
+absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategyWith(StrategyResolver* resolver,
+                                                           std::string_view name,
+                                                           const StrategyParams& params,
+                                                           bool strict);
 
 }  // namespace approute
 

@@ -54,7 +54,38 @@ struct NodeStatus {
   std::map<std::string, double> load;       // last reported metrics
   int64_t load_updated_ms = 0;              // unix ms of the last report, 0 = never
   uint64_t routed_total = 0;                // sessions ever placed on this node
+  std::map<std::string, double> quality;    // last reported quality figures (mos, rtt_ms_p50, ...)
+  std::string origin;                       // "config" | "api" | "report"
+  int64_t lease_expires_ms = 0;             // 0 = no lease (config/API nodes)
+  int64_t ejected_until_ms = 0;             // 0 = not ejected by outlier detection
+  double latency_ewma_ms = 0;               // 0 = no sample
+  double error_rate = 0;                    // smoothed share of failed results
 };
+
+// One status report (SIP PUBLISH, event package approute-status), as the
+// proxy received it. See DESIGN.md section 6 and docs/status-package.md.
+struct ReportRequest {
+  std::string body;      // JSON; empty for a refresh (with if_match)
+  int64_t expires = 3600;  // the Expires header: the lease in seconds; 0 = leave
+  std::string source;    // the sender's IP address
+  std::string auth;      // X-Approute-Auth: "keyid=K,ts=UNIX,sig=HEX"
+  std::string if_match;  // SIP-If-Match, empty for an initial report
+};
+
+// The outcome as a SIP response: 200 (etag set), 400 malformed, 403 refused,
+// 412 unknown entity tag, 503 no room for another node. Never changes
+// anything unless code is 200.
+struct ReportResult {
+  int code = 0;
+  std::string reason;   // what was wrong, fit for a reason phrase
+  std::string etag;
+  std::string node_id;
+  int64_t expires = 0;  // lease granted (seconds)
+};
+
+// The X-Approute-Auth value for `body`: HMAC-SHA256 under `secret` over
+// "<ts>.<body>", hex, with the key id and timestamp (unix seconds).
+std::string SignReport(std::string_view body, std::string_view keyid, std::string_view secret, int64_t ts);
 
 // What the caller knows about one request.
 struct RouteRequest {
@@ -85,6 +116,9 @@ struct RouterStats {
   int64_t max_sessions = 0;
   int64_t max_affinities = 0;
   int64_t expired_sessions = 0;   // sessions ended by lifetime expiry, ever
+  int64_t reports_accepted = 0;
+  // Refused status reports by why: source, signature, replay, takeover, uri, malformed, etag, full.
+  std::map<std::string, int64_t> reports_refused;
 };
 
 }  // namespace approute

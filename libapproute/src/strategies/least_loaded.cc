@@ -6,6 +6,11 @@
 // its session count. Ties rotate through a shared ticket so that processes do
 // not all pile onto the first of equals. Capacity itself is enforced by
 // routing (a node at capacity is never a candidate), so this never overfills.
+// When a node reports a load figure named like the app's resource (e.g. the
+// agent's `channels`, counted by Asterisk itself, including calls that did
+// not come through this router), the larger of that and the router's own
+// count is the node's load.
+#include <cmath>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -19,13 +24,18 @@ class LeastLoadedStrategy final : public Strategy {
  public:
   explicit LeastLoadedStrategy(bool relative) : relative_(relative) {}
 
-  absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate> candidates,
+  absl::StatusOr<size_t> Pick(const PickRequest& request, absl::Span<const Candidate> candidates,
                               StrategyContext& context) override {
     double best = -std::numeric_limits<double>::infinity();
     size_t ties[64];
     size_t nties = 0;
     for (size_t i = 0; i < candidates.size(); ++i) {
-      double a = Available(candidates[i]);
+      Candidate c = candidates[i];
+      double reported = context.Load(c, request.resource);
+      if (std::isfinite(reported) && reported > static_cast<double>(c.sessions)) {
+        c.sessions = static_cast<int64_t>(std::ceil(reported));
+      }
+      double a = Available(c);
       if (a > best) {
         best = a;
         nties = 0;

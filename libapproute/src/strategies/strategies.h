@@ -19,6 +19,9 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakePriority(const StrategyParams& par
 absl::StatusOr<std::unique_ptr<Strategy>> MakeHash(const StrategyParams& params);
 absl::StatusOr<std::unique_ptr<Strategy>> MakeLeastLoaded(const StrategyParams& params);
 absl::StatusOr<std::unique_ptr<Strategy>> MakeP2C(const StrategyParams& params);
+absl::StatusOr<std::unique_ptr<Strategy>> MakeUtilization(const StrategyParams& params);
+absl::StatusOr<std::unique_ptr<Strategy>> MakeLatency(const StrategyParams& params);
+absl::StatusOr<std::unique_ptr<Strategy>> MakeConsistentBounded(const StrategyParams& params);
 
 // InvalidArgument naming the first parameter not in `allowed`.
 absl::Status CheckParams(std::string_view strategy, const StrategyParams& params,

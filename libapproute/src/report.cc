@@ -1,0 +1,137 @@
+#include "report.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "approute/config.h"
+#include "approute/router.h"
+#include "str_util.h"
+
+namespace approute {
+
+std::string SignReport(std::string_view body, std::string_view keyid, std::string_view secret, int64_t ts) {
+  std::string data = internal::Cat(ts, ".", body);
+  return internal::Cat("keyid=", keyid, ",ts=", ts, ",sig=", internal::HmacSha256Hex(secret, data));
+}
+
+namespace internal {
+namespace {
+
+using json = nlohmann::json;
+
+absl::Status Bad(std::string_view what) { return absl::InvalidArgumentError(std::string(what)); }
+
+absl::Status Metrics(const json& j, std::string_view field, std::map<std::string, double>* out) {
+  if (!j.is_object()) return Bad(Cat(field, " must be an object of numbers"));
+  for (const auto& [k, v] : j.items()) {
+    if (!v.is_number()) return Bad(Cat(field, ".", k, " must be a number"));
+    double d = v.get<double>();
+    if (!std::isfinite(d) || d < 0) return Bad(Cat(field, ".", k, " must be a finite number >= 0"));
+    (*out)[k] = d;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<StatusReport> ParseStatusReport(std::string_view body) {
+  json j;
+  try {
+    j = json::parse(body.begin(), body.end());
+  } catch (const json::parse_error& e) {
+    std::string what = e.what();  // "[json.exception.parse_error.101] parse error at line 1, column 5: ..."
+    size_t at = what.find("] ");
+    return Bad(Cat("body is not valid JSON: ", at == std::string::npos ? what : what.substr(at + 2)));
+  }
+  if (!j.is_object()) return Bad("body must be a JSON object");
+  StatusReport r;
+  bool has_seq = false;
+  for (const auto& [k, v] : j.items()) {
+    if (k == "node" || k == "uri" || k == "pool" || k == "state") {
+      if (!v.is_string()) return Bad(Cat(k, " must be a string"));
+      std::string s = v.get<std::string>();
+      if (k == "node") r.node = s;
+      if (k == "uri") r.uri = s;
+      if (k == "pool") r.pool = s;
+      if (k == "state") {
+        if (s == "active") r.state = AdminState::kActive;
+        else if (s == "draining") r.state = AdminState::kDraining;
+        else return Bad(Cat("state \"", s, "\" must be active or draining"));
+      }
+    } else if (k == "weight") {
+      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 1000000) {
+        return Bad("weight must be an integer 0..1000000");
+      }
+      r.weight = static_cast<int32_t>(v.get<int64_t>());
+    } else if (k == "seq") {
+      if (!v.is_number_unsigned()) return Bad("seq must be a non-negative integer");
+      r.seq = v.get<uint64_t>();
+      has_seq = true;
+    } else if (k == "capacity") {
+      if (!v.is_object()) return Bad("capacity must be an object of integers");
+      for (const auto& [res, c] : v.items()) {
+        if (!c.is_number_integer() || c.get<int64_t>() < 0) return Bad(Cat("capacity.", res, " must be an integer >= 0"));
+        r.capacity[res] = c.get<int64_t>();
+      }
+    } else if (k == "load") {
+      if (absl::Status s = Metrics(v, "load", &r.load); !s.ok()) return s;
+    } else if (k == "quality") {
+      if (absl::Status s = Metrics(v, "quality", &r.quality); !s.ok()) return s;
+    } else {
+      return Bad(Cat("unknown field \"", k, "\""));
+    }
+  }
+  if (r.node.empty()) return Bad("missing field \"node\"");
+  if (r.uri.empty()) return Bad("missing field \"uri\"");
+  if (!has_seq) return Bad("missing field \"seq\"");
+  NodeSpec spec;
+  spec.id = r.node;
+  spec.uri = r.uri;
+  spec.pool = r.pool;
+  spec.capacity = r.capacity;
+  if (absl::Status s = ValidateNodeSpec(spec); !s.ok()) return Bad(ToStd(s.message()));
+  return r;
+}
+
+absl::StatusOr<Credential> ParseCredential(std::string_view header) {
+  Credential c;
+  bool has_ts = false;
+  for (absl::string_view part : absl::StrSplit(ToAlphaNum(header), ',')) {
+    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
+    absl::string_view k = absl::StripAsciiWhitespace(kv.first);
+    absl::string_view v = absl::StripAsciiWhitespace(kv.second);
+    if (k == "keyid") c.keyid = std::string(v);
+    else if (k == "sig") c.sig = absl::AsciiStrToLower(v);
+    else if (k == "ts") {
+      if (!absl::SimpleAtoi(v, &c.ts)) return Bad("X-Approute-Auth ts is not an integer");
+      has_ts = true;
+    }
+  }
+  if (c.keyid.empty() || !has_ts || c.sig.empty()) {
+    return Bad("X-Approute-Auth must be keyid=K,ts=UNIX,sig=HEX");
+  }
+  return c;
+}
+
+std::string HmacSha256Hex(std::string_view key, std::string_view data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(out), len));
+}
+
+bool SignaturesEqual(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+}  // namespace internal
+}  // namespace approute

@@ -186,12 +186,37 @@ PYBIND11_MODULE(_core, m) {
         return py::float_(static_cast<double>(n.load_updated_ms) / 1000.0);
       })
       .def_property_readonly("routed_total", [](const NodeStatus& n) { return n.routed_total; })
+      .def_property_readonly("quality", [](const NodeStatus& n) { return n.quality; },
+                             "Quality figures from the last status report (mos, rtt_ms_p50, ...).")
+      .def_property_readonly("origin", [](const NodeStatus& n) { return n.origin; }, "config, api or report.")
+      .def_property_readonly("lease_expires", [](const NodeStatus& n) -> py::object {
+        if (n.lease_expires_ms == 0) return py::none();
+        return py::float_(static_cast<double>(n.lease_expires_ms) / 1000.0);
+      }, "Unix time the node's status lease ends (None: no lease).")
+      .def_property_readonly("ejected_until", [](const NodeStatus& n) -> py::object {
+        if (n.ejected_until_ms == 0) return py::none();
+        return py::float_(static_cast<double>(n.ejected_until_ms) / 1000.0);
+      }, "Unix time outlier ejection ends (None: not ejected).")
+      .def_property_readonly("latency_ewma_ms", [](const NodeStatus& n) { return n.latency_ewma_ms; })
+      .def_property_readonly("error_rate", [](const NodeStatus& n) { return n.error_rate; })
       .def("__repr__", [](const NodeStatus& n) {
         int64_t total = 0;
         for (const auto& [r, v] : n.sessions) total += v;
         return "NodeStatus(id='" + n.spec.id + "', uri='" + n.spec.uri + "', pool='" + n.spec.pool +
                "', state='" + std::string(approute::AdminStateName(n.spec.state)) + "', health='" +
                std::string(approute::HealthName(n.health)) + "', sessions=" + std::to_string(total) + ")";
+      });
+
+  py::class_<approute::ReportResult>(m, "ReportResult", "The outcome of a status report, as a SIP response.")
+      .def_property_readonly("code", [](const approute::ReportResult& r) { return r.code; },
+                             "200, 400 (malformed), 403 (refused), 412 (unknown entity tag) or 503 (no room).")
+      .def_property_readonly("reason", [](const approute::ReportResult& r) { return r.reason; })
+      .def_property_readonly("etag", [](const approute::ReportResult& r) { return r.etag; })
+      .def_property_readonly("node_id", [](const approute::ReportResult& r) { return r.node_id; })
+      .def_property_readonly("expires", [](const approute::ReportResult& r) { return r.expires; })
+      .def("__repr__", [](const approute::ReportResult& r) {
+        return "ReportResult(code=" + std::to_string(r.code) + ", reason='" + r.reason + "', etag='" + r.etag +
+               "', node_id='" + r.node_id + "', expires=" + std::to_string(r.expires) + ")";
       });
 
   py::class_<PyRouter, std::shared_ptr<PyRouter>>(m, "Router", "Routes calls to nodes; see DESIGN.md section 8.")
@@ -326,6 +351,38 @@ PYBIND11_MODULE(_core, m) {
             }
             Check(s);
           }, py::arg("id"), "Record a node's load, e.g. report_load('ast1', cpu=0.4, channels=120).")
+      .def("apply_report", [](PyRouter& self, std::string body, int64_t expires, std::string source,
+                              std::optional<std::string> auth, std::optional<std::string> if_match) {
+            approute::ReportRequest req;
+            req.body = std::move(body);
+            req.expires = expires;
+            req.source = std::move(source);
+            if (auth) req.auth = *auth;
+            if (if_match) req.if_match = *if_match;
+            py::gil_scoped_release nogil;
+            return self.router->ApplyReport(req);
+          }, py::arg("body"), py::kw_only(), py::arg("expires"), py::arg("source"),
+          py::arg("auth") = py::none(), py::arg("if_match") = py::none(),
+          "Apply a status report (SIP PUBLISH, Event: approute-status). Returns the SIP outcome; "
+          "anything but 200 changed nothing.")
+      .def("report_probe", [](PyRouter& self, const std::string& id, int code, double rtt_ms) {
+            absl::Status s;
+            {
+              py::gil_scoped_release nogil;
+              s = self.router->ReportProbe(id, code, rtt_ms);
+            }
+            Check(s);
+          }, py::arg("id"), py::arg("code"), py::arg("rtt_ms") = 0.0,
+          "An OPTIONS probe's result: code 0 = no answer.")
+      .def("report_result", [](PyRouter& self, const std::string& id, int code, double latency_ms) {
+            absl::Status s;
+            {
+              py::gil_scoped_release nogil;
+              s = self.router->ReportCallResult(id, code, latency_ms);
+            }
+            Check(s);
+          }, py::arg("id"), py::arg("code"), py::arg("latency_ms") = 0.0,
+          "A final response (or 0 for a timeout) the proxy saw from a node: outlier detection, latency.")
       .def("node", [](PyRouter& self, const std::string& id) {
             absl::StatusOr<NodeStatus> n;
             {
@@ -352,6 +409,11 @@ PYBIND11_MODULE(_core, m) {
             d["max_sessions"] = s.max_sessions;
             d["max_affinities"] = s.max_affinities;
             d["expired_sessions"] = s.expired_sessions;
+            d["reports_accepted"] = s.reports_accepted;
+            int64_t refused = 0;
+            for (const auto& [k, v] : s.reports_refused) refused += v;
+            d["reports_refused"] = refused;
+            d["reports_refused_by"] = s.reports_refused;
             return d;
           }, "Router-wide counts: nodes, sessions, affinities, capacities, expired_sessions.")
       .def("reload", [](PyRouter& self, const std::string& text) {
@@ -376,6 +438,12 @@ PYBIND11_MODULE(_core, m) {
           }, py::arg("seconds"), "Test hook: freeze this router's clock at `seconds` (unix time).")
       .def("_clear_time", [](PyRouter& self) { self.fake_ms->store(-1); }, "Test hook: back to the real clock.");
 
+  m.def("sign_report", [](const std::string& body, const std::string& keyid, const std::string& secret,
+                          std::optional<int64_t> ts) {
+        int64_t t = ts ? *ts : RealNowMs() / 1000;
+        return approute::SignReport(body, keyid, secret, t);
+      }, py::arg("body"), py::kw_only(), py::arg("keyid"), py::arg("secret"), py::arg("ts") = py::none(),
+      "The X-Approute-Auth header value for a status report body: keyid=K,ts=T,sig=HMAC-SHA256 hex.");
   m.def("strategies", &approute::StrategyNames, "Names of the built-in and registered strategies.");
   m.def("validate_config", [](const std::string& text, const std::string& source) {
         Check(approute::ParseConfig(text, source).status(), true);

@@ -20,8 +20,10 @@ from ._core import (
     NodeStatus,
     NotFoundError,
     PermissionError,
+    ReportResult,
     ResourceExhaustedError,
     Router,
+    sign_report,
     strategies,
     validate_config,
 )
@@ -38,8 +40,10 @@ __all__ = [
     "NodeStatus",
     "NotFoundError",
     "PermissionError",
+    "ReportResult",
     "ResourceExhaustedError",
     "Router",
+    "sign_report",
     "strategies",
     "validate_config",
 ]

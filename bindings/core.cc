@@ -7,13 +7,16 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <string_view>
 #include <memory>
 #include <string>
 #include <time.h>
 
 #include "approute/config.h"
 #include "approute/router.h"
+#include "approute/simulation.h"
 #include "approute/strategy.h"
+#include "py_strategy.h"
 
 namespace py = pybind11;
 using approute::Decision;
@@ -71,6 +74,7 @@ int64_t RealNowMs() {
 struct PyRouter {
   std::unique_ptr<approute::Router> router;
   std::shared_ptr<std::atomic<int64_t>> fake_ms;  // < 0: real clock
+  std::shared_ptr<approute_py::PyResolver> strategies;  // python: names and register_strategy()
 };
 
 approute::RouterOptions Options(const std::optional<std::string>& shared,
@@ -86,10 +90,18 @@ approute::RouterOptions Options(const std::optional<std::string>& shared,
 
 std::shared_ptr<PyRouter> Make(
     const std::function<absl::StatusOr<std::unique_ptr<approute::Router>>(approute::RouterOptions)>& f,
-    const std::optional<std::string>& shared, bool config) {
+    const std::optional<std::string>& shared, bool config,
+    const std::optional<std::map<std::string, py::object>>& strategies = std::nullopt,
+    std::optional<uint64_t> seed = std::nullopt) {
   auto pr = std::make_shared<PyRouter>();
   pr->fake_ms = std::make_shared<std::atomic<int64_t>>(-1);
+  pr->strategies = std::make_shared<approute_py::PyResolver>();
+  if (strategies) {
+    for (const auto& [name, obj] : *strategies) pr->strategies->Register(name, obj, "");
+  }
   approute::RouterOptions o = Options(shared, pr->fake_ms);
+  o.strategies = pr->strategies;
+  if (seed) o.random_seed = *seed ? *seed : 1;
   absl::StatusOr<std::unique_ptr<approute::Router>> r;
   {
     py::gil_scoped_release nogil;
@@ -100,6 +112,7 @@ std::shared_ptr<PyRouter> Make(
 }
 
 approute::AdminState State(const std::string& s) { return Take(approute::ParseAdminState(s)); }
+
 
 NodeSpec Spec(const std::string& id, const std::string& uri, const std::string& pool, int weight,
               const std::optional<std::map<std::string, int64_t>>& capacity,
@@ -118,6 +131,213 @@ NodeSpec Spec(const std::string& id, const std::string& uri, const std::string& 
 }
 
 py::object OptStr(const std::string& s) { return s.empty() ? py::object(py::none()) : py::object(py::str(s)); }
+
+// ---- simulation: dict <-> SimSpec / SimResult -------------------------------
+
+template <typename T>
+T Get(const py::dict& d, const char* key, T dflt) {
+  return d.contains(key) && !d[key].is_none() ? py::cast<T>(d[key]) : dflt;
+}
+
+approute::SimNode SimNodeOf(const py::dict& d) {
+  approute::SimNode n;
+  n.id = Get<std::string>(d, "id", "");
+  n.limit = Get<int64_t>(d, "limit", -1);
+  n.speed = Get<double>(d, "speed", 1.0);
+  return n;
+}
+
+approute::SimSpec SimSpecOf(const py::dict& d) {
+  approute::SimSpec s;
+  s.seed = Get<uint64_t>(d, "seed", 1);
+  s.duration = Get<double>(d, "duration", s.duration);
+  s.sample_interval = Get<double>(d, "sample_interval", s.sample_interval);
+  s.report_interval = Get<double>(d, "report_interval", 0);
+  s.start_ms = Get<int64_t>(d, "start_ms", s.start_ms);
+  s.bounce_code = Get<int>(d, "bounce_code", 503);
+  for (py::handle h : Get<py::list>(d, "apps", py::list())) {
+    py::dict a = py::reinterpret_borrow<py::dict>(h);
+    approute::SimApp app;
+    app.name = Get<std::string>(a, "name", "");
+    app.rate = Get<std::vector<std::pair<double, double>>>(a, "rate", {});
+    app.keys = Get<int64_t>(a, "keys", 0);
+    app.zipf = Get<double>(a, "zipf", 1.0);
+    app.key_prefix = Get<std::string>(a, "key_prefix", "key");
+    app.duration = Get<std::string>(a, "duration", "exponential");
+    app.duration_mean = Get<double>(a, "duration_mean", 120);
+    app.duration_sigma = Get<double>(a, "duration_sigma", 1.0);
+    app.duration_min = Get<double>(a, "duration_min", 0);
+    app.duration_max = Get<double>(a, "duration_max", 0);
+    app.attrs = Get<std::map<std::string, std::vector<std::pair<std::string, double>>>>(a, "attrs", {});
+    s.apps.push_back(std::move(app));
+  }
+  for (py::handle h : Get<py::list>(d, "nodes", py::list())) s.nodes.push_back(SimNodeOf(py::reinterpret_borrow<py::dict>(h)));
+  for (py::handle h : Get<py::list>(d, "events", py::list())) {
+    py::dict e = py::reinterpret_borrow<py::dict>(h);
+    approute::SimEvent ev;
+    ev.at = Get<double>(e, "at", 0);
+    ev.action = Get<std::string>(e, "action", "");
+    ev.node = Get<std::string>(e, "node", "");
+    if (e.contains("spec") && !e["spec"].is_none()) {
+      py::dict n = py::reinterpret_borrow<py::dict>(e["spec"]);
+      ev.spec = Spec(ev.node, Get<std::string>(n, "uri", ""), Get<std::string>(n, "pool", "default"),
+                     Get<int>(n, "weight", 1), Get<std::optional<std::map<std::string, int64_t>>>(n, "capacity", std::nullopt),
+                     Get<std::optional<std::map<std::string, std::string>>>(n, "attrs", std::nullopt),
+                     Get<int>(n, "priority", 0), Get<std::string>(n, "state", "active"));
+      ev.sim = SimNodeOf(n);
+    }
+    s.events.push_back(std::move(ev));
+  }
+  return s;
+}
+
+py::dict SimResultDict(const approute::SimResult& r) {
+  py::dict d;
+  d["calls"] = r.calls;
+  d["routed"] = r.routed;
+  d["rejected"] = r.rejected;
+  d["bounces"] = r.bounces;
+  d["dropped"] = r.dropped;
+  d["errors"] = r.errors;
+  d["keyed"] = r.keyed;
+  d["affinity_hits"] = r.affinity_hits;
+  d["reasons"] = r.reasons;
+  d["max_sessions"] = r.max_sessions;
+  d["mean_sessions"] = r.mean_sessions;
+  d["p99_sessions"] = r.p99_sessions;
+  d["max_util"] = r.max_util < 0 ? py::object(py::none()) : py::object(py::float_(r.max_util));
+  d["mean_util"] = r.mean_util < 0 ? py::object(py::none()) : py::object(py::float_(r.mean_util));
+  d["node_ids"] = r.node_ids;
+  d["sample_t"] = r.sample_t;
+  d["samples"] = r.samples;
+  d["placed"] = r.placed;
+  d["wall_seconds"] = r.wall_seconds;
+  return d;
+}
+
+// ---- fast paths --------------------------------------------------------------
+// route() and end() run once per SIP request. pybind11's generic dispatcher
+// (keyword matching, overload resolution) costs more than the routing itself,
+// so these two are METH_FASTCALL methods that parse their few arguments
+// directly; everything else goes through pybind11.
+
+bool Utf8(PyObject* o, const char* what, std::string_view* out) {
+  if (!PyUnicode_Check(o)) {
+    PyErr_Format(PyExc_TypeError, "%s must be str, not %.100s", what, Py_TYPE(o)->tp_name);
+    return false;
+  }
+  Py_ssize_t n = 0;
+  const char* p = PyUnicode_AsUTF8AndSize(o, &n);
+  if (p == nullptr) return false;
+  *out = std::string_view(p, static_cast<size_t>(n));
+  return true;
+}
+
+template <typename F>
+PyObject* Guard(F&& f) {
+  try {
+    return f();
+  } catch (py::error_already_set& e) {
+    e.restore();
+  } catch (py::builtin_exception& e) {
+    e.set_error();
+  } catch (py::cast_error& e) {
+    PyErr_SetString(PyExc_TypeError, e.what());
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_RuntimeError, e.what());
+  }
+  return nullptr;
+}
+
+PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+  return Guard([&]() -> PyObject* {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 1) {
+      PyErr_Format(PyExc_TypeError, "route() takes the app as its only positional argument (%zd given)", nargs);
+      return nullptr;
+    }
+    PyObject *call_id = nullptr, *key = nullptr, *exclude = nullptr, *attrs = nullptr;
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nkw; ++i) {
+      PyObject* name = PyTuple_GET_ITEM(kwnames, i);
+      PyObject* value = args[nargs + i];
+      if (PyUnicode_CompareWithASCIIString(name, "call_id") == 0) call_id = value;
+      else if (PyUnicode_CompareWithASCIIString(name, "key") == 0) key = value;
+      else if (PyUnicode_CompareWithASCIIString(name, "exclude") == 0) exclude = value;
+      else if (PyUnicode_CompareWithASCIIString(name, "attrs") == 0) attrs = value;
+      else {
+        PyErr_Format(PyExc_TypeError, "route() got an unexpected keyword argument '%U'", name);
+        return nullptr;
+      }
+    }
+    if (call_id == nullptr) {
+      PyErr_SetString(PyExc_TypeError, "route() missing required keyword argument 'call_id'");
+      return nullptr;
+    }
+    approute::RouteRequest req;
+    std::string_view v;
+    if (!Utf8(args[0], "app", &v)) return nullptr;
+    req.app.assign(v);
+    if (!Utf8(call_id, "call_id", &v)) return nullptr;
+    req.call_id.assign(v);
+    if (key != nullptr && key != Py_None) {
+      if (!Utf8(key, "key", &v)) return nullptr;
+      req.key.assign(v);
+    }
+    if (exclude != nullptr && exclude != Py_None) {
+      py::handle h(exclude);
+      if (PyUnicode_Check(exclude)) {
+        PyErr_SetString(PyExc_TypeError, "exclude must be a collection of node ids, not a str");
+        return nullptr;
+      }
+      if (py::len(h) > 0) req.exclude = py::cast<std::vector<std::string>>(h);
+    }
+    if (attrs != nullptr && attrs != Py_None) req.attrs = py::cast<std::map<std::string, std::string>>(py::handle(attrs));
+    PyRouter& r = py::cast<PyRouter&>(py::handle(self));
+    absl::StatusOr<Decision> d;
+    {
+      py::gil_scoped_release nogil;
+      d = r.router->Route(req);
+    }
+    return py::cast(Take(std::move(d))).release().ptr();
+  });
+}
+
+PyObject* FastEnd(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
+  return Guard([&]() -> PyObject* {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    PyObject* call_id = nargs == 1 ? args[0] : nullptr;
+    if (kwnames != nullptr && PyTuple_GET_SIZE(kwnames) == 1 && nargs == 0 &&
+        PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "call_id") == 0) {
+      call_id = args[0];
+    } else if (kwnames != nullptr && PyTuple_GET_SIZE(kwnames) > 0) {
+      PyErr_SetString(PyExc_TypeError, "end() takes one argument, call_id");
+      return nullptr;
+    }
+    if (call_id == nullptr) {
+      PyErr_SetString(PyExc_TypeError, "end() takes one argument, call_id");
+      return nullptr;
+    }
+    std::string_view v;
+    if (!Utf8(call_id, "call_id", &v)) return nullptr;
+    PyRouter& r = py::cast<PyRouter&>(py::handle(self));
+    absl::Status s;
+    {
+      py::gil_scoped_release nogil;
+      s = r.router->End(v);
+    }
+    Check(s);
+    Py_RETURN_NONE;
+  });
+}
+
+PyMethodDef g_route_def = {
+    "route", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(FastRoute)), METH_FASTCALL | METH_KEYWORDS,
+    "route(app, *, call_id, key=None, exclude=(), attrs=None) -> Decision\n\n"
+    "Choose a node for a new call (DESIGN.md section 5)."};
+PyMethodDef g_end_def = {
+    "end", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(FastEnd)), METH_FASTCALL | METH_KEYWORDS,
+    "end(call_id) -> None\n\nThe call ended: its counts drop; its affinity enters its grace time."};
 
 }  // namespace
 
@@ -220,16 +440,24 @@ PYBIND11_MODULE(_core, m) {
       });
 
   py::class_<PyRouter, std::shared_ptr<PyRouter>>(m, "Router", "Routes calls to nodes; see DESIGN.md section 8.")
-      .def_static("from_yaml", [](const std::string& text, std::optional<std::string> shared) {
+      .def_static("from_yaml", [](const std::string& text, std::optional<std::string> shared,
+                                  std::optional<std::map<std::string, py::object>> strategies,
+                                  std::optional<uint64_t> seed) {
             return Make([&](approute::RouterOptions o) { return approute::Router::FromYaml(text, std::move(o)); },
-                        shared, true);
+                        shared, true, strategies, seed);
           }, py::arg("text"), py::kw_only(), py::arg("shared") = py::none(),
+          py::arg("strategies") = py::none(), py::arg("seed") = py::none(),
           "Build a router from YAML text. shared: a segment name to create or attach (all "
-          "processes using the name share one state); None for private state.")
-      .def_static("from_file", [](const std::string& path, std::optional<std::string> shared) {
+          "processes using the name share one state); None for private state. strategies: "
+          "{name: approute.Strategy} this router's configuration may name. seed: reproducible "
+          "random choices (tests, simulations).")
+      .def_static("from_file", [](const std::string& path, std::optional<std::string> shared,
+                                  std::optional<std::map<std::string, py::object>> strategies,
+                                  std::optional<uint64_t> seed) {
             return Make([&](approute::RouterOptions o) { return approute::Router::FromFile(path, std::move(o)); },
-                        shared, true);
+                        shared, true, strategies, seed);
           }, py::arg("path"), py::kw_only(), py::arg("shared") = py::none(),
+          py::arg("strategies") = py::none(), py::arg("seed") = py::none(),
           "Build a router from a YAML file; errors name the file and line.")
       .def_static("attach", [](const std::string& shared) {
             return Make([&](approute::RouterOptions o) { return approute::Router::Attach(shared, std::move(o)); },
@@ -237,24 +465,6 @@ PYBIND11_MODULE(_core, m) {
           }, py::arg("shared"), "Attach the state (and stored configuration) of a running router.")
       .def_static("unlink", [](const std::string& shared) { return Take(approute::Router::Unlink(shared)); },
                   py::arg("shared"), "Remove a shared segment's name; False if there was none.")
-      .def("route", [](PyRouter& self, const std::string& app, const std::string& call_id,
-                       std::optional<std::string> key, std::vector<std::string> exclude,
-                       std::optional<std::map<std::string, std::string>> attrs) {
-            approute::RouteRequest req;
-            req.app = app;
-            req.call_id = call_id;
-            if (key) req.key = *key;
-            req.exclude = std::move(exclude);
-            if (attrs) req.attrs = std::move(*attrs);
-            absl::StatusOr<Decision> d;
-            {
-              py::gil_scoped_release nogil;
-              d = self.router->Route(req);
-            }
-            return Take(std::move(d));
-          }, py::arg("app"), py::kw_only(), py::arg("call_id"), py::arg("key") = py::none(),
-          py::arg("exclude") = std::vector<std::string>{}, py::arg("attrs") = py::none(),
-          "Choose a node for a new call (DESIGN.md section 5).")
       .def("retry", [](PyRouter& self, const std::string& call_id, int code) {
             absl::StatusOr<Decision> d;
             {
@@ -272,14 +482,6 @@ PYBIND11_MODULE(_core, m) {
             }
             Check(s);
           }, py::arg("call_id"), "The call was answered.")
-      .def("end", [](PyRouter& self, const std::string& call_id) {
-            absl::Status s;
-            {
-              py::gil_scoped_release nogil;
-              s = self.router->End(call_id);
-            }
-            Check(s);
-          }, py::arg("call_id"), "The call ended: its counts drop; its affinity enters its grace time.")
       .def("add_node", [](PyRouter& self, const std::string& id, const std::string& uri, const std::string& pool,
                           int weight, std::optional<std::map<std::string, int64_t>> capacity,
                           std::optional<std::map<std::string, std::string>> attrs, int priority,
@@ -433,10 +635,51 @@ PYBIND11_MODULE(_core, m) {
             if (n.empty()) return py::none();
             return py::str(n.substr(1));
           }, "The shared segment's name, or None for private state.")
+      .def("register_strategy", [](PyRouter& self, const std::string& name, py::object strategy,
+                                   const std::string& fallback) {
+            self.strategies->Register(name, std::move(strategy), fallback);
+          }, py::arg("name"), py::arg("strategy"), py::kw_only(), py::arg("fallback") = "",
+          "Make an approute.Strategy instance available to this router's configuration as "
+          "`name` (then reload() a configuration naming it). This process only; other "
+          "processes use strategy: \"python:module:Class\".")
+      .def("_simulate", [](PyRouter& self, const py::dict& spec, py::object progress) {
+            approute::SimSpec s = SimSpecOf(spec);
+            std::function<bool(double)> cb;
+            if (!progress.is_none()) {
+              cb = [&progress](double f) {
+                py::gil_scoped_acquire gil;
+                try {
+                  progress(f);
+                } catch (py::error_already_set& e) {
+                  e.restore();  // re-raised after the loop stops
+                  return false;
+                }
+                return PyErr_CheckSignals() == 0;
+              };
+            }
+            std::shared_ptr<std::atomic<int64_t>> clock = self.fake_ms;
+            absl::StatusOr<approute::SimResult> r;
+            {
+              py::gil_scoped_release nogil;
+              r = approute::Simulate(*self.router, s, [&clock](int64_t ms) { clock->store(ms, std::memory_order_relaxed); }, cb);
+            }
+            if (PyErr_Occurred()) throw py::error_already_set();
+            return SimResultDict(Take(std::move(r)));
+          }, py::arg("spec"), py::arg("progress") = py::none(),
+          "Internal (approute.simulate): replay a workload on this router's virtual clock.")
       .def("_set_time", [](PyRouter& self, double seconds) {
             self.fake_ms->store(static_cast<int64_t>(seconds * 1000.0));
           }, py::arg("seconds"), "Test hook: freeze this router's clock at `seconds` (unix time).")
       .def("_clear_time", [](PyRouter& self) { self.fake_ms->store(-1); }, "Test hook: back to the real clock.");
+
+  {
+    PyObject* type = m.attr("Router").ptr();
+    for (PyMethodDef* def : {&g_route_def, &g_end_def}) {
+      PyObject* descr = PyDescr_NewMethod(reinterpret_cast<PyTypeObject*>(type), def);
+      if (descr == nullptr || PyObject_SetAttrString(type, def->ml_name, descr) != 0) throw py::error_already_set();
+      Py_DECREF(descr);
+    }
+  }
 
   m.def("sign_report", [](const std::string& body, const std::string& keyid, const std::string& secret,
                           std::optional<int64_t> ts) {
@@ -444,6 +687,7 @@ PYBIND11_MODULE(_core, m) {
         return approute::SignReport(body, keyid, secret, t);
       }, py::arg("body"), py::kw_only(), py::arg("keyid"), py::arg("secret"), py::arg("ts") = py::none(),
       "The X-Approute-Auth header value for a status report body: keyid=K,ts=T,sig=HMAC-SHA256 hex.");
+  approute_py::BindStrategies(m);
   m.def("strategies", &approute::StrategyNames, "Names of the built-in and registered strategies.");
   m.def("validate_config", [](const std::string& text, const std::string& source) {
         Check(approute::ParseConfig(text, source).status(), true);

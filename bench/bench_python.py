@@ -1,0 +1,107 @@
+"""route()+end() per call through approute vs. a plain-Python router, side by side.
+
+The plain-Python baseline implements the same policy the approute run uses
+(affinity dict by app+key with a live-session count, round robin over the
+pool, a session dict), but per process: it shares nothing. approute runs
+with its state in a shared-memory segment, as under Kamailio.
+
+    .venv/bin/python bench/bench_python.py [--calls 200000] [--nodes 64] [--rounds 5]
+
+Prints the median per-call time of each and the ratio approute / plain.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import approute
+
+
+class PlainRouter:
+    """The baseline: dicts and a counter, no sharing, no capacity checks."""
+
+    def __init__(self, nodes: list[tuple[str, str]]) -> None:
+        self.nodes = nodes
+        self.cursor = 0
+        self.affinity: dict[tuple[str, str], list] = {}  # (app, key) -> [node index, live sessions]
+        self.sessions: dict[str, tuple[str, str, int]] = {}
+
+    def route(self, app: str, call_id: str, key: str | None) -> tuple[str, str]:
+        if key is not None:
+            entry = self.affinity.get((app, key))
+            if entry is not None:
+                entry[1] += 1
+                self.sessions[call_id] = (app, key, entry[0])
+                return self.nodes[entry[0]]
+        index = self.cursor % len(self.nodes)
+        self.cursor += 1
+        if key is not None:
+            self.affinity[(app, key)] = [index, 1]
+        self.sessions[call_id] = (app, key, index)
+        return self.nodes[index]
+
+    def end(self, call_id: str) -> None:
+        app, key, index = self.sessions.pop(call_id)
+        if key is not None:
+            entry = self.affinity.get((app, key))
+            if entry is not None and entry[0] == index:
+                entry[1] -= 1
+
+
+def config(nodes: int) -> str:
+    lines = ["state: {max_nodes: 1100, max_sessions: 8192, max_affinities: 8192}", "nodes:"]
+    for i in range(nodes):
+        lines.append(f'  - {{id: n{i}, uri: "sip:10.0.{i // 250}.{i % 250 + 1}:5060", pool: media}}')
+    lines += ["apps:", "  conference: {pool: media, strategy: round_robin, affinity: {grace: 300}}"]
+    return "\n".join(lines) + "\n"
+
+
+def run_plain(plain: PlainRouter, call_ids, keys) -> float:
+    start = time.perf_counter()
+    for call_id, key in zip(call_ids, keys):
+        plain.route("conference", call_id, key)
+        plain.end(call_id)
+    return (time.perf_counter() - start) / len(call_ids)
+
+
+def run_approute(router: approute.Router, call_ids, keys) -> float:
+    start = time.perf_counter()
+    for call_id, key in zip(call_ids, keys):
+        router.route("conference", call_id=call_id, key=key)
+        router.end(call_id)
+    return (time.perf_counter() - start) / len(call_ids)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=200_000)
+    ap.add_argument("--nodes", type=int, default=64)
+    ap.add_argument("--keys", type=int, default=1000, help="distinct affinity keys (domains)")
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+
+    segment = f"approute-bench-py-{os.getpid()}"
+    router = approute.Router.from_yaml(config(args.nodes), shared=segment)
+    approute.Router.unlink(segment)  # the mapping stays; nothing is left behind
+    plain = PlainRouter([(f"n{i}", f"sip:10.0.0.{i + 1}:5060") for i in range(args.nodes)])
+
+    call_ids = [f"call-{i}@bench" for i in range(args.calls)]
+    keys = [f"tenant{i % args.keys}.example.com" for i in range(args.calls)]
+
+    ours, theirs = [], []
+    for _ in range(args.rounds):  # alternate, so drift hits both alike
+        theirs.append(run_plain(plain, call_ids, keys))
+        ours.append(run_approute(router, call_ids, keys))
+    a, p = statistics.median(ours), statistics.median(theirs)
+    print(f"calls per round: {args.calls}, nodes: {args.nodes}, keys: {args.keys}, rounds: {args.rounds}")
+    print(f"approute (shared segment) route+end: {a * 1e6:8.3f} us/call  (rounds: "
+          + ", ".join(f"{x * 1e6:.3f}" for x in ours) + ")")
+    print(f"plain Python (per process) route+end: {p * 1e6:8.3f} us/call  (rounds: "
+          + ", ".join(f"{x * 1e6:.3f}" for x in theirs) + ")")
+    print(f"ratio approute / plain: {a / p:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

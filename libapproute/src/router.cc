@@ -1734,9 +1734,10 @@ class Router::Impl {
 };
 
 NodeStatus SharedStrategyContext::Describe(const Candidate& c) {
-  const NodeView* v = snap_.At(c.slot, snap_.nodes[static_cast<size_t>(snap_.index_of_slot[c.slot])].epoch);
-  if (router == nullptr || v == nullptr) return StrategyContext::Describe(c);
-  return router->StatusOf(snap_, *v);
+  if (router == nullptr || c.slot >= snap_.index_of_slot.size() || snap_.index_of_slot[c.slot] < 0) {
+    return StrategyContext::Describe(c);
+  }
+  return router->StatusOf(snap_, snap_.nodes[static_cast<size_t>(snap_.index_of_slot[c.slot])]);
 }
 
 // ---- Router ----------------------------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._core import (
     AlreadyExistsError,
+    Candidate,
     ConfigError,
     Decision,
     Error,
@@ -23,6 +24,8 @@ from ._core import (
     ReportResult,
     ResourceExhaustedError,
     Router,
+    Strategy,
+    StrategyRequest,
     sign_report,
     strategies,
     validate_config,
@@ -32,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyExistsError",
+    "Candidate",
     "ConfigError",
     "Decision",
     "Error",
@@ -43,6 +47,8 @@ __all__ = [
     "ReportResult",
     "ResourceExhaustedError",
     "Router",
+    "Strategy",
+    "StrategyRequest",
     "sign_report",
     "strategies",
     "validate_config",

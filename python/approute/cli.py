@@ -6,6 +6,8 @@
     approute disable  NODE --shared NAME     # takes nothing new
     approute validate CONFIG                 # exit 0 if the YAML config is valid
     approute metrics  --shared NAME          # Prometheus text exposition
+    approute simulate WORKLOAD [--plot PNG] [--json OUT]   # compare strategies offline
+    approute agent    --config agent.yaml    # node agent: signed status PUBLISH
 
 ``--shared`` defaults to the environment variable APPROUTE_SHARED.
 Exit codes: 0 success, 1 error (message on stderr), 2 usage error.
@@ -42,11 +44,13 @@ def _as_dict(value: Any) -> Dict[str, Any]:
 def node_to_dict(n: Any) -> Dict[str, Any]:
     """A NodeStatus as plain JSON-able data."""
     out: Dict[str, Any] = {}
-    for field in ("id", "uri", "pool", "weight", "priority", "state", "health", "routed_total"):
+    for field in ("id", "uri", "pool", "weight", "priority", "state", "health", "routed_total",
+                  # status reports and health feedback (docs/status-package.md)
+                  "origin", "lease_expires", "ejected_until", "latency_ewma_ms", "error_rate"):
         if hasattr(n, field):
             v = getattr(n, field)
             out[field] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
-    for field in ("sessions", "capacity", "load", "attrs"):
+    for field in ("sessions", "capacity", "load", "attrs", "quality"):
         if hasattr(n, field):
             out[field] = _as_dict(getattr(n, field))
     return out
@@ -262,6 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("config", metavar="CONFIG")
     sp = sub.add_parser("metrics", help="Prometheus text exposition of a running router")
     shared_opt(sp)
+    sp = sub.add_parser("simulate", help="replay a workload through the router, comparing strategies")
+    from . import simulate as _simulate
+    _simulate.add_arguments(sp)
+    from . import agent
+    sp = sub.add_parser("agent", help="node agent: report this server's status to the proxy",
+                        description="Sends signed PUBLISH status reports (event "
+                        "approute-status) to the proxy; see docs/status-package.md.")
+    agent.add_arguments(sp)
     return p
 
 
@@ -274,6 +286,9 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
         args = parser.parse_args(list(argv) if argv is not None else None)
     except SystemExit as e:  # argparse: --help is 0, usage errors are 2
         return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    if args.command == "agent":
+        from . import agent
+        return agent.run_from_args(args, out, err)
     try:
         import approute
     except ImportError as e:
@@ -282,6 +297,9 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
     try:
         if args.command == "validate":
             return validate(args.config, out, err)
+        if args.command == "simulate":
+            from . import simulate as _simulate
+            return _simulate.run_command(args, out, err)
         name = _shared(args)
         router = _attach(name)
         if args.command == "status":

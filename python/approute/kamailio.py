@@ -31,6 +31,13 @@ Settings come from the YAML file named by the environment variable
       conference: {key: '{from_domain}', exec_app: Conference}
     default_key: null            # affinity key template when the app has none
     default_app: null            # app when nothing matched (null: 404)
+    publish:                     # status reports (PUBLISH, event approute-status)
+      default_expires: 3600      # lease asked for when a PUBLISH has no Expires
+    probe:                       # active health probes (SIP OPTIONS, uac + rtimer)
+      interval: 5                # seconds between probe rounds (0: no probes)
+      timeout: 1.0               # seconds; no final answer within it is code 0
+      from: sip:approute-probe@localhost.invalid
+      states: [active, draining] # admin states of the nodes that are probed
 
 Affinity key templates combine message fields: ``{from_user}``,
 ``{from_domain}``, ``{to_user}``, ``{to_domain}``, ``{ruri_user}``,
@@ -49,6 +56,19 @@ Handler return codes (what ``$rc`` holds after ``python_exec``):
   (``$avp(approute_code)`` / ``$avp(approute_reason)`` are set); -5 error.
 * ``on_reply``, ``on_bye``, ``on_cancel``, ``on_relay_error``, ``on_timer``
   (rtimer housekeeping: ``sweep()``): 1, or -5.
+* ``on_publish``: the handler creates the transaction and replies itself
+  (200 with SIP-ETag and Expires, 400, 403, 412, 489 for another event,
+  415 for a body that is not JSON, 500); returns 1, or -5 when even the
+  error reply failed.
+* ``on_probe_timer`` (rtimer, every second: sends a round of OPTIONS with
+  ``uac_req_send()`` when ``probe.interval`` has passed), ``on_probe_request``
+  (``event_route[tm:local-request]``: sets the probe's final response timeout
+  with ``t_set_fr``), ``on_probe_reply`` (``event_route[uac:reply]``: feeds
+  ``router.report_probe(node, code, rtt_ms)``, code 0 for no answer): 1, or -5.
+
+Final replies of the nodes are also fed to ``router.report_result(node, code,
+latency_ms)`` (passive outlier detection): 2xx from ``on_reply``, negative
+replies and timeouts (code 0) from ``on_failure``.
 
 No Python exception ever escapes into Kamailio: each handler catches it,
 logs one line and returns a negative code.
@@ -56,6 +76,7 @@ logs one line and returns a negative code.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -190,6 +211,75 @@ class AppOptions:
                 _check_template(tpl, where=where)
 
 
+def _number(spec: Dict[str, Any], key: str, default: float, where: str,
+            minimum: float = 0.0) -> float:
+    value = spec.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingsError("%s%s: must be a number" % (where, key))
+    if value < minimum:
+        raise SettingsError("%s%s: must be >= %s" % (where, key, minimum))
+    return float(value)
+
+
+#: The SIP event package of the status reports (DESIGN section 6).
+STATUS_EVENT = "approute-status"
+#: Header carrying the report's credential (see approute.sign_report).
+AUTH_HEADER = "X-Approute-Auth"
+#: Header that marks the proxy's own OPTIONS probes.
+PROBE_HEADER = "X-Approute-Probe"
+_NODE_STATES = ("active", "draining", "disabled")
+
+
+class PublishOptions:
+    """``publish:`` -- how PUBLISH requests of the status package are read."""
+
+    def __init__(self, spec: Any):
+        where = "publish."
+        if spec is None:
+            spec = {}
+        if not isinstance(spec, dict):
+            raise SettingsError("publish: must be a mapping")
+        unknown = set(spec) - {"default_expires"}
+        if unknown:
+            raise SettingsError("publish: unknown option(s) %s" % ", ".join(sorted(unknown)))
+        self.default_expires = int(_number(spec, "default_expires", 3600, where))
+
+
+class ProbeOptions:
+    """``probe:`` -- active OPTIONS probes sent from Kamailio (uac + rtimer)."""
+
+    def __init__(self, spec: Any):
+        where = "probe."
+        if spec is None:
+            spec = {"interval": 0}
+        if not isinstance(spec, dict):
+            raise SettingsError("probe: must be a mapping")
+        unknown = set(spec) - {"interval", "timeout", "from", "states"}
+        if unknown:
+            raise SettingsError("probe: unknown option(s) %s" % ", ".join(sorted(unknown)))
+        self.interval = _number(spec, "interval", 5, where)
+        self.timeout = _number(spec, "timeout", 1.0, where, minimum=0.05)
+        if self.interval and self.timeout > self.interval:
+            raise SettingsError("probe.timeout: must not exceed probe.interval")
+        self.from_uri = str(spec.get("from", "sip:approute-probe@localhost.invalid"))
+        if not re.match(r"^sips?:[^\s<>\"]+$", self.from_uri):
+            raise SettingsError("probe.from: %r is not a SIP URI" % self.from_uri)
+        states = spec.get("states", ["active", "draining"])
+        if isinstance(states, str):
+            states = [states]
+        if not isinstance(states, list) or not all(s in _NODE_STATES for s in states):
+            raise SettingsError("probe.states: a list of %s" % ", ".join(_NODE_STATES))
+        self.states = tuple(states)
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval > 0
+
+
+#: Options of an app that has none (and no ``default`` entry): all unset.
+_NO_OPTIONS = AppOptions("default", {})
+
+
 def _load_yaml(text: str, what: str) -> Any:
     try:
         import yaml  # type: ignore
@@ -210,7 +300,7 @@ class Settings:
 
     KNOWN = {"router", "shared", "headers", "match", "rules", "apps", "default_key",
              "default_app", "failure_route", "reply_route", "log_decisions",
-             "health_on_timeout", "recent"}
+             "health_on_timeout", "recent", "publish", "probe"}
 
     def __init__(self, data: Optional[Dict[str, Any]] = None, base_dir: str = "."):
         data = dict(data or {})
@@ -263,6 +353,8 @@ class Settings:
             raise SettingsError("health_on_timeout: use none, suspect or down")
         self.health_on_timeout = None if hot in (None, "none") else hot
         self.recent = int(data.get("recent", 0))
+        self.publish = PublishOptions(data.get("publish"))
+        self.probe = ProbeOptions(data.get("probe"))
         # exec_app value -> router app, for the header and ruri_user sources
         self._by_exec = {o.exec_app.lower(): n for n, o in self.apps.items() if o.exec_app}
 
@@ -289,7 +381,7 @@ class Settings:
         return self._by_exec.get(value.lower(), value)
 
     def options(self, app: str) -> AppOptions:
-        return self.apps.get(app) or self.apps.get("default") or AppOptions(app, {})
+        return self.apps.get(app) or self.apps.get("default") or _NO_OPTIONS
 
     def make_router(self):
         import approute
@@ -306,10 +398,43 @@ class Settings:
 # --------------------------------------------------------------------------
 # the handler
 
+_UNPRINTABLE_RE = re.compile(r"[^\x20-\x7e]")
+
+
 def _clean(text: Any, limit: int = 120) -> str:
-    """One line of printable text (log lines, reason phrases, header values)."""
-    s = "".join(ch if 32 <= ord(ch) < 127 else " " for ch in str(text))
-    return s[:limit]
+    """One line of printable text (log lines, reason phrases, header values):
+    at most ``limit`` characters, each one outside ASCII 32..126 replaced by
+    a space."""
+    s = str(text)[:limit]
+    if s.isascii() and s.isprintable():  # the usual case: nothing to replace
+        return s
+    return _UNPRINTABLE_RE.sub(" ", s)
+
+
+# Characters a Reason-Phrase may not carry as such (RFC 3261 section 25.1:
+# reserved / unreserved / escaped / UTF8 / SP / HTAB), and what replaces them.
+_REASON_MAP = {'"': "'", "<": "(", ">": ")", "[": "(", "]": ")", "{": "(", "}": ")",
+               "#": " ", "%": " ", "\\": "/", "^": " ", "`": "'", "|": "/"}
+_DEFAULT_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 412: "Conditional Request Failed",
+                    415: "Unsupported Media Type", 423: "Interval Too Brief", 489: "Bad Event",
+                    500: "Server Internal Error", 503: "Service Unavailable"}
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
+
+
+def reason_phrase(text: Any, code: int = 0, limit: int = 100) -> str:
+    """A SIP Reason-Phrase from free text: one line, no characters the
+    grammar forbids, at most ``limit`` characters; the standard phrase of
+    ``code`` when nothing is left."""
+    s = _clean(text if text is not None else "", 400)
+    s = "".join(_REASON_MAP.get(ch, ch) for ch in s)
+    s = " ".join(s.split())[:limit].strip()
+    return s or _DEFAULT_REASONS.get(int(code), "Error")
+
+
+def _etag_value(etag: Any) -> Optional[str]:
+    """An entity tag usable as a header value (a SIP token), or None."""
+    s = str(etag or "").strip()
+    return s if s and len(s) <= 128 and _TOKEN_RE.match(s) else None
 
 
 class Handler:
@@ -321,6 +446,8 @@ class Handler:
         self.ksr = ksr if ksr is not None else _KSR
         self.rank = None
         self.recent: deque = deque(maxlen=max(settings.recent, 1))
+        self._last_probe_round = 0.0   # per process: only the rtimer process probes
+        self._warned: set = set()
 
     # ----- helpers -------------------------------------------------------
 
@@ -494,6 +621,7 @@ class Handler:
         self.ksr.setdsturi(d.uri)
         self._set_headers(app, data, exec_app)
         self._set_avp("approute_node", d.node_id)
+        self._mark_sent()
         return OK
 
     def on_failure(self, msg: Any = None, *args: Any) -> int:
@@ -522,6 +650,7 @@ class Handler:
         if timeout or code == 0:
             code = 408
         failed_node = self._pv("$avp(approute_node)")
+        self._report_result(0 if timeout else code)
         if timeout and failed_node and self.settings.health_on_timeout:
             try:
                 self.router.set_health(failed_node, self.settings.health_on_timeout)
@@ -540,6 +669,7 @@ class Handler:
         ksr.seturi(self._pv("$ru") or self._pv("$ou"))
         ksr.setdsturi(d.uri)
         self._set_avp("approute_node", d.node_id)
+        self._mark_sent()
         ksr.tm.t_on_failure(route_name)
         if ksr.tm.t_relay() < 0:
             self._log("err", "relay to %s failed for call_id=%s" % (d.uri, call_id))
@@ -564,6 +694,17 @@ class Handler:
             self.router.confirm(call_id)
         except (approute.NotFoundError, approute.FailedPreconditionError) as e:
             self._log("dbg", "confirm call_id=%s: %s" % (call_id, e))
+            return OK
+        # a retransmitted 2xx runs this route again: report the result once
+        # (the flag is a transaction AVP, set from the reply route)
+        if self._pv("$avp(approute_reported)"):
+            return OK
+        self._set_avp("approute_reported", "1")
+        try:
+            code = int(status)
+        except ValueError:
+            code = 200
+        self._report_result(code)
         return OK
 
     def _end(self, call_id: str, why: str) -> None:
@@ -605,12 +746,226 @@ class Handler:
             self._end(self._pv("$ci") or "", why)
         return OK
 
+    def _warn_once(self, key: str, text: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            self._log("warn", text)
+
+    # ----- passive results (outlier detection) -----------------------------
+
+    def _mark_sent(self) -> None:
+        """Remembers when the request left for the current node (a
+        transaction AVP, so the reply and failure routes can read it)."""
+        self._set_avp("approute_t0", "%.6f" % time.time())
+
+    def _report_result(self, code: int) -> None:
+        """Feeds the node's final answer (0: none) to the router."""
+        fn = getattr(self.router, "report_result", None)
+        node = self._pv("$avp(approute_node)")
+        if fn is None or not node:
+            return
+        latency = 0.0
+        t0 = self._pv("$avp(approute_t0)")
+        if t0:
+            try:
+                latency = max(0.0, (time.time() - float(t0)) * 1000.0)
+            except ValueError:
+                latency = 0.0
+        try:
+            fn(node, int(code), latency)
+        except Exception as e:  # a removed node, an old router: never fatal
+            self._log("dbg", "report_result %s %d: %s: %s" % (node, code, type(e).__name__, e))
+
+    # ----- status reports: PUBLISH, event package approute-status ------------
+
+    def on_publish(self, msg: Any = None, *args: Any) -> int:
+        """PUBLISH (RFC 3903) of the approute-status event package: applies the
+        report to the router and answers it (statefully) with its result."""
+        try:
+            return self._on_publish()
+        except Exception as e:  # never let anything escape into Kamailio
+            self._log("err", "on_publish failed: %s: %s" % (type(e).__name__, e))
+            try:
+                self._reply(500, "Status Report Error")
+                return OK
+            except Exception:
+                return INTERNAL
+
+    def _reply(self, code: int, reason: Any, headers: Tuple[str, ...] = ()) -> None:
+        ksr = self.ksr
+        for h in headers:
+            ksr.hdr.append_to_reply(h + "\r\n")
+        # stateful when the transaction exists (retransmissions are absorbed)
+        ksr.sl.send_reply(int(code), reason_phrase(reason, code))
+
+    def _header_int(self, name: str) -> Tuple[Optional[int], bool]:
+        """(value, present) of an integer header; value None when malformed."""
+        raw = self._pv("$hdr(%s)" % name)
+        if raw is None:
+            return None, False
+        raw = raw.strip()
+        if not raw.isdigit() or len(raw) > 10:
+            return None, True
+        return int(raw), True
+
+    def _on_publish(self) -> int:
+        ksr = self.ksr
+        src = self._pv("$si") or ""
+        # one transaction per PUBLISH: a retransmission gets the same answer
+        # instead of being applied again (and refused as a replay)
+        try:
+            if ksr.tm.t_newtran() < 0:
+                self._log("dbg", "publish from %s: t_newtran failed (retransmission?)" % src)
+                return OK
+        except AttributeError:  # pragma: no cover - tm not loaded
+            pass
+        event = (self._pv("$hdr(Event)") or "").split(";", 1)[0].strip().lower()
+        if event != STATUS_EVENT:
+            self._log("info", "publish from %s: event %r refused (489)" % (src, event or "-"))
+            self._reply(489, "Bad Event", ("Allow-Events: " + STATUS_EVENT,))
+            return OK
+        apply_report = getattr(self.router, "apply_report", None)
+        if apply_report is None:
+            self._warn_once("apply_report", "status reports need a router with apply_report()")
+            self._reply(500, "Status Reports Not Supported")
+            return OK
+        expires, present = self._header_int("Expires")
+        if not present:
+            expires = self.settings.publish.default_expires
+        elif expires is None:
+            self._log("info", "publish from %s: 400 malformed Expires" % src)
+            self._reply(400, "Malformed Expires header")
+            return OK
+        body = self._pv("$rb") or ""
+        ctype = (self._pv("$hdr(Content-Type)") or "").split(";", 1)[0].strip().lower()
+        if body and ctype and not (ctype == "application/json" or ctype.endswith("+json")):
+            self._log("info", "publish from %s: 415 content type %s" % (src, ctype))
+            self._reply(415, "Unsupported Media Type", ("Accept: application/json",))
+            return OK
+        if_match = (self._pv("$hdr(SIP-If-Match)") or "").strip() or None
+        auth = (self._pv("$hdr(%s)" % AUTH_HEADER) or "").strip() or None
+        res = apply_report(body, expires=int(expires), source=src, auth=auth, if_match=if_match)
+        code = int(getattr(res, "code", 500))
+        reason = getattr(res, "reason", "") or ""
+        node = getattr(res, "node_id", None) or "-"
+        if code == 200:
+            etag = _etag_value(getattr(res, "etag", None))
+            granted = getattr(res, "expires", None)
+            granted = int(expires if granted is None else granted)
+            headers = ("Expires: %d" % granted,)
+            if etag is not None:
+                headers = ("SIP-ETag: " + etag,) + headers
+            self._reply(200, "OK", headers)
+            self._note_status("publish node=%s code=200 expires=%d etag=%s src=%s"
+                              % (node, granted, etag or "-", src))
+            return OK
+        if code not in (400, 403, 412, 423, 489):
+            code = 500
+        self._reply(code, reason)
+        self._note_status("publish node=%s code=%d reason=%s src=%s"
+                          % (node, code, reason_phrase(reason, code).replace(" ", "_"), src))
+        return OK
+
+    def _note_status(self, text: str) -> None:
+        self.recent.append((time.time(), text))
+        if self.settings.log_decisions:
+            self._log("info", text)
+
+    # ----- active probes: OPTIONS through uac_req_send() ---------------------
+
+    def on_probe_timer(self, msg: Any = None, *args: Any) -> int:
+        """rtimer tick (every second): a round of probes when one is due."""
+        return self._guard("on_probe_timer", self._on_probe_timer)
+
+    def _on_probe_timer(self) -> int:
+        opts = self.settings.probe
+        if not opts.enabled or self.router is None:
+            return OK
+        now = time.monotonic()
+        # the rtimer ticks every second; a round is due once the interval has
+        # passed (a little slack so that interval 1 means every tick)
+        if self._last_probe_round and now - self._last_probe_round < opts.interval - 0.05:
+            return OK
+        if getattr(self.router, "report_probe", None) is None:
+            self._warn_once("report_probe", "probes need a router with report_probe()")
+            return OK
+        self._last_probe_round = now
+        sent = 0
+        for n in self.router.nodes():
+            if getattr(n, "state", "active") not in opts.states:
+                continue
+            if self._send_probe(n.id, n.uri):
+                sent += 1
+        return OK
+
+    def _send_probe(self, node_id: str, uri: str) -> bool:
+        ksr = self.ksr
+        pv = ksr.pv
+        pv.sets("$uac_req(method)", "OPTIONS")
+        pv.sets("$uac_req(ruri)", uri)
+        pv.sets("$uac_req(turi)", uri)
+        pv.sets("$uac_req(furi)", self.settings.probe.from_uri)
+        pv.sets("$uac_req(hdrs)", "%s: %s\r\nMax-Forwards: 1\r\n" % (PROBE_HEADER, _clean(node_id)))
+        # node id and send time travel with the transaction to uac:reply
+        pv.sets("$uac_req(evparam)", "%.6f|%s" % (time.time(), node_id))
+        pv.seti("$uac_req(evroute)", 1)
+        if ksr.uac.uac_req_send() < 0:
+            self._log("warn", "probe %s (%s): uac_req_send failed" % (node_id, uri))
+            self._probe_result(node_id, 0, 0.0)
+            return False
+        return True
+
+    def on_probe_request(self, msg: Any = None, *args: Any) -> int:
+        """event_route[tm:local-request] for a probe: bounds the wait for its
+        final answer to probe.timeout (t_set_fr applies to this transaction)."""
+        return self._guard("on_probe_request", self._on_probe_request)
+
+    def _on_probe_request(self) -> int:
+        ms = int(round(self.settings.probe.timeout * 1000))
+        self.ksr.tm.t_set_fr(0, ms)
+        return OK
+
+    def on_probe_reply(self, msg: Any = None, *args: Any) -> int:
+        """event_route[uac:reply]: the probe's final answer, or its timeout."""
+        return self._guard("on_probe_reply", self._on_probe_reply)
+
+    def _on_probe_reply(self) -> int:
+        param = self._pv("$uac_req(evparam)") or ""
+        if "|" not in param:
+            return OK  # not one of ours
+        t0_s, node_id = param.split("|", 1)
+        try:
+            rtt = max(0.0, (time.time() - float(t0_s)) * 1000.0)
+        except ValueError:
+            return OK
+        try:
+            evtype = int(self._pv("$uac_req(evtype)") or 0)
+            code = int(self._pv("$uac_req(evcode)") or 0)
+        except ValueError:
+            evtype, code = 2, 0
+        # evtype 2: no reply at all (timeout, send failure): tm's 408 is local
+        if evtype != 1:
+            code = 0
+        self._probe_result(node_id, code, rtt)
+        return OK
+
+    def _probe_result(self, node_id: str, code: int, rtt: float) -> None:
+        fn = getattr(self.router, "report_probe", None)
+        if fn is None:
+            return
+        try:
+            fn(node_id, int(code), float(rtt))
+        except Exception as e:  # the node left meanwhile
+            self._log("dbg", "report_probe %s: %s: %s" % (node_id, type(e).__name__, e))
+            return
+        self._log("dbg", "probe node=%s code=%d rtt_ms=%.1f" % (node_id, code, rtt))
+
     # ----- KEMI (cfgengine "python") --------------------------------------
 
     KEMI_FAILURE = "ksr_approute_failure"
     KEMI_REPLY = "ksr_approute_reply"
 
-    def ksr_request_route(self, msg: Any = None) -> int:
+    def ksr_request_route(self, msg: Any = None, *args: Any) -> int:
         try:
             self._kemi_request()
         except Exception as e:
@@ -645,6 +1000,11 @@ class Handler:
                 return
             if ksr.tm.t_check_trans() == 0:
                 return
+        if method == "PUBLISH":
+            # status reports of the nodes: answered here (before in-dialog
+            # handling; a PUBLISH is never part of a dialog)
+            self.on_publish()
+            return
         if ksr.siputils.has_totag() > 0:
             if ksr.rr.loose_route() > 0:
                 if method == "BYE":
@@ -679,7 +1039,7 @@ class Handler:
             self.on_relay_error()
             ksr.sl.sl_reply_error()
 
-    def ksr_approute_failure(self, msg: Any = None) -> int:
+    def ksr_approute_failure(self, msg: Any = None, *args: Any) -> int:
         rc = self._guard("on_failure", lambda: self._on_failure(self.KEMI_FAILURE))
         try:
             if rc == NO_NODE:
@@ -690,18 +1050,42 @@ class Handler:
             self._log("err", "failure reply: %s: %s" % (type(e).__name__, e))
         return 1
 
-    def ksr_approute_reply(self, msg: Any = None) -> int:
+    def ksr_approute_reply(self, msg: Any = None, *args: Any) -> int:
         self.on_reply()
         return 1
 
-    def ksr_approute_timer(self, msg: Any = None) -> int:
+    def ksr_approute_timer(self, msg: Any = None, *args: Any) -> int:
+        # rtimer calls KEMI routes with (msg, "rtimer"): hence *args
         self.on_timer()
         return 1
 
-    def ksr_reply_route(self, msg: Any = None) -> int:
+    def ksr_approute_probe(self, msg: Any = None, *args: Any) -> int:
+        """rtimer route of the probes (every second)."""
+        self.on_probe_timer()
         return 1
 
-    def ksr_onsend_route(self, msg: Any = None) -> int:
+    def ksr_uac_event(self, msg: Any = None, evname: Any = None) -> int:
+        """modparam("uac", "event_callback", "ksr_uac_event"): uac:reply."""
+        if evname in (None, "uac:reply"):
+            self.on_probe_reply()
+        return 1
+
+    def ksr_tm_event(self, msg: Any = None, evname: Any = None) -> int:
+        """modparam("tm", "event_callback", "ksr_tm_event"): tm:local-request."""
+        if evname in (None, "tm:local-request") and self._is_probe_request():
+            self.on_probe_request()
+        return 1
+
+    def _is_probe_request(self) -> bool:
+        try:
+            return self._pv("$rm") == "OPTIONS" and self._pv("$hdr(%s)" % PROBE_HEADER) is not None
+        except Exception:
+            return False
+
+    def ksr_reply_route(self, msg: Any = None, *args: Any) -> int:
+        return 1
+
+    def ksr_onsend_route(self, msg: Any = None, *args: Any) -> int:
         return 1
 
 
@@ -711,9 +1095,34 @@ class Handler:
 _handler: Optional[Handler] = None
 
 
+class KsrLogHandler(logging.Handler):
+    """Sends the "approute" logger's records (e.g. a failing Python strategy,
+    with its traceback) to Kamailio's log, one line per line."""
+
+    def __init__(self, ksr: Any):
+        super().__init__()
+        self.ksr = ksr
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fn = self.ksr.err if record.levelno >= logging.ERROR else (
+                self.ksr.warn if record.levelno >= logging.WARNING else self.ksr.info)
+            for line in self.format(record).splitlines():
+                fn("approute: " + line + "\n")
+        except Exception:  # never let logging break a route
+            pass
+
+
+def _log_to_kamailio(ksr: Any) -> None:
+    log = logging.getLogger("approute")
+    if ksr is not None and not any(isinstance(h, KsrLogHandler) for h in log.handlers):
+        log.addHandler(KsrLogHandler(ksr))
+
+
 def create_handler(settings: Optional[Settings] = None, ksr: Any = None) -> Handler:
     """Loads settings, creates or attaches the router, returns the handler."""
     settings = settings or Settings.from_env()
+    _log_to_kamailio(ksr if ksr is not None else _KSR)
     router = settings.make_router()
     return Handler(settings, router, ksr)
 

@@ -42,6 +42,8 @@ HANDLER = REPO / "examples" / "kamailio" / "approute_handler.py"
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 LOCAL = "127.0.0.1"
+#: node scenarios that answer calls with 200 (uas_options.xml also answers OPTIONS)
+ANSWERING = ("uas_200.xml", "uas_options.xml")
 
 try:
     import approute
@@ -218,6 +220,13 @@ class Node:
     def call_ids(self) -> List[str]:
         return [c for c, _, _ in self.invites()]
 
+    def options(self) -> int:
+        """OPTIONS requests this node answered (uas_options.xml)."""
+        if not self.logfile.exists():
+            return 0
+        return len(re.findall(r"^OPTIONS call_id=", self.logfile.read_text(errors="replace"),
+                              re.M))
+
     def byes(self) -> List[str]:
         if not self.logfile.exists():
             return []
@@ -327,10 +336,15 @@ class E2E:
         return n
 
     def write_config(self, apps_yaml: Optional[str] = None, node_extra: str = "",
-                     settings_extra: str = "") -> None:
+                     settings_extra: str = "", configured: Optional[Sequence[str]] = None,
+                     router_extra: str = "") -> None:
+        """Writes router.yaml and approute-kamailio.yaml.  ``configured``: the
+        ids listed under nodes: (default all; nodes may also join by PUBLISH);
+        ``router_extra``: more top-level router YAML (status:, health:)."""
+        listed = [n for n in self.nodes.values() if configured is None or n.id in configured]
         nodes = "\n".join(
             '  - {id: %s, uri: "%s", pool: media, weight: 1%s}' % (n.id, n.uri, node_extra)
-            for n in self.nodes.values())
+            for n in listed) or "  []"
         if apps_yaml is None:
             apps_yaml = """\
   conference:
@@ -346,7 +360,7 @@ class E2E:
 """
         self.router_yaml.write_text(
             "state: {max_nodes: 16, max_sessions: 1024, max_affinities: 1024}\n"
-            "nodes:\n%s\napps:\n%s" % (nodes, apps_yaml))
+            "nodes:\n%s\napps:\n%s%s" % (nodes, apps_yaml, router_extra))
         self.settings_yaml.write_text(
             "router: %s\n"
             "shared: %s\n"
@@ -455,7 +469,7 @@ class E2E:
     def node_of(self, call_id: str, answered_only: bool = True) -> Optional[str]:
         """The node that answered (uas_200) the call, from the node logs."""
         hits = [n.id for n in self.nodes.values() if call_id in n.call_ids()
-                and (not answered_only or n.scenario == "uas_200.xml")]
+                and (not answered_only or n.scenario in ANSWERING)]
         assert len(hits) <= 1, "call %s answered by several nodes: %s" % (call_id, hits)
         return hits[0] if hits else None
 

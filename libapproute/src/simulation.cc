@@ -1,0 +1,464 @@
+// The workload simulator: a discrete-event loop over the public Router API.
+//
+// Events: call arrivals (one non-homogeneous Poisson stream per app, by
+// thinning), call ends (a min-heap), pool changes, samples and load reports.
+// Everything random comes from one generator seeded by the spec.
+#include "approute/simulation.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <queue>
+#include <random>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+
+namespace approute {
+namespace {
+
+constexpr int kMaxBounces = 32;
+
+double RateAt(const std::vector<std::pair<double, double>>& r, double t) {
+  if (r.empty()) return 0;
+  if (t <= r.front().first) return r.front().second;
+  for (size_t i = 1; i < r.size(); ++i) {
+    if (t < r[i].first) {
+      double f = (t - r[i - 1].first) / (r[i].first - r[i - 1].first);
+      return r[i - 1].second + f * (r[i].second - r[i - 1].second);
+    }
+  }
+  return r.back().second;
+}
+
+struct AppState {
+  const SimApp* spec = nullptr;
+  double max_rate = 0;
+  double next = 0;                  // next candidate arrival (thinning)
+  std::vector<double> cdf;          // key popularity
+  std::vector<std::string> keys;
+  // Per key: nodes holding live calls of it, with counts.
+  std::vector<std::vector<std::pair<int32_t, int32_t>>> holders;
+  // attrs per key (or per call when no keys): name -> chosen value index drawn lazily
+  std::vector<std::pair<std::string, std::vector<double>>> attr_cdf;  // name -> cumulative weights
+  RouteRequest req;
+};
+
+struct Call {
+  int32_t app = -1;
+  int32_t node = -1;
+  int64_t key = -1;
+  uint64_t id = 0;
+  bool live = false;
+};
+
+struct NodeState {
+  std::string id;
+  SimNode sim;
+  bool present = false;
+  bool leaving = false;
+  int64_t live = 0;
+  int64_t placed = 0;
+  double eff_limit() const { return sim.limit < 0 ? -1 : static_cast<double>(sim.limit) * sim.speed; }
+};
+
+void CallId(uint64_t n, std::string* out) {
+  char buf[24];
+  int i = 23;
+  buf[i--] = 0;
+  do {
+    buf[i--] = "0123456789abcdefghijklmnopqrstuvwxyz"[n % 36];
+    n /= 36;
+  } while (n > 0);
+  buf[i] = 's';
+  out->assign(buf + i);
+}
+
+absl::Status Check(const SimSpec& spec) {
+  if (!(spec.duration > 0)) return absl::InvalidArgumentError("duration must be > 0 seconds");
+  if (!(spec.sample_interval > 0)) return absl::InvalidArgumentError("sample_interval must be > 0 seconds");
+  if (spec.apps.empty()) return absl::InvalidArgumentError("the workload names no app");
+  for (const SimApp& a : spec.apps) {
+    if (a.rate.empty()) return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".rate is empty"));
+    for (size_t i = 0; i < a.rate.size(); ++i) {
+      if (a.rate[i].second < 0 || (i > 0 && a.rate[i].first <= a.rate[i - 1].first)) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "apps.", a.name, ".rate: points must have increasing times and rates >= 0"));
+      }
+    }
+    if (a.keys < 0 || a.keys > 10'000'000) return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".keys must be 0..10000000"));
+    if (a.duration != "exponential" && a.duration != "lognormal" && a.duration != "fixed" && a.duration != "uniform") {
+      return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".duration.dist \"", a.duration,
+                                                     "\" is not exponential, lognormal, fixed or uniform"));
+    }
+    if (!(a.duration_mean > 0) && a.duration != "uniform") {
+      return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".duration.mean must be > 0"));
+    }
+  }
+  for (const SimEvent& e : spec.events) {
+    static const char* kActions[] = {"join", "fail", "recover", "drain", "enable", "disable", "leave", "remove"};
+    if (std::find_if(std::begin(kActions), std::end(kActions), [&](const char* a) { return e.action == a; }) ==
+        std::end(kActions)) {
+      return absl::InvalidArgumentError(absl::StrCat("event at ", e.at, "s: unknown action \"", e.action,
+                                                     "\" (join, fail, recover, drain, enable, disable, leave, remove)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
+                                   const std::function<void(int64_t)>& set_clock,
+                                   const std::function<bool(double)>& progress) {
+  if (absl::Status s = Check(spec); !s.ok()) return s;
+  const auto wall0 = std::chrono::steady_clock::now();
+  // Separate streams, so that every strategy sees the same calls: arrival
+  // times (thinning), and per call its key, attributes and duration, all drawn
+  // whether or not the call is then placed.
+  std::mt19937_64 rng(spec.seed);
+  std::mt19937_64 call_rng(spec.seed ^ 0x5DEECE66DULL);
+  std::uniform_real_distribution<double> uni(0.0, 1.0);
+  SimResult res;
+
+  // Nodes: configured ones, then those that join later.
+  std::vector<NodeState> nodes;
+  absl::flat_hash_map<std::string, int32_t> node_index;
+  auto node_of = [&](const std::string& id) -> int32_t {
+    auto it = node_index.find(id);
+    if (it != node_index.end()) return it->second;
+    NodeState n;
+    n.id = id;
+    nodes.push_back(n);
+    node_index[id] = static_cast<int32_t>(nodes.size() - 1);
+    return static_cast<int32_t>(nodes.size() - 1);
+  };
+  for (const NodeStatus& st : router.Nodes()) nodes[node_of(st.spec.id)].present = true;
+  for (const SimNode& sn : spec.nodes) nodes[node_of(sn.id)].sim = sn;
+  for (const SimEvent& e : spec.events) {
+    int32_t i = node_of(e.node);
+    if (e.action == "join") {
+      nodes[i].sim = e.sim;
+      nodes[i].sim.id = e.node;
+    }
+  }
+
+  std::vector<AppState> apps(spec.apps.size());
+  for (size_t a = 0; a < apps.size(); ++a) {
+    AppState& st = apps[a];
+    st.spec = &spec.apps[a];
+    for (const auto& [t, r] : st.spec->rate) st.max_rate = std::max(st.max_rate, r);
+    if (st.spec->keys > 0) {
+      st.cdf.resize(static_cast<size_t>(st.spec->keys));
+      double sum = 0;
+      for (int64_t k = 0; k < st.spec->keys; ++k) {
+        sum += 1.0 / std::pow(static_cast<double>(k + 1), st.spec->zipf);
+        st.cdf[static_cast<size_t>(k)] = sum;
+      }
+      for (double& c : st.cdf) c /= sum;
+      st.keys.resize(static_cast<size_t>(st.spec->keys));
+      for (int64_t k = 0; k < st.spec->keys; ++k) st.keys[static_cast<size_t>(k)] = absl::StrCat(st.spec->key_prefix, k + 1);
+      st.holders.resize(static_cast<size_t>(st.spec->keys));
+    }
+    for (const auto& [name, values] : st.spec->attrs) {
+      std::vector<double> c;
+      double sum = 0;
+      for (const auto& [v, w] : values) c.push_back(sum += std::max(0.0, w));
+      for (double& x : c) x = sum > 0 ? x / sum : 1.0;
+      st.attr_cdf.emplace_back(name, std::move(c));
+    }
+    st.req.app = st.spec->name;
+    st.next = st.max_rate > 0 ? -std::log(1.0 - uni(rng)) / st.max_rate : spec.duration * 2 + 1;
+  }
+
+  auto duration_of = [&](const SimApp& a) {
+    double d = a.duration_mean;
+    double u1 = uni(call_rng), u2 = uni(call_rng);
+    if (a.duration == "exponential") {
+      d = -std::log(1.0 - u1) * a.duration_mean;
+    } else if (a.duration == "lognormal") {
+      double mu = std::log(a.duration_mean) - a.duration_sigma * a.duration_sigma / 2;
+      double z = std::sqrt(-2.0 * std::log(1.0 - u1)) * std::cos(2.0 * M_PI * u2);  // Box-Muller
+      d = std::exp(mu + a.duration_sigma * z);
+    } else if (a.duration == "uniform") {
+      d = a.duration_min + u1 * (a.duration_max - a.duration_min);
+    }
+    if (a.duration_max > 0) d = std::min(d, a.duration_max);
+    return std::max(d, std::max(a.duration_min, 0.001));
+  };
+
+  std::vector<Call> calls;
+  std::vector<int32_t> free_calls;
+  using End = std::pair<double, std::pair<int32_t, uint64_t>>;  // (time, (call slot, call id))
+  std::priority_queue<End, std::vector<End>, std::greater<End>> ends;
+  std::vector<SimEvent> events = spec.events;
+  std::stable_sort(events.begin(), events.end(), [](const SimEvent& x, const SimEvent& y) { return x.at < y.at; });
+  size_t next_event = 0;
+  double next_sample = 0, next_report = spec.report_interval > 0 ? 0 : -1;
+  double now = 0;
+  uint64_t call_seq = 0;
+  std::string call_id;
+  absl::flat_hash_map<std::string, int32_t> by_id_cache;
+  double sessions_sum = 0;
+  int64_t sessions_n = 0;
+  double util_sum = 0;
+  int64_t util_n = 0;
+  bool any_limit = false;
+  std::vector<int32_t> all_samples;
+
+  auto clock = [&](double t) { set_clock(spec.start_ms + static_cast<int64_t>(std::llround(t * 1000.0))); };
+  auto hold = [&](Call& c, int delta) {
+    NodeState& n = nodes[static_cast<size_t>(c.node)];
+    n.live += delta;
+    if (c.key < 0) return;
+    auto& h = apps[static_cast<size_t>(c.app)].holders[static_cast<size_t>(c.key)];
+    for (auto it = h.begin(); it != h.end(); ++it) {
+      if (it->first == c.node) {
+        it->second += delta;
+        if (it->second <= 0) h.erase(it);
+        return;
+      }
+    }
+    if (delta > 0) h.emplace_back(c.node, delta);
+  };
+  auto end_call = [&](int32_t ci, bool dropped) {
+    Call& c = calls[static_cast<size_t>(ci)];
+    if (!c.live) return;
+    c.live = false;
+    CallId(c.id, &call_id);
+    absl::Status s = router.End(call_id);
+    if (!s.ok() && !absl::IsNotFound(s)) ++res.errors;
+    hold(c, -1);
+    if (dropped) ++res.dropped;
+    NodeState& n = nodes[static_cast<size_t>(c.node)];
+    if (n.leaving && n.live == 0 && n.present) {
+      (void)router.RemoveNode(n.id);
+      n.present = false;
+      n.leaving = false;
+    }
+    free_calls.push_back(ci);
+  };
+  auto drop_node_calls = [&](int32_t ni) {
+    for (size_t i = 0; i < calls.size(); ++i) {
+      if (calls[i].live && calls[i].node == ni) end_call(static_cast<int32_t>(i), true);
+    }
+  };
+  auto index_of = [&](const std::string& id) -> int32_t {
+    auto it = node_index.find(id);
+    return it == node_index.end() ? -1 : it->second;
+  };
+
+  auto arrive = [&](AppState& st, int32_t app_idx) {
+    ++res.calls;
+    const SimApp& a = *st.spec;
+    int64_t key = -1;
+    const double call_duration = duration_of(a);
+    if (a.keys > 0) {
+      double u = uni(call_rng);
+      key = std::lower_bound(st.cdf.begin(), st.cdf.end(), u) - st.cdf.begin();
+      if (key >= a.keys) key = a.keys - 1;
+      st.req.key = st.keys[static_cast<size_t>(key)];
+    }
+    if (!st.attr_cdf.empty()) {
+      // Per key, the same values every time (a tenant lives in one region).
+      std::mt19937_64 krng(key >= 0 ? spec.seed * 1000003u + static_cast<uint64_t>(key) * 7919u + static_cast<uint64_t>(app_idx) : call_rng());
+      for (size_t i = 0; i < st.attr_cdf.size(); ++i) {
+        double u = static_cast<double>(krng() >> 11) * (1.0 / 9007199254740992.0);
+        const auto& c = st.attr_cdf[i].second;
+        size_t v = static_cast<size_t>(std::lower_bound(c.begin(), c.end(), u) - c.begin());
+        if (v >= c.size()) v = c.size() - 1;
+        st.req.attrs[st.attr_cdf[i].first] = a.attrs.at(st.attr_cdf[i].first)[v].first;
+      }
+    }
+    bool hosted = key >= 0 && !st.holders[static_cast<size_t>(key)].empty();
+    if (hosted) ++res.keyed;
+    uint64_t id = ++call_seq;
+    CallId(id, &st.req.call_id);
+    absl::StatusOr<Decision> d = router.Route(st.req);
+    int bounces = 0;
+    while (true) {
+      if (!d.ok()) {
+        ++res.errors;
+        ++res.rejected;
+        return;
+      }
+      if (!d->ok) {
+        ++res.rejected;
+        return;
+      }
+      int32_t ni = index_of(d->node_id);
+      if (ni < 0) ni = node_of(d->node_id);
+      NodeState& n = nodes[static_cast<size_t>(ni)];
+      double lim = n.eff_limit();
+      if (lim >= 0 && static_cast<double>(n.live) >= lim && bounces < kMaxBounces) {
+        ++res.bounces;
+        ++bounces;
+        d = router.Retry(st.req.call_id, spec.bounce_code);
+        continue;
+      }
+      // Accepted.
+      int32_t ci;
+      if (!free_calls.empty()) {
+        ci = free_calls.back();
+        free_calls.pop_back();
+      } else {
+        ci = static_cast<int32_t>(calls.size());
+        calls.emplace_back();
+      }
+      Call& c = calls[static_cast<size_t>(ci)];
+      c = Call{app_idx, ni, key, id, true};
+      if (hosted) {
+        for (const auto& [hn, cnt] : st.holders[static_cast<size_t>(key)]) {
+          if (hn == ni) {
+            ++res.affinity_hits;
+            break;
+          }
+        }
+      }
+      hold(c, +1);
+      ++n.placed;
+      ++res.routed;
+      ++res.reasons[d->reason];
+      res.max_sessions = std::max(res.max_sessions, n.live);
+      ends.emplace(now + call_duration, std::make_pair(ci, id));
+      return;
+    }
+  };
+
+  auto apply_event = [&](const SimEvent& e) {
+    int32_t ni = node_of(e.node);
+    NodeState& n = nodes[static_cast<size_t>(ni)];
+    absl::Status s;
+    if (e.action == "join") {
+      s = router.AddNode(e.spec);
+      if (s.ok()) {
+        n.present = true;
+        n.leaving = false;
+      }
+    } else if (!n.present) {
+      return;
+    } else if (e.action == "fail") {
+      s = router.SetHealth(e.node, Health::kDown);
+      drop_node_calls(ni);
+    } else if (e.action == "recover") {
+      s = router.SetHealth(e.node, Health::kUp);
+    } else if (e.action == "drain") {
+      s = router.SetState(e.node, AdminState::kDraining);
+    } else if (e.action == "enable") {
+      s = router.SetState(e.node, AdminState::kActive);
+      n.leaving = false;
+    } else if (e.action == "disable") {
+      s = router.SetState(e.node, AdminState::kDisabled);
+    } else if (e.action == "leave") {
+      s = router.SetState(e.node, AdminState::kDraining);
+      n.leaving = true;
+      if (n.live == 0) {
+        s = router.RemoveNode(e.node);
+        n.present = false;
+        n.leaving = false;
+      }
+    } else if (e.action == "remove") {
+      drop_node_calls(ni);
+      s = router.RemoveNode(e.node);
+      n.present = false;
+    }
+    if (!s.ok()) ++res.errors;
+  };
+
+  auto sample = [&](double t) {
+    res.sample_t.push_back(t);
+    if (res.samples.size() < nodes.size()) res.samples.resize(nodes.size(), std::vector<int32_t>(res.sample_t.size() - 1, -1));
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      const NodeState& n = nodes[i];
+      int32_t v = n.present ? static_cast<int32_t>(n.live) : -1;
+      res.samples[i].push_back(v);
+      if (v >= 0) {
+        sessions_sum += v;
+        ++sessions_n;
+        all_samples.push_back(v);
+        double lim = n.eff_limit();
+        if (lim > 0) {
+          any_limit = true;
+          double u = v / lim;
+          util_sum += u;
+          ++util_n;
+          res.max_util = std::max(res.max_util, u);
+        }
+      }
+    }
+  };
+
+  auto report = [&]() {
+    for (const NodeState& n : nodes) {
+      if (!n.present) continue;
+      std::map<std::string, double> m{{"sessions", static_cast<double>(n.live)}};
+      double lim = n.eff_limit();
+      if (lim > 0) m["cpu"] = std::min(1.0, static_cast<double>(n.live) / lim);
+      (void)router.ReportLoad(n.id, m);
+    }
+  };
+
+  clock(0);
+  int64_t steps = 0;
+  constexpr double kNone = 1e300;
+  while (true) {
+    // The next thing to happen. Arrivals, samples, reports and pool changes
+    // stop at spec.duration; the calls still up then run out.
+    double t_arr = kNone;
+    int32_t which = -1;
+    for (size_t a = 0; a < apps.size(); ++a) {
+      if (apps[a].next < spec.duration && apps[a].next < t_arr) {
+        t_arr = apps[a].next;
+        which = static_cast<int32_t>(a);
+      }
+    }
+    double t_end = ends.empty() ? kNone : ends.top().first;
+    double t_ev = next_event < events.size() && events[next_event].at <= spec.duration ? events[next_event].at : kNone;
+    double t_smp = next_sample <= spec.duration ? next_sample : kNone;
+    double t_rep = next_report >= 0 && next_report <= spec.duration ? next_report : kNone;
+    double t = std::min({t_arr, t_end, t_ev, t_smp, t_rep});
+    if (t >= kNone) break;
+    now = t;
+    clock(now);
+    if (t == t_smp) {
+      sample(now);
+      next_sample += spec.sample_interval;
+    } else if (t == t_ev) {
+      apply_event(events[next_event++]);
+    } else if (t == t_end) {
+      auto [ci, id] = ends.top().second;
+      ends.pop();
+      if (calls[static_cast<size_t>(ci)].live && calls[static_cast<size_t>(ci)].id == id) end_call(ci, false);
+    } else if (t == t_rep) {
+      report();
+      next_report += spec.report_interval;
+    } else {
+      AppState& st = apps[static_cast<size_t>(which)];
+      double r = RateAt(st.spec->rate, now);
+      if (uni(rng) * st.max_rate < r) arrive(st, which);
+      st.next = now - std::log(1.0 - uni(rng)) / st.max_rate;
+    }
+    if ((++steps & 0xFFFF) == 0 && progress) {
+      if (!progress(std::min(1.0, now / spec.duration))) return absl::CancelledError("simulation stopped");
+    }
+  }
+  if (progress) progress(1.0);
+
+  res.node_ids.reserve(nodes.size());
+  for (const NodeState& n : nodes) {
+    res.node_ids.push_back(n.id);
+    res.placed[n.id] = n.placed;
+  }
+  for (auto& s : res.samples) s.resize(res.sample_t.size(), -1);
+  res.mean_sessions = sessions_n ? sessions_sum / static_cast<double>(sessions_n) : 0;
+  if (!all_samples.empty()) {
+    size_t k = static_cast<size_t>(std::ceil(0.99 * static_cast<double>(all_samples.size()))) - 1;
+    std::nth_element(all_samples.begin(), all_samples.begin() + static_cast<std::ptrdiff_t>(k), all_samples.end());
+    res.p99_sessions = all_samples[k];
+  }
+  if (any_limit) res.mean_util = util_n ? util_sum / static_cast<double>(util_n) : 0;
+  res.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall0).count();
+  return res;
+}
+
+}  // namespace approute

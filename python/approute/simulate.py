@@ -1,0 +1,434 @@
+"""``approute simulate``: replay a workload through the real router, strategy by strategy.
+
+    approute simulate WORKLOAD.yaml [--strategy NAME ...] [--seed N]
+                      [--json OUT.json] [--plot OUT.png] [--duration S] [--no-progress]
+
+The workload (see ``examples/simulate/reference.yaml``) describes the pool
+(a router configuration plus what the simulation needs to know about each
+node: how many sessions it really takes before it bounces calls, and its
+speed), the calls of each app (arrival rate over time, Zipf key popularity,
+duration distribution, request attributes), changes of the pool over time
+(nodes joining, failing, recovering, draining, leaving) and the strategies
+to compare.  Each strategy runs in a fresh private router on a virtual
+clock (``approute._core`` runs the event loop in C++; only Python
+strategies call back into Python), with the same seed, so every strategy
+sees the same arrivals.
+
+Prints one table row per strategy: calls, max / mean / p99 sessions per
+node, peak utilisation, affinity hit rate (calls whose key already had live
+calls that joined one of those nodes), bounces, rejected and dropped calls,
+and the run's speed.  Writes a JSON result and PNG plots (matplotlib) when
+asked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import calendar
+import copy
+import json
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+
+__all__ = ["SimulationError", "load_workload", "run", "format_table", "write_json", "plot", "main"]
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+_ACTIONS = ("join", "fail", "recover", "drain", "enable", "disable", "leave", "remove")
+_NODE_SPEC_KEYS = ("uri", "pool", "weight", "priority", "capacity", "attrs", "state")
+_NODE_SIM_KEYS = ("limit", "speed")
+
+
+class SimulationError(ValueError):
+    """The workload is invalid (the message names the key)."""
+
+
+# --------------------------------------------------------------------------
+# workload
+
+def _yaml():
+    try:
+        import yaml  # type: ignore
+    except ImportError as e:  # pragma: no cover - PyYAML is a dependency
+        raise SimulationError("PyYAML is required to read workloads: %s" % e)
+    return yaml
+
+
+def load_workload(path: str) -> Dict[str, Any]:
+    """Reads a workload YAML file; relative router paths are resolved beside it."""
+    with open(path, "r", encoding="utf-8") as f:
+        data = _yaml().safe_load(f)
+    if not isinstance(data, dict):
+        raise SimulationError("%s: the top level must be a mapping" % path)
+    data = dict(data)
+    data.setdefault("_base_dir", os.path.dirname(os.path.abspath(path)))
+    return data
+
+
+def _num(v: Any, where: str, lo: float = 0.0, positive: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise SimulationError("%s: expected a number, got %r" % (where, v))
+    if v < lo or (positive and v <= 0):
+        raise SimulationError("%s: %r is out of range" % (where, v))
+    return float(v)
+
+
+def _start_ms(v: Any) -> int:
+    if v is None:
+        return 1767225600000  # 2026-01-01T00:00:00Z
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return int(v * 1000)
+    if hasattr(v, "timetuple"):  # YAML timestamps arrive as datetime
+        return int(calendar.timegm(v.utctimetuple()) * 1000)
+    try:
+        t = time.strptime(str(v).replace("Z", ""), "%Y-%m-%dT%H:%M:%S")
+    except ValueError:
+        raise SimulationError("start: expected unix seconds or YYYY-MM-DDTHH:MM:SSZ, got %r" % (v,))
+    return int(calendar.timegm(t) * 1000)
+
+
+def _router_config(data: Dict[str, Any]) -> Dict[str, Any]:
+    router = data.get("router")
+    if isinstance(router, str):
+        path = router if os.path.isabs(router) else os.path.join(data.get("_base_dir", "."), router)
+        with open(path, "r", encoding="utf-8") as f:
+            router = _yaml().safe_load(f)
+    if not isinstance(router, dict):
+        raise SimulationError("router: expected a router configuration (mapping) or a file path")
+    return copy.deepcopy(router)
+
+
+def _app_spec(name: str, a: Any) -> Dict[str, Any]:
+    where = "workload.%s" % name
+    if not isinstance(a, dict):
+        raise SimulationError("%s: expected a mapping" % where)
+    unknown = set(a) - {"rate", "keys", "duration", "attrs"}
+    if unknown:
+        raise SimulationError("%s: unknown key(s) %s" % (where, ", ".join(sorted(unknown))))
+    rate = a.get("rate", 1.0)
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool):
+        points = [(0.0, _num(rate, where + ".rate"))]
+    elif isinstance(rate, list) and rate:
+        points = []
+        for i, p in enumerate(rate):
+            if not (isinstance(p, (list, tuple)) and len(p) == 2):
+                raise SimulationError("%s.rate[%d]: expected [second, calls_per_second]" % (where, i))
+            points.append((_num(p[0], "%s.rate[%d]" % (where, i)), _num(p[1], "%s.rate[%d]" % (where, i))))
+    else:
+        raise SimulationError("%s.rate: expected calls/s or a list of [second, calls/s]" % where)
+    out: Dict[str, Any] = {"name": name, "rate": points}
+    keys = a.get("keys")
+    if isinstance(keys, int) and not isinstance(keys, bool):
+        keys = {"count": keys}
+    if keys is not None:
+        if not isinstance(keys, dict):
+            raise SimulationError("%s.keys: expected {count: N, zipf: S, prefix: P}" % where)
+        out["keys"] = int(_num(keys.get("count", 0), where + ".keys.count"))
+        out["zipf"] = _num(keys.get("zipf", 1.0), where + ".keys.zipf")
+        out["key_prefix"] = str(keys.get("prefix", "key"))
+    dur = a.get("duration", {"dist": "exponential", "mean": 120})
+    if isinstance(dur, (int, float)) and not isinstance(dur, bool):
+        dur = {"dist": "exponential", "mean": dur}
+    if not isinstance(dur, dict):
+        raise SimulationError("%s.duration: expected seconds or {dist, mean, sigma, min, max}" % where)
+    out["duration"] = str(dur.get("dist", "exponential"))
+    out["duration_mean"] = _num(dur.get("mean", 120), where + ".duration.mean")
+    out["duration_sigma"] = _num(dur.get("sigma", 1.0), where + ".duration.sigma")
+    out["duration_min"] = _num(dur.get("min", 0), where + ".duration.min")
+    out["duration_max"] = _num(dur.get("max", 0), where + ".duration.max")
+    attrs = a.get("attrs") or {}
+    if not isinstance(attrs, dict):
+        raise SimulationError("%s.attrs: expected {name: {value: weight}}" % where)
+    out["attrs"] = {}
+    for k, values in attrs.items():
+        if isinstance(values, list):
+            values = {str(v): 1.0 for v in values}
+        if not isinstance(values, dict) or not values:
+            raise SimulationError("%s.attrs.%s: expected {value: weight} or a list of values" % (where, k))
+        out["attrs"][str(k)] = [(str(v), _num(w, "%s.attrs.%s.%s" % (where, k, v))) for v, w in values.items()]
+    return out
+
+
+def _event_spec(i: int, e: Any) -> Dict[str, Any]:
+    where = "events[%d]" % i
+    if not isinstance(e, dict) or "at" not in e:
+        raise SimulationError("%s: expected {at: SECONDS, ACTION: NODE, ...}" % where)
+    acts = [a for a in _ACTIONS if a in e]
+    if len(acts) != 1:
+        raise SimulationError("%s: name exactly one of %s" % (where, ", ".join(_ACTIONS)))
+    action = acts[0]
+    out: Dict[str, Any] = {"at": _num(e["at"], where + ".at"), "action": action, "node": str(e[action])}
+    unknown = set(e) - {"at", action} - set(_NODE_SPEC_KEYS) - set(_NODE_SIM_KEYS)
+    if unknown:
+        raise SimulationError("%s: unknown key(s) %s" % (where, ", ".join(sorted(unknown))))
+    if action == "join":
+        if "uri" not in e:
+            raise SimulationError("%s: join needs uri" % where)
+        out["spec"] = {k: e[k] for k in _NODE_SPEC_KEYS + _NODE_SIM_KEYS if k in e}
+    return out
+
+
+def _strategy_label(s: Any) -> str:
+    if isinstance(s, dict):
+        if "label" in s:
+            return str(s["label"])
+        name = str(s.get("name", "?"))
+        opts = ",".join("%s=%s" % (k, v) for k, v in sorted(s.items()) if k not in ("name", "label"))
+        return name + ("(%s)" % opts if opts else "")
+    return str(s)
+
+
+def _plan(data: Dict[str, Any], seed: Optional[int], duration: Optional[float]) -> Dict[str, Any]:
+    """Checks the workload; returns the router config and the engine's spec."""
+    known = {"seed", "duration", "sample_interval", "report_interval", "start", "router", "nodes",
+             "workload", "events", "strategies", "bounce_code", "_base_dir"}
+    unknown = set(data) - known
+    if unknown:
+        raise SimulationError("unknown key(s): %s" % ", ".join(sorted(unknown)))
+    router = _router_config(data)
+    workload = data.get("workload")
+    if not isinstance(workload, dict) or not workload:
+        raise SimulationError("workload: expected {app: {rate, keys, duration, attrs}}")
+    apps = [_app_spec(str(k), v) for k, v in workload.items()]
+    nodes_sim = data.get("nodes") or {}
+    if not isinstance(nodes_sim, dict):
+        raise SimulationError("nodes: expected {node_id: {limit: N, speed: X}}")
+    sim_nodes = []
+    for nid, v in nodes_sim.items():
+        v = v or {}
+        if not isinstance(v, dict) or set(v) - set(_NODE_SIM_KEYS):
+            raise SimulationError("nodes.%s: expected {limit: N, speed: X}" % nid)
+        sim_nodes.append({"id": str(nid), "limit": int(v["limit"]) if "limit" in v else None,
+                          "speed": _num(v.get("speed", 1.0), "nodes.%s.speed" % nid, positive=True)})
+    events = [_event_spec(i, e) for i, e in enumerate(data.get("events") or [])]
+    spec = {
+        "seed": int(seed if seed is not None else data.get("seed", 1)),
+        "duration": _num(duration if duration is not None else data.get("duration", 3600), "duration", positive=True),
+        "sample_interval": _num(data.get("sample_interval", 10), "sample_interval", positive=True),
+        "report_interval": _num(data.get("report_interval", 0), "report_interval"),
+        "start_ms": _start_ms(data.get("start")),
+        "bounce_code": int(data.get("bounce_code", 503)),
+        "apps": apps,
+        "nodes": sim_nodes,
+        "events": events,
+    }
+    # State limits sized for the workload when the config leaves them out.
+    state = router.setdefault("state", {})
+    peak = 0.0
+    for a in apps:
+        peak += max(r for _, r in a["rate"]) * max(a["duration_mean"], 1.0)
+    n_nodes = len(router.get("nodes") or []) + sum(1 for e in events if e["action"] == "join")
+    state.setdefault("max_sessions", int(min(1 << 22, max(4096, 2 ** math.ceil(math.log2(peak * 3 + 1024))))))
+    state.setdefault("max_affinities", int(min(1 << 22, max(4096, sum(a.get("keys", 0) for a in apps) * 2))))
+    state.setdefault("max_nodes", max(16, n_nodes + 8))
+    return {"router": router, "spec": spec, "apps": [a["name"] for a in apps]}
+
+
+# --------------------------------------------------------------------------
+# running
+
+def _config_with(router: Dict[str, Any], apps: Sequence[str], strategy: Any) -> str:
+    cfg = copy.deepcopy(router)
+    cfg_apps = cfg.setdefault("apps", {}) or {}
+    cfg["apps"] = cfg_apps
+    s = copy.deepcopy(strategy)
+    if isinstance(s, dict):
+        s.pop("label", None)
+    for name in apps:
+        app = cfg_apps.get(name)
+        if app is None:
+            app = cfg_apps[name] = {}
+        app["strategy"] = s
+    return json.dumps(cfg)  # JSON is YAML
+
+
+def run(workload: Any, strategies: Optional[Sequence[Any]] = None, seed: Optional[int] = None,
+        duration: Optional[float] = None,
+        progress: Optional[Callable[[str, float], None]] = None) -> Dict[str, Any]:
+    """Runs a workload (a path or a mapping) for each strategy; returns the result mapping.
+
+    ``strategies`` overrides the workload's list.  ``progress(label, fraction)``
+    is called now and then.  Raises SimulationError or approute.Error.
+    """
+    import approute
+
+    data = load_workload(workload) if isinstance(workload, str) else dict(workload)
+    plan = _plan(data, seed, duration)
+    strategies = list(strategies if strategies else (data.get("strategies") or ["round_robin"]))
+    base_dir = data.get("_base_dir")
+    for d in (base_dir, os.getcwd()):  # python:module:Class next to the workload or here
+        if d and d not in sys.path:
+            sys.path.insert(0, d)
+    results = []
+    for s in strategies:
+        label = _strategy_label(s)
+        text = _config_with(plan["router"], plan["apps"], s)
+        router = approute.Router.from_yaml(text, seed=plan["spec"]["seed"])
+        cb = None
+        if progress is not None:
+            cb = (lambda lbl: (lambda f: progress(lbl, f)))(label)
+        r = router._simulate(plan["spec"], cb)
+        r = dict(r)
+        r["label"] = label
+        r["strategy"] = s
+        r["affinity_hit_rate"] = (r["affinity_hits"] / r["keyed"]) if r["keyed"] else None
+        r["calls_per_second"] = r["calls"] / r["wall_seconds"] if r["wall_seconds"] > 0 else None
+        results.append(r)
+        del router
+    return {"seed": plan["spec"]["seed"], "duration": plan["spec"]["duration"],
+            "sample_interval": plan["spec"]["sample_interval"], "apps": plan["apps"],
+            "results": results}
+
+
+# --------------------------------------------------------------------------
+# output
+
+def _f(v: Any, digits: int = 1, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    if pct:
+        return "%.*f%%" % (digits, 100.0 * v)
+    if isinstance(v, float):
+        return "%.*f" % (digits, v)
+    return str(v)
+
+
+def format_table(result: Dict[str, Any]) -> str:
+    headers = ["strategy", "calls", "max", "mean", "p99", "peak util", "affinity hit",
+               "bounces", "rejected", "dropped", "wall s", "calls/s"]
+    rows = []
+    for r in result["results"]:
+        rows.append([r["label"], str(r["calls"]), str(r["max_sessions"]), _f(r["mean_sessions"]),
+                     _f(r["p99_sessions"], 0), _f(r["max_util"], 0, pct=True),
+                     _f(r["affinity_hit_rate"], 1, pct=True), str(r["bounces"]), str(r["rejected"]),
+                     str(r["dropped"]), _f(r["wall_seconds"], 2),
+                     _f(r["calls_per_second"] and round(r["calls_per_second"]), 0)])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    out = [line(headers), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    out.append("max/mean/p99: sessions per node (mean and p99 over samples of present nodes); "
+               "peak util: sessions / (limit x speed)")
+    return "\n".join(out)
+
+
+def write_json(result: Dict[str, Any], path: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1, sort_keys=True, default=str)
+        f.write("\n")
+
+
+def plot(result: Dict[str, Any], path: str) -> None:
+    """Load per node over time, one panel per strategy (PNG)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as e:
+        raise SimulationError("plots need matplotlib (pip install matplotlib): %s" % e)
+    rs = result["results"]
+    fig, axes = plt.subplots(len(rs), 1, figsize=(10, 2.6 * len(rs) + 0.6), sharex=True, squeeze=False)
+    for ax, r in zip(axes[:, 0], rs):
+        t = r["sample_t"]
+        for nid, series in zip(r["node_ids"], r["samples"]):
+            ys = [float("nan") if v < 0 else v for v in series]
+            if any(v == v for v in ys):
+                ax.plot(t, ys, linewidth=0.9, label=nid)
+        ax.set_title("%s — max %d, p99 %s, bounces %d, rejected %d" % (
+            r["label"], r["max_sessions"], _f(r["p99_sessions"], 0), r["bounces"], r["rejected"]), fontsize=9)
+        ax.set_ylabel("sessions")
+        ax.grid(True, alpha=0.3)
+    axes[-1, 0].set_xlabel("simulated seconds")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper right", fontsize=7, ncol=min(8, len(labels)))
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+class _Bar:
+    """A one-line progress bar on a terminal stream."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.last = 0.0
+
+    def __call__(self, label: str, f: float) -> None:
+        now = time.monotonic()
+        if f < 1.0 and now - self.last < 0.2:
+            return
+        self.last = now
+        n = int(f * 30)
+        self.stream.write("\r%-24s [%s%s] %3d%%" % (label[:24], "#" * n, "." * (30 - n), int(f * 100)))
+        if f >= 1.0:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+# --------------------------------------------------------------------------
+# command line
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("workload", metavar="WORKLOAD", help="workload YAML (see examples/simulate/)")
+    p.add_argument("--strategy", action="append", metavar="NAME",
+                   help="strategy to compare (repeatable; overrides the workload's list)")
+    p.add_argument("--seed", type=int, help="random seed (default: the workload's)")
+    p.add_argument("--duration", type=float, help="simulated seconds (default: the workload's)")
+    p.add_argument("--json", metavar="PATH", help="write the result as JSON")
+    p.add_argument("--plot", metavar="PATH", help="write load per node over time as a PNG")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import approute
+    strategies = None
+    if args.strategy:
+        strategies = []
+        for s in args.strategy:
+            if s.startswith("{"):
+                strategies.append(_yaml().safe_load(s))
+            else:
+                strategies.append(s)
+    show = not args.no_progress and hasattr(err, "isatty") and err.isatty()
+    try:
+        if args.plot:  # fail before a long run, not after it
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError as e:
+                raise SimulationError("--plot needs matplotlib (pip install matplotlib): %s" % e)
+        result = run(args.workload, strategies, args.seed, args.duration, _Bar(err) if show else None)
+        out.write(format_table(result) + "\n")
+        if args.json:
+            write_json(result, args.json)
+            out.write("wrote %s\n" % args.json)
+        if args.plot:
+            plot(result, args.plot)
+            out.write("wrote %s\n" % args.plot)
+        return EXIT_OK
+    except (SimulationError, approute.Error, OSError) as e:
+        err.write("approute simulate: error: %s\n" % e)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.write("\napproute simulate: interrupted\n")
+        return EXIT_ERROR
+
+
+def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
+         err: Optional[TextIO] = None) -> int:
+    p = argparse.ArgumentParser(prog="approute simulate", description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    try:
+        args = p.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as e:
+        return int(e.code) if isinstance(e.code, int) else EXIT_USAGE
+    return run_command(args, out or sys.stdout, err or sys.stderr)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -130,7 +130,6 @@ NodeSpec Spec(const std::string& id, const std::string& uri, const std::string& 
   return spec;
 }
 
-py::object OptStr(const std::string& s) { return s.empty() ? py::object(py::none()) : py::object(py::str(s)); }
 
 // ---- simulation: dict <-> SimSpec / SimResult -------------------------------
 
@@ -214,6 +213,72 @@ py::dict SimResultDict(const approute::SimResult& r) {
   d["wall_seconds"] = r.wall_seconds;
   return d;
 }
+
+// ---- Decision ----------------------------------------------------------------
+// A native type rather than a pybind11 class: one is made per routed call, and
+// pybind11's instance bookkeeping (a registry insert and erase per object)
+// cost as much as the routing. Attributes are made on access.
+
+struct DecisionObject {
+  PyObject_HEAD
+  Decision d;
+};
+PyTypeObject* g_decision_type = nullptr;
+
+PyObject* NewStr(const std::string& v) { return PyUnicode_FromStringAndSize(v.data(), static_cast<Py_ssize_t>(v.size())); }
+PyObject* OptStrObj(const std::string& v) {
+  if (v.empty()) Py_RETURN_NONE;
+  return NewStr(v);
+}
+Decision& D(PyObject* self) { return reinterpret_cast<DecisionObject*>(self)->d; }
+
+PyObject* MakeDecision(Decision&& d) {
+  auto* o = PyObject_New(DecisionObject, g_decision_type);
+  if (o == nullptr) throw py::error_already_set();
+  new (&o->d) Decision(std::move(d));
+  return reinterpret_cast<PyObject*>(o);
+}
+
+void DecisionDealloc(PyObject* self) {
+  PyTypeObject* type = Py_TYPE(self);
+  D(self).~Decision();
+  type->tp_free(self);
+  Py_DECREF(type);
+}
+
+PyObject* DecisionRepr(PyObject* self) {
+  const Decision& d = D(self);
+  std::string r = d.ok ? "Decision(ok=True, node_id='" + d.node_id + "', uri='" + d.uri + "', reason='" + d.reason +
+                             "', app='" + d.app + "', attempt=" + std::to_string(d.attempt) + ")"
+                       : "Decision(ok=False, reason='" + d.reason + "', detail='" + d.detail + "', app='" + d.app +
+                             "', attempt=" + std::to_string(d.attempt) + ")";
+  return NewStr(r);
+}
+
+int DecisionBool(PyObject* self) { return D(self).ok ? 1 : 0; }
+
+PyGetSetDef g_decision_getset[] = {
+    {"ok", [](PyObject* self, void*) { return PyBool_FromLong(D(self).ok); }, nullptr, "True when a node was chosen.", nullptr},
+    {"node_id", [](PyObject* self, void*) { return OptStrObj(D(self).node_id); }, nullptr, "The chosen node's id, or None.", nullptr},
+    {"uri", [](PyObject* self, void*) { return OptStrObj(D(self).uri); }, nullptr, "The chosen node's SIP URI, or None.", nullptr},
+    {"reason", [](PyObject* self, void*) { return NewStr(D(self).reason); }, nullptr,
+     "affinity, strategy, retry, session or no_node.", nullptr},
+    {"detail", [](PyObject* self, void*) { return NewStr(D(self).detail); }, nullptr, "Why no node was chosen (empty when ok).", nullptr},
+    {"app", [](PyObject* self, void*) { return NewStr(D(self).app); }, nullptr, "The policy that decided.", nullptr},
+    {"attempt", [](PyObject* self, void*) { return PyLong_FromLong(D(self).attempt); }, nullptr,
+     "1 for the first placement, +1 per retry.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr}};
+
+PyType_Slot g_decision_slots[] = {
+    {Py_tp_dealloc, reinterpret_cast<void*>(DecisionDealloc)},
+    {Py_tp_repr, reinterpret_cast<void*>(DecisionRepr)},
+    {Py_tp_getset, g_decision_getset},
+    {Py_nb_bool, reinterpret_cast<void*>(DecisionBool)},
+    {Py_tp_doc, const_cast<char*>("What route() or retry() decided.")},
+    {0, nullptr}};
+
+PyType_Spec g_decision_spec = {"approute.Decision", sizeof(DecisionObject), 0,
+                               Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, g_decision_slots};
 
 // ---- fast paths --------------------------------------------------------------
 // route() and end() run once per SIP request. pybind11's generic dispatcher
@@ -299,7 +364,7 @@ PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, Py
       py::gil_scoped_release nogil;
       d = r.router->Route(req);
     }
-    return py::cast(Take(std::move(d))).release().ptr();
+    return MakeDecision(Take(std::move(d)));
   });
 }
 
@@ -366,25 +431,9 @@ PYBIND11_MODULE(_core, m) {
   g_err.exists = new_exc("AlreadyExistsError", g_err.base, nullptr, "The node id is taken.");
   g_err.permission = new_exc("PermissionError", g_err.base, nullptr, "The OS refused access to a segment.");
 
-  py::class_<Decision>(m, "Decision", "What route() or retry() decided.")
-      .def_property_readonly("ok", [](const Decision& d) { return d.ok; }, "True when a node was chosen.")
-      .def_property_readonly("node_id", [](const Decision& d) { return OptStr(d.node_id); })
-      .def_property_readonly("uri", [](const Decision& d) { return OptStr(d.uri); })
-      .def_property_readonly("reason", [](const Decision& d) { return d.reason; },
-                             "affinity, strategy, retry, session or no_node.")
-      .def_property_readonly("detail", [](const Decision& d) { return d.detail; },
-                             "Why no node was chosen (empty when ok).")
-      .def_property_readonly("app", [](const Decision& d) { return d.app; })
-      .def_property_readonly("attempt", [](const Decision& d) { return d.attempt; })
-      .def("__bool__", [](const Decision& d) { return d.ok; })
-      .def("__repr__", [](const Decision& d) {
-        if (d.ok) {
-          return "Decision(ok=True, node_id='" + d.node_id + "', uri='" + d.uri + "', reason='" +
-                 d.reason + "', app='" + d.app + "', attempt=" + std::to_string(d.attempt) + ")";
-        }
-        return "Decision(ok=False, reason='" + d.reason + "', detail='" + d.detail + "', app='" +
-               d.app + "', attempt=" + std::to_string(d.attempt) + ")";
-      });
+  g_decision_type = reinterpret_cast<PyTypeObject*>(PyType_FromSpec(&g_decision_spec));
+  if (g_decision_type == nullptr) throw py::error_already_set();
+  m.add_object("Decision", py::handle(reinterpret_cast<PyObject*>(g_decision_type)));
 
   py::class_<NodeStatus>(m, "NodeStatus", "A node as the router sees it now (a snapshot).")
       .def_property_readonly("id", [](const NodeStatus& n) { return n.spec.id; })
@@ -471,7 +520,7 @@ PYBIND11_MODULE(_core, m) {
               py::gil_scoped_release nogil;
               d = self.router->Retry(call_id, code);
             }
-            return Take(std::move(d));
+            return py::reinterpret_steal<py::object>(MakeDecision(Take(std::move(d))));
           }, py::arg("call_id"), py::kw_only(), py::arg("code") = 503,
           "The call's node bounced it with `code`: pick a node never tried for this call.")
       .def("confirm", [](PyRouter& self, const std::string& call_id) {

@@ -58,6 +58,18 @@ void Check(const absl::Status& s, bool config = false) {
   if (!s.ok()) Raise(s, config);
 }
 
+// Runs a core call that may take region locks without the GIL, then raises
+// its error, if any, with the GIL held again.
+template <typename F>
+void CallNoGil(F&& f, bool config = false) {
+  absl::Status s;
+  {
+    py::gil_scoped_release nogil;
+    s = f();
+  }
+  Check(s, config);
+}
+
 template <typename T>
 T Take(absl::StatusOr<T> v, bool config = false) {
   if (!v.ok()) Raise(v.status(), config);
@@ -128,6 +140,16 @@ NodeSpec Spec(const std::string& id, const std::string& uri, const std::string& 
   if (attrs) spec.attrs = *attrs;
   spec.state = State(state);
   return spec;
+}
+
+// add_node / update_node: the same arguments, a different core call.
+auto NodeMethod(absl::Status (approute::Router::*method)(const NodeSpec&)) {
+  return [method](PyRouter& self, const std::string& id, const std::string& uri, const std::string& pool,
+                  int weight, std::optional<std::map<std::string, int64_t>> capacity,
+                  std::optional<std::map<std::string, std::string>> attrs, int priority, const std::string& state) {
+    NodeSpec spec = Spec(id, uri, pool, weight, capacity, attrs, priority, state);
+    CallNoGil([&] { return ((*self.router).*method)(spec); });
+  };
 }
 
 
@@ -386,12 +408,7 @@ PyObject* FastEnd(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyOb
     std::string_view v;
     if (!Utf8(call_id, "call_id", &v)) return nullptr;
     PyRouter& r = py::cast<PyRouter&>(py::handle(self));
-    absl::Status s;
-    {
-      py::gil_scoped_release nogil;
-      s = r.router->End(v);
-    }
-    Check(s);
+    CallNoGil([&] { return r.router->End(v); });
     Py_RETURN_NONE;
   });
 }
@@ -524,66 +541,26 @@ PYBIND11_MODULE(_core, m) {
           }, py::arg("call_id"), py::kw_only(), py::arg("code") = 503,
           "The call's node bounced it with `code`: pick a node never tried for this call.")
       .def("confirm", [](PyRouter& self, const std::string& call_id) {
-            absl::Status s;
-            {
-              py::gil_scoped_release nogil;
-              s = self.router->Confirm(call_id);
-            }
-            Check(s);
+            CallNoGil([&] { return self.router->Confirm(call_id); });
           }, py::arg("call_id"), "The call was answered.")
-      .def("add_node", [](PyRouter& self, const std::string& id, const std::string& uri, const std::string& pool,
-                          int weight, std::optional<std::map<std::string, int64_t>> capacity,
-                          std::optional<std::map<std::string, std::string>> attrs, int priority,
-                          const std::string& state) {
-            NodeSpec spec = Spec(id, uri, pool, weight, capacity, attrs, priority, state);
-            absl::Status s;
-            {
-              py::gil_scoped_release nogil;
-              s = self.router->AddNode(spec);
-            }
-            Check(s);
-          }, py::arg("id"), py::arg("uri"), py::kw_only(), py::arg("pool") = "default", py::arg("weight") = 1,
-          py::arg("capacity") = py::none(), py::arg("attrs") = py::none(), py::arg("priority") = 0,
-          py::arg("state") = "active")
-      .def("update_node", [](PyRouter& self, const std::string& id, const std::string& uri, const std::string& pool,
-                             int weight, std::optional<std::map<std::string, int64_t>> capacity,
-                             std::optional<std::map<std::string, std::string>> attrs, int priority,
-                             const std::string& state) {
-            NodeSpec spec = Spec(id, uri, pool, weight, capacity, attrs, priority, state);
-            absl::Status s;
-            {
-              py::gil_scoped_release nogil;
-              s = self.router->UpdateNode(spec);
-            }
-            Check(s);
-          }, py::arg("id"), py::arg("uri"), py::kw_only(), py::arg("pool") = "default", py::arg("weight") = 1,
-          py::arg("capacity") = py::none(), py::arg("attrs") = py::none(), py::arg("priority") = 0,
-          py::arg("state") = "active", "Replace a node's settings, keeping its sessions.")
+      .def("add_node", NodeMethod(&approute::Router::AddNode), py::arg("id"), py::arg("uri"), py::kw_only(),
+           py::arg("pool") = "default", py::arg("weight") = 1, py::arg("capacity") = py::none(),
+           py::arg("attrs") = py::none(), py::arg("priority") = 0, py::arg("state") = "active",
+           "Add a node; AlreadyExistsError if the id is taken.")
+      .def("update_node", NodeMethod(&approute::Router::UpdateNode), py::arg("id"), py::arg("uri"), py::kw_only(),
+           py::arg("pool") = "default", py::arg("weight") = 1, py::arg("capacity") = py::none(),
+           py::arg("attrs") = py::none(), py::arg("priority") = 0, py::arg("state") = "active",
+           "Replace a node's settings, keeping its sessions.")
       .def("remove_node", [](PyRouter& self, const std::string& id) {
-            absl::Status s;
-            {
-              py::gil_scoped_release nogil;
-              s = self.router->RemoveNode(id);
-            }
-            Check(s);
+            CallNoGil([&] { return self.router->RemoveNode(id); });
           }, py::arg("id"))
       .def("set_state", [](PyRouter& self, const std::string& id, const std::string& state) {
             approute::AdminState st = State(state);
-            absl::Status s;
-            {
-              py::gil_scoped_release nogil;
-              s = self.router->SetState(id, st);
-            }
-            Check(s);
+            CallNoGil([&] { return self.router->SetState(id, st); });
           }, py::arg("id"), py::arg("state"), "active | draining | disabled")
       .def("set_health", [](PyRouter& self, const std::string& id, const std::string& health) {
             approute::Health h = Take(approute::ParseHealth(health));
-            absl::Status s;
-            {
-              py::gil_scoped_release nogil;
-              s = self.router->SetHealth(id, h);
-            }
-            Check(s);
+            CallNoGil([&] { return self.router->SetHealth(id, h); });
           }, py::arg("id"), py::arg("health"), "up | suspect | down")
       .def("report_load", [](PyRouter& self, const std::string& id, const py::kwargs& metrics) {
             std::map<std::string, double> m;
@@ -595,12 +572,7 @@ PYBIND11_MODULE(_core, m) {
               }
               m[name] = py::cast<double>(v);
             }
-            absl::Status s;
-            {
-              py::gil_scoped_release nogil;
-              s = self.router->ReportLoad(id, m);
-            }
-            Check(s);
+            CallNoGil([&] { return self.router->ReportLoad(id, m); });
           }, py::arg("id"), "Record a node's load, e.g. report_load('ast1', cpu=0.4, channels=120).")
       .def("apply_report", [](PyRouter& self, std::string body, int64_t expires, std::string source,
                               std::optional<std::string> auth, std::optional<std::string> if_match) {
@@ -617,21 +589,11 @@ PYBIND11_MODULE(_core, m) {
           "Apply a status report (SIP PUBLISH, Event: approute-status). Returns the SIP outcome; "
           "anything but 200 changed nothing.")
       .def("report_probe", [](PyRouter& self, const std::string& id, int code, double rtt_ms) {
-            absl::Status s;
-            {
-              py::gil_scoped_release nogil;
-              s = self.router->ReportProbe(id, code, rtt_ms);
-            }
-            Check(s);
+            CallNoGil([&] { return self.router->ReportProbe(id, code, rtt_ms); });
           }, py::arg("id"), py::arg("code"), py::arg("rtt_ms") = 0.0,
           "An OPTIONS probe's result: code 0 = no answer.")
       .def("report_result", [](PyRouter& self, const std::string& id, int code, double latency_ms) {
-            absl::Status s;
-            {
-              py::gil_scoped_release nogil;
-              s = self.router->ReportCallResult(id, code, latency_ms);
-            }
-            Check(s);
+            CallNoGil([&] { return self.router->ReportCallResult(id, code, latency_ms); });
           }, py::arg("id"), py::arg("code"), py::arg("latency_ms") = 0.0,
           "A final response (or 0 for a timeout) the proxy saw from a node: outlier detection, latency.")
       .def("node", [](PyRouter& self, const std::string& id) {
@@ -668,12 +630,7 @@ PYBIND11_MODULE(_core, m) {
             return d;
           }, "Router-wide counts: nodes, sessions, affinities, capacities, expired_sessions.")
       .def("reload", [](PyRouter& self, const std::string& text) {
-            absl::Status s;
-            {
-              py::gil_scoped_release nogil;
-              s = self.router->Reload(text);
-            }
-            Check(s, true);
+            CallNoGil([&] { return self.router->Reload(text); }, /*config=*/true);
           }, py::arg("text"), "Apply a new YAML configuration; sessions of remaining nodes are kept.")
       .def("sweep", [](PyRouter& self) {
             py::gil_scoped_release nogil;

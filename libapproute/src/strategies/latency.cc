@@ -10,16 +10,8 @@ class LatencyStrategy final : public Strategy {
  public:
   absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate> candidates,
                               StrategyContext& context) override {
-    size_t n = candidates.size();
-    if (n == 1) return size_t{0};
-    uint64_t r = context.Random();
-    size_t a = static_cast<size_t>(r % n);
-    size_t b = static_cast<size_t>((r >> 32) % (n - 1));
-    if (b >= a) ++b;
-    double la = context.Feedback(candidates[a]).latency_ewma_ms;
-    double lb = context.Feedback(candidates[b]).latency_ewma_ms;
-    if (la == lb) return (r & (1ULL << 31)) ? a : b;
-    return la < lb ? a : b;
+    return PowerOfTwo(candidates.size(), context.Random(),
+                      [&](size_t i) { return context.Feedback(candidates[i]).latency_ewma_ms; });
   }
 };
 

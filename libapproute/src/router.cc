@@ -1590,7 +1590,11 @@ class Router::Impl {
       spec.pool = report->pool;
       spec.weight = report->weight.value_or(slot != kNil ? region_->node(slot).weight : 1);
       spec.capacity = report->capacity;
-      spec.state = report->state.value_or(AdminState::kActive);
+      // A report without a state keeps the one the node has (an operator's
+      // drain on the proxy is not undone by the next routine report).
+      spec.state = report->state.value_or(
+          slot != kNil ? static_cast<AdminState>(region_->node(slot).admin.load(std::memory_order_relaxed))
+                       : AdminState::kActive);
       std::vector<std::string> res;
       for (const auto& [r, v] : spec.capacity) res.push_back(r);
       std::vector<std::string> metric_names;

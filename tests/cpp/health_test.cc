@@ -194,6 +194,14 @@ TEST_F(StatusTest, StateDrainingInAReportDrains) {
   ASSERT_EQ(Send(Body("ast5", "sip:127.0.0.1:5071", 2, ", \"state\": \"draining\"")).code, 200);
   EXPECT_EQ(router_->Node("ast5")->spec.state, AdminState::kDraining);
   EXPECT_EQ(router_->Node("ast5")->sessions.at("calls"), 1) << "sessions survive the update";
+  // A routine report without a state does not undo a drain.
+  ASSERT_EQ(Send(Body("ast5", "sip:127.0.0.1:5071", 3)).code, 200);
+  EXPECT_EQ(router_->Node("ast5")->spec.state, AdminState::kDraining);
+  ASSERT_TRUE(router_->SetState("ast5", AdminState::kDisabled).ok());
+  ASSERT_EQ(Send(Body("ast5", "sip:127.0.0.1:5071", 4)).code, 200);
+  EXPECT_EQ(router_->Node("ast5")->spec.state, AdminState::kDisabled);
+  ASSERT_EQ(Send(Body("ast5", "sip:127.0.0.1:5071", 5, ", \"state\": \"active\"")).code, 200);
+  EXPECT_EQ(router_->Node("ast5")->spec.state, AdminState::kActive);
 }
 
 TEST(Health, ProbesMarkDownAndUpWithHysteresis) {

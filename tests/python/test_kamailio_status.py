@@ -1,0 +1,385 @@
+"""approute.kamailio: PUBLISH status reports, OPTIONS probes and passive
+results, against a fake KSR and a real (private) router.
+
+The Kamailio + SIPp version of these is tests/e2e/test_status_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+approute = pytest.importorskip("approute")
+kam = pytest.importorskip("approute.kamailio")
+if not hasattr(approute.Router, "apply_report"):
+    pytest.skip("this approute build has no status reports", allow_module_level=True)
+
+from test_kamailio_handler import FakeKSR  # noqa: E402  (same directory)
+
+SECRET = "0123456789abcdef-media"
+
+
+class FakeSL:
+    def __init__(self, ksr):
+        self.ksr = ksr
+
+    def send_reply(self, code, reason):
+        self.ksr.replies.append((code, reason, list(self.ksr.reply_headers)))
+        self.ksr.reply_headers.clear()
+        return 1
+
+    sl_send_reply = send_reply
+
+
+class FakeUAC:
+    def __init__(self, ksr):
+        self.ksr = ksr
+        self.fail = False
+
+    def uac_req_send(self):
+        req = {k[9:-1]: v for k, v in self.ksr.vars.items() if k.startswith("$uac_req(")}
+        self.ksr.sent.append(req)
+        return -1 if self.fail else 1
+
+
+class StatusKSR(FakeKSR):
+    def __init__(self, **pvs):
+        super().__init__(**pvs)
+        self.replies = []
+        self.reply_headers = []
+        self.sent = []
+        self.newtran = 1
+        self.sl = FakeSL(self)
+        self.uac = FakeUAC(self)
+        self.hdr.append_to_reply = self._append_to_reply
+        self.tm.t_newtran = self._t_newtran
+        self.tm.t_set_fr = self._t_set_fr
+
+    def _append_to_reply(self, text):
+        assert text.endswith("\r\n") and "\r\n" not in text[:-2]
+        k, v = text[:-2].split(":", 1)
+        self.reply_headers.append((k, v.strip()))
+        return 1
+
+    def _t_newtran(self):
+        self.calls.append(("t_newtran",))
+        return self.newtran
+
+    def _t_set_fr(self, fr_inv, fr):
+        self.calls.append(("t_set_fr", fr_inv, fr))
+        return 1
+
+
+ROUTER = {
+    "status": {"allow_sources": ["127.0.0.0/8"], "keys": {"media": {"k1": SECRET}},
+               "max_expires": 600},
+    "health": {"probe": {"down_after": 2, "up_after": 1},
+               "outlier": {"consecutive_failures": 2, "base_ejection": 30}},
+    "nodes": [{"id": "n1", "uri": "sip:127.0.0.1:5071", "pool": "media"},
+              {"id": "n2", "uri": "sip:127.0.0.1:5072", "pool": "media"}],
+    "apps": {"conference": {"pool": "media", "strategy": "round_robin",
+                            "retry": {"codes": [503, 408], "max_attempts": 3}}},
+}
+
+
+def make(settings=None, router=None, **pvs):
+    data = {"router": router or ROUTER, "shared": None,
+            "apps": {"conference": {"key": "{from_domain}"}}}
+    data.update(settings or {})
+    ksr = StatusKSR(**pvs)
+    return kam.create_handler(kam.Settings(data), ksr=ksr), ksr
+
+
+def body(node="ast5", seq=1, **extra):
+    d = {"node": node, "uri": "sip:127.0.0.1:5075", "pool": "media", "state": "active",
+         "weight": 10, "capacity": {"channels": 100}, "load": {"cpu": 0.2, "channels": 4},
+         "seq": seq}
+    d.update(extra)
+    return json.dumps(d)
+
+
+def publish(h, ksr, text, *, expires="60", if_match=None, auth=True, event="approute-status",
+            ctype="application/json", src="127.0.0.1"):
+    ksr.headers = [("Event", event)]
+    if expires is not None:
+        ksr.headers.append(("Expires", expires))
+    if if_match:
+        ksr.headers.append(("SIP-If-Match", if_match))
+    if auth is True:
+        auth = approute.sign_report(text, keyid="k1", secret=SECRET)
+    if auth:
+        ksr.headers.append(("X-Approute-Auth", auth))
+    if text and ctype:
+        ksr.headers.append(("Content-Type", ctype))
+    ksr.vars["$rb"] = text or None
+    ksr.vars["$si"] = src
+    ksr.vars["$rm"] = "PUBLISH"
+    assert h.on_publish(None) == kam.OK
+    return ksr.replies[-1]
+
+
+# --------------------------------------------------------------------------
+# PUBLISH
+
+def test_initial_publish_joins_and_answers_200_with_etag_and_expires():
+    h, ksr = make()
+    code, reason, headers = publish(h, ksr, body())
+    assert (code, reason) == (200, "OK")
+    hdrs = dict(headers)
+    assert hdrs["Expires"] == "60" and hdrs["SIP-ETag"]
+    assert ("t_newtran",) in ksr.calls  # stateful: retransmissions are absorbed
+    n = h.router.node("ast5")
+    assert n.uri == "sip:127.0.0.1:5075" and n.load["channels"] == 4
+    assert h.router.stats()["reports_accepted"] == 1
+
+
+def test_refresh_modify_remove_and_unknown_etag():
+    h, ksr = make()
+    etag = dict(publish(h, ksr, body())[2])["SIP-ETag"]
+    code, _, headers = publish(h, ksr, "", if_match=etag)  # refresh: no body
+    assert code == 200
+    etag2 = dict(headers)["SIP-ETag"]
+    code, _, headers = publish(h, ksr, body(seq=2, load={"channels": 40}), if_match=etag2)
+    assert code == 200 and h.router.node("ast5").load["channels"] == 40
+    etag3 = dict(headers)["SIP-ETag"]
+    assert publish(h, ksr, "", if_match=etag)[0] == 412  # an old tag
+    code, _, headers = publish(h, ksr, "", if_match=etag3, expires="0")
+    assert code == 200 and dict(headers)["Expires"] == "0"
+    picks = {h.router.route("conference", call_id="c-after-%d" % i).node_id for i in range(6)}
+    assert "ast5" not in picks  # left: no new calls
+
+
+def test_lease_is_capped_and_defaulted():
+    h, ksr = make(settings={"publish": {"default_expires": 120}})
+    code, _, headers = publish(h, ksr, body(), expires="99999")
+    assert code == 200 and dict(headers)["Expires"] == "600"  # status.max_expires
+    code, _, headers = publish(h, ksr, body("ast6"), expires=None)
+    assert code == 200 and dict(headers)["Expires"] == "120"
+
+
+@pytest.mark.parametrize("kwargs, text, code, words", [
+    ({"auth": None}, body(), 403, "X-Approute-Auth"),
+    ({"auth": "keyid=k1,ts=1,sig=00"}, body(), 403, ""),
+    ({"src": "192.0.2.7"}, body(), 403, ""),
+    ({}, "{not json", 400, ""),
+    ({}, body(colour="blue"), 400, ""),
+    ({}, body(uri="sip:203.0.113.9:5060"), 403, ""),
+    ({}, body("n1", uri="sip:127.0.0.1:5071"), 403, ""),   # configured id: no takeover
+])
+def test_refused_reports_change_nothing(kwargs, text, code, words):
+    h, ksr = make()
+    before = sorted(n.id for n in h.router.nodes())
+    got, reason, headers = publish(h, ksr, text, **kwargs)
+    assert got == code, reason
+    assert words in reason
+    assert not dict(headers).get("SIP-ETag")
+    assert "\r" not in reason and "\n" not in reason and '"' not in reason
+    assert sorted(n.id for n in h.router.nodes()) == before
+    assert h.router.stats()["reports_refused"] == 1
+
+
+def test_replayed_report_is_refused():
+    h, ksr = make()
+    text = body(seq=7)
+    auth = approute.sign_report(text, keyid="k1", secret=SECRET)
+    assert publish(h, ksr, text, auth=auth)[0] == 200
+    code, reason, _ = publish(h, ksr, text, auth=auth)
+    assert code == 403 and reason
+
+
+def test_other_event_is_489_with_allow_events():
+    h, ksr = make()
+    code, reason, headers = publish(h, ksr, body(), event="presence")
+    assert (code, reason) == (489, "Bad Event")
+    assert ("Allow-Events", "approute-status") in headers
+    assert h.router.stats()["reports_accepted"] == 0
+    assert publish(h, ksr, body(), event="approute-status;id=1")[0] == 200  # params are fine
+
+
+def test_not_json_is_415_and_event_check_comes_first():
+    h, ksr = make()
+    code, _, headers = publish(h, ksr, "load=1", ctype="text/plain")
+    assert code == 415 and ("Accept", "application/json") in headers
+    assert publish(h, ksr, body(), ctype="application/approute-status+json")[0] == 200
+
+
+def test_malformed_expires_is_400():
+    h, ksr = make()
+    code, reason, _ = publish(h, ksr, body(), expires="soon")
+    assert code == 400 and "Expires" in reason
+
+
+def test_retransmission_is_not_applied_twice():
+    h, ksr = make()
+    ksr.newtran = -1  # tm: this request already has a transaction
+    ksr.headers = [("Event", "approute-status")]
+    assert h.on_publish(None) == kam.OK
+    assert ksr.replies == []
+
+
+def test_router_without_status_support_answers_500():
+    h, ksr = make()
+
+    class Old:
+        pass
+    h.router = Old()
+    code, reason, _ = publish(h, ksr, body())
+    assert code == 500 and "Not Supported" in reason
+
+
+def test_reason_phrase_is_safe():
+    assert kam.reason_phrase('bad "node": <x>\r\n100%', 400) == "bad 'node': (x) 100"
+    assert kam.reason_phrase("", 403) == "Forbidden"
+    assert kam.reason_phrase(None, 412) == "Conditional Request Failed"
+    assert len(kam.reason_phrase("x" * 500, 400)) == 100
+
+
+# --------------------------------------------------------------------------
+# probes
+
+def test_probe_round_sends_options_to_each_probed_node():
+    h, ksr = make(settings={"probe": {"interval": 5, "timeout": 0.4,
+                                      "from": "sip:prober@proxy.invalid"}})
+    h.router.set_state("n2", "disabled")  # not probed by default
+    assert h.on_probe_timer(None, "rtimer") == kam.OK
+    assert len(ksr.sent) == 1
+    req = ksr.sent[0]
+    assert req["method"] == "OPTIONS"
+    assert req["ruri"] == req["turi"] == "sip:127.0.0.1:5071"
+    assert req["furi"] == "sip:prober@proxy.invalid"
+    assert "X-Approute-Probe: n1\r\n" in req["hdrs"]
+    assert req["evroute"] == 1
+    t0, node = req["evparam"].split("|")
+    assert node == "n1" and abs(float(t0) - time.time()) < 5
+    assert h.on_probe_timer(None) == kam.OK  # the next round is not due yet
+    assert len(ksr.sent) == 1
+    h._last_probe_round -= 5
+    h.on_probe_timer(None)
+    assert len(ksr.sent) == 2
+
+
+def test_probes_off_by_default():
+    h, ksr = make()
+    assert h.on_probe_timer(None) == kam.OK and ksr.sent == []
+
+
+def test_probe_timeout_is_set_on_the_local_request():
+    h, ksr = make(settings={"probe": {"interval": 2, "timeout": 0.75}})
+    assert h.on_probe_request(None) == kam.OK
+    assert ("t_set_fr", 0, 750) in ksr.calls
+
+
+def test_probe_answers_and_timeouts_drive_health():
+    h, ksr = make(settings={"probe": {"interval": 1}})
+
+    def answer(node, evtype, code, ago=0.01):
+        ksr.vars["$uac_req(evparam)"] = "%.6f|%s" % (time.time() - ago, node)
+        ksr.vars["$uac_req(evtype)"] = str(evtype)
+        ksr.vars["$uac_req(evcode)"] = str(code)
+        assert h.on_probe_reply(None) == kam.OK
+
+    answer("n1", 2, 408, ago=1.0)  # tm's local 408: no answer at all, code 0
+    assert h.router.node("n1").health == "up"  # down_after: 2
+    answer("n1", 2, 408, ago=1.0)
+    assert h.router.node("n1").health == "down"
+    answer("n1", 1, 200, ago=0.004)
+    n = h.router.node("n1")
+    assert n.health == "up"
+    assert 1.0 <= n.latency_ewma_ms < 1000.0
+    answer("ghost", 1, 200)  # a node that left meanwhile: ignored
+    ksr.vars["$uac_req(evparam)"] = "not ours"
+    assert h.on_probe_reply(None) == kam.OK
+
+
+def test_failed_send_counts_as_no_answer():
+    h, ksr = make(settings={"probe": {"interval": 1}},
+                  router=dict(ROUTER, health={"probe": {"down_after": 1, "up_after": 1}}))
+    ksr.uac.fail = True
+    h.on_probe_timer(None)
+    assert {n.id: n.health for n in h.router.nodes()} == {"n1": "down", "n2": "down"}
+
+
+def test_probe_settings_are_checked():
+    for spec, msg in [({"interval": "often"}, "probe.interval"),
+                      ({"interval": 1, "timeout": 2}, "probe.timeout"),
+                      ({"states": ["gone"]}, "probe.states"),
+                      ({"from": "not a uri"}, "probe.from"),
+                      ({"colour": 1}, "unknown option")]:
+        with pytest.raises(kam.SettingsError, match=msg):
+            kam.Settings({"router": ROUTER, "shared": None, "probe": spec})
+    with pytest.raises(kam.SettingsError, match="publish"):
+        kam.Settings({"router": ROUTER, "shared": None, "publish": {"default_expires": -1}})
+
+
+def test_example_settings_parse():
+    from pathlib import Path
+    s = kam.Settings.from_file(str(Path(__file__).resolve().parents[2] / "examples" / "kamailio"
+                                   / "approute-kamailio.yaml"))
+    assert s.probe.enabled and s.probe.timeout <= s.probe.interval
+
+
+# --------------------------------------------------------------------------
+# passive results
+
+def test_timeouts_eject_a_node_and_2xx_reports_latency():
+    h, ksr = make()
+    assert h.do_app_routing(None) == kam.OK
+    first = ksr.vars["$avp(approute_node)"]
+    assert float(ksr.vars["$avp(approute_t0)"]) == pytest.approx(time.time(), abs=5)
+    ksr.tm.timeout = True
+    assert h.on_failure(None) == kam.OK  # retried elsewhere; the timeout was reported
+    second = ksr.vars["$avp(approute_node)"]
+    assert second != first
+    ksr.tm.timeout = False
+    ksr.vars["$rs"] = "200"
+    assert h.on_reply(None) == kam.OK
+    assert h.router.node(second).latency_ewma_ms >= 0.0
+    # a second timeout on the first node: consecutive_failures 2 -> ejected
+    ksr2 = StatusKSR(**{"$ci": "call-2", "$fd": "other.example.com"})
+    h.ksr = ksr2
+    assert h.do_app_routing(None) == kam.OK
+    if ksr2.vars["$avp(approute_node)"] == first:
+        ksr2.tm.timeout = True
+        h.on_failure(None)
+        assert h.router.node(first).ejected_until is not None
+
+
+def test_kemi_entry_points_take_the_extra_arguments():
+    h, ksr = make(settings={"probe": {"interval": 1}})
+    assert h.ksr_approute_timer(None, "rtimer") == 1  # rtimer passes its name
+    assert h.ksr_approute_probe(None, "rtimer") == 1
+    assert len(ksr.sent) == 2
+    ksr.vars["$uac_req(evparam)"] = "%.6f|n1" % time.time()
+    ksr.vars["$uac_req(evtype)"] = "1"
+    ksr.vars["$uac_req(evcode)"] = "200"
+    assert h.ksr_uac_event(None, "uac:reply") == 1
+    ksr.vars["$rm"] = "OPTIONS"
+    ksr.headers = [("X-Approute-Probe", "n1")]
+    assert h.ksr_tm_event(None, "tm:local-request") == 1
+    assert ("t_set_fr", 0, 1000) in ksr.calls
+    ksr.calls.clear()
+    ksr.headers = []  # a local OPTIONS that is not a probe: left alone
+    assert h.ksr_tm_event(None, "tm:local-request") == 1
+    assert not ksr.calls
+
+
+def test_a_retransmitted_2xx_is_reported_once():
+    h, ksr = make()
+    seen = []
+    real = h.router
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def report_result(self, node, code, latency):
+            seen.append((node, code))
+            return real.report_result(node, code, latency)
+    h.router = Counting()
+    assert h.do_app_routing(None) == kam.OK
+    ksr.vars["$rs"] = "200"
+    assert h.on_reply(None) == kam.OK
+    assert h.on_reply(None) == kam.OK  # the same 200 again (the AVP is per transaction)
+    assert seen == [(ksr.vars["$avp(approute_node)"], 200)]

@@ -911,20 +911,25 @@ class Router::Impl {
             ++e.refs;
             e.expires_ms = kNever;
             out.claim = e.claim;
+          } else if (holder_alive && (e.refs > 0 || e.expires_ms > now) && !Contains(avoid, e.node) &&
+                     TryReserve(n, res, CapacityOf(snap, e.node, e.node_epoch, res))) {
+            // Another process claimed the key meanwhile (or the claim is in its
+            // grace time) for a node this call can use: join it, so one key
+            // never spreads over two nodes.
+            ReleaseCount(region_->node(out.slot), out.epoch, res);
+            out.slot = e.node;
+            out.epoch = e.node_epoch;
+            ++e.refs;
+            e.expires_ms = kNever;
+            out.claim = e.claim;
+            out.decision.reason = "affinity";
           } else if (holder_alive && e.refs > 0) {
-            // The key's node is full, tried or excluded for this call: the call
-            // goes elsewhere without taking the key along. If another process
-            // claimed the key meanwhile for a node this call can use, join it.
-            if (!Contains(avoid, e.node) &&
-                TryReserve(n, res, CapacityOf(snap, e.node, e.node_epoch, res))) {
-              ReleaseCount(region_->node(out.slot), out.epoch, res);
-              out.slot = e.node;
-              out.epoch = e.node_epoch;
-              ++e.refs;
-              out.claim = e.claim;
-              out.decision.reason = "affinity";
-            }
+            // The key's node is full, tried or excluded for this call and still
+            // serves the key's other calls: this call goes elsewhere without
+            // taking the key along.
           } else {
+            // The key's node is gone, down or disabled, or its claim was only
+            // in its grace time: the key moves to the node just chosen.
             Rebind(e, out, p, now);
           }
         } else {

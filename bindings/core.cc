@@ -291,7 +291,15 @@ PyGetSetDef g_decision_getset[] = {
      "1 for the first placement, +1 per retry.", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr}};
 
+// Decisions come only from route() and retry(); Python 3.9 lacks
+// Py_TPFLAGS_DISALLOW_INSTANTIATION, so tp_new refuses explicitly.
+PyObject* DecisionNew(PyTypeObject*, PyObject*, PyObject*) {
+  PyErr_SetString(PyExc_TypeError, "cannot create 'approute.Decision' instances");
+  return nullptr;
+}
+
 PyType_Slot g_decision_slots[] = {
+    {Py_tp_new, reinterpret_cast<void*>(DecisionNew)},
     {Py_tp_dealloc, reinterpret_cast<void*>(DecisionDealloc)},
     {Py_tp_repr, reinterpret_cast<void*>(DecisionRepr)},
     {Py_tp_getset, g_decision_getset},
@@ -300,7 +308,7 @@ PyType_Slot g_decision_slots[] = {
     {0, nullptr}};
 
 PyType_Spec g_decision_spec = {"approute.Decision", sizeof(DecisionObject), 0,
-                               Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION, g_decision_slots};
+                               Py_TPFLAGS_DEFAULT, g_decision_slots};
 
 // ---- fast paths --------------------------------------------------------------
 // route() and end() run once per SIP request. pybind11's generic dispatcher
@@ -326,10 +334,10 @@ PyObject* Guard(F&& f) {
     return f();
   } catch (py::error_already_set& e) {
     e.restore();
+  } catch (py::cast_error& e) {  // before builtin_exception, its base
+    PyErr_SetString(PyExc_TypeError, e.what());
   } catch (py::builtin_exception& e) {
     e.set_error();
-  } catch (py::cast_error& e) {
-    PyErr_SetString(PyExc_TypeError, e.what());
   } catch (const std::exception& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
   }

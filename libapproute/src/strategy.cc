@@ -152,6 +152,33 @@ absl::Status CheckParams(std::string_view strategy, const StrategyParams& params
   return absl::OkStatus();
 }
 
+absl::StatusOr<HashInput> HashInput::Parse(std::string_view strategy, const StrategyParams& params,
+                                           std::string_view default_by) {
+  std::string by(default_by);
+  if (auto it = params.find("by"); it != params.end()) by = it->second;
+  HashInput in;
+  if (by == "key") {
+    in.by_key_ = true;
+  } else if (by == "from" || by == "to" || by == "ruri_user") {
+    in.attr_ = by;
+  } else if (by.rfind("attr:", 0) == 0 && by.size() > 5) {
+    in.attr_ = by.substr(5);
+  } else if (by != "call_id") {
+    return absl::InvalidArgumentError(Cat("strategy ", strategy, ": by \"", by,
+                                          "\" is not one of call_id, key, from, to, ruri_user, attr:NAME"));
+  }
+  return in;
+}
+
+std::string_view HashInput::Of(const PickRequest& request) const {
+  if (by_key_) return request.key.empty() ? request.call_id : request.key;
+  if (!attr_.empty() && request.attrs != nullptr) {
+    auto it = request.attrs->find(attr_);
+    if (it != request.attrs->end() && !it->second.empty()) return it->second;
+  }
+  return request.call_id;
+}
+
 double RelativeLoad(const Candidate& c) {
   if (c.capacity > 0) return static_cast<double>(c.sessions) / static_cast<double>(c.capacity);
   if (c.capacity == 0) return 1e300;

@@ -12,7 +12,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
 #include "str_util.h"
@@ -23,18 +22,12 @@ namespace {
 
 class ConsistentBoundedStrategy final : public Strategy {
  public:
-  ConsistentBoundedStrategy(std::string attr, bool by_key, double epsilon, int replicas)
-      : attr_(std::move(attr)), by_key_(by_key), epsilon_(epsilon), replicas_(replicas) {}
+  ConsistentBoundedStrategy(HashInput input, double epsilon, int replicas)
+      : input_(std::move(input)), epsilon_(epsilon), replicas_(replicas) {}
 
   absl::StatusOr<size_t> Pick(const PickRequest& request, absl::Span<const Candidate> candidates,
                               StrategyContext&) override {
-    std::string_view input = request.call_id;
-    if (by_key_) {
-      if (!request.key.empty()) input = request.key;
-    } else if (!attr_.empty() && request.attrs != nullptr) {
-      auto it = request.attrs->find(attr_);
-      if (it != request.attrs->end() && !it->second.empty()) input = it->second;
-    }
+    std::string_view input = input_.Of(request);
     std::shared_ptr<const Ring> ring = RingFor(candidates);
     if (ring->points.empty()) return absl::UnavailableError("every candidate has weight 0");
     int64_t total = 0;
@@ -86,8 +79,7 @@ class ConsistentBoundedStrategy final : public Strategy {
     return ring;
   }
 
-  std::string attr_;
-  bool by_key_;
+  HashInput input_;
   double epsilon_;
   int replicas_;
   absl::Mutex mu_;
@@ -110,16 +102,9 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeConsistentBounded(const StrategyPa
       return absl::InvalidArgumentError(Cat("strategy consistent_bounded: replicas \"", it->second, "\" must be 1..1000"));
     }
   }
-  std::string by = "key";
-  if (auto it = params.find("by"); it != params.end()) by = it->second;
-  if (by == "key") return std::make_unique<ConsistentBoundedStrategy>("", true, epsilon, replicas);
-  if (by == "call_id") return std::make_unique<ConsistentBoundedStrategy>("", false, epsilon, replicas);
-  if (by == "from" || by == "to" || by == "ruri_user") return std::make_unique<ConsistentBoundedStrategy>(by, false, epsilon, replicas);
-  if (absl::StartsWith(by, "attr:") && by.size() > 5) {
-    return std::make_unique<ConsistentBoundedStrategy>(by.substr(5), false, epsilon, replicas);
-  }
-  return absl::InvalidArgumentError(Cat("strategy consistent_bounded: by \"", by,
-                                        "\" is not one of call_id, key, from, to, ruri_user, attr:NAME"));
+  absl::StatusOr<HashInput> input = HashInput::Parse("consistent_bounded", params, "key");
+  if (!input.ok()) return input.status();
+  return std::make_unique<ConsistentBoundedStrategy>(*std::move(input), epsilon, replicas);
 }
 
 }  // namespace approute::internal

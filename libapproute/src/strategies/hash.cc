@@ -10,8 +10,6 @@
 
 #include <cmath>
 
-#include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
 #include "strategies/strategies.h"
 #include "str_util.h"
 
@@ -20,17 +18,11 @@ namespace {
 
 class HashStrategy final : public Strategy {
  public:
-  HashStrategy(std::string source, bool is_key) : source_(std::move(source)), is_key_(is_key) {}
+  explicit HashStrategy(HashInput input) : input_(std::move(input)) {}
 
   absl::StatusOr<size_t> Pick(const PickRequest& request, absl::Span<const Candidate> candidates,
                               StrategyContext&) override {
-    std::string_view input = request.call_id;
-    if (is_key_) {
-      if (!request.key.empty()) input = request.key;
-    } else if (!source_.empty() && request.attrs != nullptr) {
-      auto it = request.attrs->find(source_);
-      if (it != request.attrs->end() && !it->second.empty()) input = it->second;
-    }
+    std::string_view input = input_.Of(request);
     size_t best = candidates.size();
     double best_score = 0;
     for (size_t i = 0; i < candidates.size(); ++i) {
@@ -50,24 +42,16 @@ class HashStrategy final : public Strategy {
   }
 
  private:
-  std::string source_;  // attribute name; empty = call id
-  bool is_key_;
+  HashInput input_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Strategy>> MakeHash(const StrategyParams& params) {
   if (absl::Status s = CheckParams("hash", params, {"by"}); !s.ok()) return s;
-  std::string by = "call_id";
-  if (auto it = params.find("by"); it != params.end()) by = it->second;
-  if (by == "call_id") return std::make_unique<HashStrategy>("", false);
-  if (by == "key") return std::make_unique<HashStrategy>("", true);
-  if (by == "from" || by == "to" || by == "ruri_user") return std::make_unique<HashStrategy>(by, false);
-  if (absl::StartsWith(by, "attr:") && by.size() > 5) {
-    return std::make_unique<HashStrategy>(by.substr(5), false);
-  }
-  return absl::InvalidArgumentError(Cat(
-      "strategy hash: by \"", by, "\" is not one of call_id, key, from, to, ruri_user, attr:NAME"));
+  absl::StatusOr<HashInput> input = HashInput::Parse("hash", params, "call_id");
+  if (!input.ok()) return input.status();
+  return std::make_unique<HashStrategy>(*std::move(input));
 }
 
 }  // namespace approute::internal

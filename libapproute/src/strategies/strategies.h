@@ -4,6 +4,7 @@
 
 #include <initializer_list>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "absl/status/statusor.h"
@@ -26,6 +27,20 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeConsistentBounded(const StrategyPa
 // InvalidArgument naming the first parameter not in `allowed`.
 absl::Status CheckParams(std::string_view strategy, const StrategyParams& params,
                          std::initializer_list<std::string_view> allowed);
+
+// The input a hashing strategy hashes, from its `by` option: call_id, key,
+// from, to, ruri_user or attr:NAME (a request attribute). A request without
+// that input hashes its call id.
+class HashInput {
+ public:
+  static absl::StatusOr<HashInput> Parse(std::string_view strategy, const StrategyParams& params,
+                                         std::string_view default_by);
+  std::string_view Of(const PickRequest& request) const;
+
+ private:
+  std::string attr_;  // attribute name; empty: call id or key
+  bool by_key_ = false;
+};
 
 // The power of two choices: two distinct candidates drawn from `random`, the
 // one with the lower score(index) wins; ties go either way at random.

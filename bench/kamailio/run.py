@@ -711,7 +711,7 @@ def main(argv=None) -> int:
     ap.add_argument("--app", choices=("default", "conference"), default="default",
                     help="approute app: default = round_robin, no affinity (default); conference = least_loaded + affinity")
     ap.add_argument("--log-decisions", choices=("default", "on", "off"), default="default",
-                    help="approute handler's log_decisions (default: as in the example settings, i.e. on)")
+                    help="approute handler's log_decisions (default: as in the example settings, i.e. off)")
     ap.add_argument("--source", choices=("repo", "installed"), default="repo",
                     help="approute Python files Kamailio loads: the repository's (default) or the installed ones")
     ap.add_argument("--only", choices=("A", "B"), help="run only one variant")

@@ -31,6 +31,11 @@ Settings come from the YAML file named by the environment variable
       conference: {key: '{from_domain}', exec_app: Conference}
     default_key: null            # affinity key template when the app has none
     default_app: null            # app when nothing matched (null: 404)
+    log_decisions: true          # one info line per decision / retry / end
+    attrs: auto                  # route() attrs only for apps whose strategy
+                                 # may use them (hash by from/to/..., Python
+                                 # strategies); always: on every call
+    report_results: true         # final replies -> router.report_result()
     publish:                     # status reports (PUBLISH, event approute-status)
       default_expires: 3600      # lease asked for when a PUBLISH has no Expires
     probe:                       # active health probes (SIP OPTIONS, uac + rtimer)
@@ -68,7 +73,10 @@ Handler return codes (what ``$rc`` holds after ``python_exec``):
 
 Final replies of the nodes are also fed to ``router.report_result(node, code,
 latency_ms)`` (passive outlier detection): 2xx from ``on_reply``, negative
-replies and timeouts (code 0) from ``on_failure``.
+replies and timeouts (code 0) from ``on_failure``; ``report_results: false``
+turns that off (and the ``$avp(approute_t0)`` send-time AVP with it).
+``$avp(approute_t0)`` holds "-" once a 2xx has been reported (retransmissions
+are reported once).
 
 No Python exception ever escapes into Kamailio: each handler catches it,
 logs one line and returns a negative code.
@@ -83,6 +91,8 @@ import time
 import traceback
 from collections import deque
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import approute as _ar  # the package this module belongs to (errors, Router)
 
 try:  # only importable inside Kamailio
     import KSR as _KSR  # type: ignore
@@ -115,6 +125,9 @@ FIELD_PVS = {
     "src_ip": "$si",
     "method": "$rm",
 }
+#: route() attributes (hash inputs) and the pseudo-variable of each one.
+ATTR_PVS = (("from", "$fu"), ("to", "$tu"), ("ruri_user", "$rU"),
+            ("from_domain", "$fd"), ("src_ip", "$si"))
 #: Fields that come from the match, not from the message.
 MATCH_FIELDS = ("app", "app_data")
 
@@ -182,6 +195,9 @@ class Rule:
             raise SettingsError(where + "bad regex %r: %s" % (pattern, e))
         self.field = field
         _check_template(field, where=where)
+        # "{ruri_user}" and the like: the subject is one PV, read directly
+        m = re.match(r"^\{([a-z_]+)\}$", field)
+        self.field_pv = FIELD_PVS.get(m.group(1)) if m else None
         if "app" not in spec:
             raise SettingsError(where + "needs app:")
         groups = tuple(self.regex.groupindex)
@@ -276,6 +292,36 @@ class ProbeOptions:
         return self.interval > 0
 
 
+#: Built-in strategies that never look at the request attributes.
+_NO_ATTR_STRATEGIES = frozenset((
+    "round_robin", "weighted_round_robin", "random", "weighted_random", "least_loaded",
+    "p2c", "latency", "priority", "utilization"))
+#: hash / consistent_bounded inputs that are not request attributes.
+_NO_ATTR_INPUTS = ("call_id", "key")
+
+
+def _strategy_reads_attrs(app_spec: Any) -> bool:
+    """Whether an app of the router config may use route()'s attrs: hash or
+    consistent_bounded by from / to / ruri_user / attr:NAME, and any strategy
+    that is not built in (Python strategies see request.attrs)."""
+    if not isinstance(app_spec, dict):
+        return True
+    st = app_spec.get("strategy", "round_robin")
+    params: Dict[str, Any] = {}
+    if isinstance(st, dict):
+        params = st
+        st = st.get("name")
+    if not isinstance(st, str):
+        return True
+    if st in _NO_ATTR_STRATEGIES:
+        return False
+    if st == "hash":
+        return params.get("by", "call_id") not in _NO_ATTR_INPUTS
+    if st == "consistent_bounded":
+        return params.get("by", "key") not in _NO_ATTR_INPUTS
+    return True
+
+
 #: Options of an app that has none (and no ``default`` entry): all unset.
 _NO_OPTIONS = AppOptions("default", {})
 
@@ -300,7 +346,8 @@ class Settings:
 
     KNOWN = {"router", "shared", "headers", "match", "rules", "apps", "default_key",
              "default_app", "failure_route", "reply_route", "log_decisions",
-             "health_on_timeout", "recent", "publish", "probe"}
+             "health_on_timeout", "recent", "publish", "probe", "attrs",
+             "report_results"}
 
     def __init__(self, data: Optional[Dict[str, Any]] = None, base_dir: str = "."):
         data = dict(data or {})
@@ -353,6 +400,14 @@ class Settings:
             raise SettingsError("health_on_timeout: use none, suspect or down")
         self.health_on_timeout = None if hot in (None, "none") else hot
         self.recent = int(data.get("recent", 0))
+        attrs = data.get("attrs", "auto")
+        if attrs not in ("auto", "always"):
+            raise SettingsError("attrs: use auto or always")
+        self.attrs = str(attrs)
+        rr = data.get("report_results", True)
+        if not isinstance(rr, bool):
+            raise SettingsError("report_results: must be true or false")
+        self.report_results = rr
         self.publish = PublishOptions(data.get("publish"))
         self.probe = ProbeOptions(data.get("probe"))
         # exec_app value -> router app, for the header and ruri_user sources
@@ -382,6 +437,29 @@ class Settings:
 
     def options(self, app: str) -> AppOptions:
         return self.apps.get(app) or self.apps.get("default") or _NO_OPTIONS
+
+    def apps_needing_attrs(self) -> Optional[Dict[str, bool]]:
+        """Router app -> whether its strategy may read the route() attributes
+        ("from", "to", "ruri_user", "from_domain", "src_ip"), from the router
+        config this handler loads; None when that config is not known here
+        (attach to a running router) or ``attrs: always``: then every call
+        reads them."""
+        if self.attrs == "always":
+            return None
+        try:
+            if self.router_text is not None:
+                cfg = _load_yaml(self.router_text, "router")
+            elif self.router_file is not None:
+                with open(self.router_file, "r", encoding="utf-8") as f:
+                    cfg = _load_yaml(f.read(), self.router_file)
+            else:
+                return None
+            apps = cfg.get("apps") if isinstance(cfg, dict) else None
+            if not isinstance(apps, dict):
+                return None
+            return {str(name): _strategy_reads_attrs(spec) for name, spec in apps.items()}
+        except Exception:  # unreadable here: read them on every call
+            return None
 
     def make_router(self):
         import approute
@@ -448,6 +526,16 @@ class Handler:
         self.recent: deque = deque(maxlen=max(settings.recent, 1))
         self._last_probe_round = 0.0   # per process: only the rtimer process probes
         self._warned: set = set()
+        # per-call constants, computed once
+        self._hdr_app_pv = "$hdr(%s)" % settings.header_app
+        self._hdr_data_pv = "$hdr(%s)" % settings.header_data
+        # decision lines are only built when they are logged or kept
+        self._notes = bool(settings.log_decisions or settings.recent > 0)
+        # app -> reads the route() attributes (None: always read them); an
+        # app the router does not list is routed as its "default" app
+        self._attr_apps = settings.apps_needing_attrs()
+        if self._attr_apps is not None:
+            self._attr_other = self._attr_apps.get("default", True)
 
     # ----- helpers -------------------------------------------------------
 
@@ -482,32 +570,55 @@ class Handler:
         self._set_avp("approute_reason", reason)
         return rc
 
-    def _field(self, name: str, match: Dict[str, str]) -> Optional[str]:
+    def _cached(self, vals: Dict[str, Optional[str]], pv: str) -> Optional[str]:
+        """A PV of the current message, read once per request (``vals``)."""
+        if pv in vals:
+            return vals[pv]
+        v = self.ksr.pv.get(pv)
+        if v is not None:
+            v = str(v)
+        vals[pv] = v
+        return v
+
+    def _field(self, name: str, match: Dict[str, str],
+               vals: Optional[Dict[str, Optional[str]]] = None) -> Optional[str]:
         if name in match:
             return match[name]
         pv = FIELD_PVS.get(name)
-        if pv is not None:
+        if pv is None:
+            if name.startswith("hdr:"):
+                pv = "$hdr(%s)" % name[4:]
+            elif name.startswith("pv:"):
+                pv = name[3:]
+            else:
+                return None
+        if vals is None:
             return self._pv(pv)
-        if name.startswith("hdr:"):
-            return self._pv("$hdr(%s)" % name[4:])
-        if name.startswith("pv:"):
-            return self._pv(name[3:])
-        return None
+        return self._cached(vals, pv)
 
-    def _lookup(self, match: Dict[str, str]) -> Callable[[str], Optional[str]]:
-        return lambda name: self._field(name, match)
+    def _lookup(self, match: Dict[str, str],
+                vals: Optional[Dict[str, Optional[str]]] = None) -> Callable[[str], Optional[str]]:
+        return lambda name: self._field(name, match, vals)
 
-    def _find_app(self) -> Tuple[Optional[str], Optional[str], Optional[str]]:
-        """Returns (router app, app data, exec app) or (None, None, None)."""
+    def _find_app(self, vals: Optional[Dict[str, Optional[str]]] = None
+                  ) -> Tuple[Optional[str], Optional[str], Optional[str]]:
+        """Returns (router app, app data, exec app) or (None, None, None).
+        ``vals``: the request's PV cache (each PV is read at most once)."""
         s = self.settings
+        if vals is None:
+            vals = {}
+        get = self._cached
         for source in s.match:
             if source == "header":
-                value = self._pv("$hdr(%s)" % s.header_app)
+                value = get(vals, self._hdr_app_pv)
                 if value:
-                    return s.app_name(value.strip()), self._pv("$hdr(%s)" % s.header_data), None
+                    return s.app_name(value.strip()), get(vals, self._hdr_data_pv), None
             elif source == "rules":
                 for rule in s.rules:
-                    subject, _ = render(rule.field, self._lookup({}))
+                    if rule.field_pv is not None:
+                        subject = get(vals, rule.field_pv) or ""
+                    else:
+                        subject, _ = render(rule.field, self._lookup({}, vals))
                     m = rule.regex.search(subject)
                     if not m:
                         continue
@@ -515,33 +626,42 @@ class Handler:
                     for i, g in enumerate(m.groups(), 1):
                         if g is not None:
                             groups[str(i)] = g
-                    look = self._lookup(groups)
+                    look = self._lookup(groups, vals)
                     app, _ = render(rule.app, look)
                     data = render(rule.data, look)[0] if rule.data is not None else None
                     exec_app = render(rule.exec_app, look)[0] if rule.exec_app is not None else None
                     if data is None:
-                        data = self._pv("$hdr(%s)" % s.header_data)
+                        data = get(vals, self._hdr_data_pv)
                     return app, data, exec_app
             elif source == "ruri_user":
-                value = self._pv("$rU")
+                value = get(vals, "$rU")
                 if value:
-                    return s.app_name(value), self._pv("$hdr(%s)" % s.header_data), None
+                    return s.app_name(value), get(vals, self._hdr_data_pv), None
         if s.default_app:
-            return s.default_app, self._pv("$hdr(%s)" % s.header_data), None
+            return s.default_app, get(vals, self._hdr_data_pv), None
         return None, None, None
 
-    def _set_headers(self, app: str, data: Optional[str], exec_app: Optional[str]) -> None:
+    def _set_headers(self, app: str, data: Optional[str], exec_app: Optional[str],
+                     vals: Optional[Dict[str, Optional[str]]] = None,
+                     opts: Optional[AppOptions] = None) -> None:
         ksr = self.ksr
         s = self.settings
-        value = exec_app or s.options(app).exec_app or app
-        for name in (s.header_app, s.header_data):
-            if ksr.hdr.is_present(name) > 0:
+        value = exec_app or (opts or s.options(app)).exec_app or app
+        for name, pv in ((s.header_app, self._hdr_app_pv), (s.header_data, self._hdr_data_pv)):
+            # a header already read for this request: $hdr() is None when absent
+            if vals is not None and pv in vals:
+                present = vals[pv] is not None
+            else:
+                present = ksr.hdr.is_present(name) > 0
+            if present:
                 ksr.hdr.remove(name)
         ksr.hdr.append("%s: %s\r\n" % (s.header_app, _clean(value, 200)))
         if data:
             ksr.hdr.append("%s: %s\r\n" % (s.header_data, _clean(data, 200)))
 
     def _note(self, what: str, call_id: str, d: Any, extra: str = "") -> None:
+        if not self._notes:  # neither logged nor kept: not even formatted
+            return
         if d is not None and getattr(d, "ok", False):
             text = "%s app=%s call_id=%s node=%s reason=%s attempt=%s%s" % (
                 what, getattr(d, "app", ""), call_id, d.node_id, d.reason,
@@ -551,7 +671,8 @@ class Handler:
                 what, getattr(d, "app", "") if d is not None else "", call_id,
                 getattr(d, "reason", "no_node") if d is not None else "error",
                 getattr(d, "detail", "") if d is not None else "", extra)
-        self.recent.append((time.time(), text))
+        if self.settings.recent > 0:
+            self.recent.append((time.time(), text))
         if self.settings.log_decisions:
             self._log("info", text)
 
@@ -560,12 +681,16 @@ class Handler:
             rc = fn()
             return INTERNAL if rc == 0 else int(rc)  # 0 would stop the script
         except Exception as e:  # never let anything escape into Kamailio
-            self._log("err", "%s failed: %s: %s" % (name, type(e).__name__, e))
-            try:
-                self._fail(500, "Routing Error", INTERNAL)
-            except Exception:
-                pass
-            return INTERNAL
+            return self._crashed(name, e)
+
+    def _crashed(self, name: str, e: BaseException) -> int:
+        """An entry point raised: one log line, the 500 AVPs, INTERNAL."""
+        self._log("err", "%s failed: %s: %s" % (name, type(e).__name__, e))
+        try:
+            self._fail(500, "Routing Error", INTERNAL)
+        except Exception:
+            pass
+        return INTERNAL
 
     # ----- app_python3 entry points ---------------------------------------
 
@@ -575,53 +700,67 @@ class Handler:
 
     def do_app_routing(self, msg: Any = None, *args: Any) -> int:
         """Routes an initial INVITE: sets $du and the X-Exec-App headers."""
-        return self._guard("do_app_routing", self._do_app_routing)
+        # _guard() inlined for the three per-call entry points (a frame less)
+        try:
+            return self._do_app_routing() or INTERNAL  # 0 would stop the script
+        except Exception as e:  # never let anything escape into Kamailio
+            return self._crashed("do_app_routing", e)
 
     def _do_app_routing(self) -> int:
-        import approute
         if self.router is None:
             return self._fail(500, "Router Not Ready", INTERNAL)
-        call_id = self._pv("$ci")
+        vals: Dict[str, Optional[str]] = {}  # each PV read at most once per request
+        get = self._cached
+        call_id = get(vals, "$ci")
         if not call_id:
             return self._fail(400, "Missing Call-ID", BAD_REQUEST)
-        app, data, exec_app = self._find_app()
+        app, data, exec_app = self._find_app(vals)
         if not app:
-            self._note("route", call_id, None, " (no application matched)")
+            if self._notes:
+                self._note("route", call_id, None, " (no application matched)")
             return self._fail(404, "Unknown Application", UNKNOWN_APP)
-        opts = self.settings.options(app)
-        match = {"app": app, "app_data": data or ""}
-        look = self._lookup(match)
+        s = self.settings
+        opts = s.options(app)
         key = None
-        tpl = opts.key if opts.key is not None else self.settings.default_key
-        if tpl is not None:
-            text, nonempty = render(tpl, look)
-            key = text if nonempty else None
-        if data is None and opts.data is not None:
-            data = render(opts.data, look)[0] or None
-        attrs = {}
-        for name, pv in (("from", "$fu"), ("to", "$tu"), ("ruri_user", "$rU"),
-                         ("from_domain", "$fd"), ("src_ip", "$si")):
-            v = self._pv(pv)
-            if v:
-                attrs[name] = v
+        tpl = opts.key if opts.key is not None else s.default_key
+        if tpl is not None or (data is None and opts.data is not None):
+            look = self._lookup({"app": app, "app_data": data or ""}, vals)
+            if tpl is not None:
+                text, nonempty = render(tpl, look)
+                key = text if nonempty else None
+            if data is None and opts.data is not None:
+                data = render(opts.data, look)[0] or None
+        # the hash inputs, only for apps whose strategy may use them
+        attrs = None
+        need = self._attr_apps
+        if need is None or need.get(app, self._attr_other):
+            attrs = {}
+            for name, pv in ATTR_PVS:
+                v = get(vals, pv)
+                if v:
+                    attrs[name] = v
         try:
             d = self.router.route(app, call_id=call_id, key=key, attrs=attrs)
-        except approute.NotFoundError as e:
+        except _ar.NotFoundError as e:
             self._log("info", "route app=%s call_id=%s: %s" % (app, call_id, e))
             return self._fail(404, "Unknown Application", UNKNOWN_APP)
-        except approute.ResourceExhaustedError as e:
+        except _ar.ResourceExhaustedError as e:
             self._log("err", "route app=%s call_id=%s: %s" % (app, call_id, e))
             return self._fail(503, "Router Full", EXHAUSTED)
-        except approute.InvalidArgumentError as e:
+        except _ar.InvalidArgumentError as e:
             self._log("info", "route app=%s call_id=%s: %s" % (app, call_id, e))
             return self._fail(400, "Bad Request", BAD_REQUEST)
-        self._note("route", call_id, d, " key=%s" % (key or "-"))
+        if self._notes:
+            self._note("route", call_id, d, " key=%s" % (key or "-"))
         if not d.ok:
             return self._fail(503, "No Node Available", NO_NODE)
-        self.ksr.setdsturi(d.uri)
-        self._set_headers(app, data, exec_app)
-        self._set_avp("approute_node", d.node_id)
-        self._mark_sent()
+        ksr = self.ksr
+        ksr.setdsturi(d.uri)
+        self._set_headers(app, data, exec_app, vals, opts)
+        pv = ksr.pv
+        pv.sets("$avp(approute_node)", _clean(d.node_id))
+        if s.report_results:  # _mark_sent()
+            pv.sets("$avp(approute_t0)", "%.6f" % time.time())
         return OK
 
     def on_failure(self, msg: Any = None, *args: Any) -> int:
@@ -629,7 +768,7 @@ class Handler:
         return self._guard("on_failure", lambda: self._on_failure(self.settings.failure_route))
 
     def _on_failure(self, route_name: str) -> int:
-        import approute
+        approute = _ar
         ksr = self.ksr
         if self.router is None:
             return self._fail(500, "Router Not Ready", INTERNAL)
@@ -650,7 +789,8 @@ class Handler:
         if timeout or code == 0:
             code = 408
         failed_node = self._pv("$avp(approute_node)")
-        self._report_result(0 if timeout else code)
+        if self.settings.report_results:
+            self._report_result(0 if timeout else code, failed_node)
         if timeout and failed_node and self.settings.health_on_timeout:
             try:
                 self.router.set_health(failed_node, self.settings.health_on_timeout)
@@ -669,7 +809,8 @@ class Handler:
         ksr.seturi(self._pv("$ru") or self._pv("$ou"))
         ksr.setdsturi(d.uri)
         self._set_avp("approute_node", d.node_id)
-        self._mark_sent()
+        if self.settings.report_results:
+            self._mark_sent()
         ksr.tm.t_on_failure(route_name)
         if ksr.tm.t_relay() < 0:
             self._log("err", "relay to %s failed for call_id=%s" % (d.uri, call_id))
@@ -679,46 +820,70 @@ class Handler:
 
     def on_reply(self, msg: Any = None, *args: Any) -> int:
         """2xx to the INVITE: the session is confirmed."""
-        return self._guard("on_reply", self._on_reply)
+        try:
+            return self._on_reply() or INTERNAL
+        except Exception as e:
+            return self._crashed("on_reply", e)
 
     def _on_reply(self) -> int:
-        import approute
-        if self.router is None:
+        router = self.router
+        if router is None:
             return OK
-        status = self._pv("$rs") or ""
-        method = self._pv("$rm") or "INVITE"  # $rm is the CSeq method on replies
-        if not status.startswith("2") or method != "INVITE":
+        pv = self.ksr.pv
+        status = str(pv.get("$rs") or "")
+        if not status.startswith("2"):
             return OK
-        call_id = self._pv("$ci") or ""
+        method = pv.get("$rm")  # $rm is the CSeq method on replies
+        if method is not None and method != "INVITE":
+            return OK
+        call_id = str(pv.get("$ci") or "")
         try:
-            self.router.confirm(call_id)
-        except (approute.NotFoundError, approute.FailedPreconditionError) as e:
+            router.confirm(call_id)
+        except (_ar.NotFoundError, _ar.FailedPreconditionError) as e:
             self._log("dbg", "confirm call_id=%s: %s" % (call_id, e))
             return OK
-        # a retransmitted 2xx runs this route again: report the result once
-        # (the flag is a transaction AVP, set from the reply route)
-        if self._pv("$avp(approute_reported)"):
+        if not self.settings.report_results:
             return OK
-        self._set_avp("approute_reported", "1")
+        # a retransmitted 2xx runs this route again: report the result once.
+        # $avp(approute_t0) (a transaction AVP) becomes "-" once reported.
+        t0 = pv.get("$avp(approute_t0)")
+        if t0 == "-":
+            return OK
+        pv.sets("$avp(approute_t0)", "-")
+        fn = getattr(router, "report_result", None)
+        node = pv.get("$avp(approute_node)")
+        if fn is None or not node:
+            return OK
         try:
             code = int(status)
         except ValueError:
             code = 200
-        self._report_result(code)
+        latency = 0.0
+        if t0:
+            try:
+                latency = max(0.0, (time.time() - float(t0)) * 1000.0)
+            except ValueError:
+                pass
+        try:
+            fn(str(node), code, latency)
+        except Exception as e:  # a removed node, an old router: never fatal
+            self._log("dbg", "report_result %s %d: %s: %s" % (node, code, type(e).__name__, e))
         return OK
 
     def _end(self, call_id: str, why: str) -> None:
-        import approute
         try:
             self.router.end(call_id)
             if self.settings.log_decisions:
                 self._log("info", "end call_id=%s (%s)" % (call_id, why))
-        except approute.NotFoundError:
+        except _ar.NotFoundError:
             self._log("dbg", "end call_id=%s (%s): no session" % (call_id, why))
 
     def on_bye(self, msg: Any = None, *args: Any) -> int:
         """BYE (either direction): the session ends."""
-        return self._guard("on_bye", lambda: self._end_current("bye"))
+        try:
+            return self._end_current("bye") or INTERNAL
+        except Exception as e:
+            return self._crashed("on_bye", e)
 
     def on_cancel(self, msg: Any = None, *args: Any) -> int:
         """CANCEL: the session ends."""
@@ -742,8 +907,16 @@ class Handler:
         return OK
 
     def _end_current(self, why: str) -> int:
-        if self.router is not None:
-            self._end(self._pv("$ci") or "", why)
+        router = self.router
+        if router is not None:
+            call_id = str(self.ksr.pv.get("$ci") or "")
+            try:  # _end(), inlined: once per call
+                router.end(call_id)
+            except _ar.NotFoundError:
+                self._log("dbg", "end call_id=%s (%s): no session" % (call_id, why))
+                return OK
+            if self.settings.log_decisions:
+                self._log("info", "end call_id=%s (%s)" % (call_id, why))
         return OK
 
     def _warn_once(self, key: str, text: str) -> None:
@@ -758,15 +931,20 @@ class Handler:
         transaction AVP, so the reply and failure routes can read it)."""
         self._set_avp("approute_t0", "%.6f" % time.time())
 
-    def _report_result(self, code: int) -> None:
-        """Feeds the node's final answer (0: none) to the router."""
+    def _report_result(self, code: int, node: Optional[str] = None, t0: Any = None) -> None:
+        """Feeds the node's final answer (0: none) to the router; ``node`` and
+        ``t0``: the AVPs when the caller has already read them."""
         fn = getattr(self.router, "report_result", None)
-        node = self._pv("$avp(approute_node)")
-        if fn is None or not node:
+        if fn is None:
+            return
+        if node is None:
+            node = self._pv("$avp(approute_node)")
+        if not node:
             return
         latency = 0.0
-        t0 = self._pv("$avp(approute_t0)")
-        if t0:
+        if t0 is None:
+            t0 = self._pv("$avp(approute_t0)")
+        if t0 and t0 != "-":
             try:
                 latency = max(0.0, (time.time() - float(t0)) * 1000.0)
             except ValueError:

@@ -256,3 +256,132 @@ def test_settings_errors(bad, fragment):
     data.update(bad)
     with pytest.raises(kam.SettingsError, match=fragment):
         kam.Settings(data)
+
+
+# --------------------------------------------------------------------------
+# per-call cost: what the handler reads and writes
+
+class SpyRouter:
+    """Wraps a router; records route()'s attrs and report_result() calls."""
+
+    def __init__(self, real):
+        self.real = real
+        self.attrs = []
+        self.reports = []
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def route(self, app, **kw):
+        self.attrs.append(kw.get("attrs"))
+        return self.real.route(app, **kw)
+
+    def report_result(self, node, code, latency=0.0):
+        self.reports.append((node, code))
+        return self.real.report_result(node, code, latency)
+
+
+def counting(ksr):
+    reads = []
+    get = ksr.pv.get
+
+    def spy(name):
+        reads.append(name)
+        return get(name)
+    ksr.pv.get = spy
+    return reads
+
+
+HASH_ROUTER = {
+    "nodes": ROUTER["nodes"],
+    "apps": {
+        "conference": ROUTER["apps"]["conference"],
+        "byfrom": {"pool": "media", "strategy": {"name": "hash", "by": "from"}},
+        "bykey": {"pool": "media", "strategy": {"name": "hash", "by": "key"}},
+    },
+}
+
+
+def test_attrs_are_read_only_for_strategies_that_use_them():
+    h, ksr = make({"router": HASH_ROUTER})
+    h.router = spy = SpyRouter(h.router)
+    reads = counting(ksr)
+    assert h.do_app_routing(None) == kam.OK  # conference: round_robin
+    assert spy.attrs == [None]
+    assert "$fu" not in reads and "$si" not in reads
+    assert reads.count("$rU") == 1  # rules + ruri_user source: read once
+    for app, want in (("byfrom", True), ("bykey", False)):
+        ksr.vars["$ci"] = "call-" + app
+        ksr.headers = [("X-Exec-App", app)]
+        assert h.do_app_routing(None) == kam.OK
+        got = spy.attrs[-1]
+        if want:
+            assert got["from"] == "sip:alice@acme.example.com" and got["src_ip"] == "127.0.0.1"
+        else:
+            assert got is None
+    # attrs: always, or a router this handler did not configure: every call
+    h2, ksr2 = make({"router": HASH_ROUTER, "attrs": "always"})
+    h2.router = spy2 = SpyRouter(h2.router)
+    assert h2.do_app_routing(None) == kam.OK
+    assert spy2.attrs[0]["from"] == "sip:alice@acme.example.com"
+    assert kam._strategy_reads_attrs({"strategy": "python:mod:Cls"})
+    assert kam._strategy_reads_attrs({"strategy": {"name": "consistent_bounded", "by": "to"}})
+    assert not kam._strategy_reads_attrs({"strategy": {"name": "consistent_bounded"}})
+    assert not kam._strategy_reads_attrs({})
+    with pytest.raises(kam.SettingsError, match="attrs"):
+        kam.Settings({"router": ROUTER, "shared": None, "attrs": "sometimes"})
+
+
+def test_existing_headers_are_replaced_without_extra_lookups():
+    h, ksr = make()
+    ksr.headers = [("X-Exec-App", "conference"), ("X-Exec-App-Data", "7")]
+    assert h.do_app_routing(None) == kam.OK
+    assert ksr.headers == []  # both removed (known present from the match)
+    assert ("X-Exec-App", "Conference") in ksr.appended and ("X-Exec-App-Data", "7") in ksr.appended
+
+
+def test_no_decision_lines_when_off():
+    h, ksr = make({"log_decisions": False})
+    assert h.do_app_routing(None) == kam.OK
+    ksr.vars["$rs"] = "200"
+    assert h.on_reply(None) == kam.OK
+    assert h.on_bye(None) == kam.OK
+    assert not ksr.logs and not h.recent
+    h, ksr = make({"log_decisions": False, "recent": 5})
+    assert h.do_app_routing(None) == kam.OK
+    assert not ksr.logs and "route app=conference" in h.recent[-1][1]
+
+
+def test_report_results_off_skips_the_timing_avp():
+    h, ksr = make({"report_results": False})
+    h.router = spy = SpyRouter(h.router)
+    assert h.do_app_routing(None) == kam.OK
+    assert "$avp(approute_t0)" not in ksr.vars and ksr.vars["$avp(approute_node)"]
+    ksr.vars["$rs"] = "200"
+    assert h.on_reply(None) == kam.OK
+    assert spy.reports == []
+    with pytest.raises(kam.SettingsError, match="report_results"):
+        kam.Settings({"router": ROUTER, "shared": None, "report_results": "yes"})
+
+
+def test_2xx_is_reported_once_with_latency():
+    h, ksr = make()
+    h.router = spy = SpyRouter(h.router)
+    assert h.do_app_routing(None) == kam.OK
+    node = ksr.vars["$avp(approute_node)"]
+    ksr.vars["$rs"] = 200  # KSR.pv.get("$rs") is an int inside Kamailio
+    assert h.on_reply(None) == kam.OK
+    assert h.on_reply(None) == kam.OK
+    assert spy.reports == [(node, 200)]
+    assert ksr.vars["$avp(approute_t0)"] == "-"
+
+
+def test_an_unlisted_app_reads_attrs_as_its_default_app_does():
+    for strategy, want in (("round_robin", None), ({"name": "hash", "by": "to"}, "to")):
+        router = {"nodes": ROUTER["nodes"],
+                  "apps": {"default": {"pool": "media", "strategy": strategy}}}
+        h, ksr = make({"router": router, "rules": [], "apps": {}}, **{"$rU": "bench"})
+        h.router = spy = SpyRouter(h.router)
+        assert h.do_app_routing(None) == kam.OK
+        got = spy.attrs[0]
+        assert (got is None) if want is None else (want in got)

@@ -46,7 +46,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -54,7 +53,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -70,87 +69,12 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --------------------------------------------------------------------------
-# processes and ports
+# processes and ports: the end-to-end harness's (free ports, processes in their
+# own session stopped by pid, a one-shot OPTIONS to see Kamailio is up)
 
-_used_ports: set = set()
+sys.path.insert(0, str(REPO / "tests" / "e2e"))
+from e2e_harness import Proc, free_udp_port, sip_options  # noqa: E402
 
-
-def free_udp_port() -> int:
-    for _ in range(100):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind((LOCAL, 0))
-            port = s.getsockname()[1]
-        finally:
-            s.close()
-        if port not in _used_ports and port > 1024:
-            _used_ports.add(port)
-            return port
-    raise RuntimeError("no free UDP port")
-
-
-class Proc:
-    """A process started here, in its own session; stopped by its pid."""
-
-    def __init__(self, name: str, argv: Sequence[str], log: Path, env=None, cwd=None):
-        self.name = name
-        self.log = log
-        self._logf = open(log, "ab")
-        self.p = subprocess.Popen(list(argv), stdout=self._logf, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-                                  start_new_session=True)
-        self.pid = self.p.pid
-
-    def alive(self) -> bool:
-        return self.p.poll() is None
-
-    def stop(self, timeout: float = 10.0) -> Optional[int]:
-        if self.p.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.pid, signal.SIGKILL)  # its own session: pgid == pid
-                except ProcessLookupError:
-                    pass
-                self.p.wait(timeout=5)
-        try:  # leftovers of its group (workers whose parent died first)
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._logf.close()
-        return self.p.returncode
-
-
-def sip_options(port: int, timeout: float = 0.3) -> Optional[str]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind((LOCAL, 0))
-        s.settimeout(timeout)
-        lport = s.getsockname()[1]
-        cid = uuid.uuid4().hex
-        msg = ("OPTIONS sip:%s:%d SIP/2.0\r\n"
-               "Via: SIP/2.0/UDP %s:%d;branch=z9hG4bK%s\r\n"
-               "From: <sip:probe@%s>;tag=%s\r\n"
-               "To: <sip:%s:%d>\r\n"
-               "Call-ID: %s\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n"
-               "Content-Length: 0\r\n\r\n"
-               % (LOCAL, port, LOCAL, lport, cid[:16], LOCAL, cid[:8], LOCAL, port, cid))
-        s.sendto(msg.encode(), (LOCAL, port))
-        data, _ = s.recvfrom(65535)
-        return data.decode(errors="replace").split("\r\n", 1)[0]
-    except (socket.timeout, OSError):
-        return None
-    finally:
-        s.close()
-
-
-# --------------------------------------------------------------------------
-# CPU accounting from /proc
 
 def _stat_fields(pid: int) -> Optional[List[str]]:
     try:

@@ -31,7 +31,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, Optional, Sequence, TextIO
 
 __all__ = ["SimulationError", "load_workload", "run", "format_table", "write_json", "plot", "main"]
 

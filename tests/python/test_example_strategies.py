@@ -1,7 +1,6 @@
 """The example strategies in examples/strategies/ (issue 5), each through a real router."""
 from __future__ import annotations
 
-import sys
 import textwrap
 from collections import Counter
 from pathlib import Path

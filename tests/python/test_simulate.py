@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-import approute
 from approute import cli, simulate
 
 REPO = Path(__file__).resolve().parents[2]

@@ -380,14 +380,42 @@ PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, Py
       req.key.assign(v);
     }
     if (exclude != nullptr && exclude != Py_None) {
-      py::handle h(exclude);
       if (PyUnicode_Check(exclude)) {
         PyErr_SetString(PyExc_TypeError, "exclude must be a collection of node ids, not a str");
         return nullptr;
       }
-      if (py::len(h) > 0) req.exclude = py::cast<std::vector<std::string>>(h);
+      PyObject* it = PyObject_GetIter(exclude);
+      if (it == nullptr) {
+        PyErr_Format(PyExc_TypeError, "exclude must be a collection of node ids, not %.100s", Py_TYPE(exclude)->tp_name);
+        return nullptr;
+      }
+      py::object iter = py::reinterpret_steal<py::object>(it);
+      while (PyObject* item = PyIter_Next(it)) {
+        py::object owned = py::reinterpret_steal<py::object>(item);
+        std::string_view id;
+        if (!Utf8(item, "each node id in exclude", &id)) return nullptr;
+        req.exclude.emplace_back(id);
+      }
+      if (PyErr_Occurred()) return nullptr;
     }
-    if (attrs != nullptr && attrs != Py_None) req.attrs = py::cast<std::map<std::string, std::string>>(py::handle(attrs));
+    if (attrs != nullptr && attrs != Py_None) {
+      if (!PyDict_Check(attrs)) {
+        PyErr_Format(PyExc_TypeError, "attrs must be a dict of str to str, not %.100s", Py_TYPE(attrs)->tp_name);
+        return nullptr;
+      }
+      PyObject *k, *val;
+      Py_ssize_t pos = 0;
+      while (PyDict_Next(attrs, &pos, &k, &val)) {
+        std::string_view ks, vs;
+        if (!Utf8(k, "an attrs key", &ks)) return nullptr;
+        if (!PyUnicode_Check(val)) {
+          PyErr_Format(PyExc_TypeError, "attrs[%R] must be str, not %.100s", k, Py_TYPE(val)->tp_name);
+          return nullptr;
+        }
+        if (!Utf8(val, "an attrs value", &vs)) return nullptr;
+        req.attrs.emplace(std::string(ks), std::string(vs));
+      }
+    }
     PyRouter& r = py::cast<PyRouter&>(py::handle(self));
     absl::StatusOr<Decision> d;
     {

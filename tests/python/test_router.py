@@ -218,3 +218,23 @@ def test_strategies_listed() -> None:
     for s in ("round_robin", "weighted_round_robin", "random", "weighted_random",
               "priority", "hash", "least_loaded", "p2c"):
         assert s in names
+
+
+@pytest.mark.parametrize(
+    "kwargs, text",
+    [
+        ({"call_id": 5}, "call_id must be str, not int"),
+        ({}, "missing required keyword argument 'call_id'"),
+        ({"call_id": "c", "key": 3}, "key must be str, not int"),
+        ({"call_id": "c", "exclude": "ast1"}, "not a str"),
+        ({"call_id": "c", "exclude": [1]}, "each node id in exclude must be str, not int"),
+        ({"call_id": "c", "exclude": 5}, "exclude must be a collection of node ids, not int"),
+        ({"call_id": "c", "attrs": {"from": 5}}, r"attrs\['from'\] must be str, not int"),
+        ({"call_id": "c", "attrs": ["from"]}, "attrs must be a dict of str to str, not list"),
+        ({"call_id": "c", "colour": "blue"}, "unexpected keyword argument 'colour'"),
+    ],
+)
+def test_route_argument_types_are_checked(router: approute.Router, kwargs, text) -> None:
+    with pytest.raises(TypeError, match=text):
+        router.route("conference", **kwargs)
+    assert router.stats()["sessions"] == 0

@@ -51,6 +51,18 @@ except ImportError:  # pragma: no cover - reported by the fixture as a skip
     approute = None
 
 
+#: The router's conference app in the tests: round robin, affinity by the
+#: caller's domain, 503 and timeouts retried. Tests add keys to it.
+CONFERENCE_APP = """\
+  conference:
+    pool: media
+    strategy: round_robin
+    resource: conference
+    affinity: {grace: 60}
+    retry: {codes: [503, 408], max_attempts: 3}
+"""
+
+
 def missing_requirements() -> Optional[str]:
     """Why the e2e tests cannot run here, or None."""
     if approute is None:
@@ -346,13 +358,7 @@ class E2E:
             '  - {id: %s, uri: "%s", pool: media, weight: 1%s}' % (n.id, n.uri, node_extra)
             for n in listed) or "  []"
         if apps_yaml is None:
-            apps_yaml = """\
-  conference:
-    pool: media
-    strategy: round_robin
-    resource: conference
-    affinity: {grace: 60}
-    retry: {codes: [503, 408], max_attempts: 3}
+            apps_yaml = CONFERENCE_APP + """\
   default:
     pool: media
     strategy: round_robin

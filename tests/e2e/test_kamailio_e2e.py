@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from e2e_harness import KAMAILIO_KEMI_CFG, Call, wait_for
+from e2e_harness import CONFERENCE_APP, KAMAILIO_KEMI_CFG, Call, wait_for
 
 
 def three_nodes(e2e, scenarios=("uas_200.xml", "uas_200.xml", "uas_200.xml")):
@@ -247,14 +247,7 @@ def test_kemi_config_routes_and_retries(e2e):
 def test_unknown_app_404_and_no_node_503(e2e):
     three_nodes(e2e)
     # no `default` app: an unknown application is an error
-    e2e.write_config(apps_yaml="""\
-  conference:
-    pool: media
-    strategy: round_robin
-    resource: conference
-    affinity: {grace: 60}
-    retry: {codes: [503, 408], max_attempts: 3}
-""")
+    e2e.write_config(apps_yaml=CONFERENCE_APP)
     e2e.start_kamailio()
 
     results = e2e.run_calls([Call("x.example.com", app="nosuchapp")])
@@ -300,15 +293,7 @@ def test_cli_sees_and_drains_the_running_router(e2e, capsys):
 
 def test_lost_bye_session_expires_through_rtimer_sweep(e2e):
     three_nodes(e2e)
-    e2e.write_config(apps_yaml="""\
-  conference:
-    pool: media
-    strategy: round_robin
-    resource: conference
-    affinity: {grace: 60}
-    retry: {codes: [503, 408], max_attempts: 3}
-    session: {lifetime: 2}
-""")
+    e2e.write_config(apps_yaml=CONFERENCE_APP + "    session: {lifetime: 2}\n")
     e2e.start_kamailio()
 
     run = e2e.start_calls([Call("lost.example.com", hold_ms=30000)])

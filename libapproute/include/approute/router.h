@@ -11,7 +11,11 @@
 // Thread-safety: all methods may be called concurrently from any number of
 // threads and processes. Tables are sharded behind process-shared robust
 // mutexes (a process killed while holding one does not wedge the others);
-// counters are lock-free atomics. No method holds two table locks at once.
+// counters are lock-free atomics. No routing method holds two table locks at
+// once. A process killed at any instruction leaves nothing that drifts: once
+// its calls have ended or expired, every node's count equals its live
+// sessions again (the sweep recounts after such a death; docs/state.md).
+// No method lets an exception escape: an unexpected one becomes Internal.
 //
 // Errors: absl::Status codes with a message that says what is wrong:
 //   InvalidArgument   bad argument or configuration (the message names it)
@@ -128,6 +132,11 @@ class Router {
   absl::StatusOr<NodeStatus> Node(std::string_view id) const;
   std::vector<NodeStatus> Nodes() const;
   RouterStats Stats() const;
+  // Live sessions / affinity claims matching `filter`, in no particular
+  // order. Takes each table shard's lock in turn: for operators, not the
+  // call path.
+  std::vector<SessionInfo> Sessions(const ListFilter& filter = {}) const;
+  std::vector<AffinityInfo> Affinities(const ListFilter& filter = {}) const;
 
   // Validates `yaml` fully, then applies it: config nodes are added, updated in
   // place (keeping sessions and affinities) or removed; nodes added through

@@ -159,7 +159,7 @@ def check_config(path: str, text: str, err: TextIO) -> Optional[int]:
     try:  # syntax first: PyYAML knows the exact line and column
         import yaml  # type: ignore
     except ImportError:
-        yaml = None
+        yaml = None  # type: ignore[assignment]
     if yaml is not None:
         try:
             yaml.safe_load(text)

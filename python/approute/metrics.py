@@ -170,7 +170,13 @@ def metrics_text(stats: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]]) -
     def per_node(name: str, type_: str, help_: str, rows: List[Tuple[Labels, Any]]) -> None:
         ex.add(name, type_, help_, [("", labels, v) for labels, v in rows if _is_number(v)])
 
-    sess, cap, load, up, state, weight, routed = [], [], [], [], [], [], []  # type: ignore[var-annotated]
+    sess: List[Tuple[Labels, Any]] = []
+    cap: List[Tuple[Labels, Any]] = []
+    load: List[Tuple[Labels, Any]] = []
+    up: List[Tuple[Labels, Any]] = []
+    state: List[Tuple[Labels, Any]] = []
+    weight: List[Tuple[Labels, Any]] = []
+    routed: List[Tuple[Labels, Any]] = []
     for n in nodes:
         nid = str(n.get("id", ""))
         for res, v in sorted(dict(n.get("sessions") or {}).items()):
@@ -286,8 +292,8 @@ def serve(listen: str, render: Callable[[], str], err: TextIO,
     """Serves /metrics until SIGINT or SIGTERM; returns the exit code."""
     host, port = parse_listen(listen)
     server = MetricsServer((host, port), render)
-    actual = server.server_address
-    shown = "[%s]:%d" % (actual[0], actual[1]) if ":" in str(actual[0]) else "%s:%d" % (actual[0], actual[1])
+    bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
+    shown = ("[%s]:%d" if ":" in bound_host else "%s:%d") % (bound_host, bound_port)
     stopping = threading.Event()
 
     def stop(signum: int, frame: Any) -> None:

@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -310,6 +310,7 @@ def test_keys_table_filters_and_json(segment) -> None:
     assert rows["one.example"]["node_id"] == d1.node_id and rows["one.example"]["sessions"] == 2
     assert rows["one.example"]["grace_left"] is None
     assert rows["two.example"]["sessions"] == 0 and 0 < rows["two.example"]["grace_left"] <= 60
+    assert d1.node_id is not None and d2.node_id is not None
     rc, out, err = run("keys", "--shared", segment, "--node", d2.node_id)
     assert rc == 0 and "two.example" in out and out.splitlines()[0].split() == \
         ["APP", "KEY", "NODE", "SESSIONS", "GRACE_LEFT"]
@@ -325,7 +326,7 @@ def test_keys_table_filters_and_json(segment) -> None:
 # --------------------------------------------------------------------------
 # metrics
 
-def families(text: str) -> Dict[str, object]:
+def families(text: str) -> Dict[str, Any]:
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 

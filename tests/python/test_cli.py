@@ -402,6 +402,26 @@ def test_metrics_listen_bad_address(segment, listen, words) -> None:
     assert rc == 2 and words in err
 
 
+def test_parse_listen() -> None:
+    assert metrics.parse_listen("127.0.0.1:9464") == ("127.0.0.1", 9464)
+    assert metrics.parse_listen("[::1]:0") == ("::1", 0)
+    assert metrics.parse_listen("localhost:80") == ("localhost", 80)
+    for bad in ("::1:9464", "127.0.0.1", "127.0.0.1:", "[::1]", "127.0.0.1:http"):
+        with pytest.raises(ValueError, match="ADDR:PORT"):
+            metrics.parse_listen(bad)
+
+
+def test_metrics_listen_on_a_busy_port_is_an_error(segment) -> None:
+    import socket
+    approute.Router.from_yaml(CONF, shared=segment)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        rc, out, err = run("metrics", "--shared", segment, "--listen", "127.0.0.1:%d" % port)
+    assert rc == 1 and "Address already in use" in err
+
+
 def _start_server(segment: str) -> Tuple[subprocess.Popen, str]:
     proc = subprocess.Popen([sys.executable, "-m", "approute", "metrics", "--shared", segment,
                              "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,

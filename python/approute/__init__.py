@@ -6,7 +6,7 @@
     if d.ok:
         relay_to(d.uri)
 
-See DESIGN.md section 8 for the contract and README.md for the configuration.
+See docs/design.md ("Public contract") for the contract and README.md for the configuration.
 """
 from __future__ import annotations
 

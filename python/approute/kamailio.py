@@ -237,7 +237,7 @@ def _number(spec: Dict[str, Any], key: str, default: float, where: str,
     return float(value)
 
 
-#: The SIP event package of the status reports (DESIGN section 6).
+#: The SIP event package of the status reports (docs/status-package.md).
 STATUS_EVENT = "approute-status"
 #: Header carrying the report's credential (see approute.sign_report).
 AUTH_HEADER = "X-Approute-Auth"

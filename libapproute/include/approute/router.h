@@ -1,6 +1,6 @@
 // approute/router.h — the router: node registry, routing, sessions, affinity.
 //
-// A Router owns a handle on one state region (DESIGN.md section 4):
+// A Router owns a handle on one state region (docs/design.md, "State"):
 //   - private: the region lives in this process's memory;
 //   - shared:  the region is the POSIX shared-memory segment `options.shared`,
 //              created if absent, attached if present. Every process that
@@ -93,7 +93,7 @@ class Router {
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
 
-  // DESIGN.md section 5. A second route() for a call id already routed returns
+  // docs/design.md, "Routing flow". A second route() for a call id already routed returns
   // its current node with reason "session". ok=false with reason "no_node"
   // when no candidate is left (the detail says why); errors are for bad input
   // and full tables.
@@ -115,7 +115,7 @@ class Router {
   // Replaces the node's reported load. Names: [A-Za-z0-9_.]{1,31}; values finite.
   absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics);
 
-  // Applies a status report (DESIGN.md section 6): checks the source network,
+  // Applies a status report (docs/status-package.md): checks the source network,
   // the HMAC signature under the pool's key, the timestamp window and the
   // sequence number (replay), that the node id is not held by another URI or
   // by a configured node, and that the URI points into an allowed network;

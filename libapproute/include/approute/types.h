@@ -63,7 +63,7 @@ struct NodeStatus {
 };
 
 // One status report (SIP PUBLISH, event package approute-status), as the
-// proxy received it. See DESIGN.md section 6 and docs/status-package.md.
+// proxy received it. See docs/status-package.md.
 struct ReportRequest {
   std::string body;      // JSON; empty for a refresh (with if_match)
   int64_t expires = 3600;  // the Expires header: the lease in seconds; 0 = leave

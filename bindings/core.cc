@@ -472,7 +472,7 @@ PyObject* FastEnd(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyOb
 PyMethodDef g_route_def = {
     "route", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(FastRoute)), METH_FASTCALL | METH_KEYWORDS,
     "route(app, *, call_id, key=None, exclude=(), attrs=None) -> Decision\n\n"
-    "Choose a node for a new call (DESIGN.md section 5)."};
+    "Choose a node for a new call (docs/design.md, \"Routing flow\")."};
 PyMethodDef g_end_def = {
     "end", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(FastEnd)), METH_FASTCALL | METH_KEYWORDS,
     "end(call_id) -> None\n\nThe call ended: its counts drop; its affinity enters its grace time."};
@@ -596,7 +596,7 @@ PYBIND11_MODULE(_core, m) {
                "', node_id='" + r.node_id + "', expires=" + std::to_string(r.expires) + ")";
       });
 
-  py::class_<PyRouter, std::shared_ptr<PyRouter>>(m, "Router", "Routes calls to nodes; see DESIGN.md section 8.")
+  py::class_<PyRouter, std::shared_ptr<PyRouter>>(m, "Router", "Routes calls to nodes; see docs/design.md, \"Public contract\".")
       .def_static("from_yaml", [](const std::string& text, std::optional<std::string> shared,
                                   std::optional<std::map<std::string, py::object>> strategies,
                                   std::optional<uint64_t> seed) {
@@ -812,11 +812,14 @@ PYBIND11_MODULE(_core, m) {
   }
 
   m.def("sign_report", [](const std::string& body, const std::string& keyid, const std::string& secret,
+                          const std::string& node, const std::string& etag, int64_t expires,
                           std::optional<int64_t> ts) {
         int64_t t = ts ? *ts : RealNowMs() / 1000;
-        return approute::SignReport(body, keyid, secret, t);
-      }, py::arg("body"), py::kw_only(), py::arg("keyid"), py::arg("secret"), py::arg("ts") = py::none(),
-      "The X-Approute-Auth header value for a status report body: keyid=K,ts=T,sig=HMAC-SHA256 hex.");
+        return approute::SignReport(body, keyid, secret, t, node, etag, expires);
+      }, py::arg("body"), py::kw_only(), py::arg("keyid"), py::arg("secret"), py::arg("node"),
+      py::arg("etag") = "", py::arg("expires") = 3600, py::arg("ts") = py::none(),
+      "The X-Approute-Auth header value for a status report: keyid=K,ts=T,sig=HMAC-SHA256 hex over "
+      "ts, node, etag (SIP-If-Match), expires and body. approute.sign_report fills node from the body.");
   approute_py::BindStrategies(m);
   m.def("strategies", &approute::StrategyNames, "Names of the built-in and registered strategies.");
   m.def("validate_config", [](const std::string& text, const std::string& source) {

@@ -18,8 +18,14 @@
 
 namespace approute {
 
-std::string SignReport(std::string_view body, std::string_view keyid, std::string_view secret, int64_t ts) {
-  std::string data = internal::Cat(ts, ".", body);
+std::string ReportSigningString(int64_t ts, std::string_view node, std::string_view etag, int64_t expires,
+                                std::string_view body) {
+  return internal::Cat(ts, "\n", node, "\n", etag, "\n", expires, "\n", body);
+}
+
+std::string SignReport(std::string_view body, std::string_view keyid, std::string_view secret, int64_t ts,
+                       std::string_view node, std::string_view etag, int64_t expires) {
+  std::string data = ReportSigningString(ts, node, etag, expires, body);
   return internal::Cat("keyid=", keyid, ",ts=", ts, ",sig=", internal::HmacSha256Hex(secret, data));
 }
 

@@ -1,5 +1,5 @@
 // report.h — the approute-status event package: the JSON body and the
-// X-Approute-Auth credential (DESIGN.md section 6).
+// X-Approute-Auth credential (docs/status-package.md).
 #ifndef APPROUTE_SRC_REPORT_H_
 #define APPROUTE_SRC_REPORT_H_
 

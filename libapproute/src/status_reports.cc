@@ -65,7 +65,9 @@ ReportResult StatusReports::Apply(const ReportRequest& req, const Policies& pol,
       std::llabs(cred->ts * 1000 - now) > pol.status.replay_window_ms) {
     return Refuse(kReplay, 403, Cat("timestamp ", cred->ts, " is outside the replay window"));
   }
-  std::string expect = HmacSha256Hex(key->second, Cat(cred->ts, ".", req.body));
+  // The signature binds the node, the entity tag and the lease to the body.
+  std::string node = report ? report->node : std::string(GetFixed(region_.node(slot).id));
+  std::string expect = HmacSha256Hex(key->second, ReportSigningString(cred->ts, node, req.if_match, req.expires, req.body));
   if (!SignaturesEqual(expect, cred->sig)) return Refuse(kSignature, 403, "bad signature");
 
   if (report) {

@@ -28,10 +28,10 @@ from ._core import (
     SessionInfo,
     Strategy,
     StrategyRequest,
-    sign_report,
     strategies,
     validate_config,
 )
+from .signing import sign_report
 
 __version__ = "0.1.0"
 

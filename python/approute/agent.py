@@ -14,7 +14,7 @@ sends a signed SIP PUBLISH of the ``approute-status`` event package
   entity tag of the last 200 in ``SIP-If-Match`` (a body when the figures
   changed, none for a pure refresh);
 * ``X-Approute-Auth: keyid=K,ts=T,sig=HEX`` is an HMAC-SHA256 over
-  ``"{ts}.{body}"`` with the pool's shared key (see ``approute.sign_report``);
+  ``"{ts}\\n{node}\\n{etag}\\n{expires}\\n{body}"`` with the pool's shared key (see ``approute.sign_report``);
 * a lost request is retransmitted (T1 doubling up to T2, RFC 3261
   section 17.1.2); a failed report is retried with exponential backoff and
   jitter; a 412 (the proxy forgot the entity tag) makes the next report a
@@ -97,14 +97,18 @@ class AgentError(Exception):
 # --------------------------------------------------------------------------
 # signing
 
-def sign_report_py(body: str, *, keyid: str, secret: str, ts: Optional[int] = None) -> str:
+def sign_report_py(body: str, *, keyid: str, secret: str, node: Optional[str] = None, etag: str = "",
+                   expires: int = 3600, ts: Optional[int] = None) -> str:
     """Pure-Python twin of ``approute.sign_report``: the value of the
     X-Approute-Auth header, ``keyid=K,ts=T,sig=HEX`` where HEX is the
-    HMAC-SHA256 of ``"{ts}.{body}"`` under ``secret``."""
+    HMAC-SHA256 under ``secret`` of ``"{ts}\\n{node}\\n{etag}\\n{expires}\\n{body}"``
+    (node defaults to the body's ``node`` field)."""
     if ts is None:
         ts = int(time.time())
-    mac = hmac.new(secret.encode("utf-8"), ("%d.%s" % (ts, body)).encode("utf-8"),
-                   hashlib.sha256).hexdigest()
+    if node is None:
+        node = str(json.loads(body)["node"]) if body else ""
+    data = "%d\n%s\n%s\n%d\n%s" % (ts, node, etag, int(expires), body)
+    mac = hmac.new(secret.encode("utf-8"), data.encode("utf-8"), hashlib.sha256).hexdigest()
     return "keyid=%s,ts=%d,sig=%s" % (keyid, ts, mac)
 
 
@@ -770,7 +774,8 @@ class Agent:
 
     def message(self, body: Optional[str], expires: int, branch: str) -> bytes:
         self.cseq += 1
-        auth = self.sign(body or "", keyid=self.cfg.keyid, secret=self.cfg.secret)
+        auth = self.sign(body or "", keyid=self.cfg.keyid, secret=self.cfg.secret, node=self.cfg.node,
+                         etag=self.etag or "", expires=expires)
         return build_publish(request_uri=self.cfg.publish_uri, via=self.local, branch=branch,
                              aor=self.aor, from_tag=self.from_tag, call_id=self.call_id,
                              cseq=self.cseq, expires=expires, body=body, etag=self.etag,

@@ -46,11 +46,20 @@ class StatusTest : public ::testing::Test {
     return "{\"node\": \"" + node + "\", \"uri\": \"" + uri + "\", \"pool\": \"media\", \"seq\": " +
            std::to_string(seq) + extra + "}";
   }
+  // Signs for `node` (default: the node the body names, else ast5).
   ReportResult Send(const std::string& body, int64_t expires = 60, const std::string& if_match = "",
-                    const std::string& source = "127.0.0.1", const std::string& secret = kSecret) {
+                    const std::string& source = "127.0.0.1", const std::string& secret = kSecret,
+                    std::string node = "") {
+    if (node.empty()) node = NodeOf(body);
     ReportRequest r{.body = body, .expires = expires, .source = source,
-                    .auth = SignReport(body, "k1", secret, Ts()), .if_match = if_match};
+                    .auth = SignReport(body, "k1", secret, Ts(), node, if_match, expires), .if_match = if_match};
     return router_->ApplyReport(r);
+  }
+  static std::string NodeOf(const std::string& body) {
+    size_t at = body.find("\"node\": \"");
+    if (at == std::string::npos) return "ast5";
+    at += 9;
+    return body.substr(at, body.find('"', at) - at);
   }
 
   ManualClock clock_;
@@ -100,11 +109,11 @@ TEST_F(StatusTest, RefusedReportsChangeNothingAndAreCounted) {
   EXPECT_EQ(f.reason, "bad signature");
   // Tampered body: signature over another body.
   ReportRequest t{.body = Body("ast5", "sip:127.0.0.1:5099", 1), .expires = 60, .source = "127.0.0.1",
-                  .auth = SignReport(body, "k1", kSecret, Ts())};
+                  .auth = SignReport(body, "k1", kSecret, Ts(), "ast5", "", 60)};
   EXPECT_EQ(router_->ApplyReport(t).code, 403);
   // Stale timestamp.
   ReportRequest stale{.body = body, .expires = 60, .source = "127.0.0.1",
-                      .auth = SignReport(body, "k1", kSecret, Ts() - 120)};
+                      .auth = SignReport(body, "k1", kSecret, Ts() - 120, "ast5", "", 60)};
   ReportResult st = router_->ApplyReport(stale);
   EXPECT_EQ(st.code, 403);
   EXPECT_NE(st.reason.find("replay window"), std::string::npos) << st.reason;
@@ -160,6 +169,29 @@ TEST_F(StatusTest, EtagRefreshModifyAndUnknownTag) {
   ASSERT_EQ(modify.code, 200) << modify.reason;
   EXPECT_DOUBLE_EQ(router_->Node("ast5")->load.at("cpu"), 0.9);
   EXPECT_EQ(Send("", 60, "feedfacefeedface").code, 412);
+}
+
+TEST_F(StatusTest, ASignatureIsBoundToItsNodeEntityTagAndLease) {
+  ReportResult a = Send(Body("ast5", "sip:127.0.0.1:5071", 1));
+  ReportResult b = Send(Body("ast6", "sip:127.0.0.1:5072", 1));
+  ASSERT_EQ(a.code, 200);
+  ASSERT_EQ(b.code, 200);
+  // A refresh of ast5 seen on the wire: its credential, replayed for ast6's
+  // entity tag (to make ast6 leave) or with another Expires, is refused.
+  std::string seen = SignReport("", "k1", kSecret, Ts(), "ast5", a.etag, 60);
+  ReportRequest leave_other{.body = "", .expires = 0, .source = "127.0.0.1", .auth = seen, .if_match = b.etag};
+  EXPECT_EQ(router_->ApplyReport(leave_other).code, 403);
+  ReportRequest stretch{.body = "", .expires = 3600, .source = "127.0.0.1", .auth = seen, .if_match = a.etag};
+  EXPECT_EQ(router_->ApplyReport(stretch).code, 403);
+  EXPECT_EQ(router_->Node("ast6")->lease_expires_ms, clock_.ms->load() + 60'000) << "nothing changed";
+  EXPECT_EQ(router_->Node("ast5")->lease_expires_ms, clock_.ms->load() + 60'000);
+  // A body signed for one node does not pass for another node's entity tag.
+  ReportRequest as_other{.body = "", .expires = 60, .source = "127.0.0.1",
+                         .auth = SignReport("", "k1", kSecret, Ts(), "ast5", b.etag, 60), .if_match = b.etag};
+  EXPECT_EQ(router_->ApplyReport(as_other).code, 403);
+  // The genuine refresh still works.
+  ReportRequest genuine{.body = "", .expires = 60, .source = "127.0.0.1", .auth = seen, .if_match = a.etag};
+  EXPECT_EQ(router_->ApplyReport(genuine).code, 200);
 }
 
 TEST_F(StatusTest, LeaseExpiryStopsNewCallsThenRemovesTheNode) {

@@ -22,7 +22,7 @@ class StatusReportsTest : public testing::RegionTest {
     r.body = body;
     r.expires = expires;
     r.source = "127.0.0.1";
-    r.auth = SignReport(body, "k1", "a-secret-of-16-or-more-characters", now_ / 1000);
+    r.auth = SignReport(body, "k1", "a-secret-of-16-or-more-characters", now_ / 1000, "n1", "", expires);
     StatusReports reports(*region_, *nodes_);
     return reports.Apply(r, pol_, now_, 42);
   }

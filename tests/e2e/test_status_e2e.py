@@ -123,15 +123,17 @@ class Publisher:
     def message(self, body: Optional[str], *, expires: int = 60, etag: Optional[str] = "",
                 auth="sign", event: str = "approute-status", secret: Optional[str] = None,
                 ctype: Optional[str] = None) -> Tuple[bytes, str]:
+        if_match = self.etag if etag == "" else etag
         if auth == "sign":
-            auth = approute.sign_report(body or "", keyid=self.keyid, secret=secret or self.secret)
+            auth = approute.sign_report(body or "", keyid=self.keyid, secret=secret or self.secret,
+                                        node=self.node, etag=if_match or "", expires=expires)
         self.cseq += 1
         branch = "z9hG4bK" + uuid.uuid4().hex[:16]
         data = build_publish(
             request_uri="sip:%s@%s:%d" % (self.node, LOCAL, self.e2e.port), via=self.local,
             branch=branch, aor="sip:%s@%s" % (self.node, LOCAL), from_tag=self.tag,
             call_id=self.call_id, cseq=self.cseq, expires=expires, body=body,
-            etag=self.etag if etag == "" else etag, auth=auth)
+            etag=if_match, auth=auth)
         if event != "approute-status":
             data = data.replace(b"Event: approute-status", ("Event: " + event).encode())
         if ctype is not None:

@@ -155,9 +155,11 @@ def fake_proc(tmp_path):
 class Signer:
     def __init__(self):
         self.calls = []
+        self.bound = []  # (node, etag, expires) each signature covered
 
-    def __call__(self, body, *, keyid, secret, ts=None):
+    def __call__(self, body, *, keyid, secret, node=None, etag="", expires=3600, ts=None):
         self.calls.append((body, keyid, secret))
+        self.bound.append((node, etag, expires))
         return "keyid=%s,ts=1,sig=fake%d" % (keyid, len(self.calls))
 
 
@@ -238,11 +240,18 @@ def test_parse_response_reads_status_etag_expires_and_checks_the_branch():
 
 
 def test_signature_format_and_value():
-    v = sign_report_py('{"a":1}', keyid="k1", secret="s3cret", ts=1700000000)
-    want = hmac.new(b"s3cret", b'1700000000.{"a":1}', hashlib.sha256).hexdigest()
+    v = sign_report_py('{"node":"a"}', keyid="k1", secret="s3cret", ts=1700000000, expires=60)
+    want = hmac.new(b"s3cret", b'1700000000\na\n\n60\n{"node":"a"}', hashlib.sha256).hexdigest()
     assert v == "keyid=k1,ts=1700000000,sig=" + want
+    # A refresh: no body, the entity tag and the node are what is signed.
+    r = sign_report_py("", keyid="k1", secret="s3cret", ts=1700000000, node="a", etag="e1", expires=60)
+    want = hmac.new(b"s3cret", b"1700000000\na\ne1\n60\n", hashlib.sha256).hexdigest()
+    assert r == "keyid=k1,ts=1700000000,sig=" + want
+    assert r != sign_report_py("", keyid="k1", secret="s3cret", ts=1700000000, node="b", etag="e1", expires=60)
+    assert r != sign_report_py("", keyid="k1", secret="s3cret", ts=1700000000, node="a", etag="e2", expires=60)
+    assert r != sign_report_py("", keyid="k1", secret="s3cret", ts=1700000000, node="a", etag="e1", expires=0)
     now = int(time.time())
-    ts = int(sign_report_py("", keyid="k", secret="s").split(",")[1][3:])
+    ts = int(sign_report_py("", keyid="k", secret="s", node="a").split(",")[1][3:])
     assert abs(ts - now) <= 2
 
 
@@ -251,9 +260,10 @@ def test_python_signature_matches_the_core():
     core = getattr(approute, "sign_report", None)
     if core is None:
         pytest.skip("this approute build has no sign_report")
-    for body in ("", '{"node":"ast5","seq":1}', "caf\u00e9"):
-        assert core(body, keyid="k1", secret="s3cret", ts=1700000000) == \
-            sign_report_py(body, keyid="k1", secret="s3cret", ts=1700000000)
+    for body, node, etag, expires in (("", "ast5", "e1", 60), ('{"node":"ast5","seq":1}', None, "", 3600),
+                                      ("caf\u00e9", "n", "", 0)):
+        assert core(body, keyid="k1", secret="s3cret", node=node, etag=etag, expires=expires, ts=1700000000) == \
+            sign_report_py(body, keyid="k1", secret="s3cret", node=node, etag=etag, expires=expires, ts=1700000000)
 
 
 # --------------------------------------------------------------------------
@@ -644,7 +654,8 @@ def test_agent_process_leaves_on_sigterm(proxy, tmp_path):
     assert reqs[-1].h("expires") == "0" and reqs[-1].h("sip-if-match")
     auth = reqs[0].h("x-approute-auth")
     ts = auth.split(",")[1][3:]
-    want = hmac.new(b"s3cret", ("%s.%s" % (ts, reqs[0].body)).encode(), hashlib.sha256)
+    want = hmac.new(b"s3cret", ("%s\n%s\n\n%s\n%s" % (ts, "ast9", reqs[0].h("expires"), reqs[0].body)).encode(),
+                    hashlib.sha256)
     assert auth == "keyid=k1,ts=%s,sig=%s" % (ts, want.hexdigest())
 
 

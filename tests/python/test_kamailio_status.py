@@ -100,7 +100,23 @@ def body(node="ast5", seq=1, **extra):
     return json.dumps(d)
 
 
-def publish(h, ksr, text, *, expires="60", if_match=None, auth=True, event="approute-status",
+# Entity tag -> node, so a refresh without a body is signed for its node.
+ETAG_NODES: dict = {}
+
+
+def sign(text, *, if_match=None, expires="60", default_expires=3600):
+    """What a node signs: its id, the entity tag, the Expires it sends (the
+    handler's default lease when it sends none), and the body."""
+    try:
+        node = json.loads(text)["node"]
+    except (ValueError, TypeError, KeyError):
+        node = ETAG_NODES.get(if_match, "ast5")
+    lease = default_expires if expires is None else int(expires) if str(expires).lstrip("-").isdigit() else 0
+    return approute.sign_report(text or "", keyid="k1", secret=SECRET, node=node, etag=if_match or "",
+                                expires=lease)
+
+
+def publish(h, ksr, text, *, expires="60", if_match=None, auth=True, default_expires=3600, event="approute-status",
             ctype="application/json", src="127.0.0.1"):
     ksr.headers = [("Event", event)]
     if expires is not None:
@@ -108,7 +124,7 @@ def publish(h, ksr, text, *, expires="60", if_match=None, auth=True, event="appr
     if if_match:
         ksr.headers.append(("SIP-If-Match", if_match))
     if auth is True:
-        auth = approute.sign_report(text, keyid="k1", secret=SECRET)
+        auth = sign(text, if_match=if_match, expires=expires, default_expires=default_expires)
     if auth:
         ksr.headers.append(("X-Approute-Auth", auth))
     if text and ctype:
@@ -117,7 +133,14 @@ def publish(h, ksr, text, *, expires="60", if_match=None, auth=True, event="appr
     ksr.vars["$si"] = src
     ksr.vars["$rm"] = "PUBLISH"
     assert h.on_publish(None) == kam.OK
-    return ksr.replies[-1]
+    reply = ksr.replies[-1]
+    for header in reply[2] if len(reply) > 2 and reply[2] else ():
+        if str(header).startswith("SIP-ETag: ") and text:
+            try:
+                ETAG_NODES[str(header)[10:]] = json.loads(text)["node"]
+            except (ValueError, KeyError):
+                pass
+    return reply
 
 
 # --------------------------------------------------------------------------
@@ -155,7 +178,7 @@ def test_lease_is_capped_and_defaulted():
     h, ksr = make(settings={"publish": {"default_expires": 120}})
     code, _, headers = publish(h, ksr, body(), expires="99999")
     assert code == 200 and dict(headers)["Expires"] == "600"  # status.max_expires
-    code, _, headers = publish(h, ksr, body("ast6"), expires=None)
+    code, _, headers = publish(h, ksr, body("ast6"), expires=None, default_expires=120)
     assert code == 200 and dict(headers)["Expires"] == "120"
 
 
@@ -183,7 +206,7 @@ def test_refused_reports_change_nothing(kwargs, text, code, words):
 def test_replayed_report_is_refused():
     h, ksr = make()
     text = body(seq=7)
-    auth = approute.sign_report(text, keyid="k1", secret=SECRET)
+    auth = sign(text)
     assert publish(h, ksr, text, auth=auth)[0] == 200
     code, reason, _ = publish(h, ksr, text, auth=auth)
     assert code == 403 and reason

@@ -25,10 +25,22 @@ def report(node: str, seq: int, **extra) -> str:
     return json.dumps({"node": node, "uri": "sip:127.0.0.1:5071", "pool": "media", "seq": seq, **extra})
 
 
+# Entity tag -> node, so a refresh without a body is signed for its node.
+ETAG_NODES: dict = {}
+
+
 def publish(router: approute.Router, body: str, *, expires: int = 60, if_match=None, secret=SECRET,
             source="127.0.0.1") -> approute.ReportResult:
-    auth = approute.sign_report(body, keyid="k1", secret=secret)
-    return router.apply_report(body, expires=expires, source=source, auth=auth, if_match=if_match)
+    try:
+        node = json.loads(body)["node"]
+    except ValueError:
+        node = ETAG_NODES.get(if_match, "ast5")
+    auth = approute.sign_report(body, keyid="k1", secret=secret, node=node, etag=if_match or "",
+                                expires=expires)
+    res = router.apply_report(body, expires=expires, source=source, auth=auth, if_match=if_match)
+    if res.code == 200 and res.etag:
+        ETAG_NODES[res.etag] = res.node_id
+    return res
 
 
 def test_join_refresh_and_leave() -> None:
@@ -73,11 +85,11 @@ def test_unsigned_and_replayed() -> None:
     r = approute.Router.from_yaml(CONF)
     body = report("a", 5)
     assert r.apply_report(body, expires=60, source="127.0.0.1").reason == "missing X-Approute-Auth"
-    auth = approute.sign_report(body, keyid="k1", secret=SECRET)
+    auth = approute.sign_report(body, keyid="k1", secret=SECRET, expires=60)
     assert r.apply_report(body, expires=60, source="127.0.0.1", auth=auth).code == 200
     replay = r.apply_report(body, expires=60, source="127.0.0.1", auth=auth)
     assert replay.code == 403 and "seq 5" in replay.reason
-    old = approute.sign_report(report("a", 6), keyid="k1", secret=SECRET, ts=int(time.time()) - 600)
+    old = approute.sign_report(report("a", 6), keyid="k1", secret=SECRET, expires=60, ts=int(time.time()) - 600)
     assert r.apply_report(report("a", 6), expires=60, source="127.0.0.1", auth=old).code == 403
 
 

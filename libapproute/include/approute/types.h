@@ -83,9 +83,18 @@ struct ReportResult {
   int64_t expires = 0;  // lease granted (seconds)
 };
 
-// The X-Approute-Auth value for `body`: HMAC-SHA256 under `secret` over
-// "<ts>.<body>", hex, with the key id and timestamp (unix seconds).
-std::string SignReport(std::string_view body, std::string_view keyid, std::string_view secret, int64_t ts);
+// What a status report's signature covers, so that a signature seen on the
+// wire cannot be replayed for another node, entity tag or lease:
+//   "<ts>\n<node>\n<etag>\n<expires>\n<body>"
+// node: the reporting node's id; etag: the request's SIP-If-Match ("" for an
+// initial report); expires: its Expires header; body: as sent ("" for a
+// refresh or a leave without one).
+std::string ReportSigningString(int64_t ts, std::string_view node, std::string_view etag, int64_t expires,
+                                std::string_view body);
+// The X-Approute-Auth value: "keyid=K,ts=T,sig=HEX", HEX the HMAC-SHA256
+// under `secret` of ReportSigningString(ts, node, etag, expires, body).
+std::string SignReport(std::string_view body, std::string_view keyid, std::string_view secret, int64_t ts,
+                       std::string_view node, std::string_view etag, int64_t expires);
 
 // What the caller knows about one request.
 struct RouteRequest {

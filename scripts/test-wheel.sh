@@ -9,7 +9,9 @@
 #   2. the Python tests pass, run from a directory where the source tree's
 #      python/ is not importable (a pytest plugin fails the run if approute
 #      is imported from anywhere but the venv);
-#   3. one Kamailio end-to-end test passes: Kamailio's embedded python finds
+#   3. the sdist holds what a build needs (building it is left out of CI:
+#      a full compile; `pip wheel dist/approute-*.tar.gz` does it);
+#   4. one Kamailio end-to-end test passes: Kamailio's embedded python finds
 #      the package through APPROUTE_SITE_DIRS, as docs/install.md says.
 #
 #   scripts/test-wheel.sh             # build, install, test
@@ -29,6 +31,25 @@ if [ ${#wheels[@]} -ne 1 ]; then
   exit 1
 fi
 WHEEL="$ROOT/${wheels[0]}"
+
+echo "== test-wheel: sdist contents"
+mapfile -t sdists < <(ls dist/approute-*.tar.gz 2>/dev/null)
+if [ ${#sdists[@]} -ne 1 ]; then
+  echo "test-wheel: expected exactly one sdist in dist/, found ${#sdists[@]}" >&2
+  exit 1
+fi
+listing=$(tar tzf "${sdists[0]}" | cut -d/ -f2- | sort)
+for f in PKG-INFO pyproject.toml CMakeLists.txt cmake/StaticDeps.cmake cmake/approuteConfig.cmake.in \
+         libapproute/CMakeLists.txt bindings/CMakeLists.txt bindings/core.cc python/approute/__init__.py \
+         examples/kamailio/approute_handler.py README.md; do
+  grep -qxF "$f" <<<"$listing" || { echo "test-wheel: ${sdists[0]} lacks $f" >&2; exit 1; }
+done
+if grep -qE '^(build|dist|\.venv)/.' <<<"$listing"; then
+  echo "test-wheel: ${sdists[0]} holds build output:" >&2
+  grep -E '^(build|dist|\.venv)/.' <<<"$listing" | head >&2
+  exit 1
+fi
+echo "  $(basename "${sdists[0]}"): $(grep -c . <<<"$listing") files, no build output"
 
 TMP=$(mktemp -d /tmp/approute-test-wheel.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT

@@ -97,6 +97,19 @@ if [ ${#bad[@]} -ne 0 ]; then
   printf '  %s\n' "${bad[@]}" >&2
   exit 1
 fi
+# And at run time: a process that loaded the extension maps no system copy of them.
+mapped=$("$VENV/bin/python" -c '
+import approute, approute._core
+for line in open("/proc/self/maps"):
+    path = line.split()[-1]
+    if path.startswith("/") and "/approute.libs/" not in path and any(
+            n in path for n in ("libabsl_", "libyaml-cpp", "libxxhash", "libapproute")):
+        print(path)' | sort -u)
+if [ -n "$mapped" ]; then
+  echo "test-wheel: importing approute maps system libraries:" >&2
+  echo "$mapped" >&2
+  exit 1
+fi
 leaked=$(nm -D --defined-only "$CORE" | awk '{print $3}' | grep -E '^(EVP_|OPENSSL_|CRYPTO_|HMAC|SHA[0-9]|XXH)' || true)
 if [ -n "$leaked" ]; then
   echo "test-wheel: _core exports symbols of its static libcrypto/xxHash:" >&2

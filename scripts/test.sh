@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: C++ (GoogleTest, via ctest), the find_package example,
-# Python (pytest) and end-to-end (real Kamailio + SIPp on 127.0.0.1).
+# Python (pytest) and end-to-end (real Kamailio + SIPp on 127.0.0.1), then
+# the wheel and sdist (scripts/wheel.sh), tested as installed in a fresh venv
+# (scripts/test-wheel.sh).
 # Installs what it needs first (scripts/setup.sh).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -26,3 +28,6 @@ build/example/route_calls examples/kamailio/router.yaml
 
 echo "== Python and end-to-end tests"
 APPROUTE_E2E_REQUIRED=1 "$VENV/bin/python" -m pytest -q tests/python tests/e2e
+
+echo "== wheel: build, install in a fresh venv, test the install"
+bash scripts/test-wheel.sh

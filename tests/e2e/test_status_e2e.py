@@ -322,13 +322,17 @@ def test_refused_reports_change_nothing(e2e):
         refuse(403, other.send(other.body(), etag=None), "takeover of a configured id")
     finally:
         other.close()
-    # a source outside status.allow_sources (127.0.0.1/32 only)
+    assert e2e.router.stats()["reports_refused"] == len(refused)
+    # a source outside status.allow_sources (127.0.0.1/32 only): refused by
+    # the handler statelessly, before the core (or a transaction) sees it
     outsider = Publisher(e2e, "n1", src="127.0.0.2")
     try:
-        refuse(403, outsider.send(outsider.body(), etag=None), "source not allowed")
+        r = outsider.send(outsider.body(), etag=None)
+        refuse(403, r, "source not allowed")
+        assert r.reason == "Forbidden", r
     finally:
         outsider.close()
-    assert e2e.router.stats()["reports_refused"] == len(refused)
+    assert e2e.router.stats()["reports_refused"] == len(refused) - 1
     refuse(412, p.send(None, etag="no-such-etag"), "unknown entity tag")
     refuse(489, p.send(p.body(), event="presence"), "another event package")
     refuse(415, p.send(p.body(), ctype="text/plain"), "not JSON")

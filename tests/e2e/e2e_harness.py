@@ -386,7 +386,8 @@ class E2E:
     # ----- Kamailio ------------------------------------------------------------
 
     def start_kamailio(self, cfg: Path = KAMAILIO_CFG, children: int = 4,
-                       timeout: float = 15.0) -> Proc:
+                       timeout: float = 15.0, defines: Sequence[str] = ()) -> Proc:
+        """Starts Kamailio with ``cfg``; ``defines``: more -A NAME[=VALUE]."""
         env = dict(os.environ)
         env["APPROUTE_KAMAILIO_CONFIG"] = str(self.settings_yaml)
         env["APPROUTE_SITE_DIRS"] = site_dirs()
@@ -398,6 +399,8 @@ class E2E:
                 "-A", "APPROUTE_CHILDREN=%d" % children,
                 "-A", "APPROUTE_FR_TIMER=%d" % self.fr_timer,
                 "-A", "APPROUTE_FR_INV_TIMER=10000"]
+        for d in defines:
+            argv += ["-A", d]
         with open(self.kamailio_log, "ab") as f:
             f.write(("\n==== start %s\n" % " ".join(argv)).encode())
         self.kamailio = Proc("kamailio", argv, self.kamailio_log, env=env, cwd=str(self.dir))

@@ -25,6 +25,10 @@ Settings come from the YAML file named by the environment variable
     shared: approute             # shared memory segment name (null: private)
     headers: {app: X-Exec-App, data: X-Exec-App-Data}
     match: [header, rules, ruri_user]   # where the app name comes from
+    trusted_sources: []          # CIDRs whose X-Exec-App(-Data) are believed;
+                                 # from anyone else both are removed
+    max_app_value: 64            # X-Exec-App(-Data) values: [A-Za-z0-9_.-]{1,64}
+    max_ruri_user: 128           # longer R-URI users: 414
     rules:                       # R-URI user regex -> app (+ app data)
       - {ruri_user: '^conf-(?P<room>[0-9]+)$', app: conference, data: '{room}'}
     apps:                        # Kamailio-side options per router app
@@ -38,6 +42,8 @@ Settings come from the YAML file named by the environment variable
     report_results: true         # final replies -> router.report_result()
     publish:                     # status reports (PUBLISH, event approute-status)
       default_expires: 3600      # lease asked for when a PUBLISH has no Expires
+      max_body: 8192             # larger bodies: 413, stateless
+      allow_sources: null        # CIDRs; null: status.allow_sources of the router
     probe:                       # active health probes (SIP OPTIONS, uac + rtimer)
       interval: 5                # seconds between probe rounds (0: no probes)
       timeout: 1.0               # seconds; no final answer within it is code 0
@@ -59,12 +65,23 @@ Handler return codes (what ``$rc`` holds after ``python_exec``):
 * ``on_failure``: 1 relayed to another node; 2 nothing to retry, let the
   best reply go upstream; -1 no node left, the script should reply 503
   (``$avp(approute_code)`` / ``$avp(approute_reason)`` are set); -5 error.
-* ``on_reply``, ``on_bye``, ``on_cancel``, ``on_relay_error``, ``on_timer``
-  (rtimer housekeeping: ``sweep()``): 1, or -5.
-* ``on_publish``: the handler creates the transaction and replies itself
-  (200 with SIP-ETag and Expires, 400, 403, 412, 489 for another event,
-  415 for a body that is not JSON, 500); returns 1, or -5 when even the
-  error reply failed.
+* ``on_reply``, ``on_bye``, ``on_bye_reply``, ``on_cancel``,
+  ``on_relay_error``, ``on_timer`` (rtimer housekeeping: ``sweep()``): 1,
+  or -5.  A session ends when its node has the BYE: ``on_bye`` ends it
+  when the node itself sent the BYE; otherwise the script arms a reply
+  route for the relayed BYE and ``on_bye_reply`` ends it on a 2xx from the
+  session's node.  A BYE relayed anywhere else ends nothing.
+* ``on_publish``: first refuses statelessly (``sl_send_reply``, no
+  transaction, nothing kept) a source outside the allowed networks (403),
+  another event (489), a body over ``publish.max_body`` (413) or not JSON
+  (415); then creates the transaction and replies (200 with SIP-ETag and
+  Expires, 400, 403, 412, 500).  Reason phrases are the plain ones of each
+  code; the detail goes to the log.  Returns 1, or -5 when even the error
+  reply failed.
+* ``do_app_routing`` refuses, with a log line naming what is wrong and a
+  plain answer, X-Exec-App naming an app that is not configured (404),
+  values outside [A-Za-z0-9_.-] or over ``max_app_value`` (400) and R-URI
+  users over ``max_ruri_user`` (414); nothing is ever cut silently.
 * ``on_probe_timer`` (rtimer, every second: sends a round of OPTIONS with
   ``uac_req_send()`` when ``probe.interval`` has passed), ``on_probe_request``
   (``event_route[tm:local-request]``: sets the probe's final response timeout
@@ -73,7 +90,10 @@ Handler return codes (what ``$rc`` holds after ``python_exec``):
 
 Final replies of the nodes are also fed to ``router.report_result(node, code,
 latency_ms)`` (passive outlier detection): 2xx from ``on_reply``, negative
-replies and timeouts (code 0) from ``on_failure``; ``report_results: false``
+replies and timeouts (code 0) from ``on_failure``.  A local failure (no
+reply and no timeout: the proxy could not send; ``uac_req_send`` failing;
+tm's own 477/500 for a probe) is logged and never counted against the node;
+``report_results: false``
 turns that off (and the ``$avp(approute_t0)`` send-time AVP with it).
 ``$avp(approute_t0)`` holds "-" once a 2xx has been reported (retransmissions
 are reported once).

@@ -932,7 +932,7 @@ class Handler:
         if not app:
             if self._notes:
                 self._note("route", call_id, None, " (no application matched)")
-            return self._fail(404, "Unknown Application", UNKNOWN_APP)
+            return self._fail(404, "Not Found", UNKNOWN_APP)
         s = self.settings
         opts = s.options(app)
         key = None
@@ -958,7 +958,7 @@ class Handler:
             d = self.router.route(app, call_id=call_id, key=key, attrs=attrs)
         except _ar.NotFoundError as e:
             self._log("info", "route app=%s call_id=%s: %s" % (app, call_id, e))
-            return self._fail(404, "Unknown Application", UNKNOWN_APP)
+            return self._fail(404, "Not Found", UNKNOWN_APP)
         except _ar.ResourceExhaustedError as e:
             self._log("err", "route app=%s call_id=%s: %s" % (app, call_id, e))
             return self._fail(503, "Router Full", EXHAUSTED)

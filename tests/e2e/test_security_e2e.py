@@ -443,3 +443,25 @@ def test_local_replies_do_not_name_the_server(e2e, cfg):
     code, reason, hdrs = ua._final(branch)
     assert (code, reason) == (405, "Method Not Allowed")
     assert not [v for k, v in hdrs if k == "server"], hdrs
+
+
+@pytest.mark.parametrize("cfg", ["python_exec", "kemi"])
+def test_sanity_refuses_malformed_requests_before_routing(e2e, cfg):
+    e2e.add_node("n1")
+    e2e.write_config()
+    start(e2e, cfg)
+    ua = UA(e2e, OUTSIDER)
+    bad = [
+        # CSeq method is not the request method
+        ["From: <sip:m@evil.example.com>;tag=1", "To: <sip:conference@service.example.com>",
+         "Call-ID: " + uuid.uuid4().hex, "CSeq: 1 BYE"],
+        # CSeq number is not a number
+        ["From: <sip:m@evil.example.com>;tag=1", "To: <sip:conference@service.example.com>",
+         "Call-ID: " + uuid.uuid4().hex, "CSeq: abc INVITE"],
+    ]
+    for lines in bad:
+        branch = ua._send("INVITE sip:conference@service.example.com SIP/2.0", lines)
+        code, _, _ = ua._final(branch, timeout=3)
+        assert code == 400, lines
+    assert e2e.router.stats()["sessions"] == 0
+    assert e2e.nodes["n1"].invites() == []  # sanity answered; routing never ran

@@ -93,6 +93,8 @@ latency_ms)`` (passive outlier detection): 2xx from ``on_reply``, negative
 replies and timeouts (code 0) from ``on_failure``.  A local failure (no
 reply and no timeout: the proxy could not send; ``uac_req_send`` failing;
 tm's own 477/500 for a probe) is logged and never counted against the node;
+whether the node replied is ``$avp(approute_replied)``, set by the reply
+route for every reply (``on_reply`` in KEMI, one line in kamailio.cfg);
 ``report_results: false``
 turns that off (and the ``$avp(approute_t0)`` send-time AVP with it).
 ``$avp(approute_t0)`` holds "-" once a 2xx has been reported (retransmissions
@@ -1001,17 +1003,17 @@ class Handler:
             timeout = ksr.tm.t_branch_timeout() > 0
         except Exception:
             pass
-        # did the node answer at all?  Without a reply and without a timeout
-        # the failure is local (the send failed: no memory, no socket...)
-        replied = True
-        try:
-            replied = ksr.tm.t_branch_replied() > 0
-        except Exception:
-            pass
+        failed_node = self._pv("$avp(approute_node)")
+        # did the node answer at all?  The reply route marks every reply of
+        # the node ($avp(approute_replied), see on_reply); a failure with
+        # neither a reply nor a timeout is local: the send failed (no
+        # memory, no socket...) and tm made the answer up.  (tm's own
+        # t_branch_replied() is not set for a final reply without a
+        # provisional one, so it cannot tell.)
+        replied = failed_node is not None and self._pv("$avp(approute_replied)") == failed_node
         local = not timeout and not replied
         if timeout or code == 0:
             code = 408
-        failed_node = self._pv("$avp(approute_node)")
         if local:
             self._log_limited("local_failure", "call_id=%s: local failure %d towards %s: not "
                               "counted against the node" % (call_id, code, failed_node or "-"))
@@ -1057,6 +1059,10 @@ class Handler:
             return OK
         pv = self.ksr.pv
         status = str(pv.get("$rs") or "")
+        node = pv.get("$avp(approute_node)")
+        if node is not None and pv.get("$avp(approute_replied)") != node:
+            # this node answered (on_failure: not a local failure)
+            pv.sets("$avp(approute_replied)", str(node))
         if not status.startswith("2"):
             return OK
         method = pv.get("$rm")  # $rm is the CSeq method on replies
@@ -1077,7 +1083,6 @@ class Handler:
             return OK
         pv.sets("$avp(approute_t0)", "-")
         fn = getattr(router, "report_result", None)
-        node = pv.get("$avp(approute_node)")
         if fn is None or not node:
             return OK
         try:

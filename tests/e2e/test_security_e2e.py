@@ -465,3 +465,59 @@ def test_sanity_refuses_malformed_requests_before_routing(e2e, cfg):
         assert code == 400, lines
     assert e2e.router.stats()["sessions"] == 0
     assert e2e.nodes["n1"].invites() == []  # sanity answered; routing never ran
+
+
+# --------------------------------------------------------------------------
+# 5. only the node's own answers (or silence) count against it
+
+@pytest.mark.parametrize("cfg", ["python_exec", "kemi"])
+def test_local_send_failures_do_not_count_against_a_node(e2e, cfg):
+    e2e.add_node("n1", "uas_503.xml")     # answers 503: a real answer, counted
+    e2e.add_node("n2", "uas_options.xml")
+    e2e.add_node("dead", start=False)     # nobody listens: probe timeouts, counted
+    unsendable = e2e.add_node("unsendable", start=False)
+    # this proxy has no TCP: every probe to it fails locally (uac_req_send /
+    # tm's own answer), which says nothing about the node
+    unsendable.uri = "sip:%s:%d;transport=tcp" % (LOCAL, unsendable.port)
+    e2e.write_config(
+        apps_yaml="""\
+  conference:
+    pool: media
+    strategy: round_robin
+    retry: {codes: [503, 408], max_attempts: 3}
+""",
+        router_extra="""\
+health:
+  probe: {down_after: 2, up_after: 1}
+  outlier: {consecutive_failures: 1, failure_codes: [503], base_ejection: 60,
+            max_ejected_percent: 100}
+""",
+        settings_extra="probe: {interval: 1, timeout: 0.5, states: [draining]}\n")
+    # only n1 and n2 take calls (and, active, are not probed: n1 does not
+    # answer OPTIONS); the other two are draining in a pool of their own:
+    # probed only
+    text = e2e.router_yaml.read_text()
+    for nid in ("dead", "unsendable"):
+        text = text.replace("{id: %s, uri: \"%s\", pool: media" % (nid, e2e.nodes[nid].uri),
+                            "{id: %s, uri: \"%s\", pool: spare" % (nid, e2e.nodes[nid].uri))
+    e2e.router_yaml.write_text(text)
+    start(e2e, cfg)
+    assert {n.id: n.pool for n in e2e.router.nodes()}["unsendable"] == "spare"
+    for nid in ("dead", "unsendable"):
+        e2e.router.set_state(nid, "draining")
+
+    wait_for(lambda: e2e.router.node("dead").health == "down", 8, interval=0.2,
+             what="the silent node to be marked down")
+    # by then the unsendable node had as many probe rounds: never down
+    time.sleep(1.5)
+    assert e2e.router.node("unsendable").health == "up"
+    log = e2e.kamailio_log.read_text(errors="replace")
+    assert "not counted against the node" in log
+
+    # a 503 from n1 is its real answer: reported, and it ejects n1
+    results = e2e.run_calls([Call("r%d.example.com" % i, hold_ms=100) for i in range(4)],
+                            rate=10)
+    assert [r.status for r in results] == [200] * 4
+    assert e2e.router.node("n1").ejected_until is not None, e2e.router.node("n1")
+    assert e2e.router.node("n1").ejected_until > time.time()
+    e2e.wait_idle()

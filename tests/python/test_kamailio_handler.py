@@ -506,12 +506,31 @@ def test_local_send_failure_is_not_counted_against_the_node():
     assert h.do_app_routing(None) == kam.OK
     node = ksr.vars["$avp(approute_node)"]
     # no reply and no timeout: tm's 477 (send failed) is the proxy's own
-    ksr.tm.t_branch_replied = lambda: -1
     ksr.vars["$T_reply_code"] = "477"
     h.on_failure(None)
     assert spy.reports == []
-    assert any("local failure" in line for _, line in ksr.logs)
+    assert any("local failure 477 towards %s" % node in line for _, line in ksr.logs)
     # a timeout is the node's: code 0
     ksr.tm.timeout = True
     h.on_failure(None)
-    assert spy.reports and spy.reports[-1][0] in (node, "n1", "n2") and spy.reports[-1][1] == 0
+    assert spy.reports == [(node, 0)]
+
+
+def test_a_reply_of_the_node_makes_its_failure_count():
+    h, ksr = make()
+    h.router = spy = SpyRouter(h.router)
+    assert h.do_app_routing(None) == kam.OK
+    node = ksr.vars["$avp(approute_node)"]
+    ksr.vars["$rs"] = "503"  # the reply route sees the node's 503 ...
+    assert h.on_reply(None) == kam.OK
+    assert ksr.vars["$avp(approute_replied)"] == node
+    ksr.vars["$T_reply_code"] = "503"  # ... then the failure route
+    h.on_failure(None)
+    assert spy.reports == [(node, 503)]
+    # the retry went to the other node, which has not answered yet: its
+    # failure without a reply (and no timeout) is local
+    other = ksr.vars["$avp(approute_node)"]
+    assert other != node
+    ksr.vars["$T_reply_code"] = "477"
+    h.on_failure(None)
+    assert spy.reports == [(node, 503)]

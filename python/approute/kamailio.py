@@ -65,12 +65,12 @@ Handler return codes (what ``$rc`` holds after ``python_exec``):
 * ``on_failure``: 1 relayed to another node; 2 nothing to retry, let the
   best reply go upstream; -1 no node left, the script should reply 503
   (``$avp(approute_code)`` / ``$avp(approute_reason)`` are set); -5 error.
-* ``on_reply``, ``on_bye``, ``on_bye_reply``, ``on_cancel``,
-  ``on_relay_error``, ``on_timer`` (rtimer housekeeping: ``sweep()``): 1,
-  or -5.  A session ends when its node has the BYE: ``on_bye`` ends it
-  when the node itself sent the BYE; otherwise the script arms a reply
-  route for the relayed BYE and ``on_bye_reply`` ends it on a 2xx from the
-  session's node.  A BYE relayed anywhere else ends nothing.
+* ``on_reply``, ``on_bye_reply``, ``on_cancel``, ``on_relay_error``,
+  ``on_timer`` (rtimer housekeeping: ``sweep()``): 1, or -5.
+* ``on_bye``: 1 when the node itself sent the BYE (the session ended), 2
+  when the script must arm the BYE's reply route (``on_bye_reply`` ends
+  the session on a 2xx from the session's node), -5.  A BYE relayed
+  anywhere else ends nothing.
 * ``on_publish``: first refuses statelessly (``sl_send_reply``, no
   transaction, nothing kept) a source outside the allowed networks (403),
   another event (489), a body over ``publish.max_body`` (413) or not JSON
@@ -1126,7 +1126,7 @@ class Handler:
         node = self._node_at(self._pv("$si") or "", self._pv("$sp") or "")
         if node is not None and self._holds(node, self._pv("$ci") or ""):
             return self._end_current("bye from node %s" % node)
-        return OK
+        return PASS  # the script arms the BYE's reply route (on_bye_reply)
 
     def on_bye_reply(self, msg: Any = None, *args: Any) -> int:
         """Reply route of a relayed BYE: a 2xx from the session's own node
@@ -1551,8 +1551,8 @@ class Handler:
                 if method == "BYE":
                     # the session ends when its node has the BYE: now if the
                     # node sent it, else on the node's 2xx (on_bye_reply)
-                    self.on_bye()
-                    ksr.tm.t_on_reply(self.KEMI_BYE_REPLY)
+                    if self.on_bye() == PASS:
+                        ksr.tm.t_on_reply(self.KEMI_BYE_REPLY)
                 self._kemi_relay()
             elif method == "ACK":
                 if ksr.tm.t_check_trans() > 0:

@@ -226,6 +226,15 @@ class Flooder(threading.Thread):
         self.sock.close()
 
 
+def udp_rcvbuf_errors() -> Optional[int]:
+    """The host's count of UDP datagrams dropped for a full socket buffer."""
+    try:
+        lines = [l.split() for l in open("/proc/net/snmp") if l.startswith("Udp:")]
+        return int(lines[1][lines[0].index("RcvbufErrors")])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def test_publish_flood_is_refused_statelessly_and_harms_nothing(e2e):
     for i in (1, 2):
         e2e.add_node("n%d" % i, "uas_options.xml")
@@ -239,6 +248,7 @@ def test_publish_flood_is_refused_statelessly_and_harms_nothing(e2e):
     flood = [Flooder(e2e, kind, 300, 100.0) for kind in ("outsider", "presence", "oversized")]
     calls = e2e.start_calls([Call("good%d.example.com" % i, hold_ms=500) for i in range(30)],
                             rate=10)
+    drops0 = udp_rcvbuf_errors()
     t0 = time.monotonic()
     for f in flood:
         f.start()
@@ -251,9 +261,11 @@ def test_publish_flood_is_refused_statelessly_and_harms_nothing(e2e):
     results = calls.wait()
     elapsed = time.monotonic() - t0
 
+    drops = None if drops0 is None else udp_rcvbuf_errors() - drops0
     figures = {f.kind: (f.sent, dict(f.answers)) for f in flood}
-    print("\nPUBLISH flood: %.1fs, sent/answers per kind %s; good calls %s"
-          % (elapsed, figures, Counter(r.status for r in results)))
+    print("\nPUBLISH flood: %.1fs, sent/answers per kind %s; UDP datagrams dropped by "
+          "the kernel meanwhile: %s; good calls %s"
+          % (elapsed, figures, drops, Counter(r.status for r in results)))
     want = {"outsider": 403, "presence": 489, "oversized": 413}
     for f in flood:
         assert f.sent == 300
@@ -262,6 +274,9 @@ def test_publish_flood_is_refused_statelessly_and_harms_nothing(e2e):
         # Kamailio's socket buffer (512 KB here) holds about 8 of 60 KB, so
         # on a busy machine 10-20% of a burst never reach it
         assert f.answers[want[f.kind]] >= 0.5 * f.sent, figures
+    if drops is not None:  # what was not answered was dropped before Kamailio
+        answered = sum(sum(f.answers.values()) for f in flood)
+        assert answered + drops >= 0.95 * sum(f.sent for f in flood), (figures, drops)
     assert [r.status for r in results] == [200] * len(results), Counter(
         r.status for r in results)
     e2e.wait_idle()  # every BYE went through

@@ -69,7 +69,8 @@ Handler return codes (what ``$rc`` holds after ``python_exec``):
   ``on_timer`` (rtimer housekeeping: ``sweep()``): 1, or -5.
 * ``on_bye``: 1 when the node itself sent the BYE (the session ended), 2
   when the script must arm the BYE's reply route (``on_bye_reply`` ends
-  the session on a 2xx from the session's node), -5.  A BYE relayed
+  the session on a 2xx from a node: only the node holding the dialog
+  answers a BYE 2xx), -5.  A BYE relayed
   anywhere else ends nothing.
 * ``on_publish``: first refuses statelessly (``sl_send_reply``, no
   transaction, nothing kept) a source outside the allowed networks (403),
@@ -494,13 +495,15 @@ class Settings:
         self.known_apps = set(self.apps) | (set(str(a) for a in router_apps)
                                             if isinstance(router_apps, dict) else set())
         self.known_apps.discard("default")
-        if self.publish.allow_sources is None:
-            status = router_cfg.get("status") if isinstance(router_cfg, dict) else None
+        if self.publish.allow_sources is None and isinstance(router_cfg, dict):
+            # no status.allow_sources: the core refuses every report, so do we
+            status = router_cfg.get("status")
             raw = status.get("allow_sources") if isinstance(status, dict) else None
-            self.publish.allow_sources = (None if raw is None else
-                                          _networks(raw, "router status.allow_sources"))
+            self.publish.allow_sources = _networks(raw or [], "router status.allow_sources")
         # exec_app value -> router app, for the header and ruri_user sources
         self._by_exec = {o.exec_app.lower(): n for n, o in self.apps.items() if o.exec_app}
+        #: why PUBLISH sources cannot be checked before the transaction, if so
+        self.publish_sources_unknown = self.publish.allow_sources is None
 
     @classmethod
     def from_file(cls, path: str) -> "Settings":
@@ -694,6 +697,11 @@ class Handler:
         self._attr_apps = settings.apps_needing_attrs()
         if self._attr_apps is not None:
             self._attr_other = self._attr_apps.get("default", True)
+        if settings.publish_sources_unknown:
+            self._warn_once("publish_sources", "publish: the router config is not loaded "
+                            "here (attached), so PUBLISH sources are checked only by the "
+                            "core, after the transaction exists; set publish.allow_sources "
+                            "to refuse outsiders statelessly")
 
     # ----- helpers -------------------------------------------------------
 
@@ -1144,22 +1152,19 @@ class Handler:
         node = self._node_at(src, port)
         if node is None or not self._holds(node, call_id):
             self._log_limited("bye_elsewhere", "call_id=%s: BYE answered %s by %s:%s, not by "
-                              "the session's node: the session stays" % (
+                              "a node: the session stays" % (
                                   _clean(call_id, 80), status, src, port))
             return OK
         return self._end_current("bye answered by node %s" % node)
 
     def _holds(self, node: str, call_id: str) -> bool:
-        """Whether ``call_id``'s session is on ``node`` (any node when this
-        router cannot list sessions)."""
-        sessions = getattr(self.router, "sessions", None)
-        if sessions is None:
-            return True
-        try:
-            return any(si.call_id == call_id for si in sessions(node=node))
-        except Exception as e:
-            self._log("dbg", "sessions(node=%s): %s: %s" % (node, type(e).__name__, e))
-            return False
+        """Whether the BYE of ``call_id`` seen at ``node`` may end the
+        session.  Any node will do: a node answers 2xx only to a BYE that
+        matches a dialog it holds (Call-ID and both tags), so a BYE for this
+        call sent to another node is answered 481 and ends nothing.  Not
+        looking the session up keeps a BYE O(1) (listing a node's sessions
+        would cost as much as the node has calls)."""
+        return bool(node and call_id)
 
     def _node_at(self, ip: str, port: str) -> Optional[str]:
         """The node whose URI is ip:port, or None."""

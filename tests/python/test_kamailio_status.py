@@ -446,3 +446,18 @@ def test_number_out_of_range_answers_400_and_is_counted():
     assert (code, reason) == (400, "Bad Request")
     assert h.counters["publish_400"] == 1
     assert any("load.channels" in line for _, line in ksr.logs)
+
+
+def test_publish_sources_come_from_the_router_config_or_the_setting():
+    assert kam.Settings({"router": ROUTER, "shared": None}).publish.allow_sources
+    # attached to a running router: the sources are not known here
+    attached = kam.Settings({"shared": "some-segment"})
+    assert attached.publish_sources_unknown
+    given = kam.Settings({"shared": "some-segment",
+                          "publish": {"allow_sources": ["10.0.0.0/8"]}})
+    assert not given.publish_sources_unknown
+    with pytest.raises(kam.SettingsError, match="publish.allow_sources"):
+        kam.Settings({"shared": None, "router": ROUTER, "publish": {"allow_sources": ["x/99"]}})
+    # the handler says so once, at start
+    h = kam.Handler(attached, router=None, ksr=StatusKSR())
+    assert any("publish.allow_sources" in line for _, line in h.ksr.logs)

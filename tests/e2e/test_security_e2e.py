@@ -141,6 +141,24 @@ class UA:
         branch = self._in_dialog(d, "BYE", ruri or d.contact)
         return self._final(branch, timeout)[0]
 
+    def answer_bye(self, call_id: str, timeout: float = 6.0) -> None:
+        """Waits for the far end's BYE of ``call_id`` and answers it 200."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except socket.timeout:
+                continue
+            if not data.startswith(b"BYE ") or call_id.encode() not in data:
+                continue
+            _, _, hdrs = _headers(data)
+            keep = [k.title() + ": " + v for k, v in hdrs
+                    if k in ("via", "from", "to", "call-id", "cseq")]
+            self.sock.sendto("\r\n".join(["SIP/2.0 200 OK"] + keep +
+                                          ["Content-Length: 0", "", ""]).encode(), addr)
+            return
+        raise AssertionError("no BYE for %s within %.0fs" % (call_id, timeout))
+
 
 class EvilUAS(threading.Thread):
     """Answers 200 to every request it gets (a forged R-URI points here)."""
@@ -342,6 +360,21 @@ def test_forged_bye_does_not_free_the_node(e2e, cfg):
     assert ua.bye(d) == 200
     wait_for(lambda: e2e.node_sessions("n1") == 0, 5, what="the session to end")
     assert e2e.nodes["n1"].byes() == [d.call_id]
+
+
+@pytest.mark.parametrize("cfg", ["python_exec", "kemi"])
+def test_bye_from_the_node_ends_the_session(e2e, cfg):
+    e2e.add_node("n1", "uas_hangup.xml")
+    e2e.write_config()
+    start(e2e, cfg)
+    ua = UA(e2e)
+    d = ua.invite("conference")
+    assert d.code == 200
+    assert e2e.node_sessions("n1") == 1
+    ua.answer_bye(d.call_id)  # the node hung up; the BYE came through the proxy
+    wait_for(lambda: e2e.node_sessions("n1") == 0, 5, what="the session to end")
+    assert "end call_id=%s (bye from node n1)" % d.call_id in e2e.kamailio_log.read_text(
+        errors="replace")
 
 
 # --------------------------------------------------------------------------

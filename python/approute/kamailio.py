@@ -779,11 +779,15 @@ class Handler:
         # $si is read only when the request carries one of them.
         hdr_data = get(vals, self._hdr_data_pv)
         if hdr_data is not None and not self._trusted(vals):
+            self._log("dbg", "ignoring %s from untrusted %s" % (s.header_data, get(vals, "$si")))
             hdr_data = None
         for source in s.match:
             if source == "header":
                 value = get(vals, self._hdr_app_pv)
-                if value and self._trusted(vals):
+                if value and not self._trusted(vals):
+                    self._log("dbg", "ignoring %s from untrusted %s"
+                              % (s.header_app, get(vals, "$si")))
+                elif value:
                     app = s.known_app(value.strip())
                     if app is None:
                         raise _Refused(404, "Not Found",

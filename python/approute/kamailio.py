@@ -687,6 +687,7 @@ class Handler:
         self._node_addrs: Dict[Tuple[str, int], str] = {}  # (ip, port) -> node id
         self._node_addrs_at = 0.0
         self._last_log: Dict[str, float] = {}
+        self._skipped: Dict[str, int] = {}
         # per-call constants, computed once
         self._hdr_app_pv = "$hdr(%s)" % settings.header_app
         self._hdr_data_pv = "$hdr(%s)" % settings.header_data
@@ -931,7 +932,7 @@ class Handler:
         try:
             return self._route_checked(vals, call_id)
         except _Refused as r:
-            self._log("info", "refused call_id=%s src=%s: %d %s" % (
+            self._log_limited("refused_%d" % r.code, "refused call_id=%s src=%s: %d %s" % (
                 _clean(call_id, 80), get(vals, "$si") or "-", r.code, r.detail))
             rc = UNKNOWN_APP if r.code == 404 else BAD_REQUEST
             return self._fail(r.code, r.reason, rc)
@@ -1313,11 +1314,17 @@ class Handler:
         return OK
 
     def _log_limited(self, key: str, text: str) -> None:
+        """One info line per second and ``key`` at most (a flood must not
+        flood the log too); the next line says how many were left out."""
         now = time.monotonic()
         last = self._last_log.get(key, 0.0)
         if now - last >= 1.0:
             self._last_log[key] = now
-            self._log("info", text)
+            skipped = self._skipped.pop(key, 0)
+            self._log("info", text + (" (%d similar line(s) left out)" % skipped
+                                      if skipped else ""))
+        else:
+            self._skipped[key] = self._skipped.get(key, 0) + 1
 
     def _on_publish(self) -> int:
         ksr = self.ksr
@@ -1376,7 +1383,7 @@ class Handler:
             self.counters["publish_400"] = self.counters.get("publish_400", 0) + 1
             self._reply(400, "Bad Request")
             self._note_status("publish node=- code=400 reason=%s src=%s"
-                              % (_clean(e, 200).replace(" ", "_"), src))
+                              % (_clean(e, 200).replace(" ", "_"), src), refused=True)
             return OK
         code = int(getattr(res, "code", 500))
         reason = getattr(res, "reason", "") or ""
@@ -1398,13 +1405,19 @@ class Handler:
         # clock, the replay window) is for the log only
         self._reply(code, _DEFAULT_REASONS.get(code, "Error"))
         self._note_status("publish node=%s code=%d reason=%s src=%s"
-                          % (node, code, reason_phrase(reason, code).replace(" ", "_"), src))
+                          % (node, code, reason_phrase(reason, code).replace(" ", "_"), src),
+                          refused=True)
         return OK
 
-    def _note_status(self, text: str) -> None:
+    def _note_status(self, text: str, refused: bool = False) -> None:
+        """A PUBLISH outcome: kept in ``recent``; logged when log_decisions
+        is on, and always (rate-limited) for a refusal, whose detail the
+        sender never sees."""
         self.recent.append((time.time(), text))
         if self.settings.log_decisions:
             self._log("info", text)
+        elif refused:
+            self._log_limited("publish_refused", text)
 
     # ----- active probes: OPTIONS through uac_req_send() ---------------------
 

@@ -299,8 +299,13 @@ def test_refused_reports_change_nothing(e2e):
     assert e2e.router.stats()["reports_accepted"] == 1
     refused = []
 
+    plain = {400: "Bad Request", 403: "Forbidden", 412: "Conditional Request Failed",
+             415: "Unsupported Media Type", 489: "Bad Event"}
+
     def refuse(code, response, why):
         assert response.code == code, (why, response)
+        # the sender learns no key ids, pools, clock or window: the detail is logged
+        assert response.reason == plain[code], (why, response)
         assert response.etag is None, why
         assert snapshot() == before, why
         refused.append(why)
@@ -338,6 +343,8 @@ def test_refused_reports_change_nothing(e2e):
     refuse(415, p.send(p.body(), ctype="text/plain"), "not JSON")
 
     assert e2e.router.stats()["reports_accepted"] == 1
+    log = e2e.kamailio_log.read_text(errors="replace")
+    assert "publish node=" in log and "reason=" in log  # the detail went to the log
     # the node still works
     assert p.send(p.body(load={"channels": 7})).code == 200
     assert e2e.router.node("n1").load["channels"] == 7

@@ -461,3 +461,20 @@ def test_publish_sources_come_from_the_router_config_or_the_setting():
     # the handler says so once, at start
     h = kam.Handler(attached, router=None, ksr=StatusKSR())
     assert any("publish.allow_sources" in line for _, line in h.ksr.logs)
+
+
+def test_refusal_details_are_logged_even_without_decision_lines():
+    h, ksr = make(settings={"log_decisions": False})
+    code, reason, _ = publish(h, ksr, body(), auth=None)
+    assert (code, reason) == (403, "Forbidden")
+    assert any("code=403" in line and "X-Approute-Auth" in line for _, line in ksr.logs)
+    # a flood of refusals: one line a second, then a count of those left out
+    for _ in range(5):
+        publish(h, ksr, body(), src="192.0.2.7")
+    lines = [line for _, line in ksr.logs if "192.0.2.7" in line]
+    assert len(lines) == 1
+    h._last_log["publish_403"] = 0.0  # a second later
+    publish(h, ksr, body(), src="192.0.2.7")
+    lines = [line for _, line in ksr.logs if "192.0.2.7" in line]
+    assert len(lines) == 2 and "(4 similar line(s) left out)" in lines[-1]
+    assert h.counters["publish_403"] == 6

@@ -89,6 +89,26 @@ struct PyRouter {
   std::shared_ptr<approute_py::PyResolver> strategies;  // python: names and register_strategy()
 };
 
+// A listed row and the router's clock when it was listed (ages are relative to it).
+template <typename Row>
+struct Listed {
+  Row row;
+  int64_t now_ms;
+};
+using SessionRow = Listed<approute::SessionInfo>;
+using AffinityRow = Listed<approute::AffinityInfo>;
+
+approute::ListFilter Filter(const std::optional<std::string>& app, const std::optional<std::string>& node,
+                            std::optional<int64_t> limit) {
+  if (limit && *limit < 0) Raise(absl::InvalidArgumentError("limit must be >= 0"));
+  return approute::ListFilter{app.value_or(""), node.value_or(""), limit ? static_cast<size_t>(*limit) : 0};
+}
+
+int64_t RouterNow(const PyRouter& r) {
+  int64_t f = r.fake_ms ? r.fake_ms->load(std::memory_order_relaxed) : -1;
+  return f >= 0 ? f : RealNowMs();
+}
+
 approute::RouterOptions Options(const std::optional<std::string>& shared,
                                 const std::shared_ptr<std::atomic<int64_t>>& fake) {
   approute::RouterOptions o;
@@ -529,6 +549,41 @@ PYBIND11_MODULE(_core, m) {
                std::string(approute::HealthName(n.health)) + "', sessions=" + std::to_string(total) + ")";
       });
 
+  auto opt_str = [](const std::string& v) -> py::object { return v.empty() ? py::none() : py::object(py::str(v)); };
+  py::class_<SessionRow>(m, "SessionInfo", "One live session (a snapshot).")
+      .def_property_readonly("call_id", [](const SessionRow& s) { return s.row.call_id; })
+      .def_property_readonly("app", [](const SessionRow& s) { return s.row.app; })
+      .def_property_readonly("node_id", [opt_str](const SessionRow& s) { return opt_str(s.row.node_id); },
+                             "None while a retry is choosing, or when its node was removed.")
+      .def_property_readonly("key", [opt_str](const SessionRow& s) { return opt_str(s.row.key); },
+                             "The affinity key whose claim it holds, or None.")
+      .def_property_readonly("age", [](const SessionRow& s) {
+        return static_cast<double>(s.now_ms - s.row.created_ms) / 1000.0;
+      }, "Seconds since it was routed (when it was listed).")
+      .def_property_readonly("expires_in", [](const SessionRow& s) {
+        return static_cast<double>(s.row.expires_ms - s.now_ms) / 1000.0;
+      }, "Seconds until its lifetime ends if it is never ended.")
+      .def_property_readonly("attempt", [](const SessionRow& s) { return s.row.attempt; })
+      .def_property_readonly("confirmed", [](const SessionRow& s) { return s.row.confirmed; })
+      .def("__repr__", [](const SessionRow& s) {
+        return "SessionInfo(call_id='" + s.row.call_id + "', app='" + s.row.app + "', node_id='" + s.row.node_id +
+               "', key='" + s.row.key + "', attempt=" + std::to_string(s.row.attempt) + ")";
+      });
+  py::class_<AffinityRow>(m, "AffinityInfo", "One affinity claim (a snapshot).")
+      .def_property_readonly("app", [](const AffinityRow& a) { return a.row.app; })
+      .def_property_readonly("key", [](const AffinityRow& a) { return a.row.key; })
+      .def_property_readonly("node_id", [opt_str](const AffinityRow& a) { return opt_str(a.row.node_id); })
+      .def_property_readonly("sessions", [](const AffinityRow& a) { return a.row.sessions; },
+                             "Live sessions holding the claim.")
+      .def_property_readonly("grace_left", [](const AffinityRow& a) -> py::object {
+        if (a.row.expires_ms == 0) return py::none();
+        return py::float_(std::max(0.0, static_cast<double>(a.row.expires_ms - a.now_ms) / 1000.0));
+      }, "Seconds of grace time left; None while sessions hold it.")
+      .def("__repr__", [](const AffinityRow& a) {
+        return "AffinityInfo(app='" + a.row.app + "', key='" + a.row.key + "', node_id='" + a.row.node_id +
+               "', sessions=" + std::to_string(a.row.sessions) + ")";
+      });
+
   py::class_<approute::ReportResult>(m, "ReportResult", "The outcome of a status report, as a SIP response.")
       .def_property_readonly("code", [](const approute::ReportResult& r) { return r.code; },
                              "200, 400 (malformed), 403 (refused), 412 (unknown entity tag) or 503 (no room).")
@@ -663,8 +718,41 @@ PYBIND11_MODULE(_core, m) {
             for (const auto& [k, v] : s.reports_refused) refused += v;
             d["reports_refused"] = refused;
             d["reports_refused_by"] = s.reports_refused;
+            d["processes"] = s.processes;
+            d["repairs"] = s.repairs;
+            d["repaired_counts"] = s.repaired_counts;
             return d;
-          }, "Router-wide counts: nodes, sessions, affinities, capacities, expired_sessions.")
+          }, "Router-wide counts: nodes, sessions, affinities, capacities, expired_sessions, "
+             "processes (live, registered), repairs and repaired_counts (recounts after a process died "
+             "inside a state change).")
+      .def("sessions", [](PyRouter& self, std::optional<std::string> node, std::optional<std::string> app,
+                          std::optional<int64_t> limit) {
+            approute::ListFilter f = Filter(app, node, limit);
+            std::vector<approute::SessionInfo> rows;
+            {
+              py::gil_scoped_release nogil;
+              rows = self.router->Sessions(f);
+            }
+            int64_t now = RouterNow(self);
+            std::vector<SessionRow> out;
+            for (auto& r : rows) out.push_back(SessionRow{std::move(r), now});
+            return out;
+          }, py::kw_only(), py::arg("node") = py::none(), py::arg("app") = py::none(), py::arg("limit") = py::none(),
+          "Live sessions (optionally of one node or app, at most limit): a list of SessionInfo.")
+      .def("affinities", [](PyRouter& self, std::optional<std::string> app, std::optional<std::string> node,
+                            std::optional<int64_t> limit) {
+            approute::ListFilter f = Filter(app, node, limit);
+            std::vector<approute::AffinityInfo> rows;
+            {
+              py::gil_scoped_release nogil;
+              rows = self.router->Affinities(f);
+            }
+            int64_t now = RouterNow(self);
+            std::vector<AffinityRow> out;
+            for (auto& r : rows) out.push_back(AffinityRow{std::move(r), now});
+            return out;
+          }, py::kw_only(), py::arg("app") = py::none(), py::arg("node") = py::none(), py::arg("limit") = py::none(),
+          "Affinity claims (optionally of one app or node, at most limit): a list of AffinityInfo.")
       .def("reload", [](PyRouter& self, const std::string& text) {
             CallNoGil([&] { return self.router->Reload(text); }, /*config=*/true);
           }, py::arg("text"), "Apply a new YAML configuration; sessions of remaining nodes are kept.")

@@ -396,6 +396,41 @@ absl::Status ParseHealth(const Ctx& c, const YAML::Node& n, HealthConfig* out) {
   return absl::OkStatus();
 }
 
+// yaml-cpp keeps both entries of a repeated mapping key and lookups see only
+// the first, so a repeated key would silently lose its second value. Walks the
+// whole document (Python strategy options included) and reports the second
+// occurrence with the key path. Collections reached again through an alias
+// are visited once.
+absl::Status CheckDuplicateKeys(const Ctx& c, const YAML::Node& n, const std::string& path,
+                                std::set<size_t>* visited, int depth) {
+  if (!n.IsMap() && !n.IsSequence()) return absl::OkStatus();
+  if (depth > 64) return c.Error(n, path.empty() ? "(top level)" : path, "nested more than 64 levels deep");
+  if (YAML::Mark m = n.Mark(); !m.is_null() && !visited->insert(static_cast<size_t>(m.pos)).second) {
+    return absl::OkStatus();
+  }
+  if (n.IsSequence()) {
+    for (size_t i = 0; i < n.size(); ++i) {
+      AR_RETURN_IF_ERROR(CheckDuplicateKeys(c, n[i], Cat(path, "[", i, "]"), visited, depth + 1));
+    }
+    return absl::OkStatus();
+  }
+  std::map<std::string, YAML::Mark> seen;
+  for (const auto& kv : n) {
+    std::string key = kv.first.IsScalar() ? kv.first.Scalar() : Ctx::Text(kv.first);
+    std::string kp = path.empty() ? key : Cat(path, ".", key);
+    if (kv.first.IsScalar()) {
+      auto [it, fresh] = seen.emplace(key, kv.first.Mark());
+      if (!fresh) {
+        return c.Error(kv.first, kp,
+                       Cat("duplicate key \"", key, "\" (first at line ", it->second.line + 1, ", column ", it->second.column + 1,
+                           "); YAML keeps only one of them"));
+      }
+    }
+    AR_RETURN_IF_ERROR(CheckDuplicateKeys(c, kv.second, kp, visited, depth + 1));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view source) {
@@ -420,8 +455,18 @@ absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view sourc
                                                    " bytes, at most ", internal::kConfigBytes - 1,
                                                    " are stored"));
   }
-  if (root.IsNull()) root = YAML::Node(YAML::NodeType::Map);
+  if (!root.IsDefined() || root.IsNull()) {
+    // An empty file, only comments, or a bare "---": almost always a truncated or
+    // wrong file. A router with nothing configured is written "{}".
+    return absl::InvalidArgumentError(
+        Cat(source, ": the configuration is empty (no YAML document); write {} for a router with "
+                    "nothing configured"));
+  }
   AR_RETURN_IF_ERROR(c.Map(root, "(top level)"));
+  {
+    std::set<size_t> visited;
+    AR_RETURN_IF_ERROR(CheckDuplicateKeys(c, root, "", &visited, 0));
+  }
   AR_RETURN_IF_ERROR(c.OnlyKeys(root, "", {"state", "nodes", "apps", "status", "health"}));
   try {
     if (root["state"]) AR_RETURN_IF_ERROR(ParseState(c, root["state"], &cfg.state));

@@ -44,12 +44,14 @@ void RobustMutex::Init() {
   pthread_mutexattr_destroy(&attr);
 }
 
-void RobustMutex::Lock() {
+bool RobustMutex::Lock() {
   int rc = pthread_mutex_lock(&mu_);
   if (rc == EOWNERDEAD) {
     // The previous owner died inside a critical section; see the class comment.
     pthread_mutex_consistent(&mu_);
+    return true;
   }
+  return false;
 }
 
 size_t Region::ComputeLayout(const StateLimits& limits, Header* h) {

@@ -1,9 +1,15 @@
-// region.h — the state region's fixed layout and the tables inside it.
+// region.h — the state region's fixed layout and the records inside it.
 //
 // Everything here is plain data with fixed sizes, addressed by index or by
 // offset from the region's base, so that the same bytes mean the same thing
-// in every process that maps them (DESIGN.md section 4). Internal: not part of
-// the public API; the layout version changes whenever this file's records do.
+// in every process that maps them (docs/state.md). Internal: not part of the
+// public API; the layout version changes whenever this file's records do.
+//
+// Owns: the mapping (create, attach, check, unlink) and the layout. The
+// tables that live in it are reached through their own components
+// (node_table.h, session_table.h, affinity_table.h, owners.h).
+// Crash: records are written so that a process killed at any instruction
+// leaves them either as they were or recoverable by recovery.h.
 #ifndef APPROUTE_SRC_REGION_H_
 #define APPROUTE_SRC_REGION_H_
 
@@ -22,13 +28,14 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 2;
+inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
 inline constexpr size_t kAttrKeyLen = 32;
 inline constexpr size_t kAttrValLen = 96;
 inline constexpr size_t kNameLen = 32;  // resource and metric names
+inline constexpr size_t kMaxOwners = 1024;  // processes using one region at once
 
 static_assert(std::atomic<int64_t>::is_always_lock_free);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
@@ -48,13 +55,14 @@ std::string_view GetFixed(const char (&src)[N]) {
 }
 
 // A process-shared, robust pthread mutex. If the owner died holding it, the
-// next Lock() marks it consistent and proceeds: tables are written so that
-// every intermediate state is a valid table (at worst an entry is leaked
-// until the next sweep).
+// next Lock() marks it consistent and returns true; the caller repairs what
+// the lock guards (a table shard rebuilds its chains, see shard.h) and flags
+// the region for a recount (Header::repair_needed).
 class RobustMutex {
  public:
   void Init();
-  void Lock();
+  // True when the previous owner died holding the lock.
+  bool Lock();
   void Unlock() { pthread_mutex_unlock(&mu_); }
 
  private:
@@ -63,13 +71,24 @@ class RobustMutex {
 
 class LockGuard {
  public:
-  explicit LockGuard(RobustMutex& mu) : mu_(mu) { mu_.Lock(); }
+  explicit LockGuard(RobustMutex& mu) : mu_(mu) { died_ = mu_.Lock(); }
   ~LockGuard() { mu_.Unlock(); }
   LockGuard(const LockGuard&) = delete;
   LockGuard& operator=(const LockGuard&) = delete;
+  // True when the previous owner died holding the lock.
+  bool owner_died() const { return died_; }
 
  private:
   RobustMutex& mu_;
+  bool died_ = false;
+};
+
+// One process using the region (owners.h). pid 0 = free slot.
+struct OwnerRecord {
+  std::atomic<int32_t> pid;
+  std::atomic<int32_t> in_op;     // threads of this process inside a state change
+  std::atomic<uint64_t> start;    // the process's start time (/proc/PID/stat), against pid reuse
+  uint64_t pad[6];
 };
 
 struct AttrRecord {
@@ -125,6 +144,10 @@ struct AppSlot {
   RobustMutex mu;  // guards this app's row of the shared slot array
 };
 
+// Table entries: `in_use` is the commit flag. An entry is filled while it is
+// neither free nor in use, then committed; removal clears in_use first. So a
+// process killed mid-operation leaves an entry that is either wholly live or
+// reclaimable (shard.h Rebuild).
 struct SessionEntry {
   uint32_t next;
   uint32_t in_use;
@@ -195,6 +218,14 @@ struct Header {
   std::atomic<int64_t> reports_accepted;
   std::atomic<int64_t> reports_refused[8];  // by RefusalKind
 
+  // Crash recovery (owners.h, recovery.h).
+  std::atomic<uint32_t> repair_holder;   // owner slot + 1 of the process recounting, 0 = none
+  std::atomic<uint32_t> repair_needed;   // a robust mutex found its owner dead
+  std::atomic<uint64_t> repairs;         // recounts done
+  std::atomic<int64_t> owner_check_ms;   // last check for dead owners
+  std::atomic<int64_t> recounted_drift;  // counts corrected by recounts, ever (absolute)
+  OwnerRecord owners[kMaxOwners];
+
   uint32_t n_resources;
   uint32_t n_metrics;
   char resource_names[kMaxResources][kNameLen];
@@ -206,8 +237,11 @@ struct Header {
   ShardHeader session_shards[kShards];
   ShardHeader affinity_shards[kShards];
 
-  uint32_t config_len;
-  char config[kConfigBytes];
+  // The stored YAML, double-buffered: a writer fills the inactive buffer,
+  // then flips config_active, so a crash never leaves half a text.
+  std::atomic<uint32_t> config_active;
+  uint32_t config_len[2];
+  char config[2][kConfigBytes];
 };
 
 // A mapped region: private (anonymous memory) or a named shared segment.

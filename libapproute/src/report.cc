@@ -5,6 +5,7 @@
 #include <openssl/hmac.h>
 
 #include <cmath>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/ascii.h"
@@ -42,15 +43,110 @@ absl::Status Metrics(const json& j, std::string_view field, std::map<std::string
 
 }  // namespace
 
+namespace {
+
+// nlohmann's message without its "[json.exception.parse_error.101] " prefix.
+std::string JsonWhat(const std::exception& e) {
+  std::string what = e.what();
+  size_t at = what.find("] ");
+  return at == std::string::npos ? what : what.substr(at + 2);
+}
+
+absl::StatusOr<StatusReport> ParseReportObject(const json& j);
+
+// A SAX pass that only follows where it is ("load.cpu"), so an error the
+// parser reports (a number that overflows a double, bad syntax) names the
+// field it was in. It builds nothing.
+class FieldTracker final : public nlohmann::json_sax<json> {
+ public:
+  bool null() override { return Value(); }
+  bool boolean(bool) override { return Value(); }
+  bool number_integer(number_integer_t) override { return Value(); }
+  bool number_unsigned(number_unsigned_t) override { return Value(); }
+  bool number_float(number_float_t, const string_t&) override { return Value(); }
+  bool string(string_t&) override { return Value(); }
+  bool binary(binary_t&) override { return Value(); }
+  bool start_object(std::size_t) override {
+    path_.emplace_back();
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (!path_.empty()) path_.back() = k;
+    return true;
+  }
+  bool end_object() override { return Pop(); }
+  bool start_array(std::size_t) override {
+    path_.emplace_back();
+    return true;
+  }
+  bool end_array() override { return Pop(); }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& ex) override {
+    error_ = JsonWhat(ex);
+    out_of_range_ = ex.id == 406;
+    return false;
+  }
+  // Where the parser stopped, "" at the top level.
+  std::string Field() const {
+    std::string f;
+    for (const auto& k : path_) {
+      if (k.empty()) continue;
+      if (!f.empty()) f += ".";
+      f += k;
+    }
+    return f;
+  }
+  const std::string& error() const { return error_; }
+  bool out_of_range() const { return out_of_range_; }
+
+ private:
+  bool Value() { return true; }
+  bool Pop() {
+    if (!path_.empty()) path_.pop_back();
+    return true;
+  }
+  std::vector<std::string> path_;
+  std::string error_;
+  bool out_of_range_ = false;
+};
+
+}  // namespace
+
 absl::StatusOr<StatusReport> ParseStatusReport(std::string_view body) {
   json j;
   try {
+    FieldTracker where;
+    if (!json::sax_parse(body.begin(), body.end(), &where)) {
+      std::string field = where.Field();
+      if (where.out_of_range()) {
+        return Bad(Cat(field.empty() ? std::string("a number") : field, " is out of range: ", where.error()));
+      }
+      return Bad(Cat("body is not valid JSON: ", where.error(), field.empty() ? "" : " (in " + field + ")"));
+    }
     j = json::parse(body.begin(), body.end());
-  } catch (const json::parse_error& e) {
-    std::string what = e.what();  // "[json.exception.parse_error.101] parse error at line 1, column 5: ..."
-    size_t at = what.find("] ");
-    return Bad(Cat("body is not valid JSON: ", at == std::string::npos ? what : what.substr(at + 2)));
+  } catch (const std::exception& e) {
+    return Bad(Cat("body is not valid JSON: ", JsonWhat(e)));
   }
+  try {
+    return ParseReportObject(j);
+  } catch (const std::exception& e) {
+    // Every field is type-checked before it is read; this is the last line.
+    return Bad(Cat("body could not be read: ", JsonWhat(e)));
+  }
+}
+
+namespace {
+
+// Integers a report may carry: what a double holds exactly (2^53 - 1), the
+// largest any JSON implementation agrees on.
+constexpr uint64_t kMaxJsonInt = (uint64_t{1} << 53) - 1;
+
+bool IsIntegerIn(const json& v, int64_t lo, uint64_t hi) {
+  if (v.is_number_unsigned()) return v.get<uint64_t>() <= hi && (lo <= 0 || v.get<uint64_t>() >= static_cast<uint64_t>(lo));
+  if (v.is_number_integer()) return v.get<int64_t>() >= lo && (v.get<int64_t>() < 0 || static_cast<uint64_t>(v.get<int64_t>()) <= hi);
+  return false;
+}
+
+absl::StatusOr<StatusReport> ParseReportObject(const json& j) {
   if (!j.is_object()) return Bad("body must be a JSON object");
   StatusReport r;
   bool has_seq = false;
@@ -67,18 +163,16 @@ absl::StatusOr<StatusReport> ParseStatusReport(std::string_view body) {
         else return Bad(Cat("state \"", s, "\" must be active or draining"));
       }
     } else if (k == "weight") {
-      if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > 1000000) {
-        return Bad("weight must be an integer 0..1000000");
-      }
+      if (!IsIntegerIn(v, 0, 1000000)) return Bad("weight must be an integer 0..1000000");
       r.weight = static_cast<int32_t>(v.get<int64_t>());
     } else if (k == "seq") {
-      if (!v.is_number_unsigned()) return Bad("seq must be a non-negative integer");
+      if (!IsIntegerIn(v, 0, kMaxJsonInt)) return Bad(Cat("seq must be an integer 0..", kMaxJsonInt));
       r.seq = v.get<uint64_t>();
       has_seq = true;
     } else if (k == "capacity") {
       if (!v.is_object()) return Bad("capacity must be an object of integers");
       for (const auto& [res, c] : v.items()) {
-        if (!c.is_number_integer() || c.get<int64_t>() < 0) return Bad(Cat("capacity.", res, " must be an integer >= 0"));
+        if (!IsIntegerIn(c, 0, kMaxJsonInt)) return Bad(Cat("capacity.", res, " must be an integer 0..", kMaxJsonInt));
         r.capacity[res] = c.get<int64_t>();
       }
     } else if (k == "load") {
@@ -100,6 +194,8 @@ absl::StatusOr<StatusReport> ParseStatusReport(std::string_view body) {
   if (absl::Status s = ValidateNodeSpec(spec); !s.ok()) return Bad(ToStd(s.message()));
   return r;
 }
+
+}  // namespace
 
 absl::StatusOr<Credential> ParseCredential(std::string_view header) {
   Credential c;

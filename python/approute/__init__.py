@@ -6,11 +6,12 @@
     if d.ok:
         relay_to(d.uri)
 
-See DESIGN.md section 8 for the contract and README.md for the configuration.
+See docs/design.md ("Public contract") for the contract and README.md for the configuration.
 """
 from __future__ import annotations
 
 from ._core import (
+    AffinityInfo,
     AlreadyExistsError,
     Candidate,
     ConfigError,
@@ -24,6 +25,7 @@ from ._core import (
     ReportResult,
     ResourceExhaustedError,
     Router,
+    SessionInfo,
     Strategy,
     StrategyRequest,
     sign_report,
@@ -34,6 +36,7 @@ from ._core import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AffinityInfo",
     "AlreadyExistsError",
     "Candidate",
     "ConfigError",
@@ -47,6 +50,7 @@ __all__ = [
     "ReportResult",
     "ResourceExhaustedError",
     "Router",
+    "SessionInfo",
     "Strategy",
     "StrategyRequest",
     "sign_report",

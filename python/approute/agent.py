@@ -3,7 +3,7 @@
 Runs beside an Asterisk server (``approute agent --config agent.yaml``, or
 the systemd unit in ``examples/agent/``) and, every ``interval`` seconds,
 sends a signed SIP PUBLISH of the ``approute-status`` event package
-(DESIGN section 6, docs/status-package.md) to the proxy over UDP:
+(docs/status-package.md) to the proxy over UDP:
 
 * the body is the JSON report: node, URI, pool, state, weight, capacity,
   load (``cpu`` and ``mem`` from /proc, ``channels`` from Asterisk or

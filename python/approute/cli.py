@@ -4,15 +4,22 @@
     approute drain    NODE --shared NAME     # keep sessions/affinities, no new keys
     approute enable   NODE --shared NAME     # back to active
     approute disable  NODE --shared NAME     # takes nothing new
-    approute validate CONFIG                 # exit 0 if the YAML config is valid
-    approute metrics  --shared NAME          # Prometheus text exposition
+    approute validate CONFIG [--strict]      # exit 0 if the YAML config is valid (warnings shown)
+    approute reload   CONFIG --shared NAME   # validate, then apply to the running router
+    approute keys     --shared NAME [--app A] [--node N] [--limit K] [--json]   # affinity keys
+    approute add-node ID URI --shared NAME [--pool P] [--weight W] [--capacity RES=N ...]
+    approute remove-node ID --shared NAME
+    approute unlink   NAME                   # remove a shared segment's name
+    approute metrics  --shared NAME [--textfile PATH | --listen ADDR:PORT]   # Prometheus
     approute simulate WORKLOAD [--plot PNG] [--json OUT]   # compare strategies offline
     approute agent    --config agent.yaml    # node agent: signed status PUBLISH
     approute sessions --shared NAME [--node N] [--app A] [--limit N] [--json]
     approute end      CALL-ID --shared NAME  # end one session by hand
 
 ``--shared`` defaults to the environment variable APPROUTE_SHARED.
-Exit codes: 0 success, 1 error (message on stderr), 2 usage error.
+Exit codes: 0 success, 1 error (message on stderr), 2 usage error. A reader
+that closes the pipe early (``approute status | head -1``) ends the command
+quietly with 0.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import json
 import os
 import re
 import sys
-from typing import Any, Dict, Iterable, List, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -114,72 +121,9 @@ def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]]) -> str:
 
 
 # --------------------------------------------------------------------------
-# Prometheus text format
+# Prometheus text format: approute.metrics (kept importable from here)
 
-def _label(v: Any) -> str:
-    return str(v).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _metric_name(s: str) -> str:
-    s = re.sub(r"[^a-zA-Z0-9_]", "_", s)
-    return s if s and not s[0].isdigit() else "_" + s
-
-
-def metrics_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]]) -> str:
-    lines: List[str] = []
-
-    def family(name: str, help_: str, samples: List[tuple]) -> None:
-        lines.append("# HELP %s %s" % (name, help_))
-        lines.append("# TYPE %s gauge" % name)
-        for labels, value in samples:
-            if labels:
-                lab = ",".join('%s="%s"' % (k, _label(v)) for k, v in labels)
-                lines.append("%s{%s} %s" % (name, lab, _num(value)))
-            else:
-                lines.append("%s %s" % (name, _num(value)))
-
-    nodes = list(nodes)
-    helps = {
-        "sessions": "Live sessions (routed calls) in the router.",
-        "affinities": "Affinity keys held (live or in their grace time).",
-        "nodes": "Nodes known to the router.",
-    }
-    stats = dict(stats)
-    stats.setdefault("nodes", len(nodes))
-    for key in ["sessions", "affinities", "nodes"] + sorted(set(stats) - set(helps)):
-        value = stats.get(key, 0)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            family("approute_" + _metric_name(key), helps.get(key, "Router statistic %s." % key),
-                   [((), value)])
-    sess, cap, load, up, state, weight, routed = [], [], [], [], [], [], []
-    for n in nodes:
-        nid = n.get("id", "")
-        for res, v in sorted(n.get("sessions", {}).items()):
-            sess.append(((("node", nid), ("pool", n.get("pool", "")), ("resource", res)), v))
-        for res, v in sorted(n.get("capacity", {}).items()):
-            cap.append(((("node", nid), ("resource", res)), v))
-        for m, v in sorted(n.get("load", {}).items()):
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                load.append(((("node", nid), ("metric", _metric_name(str(m)))), v))
-        up.append(((("node", nid),), 1 if n.get("health") == "up" else 0))
-        for s in ("active", "draining", "disabled"):
-            state.append(((("node", nid), ("state", s)), 1 if n.get("state") == s else 0))
-        if isinstance(n.get("weight"), (int, float)):
-            weight.append(((("node", nid),), n["weight"]))
-        if isinstance(n.get("routed_total"), int):
-            routed.append(((("node", nid),), n["routed_total"]))
-    family("approute_node_sessions", "Sessions counted on a node, per resource.", sess)
-    family("approute_node_capacity", "Configured capacity of a node, per resource.", cap)
-    family("approute_node_load", "Last load report of a node, per metric.", load)
-    family("approute_node_up", "1 when the node's health is up.", up)
-    family("approute_node_state", "Admin state of a node (1 for the current state).", state)
-    family("approute_node_weight", "Configured weight of a node.", weight)
-    if routed:
-        lines.append("# HELP approute_node_routed_total Calls routed to a node since it joined.")
-        lines.append("# TYPE approute_node_routed_total counter")
-        for labels, value in routed:
-            lines.append('approute_node_routed_total{node="%s"} %s' % (_label(labels[0][1]), value))
-    return "\n".join(lines) + "\n"
+from .metrics import metrics_text  # noqa: E402
 
 
 # --------------------------------------------------------------------------
@@ -200,18 +144,24 @@ def _guess_line(text: str, message: str) -> Optional[int]:
     return None
 
 
-def validate(path: str, out: TextIO, err: TextIO) -> int:
-    import approute
+def _read_config(path: str, err: TextIO) -> Optional[str]:
     try:
         with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
+            return f.read()
     except OSError as e:
         err.write("%s: error: %s\n" % (path, e.strerror or e))
-        return EXIT_ERROR
+    except UnicodeDecodeError as e:
+        err.write("%s: error: not UTF-8 text (byte %d)\n" % (path, e.start))
+    return None
+
+
+def check_config(path: str, text: str, err: TextIO) -> Optional[int]:
+    """Errors of ``text`` on ``err``; the node count when it is valid, else None."""
+    import approute
     try:  # syntax first: PyYAML knows the exact line and column
         import yaml  # type: ignore
     except ImportError:
-        yaml = None
+        yaml = None  # type: ignore[assignment]
     if yaml is not None:
         try:
             yaml.safe_load(text)
@@ -220,7 +170,7 @@ def validate(path: str, out: TextIO, err: TextIO) -> int:
             where = "%s:%d:%d" % (path, mark.line + 1, mark.column + 1) if mark else path
             problem = getattr(e, "problem", None) or str(e)
             err.write("%s: error: YAML syntax: %s\n" % (where, problem))
-            return EXIT_ERROR
+            return None
     try:
         checker = getattr(approute, "validate_config", None)
         if checker is not None:
@@ -231,16 +181,43 @@ def validate(path: str, out: TextIO, err: TextIO) -> int:
         m = re.match(r"^(.*?:\d+(?::\d+)?): (.*)$", msg, re.S)
         if m and m.group(1).startswith(path):
             err.write("%s: error: %s\n" % (m.group(1), m.group(2)))
-            return EXIT_ERROR
+            return None
+        if msg.startswith(path + ": "):
+            err.write("%s: error: %s\n" % (path, msg[len(path) + 2:]))
+            return None
         line = _guess_line(text, msg)
         where = "%s:%d" % (path, line) if line else path
         err.write("%s: error: %s\n" % (where, msg))
-        return EXIT_ERROR
+        return None
     try:
-        n = len(router.nodes())
+        return len(router.nodes())
     except Exception:  # pragma: no cover - informational only
-        n = -1
-    out.write("%s: ok (%s nodes)\n" % (path, n if n >= 0 else "?"))
+        return 0
+
+
+def _report_warnings(path: str, text: str, err: TextIO) -> int:
+    from .validate import config_warnings
+    warnings = config_warnings(text)
+    for w in warnings:
+        where = "%s:%d:%d" % (path, w.line, w.column) if w.line else path
+        err.write("%s: warning: %s: %s\n" % (where, w.path, w.message))
+    return len(warnings)
+
+
+def validate(path: str, out: TextIO, err: TextIO, strict: bool = False) -> int:
+    """``approute validate``: errors fail (1); warnings are shown and fail only with ``strict``."""
+    text = _read_config(path, err)
+    if text is None:
+        return EXIT_ERROR
+    n = check_config(path, text, err)
+    if n is None:
+        return EXIT_ERROR
+    warned = _report_warnings(path, text, err)
+    if warned and strict:
+        err.write("%s: error: %d warning%s (--strict)\n" % (path, warned, "" if warned == 1 else "s"))
+        return EXIT_ERROR
+    out.write("%s: ok (%d nodes%s)\n" % (path, n, ", %d warning%s" % (warned, "" if warned == 1 else "s")
+                                          if warned else ""))
     return EXIT_OK
 
 
@@ -323,11 +300,225 @@ def run_session_command(args: argparse.Namespace, router: Any, name: str,
 
 
 # --------------------------------------------------------------------------
+# operator commands: reload, keys, add-node, remove-node, unlink, metrics
+# (each its own function; dispatched through _OPERATOR_COMMANDS)
+
+def _version() -> str:
+    try:
+        from . import __version__
+        return __version__
+    except ImportError:  # the extension is missing: still say which package this is
+        from importlib import metadata
+        try:
+            return metadata.version("approute")
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+
+def cmd_reload(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Validates CONFIG, then applies it to the running router (every process sees it)."""
+    text = _read_config(args.config, err)
+    if text is None:
+        return EXIT_ERROR
+    n = check_config(args.config, text, err)
+    if n is None:
+        err.write("%s: not applied; the running router is unchanged\n" % args.config)
+        return EXIT_ERROR
+    warned = _report_warnings(args.config, text, err)
+    if warned and args.strict:
+        err.write("%s: error: %d warning%s (--strict); not applied\n"
+                  % (args.config, warned, "" if warned == 1 else "s"))
+        return EXIT_ERROR
+    name = _shared(args)
+    router = _attach(name)
+    router.reload(text)
+    out.write("%s: reloaded %s (%d nodes)\n" % (name, args.config, len(router.nodes())))
+    return EXIT_OK
+
+
+def _grace(v: Optional[float]) -> str:
+    return "-" if v is None else "%ss" % _num(round(float(v), 1))
+
+
+def affinity_to_dict(a: Any) -> Dict[str, Any]:
+    return {f: getattr(a, f, None) for f in ("app", "key", "node_id", "sessions", "grace_left")}
+
+
+def cmd_keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Which affinity key is on which node, its live sessions and the grace left."""
+    if args.limit is not None and args.limit < 1:
+        raise _Usage("--limit must be at least 1, got %d" % args.limit)
+    name = _shared(args)
+    router = _attach(name)
+    if not hasattr(router, "affinities"):
+        err.write("approute keys: error: this build of approute has no Router.affinities(); "
+                  "upgrade the package\n")
+        return EXIT_ERROR
+    if args.node is not None:
+        router.node(args.node)  # NotFoundError names an unknown node instead of an empty list
+    rows = [affinity_to_dict(a) for a in router.affinities(app=args.app, node=args.node, limit=args.limit)]
+    if args.json:
+        json.dump({"shared": name, "affinities": rows}, out, indent=2, sort_keys=True)
+        out.write("\n")
+        return EXIT_OK
+    table = [[str(r["app"]), str(r["key"]), r["node_id"] or "-", str(r["sessions"]),
+              _grace(r["grace_left"])] for r in rows]
+    out.write(format_table(table, ["APP", "KEY", "NODE", "SESSIONS", "GRACE_LEFT"]) + "\n")
+    return EXIT_OK
+
+
+def _capacity(values: Optional[List[str]]) -> Dict[str, int]:
+    caps: Dict[str, int] = {}
+    for item in values or []:
+        for part in item.split(","):
+            res, sep, num = part.partition("=")
+            res = res.strip()
+            if not sep or not res:
+                raise _Usage("--capacity %r: expected RESOURCE=N, e.g. conference=50" % part)
+            try:
+                n = int(num)
+            except ValueError:
+                raise _Usage("--capacity %r: %r is not a whole number" % (part, num)) from None
+            if n < 0:
+                raise _Usage("--capacity %r: capacity must be >= 0" % part)
+            if res in caps:
+                raise _Usage("--capacity: resource %r given twice" % res)
+            caps[res] = n
+    return caps
+
+
+def _attrs(values: Optional[List[str]]) -> Dict[str, str]:
+    attrs: Dict[str, str] = {}
+    for item in values or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k:
+            raise _Usage("--attr %r: expected NAME=VALUE, e.g. region=eu" % item)
+        attrs[k] = v
+    return attrs
+
+
+def cmd_add_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    capacity = _capacity(args.capacity)
+    attrs = _attrs(args.attr)
+    router = _attach(_shared(args))
+    router.add_node(args.id, args.uri, pool=args.pool, weight=args.weight, priority=args.priority,
+                    capacity=capacity, attrs=attrs, state=args.state)
+    out.write("%s: added to pool %s (%s)\n" % (args.id, args.pool, args.uri))
+    return EXIT_OK
+
+
+def cmd_remove_node(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    router = _attach(_shared(args))
+    router.remove_node(args.id)
+    out.write("%s: removed\n" % args.id)
+    return EXIT_OK
+
+
+def cmd_unlink(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import approute
+    if not approute.Router.unlink(args.name):
+        err.write("approute unlink: error: no shared segment named %r\n" % args.name)
+        return EXIT_ERROR
+    out.write("%s: unlinked (processes that have it mapped keep it until they exit)\n" % args.name)
+    return EXIT_OK
+
+
+def cmd_metrics(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from . import metrics
+    name = _shared(args)
+    if args.listen is not None:
+        try:
+            metrics.parse_listen(args.listen)
+        except ValueError as e:
+            raise _Usage(str(e)) from None
+    router = _attach(name)  # fails now, not at the first scrape, when the segment is absent
+
+    def render() -> str:
+        r = _attach(name)  # each scrape sees the current segment, even after a restart
+        return metrics.metrics_text(_as_dict(r.stats()), [node_to_dict(n) for n in r.nodes()])
+
+    if args.listen is not None:
+        del router
+        return metrics.serve(args.listen, render, err)
+    text = metrics.metrics_text(_as_dict(router.stats()), [node_to_dict(n) for n in router.nodes()])
+    if args.textfile is not None:
+        metrics.write_textfile(args.textfile, text)
+        return EXIT_OK
+    out.write(text)
+    return EXIT_OK
+
+
+_OPERATOR_COMMANDS = {
+    "reload": cmd_reload,
+    "keys": cmd_keys,
+    "add-node": cmd_add_node,
+    "remove-node": cmd_remove_node,
+    "unlink": cmd_unlink,
+    "metrics": cmd_metrics,
+}
+
+
+def add_operator_commands(sub: Any, shared_opt: Callable[[argparse.ArgumentParser], None]) -> None:
+    sp = sub.add_parser("reload", help="validate a configuration and apply it to a running router",
+                        description="Validates CONFIG like `approute validate`, then applies it to "
+                        "the router in the shared segment: every process attached to it (each "
+                        "Kamailio worker) routes with it from its next call. Nodes that remain "
+                        "keep their sessions and affinities. An invalid CONFIG changes nothing.")
+    sp.add_argument("config", metavar="CONFIG")
+    shared_opt(sp)
+    sp.add_argument("--strict", action="store_true", help="do not apply a configuration with warnings")
+
+    sp = sub.add_parser("keys", help="affinity keys: which key is on which node",
+                        description="Lists affinity claims: app, key, node, live sessions, and the "
+                        "grace time left once its last session has ended.")
+    shared_opt(sp)
+    sp.add_argument("--app", metavar="APP", help="only this app's keys")
+    sp.add_argument("--node", metavar="NODE", help="only keys held by this node")
+    sp.add_argument("--limit", metavar="N", type=int, help="at most N keys")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = sub.add_parser("add-node", help="add a node to a running router",
+                        description="Adds a node at run time (until the next reload that does not "
+                        "list it).")
+    sp.add_argument("id", metavar="ID")
+    sp.add_argument("uri", metavar="URI", help="e.g. sip:10.0.0.4:5060")
+    shared_opt(sp)
+    sp.add_argument("--pool", default="default", help="default: default")
+    sp.add_argument("--weight", type=int, default=1, help="default: 1")
+    sp.add_argument("--priority", type=int, default=0, help="default: 0")
+    sp.add_argument("--capacity", action="append", metavar="RES=N",
+                    help="capacity per resource (repeatable, or RES=N,RES2=M)")
+    sp.add_argument("--attr", action="append", metavar="NAME=VALUE", help="attribute (repeatable)")
+    sp.add_argument("--state", default="active", choices=["active", "draining", "disabled"])
+
+    sp = sub.add_parser("remove-node", help="remove a node from a running router")
+    sp.add_argument("id", metavar="ID")
+    shared_opt(sp)
+
+    sp = sub.add_parser("unlink", help="remove a shared segment's name (/dev/shm/NAME)",
+                        description="Removes the segment's name; processes that have it mapped keep "
+                        "using it until they exit, and the memory is freed then. The next router "
+                        "created with this name starts empty.")
+    sp.add_argument("name", metavar="NAME")
+
+    sp = sub.add_parser("metrics", help="Prometheus metrics of a running router",
+                        description="Prints the Prometheus text exposition once, writes it to a "
+                        "textfile for node_exporter, or serves it at /metrics over HTTP.")
+    shared_opt(sp)
+    where = sp.add_mutually_exclusive_group()
+    where.add_argument("--textfile", metavar="PATH",
+                       help="write PATH atomically (node_exporter's textfile collector)")
+    where.add_argument("--listen", metavar="ADDR:PORT",
+                       help="serve http://ADDR:PORT/metrics until SIGINT/SIGTERM")
+
+
+# --------------------------------------------------------------------------
 # main
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="approute", description="Inspect and steer an approute router.")
+    p.add_argument("--version", action="version", version="approute %s" % _version())
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -344,8 +535,8 @@ def build_parser() -> argparse.ArgumentParser:
         shared_opt(sp)
     sp = sub.add_parser("validate", help="check a router YAML configuration")
     sp.add_argument("config", metavar="CONFIG")
-    sp = sub.add_parser("metrics", help="Prometheus text exposition of a running router")
-    shared_opt(sp)
+    sp.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    add_operator_commands(sub, shared_opt)
     sp = sub.add_parser("simulate", help="replay a workload through the router, comparing strategies")
     from . import simulate as _simulate
     _simulate.add_arguments(sp)
@@ -360,8 +551,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
          err: Optional[TextIO] = None) -> int:
-    out = out or sys.stdout
-    err = err or sys.stderr
+    """The ``approute`` command; returns the exit code."""
+    stream = out or sys.stdout
+    try:
+        rc = _main(argv, stream, err or sys.stderr)
+        stream.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return rc
+    except BrokenPipeError:
+        _quiet_stdout(stream)
+        return EXIT_OK
+
+
+def _quiet_stdout(stream: TextIO) -> None:
+    """The reader went away (``| head``): nothing more to say, and nothing at exit either."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def _main(argv: Optional[Sequence[str]], out: TextIO, err: TextIO) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)
@@ -377,7 +591,9 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
         return EXIT_ERROR
     try:
         if args.command == "validate":
-            return validate(args.config, out, err)
+            return validate(args.config, out, err, strict=args.strict)
+        if args.command in _OPERATOR_COMMANDS:
+            return _OPERATOR_COMMANDS[args.command](args, out, err)
         if args.command == "simulate":
             from . import simulate as _simulate
             return _simulate.run_command(args, out, err)
@@ -398,11 +614,6 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
             router.set_state(args.node, state)
             out.write("%s: %s\n" % (args.node, state))
             return EXIT_OK
-        if args.command == "metrics":
-            stats = _as_dict(router.stats())
-            nodes = [node_to_dict(n) for n in router.nodes()]
-            out.write(metrics_text(stats, nodes))
-            return EXIT_OK
         if args.command in ("sessions", "end"):
             return run_session_command(args, router, name, out, err)
     except _Usage as e:
@@ -411,6 +622,8 @@ def main(argv: Optional[Sequence[str]] = None, out: Optional[TextIO] = None,
     except approute.Error as e:
         err.write("approute %s: error: %s: %s\n" % (args.command, type(e).__name__, e))
         return EXIT_ERROR
+    except BrokenPipeError:
+        raise  # the reader went away: main() ends quietly
     except OSError as e:
         err.write("approute %s: error: %s\n" % (args.command, e))
         return EXIT_ERROR

@@ -293,7 +293,7 @@ def _in_networks(addr: str, nets: Tuple[Any, ...]) -> bool:
 #: read by the dialplan, so nothing but these.
 SAFE_VALUE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
 
-#: The SIP event package of the status reports (DESIGN section 6).
+#: The SIP event package of the status reports (docs/status-package.md).
 STATUS_EVENT = "approute-status"
 #: Header carrying the report's credential (see approute.sign_report).
 AUTH_HEADER = "X-Approute-Auth"

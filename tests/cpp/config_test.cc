@@ -138,6 +138,37 @@ TEST(Config, FileErrorsNameTheFile) {
   EXPECT_EQ(LoadConfigFile("/nonexistent/approute.yaml").status().code(), absl::StatusCode::kNotFound);
 }
 
+TEST(Config, DuplicateKeysAreErrorsWithPositionAndPath) {
+  // yaml-cpp itself keeps the first value and drops the second without a word.
+  std::string e = Err("nodes: []\napps:\n  conference:\n    pool: media\n    pool: other\n");
+  EXPECT_NE(e.find("router.yaml:5:5: apps.conference.pool: duplicate key \"pool\" (first at line 4, column 5)"),
+            std::string::npos) << e;
+  e = Err("apps: {}\nnodes: []\napps: {}\n");
+  EXPECT_NE(e.find("router.yaml:3:1: apps: duplicate key"), std::string::npos) << e;
+  // Inside a list item, in flow style.
+  e = Err("nodes:\n  - {id: a, uri: \"sip:h\"}\n  - {id: b, uri: \"sip:h\", weight: 1, weight: 2}\n");
+  EXPECT_NE(e.find("router.yaml:3:"), std::string::npos) << e;
+  EXPECT_NE(e.find("nodes[1].weight: duplicate key"), std::string::npos) << e;
+  // Two apps of one name.
+  e = Err("apps:\n  queue: {}\n  conference: {}\n  queue: {strategy: random}\n");
+  EXPECT_NE(e.find("router.yaml:4:3: apps.queue: duplicate key"), std::string::npos) << e;
+  // Deep in options that are otherwise free-form (Python strategy arguments).
+  e = Err("apps:\n  x:\n    strategy: {name: \"python:m:C\", tiers: {a: 1, a: 2}}\n");
+  EXPECT_NE(e.find("apps.x.strategy.tiers.a: duplicate key"), std::string::npos) << e;
+  // The same key in two different mappings is not a duplicate; an alias is visited once.
+  EXPECT_TRUE(ParseConfig("nodes:\n  - {id: a, uri: \"sip:h\", pool: p}\n  - {id: b, uri: \"sip:h\", pool: p}\n").ok());
+  EXPECT_TRUE(ParseConfig("apps:\n  x: &base {pool: p}\n  y: *base\n").ok());
+}
+
+TEST(Config, EmptyDocumentIsAnError) {
+  for (const char* yaml : {"", "\n\n", "# only a comment\n", "---\n", "~\n"}) {
+    std::string e = Err(yaml);
+    EXPECT_NE(e.find("router.yaml: the configuration is empty"), std::string::npos) << "[" << yaml << "] " << e;
+  }
+  // An explicit empty mapping is a router with nothing configured, on purpose.
+  EXPECT_TRUE(ParseConfig("{}\n").ok());
+}
+
 TEST(Config, InvalidConfigChangesNothingOnReload) {
   absl::StatusOr<std::unique_ptr<Router>> r =
       Router::FromYaml("nodes:\n  - {id: a, uri: \"sip:10.0.0.1\"}\napps:\n  default: {}\n");

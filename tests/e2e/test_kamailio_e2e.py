@@ -291,6 +291,37 @@ def test_cli_sees_and_drains_the_running_router(e2e, capsys):
     assert_idle(e2e)
 
 
+def test_cli_reload_reaches_every_worker(e2e, capsys):
+    """`approute reload` moves the conference app to another pool; calls handled
+    by any of Kamailio's workers follow at once."""
+    from approute import cli
+
+    three_nodes(e2e)
+    e2e.write_config()
+    e2e.start_kamailio(children=4)
+    assert {r.status for r in e2e.run_calls([Call("before%d.example.com" % i) for i in range(3)])} == {200}
+
+    text = e2e.router_yaml.read_text()
+    uri3 = e2e.nodes["n3"].uri
+    text = text.replace('{id: n3, uri: "%s", pool: media' % uri3, '{id: n3, uri: "%s", pool: vip' % uri3)
+    text = text.replace("  conference:\n    pool: media", "  conference:\n    pool: vip")
+    assert "pool: vip" in text and text.count("pool: vip") == 2
+    new = e2e.dir / "router-vip.yaml"
+    new.write_text(text)
+    bad = e2e.dir / "router-bad.yaml"
+    bad.write_text(text.replace("strategy: round_robin", "strategy: fastest", 1))
+    assert cli.main(["reload", str(bad), "--shared", e2e.shared]) == 1
+    assert e2e.router.node("n3").pool == "media"  # an invalid file changed nothing
+    assert cli.main(["reload", str(new), "--shared", e2e.shared]) == 0
+    capsys.readouterr()
+    assert e2e.router.node("n3").pool == "vip"
+
+    results = e2e.run_calls([Call("after%d.example.com" % i) for i in range(12)], rate=20)
+    assert {r.status for r in results} == {200}, results
+    assert {e2e.node_of(r.call_id) for r in results} == {"n3"}
+    assert_idle(e2e)
+
+
 def test_lost_bye_session_expires_through_rtimer_sweep(e2e):
     three_nodes(e2e)
     e2e.write_config(apps_yaml=CONFERENCE_APP + "    session: {lifetime: 2}\n")

@@ -1,4 +1,4 @@
-"""The Python surface of approute: the DESIGN.md section 8 contract."""
+"""The Python surface of approute: the contract of docs/design.md ("Public contract")."""
 from __future__ import annotations
 
 import os

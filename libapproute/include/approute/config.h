@@ -39,7 +39,7 @@ struct AppConfig {
   int64_t session_lifetime_ms = 4 * 3600 * 1000;  // a session never ended expires after this
 };
 
-// Who may report status (DESIGN.md section 6) and how reports are checked.
+// Who may report status (docs/status-package.md, "Security model") and how reports are checked.
 struct StatusConfig {
   std::vector<std::string> allow_sources;  // CIDRs ("127.0.0.0/8", "::1/128"); empty = refuse all
   std::vector<std::string> allow_uris;     // CIDRs a reported node URI may point into; empty = allow_sources

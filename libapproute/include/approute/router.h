@@ -1,6 +1,6 @@
 // approute/router.h — the router: node registry, routing, sessions, affinity.
 //
-// A Router owns a handle on one state region (DESIGN.md section 4):
+// A Router owns a handle on one state region (docs/design.md, "State"):
 //   - private: the region lives in this process's memory;
 //   - shared:  the region is the POSIX shared-memory segment `options.shared`,
 //              created if absent, attached if present. Every process that
@@ -11,7 +11,11 @@
 // Thread-safety: all methods may be called concurrently from any number of
 // threads and processes. Tables are sharded behind process-shared robust
 // mutexes (a process killed while holding one does not wedge the others);
-// counters are lock-free atomics. No method holds two table locks at once.
+// counters are lock-free atomics. No routing method holds two table locks at
+// once. A process killed at any instruction leaves nothing that drifts: once
+// its calls have ended or expired, every node's count equals its live
+// sessions again (the sweep recounts after such a death; docs/state.md).
+// No method lets an exception escape: an unexpected one becomes Internal.
 //
 // Errors: absl::Status codes with a message that says what is wrong:
 //   InvalidArgument   bad argument or configuration (the message names it)
@@ -89,7 +93,7 @@ class Router {
   Router(const Router&) = delete;
   Router& operator=(const Router&) = delete;
 
-  // DESIGN.md section 5. A second route() for a call id already routed returns
+  // docs/design.md, "Routing flow". A second route() for a call id already routed returns
   // its current node with reason "session". ok=false with reason "no_node"
   // when no candidate is left (the detail says why); errors are for bad input
   // and full tables.
@@ -111,7 +115,7 @@ class Router {
   // Replaces the node's reported load. Names: [A-Za-z0-9_.]{1,31}; values finite.
   absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics);
 
-  // Applies a status report (DESIGN.md section 6): checks the source network,
+  // Applies a status report (docs/status-package.md): checks the source network,
   // the HMAC signature under the pool's key, the timestamp window and the
   // sequence number (replay), that the node id is not held by another URI or
   // by a configured node, and that the URI points into an allowed network;
@@ -128,6 +132,11 @@ class Router {
   absl::StatusOr<NodeStatus> Node(std::string_view id) const;
   std::vector<NodeStatus> Nodes() const;
   RouterStats Stats() const;
+  // Live sessions / affinity claims matching `filter`, in no particular
+  // order. Takes each table shard's lock in turn: for operators, not the
+  // call path.
+  std::vector<SessionInfo> Sessions(const ListFilter& filter = {}) const;
+  std::vector<AffinityInfo> Affinities(const ListFilter& filter = {}) const;
 
   // Validates `yaml` fully, then applies it: config nodes are added, updated in
   // place (keeping sessions and affinities) or removed; nodes added through

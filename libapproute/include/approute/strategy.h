@@ -38,7 +38,7 @@ struct Candidate {
   const std::map<std::string, std::string>* attrs = nullptr;  // the node's attributes
 };
 
-// Feedback the router keeps per node (DESIGN.md section 6).
+// Feedback the router keeps per node (docs/design.md, "Health, load and the event package").
 struct NodeFeedback {
   double latency_ewma_ms = 0;   // EWMA of response times; 0 = no sample yet
   double error_rate = 0;        // smoothed share of failed results (0..1)

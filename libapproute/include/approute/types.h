@@ -63,7 +63,7 @@ struct NodeStatus {
 };
 
 // One status report (SIP PUBLISH, event package approute-status), as the
-// proxy received it. See DESIGN.md section 6 and docs/status-package.md.
+// proxy received it. See docs/status-package.md.
 struct ReportRequest {
   std::string body;      // JSON; empty for a refresh (with if_match)
   int64_t expires = 3600;  // the Expires header: the lease in seconds; 0 = leave
@@ -119,6 +119,37 @@ struct RouterStats {
   int64_t reports_accepted = 0;
   // Refused status reports by why: source, signature, replay, takeover, uri, malformed, etag, full.
   std::map<std::string, int64_t> reports_refused;
+  int64_t processes = 0;        // live processes registered with the state region
+  int64_t repairs = 0;          // recounts after a process died inside a state change, ever
+  int64_t repaired_counts = 0;  // node counts those recounts corrected (sum of |old - new|), ever
+};
+
+// Which sessions or affinities to list: empty strings match everything.
+struct ListFilter {
+  std::string app;
+  std::string node;
+  size_t limit = 0;  // 0 = no limit
+};
+
+// One live session, as Router::Sessions lists it.
+struct SessionInfo {
+  std::string call_id;
+  std::string app;
+  std::string node_id;   // empty while a retry is choosing, or when its node was removed
+  std::string key;       // the affinity key the session holds a claim on; empty = none
+  int64_t created_ms = 0;
+  int64_t expires_ms = 0;
+  int attempt = 0;
+  bool confirmed = false;
+};
+
+// One affinity claim, as Router::Affinities lists it.
+struct AffinityInfo {
+  std::string app;
+  std::string key;
+  std::string node_id;   // empty when its node was removed
+  int64_t sessions = 0;  // live sessions holding it
+  int64_t expires_ms = 0;  // end of its grace time; 0 while sessions > 0
 };
 
 }  // namespace approute

@@ -1,0 +1,88 @@
+// placement.h — the seam between the routing flow and the state that
+// several proxies will share: capacity reservations, affinity claims and
+// node changes. The routing flow (router.cc) reaches that state only through
+// this interface.
+//
+// RegionPlacement, this host's state region, is the only implementation
+// today. A placement that spans proxies (Redis) implements the same calls:
+// Claim() is one atomic step there (check the claim, check capacity over
+// every proxy's share, claim, count), Reserve/Release change this proxy's
+// own share only, and SetAdminState/NodeChanged publish to the others.
+//
+// Thread-safety: every method may be called from any thread of any process
+// using the region. Callbacks run under a table lock and must only read node
+// atomics and call Reserve().
+#ifndef APPROUTE_SRC_PLACEMENT_H_
+#define APPROUTE_SRC_PLACEMENT_H_
+
+#include <cstdint>
+#include <optional>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "affinity_table.h"
+#include "approute/types.h"
+#include "node_table.h"
+
+namespace approute::internal {
+
+class Placement {
+ public:
+  using NodeCheck = absl::FunctionRef<bool(uint32_t slot, uint32_t epoch)>;
+  virtual ~Placement() = default;
+
+  // One unit of resource `res` on the node in `slot`, if it stays within
+  // `capacity` (-1 = unlimited). False: the node is full.
+  virtual bool Reserve(uint32_t slot, uint32_t res, int64_t capacity) = 0;
+  // Gives back a unit reserved on (slot, epoch); nothing if the slot holds
+  // another node now.
+  virtual void Release(uint32_t slot, uint32_t epoch, uint32_t res) = 0;
+
+  // The key's claim, if `take` accepts its node (usable and reserved).
+  virtual std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) = 0;
+  // Claims the key for `chosen` (already reserved), or joins a concurrent
+  // claim (AffinityTable::Claim).
+  virtual absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
+                                                           int64_t now, NodeCheck alive, NodeCheck take) = 0;
+  // Drops a session's reference on its claim; `release`: the claim goes.
+  virtual void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now) = 0;
+
+  // An operator's admin state for a node.
+  virtual void SetAdminState(uint32_t slot, AdminState state) = 0;
+  // A node joined, changed or left through a status report (registry mutex held).
+  virtual void NodeChanged(uint32_t slot) = 0;
+};
+
+class RegionPlacement final : public Placement {
+ public:
+  RegionPlacement(const Region& region, AffinityTable& affinity) : region_(region), affinity_(affinity) {}
+
+  bool Reserve(uint32_t slot, uint32_t res, int64_t capacity) override {
+    return NodeTable::TryReserve(region_.node(slot), res, capacity);
+  }
+  void Release(uint32_t slot, uint32_t epoch, uint32_t res) override {
+    if (slot != kNil) NodeTable::Release(region_.node(slot), epoch, res);
+  }
+  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) override {
+    return affinity_.Join(k, now, take);
+  }
+  absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
+                                                   int64_t now, NodeCheck alive, NodeCheck take) override {
+    return affinity_.Claim(k, chosen, grace_ms, now, alive, take);
+  }
+  void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now) override {
+    affinity_.Drop(k, claim, release, now);
+  }
+  void SetAdminState(uint32_t slot, AdminState state) override {
+    region_.node(slot).admin.store(static_cast<uint32_t>(state), std::memory_order_relaxed);
+  }
+  void NodeChanged(uint32_t) override {}  // this host's processes read the region directly
+
+ private:
+  const Region& region_;
+  AffinityTable& affinity_;
+};
+
+}  // namespace approute::internal
+
+#endif  // APPROUTE_SRC_PLACEMENT_H_

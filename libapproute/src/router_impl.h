@@ -1,0 +1,332 @@
+// router_impl.h — Router::Impl: the router's components wired together, and
+// its entry points other than the routing flow (configuration, operator
+// commands, feedback, views). The flow itself is in router.cc.
+//
+// Owns: one mapped region and, over it, one of each component (see the list
+// in router.cc); per process, the last snapshot and the seeded random state.
+// Thread-safety: as Router (approute/router.h). Private: included by
+// router.cc and router_api.cc only.
+#ifndef APPROUTE_SRC_ROUTER_IMPL_H_
+#define APPROUTE_SRC_ROUTER_IMPL_H_
+
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/inlined_vector.h"
+#include "absl/synchronization/mutex.h"
+#include "affinity_table.h"
+#include "approute/router.h"
+#include "health.h"
+#include "node_table.h"
+#include "owners.h"
+#include "placement.h"
+#include "policies.h"
+#include "recovery.h"
+#include "region.h"
+#include "session_table.h"
+#include "status_reports.h"
+#include "str_util.h"
+#include "strategy_context.h"
+
+namespace approute {
+
+// The implementation's own namespace; this header is private to two files.
+using namespace internal;  // NOLINT
+
+namespace internal {
+
+inline int64_t RealNowMs() {
+  timespec ts{};
+  clock_gettime(CLOCK_REALTIME_COARSE, &ts);  // ms resolution is plenty for expiry, at a fraction of the cost
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
+}
+
+using SlotList = absl::InlinedVector<uint32_t, 8>;
+inline bool Contains(const SlotList& l, uint32_t s) { return std::find(l.begin(), l.end(), s) != l.end(); }
+
+inline ReportResult ServerError(std::string reason) {
+  ReportResult r;
+  r.code = 500;
+  r.reason = std::move(reason);
+  return r;
+}
+
+// Why the candidate list came out empty, for the decision's detail.
+struct Tally {
+  size_t pool = 0, disabled = 0, draining = 0, down = 0, avoid = 0, full = 0, suspect = 0;
+};
+
+}  // namespace internal
+
+class Router::Impl {
+ public:
+  Impl(std::unique_ptr<Region> region, const RouterOptions& o)
+      : region_(std::move(region)),
+        now_(o.now_ms ? o.now_ms : RealNowMs),
+        nodes_(*region_),
+        sessions_(*region_),
+        affinity_(*region_),
+        health_(*region_),
+        reports_(*region_, nodes_),
+        id_(NextRouterId()),
+        policies_(*region_, nodes_, id_),
+        owners_(*region_),
+        placement_(std::make_unique<RegionPlacement>(*region_, affinity_)),
+        seeded_(o.random_seed != 0),
+        rng_(o.random_seed) {
+    policies_.SetResolver(o.strategies);
+  }
+
+  static uint64_t NextRouterId() {
+    static std::atomic<uint64_t> next{1};
+    return next.fetch_add(1, std::memory_order_relaxed);
+  }
+  Header& H() const { return region_->header(); }
+
+  // ---- configuration -------------------------------------------------------
+
+  absl::Status Apply(const Config& cfg) {
+    absl::StatusOr<Owners::Op> op = owners_.Enter();
+    if (!op.ok()) return op.status();
+    RegistryLock g(H());
+    if (absl::Status s = nodes_.ApplyConfigLocked(cfg); !s.ok()) return s;
+    policies_.StoreLocked(cfg);
+    return absl::OkStatus();
+  }
+  absl::Status Prepare(const Config& cfg, std::string_view source) { return policies_.Prepare(cfg, source); }
+  StrategyResolver* resolver() const { return policies_.resolver(); }
+  StateLimits limits() const { return region_->limits(); }
+  const std::string& name() const { return region_->name(); }
+
+  std::shared_ptr<const Snapshot> GetSnapshot() {
+    uint64_t gen = H().node_generation.load(std::memory_order_acquire);
+    {
+      absl::ReaderMutexLock l(&mu_);
+      if (snapshot_ && snapshot_->generation == gen) return snapshot_;
+    }
+    std::shared_ptr<const Snapshot> snap = nodes_.BuildSnapshot();
+    absl::WriterMutexLock l(&mu_);
+    if (!snapshot_ || snapshot_->generation < snap->generation) snapshot_ = std::move(snap);
+    return snapshot_;
+  }
+  // The same through a per-thread cache: no lock while nothing changed.
+  const Snapshot& CachedSnapshot() {
+    struct Cache {
+      uint64_t router = 0;
+      std::shared_ptr<const Snapshot> snap;
+    };
+    thread_local Cache cache;
+    uint64_t gen = H().node_generation.load(std::memory_order_acquire);
+    if (cache.router != id_) cache = Cache{id_, nullptr};
+    if (!cache.snap || cache.snap->generation != gen) cache.snap = GetSnapshot();
+    return *cache.snap;
+  }
+
+  // ---- placing one call ----------------------------------------------------
+
+  struct Placed {
+    Decision decision;
+    ClaimRef ref;
+  };
+
+  // A claimed node still serves the app's pool and is not out for health,
+  // admin state or lease (whatever this call avoids is checked separately).
+  bool Usable(uint32_t slot, uint32_t epoch, const Policy& p, const Snapshot& snap, int64_t now);
+  int64_t CapacityOf(const Snapshot& snap, uint32_t slot, uint32_t epoch, uint32_t res) const;
+
+  // The pool's nodes that may take a new key: not disabled, draining, down,
+  // ejected, avoided or full; suspect ones only when no node is up.
+  void Candidates(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now,
+                  std::vector<Candidate>* out, Tally* t);
+
+  // Picks a node for one placement, affinity first, then the strategy, and
+  // reserves its capacity (and the key's claim). Caller is inside an Op.
+  absl::StatusOr<Placed> Place(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
+                               const std::map<std::string, std::string>& attrs, const SlotList& avoid, int attempt,
+                               int64_t now, const char* strategy_reason);
+
+  // Gives back what a removed session or an undone placement held.
+  void Release(const Held& h, int64_t now);
+
+  Decision SessionDecision(const Snapshot& snap, const SessionEntry& e, const Policies& pol);
+
+  // ---- the flow ------------------------------------------------------------
+
+  absl::StatusOr<Decision> Route(const RouteRequest& req);
+
+  absl::StatusOr<Decision> Retry(std::string_view call_id, int code);
+
+  absl::Status Confirm(std::string_view call_id);
+
+  absl::Status End(std::string_view call_id);
+
+  // ---- expiry and recovery -------------------------------------------------
+
+  int64_t SweepShard(size_t s, int64_t now);
+
+  // Finds processes that died inside a state change and recounts behind the gate.
+  void Recover(int64_t now);
+
+  // One shard of each table per kSweepIntervalMs across every process of the
+  // router; dead processes are looked for every kOwnerCheckIntervalMs.
+  void Maintain(int64_t now);
+
+  int64_t Sweep();
+
+  // ---- operator and feedback entry points ----------------------------------
+
+  absl::StatusOr<NodeRecord*> Live(std::string_view id, uint32_t* slot = nullptr) {
+    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    const NodeView* v = snap->Find(id);
+    if (v == nullptr) return absl::NotFoundError(Cat("no node \"", id, "\""));
+    if (slot != nullptr) *slot = v->slot;
+    return &region_->node(v->slot);
+  }
+  absl::Status SetState(std::string_view id, AdminState st) {
+    uint32_t slot = kNil;
+    absl::StatusOr<NodeRecord*> n = Live(id, &slot);
+    if (!n.ok()) return n.status();
+    placement_->SetAdminState(slot, st);
+    return absl::OkStatus();
+  }
+  absl::Status SetHealth(std::string_view id, Health h) {
+    absl::StatusOr<NodeRecord*> n = Live(id);
+    if (!n.ok()) return n.status();
+    (*n)->health.store(static_cast<uint32_t>(h), std::memory_order_relaxed);
+    return absl::OkStatus();
+  }
+  absl::Status ReportProbe(std::string_view id, int code, double rtt_ms) {
+    if (code < 0 || code > 699) return absl::InvalidArgumentError(Cat("probe code ", code, " is not 0 (no answer) or a SIP status code"));
+    if (!std::isfinite(rtt_ms) || rtt_ms < 0) return absl::InvalidArgumentError("probe rtt_ms must be a finite number >= 0");
+    absl::StatusOr<NodeRecord*> rec = Live(id);
+    if (!rec.ok()) return rec.status();
+    absl::StatusOr<const Policies*> pol = policies_.Cached();
+    if (!pol.ok()) return pol.status();
+    health_.OnProbe(**rec, code, rtt_ms, (*pol)->health, now_());
+    return absl::OkStatus();
+  }
+  absl::Status ReportCallResult(std::string_view id, int code, double latency_ms) {
+    if (code < 0 || code > 699) return absl::InvalidArgumentError(Cat("result code ", code, " is not 0 (no answer) or a SIP status code"));
+    if (!std::isfinite(latency_ms) || latency_ms < 0) return absl::InvalidArgumentError("latency_ms must be a finite number >= 0");
+    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    const NodeView* v = snap->Find(id);
+    if (v == nullptr) return absl::NotFoundError(Cat("no node \"", id, "\""));
+    absl::StatusOr<const Policies*> pol = policies_.Cached();
+    if (!pol.ok()) return pol.status();
+    health_.OnResult(region_->node(v->slot), *snap, snap->by_pool.at(v->pool), code, latency_ms, (*pol)->health, now_());
+    return absl::OkStatus();
+  }
+  absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics) {
+    return nodes_.ReportLoad(id, metrics, now_());
+  }
+  ReportResult ApplyReport(const ReportRequest& req) {
+    absl::StatusOr<const Policies*> pol = policies_.Cached();
+    if (!pol.ok()) return ServerError(std::string(pol.status().message()));
+    ReportResult r = reports_.Apply(req, **pol, now_(), ThreadRandom());
+    if (r.code == 200) {
+      if (const NodeView* v = GetSnapshot()->Find(r.node_id)) placement_->NodeChanged(v->slot);
+    }
+    return r;
+  }
+
+  // ---- views ---------------------------------------------------------------
+
+  absl::StatusOr<NodeStatus> Node(std::string_view id) {
+    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    const NodeView* v = snap->Find(id);
+    if (v == nullptr) return absl::NotFoundError(Cat("no node \"", id, "\""));
+    return nodes_.StatusOf(*snap, *v, now_());
+  }
+  std::vector<NodeStatus> Nodes() {
+    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    std::vector<NodeStatus> out;
+    int64_t now = now_();
+    for (const NodeView& v : snap->nodes) out.push_back(nodes_.StatusOf(*snap, v, now));
+    return out;
+  }
+  RouterStats Stats() {
+    std::shared_ptr<const Snapshot> snap = GetSnapshot();
+    RouterStats s;
+    s.nodes = static_cast<int64_t>(snap->nodes.size());
+    s.sessions = H().session_count.load(std::memory_order_relaxed);
+    s.affinities = H().affinity_count.load(std::memory_order_relaxed);
+    s.max_nodes = static_cast<int64_t>(H().max_nodes);
+    s.max_sessions = static_cast<int64_t>(H().max_sessions);
+    s.max_affinities = static_cast<int64_t>(H().max_affinities);
+    s.expired_sessions = H().expired_sessions.load(std::memory_order_relaxed);
+    s.reports_accepted = H().reports_accepted.load(std::memory_order_relaxed);
+    for (int i = 0; i < 8; ++i) s.reports_refused[kRefusalNames[i]] = H().reports_refused[i].load(std::memory_order_relaxed);
+    s.processes = owners_.LiveCount();
+    s.repairs = static_cast<int64_t>(H().repairs.load(std::memory_order_relaxed));
+    s.repaired_counts = H().recounted_drift.load(std::memory_order_relaxed);
+    return s;
+  }
+  // App name of an app slot, node id of (slot, epoch), and whether a filter matches.
+  struct Names {
+    std::shared_ptr<const Policies> pol;
+    std::shared_ptr<const Snapshot> snap;
+    std::string App(uint32_t a) const { return pol && a < kMaxApps && pol->by_slot[a] ? pol->by_slot[a]->config.name : ""; }
+    std::string NodeId(uint32_t s, uint32_t e) const {
+      const NodeView* v = snap->At(s, e);
+      return v ? v->id : "";
+    }
+  };
+  Names CurrentNames() {
+    absl::StatusOr<std::shared_ptr<const Policies>> pol = policies_.Get();
+    return Names{pol.ok() ? *pol : nullptr, GetSnapshot()};
+  }
+  std::vector<SessionInfo> Sessions(const ListFilter& f) {
+    Names names = CurrentNames();
+    std::vector<SessionRow> rows = sessions_.List(now_(), [&](const SessionEntry& e) {
+      return (f.app.empty() || names.App(e.app) == f.app) && (f.node.empty() || names.NodeId(e.node, e.node_epoch) == f.node);
+    }, f.limit);
+    std::vector<SessionInfo> out;
+    for (const SessionRow& r : rows) {
+      out.push_back(SessionInfo{r.call_id, names.App(r.app), names.NodeId(r.node, r.epoch), r.key, r.created_ms,
+                                r.expires_ms, r.attempt, r.confirmed});
+    }
+    return out;
+  }
+  std::vector<AffinityInfo> Affinities(const ListFilter& f) {
+    Names names = CurrentNames();
+    std::vector<AffinityRow> rows = affinity_.List(now_(), [&](const AffinityEntry& e) {
+      return (f.app.empty() || names.App(e.app) == f.app) && (f.node.empty() || names.NodeId(e.node, e.node_epoch) == f.node);
+    }, f.limit);
+    std::vector<AffinityInfo> out;
+    for (const AffinityRow& r : rows) {
+      out.push_back(AffinityInfo{names.App(r.app), r.key, names.NodeId(r.node, r.epoch), r.refs,
+                                 r.refs > 0 ? 0 : r.expires_ms});
+    }
+    return out;
+  }
+
+  NodeTable& nodes() { return nodes_; }
+
+ private:
+  std::unique_ptr<Region> region_;
+  std::function<int64_t()> now_;
+  NodeTable nodes_;
+  SessionTable sessions_;
+  AffinityTable affinity_;
+  HealthMonitor health_;
+  StatusReports reports_;
+  const uint64_t id_;  // distinguishes routers in the per-thread caches (addresses are reused)
+  PolicyStore policies_;
+  Owners owners_;
+  std::unique_ptr<Placement> placement_;
+  absl::Mutex mu_;  // guards snapshot_ (the pointer)
+  std::shared_ptr<const Snapshot> snapshot_;
+  bool seeded_ = false;
+  std::atomic<uint64_t> rng_{0};  // SplitMix64 state when seeded_
+};
+
+}  // namespace approute
+
+#endif  // APPROUTE_SRC_ROUTER_IMPL_H_

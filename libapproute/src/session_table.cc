@@ -1,0 +1,148 @@
+#include "session_table.h"
+
+#include <xxhash.h>
+
+#include "shard.h"
+
+namespace approute::internal {
+namespace {
+
+size_t ShardOf(uint64_t hash) { return static_cast<size_t>(hash >> 60) & (kShards - 1); }
+
+}  // namespace
+
+uint64_t SessionTable::Hash(std::string_view call_id) { return XXH3_64bits(call_id.data(), call_id.size()); }
+
+Held SessionTable::HeldBy(const SessionEntry& e) {
+  return Held{e.app, e.resource, e.node, e.node_epoch, e.claim, std::string(GetFixed(e.key))};
+}
+
+SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, SessionEntry* existing,
+                                       std::vector<Held>* expired) {
+  const uint64_t h = Hash(init.call_id);
+  Header& hdr = region_.header();
+  LockedShard<SessionEntry> sh(region_, hdr.session_shards[ShardOf(h)]);
+  auto same = [&](const SessionEntry& e) { return GetFixed(e.call_id) == init.call_id; };
+  if (uint32_t* link = sh.Find(h, same)) {
+    SessionEntry& e = sh.at(*link);
+    if (e.expires_ms > now) {
+      *existing = e;
+      return Insert::kDuplicate;
+    }
+    expired->push_back(HeldBy(e));
+    sh.Unlink(link);
+    hdr.session_count.fetch_sub(1, std::memory_order_relaxed);
+    hdr.expired_sessions.fetch_add(1, std::memory_order_relaxed);
+  }
+  uint32_t i = sh.Alloc();
+  if (i == kNil) {
+    sh.RemoveIf([now](const SessionEntry& e) { return e.expires_ms <= now; },
+                [&](const SessionEntry& e) {
+                  expired->push_back(HeldBy(e));
+                  hdr.session_count.fetch_sub(1, std::memory_order_relaxed);
+                  hdr.expired_sessions.fetch_add(1, std::memory_order_relaxed);
+                });
+    i = sh.Alloc();
+  }
+  if (i == kNil) return Insert::kFull;
+  SessionEntry& e = sh.at(i);
+  SetFixed(e.call_id, init.call_id);
+  SetFixed(e.key, init.key);
+  e.app = init.app;
+  e.resource = init.resource;
+  e.node = init.node;
+  e.node_epoch = init.epoch;
+  e.claim = init.claim;
+  e.created_ms = init.created_ms;
+  e.expires_ms = init.expires_ms;
+  e.attempt = 1;
+  e.n_tried = 0;
+  for (size_t t = 0; t < init.n_tried && t < static_cast<size_t>(kMaxAttemptsLimit); ++t) e.tried[e.n_tried++] = init.tried[t];
+  sh.Commit(i, h);
+  hdr.session_count.fetch_add(1, std::memory_order_relaxed);
+  return Insert::kInserted;
+}
+
+std::optional<SessionEntry> SessionTable::Get(std::string_view call_id, int64_t now) {
+  const uint64_t h = Hash(call_id);
+  LockedShard<SessionEntry> sh(region_, region_.header().session_shards[ShardOf(h)]);
+  uint32_t* link = sh.Find(h, [&](const SessionEntry& e) { return GetFixed(e.call_id) == call_id; });
+  if (link == nullptr || sh.at(*link).expires_ms <= now) return std::nullopt;
+  return sh.at(*link);
+}
+
+bool SessionTable::Remove(std::string_view call_id, Held* held) {
+  const uint64_t h = Hash(call_id);
+  LockedShard<SessionEntry> sh(region_, region_.header().session_shards[ShardOf(h)]);
+  uint32_t* link = sh.Find(h, [&](const SessionEntry& e) { return GetFixed(e.call_id) == call_id; });
+  if (link == nullptr) return false;
+  *held = HeldBy(sh.at(*link));
+  sh.Unlink(link);
+  region_.header().session_count.fetch_sub(1, std::memory_order_relaxed);
+  return true;
+}
+
+bool SessionTable::Modify(std::string_view call_id, int64_t now, absl::FunctionRef<bool(SessionEntry&)> fn,
+                          Held* held) {
+  const uint64_t h = Hash(call_id);
+  LockedShard<SessionEntry> sh(region_, region_.header().session_shards[ShardOf(h)]);
+  uint32_t* link = sh.Find(h, [&](const SessionEntry& e) { return GetFixed(e.call_id) == call_id; });
+  if (link == nullptr || sh.at(*link).expires_ms <= now) return false;
+  SessionEntry& e = sh.at(*link);
+  if (fn(e)) {
+    *held = HeldBy(e);
+    sh.Unlink(link);
+    region_.header().session_count.fetch_sub(1, std::memory_order_relaxed);
+  }
+  return true;
+}
+
+bool SessionTable::Confirm(std::string_view call_id) {
+  const uint64_t h = Hash(call_id);
+  LockedShard<SessionEntry> sh(region_, region_.header().session_shards[ShardOf(h)]);
+  uint32_t* link = sh.Find(h, [&](const SessionEntry& e) { return GetFixed(e.call_id) == call_id; });
+  if (link == nullptr) return false;
+  sh.at(*link).confirmed = 1;
+  return true;
+}
+
+int64_t SessionTable::Expire(size_t s, int64_t now, std::vector<Held>* held) {
+  Header& hdr = region_.header();
+  size_t before = held->size();
+  {
+    LockedShard<SessionEntry> sh(region_, hdr.session_shards[s]);
+    sh.RemoveIf([now](const SessionEntry& e) { return e.expires_ms <= now; },
+                [&](const SessionEntry& e) {
+                  held->push_back(HeldBy(e));
+                  hdr.session_count.fetch_sub(1, std::memory_order_relaxed);
+                });
+  }
+  auto n = static_cast<int64_t>(held->size() - before);
+  hdr.expired_sessions.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
+
+std::vector<SessionRow> SessionTable::List(int64_t now, absl::FunctionRef<bool(const SessionEntry&)> keep,
+                                           size_t limit) {
+  std::vector<SessionRow> out;
+  for (size_t s = 0; s < kShards; ++s) {
+    LockedShard<SessionEntry> sh(region_, region_.header().session_shards[s]);
+    sh.ForEach([&](const SessionEntry& e) {
+      if (e.expires_ms <= now || !keep(e) || (limit != 0 && out.size() >= limit)) return;
+      SessionRow r;
+      r.call_id = std::string(GetFixed(e.call_id));
+      r.key = std::string(GetFixed(e.key));
+      r.app = e.app;
+      r.node = e.node;
+      r.epoch = e.node_epoch;
+      r.created_ms = e.created_ms;
+      r.expires_ms = e.expires_ms;
+      r.attempt = e.attempt;
+      r.confirmed = e.confirmed != 0;
+      out.push_back(std::move(r));
+    });
+  }
+  return out;
+}
+
+}  // namespace approute::internal

@@ -1,0 +1,94 @@
+// session_table.h — one record per routed call, by call id: its node, app,
+// resource, affinity claim, attempts and the nodes it already tried.
+//
+// Owns: the session shards (Header::session_shards) and
+// Header::session_count / expired_sessions.
+// Locking: each operation takes one shard's robust mutex, never two; it
+// holds no other lock meanwhile.
+// Crash: entries are committed and removed with one flag (shard.h), so a
+// record is either wholly live or gone. The counts a record explains (its
+// node's count, its claim's reference) are changed by the caller around the
+// record's insertion and removal; if a process dies between the two, the
+// recount (recovery.h) derives them from the records again.
+#ifndef APPROUTE_SRC_SESSION_TABLE_H_
+#define APPROUTE_SRC_SESSION_TABLE_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/inlined_vector.h"
+#include "absl/functional/function_ref.h"
+#include "approute/types.h"
+#include "region.h"
+
+namespace approute::internal {
+
+// What a removed session held, to be given back: its node's count and its claim.
+struct Held {
+  uint32_t app = 0, resource = 0, node = kNil, epoch = 0;
+  uint64_t claim = 0;
+  std::string key;
+};
+
+// A new session's fields.
+struct SessionInit {
+  std::string_view call_id, key;  // key empty when the session holds no claim
+  uint32_t app = 0, resource = 0, node = kNil, epoch = 0;
+  uint64_t claim = 0;
+  int64_t created_ms = 0, expires_ms = 0;
+  const uint32_t* tried = nullptr;  // nodes to record as already tried
+  size_t n_tried = 0;
+};
+
+// A session as the API lists it.
+struct SessionRow {
+  std::string call_id, key;
+  uint32_t app = 0, node = kNil, epoch = 0;
+  int64_t created_ms = 0, expires_ms = 0;
+  int attempt = 0;
+  bool confirmed = false;
+};
+
+class SessionTable {
+ public:
+  explicit SessionTable(const Region& region) : region_(region) {}
+
+  static uint64_t Hash(std::string_view call_id);
+
+  enum class Insert { kInserted, kDuplicate, kFull };
+  // Inserts a session for `init.call_id`. A live session of that call id is
+  // left as it is (kDuplicate, copied into *existing); an expired one is
+  // replaced. When the shard is full its expired entries are swept first.
+  // Expired sessions removed on the way are appended to *expired.
+  Insert Add(const SessionInit& init, int64_t now, SessionEntry* existing, std::vector<Held>* expired);
+
+  // A copy of the live session of `call_id`.
+  std::optional<SessionEntry> Get(std::string_view call_id, int64_t now);
+
+  // Removes the session of `call_id` (live or expired); what it held goes to *held.
+  bool Remove(std::string_view call_id, Held* held);
+
+  // Runs fn on the live session of `call_id` under the shard lock. fn returns
+  // true to remove it (what it held then goes to *held). False when absent.
+  bool Modify(std::string_view call_id, int64_t now, absl::FunctionRef<bool(SessionEntry&)> fn, Held* held);
+
+  bool Confirm(std::string_view call_id);
+
+  // Removes the expired sessions of shard `s`, appending what they held.
+  int64_t Expire(size_t s, int64_t now, std::vector<Held>* held);
+
+  // Live sessions passing `keep`, at most `limit` (0 = all).
+  std::vector<SessionRow> List(int64_t now, absl::FunctionRef<bool(const SessionEntry&)> keep, size_t limit);
+
+  static Held HeldBy(const SessionEntry& e);
+
+ private:
+  const Region& region_;
+};
+
+}  // namespace approute::internal
+
+#endif  // APPROUTE_SRC_SESSION_TABLE_H_

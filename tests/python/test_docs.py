@@ -1,0 +1,81 @@
+"""The user documentation stands on its own: every reference points into the repository."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# What users read: the README, docs/, the Python package, the examples, the public headers.
+USER_FILES = ["README.md", "docs/*.md", "python/approute/*.py", "python/approute/*.pyi",
+              "examples/**/*", "libapproute/include/approute/*.h"]
+
+
+def user_files() -> Iterator[Path]:
+    seen = set()
+    for pattern in USER_FILES:
+        for p in sorted(ROOT.glob(pattern)):
+            if p.is_file() and p not in seen and "__pycache__" not in p.parts:
+                seen.add(p)
+                yield p
+
+
+def test_user_files_exist() -> None:
+    names = {p.relative_to(ROOT).as_posix() for p in user_files()}
+    assert {"README.md", "docs/design.md", "python/approute/__init__.py",
+            "libapproute/include/approute/router.h", "examples/kamailio/kamailio.cfg"} <= names
+
+
+def test_no_reference_to_a_file_outside_the_repository() -> None:
+    bad: List[str] = []
+    for p in user_files():
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        for i, line in enumerate(text.splitlines(), 1):
+            if re.search(r"DESIGN(\.md)? section|\.\./shared|shared/DESIGN|\bDESIGN\.md", line):
+                bad.append("%s:%d: %s" % (p.relative_to(ROOT), i, line.strip()))
+    assert not bad, "\n".join(bad)
+
+
+def design_sections() -> List[str]:
+    text = (ROOT / "docs/design.md").read_text(encoding="utf-8")
+    return [m.group(1).strip() for m in re.finditer(r"^## (.+)$", text, re.M)]
+
+
+def test_design_has_the_sections_users_are_sent_to() -> None:
+    sections = design_sections()
+    for name in ("Concepts", "State", "Routing flow", "Health, load and the event package",
+                 "Kamailio integration", "Public contract"):
+        assert name in sections, sections
+    planned = [s for s in sections if s.startswith("Several proxies")]
+    assert planned and "not yet available" in planned[0]
+
+
+def references() -> Iterator[Tuple[str, str]]:
+    # `docs/design.md`, "Routing flow"   or   docs/design.md ("Public contract")
+    pat = re.compile(r"docs/design\.md`?,? \(?\"([^\"]+)\"")
+    for p in user_files():
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            continue
+        for m in pat.finditer(text):
+            yield p.relative_to(ROOT).as_posix(), m.group(1)
+
+
+def test_every_named_section_exists() -> None:
+    refs = list(references())
+    assert len(refs) >= 5  # the README, headers and docs name sections
+    sections = set(design_sections())
+    missing = ["%s -> %r" % r for r in refs if r[1] not in sections]
+    assert not missing, missing
+
+
+def test_docs_named_in_the_readme_exist() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`(docs/[A-Za-z0-9_.-]+\.md)`", readme))
+    assert "docs/design.md" in named
+    assert [n for n in sorted(named) if not (ROOT / n).is_file()] == []

@@ -377,6 +377,38 @@ def test_bye_from_the_node_ends_the_session(e2e, cfg):
         errors="replace")
 
 
+def test_bye_without_our_route_set_ends_nothing_and_the_operator_ends_it(e2e, capsys):
+    """A BYE that does not follow this proxy's route set is answered 404 Not
+    here and leaves its session; `approute sessions` shows it and `approute
+    end` frees it."""
+    from approute import cli
+    if not hasattr(approute.Router, "sessions"):
+        pytest.skip("this approute build has no Router.sessions()")
+    e2e.add_node("n1")
+    e2e.write_config()
+    e2e.start_kamailio()
+    ua = UA(e2e)
+    d = ua.invite("conference")
+    assert d.code == 200
+    route, d.route = d.route, []  # no Route header: not a dialog of ours
+    assert ua.bye(d) == 404
+    d.route = route
+    assert e2e.node_sessions("n1") == 1
+
+    capsys.readouterr()
+    assert cli.main(["sessions", "--shared", e2e.shared, "--node", "n1", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["sessions"]
+    assert [(x["call_id"], x["app"], x["node_id"], x["key"]) for x in listed] == [
+        (d.call_id, "conference", "n1", "evil.example.com")]
+    assert listed[0]["confirmed"] is True and listed[0]["age"] >= 0
+    assert cli.main(["end", d.call_id, "--shared", e2e.shared]) == 0
+    assert e2e.node_sessions("n1") == 0
+    assert cli.main(["end", d.call_id, "--shared", e2e.shared]) == 1  # gone: says so
+    capsys.readouterr()
+    assert ua.bye(d) == 200  # the caller's real BYE later changes nothing
+    assert e2e.router.stats()["sessions"] == 0
+
+
 # --------------------------------------------------------------------------
 # 3. the caller cannot choose the application
 

@@ -13,6 +13,8 @@
     approute metrics  --shared NAME [--textfile PATH | --listen ADDR:PORT]   # Prometheus
     approute simulate WORKLOAD [--plot PNG] [--json OUT]   # compare strategies offline
     approute agent    --config agent.yaml    # node agent: signed status PUBLISH
+    approute sessions --shared NAME [--node N] [--app A] [--limit N] [--json]
+    approute end      CALL-ID --shared NAME  # end one session by hand
 
 ``--shared`` defaults to the environment variable APPROUTE_SHARED.
 Exit codes: 0 success, 1 error (message on stderr), 2 usage error. A reader
@@ -216,6 +218,84 @@ def validate(path: str, out: TextIO, err: TextIO, strict: bool = False) -> int:
         return EXIT_ERROR
     out.write("%s: ok (%d nodes%s)\n" % (path, n, ", %d warning%s" % (warned, "" if warned == 1 else "s")
                                           if warned else ""))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------
+# sessions / end: list the live sessions, end one by hand (a BYE that never
+# came through the proxy, e.g. answered "404 Not here")
+
+_SESSION_FIELDS = ("call_id", "app", "node_id", "key", "age", "attempt", "confirmed",
+                   "expires_in")
+
+
+def session_to_dict(si: Any) -> Dict[str, Any]:
+    """A SessionInfo as plain JSON-able data."""
+    out: Dict[str, Any] = {}
+    for field in _SESSION_FIELDS:
+        v = getattr(si, field, None)
+        out[field] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)
+    return out
+
+
+def _age(seconds: Any) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "-"
+    s = int(seconds)
+    if s < 120:
+        return "%ds" % s
+    if s < 7200:
+        return "%dm%02ds" % (s // 60, s % 60)
+    return "%dh%02dm" % (s // 3600, (s % 3600) // 60)
+
+
+def sessions_text(sessions: Iterable[Dict[str, Any]]) -> str:
+    rows = [[str(d.get("call_id", "")), str(d.get("app", "")), str(d.get("node_id") or "-"),
+             str(d.get("key") or "-"), _age(d.get("age")), str(d.get("attempt", "")),
+             "yes" if d.get("confirmed") else "no", _age(d.get("expires_in"))]
+            for d in sessions]
+    return format_table(rows, ["CALL-ID", "APP", "NODE", "KEY", "AGE", "ATTEMPT", "CONFIRMED",
+                               "EXPIRES"])
+
+
+def add_session_commands(sub: Any, shared_opt: Any) -> None:
+    """The `sessions` and `end` subcommands."""
+    sp = sub.add_parser("sessions", help="list live sessions (call id, app, node, key, age)")
+    shared_opt(sp)
+    sp.add_argument("--node", metavar="NODE", help="only the sessions on this node")
+    sp.add_argument("--app", metavar="APP", help="only the sessions of this application")
+    sp.add_argument("--limit", metavar="N", type=int, help="at most N sessions")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = sub.add_parser("end", help="end one session by hand (its capacity is freed)")
+    sp.add_argument("call_id", metavar="CALL-ID")
+    shared_opt(sp)
+
+
+def run_session_command(args: argparse.Namespace, router: Any, name: str,
+                        out: TextIO, err: TextIO) -> int:
+    """Runs `sessions` or `end` against an attached router."""
+    if args.command == "end":
+        if not args.call_id.strip():
+            raise _Usage("CALL-ID must not be empty")
+        router.end(args.call_id)  # NotFoundError: "no session ..." (exit 1)
+        out.write("%s: ended\n" % args.call_id)
+        return EXIT_OK
+    lister = getattr(router, "sessions", None)
+    if lister is None:
+        err.write("approute sessions: error: this approute build cannot list sessions "
+                  "(Router.sessions is missing)\n")
+        return EXIT_ERROR
+    if args.limit is not None and args.limit < 1:
+        raise _Usage("--limit must be at least 1, not %d" % args.limit)
+    if args.node is not None:
+        router.node(args.node)  # an unknown node: NotFoundError naming it
+    sessions = [session_to_dict(si) for si in lister(node=args.node, app=args.app,
+                                                     limit=args.limit)]
+    if args.json:
+        json.dump({"shared": name, "sessions": sessions}, out, indent=2, sort_keys=True)
+        out.write("\n")
+    else:
+        out.write(sessions_text(sessions) + "\n")
     return EXIT_OK
 
 
@@ -465,6 +545,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Sends signed PUBLISH status reports (event "
                         "approute-status) to the proxy; see docs/status-package.md.")
     agent.add_arguments(sp)
+    add_session_commands(sub, shared_opt)
     return p
 
 
@@ -533,6 +614,8 @@ def _main(argv: Optional[Sequence[str]], out: TextIO, err: TextIO) -> int:
             router.set_state(args.node, state)
             out.write("%s: %s\n" % (args.node, state))
             return EXIT_OK
+        if args.command in ("sessions", "end"):
+            return run_session_command(args, router, name, out, err)
     except _Usage as e:
         err.write("approute: error: %s\n" % e)
         return EXIT_USAGE

@@ -25,6 +25,10 @@ Settings come from the YAML file named by the environment variable
     shared: approute             # shared memory segment name (null: private)
     headers: {app: X-Exec-App, data: X-Exec-App-Data}
     match: [header, rules, ruri_user]   # where the app name comes from
+    trusted_sources: []          # CIDRs whose X-Exec-App(-Data) are believed;
+                                 # from anyone else both are removed
+    max_app_value: 64            # X-Exec-App(-Data) values: [A-Za-z0-9_.-]{1,64}
+    max_ruri_user: 128           # longer R-URI users: 414
     rules:                       # R-URI user regex -> app (+ app data)
       - {ruri_user: '^conf-(?P<room>[0-9]+)$', app: conference, data: '{room}'}
     apps:                        # Kamailio-side options per router app
@@ -38,6 +42,8 @@ Settings come from the YAML file named by the environment variable
     report_results: true         # final replies -> router.report_result()
     publish:                     # status reports (PUBLISH, event approute-status)
       default_expires: 3600      # lease asked for when a PUBLISH has no Expires
+      max_body: 8192             # larger bodies: 413, stateless
+      allow_sources: null        # CIDRs; null: status.allow_sources of the router
     probe:                       # active health probes (SIP OPTIONS, uac + rtimer)
       interval: 5                # seconds between probe rounds (0: no probes)
       timeout: 1.0               # seconds; no final answer within it is code 0
@@ -59,12 +65,24 @@ Handler return codes (what ``$rc`` holds after ``python_exec``):
 * ``on_failure``: 1 relayed to another node; 2 nothing to retry, let the
   best reply go upstream; -1 no node left, the script should reply 503
   (``$avp(approute_code)`` / ``$avp(approute_reason)`` are set); -5 error.
-* ``on_reply``, ``on_bye``, ``on_cancel``, ``on_relay_error``, ``on_timer``
-  (rtimer housekeeping: ``sweep()``): 1, or -5.
-* ``on_publish``: the handler creates the transaction and replies itself
-  (200 with SIP-ETag and Expires, 400, 403, 412, 489 for another event,
-  415 for a body that is not JSON, 500); returns 1, or -5 when even the
-  error reply failed.
+* ``on_reply``, ``on_bye_reply``, ``on_cancel``, ``on_relay_error``,
+  ``on_timer`` (rtimer housekeeping: ``sweep()``): 1, or -5.
+* ``on_bye``: 1 when the node itself sent the BYE (the session ended), 2
+  when the script must arm the BYE's reply route (``on_bye_reply`` ends
+  the session on a 2xx from a node: only the node holding the dialog
+  answers a BYE 2xx), -5.  A BYE relayed
+  anywhere else ends nothing.
+* ``on_publish``: first refuses statelessly (``sl_send_reply``, no
+  transaction, nothing kept) a source outside the allowed networks (403),
+  another event (489), a body over ``publish.max_body`` (413) or not JSON
+  (415); then creates the transaction and replies (200 with SIP-ETag and
+  Expires, 400, 403, 412, 500).  Reason phrases are the plain ones of each
+  code; the detail goes to the log.  Returns 1, or -5 when even the error
+  reply failed.
+* ``do_app_routing`` refuses, with a log line naming what is wrong and a
+  plain answer, X-Exec-App naming an app that is not configured (404),
+  values outside [A-Za-z0-9_.-] or over ``max_app_value`` (400) and R-URI
+  users over ``max_ruri_user`` (414); nothing is ever cut silently.
 * ``on_probe_timer`` (rtimer, every second: sends a round of OPTIONS with
   ``uac_req_send()`` when ``probe.interval`` has passed), ``on_probe_request``
   (``event_route[tm:local-request]``: sets the probe's final response timeout
@@ -73,7 +91,12 @@ Handler return codes (what ``$rc`` holds after ``python_exec``):
 
 Final replies of the nodes are also fed to ``router.report_result(node, code,
 latency_ms)`` (passive outlier detection): 2xx from ``on_reply``, negative
-replies and timeouts (code 0) from ``on_failure``; ``report_results: false``
+replies and timeouts (code 0) from ``on_failure``.  A local failure (no
+reply and no timeout: the proxy could not send; ``uac_req_send`` failing;
+tm's own 477/500 for a probe) is logged and never counted against the node;
+whether the node replied is ``$avp(approute_replied)``, set by the reply
+route for every reply (``on_reply`` in KEMI, one line in kamailio.cfg);
+``report_results: false``
 turns that off (and the ``$avp(approute_t0)`` send-time AVP with it).
 ``$avp(approute_t0)`` holds "-" once a 2xx has been reported (retransmissions
 are reported once).
@@ -237,6 +260,39 @@ def _number(spec: Dict[str, Any], key: str, default: float, where: str,
     return float(value)
 
 
+def _networks(raw: Any, where: str) -> Tuple[Any, ...]:
+    """A list of CIDRs (or addresses) as ipaddress networks."""
+    import ipaddress
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise SettingsError("%s: must be a list of networks (CIDRs)" % where)
+    out = []
+    for item in raw:
+        try:
+            out.append(ipaddress.ip_network(str(item).strip(), strict=False))
+        except ValueError as e:
+            raise SettingsError("%s: %r is not a network: %s" % (where, item, e))
+    return tuple(out)
+
+
+def _in_networks(addr: str, nets: Tuple[Any, ...]) -> bool:
+    """Whether the address ``addr`` (text, as $si gives it) is in ``nets``."""
+    if not nets or not addr:
+        return False
+    import ipaddress
+    try:
+        ip = ipaddress.ip_address(addr.strip("[]"))
+    except ValueError:
+        return False
+    return any(ip.version == n.version and ip in n for n in nets)
+
+
+#: Characters a value sent to Asterisk (X-Exec-App, X-Exec-App-Data) may
+#: hold: a Stasis application name and its argument are split on commas and
+#: read by the dialplan, so nothing but these.
+SAFE_VALUE_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
 #: The SIP event package of the status reports (docs/status-package.md).
 STATUS_EVENT = "approute-status"
 #: Header carrying the report's credential (see approute.sign_report).
@@ -255,10 +311,19 @@ class PublishOptions:
             spec = {}
         if not isinstance(spec, dict):
             raise SettingsError("publish: must be a mapping")
-        unknown = set(spec) - {"default_expires"}
+        unknown = set(spec) - {"default_expires", "max_body", "allow_sources"}
         if unknown:
             raise SettingsError("publish: unknown option(s) %s" % ", ".join(sorted(unknown)))
         self.default_expires = int(_number(spec, "default_expires", 3600, where))
+        # a larger body is refused statelessly (413) before anything is kept
+        self.max_body = int(_number(spec, "max_body", 8192, where, minimum=256))
+        if self.max_body > 65000:
+            raise SettingsError("publish.max_body: at most 65000 (bytes)")
+        # who may PUBLISH, checked before the transaction is created; None:
+        # status.allow_sources of the router config (Settings fills it in)
+        raw = spec.get("allow_sources")
+        self.allow_sources: Optional[Tuple[Any, ...]] = (
+            None if raw is None else _networks(raw, "publish.allow_sources"))
 
 
 class ProbeOptions:
@@ -347,7 +412,7 @@ class Settings:
     KNOWN = {"router", "shared", "headers", "match", "rules", "apps", "default_key",
              "default_app", "failure_route", "reply_route", "log_decisions",
              "health_on_timeout", "recent", "publish", "probe", "attrs",
-             "report_results"}
+             "report_results", "trusted_sources", "max_ruri_user", "max_app_value"}
 
     def __init__(self, data: Optional[Dict[str, Any]] = None, base_dir: str = "."):
         data = dict(data or {})
@@ -410,8 +475,35 @@ class Settings:
         self.report_results = rr
         self.publish = PublishOptions(data.get("publish"))
         self.probe = ProbeOptions(data.get("probe"))
+        # where X-Exec-App / X-Exec-App-Data of a request are believed;
+        # from anyone else they are removed (the caller cannot choose)
+        self.trusted_sources = _networks(data.get("trusted_sources") or [], "trusted_sources")
+        self.max_ruri_user = int(_number(data, "max_ruri_user", 128, "", minimum=1))
+        self.max_app_value = int(_number(data, "max_app_value", 64, "", minimum=1))
+        for name, o in self.apps.items():
+            if o.exec_app and not SAFE_VALUE_RE.match(o.exec_app):
+                raise SettingsError("apps.%s: exec_app %r may only hold A-Z a-z 0-9 _ . -"
+                                    % (name, o.exec_app))
+        if self.default_app is not None and not SAFE_VALUE_RE.match(self.default_app):
+            raise SettingsError("default_app: %r may only hold A-Z a-z 0-9 _ . -"
+                                % self.default_app)
+        # the router config as this handler loads it (None: attached)
+        router_cfg = self._router_config()
+        router_apps = router_cfg.get("apps") if isinstance(router_cfg, dict) else None
+        #: the applications a request may name (header / R-URI user): the
+        #: router's apps (not its fallback "default") and those listed here
+        self.known_apps = set(self.apps) | (set(str(a) for a in router_apps)
+                                            if isinstance(router_apps, dict) else set())
+        self.known_apps.discard("default")
+        if self.publish.allow_sources is None and isinstance(router_cfg, dict):
+            # no status.allow_sources: the core refuses every report, so do we
+            status = router_cfg.get("status")
+            raw = status.get("allow_sources") if isinstance(status, dict) else None
+            self.publish.allow_sources = _networks(raw or [], "router status.allow_sources")
         # exec_app value -> router app, for the header and ruri_user sources
         self._by_exec = {o.exec_app.lower(): n for n, o in self.apps.items() if o.exec_app}
+        #: why PUBLISH sources cannot be checked before the transaction, if so
+        self.publish_sources_unknown = self.publish.allow_sources is None
 
     @classmethod
     def from_file(cls, path: str) -> "Settings":
@@ -434,6 +526,34 @@ class Settings:
     def app_name(self, value: str) -> str:
         """Maps an X-Exec-App style value back to a router app name."""
         return self._by_exec.get(value.lower(), value)
+
+    def known_app(self, value: str) -> Optional[str]:
+        """The configured app a request names (its name or its exec_app, in
+        any case), or None: a request never makes up an application."""
+        name = self._by_exec.get(value.lower())
+        if name is not None:
+            return name
+        if value in self.known_apps:
+            return value
+        low = value.lower()
+        for a in self.known_apps:
+            if a.lower() == low:
+                return a
+        return None
+
+    def _router_config(self) -> Optional[Dict[str, Any]]:
+        """The router config as a mapping, when this handler loads one."""
+        try:
+            if self.router_text is not None:
+                cfg = _load_yaml(self.router_text, "router")
+            elif self.router_file is not None:
+                with open(self.router_file, "r", encoding="utf-8") as f:
+                    cfg = _load_yaml(f.read(), self.router_file)
+            else:
+                return None
+        except (OSError, SettingsError):
+            return None  # make_router() reports it
+        return cfg if isinstance(cfg, dict) else None
 
     def options(self, app: str) -> AppOptions:
         return self.apps.get(app) or self.apps.get("default") or _NO_OPTIONS
@@ -494,6 +614,7 @@ def _clean(text: Any, limit: int = 120) -> str:
 _REASON_MAP = {'"': "'", "<": "(", ">": ")", "[": "(", "]": ")", "{": "(", "}": ")",
                "#": " ", "%": " ", "\\": "/", "^": " ", "`": "'", "|": "/"}
 _DEFAULT_REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 412: "Conditional Request Failed",
+                    413: "Request Entity Too Large", 414: "Request-URI Too Long",
                     415: "Unsupported Media Type", 423: "Interval Too Brief", 489: "Bad Event",
                     500: "Server Internal Error", 503: "Service Unavailable"}
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9.!%*_+`'~-]+$")
@@ -515,6 +636,41 @@ def _etag_value(etag: Any) -> Optional[str]:
     return s if s and len(s) <= 128 and _TOKEN_RE.match(s) else None
 
 
+_URI_HOST_RE = re.compile(r"^(sips?):(?:[^@;>]*@)?(\[[^\]]+\]|[^:;>?]+)(?::(\d+))?")
+_resolved: Dict[str, List[str]] = {}
+
+
+def _uri_addrs(uri: str) -> List[Tuple[str, int]]:
+    """(ip, port) pairs a node URI stands for (a host name is resolved once
+    per process; port 5060, or 5061 for sips, when none is given)."""
+    m = _URI_HOST_RE.match(uri.strip())
+    if not m:
+        return []
+    host = m.group(2).strip("[]")
+    port = int(m.group(3) or (5061 if m.group(1) == "sips" else 5060))
+    ips = _resolved.get(host)
+    if ips is None:
+        import ipaddress
+        try:
+            ips = [str(ipaddress.ip_address(host))]
+        except ValueError:
+            import socket
+            try:
+                ips = sorted({ai[4][0] for ai in socket.getaddrinfo(host, port)})
+            except OSError:
+                ips = []
+        _resolved[host] = ips
+    return [(ip, port) for ip in ips]
+
+
+class _Refused(Exception):
+    """A request refused with a plain SIP answer; ``detail`` goes to the log."""
+
+    def __init__(self, code: int, reason: str, detail: str):
+        super().__init__(detail)
+        self.code, self.reason, self.detail = code, reason, detail
+
+
 class Handler:
     """The object ``mod_init()`` hands to app_python3."""
 
@@ -526,6 +682,12 @@ class Handler:
         self.recent: deque = deque(maxlen=max(settings.recent, 1))
         self._last_probe_round = 0.0   # per process: only the rtimer process probes
         self._warned: set = set()
+        #: refusals counted by this process (the core counts what it sees)
+        self.counters: Dict[str, int] = {}
+        self._node_addrs: Dict[Tuple[str, int], str] = {}  # (ip, port) -> node id
+        self._node_addrs_at = 0.0
+        self._last_log: Dict[str, float] = {}
+        self._skipped: Dict[str, int] = {}
         # per-call constants, computed once
         self._hdr_app_pv = "$hdr(%s)" % settings.header_app
         self._hdr_data_pv = "$hdr(%s)" % settings.header_data
@@ -536,6 +698,11 @@ class Handler:
         self._attr_apps = settings.apps_needing_attrs()
         if self._attr_apps is not None:
             self._attr_other = self._attr_apps.get("default", True)
+        if settings.publish_sources_unknown:
+            self._warn_once("publish_sources", "publish: the router config is not loaded "
+                            "here (attached), so PUBLISH sources are checked only by the "
+                            "core, after the transaction exists; set publish.allow_sources "
+                            "to refuse outsiders statelessly")
 
     # ----- helpers -------------------------------------------------------
 
@@ -608,11 +775,26 @@ class Handler:
         if vals is None:
             vals = {}
         get = self._cached
+        # X-Exec-App / X-Exec-App-Data count only from trusted networks;
+        # from a caller they are ignored (and removed by _set_headers).
+        # $si is read only when the request carries one of them.
+        hdr_data = get(vals, self._hdr_data_pv)
+        if hdr_data is not None and not self._trusted(vals):
+            self._log("dbg", "ignoring %s from untrusted %s" % (s.header_data, get(vals, "$si")))
+            hdr_data = None
         for source in s.match:
             if source == "header":
                 value = get(vals, self._hdr_app_pv)
-                if value:
-                    return s.app_name(value.strip()), get(vals, self._hdr_data_pv), None
+                if value and not self._trusted(vals):
+                    self._log("dbg", "ignoring %s from untrusted %s"
+                              % (s.header_app, get(vals, "$si")))
+                elif value:
+                    app = s.known_app(value.strip())
+                    if app is None:
+                        raise _Refused(404, "Not Found",
+                                       "X-Exec-App %r is not a configured application"
+                                       % _clean(value, 80))
+                    return app, hdr_data, None
             elif source == "rules":
                 for rule in s.rules:
                     if rule.field_pv is not None:
@@ -628,18 +810,33 @@ class Handler:
                             groups[str(i)] = g
                     look = self._lookup(groups, vals)
                     app, _ = render(rule.app, look)
+                    if "{" in rule.app:  # built from the request: a configured app only
+                        known = s.known_app(app)
+                        if known is None:
+                            raise _Refused(404, "Not Found", "rule app %r is not a "
+                                           "configured application" % _clean(app, 80))
+                        app = known
                     data = render(rule.data, look)[0] if rule.data is not None else None
                     exec_app = render(rule.exec_app, look)[0] if rule.exec_app is not None else None
                     if data is None:
-                        data = get(vals, self._hdr_data_pv)
+                        data = hdr_data
                     return app, data, exec_app
             elif source == "ruri_user":
                 value = get(vals, "$rU")
                 if value:
-                    return s.app_name(value), get(vals, self._hdr_data_pv), None
+                    # only a configured app: any other user is not an app
+                    # (and never one of the router's "default" fallback)
+                    app = s.known_app(value)
+                    if app is not None:
+                        return app, hdr_data, None
         if s.default_app:
-            return s.default_app, get(vals, self._hdr_data_pv), None
+            return s.default_app, hdr_data, None
         return None, None, None
+
+    def _trusted(self, vals: Dict[str, Optional[str]]) -> bool:
+        """Whether the request comes from settings.trusted_sources."""
+        nets = self.settings.trusted_sources
+        return bool(nets) and _in_networks(self._cached(vals, "$si") or "", nets)
 
     def _set_headers(self, app: str, data: Optional[str], exec_app: Optional[str],
                      vals: Optional[Dict[str, Optional[str]]] = None,
@@ -655,9 +852,27 @@ class Handler:
                 present = ksr.hdr.is_present(name) > 0
             if present:
                 ksr.hdr.remove(name)
-        ksr.hdr.append("%s: %s\r\n" % (s.header_app, _clean(value, 200)))
+        # both values were checked by _check_values (safe characters, length)
+        ksr.hdr.append("%s: %s\r\n" % (s.header_app, value))
         if data:
-            ksr.hdr.append("%s: %s\r\n" % (s.header_data, _clean(data, 200)))
+            ksr.hdr.append("%s: %s\r\n" % (s.header_data, data))
+
+    def _check_values(self, app: str, data: Optional[str], exec_app: Optional[str],
+                      opts: AppOptions) -> None:
+        """Refuses (_Refused) values that may not reach Asterisk: anything
+        outside [A-Za-z0-9_.-] (a comma would be a second Stasis argument)
+        or longer than max_app_value.  Never cut silently."""
+        s = self.settings
+        value = exec_app or opts.exec_app or app
+        for what, v in ((s.header_app, value), (s.header_data, data)):
+            if not v:
+                continue
+            if len(v) > s.max_app_value:
+                raise _Refused(400, "Bad Request", "%s value is %d characters (max_app_value %d)"
+                               % (what, len(v), s.max_app_value))
+            if not SAFE_VALUE_RE.match(v):
+                raise _Refused(400, "Bad Request", "%s value %r has characters outside "
+                               "A-Z a-z 0-9 _ . -" % (what, _clean(v, 80)))
 
     def _note(self, what: str, call_id: str, d: Any, extra: str = "") -> None:
         if not self._notes:  # neither logged nor kept: not even formatted
@@ -714,11 +929,25 @@ class Handler:
         call_id = get(vals, "$ci")
         if not call_id:
             return self._fail(400, "Missing Call-ID", BAD_REQUEST)
+        try:
+            return self._route_checked(vals, call_id)
+        except _Refused as r:
+            self._log_limited("refused_%d" % r.code, "refused call_id=%s src=%s: %d %s" % (
+                _clean(call_id, 80), get(vals, "$si") or "-", r.code, r.detail))
+            rc = UNKNOWN_APP if r.code == 404 else BAD_REQUEST
+            return self._fail(r.code, r.reason, rc)
+
+    def _route_checked(self, vals: Dict[str, Optional[str]], call_id: str) -> int:
+        get = self._cached
+        ruser = get(vals, "$rU") or ""
+        if len(ruser) > self.settings.max_ruri_user:
+            raise _Refused(414, "Request-URI Too Long", "R-URI user is %d characters "
+                           "(max_ruri_user %d)" % (len(ruser), self.settings.max_ruri_user))
         app, data, exec_app = self._find_app(vals)
         if not app:
             if self._notes:
                 self._note("route", call_id, None, " (no application matched)")
-            return self._fail(404, "Unknown Application", UNKNOWN_APP)
+            return self._fail(404, "Not Found", UNKNOWN_APP)
         s = self.settings
         opts = s.options(app)
         key = None
@@ -730,6 +959,7 @@ class Handler:
                 key = text if nonempty else None
             if data is None and opts.data is not None:
                 data = render(opts.data, look)[0] or None
+        self._check_values(app, data, exec_app, opts)  # before anything is kept
         # the hash inputs, only for apps whose strategy may use them
         attrs = None
         need = self._attr_apps
@@ -743,7 +973,7 @@ class Handler:
             d = self.router.route(app, call_id=call_id, key=key, attrs=attrs)
         except _ar.NotFoundError as e:
             self._log("info", "route app=%s call_id=%s: %s" % (app, call_id, e))
-            return self._fail(404, "Unknown Application", UNKNOWN_APP)
+            return self._fail(404, "Not Found", UNKNOWN_APP)
         except _ar.ResourceExhaustedError as e:
             self._log("err", "route app=%s call_id=%s: %s" % (app, call_id, e))
             return self._fail(503, "Router Full", EXHAUSTED)
@@ -786,10 +1016,21 @@ class Handler:
             timeout = ksr.tm.t_branch_timeout() > 0
         except Exception:
             pass
+        failed_node = self._pv("$avp(approute_node)")
+        # did the node answer at all?  The reply route marks every reply of
+        # the node ($avp(approute_replied), see on_reply); a failure with
+        # neither a reply nor a timeout is local: the send failed (no
+        # memory, no socket...) and tm made the answer up.  (tm's own
+        # t_branch_replied() is not set for a final reply without a
+        # provisional one, so it cannot tell.)
+        replied = failed_node is not None and self._pv("$avp(approute_replied)") == failed_node
+        local = not timeout and not replied
         if timeout or code == 0:
             code = 408
-        failed_node = self._pv("$avp(approute_node)")
-        if self.settings.report_results:
+        if local:
+            self._log_limited("local_failure", "call_id=%s: local failure %d towards %s: not "
+                              "counted against the node" % (call_id, code, failed_node or "-"))
+        elif self.settings.report_results:
             self._report_result(0 if timeout else code, failed_node)
         if timeout and failed_node and self.settings.health_on_timeout:
             try:
@@ -831,6 +1072,10 @@ class Handler:
             return OK
         pv = self.ksr.pv
         status = str(pv.get("$rs") or "")
+        node = pv.get("$avp(approute_node)")
+        if node is not None and pv.get("$avp(approute_replied)") != node:
+            # this node answered (on_failure: not a local failure)
+            pv.sets("$avp(approute_replied)", str(node))
         if not status.startswith("2"):
             return OK
         method = pv.get("$rm")  # $rm is the CSeq method on replies
@@ -851,7 +1096,6 @@ class Handler:
             return OK
         pv.sets("$avp(approute_t0)", "-")
         fn = getattr(router, "report_result", None)
-        node = pv.get("$avp(approute_node)")
         if fn is None or not node:
             return OK
         try:
@@ -879,11 +1123,75 @@ class Handler:
             self._log("dbg", "end call_id=%s (%s): no session" % (call_id, why))
 
     def on_bye(self, msg: Any = None, *args: Any) -> int:
-        """BYE (either direction): the session ends."""
+        """An in-dialog BYE, before it is relayed.  From a node (the node hung
+        up): the session ends now.  From anyone else: nothing yet; the
+        script arms the BYE's reply route and on_bye_reply() ends the
+        session when the session's node answers it 2xx.  A BYE sent
+        elsewhere (a forged R-URI) never frees the node's capacity."""
         try:
-            return self._end_current("bye") or INTERNAL
+            return self._on_bye() or INTERNAL
         except Exception as e:
             return self._crashed("on_bye", e)
+
+    def _on_bye(self) -> int:
+        if self.router is None:
+            return OK
+        node = self._node_at(self._pv("$si") or "", self._pv("$sp") or "")
+        if node is not None and self._holds(node, self._pv("$ci") or ""):
+            return self._end_current("bye from node %s" % node)
+        return PASS  # the script arms the BYE's reply route (on_bye_reply)
+
+    def on_bye_reply(self, msg: Any = None, *args: Any) -> int:
+        """Reply route of a relayed BYE: a 2xx from the session's own node
+        (the node has the BYE and let the call go) ends the session."""
+        return self._guard("on_bye_reply", self._on_bye_reply)
+
+    def _on_bye_reply(self) -> int:
+        if self.router is None:
+            return OK
+        status = self._pv("$rs") or ""
+        if not status.startswith("2") or self._pv("$rm") not in (None, "BYE"):
+            return OK
+        call_id = self._pv("$ci") or ""
+        src, port = self._pv("$si") or "", self._pv("$sp") or ""
+        node = self._node_at(src, port)
+        if node is None or not self._holds(node, call_id):
+            self._log_limited("bye_elsewhere", "call_id=%s: BYE answered %s by %s:%s, not by "
+                              "a node: the session stays" % (
+                                  _clean(call_id, 80), status, src, port))
+            return OK
+        return self._end_current("bye answered by node %s" % node)
+
+    def _holds(self, node: str, call_id: str) -> bool:
+        """Whether the BYE of ``call_id`` seen at ``node`` may end the
+        session.  Any node will do: a node answers 2xx only to a BYE that
+        matches a dialog it holds (Call-ID and both tags), so a BYE for this
+        call sent to another node is answered 481 and ends nothing.  Not
+        looking the session up keeps a BYE O(1) (listing a node's sessions
+        would cost as much as the node has calls)."""
+        return bool(node and call_id)
+
+    def _node_at(self, ip: str, port: str) -> Optional[str]:
+        """The node whose URI is ip:port, or None."""
+        try:
+            p = int(port)
+        except ValueError:
+            return None
+        ip = ip.strip("[]")
+        hit = self._node_addrs.get((ip, p))
+        if hit is not None:
+            return hit
+        # a node may have joined (PUBLISH) since: rebuild at most once a second
+        now = time.monotonic()
+        if now - self._node_addrs_at < 1.0:
+            return None
+        self._node_addrs_at = now
+        addrs: Dict[Tuple[str, int], str] = {}
+        for n in self.router.nodes():
+            for a in _uri_addrs(getattr(n, "uri", "") or ""):
+                addrs[a] = n.id
+        self._node_addrs = addrs
+        return addrs.get((ip, p))
 
     def on_cancel(self, msg: Any = None, *args: Any) -> int:
         """CANCEL: the session ends."""
@@ -964,7 +1272,7 @@ class Handler:
         except Exception as e:  # never let anything escape into Kamailio
             self._log("err", "on_publish failed: %s: %s" % (type(e).__name__, e))
             try:
-                self._reply(500, "Status Report Error")
+                self._reply(500, "Server Internal Error")
                 return OK
             except Exception:
                 return INTERNAL
@@ -986,9 +1294,65 @@ class Handler:
             return None, True
         return int(raw), True
 
+    def _sl_reply(self, code: int, headers: Tuple[str, ...] = ()) -> None:
+        """A stateless answer with the plain phrase of ``code``: nothing is
+        kept for the request (no transaction)."""
+        ksr = self.ksr
+        for h in headers:
+            ksr.hdr.append_to_reply(h + "\r\n")
+        ksr.sl.sl_send_reply(int(code), _DEFAULT_REASONS.get(int(code), "Error"))
+
+    def _refuse_publish(self, code: int, why: str, src: str,
+                        headers: Tuple[str, ...] = ()) -> int:
+        """Refuses a PUBLISH before its transaction exists; the detail goes
+        to the log (at most one line a second per kind and process)."""
+        self._sl_reply(code, headers)
+        key = "publish_%d" % code
+        self.counters[key] = self.counters.get(key, 0) + 1
+        self._log_limited(key, "publish from %s: %d %s (stateless; %d so far in this process)"
+                          % (src or "-", code, why, self.counters[key]))
+        return OK
+
+    def _log_limited(self, key: str, text: str) -> None:
+        """One info line per second and ``key`` at most (a flood must not
+        flood the log too); the next line says how many were left out."""
+        now = time.monotonic()
+        last = self._last_log.get(key, 0.0)
+        if now - last >= 1.0:
+            self._last_log[key] = now
+            skipped = self._skipped.pop(key, 0)
+            self._log("info", text + (" (%d similar line(s) left out)" % skipped
+                                      if skipped else ""))
+        else:
+            self._skipped[key] = self._skipped.get(key, 0) + 1
+
     def _on_publish(self) -> int:
         ksr = self.ksr
         src = self._pv("$si") or ""
+        pub = self.settings.publish
+        # Stateless checks first (source, event, size, type): a request
+        # refused here leaves nothing in shared memory, so a flood of them
+        # costs the proxy one answer each and nothing more.
+        if pub.allow_sources is not None and not _in_networks(src, pub.allow_sources):
+            return self._refuse_publish(403, "source not in allow_sources", src)
+        event = (self._pv("$hdr(Event)") or "").split(";", 1)[0].strip().lower()
+        if event != STATUS_EVENT:
+            return self._refuse_publish(489, "event %r is not %s" % (_clean(event, 40) or "-",
+                                                                     STATUS_EVENT),
+                                        src, ("Allow-Events: " + STATUS_EVENT,))
+        try:  # $bs: the body as received (over UDP Content-Length is optional)
+            length = max(int(self._pv("$bs") or 0), int(self._pv("$cl") or 0))
+        except ValueError:
+            length = -1
+        if length < 0 or length > pub.max_body:
+            return self._refuse_publish(413, "body of %s bytes (publish.max_body %d)"
+                                        % (length if length >= 0 else "unknown", pub.max_body),
+                                        src)
+        ctype = (self._pv("$hdr(Content-Type)") or "").split(";", 1)[0].strip().lower()
+        if length > 0 and not (ctype == "application/json" or ctype.endswith("+json")):
+            return self._refuse_publish(415, "content type %r is not application/json"
+                                        % (_clean(ctype, 60) or "none"), src,
+                                        ("Accept: application/json",))
         # one transaction per PUBLISH: a retransmission gets the same answer
         # instead of being applied again (and refused as a replay)
         try:
@@ -997,32 +1361,30 @@ class Handler:
                 return OK
         except AttributeError:  # pragma: no cover - tm not loaded
             pass
-        event = (self._pv("$hdr(Event)") or "").split(";", 1)[0].strip().lower()
-        if event != STATUS_EVENT:
-            self._log("info", "publish from %s: event %r refused (489)" % (src, event or "-"))
-            self._reply(489, "Bad Event", ("Allow-Events: " + STATUS_EVENT,))
-            return OK
         apply_report = getattr(self.router, "apply_report", None)
         if apply_report is None:
             self._warn_once("apply_report", "status reports need a router with apply_report()")
-            self._reply(500, "Status Reports Not Supported")
+            self._reply(500, "Server Internal Error")
             return OK
         expires, present = self._header_int("Expires")
         if not present:
             expires = self.settings.publish.default_expires
         elif expires is None:
-            self._log("info", "publish from %s: 400 malformed Expires" % src)
-            self._reply(400, "Malformed Expires header")
+            self._log("info", "publish from %s: 400 malformed Expires header" % src)
+            self._reply(400, "Bad Request")
             return OK
         body = self._pv("$rb") or ""
-        ctype = (self._pv("$hdr(Content-Type)") or "").split(";", 1)[0].strip().lower()
-        if body and ctype and not (ctype == "application/json" or ctype.endswith("+json")):
-            self._log("info", "publish from %s: 415 content type %s" % (src, ctype))
-            self._reply(415, "Unsupported Media Type", ("Accept: application/json",))
-            return OK
         if_match = (self._pv("$hdr(SIP-If-Match)") or "").strip() or None
         auth = (self._pv("$hdr(%s)" % AUTH_HEADER) or "").strip() or None
-        res = apply_report(body, expires=int(expires), source=src, auth=auth, if_match=if_match)
+        try:
+            res = apply_report(body, expires=int(expires), source=src, auth=auth,
+                               if_match=if_match)
+        except ValueError as e:  # InvalidArgumentError: e.g. a number out of range
+            self.counters["publish_400"] = self.counters.get("publish_400", 0) + 1
+            self._reply(400, "Bad Request")
+            self._note_status("publish node=- code=400 reason=%s src=%s"
+                              % (_clean(e, 200).replace(" ", "_"), src), refused=True)
+            return OK
         code = int(getattr(res, "code", 500))
         reason = getattr(res, "reason", "") or ""
         node = getattr(res, "node_id", None) or "-"
@@ -1039,15 +1401,23 @@ class Handler:
             return OK
         if code not in (400, 403, 412, 423, 489):
             code = 500
-        self._reply(code, reason)
+        # the sender gets the plain phrase; the detail (key ids, pools, the
+        # clock, the replay window) is for the log only
+        self._reply(code, _DEFAULT_REASONS.get(code, "Error"))
         self._note_status("publish node=%s code=%d reason=%s src=%s"
-                          % (node, code, reason_phrase(reason, code).replace(" ", "_"), src))
+                          % (node, code, reason_phrase(reason, code).replace(" ", "_"), src),
+                          refused=True)
         return OK
 
-    def _note_status(self, text: str) -> None:
+    def _note_status(self, text: str, refused: bool = False) -> None:
+        """A PUBLISH outcome: kept in ``recent``; logged when log_decisions
+        is on, and always (rate-limited) for a refusal, whose detail the
+        sender never sees."""
         self.recent.append((time.time(), text))
         if self.settings.log_decisions:
             self._log("info", text)
+        elif refused:
+            self._log_limited("publish_refused", text)
 
     # ----- active probes: OPTIONS through uac_req_send() ---------------------
 
@@ -1088,8 +1458,10 @@ class Handler:
         pv.sets("$uac_req(evparam)", "%.6f|%s" % (time.time(), node_id))
         pv.seti("$uac_req(evroute)", 1)
         if ksr.uac.uac_req_send() < 0:
-            self._log("warn", "probe %s (%s): uac_req_send failed" % (node_id, uri))
-            self._probe_result(node_id, 0, 0.0)
+            # the proxy could not send (short of memory, no socket): that
+            # says nothing about the node, so nothing is reported
+            self._log_limited("probe_send", "probe %s (%s): uac_req_send failed locally; "
+                              "not counted against the node" % (node_id, uri))
             return False
         return True
 
@@ -1121,8 +1493,14 @@ class Handler:
             code = int(self._pv("$uac_req(evcode)") or 0)
         except ValueError:
             evtype, code = 2, 0
-        # evtype 2: no reply at all (timeout, send failure): tm's 408 is local
+        # evtype 2: no reply from the node, tm made one up: 408 is the
+        # timeout (the node's fault, code 0); anything else (477 send
+        # failure, 500 no memory...) is local and says nothing about the node
         if evtype != 1:
+            if code not in (0, 408):
+                self._log_limited("probe_local", "probe %s: local failure %d; not counted "
+                                  "against the node" % (node_id, code))
+                return OK
             code = 0
         self._probe_result(node_id, code, rtt)
         return OK
@@ -1142,6 +1520,7 @@ class Handler:
 
     KEMI_FAILURE = "ksr_approute_failure"
     KEMI_REPLY = "ksr_approute_reply"
+    KEMI_BYE_REPLY = "ksr_approute_bye_reply"
 
     def ksr_request_route(self, msg: Any = None, *args: Any) -> int:
         try:
@@ -1160,6 +1539,12 @@ class Handler:
 
     def _kemi_request(self) -> None:
         ksr = self.ksr
+        # flood control when the config loads pike (see docs/security.md):
+        # a source over its limit is dropped without an answer
+        pike = getattr(ksr, "pike", None)
+        if pike is not None and pike.pike_check_req() < 0:
+            self._log_limited("pike", "pike: dropping requests from %s" % self._pv("$si"))
+            return
         if ksr.maxfwd.process_maxfwd(10) < 0:
             ksr.sl.sl_send_reply(483, "Too Many Hops")
             return
@@ -1186,7 +1571,10 @@ class Handler:
         if ksr.siputils.has_totag() > 0:
             if ksr.rr.loose_route() > 0:
                 if method == "BYE":
-                    self.on_bye()
+                    # the session ends when its node has the BYE: now if the
+                    # node sent it, else on the node's 2xx (on_bye_reply)
+                    if self.on_bye() == PASS:
+                        ksr.tm.t_on_reply(self.KEMI_BYE_REPLY)
                 self._kemi_relay()
             elif method == "ACK":
                 if ksr.tm.t_check_trans() > 0:
@@ -1230,6 +1618,10 @@ class Handler:
 
     def ksr_approute_reply(self, msg: Any = None, *args: Any) -> int:
         self.on_reply()
+        return 1
+
+    def ksr_approute_bye_reply(self, msg: Any = None, *args: Any) -> int:
+        self.on_bye_reply()
         return 1
 
     def ksr_approute_timer(self, msg: Any = None, *args: Any) -> int:

@@ -269,7 +269,7 @@ class UacRun:
     """One SIPp UAC process placing a list of calls."""
 
     def __init__(self, env: "E2E", calls: Sequence[Call], rate: float, limit: int,
-                 timeout: float, scenario: str = "uac.xml"):
+                 timeout: float, scenario: str = "uac.xml", local_ip: str = LOCAL):
         self.env = env
         self.calls = list(calls)
         self.timeout = timeout
@@ -284,7 +284,7 @@ class UacRun:
         self.err = d / ("uac-%d.err" % seq)
         port = free_udp_port()
         argv = [SIPP, "%s:%d" % (LOCAL, env.port), "-sf", str(SCENARIOS / scenario),
-                "-inf", str(csv), "-i", LOCAL, "-p", str(port), "-m", str(len(self.calls)),
+                "-inf", str(csv), "-i", local_ip, "-p", str(port), "-m", str(len(self.calls)),
                 "-r", str(max(1, int(round(rate)))), "-rp", "1000", "-l", str(limit),
                 "-nostdin", "-trace_logs", "-log_file", str(self.log),
                 "-trace_err", "-error_file", str(self.err),
@@ -376,12 +376,18 @@ class E2E:
             "  - {ruri_user: '^room-(?P<room>[0-9]+)$', app: conference, data: '{room}'}\n"
             "apps:\n"
             "  conference: {key: '{from_domain}', exec_app: Conference}\n"
-            "%s" % (self.router_yaml, self.shared, settings_extra))
+            "%s"
+            # callers on 127.0.0.1 may send X-Exec-App(-Data); a test caller
+            # from another loopback address (127.0.0.2) is an outsider
+            "%s" % (self.router_yaml, self.shared, settings_extra,
+                    "" if "trusted_sources" in settings_extra
+                    else "trusted_sources: ['127.0.0.1/32']\n"))
 
     # ----- Kamailio ------------------------------------------------------------
 
     def start_kamailio(self, cfg: Path = KAMAILIO_CFG, children: int = 4,
-                       timeout: float = 15.0) -> Proc:
+                       timeout: float = 15.0, defines: Sequence[str] = ()) -> Proc:
+        """Starts Kamailio with ``cfg``; ``defines``: more -A NAME[=VALUE]."""
         env = dict(os.environ)
         env["APPROUTE_KAMAILIO_CONFIG"] = str(self.settings_yaml)
         env["APPROUTE_SITE_DIRS"] = site_dirs()
@@ -393,6 +399,8 @@ class E2E:
                 "-A", "APPROUTE_CHILDREN=%d" % children,
                 "-A", "APPROUTE_FR_TIMER=%d" % self.fr_timer,
                 "-A", "APPROUTE_FR_INV_TIMER=10000"]
+        for d in defines:
+            argv += ["-A", d]
         with open(self.kamailio_log, "ab") as f:
             f.write(("\n==== start %s\n" % " ".join(argv)).encode())
         self.kamailio = Proc("kamailio", argv, self.kamailio_log, env=env, cwd=str(self.dir))
@@ -461,14 +469,17 @@ class E2E:
     # ----- callers --------------------------------------------------------------
 
     def run_calls(self, calls: Sequence[Call], rate: float = 10.0, limit: int = 50,
-                  timeout: float = 60.0, scenario: str = "uac.xml") -> List[CallResult]:
+                  timeout: float = 60.0, scenario: str = "uac.xml",
+                  local_ip: str = LOCAL) -> List[CallResult]:
         """Places the calls through Kamailio with one SIPp UAC; waits for all."""
-        return self.start_calls(calls, rate, limit, timeout, scenario).wait()
+        return self.start_calls(calls, rate, limit, timeout, scenario, local_ip).wait()
 
     def start_calls(self, calls: Sequence[Call], rate: float = 10.0, limit: int = 50,
-                    timeout: float = 60.0, scenario: str = "uac.xml") -> "UacRun":
-        """Starts a SIPp UAC placing the calls; returns without waiting."""
-        run = UacRun(self, calls, rate, limit, timeout, scenario)
+                    timeout: float = 60.0, scenario: str = "uac.xml",
+                    local_ip: str = LOCAL) -> "UacRun":
+        """Starts a SIPp UAC placing the calls; returns without waiting.
+        ``local_ip``: the caller's address (any of 127.0.0.0/8)."""
+        run = UacRun(self, calls, rate, limit, timeout, scenario, local_ip)
         self.procs.append(run.proc)
         return run
 

@@ -301,8 +301,13 @@ def test_refused_reports_change_nothing(e2e):
     assert e2e.router.stats()["reports_accepted"] == 1
     refused = []
 
+    plain = {400: "Bad Request", 403: "Forbidden", 412: "Conditional Request Failed",
+             415: "Unsupported Media Type", 489: "Bad Event"}
+
     def refuse(code, response, why):
         assert response.code == code, (why, response)
+        # the sender learns no key ids, pools, clock or window: the detail is logged
+        assert response.reason == plain[code], (why, response)
         assert response.etag is None, why
         assert snapshot() == before, why
         refused.append(why)
@@ -324,18 +329,24 @@ def test_refused_reports_change_nothing(e2e):
         refuse(403, other.send(other.body(), etag=None), "takeover of a configured id")
     finally:
         other.close()
-    # a source outside status.allow_sources (127.0.0.1/32 only)
+    assert e2e.router.stats()["reports_refused"] == len(refused)
+    # a source outside status.allow_sources (127.0.0.1/32 only): refused by
+    # the handler statelessly, before the core (or a transaction) sees it
     outsider = Publisher(e2e, "n1", src="127.0.0.2")
     try:
-        refuse(403, outsider.send(outsider.body(), etag=None), "source not allowed")
+        r = outsider.send(outsider.body(), etag=None)
+        refuse(403, r, "source not allowed")
+        assert r.reason == "Forbidden", r
     finally:
         outsider.close()
-    assert e2e.router.stats()["reports_refused"] == len(refused)
+    assert e2e.router.stats()["reports_refused"] == len(refused) - 1
     refuse(412, p.send(None, etag="no-such-etag"), "unknown entity tag")
     refuse(489, p.send(p.body(), event="presence"), "another event package")
     refuse(415, p.send(p.body(), ctype="text/plain"), "not JSON")
 
     assert e2e.router.stats()["reports_accepted"] == 1
+    log = e2e.kamailio_log.read_text(errors="replace")
+    assert "publish node=" in log and "reason=" in log  # the detail went to the log
     # the node still works
     assert p.send(p.body(load={"channels": 7})).code == 200
     assert e2e.router.node("n1").load["channels"] == 7

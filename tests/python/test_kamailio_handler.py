@@ -131,7 +131,9 @@ def make(settings=None, **pvs):
     data = {"router": ROUTER, "shared": None,
             "rules": [{"ruri_user": "^room-(?P<room>[0-9]+)$", "app": "conference",
                        "data": "{room}"}],
-            "apps": {"conference": {"key": "{from_domain}", "exec_app": "Conference"}}}
+            "apps": {"conference": {"key": "{from_domain}", "exec_app": "Conference"}},
+            # the fake caller ($si 127.0.0.1) may send X-Exec-App(-Data)
+            "trusted_sources": ["127.0.0.1/32"]}
     data.update(settings or {})
     ksr = FakeKSR(**pvs)
     h = kam.create_handler(kam.Settings(data), ksr=ksr)
@@ -210,14 +212,30 @@ def test_timeout_counts_as_408():
     assert any("code=408" in s for _, s in ksr.logs)
 
 
+def bye_answered(h, ksr, status="200", src=None):
+    """The BYE's reply route: ``src`` (ip, port) answered ``status``."""
+    ip, port = src
+    ksr.vars.update({"$rs": status, "$rm": "BYE", "$si": ip, "$sp": str(port)})
+    return h.on_bye_reply(None)
+
+
+def node_addr(h, node_id):
+    host, port = h.router.node(node_id).uri.split(":")[1:]
+    return host, int(port)
+
+
 def test_confirm_end_and_unknown_call_are_quiet():
     h, ksr = make()
     assert h.do_app_routing(None) == kam.OK
+    node = ksr.vars["$avp(approute_node)"]
     ksr.vars["$rs"] = "200"
     assert h.on_reply(None) == kam.OK
-    assert h.on_bye(None) == kam.OK
+    ksr.vars.update({"$rm": "BYE", "$sp": "5090"})  # the caller's BYE
+    assert h.on_bye(None) == kam.PASS  # wait for the node's answer
+    assert int(h.router.stats()["sessions"]) == 1  # not yet: the node has not answered
+    assert bye_answered(h, ksr, "200", node_addr(h, node)) == kam.OK
     assert int(h.router.stats()["sessions"]) == 0
-    assert h.on_bye(None) == kam.OK  # already ended: logged, not raised
+    assert bye_answered(h, ksr, "200", node_addr(h, node)) == kam.OK  # already ended: quiet
     assert h.on_cancel(None) == kam.OK
     assert not [s for lvl, s in ksr.logs if lvl == "err"]
 
@@ -345,7 +363,9 @@ def test_no_decision_lines_when_off():
     assert h.do_app_routing(None) == kam.OK
     ksr.vars["$rs"] = "200"
     assert h.on_reply(None) == kam.OK
-    assert h.on_bye(None) == kam.OK
+    assert h.on_bye(None) == kam.PASS
+    assert bye_answered(h, ksr, "200", node_addr(h, ksr.vars["$avp(approute_node)"])) == kam.OK
+    assert int(h.router.stats()["sessions"]) == 0
     assert not ksr.logs and not h.recent
     h, ksr = make({"log_decisions": False, "recent": 5})
     assert h.do_app_routing(None) == kam.OK
@@ -380,8 +400,139 @@ def test_an_unlisted_app_reads_attrs_as_its_default_app_does():
     for strategy, want in (("round_robin", None), ({"name": "hash", "by": "to"}, "to")):
         router = {"nodes": ROUTER["nodes"],
                   "apps": {"default": {"pool": "media", "strategy": strategy}}}
-        h, ksr = make({"router": router, "rules": [], "apps": {}}, **{"$rU": "bench"})
+        h, ksr = make({"router": router, "rules": [], "apps": {}, "default_app": "bench"},
+                      **{"$rU": "bench"})
         h.router = spy = SpyRouter(h.router)
         assert h.do_app_routing(None) == kam.OK
         got = spy.attrs[0]
         assert (got is None) if want is None else (want in got)
+
+
+# --------------------------------------------------------------------------
+# issue 9: the caller cannot choose the application, nor end a session
+# with a BYE that went elsewhere
+
+def routed(settings=None, **pvs):
+    h, ksr = make(settings, **pvs)
+    rc = h.do_app_routing(None)
+    return h, ksr, rc
+
+
+def test_untrusted_caller_cannot_choose_the_stasis_app():
+    # 192.0.2.7 is outside trusted_sources: its headers are removed, the
+    # app comes from the R-URI user (a configured app) only
+    h, ksr = make(**{"$si": "192.0.2.7"})
+    ksr.headers = [("X-Exec-App", "SomethingElse"), ("X-Exec-App-Data", "Evil,Conference")]
+    assert h.do_app_routing(None) == kam.OK
+    assert ksr.headers == []  # both removed
+    assert ksr.appended == [("X-Exec-App", "Conference")]  # no data from the caller
+
+
+def test_trusted_source_may_name_only_configured_apps():
+    h, ksr = make()  # 127.0.0.1 is trusted in make()
+    ksr.headers = [("X-Exec-App", "SomethingElse")]
+    assert h.do_app_routing(None) == kam.UNKNOWN_APP
+    assert ksr.vars["$avp(approute_code)"] == 404
+    assert ksr.vars["$avp(approute_reason)"] == "Not Found"
+    assert any("SomethingElse" in line and "not a configured application" in line
+               for _, line in ksr.logs)
+    assert int(h.router.stats()["sessions"]) == 0
+
+
+@pytest.mark.parametrize("data", ["Evil,Conference", "a b", "x|y", "1000;evil", "x" * 65])
+def test_unsafe_app_data_is_refused_not_cut(data):
+    h, ksr = make()
+    ksr.headers = [("X-Exec-App", "Conference"), ("X-Exec-App-Data", data)]
+    assert h.do_app_routing(None) == kam.BAD_REQUEST
+    assert (ksr.vars["$avp(approute_code)"], ksr.vars["$avp(approute_reason)"]) == (
+        400, "Bad Request")
+    assert ksr.dst is None and ksr.appended == []
+    assert int(h.router.stats()["sessions"]) == 0  # nothing kept
+    assert any("X-Exec-App-Data" in line for _, line in ksr.logs)
+
+
+def test_ruri_user_maps_only_to_configured_apps():
+    h, ksr, rc = routed(**{"$rU": "SomethingElse", "$si": "192.0.2.7"})
+    assert rc == kam.UNKNOWN_APP  # not routed through the router's default app
+    assert int(h.router.stats()["sessions"]) == 0
+    h, ksr, rc = routed(**{"$rU": "Conference", "$si": "192.0.2.7"})  # its exec_app
+    assert rc == kam.OK and ksr.appended == [("X-Exec-App", "Conference")]
+
+
+def test_over_long_ruri_user_is_refused_414():
+    h, ksr, rc = routed(**{"$rU": "conf" + "1" * 200})
+    assert rc == kam.BAD_REQUEST
+    assert (ksr.vars["$avp(approute_code)"], ksr.vars["$avp(approute_reason)"]) == (
+        414, "Request-URI Too Long")
+    assert any("max_ruri_user 128" in line for _, line in ksr.logs)
+    h, ksr, rc = routed({"max_ruri_user": 300}, **{"$rU": "conf" + "1" * 200})
+    assert rc == kam.UNKNOWN_APP  # within the limit: an unknown app, no longer too long
+
+
+def test_unsafe_exec_app_in_settings_is_refused():
+    with pytest.raises(kam.SettingsError, match="exec_app"):
+        kam.Settings({"router": ROUTER, "shared": None,
+                      "apps": {"conference": {"exec_app": "Conf,Evil"}}})
+    with pytest.raises(kam.SettingsError, match="trusted_sources"):
+        kam.Settings({"router": ROUTER, "shared": None, "trusted_sources": ["not-a-net"]})
+
+
+def test_bye_that_went_elsewhere_leaves_the_session():
+    h, ksr = make()
+    assert h.do_app_routing(None) == kam.OK
+    node = ksr.vars["$avp(approute_node)"]
+    ksr.vars.update({"$rm": "BYE", "$sp": "5090"})
+    assert h.on_bye(None) == kam.PASS
+    # answered by whoever the forged R-URI pointed at (not a node)
+    assert bye_answered(h, ksr, "200", ("127.0.0.1", 9)) == kam.OK
+    assert int(h.router.stats()["sessions"]) == 1
+    # a negative answer of the node (481: it does not know these tags): stays
+    assert bye_answered(h, ksr, "481", node_addr(h, node)) == kam.OK
+    assert int(h.router.stats()["sessions"]) == 1
+    assert bye_answered(h, ksr, "200", node_addr(h, node)) == kam.OK
+    assert int(h.router.stats()["sessions"]) == 0
+
+
+def test_bye_from_the_node_ends_at_once():
+    h, ksr = make()
+    assert h.do_app_routing(None) == kam.OK
+    ip, port = node_addr(h, ksr.vars["$avp(approute_node)"])
+    ksr.vars.update({"$rm": "BYE", "$si": ip, "$sp": str(port)})
+    assert h.on_bye(None) == kam.OK
+    assert int(h.router.stats()["sessions"]) == 0
+
+
+def test_local_send_failure_is_not_counted_against_the_node():
+    h, ksr = make()
+    h.router = spy = SpyRouter(h.router)
+    assert h.do_app_routing(None) == kam.OK
+    node = ksr.vars["$avp(approute_node)"]
+    # no reply and no timeout: tm's 477 (send failed) is the proxy's own
+    ksr.vars["$T_reply_code"] = "477"
+    h.on_failure(None)
+    assert spy.reports == []
+    assert any("local failure 477 towards %s" % node in line for _, line in ksr.logs)
+    # a timeout is the node's: code 0
+    ksr.tm.timeout = True
+    h.on_failure(None)
+    assert spy.reports == [(node, 0)]
+
+
+def test_a_reply_of_the_node_makes_its_failure_count():
+    h, ksr = make()
+    h.router = spy = SpyRouter(h.router)
+    assert h.do_app_routing(None) == kam.OK
+    node = ksr.vars["$avp(approute_node)"]
+    ksr.vars["$rs"] = "503"  # the reply route sees the node's 503 ...
+    assert h.on_reply(None) == kam.OK
+    assert ksr.vars["$avp(approute_replied)"] == node
+    ksr.vars["$T_reply_code"] = "503"  # ... then the failure route
+    h.on_failure(None)
+    assert spy.reports == [(node, 503)]
+    # the retry went to the other node, which has not answered yet: its
+    # failure without a reply (and no timeout) is local
+    other = ksr.vars["$avp(approute_node)"]
+    assert other != node
+    ksr.vars["$T_reply_code"] = "477"
+    h.on_failure(None)
+    assert spy.reports == [(node, 503)]

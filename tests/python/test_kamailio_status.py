@@ -130,6 +130,7 @@ def publish(h, ksr, text, *, expires="60", if_match=None, auth=True, default_exp
     if text and ctype:
         ksr.headers.append(("Content-Type", ctype))
     ksr.vars["$rb"] = text or None
+    ksr.vars["$bs"] = str(len(text or ""))  # the body size, as Kamailio's $bs
     ksr.vars["$si"] = src
     ksr.vars["$rm"] = "PUBLISH"
     assert h.on_publish(None) == kam.OK
@@ -185,7 +186,6 @@ def test_lease_is_capped_and_defaulted():
 @pytest.mark.parametrize("kwargs, text, code, words", [
     ({"auth": None}, body(), 403, "X-Approute-Auth"),
     ({"auth": "keyid=k1,ts=1,sig=00"}, body(), 403, ""),
-    ({"src": "192.0.2.7"}, body(), 403, ""),
     ({}, "{not json", 400, ""),
     ({}, body(colour="blue"), 400, ""),
     ({}, body(uri="sip:203.0.113.9:5060"), 403, ""),
@@ -196,7 +196,9 @@ def test_refused_reports_change_nothing(kwargs, text, code, words):
     before = sorted(n.id for n in h.router.nodes())
     got, reason, headers = publish(h, ksr, text, **kwargs)
     assert got == code, reason
-    assert words in reason
+    # the sender gets the plain phrase; the detail is in the log only
+    assert reason == {400: "Bad Request", 403: "Forbidden"}[code]
+    assert words in "".join(line for _, line in ksr.logs)
     assert not dict(headers).get("SIP-ETag")
     assert "\r" not in reason and "\n" not in reason and '"' not in reason
     assert sorted(n.id for n in h.router.nodes()) == before
@@ -225,13 +227,16 @@ def test_not_json_is_415_and_event_check_comes_first():
     h, ksr = make()
     code, _, headers = publish(h, ksr, "load=1", ctype="text/plain")
     assert code == 415 and ("Accept", "application/json") in headers
+    assert ("t_newtran",) not in ksr.calls  # refused before the transaction
+    assert publish(h, ksr, body(), ctype=None)[0] == 415  # no Content-Type at all
     assert publish(h, ksr, body(), ctype="application/approute-status+json")[0] == 200
 
 
 def test_malformed_expires_is_400():
     h, ksr = make()
     code, reason, _ = publish(h, ksr, body(), expires="soon")
-    assert code == 400 and "Expires" in reason
+    assert (code, reason) == (400, "Bad Request")
+    assert any("Expires" in line for _, line in ksr.logs)
 
 
 def test_retransmission_is_not_applied_twice():
@@ -249,7 +254,8 @@ def test_router_without_status_support_answers_500():
         pass
     h.router = Old()
     code, reason, _ = publish(h, ksr, body())
-    assert code == 500 and "Not Supported" in reason
+    assert (code, reason) == (500, "Server Internal Error")
+    assert any("apply_report" in line for _, line in ksr.logs)
 
 
 def test_reason_phrase_is_safe():
@@ -316,12 +322,23 @@ def test_probe_answers_and_timeouts_drive_health():
     assert h.on_probe_reply(None) == kam.OK
 
 
-def test_failed_send_counts_as_no_answer():
+def test_a_local_send_failure_does_not_count_against_the_nodes():
+    # issue 9 item 5: uac_req_send failing (the proxy short of memory) says
+    # nothing about the nodes: no probe result, health unchanged
     h, ksr = make(settings={"probe": {"interval": 1}},
                   router=dict(ROUTER, health={"probe": {"down_after": 1, "up_after": 1}}))
     ksr.uac.fail = True
     h.on_probe_timer(None)
-    assert {n.id: n.health for n in h.router.nodes()} == {"n1": "down", "n2": "down"}
+    assert len(ksr.sent) == 2
+    assert {n.id: n.health for n in h.router.nodes()} == {"n1": "up", "n2": "up"}
+    assert any("failed locally" in line for _, line in ksr.logs)
+    # tm's own answer without a reply (evtype 2): 408 is the node's timeout,
+    # anything else (477 send failure, 500) is local
+    for code, health in (("477", "up"), ("500", "up"), ("408", "down")):
+        ksr.vars.update({"$uac_req(evparam)": "%.6f|n1" % time.time(),
+                         "$uac_req(evtype)": "2", "$uac_req(evcode)": code})
+        assert h.on_probe_reply(None) == kam.OK
+        assert h.router.node("n1").health == health, code
 
 
 def test_probe_settings_are_checked():
@@ -406,3 +423,81 @@ def test_a_retransmitted_2xx_is_reported_once():
     assert h.on_reply(None) == kam.OK
     assert h.on_reply(None) == kam.OK  # the same 200 again (the AVP is per transaction)
     assert seen == [(ksr.vars["$avp(approute_node)"], 200)]
+
+
+# --------------------------------------------------------------------------
+# issue 9: PUBLISH refused statelessly, before anything is kept
+
+@pytest.mark.parametrize("kwargs, code, why", [
+    ({"src": "192.0.2.7"}, 403, "allow_sources"),
+    ({"event": "presence"}, 489, "presence"),
+    ({"size": 9000}, 413, "max_body 8192"),
+    ({"ctype": "text/plain"}, 415, "text/plain"),
+])
+def test_publish_refused_before_the_transaction(kwargs, code, why):
+    h, ksr = make()
+    size = kwargs.pop("size", None)
+    text = body() if size is None else body(pad="x" * size)
+    ksr.vars["$bs"] = str(len(text))
+    got, reason, _ = publish(h, ksr, text, **kwargs)
+    assert got == code and reason == kam._DEFAULT_REASONS[code]
+    assert ("t_newtran",) not in ksr.calls
+    assert h.router.stats()["reports_accepted"] == 0 and h.counters["publish_%d" % code] == 1
+    assert any(why in line for _, line in ksr.logs)
+
+
+def test_publish_max_body_is_configurable():
+    h, ksr = make(settings={"publish": {"max_body": 512}})
+    text = body(pad="x" * 600)
+    ksr.vars["$bs"] = str(len(text))
+    assert publish(h, ksr, text)[0] == 413
+    with pytest.raises(kam.SettingsError, match="max_body"):
+        make(settings={"publish": {"max_body": 100000}})
+    # publish.allow_sources overrides the router's status.allow_sources
+    h, ksr = make(settings={"publish": {"allow_sources": ["10.0.0.0/8"]}})
+    assert publish(h, ksr, body())[0] == 403 and ("t_newtran",) not in ksr.calls
+
+
+def test_number_out_of_range_answers_400_and_is_counted():
+    h, ksr = make()
+
+    class Raising:
+        def apply_report(self, *a, **k):
+            raise approute.InvalidArgumentError("load.channels: 1e300 is out of range")
+    h.router = Raising()
+    code, reason, _ = publish(h, ksr, body(load={"channels": 1e300}))
+    assert (code, reason) == (400, "Bad Request")
+    assert h.counters["publish_400"] == 1
+    assert any("load.channels" in line for _, line in ksr.logs)
+
+
+def test_publish_sources_come_from_the_router_config_or_the_setting():
+    assert kam.Settings({"router": ROUTER, "shared": None}).publish.allow_sources
+    # attached to a running router: the sources are not known here
+    attached = kam.Settings({"shared": "some-segment"})
+    assert attached.publish_sources_unknown
+    given = kam.Settings({"shared": "some-segment",
+                          "publish": {"allow_sources": ["10.0.0.0/8"]}})
+    assert not given.publish_sources_unknown
+    with pytest.raises(kam.SettingsError, match="publish.allow_sources"):
+        kam.Settings({"shared": None, "router": ROUTER, "publish": {"allow_sources": ["x/99"]}})
+    # the handler says so once, at start
+    h = kam.Handler(attached, router=None, ksr=StatusKSR())
+    assert any("publish.allow_sources" in line for _, line in h.ksr.logs)
+
+
+def test_refusal_details_are_logged_even_without_decision_lines():
+    h, ksr = make(settings={"log_decisions": False})
+    code, reason, _ = publish(h, ksr, body(), auth=None)
+    assert (code, reason) == (403, "Forbidden")
+    assert any("code=403" in line and "X-Approute-Auth" in line for _, line in ksr.logs)
+    # a flood of refusals: one line a second, then a count of those left out
+    for _ in range(5):
+        publish(h, ksr, body(), src="192.0.2.7")
+    lines = [line for _, line in ksr.logs if "192.0.2.7" in line]
+    assert len(lines) == 1
+    h._last_log["publish_403"] = 0.0  # a second later
+    publish(h, ksr, body(), src="192.0.2.7")
+    lines = [line for _, line in ksr.logs if "192.0.2.7" in line]
+    assert len(lines) == 2 and "(4 similar line(s) left out)" in lines[-1]
+    assert h.counters["publish_403"] == 6

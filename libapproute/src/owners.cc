@@ -7,7 +7,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <mutex>
 #include <thread>
 
 #include "str_util.h"
@@ -20,11 +19,10 @@ void OnForkChild() { g_fork_generation.fetch_add(1, std::memory_order_relaxed); 
 
 }  // namespace
 
-uint64_t ForkGeneration() {
-  static std::once_flag once;
-  std::call_once(once, [] { pthread_atfork(nullptr, nullptr, OnForkChild); });
-  return g_fork_generation.load(std::memory_order_relaxed);
-}
+// Registered when the library is loaded, before any fork it must see.
+const int g_atfork = pthread_atfork(nullptr, nullptr, OnForkChild);
+
+uint64_t ForkGeneration() { return g_fork_generation.load(std::memory_order_relaxed); }
 
 // Field 22 of /proc/PID/stat: the start time in clock ticks since boot. 0
 // when it cannot be read (then only kill(pid, 0) decides).

@@ -7,7 +7,7 @@
 namespace approute::internal {
 
 const Policy* Policies::Find(std::string_view app) const {
-  if (auto it = by_name.find(std::string(app)); it != by_name.end()) return it->second.get();
+  if (auto it = by_name.find(ToAlphaNum(app)); it != by_name.end()) return it->second.get();
   if (auto d = by_name.find("default"); d != by_name.end()) return d->second.get();
   return nullptr;
 }

@@ -137,7 +137,8 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
       }
       const Candidate& c = cands[*pick];
       NodeRecord& n = region_->node(c.slot);
-      if (cands.size() > 1 && HealthMonitor::SkipForSlowStart(n, p.health, now, UniformFrom(ThreadRandom()))) {
+      if (cands.size() > 1 && p.health.slow_start_ms > 0 &&
+          HealthMonitor::SkipForSlowStart(n, p.health, now, UniformFrom(ThreadRandom()))) {
         cands.erase(cands.begin() + static_cast<std::ptrdiff_t>(*pick));
         continue;
       }

@@ -633,7 +633,12 @@ PYBIND11_MODULE(_core, m) {
           "The call's node bounced it with `code`: pick a node never tried for this call.")
       .def("confirm", [](PyRouter& self, const std::string& call_id) {
             CallNoGil([&] { return self.router->Confirm(call_id); });
-          }, py::arg("call_id"), "The call was answered.")
+          }, py::arg("call_id"), "The call was answered: its claim on the key is a real one.")
+      .def("abandon", [](PyRouter& self, const std::string& call_id) {
+            CallNoGil([&] { return self.router->Abandon(call_id); });
+          }, py::arg("call_id"),
+          "The call ended unanswered (CANCEL, failure, relay error): as end(), but a claim no answered "
+          "call ever held goes at once instead of entering its grace time.")
       .def("add_node", NodeMethod(&approute::Router::AddNode), py::arg("id"), py::arg("uri"), py::kw_only(),
            py::arg("pool") = "default", py::arg("weight") = 1, py::arg("capacity") = py::none(),
            py::arg("attrs") = py::none(), py::arg("priority") = 0, py::arg("state") = "active",

@@ -56,6 +56,7 @@ absl::StatusOr<AffinityTable::ClaimOutcome> AffinityTable::Claim(
   ClaimOutcome out;
   out.ref = chosen;
   auto rebind = [&](AffinityEntry& e) {
+    e.answered = 0;
     e.node = chosen.slot;
     e.node_epoch = chosen.epoch;
     e.claim = h.claim_seq.fetch_add(1, std::memory_order_relaxed);
@@ -129,7 +130,17 @@ absl::StatusOr<AffinityTable::ClaimOutcome> AffinityTable::Claim(
   return out;
 }
 
-void AffinityTable::Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now) {
+void AffinityTable::MarkAnswered(const AffinityKey& k, uint64_t claim) {
+  if (claim == 0) return;
+  Header& h = region_.header();
+  LockedShard<AffinityEntry> sh(region_, h.affinity_shards[ShardOf(k.hash)]);
+  uint32_t* link = sh.Find(k.hash, [&](const AffinityEntry& e) {
+    return e.app == k.app && e.claim == claim && GetFixed(e.key) == k.key;
+  });
+  if (link != nullptr) sh.at(*link).answered = 1;
+}
+
+void AffinityTable::Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned) {
   if (claim == 0) return;
   Header& h = region_.header();
   LockedShard<AffinityEntry> sh(region_, h.affinity_shards[ShardOf(k.hash)]);
@@ -139,7 +150,7 @@ void AffinityTable::Drop(const AffinityKey& k, uint64_t claim, bool release, int
   if (link == nullptr) return;  // rebound or released since
   AffinityEntry& e = sh.at(*link);
   if (e.refs > 0) --e.refs;
-  if (release || (e.refs == 0 && e.grace_ms == 0)) {
+  if (release || (e.refs == 0 && (e.grace_ms == 0 || (abandoned && !e.answered)))) {
     sh.Unlink(link);
     h.affinity_count.fetch_sub(1, std::memory_order_relaxed);
   } else if (e.refs == 0) {

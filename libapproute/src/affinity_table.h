@@ -74,8 +74,13 @@ class AffinityTable {
 
   // Drops one reference on `claim` of the key; `release` deletes the claim
   // outright (the node said it is full); otherwise the last reference starts
-  // its grace time (a grace of 0 deletes it).
-  void Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now);
+  // its grace time (a grace of 0 deletes it). `abandoned`: the session ended
+  // unanswered; if no session holding the claim was ever answered, the last
+  // reference deletes it at once (callers cannot fill the table with keys
+  // of calls that never got through).
+  void Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned = false);
+  // A session holding `claim` was answered: the claim is a real one.
+  void MarkAnswered(const AffinityKey& k, uint64_t claim);
 
   // Forgets the claims of shard `s` past their grace time.
   int64_t Sweep(size_t s, int64_t now);

@@ -44,8 +44,11 @@ class Placement {
   // claim (AffinityTable::Claim).
   virtual absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
                                                            int64_t now, NodeCheck alive, NodeCheck take) = 0;
-  // Drops a session's reference on its claim; `release`: the claim goes.
-  virtual void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now) = 0;
+  // Drops a session's reference on its claim; `release`: the claim goes;
+  // `abandoned`: the session ended unanswered (AffinityTable::Drop).
+  virtual void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned) = 0;
+  // A session holding the claim was answered.
+  virtual void MarkAnswered(const AffinityKey& k, uint64_t claim) = 0;
 
   // An operator's admin state for a node.
   virtual void SetAdminState(uint32_t slot, AdminState state) = 0;
@@ -70,9 +73,10 @@ class RegionPlacement final : public Placement {
                                                    int64_t now, NodeCheck alive, NodeCheck take) override {
     return affinity_.Claim(k, chosen, grace_ms, now, alive, take);
   }
-  void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now) override {
-    affinity_.Drop(k, claim, release, now);
+  void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned) override {
+    affinity_.Drop(k, claim, release, now, abandoned);
   }
+  void MarkAnswered(const AffinityKey& k, uint64_t claim) override { affinity_.MarkAnswered(k, claim); }
   void SetAdminState(uint32_t slot, AdminState state) override {
     region_.node(slot).admin.store(static_cast<uint32_t>(state), std::memory_order_relaxed);
   }

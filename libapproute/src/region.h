@@ -28,7 +28,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 3;
+inline constexpr uint32_t kLayoutVersion = 4;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -174,7 +174,7 @@ struct AffinityEntry {
   uint32_t app;
   uint32_t node;
   uint32_t node_epoch;
-  uint32_t pad;
+  uint32_t answered;    // 1 once a session holding the claim was answered (confirmed)
   uint64_t claim;       // unique id of this claim; sessions refer to it
   int64_t refs;         // live sessions holding the claim
   int64_t grace_ms;

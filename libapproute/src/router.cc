@@ -182,9 +182,9 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
   return out;
 }
 
-void Router::Impl::Release(const Held& h, int64_t now) {
+void Router::Impl::Release(const Held& h, int64_t now, bool abandoned) {
   placement_->Release(h.node, h.epoch, h.resource);
-  if (h.claim != 0) placement_->DropClaim(AffinityKey(h.app, h.key), h.claim, false, now);
+  if (h.claim != 0) placement_->DropClaim(AffinityKey(h.app, h.key), h.claim, false, now, abandoned);
 }
 
 Decision Router::Impl::SessionDecision(const Snapshot& snap, const SessionEntry& e, const Policies& pol) {
@@ -290,9 +290,12 @@ absl::StatusOr<Decision> Router::Impl::Retry(std::string_view call_id, int code)
     return false;
   }, &ended);
   if (!found) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
-  // Move the counts off the node that bounced, and its claim if it is full.
+  // Move the counts off the node that bounced, and its claim if it is full
+  // (or if this unanswered call was all the claim ever had).
   placement_->Release(old.node, old.epoch, old.resource);
-  if (old.claim != 0) placement_->DropClaim(AffinityKey(old.app, old.key), old.claim, p && p->IsFullCode(code), now);
+  if (old.claim != 0) {
+    placement_->DropClaim(AffinityKey(old.app, old.key), old.claim, p && p->IsFullCode(code), now, true);
+  }
   if (!why.empty()) {
     Decision d;
     d.reason = "no_node";
@@ -324,18 +327,20 @@ absl::StatusOr<Decision> Router::Impl::Retry(std::string_view call_id, int code)
 
 absl::Status Router::Impl::Confirm(std::string_view call_id) {
   if (absl::Status s = CheckCallId(call_id); !s.ok()) return s;
-  if (!sessions_.Confirm(call_id)) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
+  Held held;
+  if (!sessions_.Confirm(call_id, &held)) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
+  if (held.claim != 0) placement_->MarkAnswered(AffinityKey(held.app, held.key), held.claim);
   return absl::OkStatus();
 }
 
-absl::Status Router::Impl::End(std::string_view call_id) {
+absl::Status Router::Impl::End(std::string_view call_id, bool abandoned) {
   if (absl::Status s = CheckCallId(call_id); !s.ok()) return s;
   const int64_t now = now_();
   absl::StatusOr<Owners::Op> op = owners_.Enter();
   if (!op.ok()) return op.status();
   Held held;
   if (!sessions_.Remove(call_id, &held)) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
-  Release(held, now);
+  Release(held, now, abandoned);
   return absl::OkStatus();
 }
 

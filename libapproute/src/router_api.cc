@@ -89,7 +89,8 @@ absl::StatusOr<Decision> Router::Retry(std::string_view call_id, int code) {
   return Guard([&] { return impl_->Retry(call_id, code); });
 }
 absl::Status Router::Confirm(std::string_view call_id) { return Guard([&] { return impl_->Confirm(call_id); }); }
-absl::Status Router::End(std::string_view call_id) { return Guard([&] { return impl_->End(call_id); }); }
+absl::Status Router::End(std::string_view call_id) { return Guard([&] { return impl_->End(call_id, false); }); }
+absl::Status Router::Abandon(std::string_view call_id) { return Guard([&] { return impl_->End(call_id, true); }); }
 absl::Status Router::AddNode(const NodeSpec& spec) { return Guard([&] { return impl_->nodes().Add(spec); }); }
 absl::Status Router::UpdateNode(const NodeSpec& spec) { return Guard([&] { return impl_->nodes().Update(spec); }); }
 absl::Status Router::RemoveNode(std::string_view id) { return Guard([&] { return impl_->nodes().Remove(id); }); }

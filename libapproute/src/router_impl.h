@@ -153,7 +153,8 @@ class Router::Impl {
                                int64_t now, const char* strategy_reason);
 
   // Gives back what a removed session or an undone placement held.
-  void Release(const Held& h, int64_t now);
+  // `abandoned`: the session ended unanswered (AffinityTable::Drop).
+  void Release(const Held& h, int64_t now, bool abandoned = false);
 
   Decision SessionDecision(const Snapshot& snap, const SessionEntry& e, const Policies& pol);
 
@@ -165,7 +166,7 @@ class Router::Impl {
 
   absl::Status Confirm(std::string_view call_id);
 
-  absl::Status End(std::string_view call_id);
+  absl::Status End(std::string_view call_id, bool abandoned);
 
   // ---- expiry and recovery -------------------------------------------------
 

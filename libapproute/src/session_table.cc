@@ -97,12 +97,13 @@ bool SessionTable::Modify(std::string_view call_id, int64_t now, absl::FunctionR
   return true;
 }
 
-bool SessionTable::Confirm(std::string_view call_id) {
+bool SessionTable::Confirm(std::string_view call_id, Held* held) {
   const uint64_t h = Hash(call_id);
   LockedShard<SessionEntry> sh(region_, region_.header().session_shards[ShardOf(h)]);
   uint32_t* link = sh.Find(h, [&](const SessionEntry& e) { return GetFixed(e.call_id) == call_id; });
   if (link == nullptr) return false;
   sh.at(*link).confirmed = 1;
+  *held = HeldBy(sh.at(*link));
   return true;
 }
 

@@ -75,7 +75,8 @@ class SessionTable {
   // true to remove it (what it held then goes to *held). False when absent.
   bool Modify(std::string_view call_id, int64_t now, absl::FunctionRef<bool(SessionEntry&)> fn, Held* held);
 
-  bool Confirm(std::string_view call_id);
+  // Marks the session answered; what it holds goes to *held.
+  bool Confirm(std::string_view call_id, Held* held);
 
   // Removes the expired sessions of shard `s`, appending what they held.
   int64_t Expire(size_t s, int64_t now, std::vector<Held>* held);

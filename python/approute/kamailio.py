@@ -1004,7 +1004,7 @@ class Handler:
             return self._fail(500, "Router Not Ready", INTERNAL)
         call_id = self._pv("$ci") or ""
         if ksr.tm.t_is_canceled() > 0:
-            self._end(call_id, "canceled")
+            self._end(call_id, "canceled", answered=False)
             return PASS
         code_s = self._pv("$T_reply_code")
         try:
@@ -1055,7 +1055,7 @@ class Handler:
         ksr.tm.t_on_failure(route_name)
         if ksr.tm.t_relay() < 0:
             self._log("err", "relay to %s failed for call_id=%s" % (d.uri, call_id))
-            self._end(call_id, "relay error")
+            self._end(call_id, "relay error", answered=False)
             return self._fail(500, "Relay Failed", INTERNAL)
         return OK
 
@@ -1114,9 +1114,14 @@ class Handler:
             self._log("dbg", "report_result %s %d: %s: %s" % (node, code, type(e).__name__, e))
         return OK
 
-    def _end(self, call_id: str, why: str) -> None:
+    def _end(self, call_id: str, why: str, answered: bool = True) -> None:
+        """Ends the session; an unanswered one is abandoned, so the claim a
+        failed call made on its key goes at once (not after its grace)."""
         try:
-            self.router.end(call_id)
+            if answered:
+                self.router.end(call_id)
+            else:
+                getattr(self.router, "abandon", self.router.end)(call_id)
             if self.settings.log_decisions:
                 self._log("info", "end call_id=%s (%s)" % (call_id, why))
         except _ar.NotFoundError:
@@ -1195,11 +1200,11 @@ class Handler:
 
     def on_cancel(self, msg: Any = None, *args: Any) -> int:
         """CANCEL: the session ends."""
-        return self._guard("on_cancel", lambda: self._end_current("cancel"))
+        return self._guard("on_cancel", lambda: self._end_current("cancel", answered=False))
 
     def on_relay_error(self, msg: Any = None, *args: Any) -> int:
         """t_relay() failed right after routing: the session ends."""
-        return self._guard("on_relay_error", lambda: self._end_current("relay error"))
+        return self._guard("on_relay_error", lambda: self._end_current("relay error", answered=False))
 
     def on_timer(self, msg: Any = None, *args: Any) -> int:
         """Periodic housekeeping (rtimer): expires sessions that outlived their
@@ -1214,12 +1219,15 @@ class Handler:
                 self._log("info", "sweep expired %d record(s)" % n)
         return OK
 
-    def _end_current(self, why: str) -> int:
+    def _end_current(self, why: str, answered: bool = True) -> int:
         router = self.router
         if router is not None:
             call_id = str(self.ksr.pv.get("$ci") or "")
             try:  # _end(), inlined: once per call
-                router.end(call_id)
+                if answered:
+                    router.end(call_id)
+                else:
+                    getattr(router, "abandon", router.end)(call_id)
             except _ar.NotFoundError:
                 self._log("dbg", "end call_id=%s (%s): no session" % (call_id, why))
                 return OK

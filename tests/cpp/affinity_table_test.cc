@@ -104,3 +104,28 @@ TEST_F(AffinityTableTest, WhenFullClaimsInGraceGiveWayButLiveOnesNever) {
 
 }  // namespace
 }  // namespace approute::internal
+
+namespace approute::internal {
+namespace {
+
+TEST_F(AffinityTableTest, AnAbandonedClaimNoAnsweredCallHeldGoesAtOnce) {
+  AffinityTable t(*region_);
+  AffinityKey k(1, "fresh.example.com");
+  auto c = t.Claim(k, ClaimRef{3, 1, 0}, 1000, 0, Yes(), Yes());
+  ASSERT_TRUE(c.ok());
+  t.Drop(k, c->ref.claim, false, 0, /*abandoned=*/true);
+  EXPECT_FALSE(t.Join(k, 0, Yes()).has_value()) << "never answered: no grace";
+  EXPECT_EQ(region_->header().affinity_count.load(), 0);
+
+  auto d = t.Claim(k, ClaimRef{3, 1, 0}, 1000, 0, Yes(), Yes());
+  ASSERT_TRUE(d.ok());
+  t.MarkAnswered(k, d->ref.claim);
+  std::optional<ClaimRef> j = t.Join(k, 0, Yes());  // a second call joins
+  ASSERT_TRUE(j.has_value());
+  t.Drop(k, d->ref.claim, false, 0, /*abandoned=*/true);  // the second call is cancelled
+  t.Drop(k, d->ref.claim, false, 0, /*abandoned=*/true);
+  EXPECT_TRUE(t.Join(k, 10, Yes()).has_value()) << "an answered claim keeps its grace time";
+}
+
+}  // namespace
+}  // namespace approute::internal

@@ -102,9 +102,9 @@ class UA:
                 return code, reason, hdrs
         raise AssertionError("no final answer within %.0fs" % timeout)
 
-    def invite(self, ruser: str, extra: Sequence[str] = ()) -> Dialog:
+    def invite(self, ruser: str, extra: Sequence[str] = (), from_domain: str = "evil.example.com") -> Dialog:
         call_id = "sec-" + uuid.uuid4().hex
-        from_hdr = "<sip:mallory@evil.example.com>;tag=%s" % uuid.uuid4().hex[:8]
+        from_hdr = "<sip:mallory@%s>;tag=%s" % (from_domain, uuid.uuid4().hex[:8])
         to = "<sip:%s@service.example.com>" % ruser
         ruri = "sip:%s@service.example.com" % ruser
         branch = self._send("INVITE %s SIP/2.0" % ruri, [
@@ -319,7 +319,7 @@ def test_publish_flood_is_refused_statelessly_and_harms_nothing(e2e):
                                via=p.getsockname(), branch=branch, aor="sip:n3@" + LOCAL,
                                from_tag="t1", call_id=uuid.uuid4().hex, cseq=1, expires=60,
                                body=body, etag=None,
-                               auth=approute.sign_report(body, keyid="k1", secret=SECRET)),
+                               auth=approute.sign_report(body, keyid="k1", secret=SECRET, expires=60)),
                  (LOCAL, e2e.port))
         r = parse_response(p.recvfrom(65535)[0], branch)
         assert r is not None and r.code == 200, r
@@ -455,6 +455,26 @@ def test_caller_cannot_choose_the_stasis_app(e2e, cfg):
     assert "has characters outside A-Z a-z 0-9 _ . -" in log
     assert "max_ruri_user 128" in log
     e2e.wait_idle()
+
+
+# --------------------------------------------------------------------------
+# item 6: callers cannot fill the affinity table with calls that never get through
+
+@pytest.mark.parametrize("cfg", ["python_exec", "kemi"])
+def test_failed_calls_leave_no_affinity(e2e, cfg):
+    """Every new From domain used to leave an affinity for its grace time even
+    when its call failed; a flood of them filled the table (503 Router Full
+    for everyone). A call that never got an answer now takes its claim along."""
+    e2e.add_node("n1", scenario="uas_486.xml")
+    e2e.write_config()
+    start(e2e, cfg)
+    ua = UA(e2e, OUTSIDER)
+    codes = Counter(ua.invite("conference", from_domain="d%d.flood.example.com" % i).code for i in range(40))
+    assert codes == Counter({486: 40}), codes
+    wait_for(lambda: e2e.router.stats()["sessions"] == 0, 5, what="sessions ended")
+    stats = e2e.router.stats()
+    assert stats["affinities"] == 0, (stats, [a.key for a in e2e.router.affinities()][:5])
+    assert len(e2e.nodes["n1"].invites()) == 40
 
 
 # --------------------------------------------------------------------------

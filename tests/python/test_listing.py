@@ -47,3 +47,18 @@ def test_listing_arguments_are_checked() -> None:
     with pytest.raises(approute.InvalidArgumentError, match="limit"):
         r.affinities(limit=-1)
     assert r.sessions(node="nosuch") == []
+
+
+def test_abandoned_calls_leave_no_affinity_but_answered_ones_keep_grace() -> None:
+    r = approute.Router.from_yaml(CONF)
+    for i in range(200):
+        r.route("conference", call_id="f%d" % i, key="flood%d.example.com" % i)
+        r.abandon("f%d" % i)
+    assert r.affinities() == [] and r.stats()["affinities"] == 0
+    r.route("conference", call_id="ok", key="real.example.com")
+    r.confirm("ok")
+    r.abandon("ok")  # e.g. a CANCEL racing the 200: the claim was answered
+    (a,) = r.affinities()
+    assert a.key == "real.example.com" and a.grace_left is not None
+    with pytest.raises(approute.NotFoundError):
+        r.abandon("ok")

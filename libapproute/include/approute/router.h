@@ -104,8 +104,17 @@ class Router {
   // the call. Non-retryable code, max_attempts reached or no node left: the
   // session ends and ok=false. NotFound for an unknown call id.
   absl::StatusOr<Decision> Retry(std::string_view call_id, int code = 503);
+  // The call was answered (2xx): its claim on the key is a real one.
   absl::Status Confirm(std::string_view call_id);
+  // The call ended (BYE): counts drop; the key's claim enters its grace time
+  // once its last session has ended.
   absl::Status End(std::string_view call_id);
+  // The call ended without being answered (CANCEL, a final failure, a relay
+  // error): as End, except that a claim no answered call ever held goes at
+  // once instead of entering its grace time, so callers whose calls never
+  // get through cannot fill the affinity table. A retry() that ends the
+  // session applies the same rule.
+  absl::Status Abandon(std::string_view call_id);
 
   absl::Status AddNode(const NodeSpec& spec);
   absl::Status UpdateNode(const NodeSpec& spec);  // keeps sessions; NotFound if absent

@@ -726,10 +726,20 @@ PYBIND11_MODULE(_core, m) {
             d["processes"] = s.processes;
             d["repairs"] = s.repairs;
             d["repaired_counts"] = s.repaired_counts;
+            d["decisions"] = s.decisions;
+            d["retries"] = s.retries;
+            py::dict buckets;
+            for (const auto& [le, n] : s.route_seconds.buckets) buckets[py::float_(le)] = n;
+            py::dict hist;
+            hist["buckets"] = buckets;
+            hist["sum"] = s.route_seconds.sum;
+            hist["count"] = s.route_seconds.count;
+            d["route_seconds"] = hist;
             return d;
           }, "Router-wide counts: nodes, sessions, affinities, capacities, expired_sessions, "
              "processes (live, registered), repairs and repaired_counts (recounts after a process died "
-             "inside a state change).")
+             "inside a state change), decisions {app: {reason: n}}, retries {app: {code: n}} and "
+             "route_seconds (a sampled histogram: buckets {upper bound: cumulative count}, sum, count).")
       .def("sessions", [](PyRouter& self, std::optional<std::string> node, std::optional<std::string> app,
                           std::optional<int64_t> limit) {
             approute::ListFilter f = Filter(app, node, limit);

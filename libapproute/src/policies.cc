@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "stats.h"
 #include "str_util.h"
 
 namespace approute::internal {
@@ -31,6 +32,7 @@ void PolicyStore::StoreLocked(const Config& cfg) {
       if (!h.apps[a].in_use) {
         SetFixed(h.apps[a].name, name);
         h.apps[a].ticket.store(0);
+        RouterCounters::Reset(h.apps[a].counters);
         std::fill_n(region_.app_slots(a), region_.max_nodes(), 0);
         std::atomic_signal_fence(std::memory_order_seq_cst);
         h.apps[a].in_use = 1;

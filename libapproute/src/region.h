@@ -28,7 +28,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 4;
+inline constexpr uint32_t kLayoutVersion = 5;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -137,11 +137,31 @@ struct NodeRecord {
   std::atomic<double> error_ewma;             // share of failed results, smoothed
 };
 
+// Decision reasons counted per app (stats.h has the names).
+inline constexpr size_t kReasons = 5;      // affinity, strategy, retry, session, no_node
+inline constexpr size_t kRetryCodes = 8;   // distinct retry codes counted per app; more go to "other"
+// route() latency histogram: upper bounds 1 us * 2^i, i < kLatencyBuckets - 1, then +Inf.
+inline constexpr size_t kLatencyBuckets = 16;
+
+// Counters every process adds to (Prometheus counters: they only grow).
+struct AppCounters {
+  std::atomic<int64_t> decisions[kReasons];
+  std::atomic<int32_t> retry_code[kRetryCodes];  // 0 = free
+  std::atomic<int64_t> retries[kRetryCodes + 1];  // the last one: codes that did not fit
+};
+
 struct AppSlot {
   char name[kMaxAppNameLen + 1];
   uint32_t in_use;
   std::atomic<uint64_t> ticket;
   RobustMutex mu;  // guards this app's row of the shared slot array
+  AppCounters counters;
+};
+
+struct LatencyHistogram {
+  std::atomic<int64_t> buckets[kLatencyBuckets];  // not cumulative
+  std::atomic<int64_t> sum_ns;
+  std::atomic<int64_t> count;
 };
 
 // Table entries: `in_use` is the commit flag. An entry is filled while it is
@@ -224,6 +244,7 @@ struct Header {
   std::atomic<uint64_t> repairs;         // recounts done
   std::atomic<int64_t> owner_check_ms;   // last check for dead owners
   std::atomic<int64_t> recounted_drift;  // counts corrected by recounts, ever (absolute)
+  LatencyHistogram route_latency;          // a sample of route() calls (stats.h)
   OwnerRecord owners[kMaxOwners];
 
   uint32_t n_resources;

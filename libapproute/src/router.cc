@@ -21,6 +21,8 @@
 #include <limits>
 #include <optional>
 
+#include <chrono>
+
 #include "router_impl.h"
 
 namespace approute {
@@ -205,6 +207,19 @@ Decision Router::Impl::SessionDecision(const Snapshot& snap, const SessionEntry&
 }
 
 absl::StatusOr<Decision> Router::Impl::Route(const RouteRequest& req) {
+  const bool timed = RouterCounters::Sample();
+  const auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+  uint32_t app = kNil;
+  absl::StatusOr<Decision> d = RouteFlow(req, &app);
+  if (d.ok()) counters_.Decision(app, d->reason);
+  if (timed) {
+    counters_.RouteLatency(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::steady_clock::now() - t0).count());
+  }
+  return d;
+}
+
+absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32_t* app) {
   if (absl::Status s = CheckCallId(req.call_id); !s.ok()) return s;
   if (req.key.size() > kMaxKeyLen) {
     return absl::InvalidArgumentError(Cat("key is ", req.key.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
@@ -216,6 +231,7 @@ absl::StatusOr<Decision> Router::Impl::Route(const RouteRequest& req) {
   absl::StatusOr<const Policies*> pol = policies_.Cached();
   if (!pol.ok()) return pol.status();
   const Policy* p = (*pol)->Find(req.app);
+  if (p != nullptr) *app = p->app_slot;
   if (p == nullptr) return absl::NotFoundError(Cat("unknown app \"", req.app, "\" and no \"default\" app is configured"));
   const Snapshot& snap = CachedSnapshot();
   const int64_t now = now_();
@@ -256,6 +272,16 @@ absl::StatusOr<Decision> Router::Impl::Route(const RouteRequest& req) {
 }
 
 absl::StatusOr<Decision> Router::Impl::Retry(std::string_view call_id, int code) {
+  uint32_t app = kNil;
+  absl::StatusOr<Decision> d = RetryFlow(call_id, code, &app);
+  if (app != kNil) {
+    counters_.Retry(app, code);
+    if (d.ok()) counters_.Decision(app, d->reason);
+  }
+  return d;
+}
+
+absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int code, uint32_t* app) {
   if (absl::Status s = CheckCallId(call_id); !s.ok()) return s;
   if (code < 100 || code > 699) return absl::InvalidArgumentError(Cat("code ", code, " is not a SIP status code (100..699)"));
   absl::StatusOr<std::shared_ptr<const Policies>> pol = policies_.Get();
@@ -273,6 +299,7 @@ absl::StatusOr<Decision> Router::Impl::Retry(std::string_view call_id, int code)
   bool found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {
     old = SessionTable::HeldBy(e);
     p = (*pol)->by_slot[e.app];
+    *app = e.app;
     attempt = e.attempt;
     if (!p) {
       why = "the call's app is no longer configured";

@@ -31,6 +31,7 @@
 #include "recovery.h"
 #include "region.h"
 #include "session_table.h"
+#include "stats.h"
 #include "status_reports.h"
 #include "str_util.h"
 #include "strategy_context.h"
@@ -78,6 +79,7 @@ class Router::Impl {
         id_(NextRouterId()),
         policies_(*region_, nodes_, id_),
         owners_(*region_),
+        counters_(*region_),
         placement_(std::make_unique<RegionPlacement>(*region_, affinity_)),
         seeded_(o.random_seed != 0),
         rng_(o.random_seed) {
@@ -160,9 +162,11 @@ class Router::Impl {
 
   // ---- the flow ------------------------------------------------------------
 
-  absl::StatusOr<Decision> Route(const RouteRequest& req);
+  absl::StatusOr<Decision> Route(const RouteRequest& req);  // RouteFlow, counted and timed
+  absl::StatusOr<Decision> RouteFlow(const RouteRequest& req, uint32_t* app);
 
-  absl::StatusOr<Decision> Retry(std::string_view call_id, int code);
+  absl::StatusOr<Decision> Retry(std::string_view call_id, int code);  // RetryFlow, counted
+  absl::StatusOr<Decision> RetryFlow(std::string_view call_id, int code, uint32_t* app);
 
   absl::Status Confirm(std::string_view call_id);
 
@@ -267,6 +271,13 @@ class Router::Impl {
     s.processes = owners_.LiveCount();
     s.repairs = static_cast<int64_t>(H().repairs.load(std::memory_order_relaxed));
     s.repaired_counts = H().recounted_drift.load(std::memory_order_relaxed);
+    std::vector<std::string> apps(kMaxApps);
+    if (absl::StatusOr<const Policies*> pol = policies_.Cached(); pol.ok()) {
+      for (uint32_t a = 0; a < kMaxApps; ++a) {
+        if ((*pol)->by_slot[a]) apps[a] = (*pol)->by_slot[a]->config.name;
+      }
+    }
+    counters_.Fill(apps, &s);
     return s;
   }
   // App name of an app slot, node id of (slot, epoch), and whether a filter matches.
@@ -321,6 +332,7 @@ class Router::Impl {
   const uint64_t id_;  // distinguishes routers in the per-thread caches (addresses are reused)
   PolicyStore policies_;
   Owners owners_;
+  RouterCounters counters_;
   std::unique_ptr<Placement> placement_;
   absl::Mutex mu_;  // guards snapshot_ (the pointer)
   std::shared_ptr<const Snapshot> snapshot_;

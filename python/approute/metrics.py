@@ -69,7 +69,13 @@ ROUTER_METRICS: Tuple[Metric, ...] = (
            labels=("app", "reason")),
     Metric("retries", "approute_retries_total", "counter", "Retries after a bounce, by app and SIP code.",
            labels=("app", "code")),
-    Metric("route_seconds", "approute_route_seconds", "histogram", "Time route() took, in seconds."),
+    Metric("route_seconds", "approute_route_seconds", "histogram",
+           "Time route() took, in seconds (a sample: one call in 16 per thread)."),
+    Metric("processes", "approute_processes", "gauge", "Live processes registered with the state region."),
+    Metric("repairs", "approute_repairs_total", "counter",
+           "Recounts after a process died in the middle of a state change."),
+    Metric("repaired_counts", "approute_repaired_counts_total", "counter",
+           "Node counts those recounts corrected (sum of |old - new|)."),
 )
 
 #: stats() keys that are folded into another family, never exposed on their own.

@@ -357,6 +357,38 @@ def test_metrics_parse_with_counters_typed_as_counters(segment) -> None:
     assert sum(routed.values()) == 1
 
 
+def test_core_counters_count_every_process(segment) -> None:
+    """decisions, retries and route latency live in the segment: a forked
+    worker's routes count in the same families as the parent's."""
+    r = approute.Router.from_yaml(CONF, shared=segment)
+    pid = os.fork()
+    if pid == 0:  # a worker: 32 routes, each on a new key
+        try:
+            for i in range(32):
+                r.route("default", call_id="w%d" % i)
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    for i in range(32):
+        r.route("default", call_id="p%d" % i)
+    d = r.retry("p0", code=503)
+    rc, out, err = run("metrics", "--shared", segment)
+    assert rc == 0, err
+    fam = families(out)
+    dec = {(s.labels["app"], s.labels["reason"]): s.value for s in fam["approute_decisions"].samples}
+    assert dec[("default", "strategy")] == 64 and d.ok
+    assert dec[("default", "retry")] == 1 and dec[("conference", "strategy")] == 0
+    assert {(s.labels["app"], s.labels["code"]): s.value for s in fam["approute_retries"].samples} == \
+        {("default", "503"): 1}
+    h = fam["approute_route_seconds"]
+    count = [s.value for s in h.samples if s.name.endswith("_count")][0]
+    assert 2 <= count <= 64 // 16 + 2  # one route in 16 per thread is timed
+    inf = [s.value for s in h.samples if s.name.endswith("_bucket") and s.labels["le"] == "+Inf"][0]
+    assert inf == count
+    assert fam["approute_processes"].samples[0].value >= 1
+    assert fam["approute_repairs"].type == "counter"
+
+
 def test_future_core_counters_need_one_table_entry() -> None:
     """decisions/retries/route_seconds in stats() come out as Prometheus expects."""
     stats = {

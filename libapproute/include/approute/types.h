@@ -9,6 +9,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -128,6 +129,18 @@ struct RouterStats {
   int64_t reports_accepted = 0;
   // Refused status reports by why: source, signature, replay, takeover, uri, malformed, etag, full.
   std::map<std::string, int64_t> reports_refused;
+  // Routing decisions by app and reason (affinity, strategy, retry, session,
+  // no_node), and retries by app and SIP code ("other" when more than 8
+  // codes were seen), from every process sharing the region.
+  std::map<std::string, std::map<std::string, int64_t>> decisions;
+  std::map<std::string, std::map<std::string, int64_t>> retries;
+  // A sample of route() latencies (one call in 16 per thread): cumulative
+  // counts by upper bound in seconds (the last is +infinity), sum, count.
+  struct Histogram {
+    std::vector<std::pair<double, int64_t>> buckets;
+    double sum = 0;
+    int64_t count = 0;
+  } route_seconds;
   int64_t processes = 0;        // live processes registered with the state region
   int64_t repairs = 0;          // recounts after a process died inside a state change, ever
   int64_t repaired_counts = 0;  // node counts those recounts corrected (sum of |old - new|), ever

@@ -44,6 +44,7 @@ absl::StatusOr<std::unique_ptr<Router>> Router::FromYaml(std::string_view yaml, 
     impl->Recover(options.now_ms ? options.now_ms() : RealNowMs());
     if (absl::Status s = impl->Prepare(*cfg, source); !s.ok()) return s;
     if (absl::Status s = impl->Apply(*cfg); !s.ok()) return s;
+    impl->UseCluster(cfg->cluster);
     return std::unique_ptr<Router>(new Router(std::move(impl)));
   });
 }
@@ -123,6 +124,10 @@ absl::Status Router::ReportCallResult(std::string_view id, int code, double late
 std::vector<NodeStatus> Router::Nodes() const {
   try { return impl_->Nodes(); } catch (...) { return {}; }
 }
+ClusterStatus Router::Cluster() const {
+  try { return impl_->ClusterView(); } catch (...) { return {}; }
+}
+
 RouterStats Router::Stats() const {
   try { return impl_->Stats(); } catch (...) { return {}; }
 }

@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "affinity_table.h"
 #include "approute/router.h"
+#include "cluster_placement.h"
 #include "health.h"
 #include "node_table.h"
 #include "owners.h"
@@ -101,6 +102,39 @@ class Router::Impl {
     return absl::OkStatus();
   }
   absl::Status Prepare(const Config& cfg, std::string_view source) { return policies_.Prepare(cfg, source); }
+
+  // With `cluster:`, placements go through Redis (cluster_placement.h). Called
+  // once, before the router is handed out; without it this host's region is
+  // the only state.
+  void UseCluster(const ClusterConfig& c) {
+    if (!c.enabled) return;
+    auto cp = std::make_unique<ClusterPlacement>(*region_, affinity_, c, [this](std::string_view id) -> std::optional<ClaimRef> {
+      std::shared_ptr<const Snapshot> snap = GetSnapshot();
+      const NodeView* v = snap->Find(id);
+      if (v == nullptr) return std::nullopt;
+      return ClaimRef{v->slot, v->epoch, 0};
+    });
+    cluster_ = cp.get();
+    placement_ = std::move(cp);
+  }
+  ClusterStatus ClusterView() {
+    ClusterStatus s;
+    if (cluster_ == nullptr) return s;
+    const ClusterRecord& rec = H().cluster;
+    s.name = cluster_->name();
+    s.proxy = cluster_->proxy();
+    if (absl::StatusOr<std::vector<std::string>> p = cluster_->LiveProxies(); p.ok()) s.proxies = *std::move(p);
+    s.mode = cluster_->breaker().open() ? "degraded" : "cluster";
+    s.last_sync_ms = rec.last_sync_ms.load(std::memory_order_relaxed);
+    s.degraded_placements = rec.degraded_placements.load(std::memory_order_relaxed);
+    s.round_trips = rec.round_trips.load(std::memory_order_relaxed);
+    s.failures = rec.failures.load(std::memory_order_relaxed);
+    s.rtt_p50_us = cluster_->breaker().RttQuantileUs(0.5);
+    s.rtt_p99_us = cluster_->breaker().RttQuantileUs(0.99);
+    return s;
+  }
+  // The cluster placement, or null without `cluster:`.
+  ClusterPlacement* cluster() const { return cluster_; }
   StrategyResolver* resolver() const { return policies_.resolver(); }
   StateLimits limits() const { return region_->limits(); }
   const std::string& name() const { return region_->name(); }
@@ -321,6 +355,7 @@ class Router::Impl {
   PolicyStore policies_;
   Owners owners_;
   std::unique_ptr<Placement> placement_;
+  ClusterPlacement* cluster_ = nullptr;  // placement_ when it is the cluster one
   absl::Mutex mu_;  // guards snapshot_ (the pointer)
   std::shared_ptr<const Snapshot> snapshot_;
   bool seeded_ = false;

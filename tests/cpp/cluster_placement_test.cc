@@ -1,0 +1,264 @@
+// Two proxies (two processes, each with its own shared segment and proxy id)
+// route through one real redis-server: one node per key, capacity held over
+// both, and a stopped Redis costs bounded latency while calls still route.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <functional>
+#include <thread>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "approute/router.h"
+#include "redis_client.h"
+#include "redis_server.h"
+
+namespace approute {
+namespace {
+
+using approute::testing::RedisServer;
+using Clock = std::chrono::steady_clock;
+
+std::string Yaml(const RedisServer& srv, const std::string& deployment, const std::string& proxy, int cap,
+                 int timeout_ms = 200) {
+  std::ostringstream y;
+  y << "cluster: {redis: \"" << srv.url() << "\", name: " << deployment << ", proxy: " << proxy
+    << ", timeout_ms: " << timeout_ms << "}\n"
+    << "nodes:\n";
+  for (int i = 1; i <= 4; ++i) {
+    y << "  - {id: ast" << i << ", uri: \"sip:10.0.0." << i << ":5060\"";
+    if (cap >= 0) y << ", capacity: {conference: " << cap << "}";
+    y << "}\n";
+  }
+  y << "apps:\n"
+    << "  conf: {strategy: random, resource: conference, affinity: {grace: 30}}\n"
+    << "  plain: {strategy: random, resource: conference}\n";
+  return y.str();
+}
+
+std::string SegmentName(const std::string& tag) { return "/approute-t11-" + std::to_string(getpid()) + "-" + tag; }
+
+// Runs `body(router)` in a child process per proxy, all released at once;
+// each child's output lines are returned per proxy. The children exit 0 unless
+// the router cannot be built.
+std::vector<std::vector<std::string>> RunProxies(
+    const std::vector<std::string>& yamls,
+    const std::function<void(Router&, int proxy, std::vector<std::string>* out)>& body) {
+  int go[2];
+  EXPECT_EQ(pipe(go), 0);
+  std::vector<std::pair<pid_t, int>> kids;
+  for (size_t i = 0; i < yamls.size(); ++i) {
+    int out[2];
+    EXPECT_EQ(pipe(out), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(go[1]);
+      close(out[0]);
+      std::string seg = SegmentName("p" + std::to_string(i));
+      (void)Router::Unlink(seg);
+      absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml(yamls[i], RouterOptions{.shared = seg});
+      char c;
+      (void)!read(go[0], &c, 1);
+      int rc = 2;
+      if (r.ok()) {
+        std::vector<std::string> lines;
+        body(**r, static_cast<int>(i), &lines);
+        std::string text;
+        for (const std::string& l : lines) text += l + "\n";
+        for (size_t off = 0; off < text.size();) {
+          ssize_t w = write(out[1], text.data() + off, text.size() - off);
+          if (w <= 0) break;
+          off += static_cast<size_t>(w);
+        }
+        rc = 0;
+      } else {
+        std::string err = "ERROR " + std::string(r.status().message()) + "\n";
+        (void)!write(out[1], err.data(), err.size());
+      }
+      r = absl::UnknownError("done");
+      (void)Router::Unlink(seg);
+      _exit(rc);
+    }
+    close(out[1]);
+    kids.emplace_back(pid, out[0]);
+  }
+  close(go[0]);
+  (void)!write(go[1], std::string(yamls.size(), 'g').data(), yamls.size());
+  close(go[1]);
+  std::vector<std::vector<std::string>> results;
+  for (auto [pid, fd] : kids) {
+    std::string all;
+    char buf[4096];
+    for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) all.append(buf, static_cast<size_t>(n));
+    close(fd);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << all;
+    std::vector<std::string> lines;
+    std::istringstream in(all);
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    results.push_back(std::move(lines));
+  }
+  return results;
+}
+
+int64_t DeploymentSum(RedisServer& srv, const std::string& deployment, const std::string& node) {
+  internal::RedisClient c(*internal::ParseRedisUrl(srv.url()), 1000);
+  absl::StatusOr<internal::RedisValue> r =
+      c.Command({"HVALS", internal::DeploymentPrefix(deployment) + "n:" + node + "|conference"});
+  if (!r.ok()) return -1;
+  int64_t sum = 0;
+  for (const auto& v : r->elements) sum += std::stoll(v.str);
+  return sum;
+}
+
+TEST(ClusterPlacement, TwoProxiesPutEachKeyOnOneNode) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  // Random strategy: without the shared claim, the two proxies would scatter
+  // a key over several nodes.
+  std::vector<std::string> yamls{Yaml(srv, "keys", "kam1", -1), Yaml(srv, "keys", "kam2", -1)};
+  auto out = RunProxies(yamls, [](Router& r, int proxy, std::vector<std::string>* lines) {
+    for (int i = 0; i < 300; ++i) {
+      RouteRequest req{.app = "conf", .call_id = "p" + std::to_string(proxy) + "-" + std::to_string(i),
+                       .key = "room" + std::to_string(i % 40)};
+      absl::StatusOr<Decision> d = r.Route(req);
+      if (!d.ok() || !d->ok) {
+        lines->push_back("FAIL " + req.call_id);
+        continue;
+      }
+      lines->push_back(req.key + " " + d->node_id);
+      if (i % 3 == 0) (void)r.End(req.call_id);  // some calls end: claims live on through the others
+    }
+  });
+  std::map<std::string, std::set<std::string>> nodes_of;
+  size_t routed = 0;
+  for (const auto& lines : out) {
+    for (const std::string& l : lines) {
+      ASSERT_NE(l.substr(0, 4), "FAIL") << l;
+      size_t sp = l.find(' ');
+      nodes_of[l.substr(0, sp)].insert(l.substr(sp + 1));
+      ++routed;
+    }
+  }
+  EXPECT_EQ(routed, 600u);
+  EXPECT_EQ(nodes_of.size(), 40u);
+  std::set<std::string> used;
+  for (const auto& [key, nodes] : nodes_of) {
+    EXPECT_EQ(nodes.size(), 1u) << key << " went to " << nodes.size() << " nodes";
+    used.insert(nodes.begin(), nodes.end());
+  }
+  EXPECT_GT(used.size(), 1u) << "the random strategy should spread keys";
+}
+
+TEST(ClusterPlacement, CapacityHoldsOverBothProxies) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  constexpr int kCap = 5;  // 4 nodes: 20 sessions for the whole deployment
+  std::vector<std::string> yamls{Yaml(srv, "cap", "kam1", kCap), Yaml(srv, "cap", "kam2", kCap)};
+  auto out = RunProxies(yamls, [](Router& r, int proxy, std::vector<std::string>* lines) {
+    std::vector<std::string> mine;
+    for (int i = 0; i < 40; ++i) {
+      RouteRequest req{.app = "plain", .call_id = "p" + std::to_string(proxy) + "-" + std::to_string(i)};
+      absl::StatusOr<Decision> d = r.Route(req);
+      if (d.ok() && d->ok) {
+        lines->push_back("ok " + d->node_id);
+        mine.push_back(req.call_id);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));  // the two proxies interleave
+    }
+    // Both proxies hold their calls until the other is done routing.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    for (const std::string& c : mine) (void)r.End(c);
+  });
+  std::map<std::string, int> per_node;
+  int total = 0, of_first = static_cast<int>(out[0].size());
+  for (const auto& lines : out) {
+    for (const std::string& l : lines) {
+      ASSERT_EQ(l.substr(0, 3), "ok ") << l;
+      ++per_node[l.substr(3)];
+      ++total;
+    }
+  }
+  EXPECT_EQ(total, 4 * kCap) << "every unit used once, never more: 80 attempts for 20 places";
+  for (const auto& [node, n] : per_node) EXPECT_LE(n, kCap) << node;
+  EXPECT_GT(of_first, 0);
+  EXPECT_LT(of_first, 4 * kCap) << "one proxy took every place: the other must have been refused by the count";
+  for (int i = 1; i <= 4; ++i) EXPECT_EQ(DeploymentSum(srv, "cap", "ast" + std::to_string(i)), 0) << "ended calls leave no share";
+}
+
+TEST(ClusterPlacement, StoppedRedisAddsBoundedLatencyAndCallsStillRoute) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  constexpr int kTimeoutMs = 20;
+  const std::string seg = SegmentName("stop");
+  (void)Router::Unlink(seg);
+  absl::StatusOr<std::unique_ptr<Router>> r =
+      Router::FromYaml(Yaml(srv, "stop", "kam1", -1, kTimeoutMs), RouterOptions{.shared = seg});
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto route = [&](int i, int64_t* us) {
+    RouteRequest req{.app = "conf", .call_id = "c" + std::to_string(i), .key = "room" + std::to_string(i % 10)};
+    Clock::time_point t0 = Clock::now();
+    absl::StatusOr<Decision> d = (*r)->Route(req);
+    bool ok = d.ok() && d->ok && (*r)->End(req.call_id).ok();
+    *us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
+    return ok;
+  };
+  int64_t us = 0;
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(route(i, &us));
+  EXPECT_EQ((*r)->Cluster().mode, "cluster");
+  EXPECT_EQ((*r)->Cluster().degraded_placements, 0);
+
+  srv.Pause();
+  int64_t worst = 0, slow = 0;
+  Clock::time_point t0 = Clock::now();
+  for (int i = 50; i < 250; ++i) {
+    ASSERT_TRUE(route(i, &us)) << "call " << i << " not routed while Redis is stopped";
+    worst = std::max(worst, us);
+    if (us > kTimeoutMs * 1000 / 2) ++slow;
+  }
+  int64_t took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  ClusterStatus st = (*r)->Cluster();
+  srv.Resume();
+  EXPECT_EQ(st.mode, "degraded");
+  EXPECT_GT(st.degraded_placements, 0);
+  // One call pays the timeout, then the breaker is open; one trial per
+  // second after that. Bound: a call never waits more than one timeout (10x
+  // margin for a loaded machine), and only a handful of calls are slow.
+  EXPECT_LT(worst, int64_t{10} * kTimeoutMs * 1000);
+  EXPECT_LE(slow, 2 + took_ms / 1000 * 2) << "calls slowed by the stopped server";
+  std::printf("stopped redis: %lld calls in %lld ms, worst %lld us, %lld slow, degraded %lld\n", 200LL,
+              static_cast<long long>(took_ms), static_cast<long long>(worst), static_cast<long long>(slow),
+              static_cast<long long>(st.degraded_placements));
+
+  // Back: once the breaker's period is over the proxy is in the cluster again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  for (int i = 250; i < 260; ++i) ASSERT_TRUE(route(i, &us));
+  st = (*r)->Cluster();
+  EXPECT_EQ(st.mode, "cluster");
+  EXPECT_EQ(st.proxies, std::vector<std::string>{"kam1"});
+  EXPECT_GT(st.rtt_p50_us, 0);
+  std::printf("redis round trip: p50 <= %lld us, p99 <= %lld us\n", static_cast<long long>(st.rtt_p50_us),
+              static_cast<long long>(st.rtt_p99_us));
+  r = absl::UnknownError("done");
+  (void)Router::Unlink(seg);
+}
+
+TEST(ClusterPlacement, WithoutClusterTheModeIsLocal) {
+  absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml("nodes: [{id: a, uri: \"sip:10.0.0.1\"}]\n");
+  ASSERT_TRUE(r.ok()) << r.status();
+  ClusterStatus st = (*r)->Cluster();
+  EXPECT_EQ(st.mode, "local");
+  EXPECT_EQ(st.round_trips, 0);
+}
+
+}  // namespace
+}  // namespace approute

@@ -42,7 +42,10 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
 local others = 0
 local kv = redis.call('HGETALL', KEYS[1])
 for i = 1, #kv, 2 do
-  if kv[i] ~= ARGV[1] and live(KEYS[2], kv[i], now) then others = others + tonumber(kv[i + 1]) end
+  if kv[i] ~= ARGV[1] then
+    if live(KEYS[2], kv[i], now) then others = others + tonumber(kv[i + 1])
+    else redis.call('HDEL', KEYS[1], kv[i]) end  -- a lapsed proxy's share; it republishes if it comes back
+  end
 end
 local cap = tonumber(ARGV[3])
 if cap >= 0 and others + tonumber(ARGV[2]) > cap then return {0, others} end
@@ -55,6 +58,7 @@ return {1, others}
 inline constexpr char kPublish[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)  -- lapsed proxies count for nothing anyway
 for i = 2, #KEYS do
   local v = tonumber(ARGV[i + 1])
   if v > 0 then redis.call('HSET', KEYS[i], ARGV[1], v) else redis.call('HDEL', KEYS[i], ARGV[1]) end

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "approute/router.h"
+#include "cluster_placement.h"
 #include "redis_client.h"
 #include "redis_server.h"
 
@@ -250,6 +251,149 @@ TEST(ClusterPlacement, StoppedRedisAddsBoundedLatencyAndCallsStillRoute) {
               static_cast<long long>(st.rtt_p99_us));
   r = absl::UnknownError("done");
   (void)Router::Unlink(seg);
+}
+
+int64_t DeploymentTotal(RedisServer& srv, const std::string& deployment) {
+  int64_t t = 0;
+  for (int i = 1; i <= 4; ++i) {
+    int64_t s = DeploymentSum(srv, deployment, "ast" + std::to_string(i));
+    if (s < 0) return -1;
+    t += s;
+  }
+  return t;
+}
+
+struct OneProxy {
+  std::string seg;
+  std::unique_ptr<Router> router;
+  OneProxy(const std::string& yaml, const std::string& tag) : seg(SegmentName(tag)) {
+    (void)Router::Unlink(seg);
+    absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml(yaml, RouterOptions{.shared = seg});
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (r.ok()) router = *std::move(r);
+  }
+  ~OneProxy() {
+    router.reset();
+    (void)Router::Unlink(seg);
+  }
+  bool Route(const std::string& call_id, const std::string& app = "plain") {
+    absl::StatusOr<Decision> d = router->Route(RouteRequest{.app = app, .call_id = call_id});
+    return d.ok() && d->ok;
+  }
+};
+
+// Polls `cond` up to `ms`, calling the router's sweep (Maintain) meanwhile.
+template <typename Cond>
+bool Eventually(Router& r, int64_t ms, Cond cond) {
+  for (int64_t waited = 0; waited <= ms; waited += 100) {
+    (void)r.Sweep();
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+TEST(ClusterPlacement, SharesReconcileAfterAnOutage) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  OneProxy p(Yaml(srv, "heal", "kam1", -1, 20), "heal");
+  ASSERT_NE(p.router, nullptr);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(p.Route("a" + std::to_string(i)));
+  EXPECT_EQ(DeploymentTotal(srv, "heal"), 10);
+  srv.Pause();
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(p.Route("b" + std::to_string(i)));  // on local state
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(p.router->End("a" + std::to_string(i)).ok());
+  srv.Resume();
+  // The one command that timed out still runs once the server resumes (the
+  // share of that moment, 11): harmless, since shares are absolute and the
+  // next republish overwrites it. Nothing else of the outage reached Redis.
+  int64_t seen = DeploymentTotal(srv, "heal");
+  EXPECT_TRUE(seen == 10 || seen == 11) << seen;
+  ASSERT_EQ(p.router->Stats().sessions, 15);
+  // Absolute shares republished: the count is the live sessions, not 10 + replayed changes.
+  EXPECT_TRUE(Eventually(*p.router, 3000, [&] { return DeploymentTotal(srv, "heal") == 15; }))
+      << DeploymentTotal(srv, "heal");
+  EXPECT_GT(p.router->Cluster().degraded_placements, 0);
+  // Idempotent: more republishing (1.5 s of sweeps) changes nothing.
+  for (int i = 0; i < 15; ++i) {
+    (void)p.router->Sweep();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(DeploymentTotal(srv, "heal"), 15);
+}
+
+TEST(ClusterPlacement, RedisRestartedEmptyIsRefilled) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  OneProxy p(Yaml(srv, "empty", "kam1", -1, 50), "empty");
+  ASSERT_NE(p.router, nullptr);
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(p.Route("c" + std::to_string(i)));
+  ASSERT_EQ(DeploymentTotal(srv, "empty"), 8);
+  ASSERT_TRUE(srv.KillAndRestartEmpty());  // kill -9, no persistence: everything is gone
+  ASSERT_EQ(DeploymentTotal(srv, "empty"), 0);
+  EXPECT_TRUE(Eventually(*p.router, 4000, [&] { return DeploymentTotal(srv, "empty") == 8; }))
+      << DeploymentTotal(srv, "empty");
+  EXPECT_EQ(p.router->Cluster().mode, "cluster");
+}
+
+TEST(ClusterPlacement, ScriptFlushCostsOneReloadNotAnOutage) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  OneProxy p(Yaml(srv, "flush", "kam1", -1), "flush");
+  ASSERT_NE(p.router, nullptr);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(p.Route("d" + std::to_string(i), "conf"));
+  internal::RedisClient admin(*internal::ParseRedisUrl(srv.url()), 1000);
+  ASSERT_TRUE(admin.Command({"SCRIPT", "FLUSH"}).ok());
+  for (int i = 5; i < 10; ++i) ASSERT_TRUE(p.Route("d" + std::to_string(i), "conf"));
+  ClusterStatus st = p.router->Cluster();
+  EXPECT_EQ(st.degraded_placements, 0);
+  EXPECT_EQ(st.failures, 0);
+  EXPECT_EQ(DeploymentTotal(srv, "flush"), 10);
+}
+
+TEST(ClusterPlacement, AKilledProxysShareLapsesWithItsLease) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  // 4 nodes of capacity 1: the other proxy takes every place, then is killed.
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const std::string other_yaml = Yaml(srv, "lease", "kam2", 1);
+  pid_t child = fork();
+  if (child == 0) {
+    close(ready[0]);
+    OneProxy other(other_yaml, "lease2");
+    int taken = 0;
+    for (int i = 0; i < 4; ++i) taken += other.Route("x" + std::to_string(i)) ? 1 : 0;
+    char c = static_cast<char>('0' + taken);
+    (void)!write(ready[1], &c, 1);
+    for (int i = 0; i < 600; ++i) pause();  // until SIGKILL
+    _exit(0);
+  }
+  close(ready[1]);
+  char taken = 0;
+  ASSERT_EQ(read(ready[0], &taken, 1), 1);
+  close(ready[0]);
+  EXPECT_EQ(taken, '4');
+  OneProxy p(Yaml(srv, "lease", "kam1", 1), "lease1");
+  ASSERT_NE(p.router, nullptr);
+  EXPECT_FALSE(p.Route("y0")) << "every place is held by the other proxy";
+  kill(child, SIGKILL);
+  int st = 0;
+  waitpid(child, &st, 0);
+  Clock::time_point t0 = Clock::now();
+  int n = 0;
+  EXPECT_TRUE(Eventually(*p.router, internal::ClusterPlacement::kLeaseMs + 3000,
+                         [&] { return p.Route("y" + std::to_string(++n)); }));
+  int64_t waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  EXPECT_LE(waited, internal::ClusterPlacement::kLeaseMs + 3000);
+  std::printf("a killed proxy's share lapsed after %lld ms (lease %lld ms)\n", static_cast<long long>(waited),
+              static_cast<long long>(internal::ClusterPlacement::kLeaseMs));
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(p.Route("z" + std::to_string(i)));
+  EXPECT_FALSE(p.Route("z9")) << "capacity still holds: 4 places";
 }
 
 TEST(ClusterPlacement, WithoutClusterTheModeIsLocal) {

@@ -73,10 +73,26 @@ class RedisServer {
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
 
-  // Starts the server (a few ports are tried). False when it did not answer PING.
-  bool Start() {
-    for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) {
-      port_ = FreeLoopbackPort();
+  // Starts the server (a few ports are tried). False when it did not answer.
+  bool Start() { return Launch(0); }
+  // SIGKILL (no shutdown, no persistence: the data is gone) and a new server
+  // on the same port, empty.
+  bool KillAndRestartEmpty() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      int st = 0;
+      waitpid(pid_, &st, 0);
+      pid_ = -1;
+    }
+    std::filesystem::remove(socket_path());
+    return Launch(port_);
+  }
+
+ private:
+  bool Launch(int fixed_port) {
+    for (int attempt = 0; attempt < (fixed_port ? 50 : 5) && pid_ <= 0; ++attempt) {
+      if (fixed_port && attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      port_ = fixed_port ? fixed_port : FreeLoopbackPort();
       if (port_ == 0) continue;
       std::vector<std::string> args{RedisServerBinary(), "--port", std::to_string(port_), "--bind", "127.0.0.1",
                                     "--unixsocket", socket_path(), "--unixsocketperm", "700", "--dir", dir_,
@@ -97,6 +113,7 @@ class RedisServer {
     return pid_ > 0;
   }
 
+ public:
   void Stop() {
     if (pid_ <= 0) return;
     kill(pid_, SIGCONT);

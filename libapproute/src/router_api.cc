@@ -59,7 +59,9 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Attach(const std::string& shared
   return Guard([&]() -> absl::StatusOr<std::unique_ptr<Router>> {
     absl::StatusOr<std::unique_ptr<Region>> region = Region::AttachShared(shared);
     if (!region.ok()) return region.status();
-    return std::unique_ptr<Router>(new Router(std::make_unique<Impl>(*std::move(region), options)));
+    auto impl = std::make_unique<Impl>(*std::move(region), options);
+    impl->UseStoredCluster();
+    return std::unique_ptr<Router>(new Router(std::move(impl)));
   });
 }
 

@@ -133,6 +133,12 @@ class Router::Impl {
     s.rtt_p99_us = cluster_->breaker().RttQuantileUs(0.99);
     return s;
   }
+  // For a router attached to an existing segment (operator tools): the
+  // cluster placement of the stored configuration, if it has `cluster:`.
+  void UseStoredCluster() {
+    absl::StatusOr<Config> cfg = ParseConfig(policies_.StoredText(), "<stored configuration>", policies_.resolver());
+    if (cfg.ok()) UseCluster(cfg->cluster);
+  }
   // The cluster placement, or null without `cluster:`.
   ClusterPlacement* cluster() const { return cluster_; }
   StrategyResolver* resolver() const { return policies_.resolver(); }

@@ -396,6 +396,24 @@ TEST(ClusterPlacement, AKilledProxysShareLapsesWithItsLease) {
   EXPECT_FALSE(p.Route("z9")) << "capacity still holds: 4 places";
 }
 
+TEST(ClusterPlacement, AnAttachedOperatorToolSeesTheCluster) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  OneProxy p(Yaml(srv, "ops", "kam1", -1), "ops");
+  ASSERT_NE(p.router, nullptr);
+  ASSERT_TRUE(p.Route("e1"));
+  absl::StatusOr<std::unique_ptr<Router>> tool = Router::Attach(p.seg);
+  ASSERT_TRUE(tool.ok()) << tool.status();
+  ClusterStatus st = (*tool)->Cluster();
+  EXPECT_EQ(st.mode, "cluster");
+  EXPECT_EQ(st.name, "ops");
+  EXPECT_EQ(st.proxy, "kam1");
+  EXPECT_EQ(st.proxies, std::vector<std::string>{"kam1"});
+  EXPECT_GT(st.round_trips, 0) << "the host's figures live in the shared region";
+  EXPECT_GT(st.last_sync_ms, 0);
+}
+
 TEST(ClusterPlacement, WithoutClusterTheModeIsLocal) {
   absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml("nodes: [{id: a, uri: \"sip:10.0.0.1\"}]\n");
   ASSERT_TRUE(r.ok()) << r.status();

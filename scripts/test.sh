@@ -28,7 +28,7 @@ cmake --build build/example
 build/example/route_calls examples/kamailio/router.yaml
 
 echo "== Python and end-to-end tests"
-APPROUTE_E2E_REQUIRED=1 "$VENV/bin/python" -m pytest -q tests/python tests/e2e
+APPROUTE_E2E_REQUIRED=1 APPROUTE_REDIS_REQUIRED=1 "$VENV/bin/python" -m pytest -q tests/python tests/e2e
 
 echo "== wheel: build, install in a fresh venv, test the install"
 bash scripts/test-wheel.sh

@@ -147,11 +147,12 @@ void AffinityTable::Drop(const AffinityKey& k, uint64_t claim, bool release, int
   }
 }
 
-int64_t AffinityTable::Refs(const AffinityKey& k) {
+AffinityTable::Hold AffinityTable::HoldOf(const AffinityKey& k) {
   Header& h = region_.header();
   LockedShard<AffinityEntry> sh(region_, h.affinity_shards[ShardOf(k.hash)]);
   uint32_t* link = sh.Find(k.hash, [&](const AffinityEntry& e) { return e.app == k.app && GetFixed(e.key) == k.key; });
-  return link == nullptr ? 0 : sh.at(*link).refs;
+  if (link == nullptr) return Hold{};
+  return Hold{sh.at(*link).refs, sh.at(*link).grace_ms};
 }
 
 int64_t AffinityTable::Sweep(size_t s, int64_t now) {

@@ -77,8 +77,13 @@ class AffinityTable {
   // its grace time (a grace of 0 deletes it).
   void Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now);
 
-  // Live sessions holding the key's claim now (0: no claim, or in its grace time).
-  int64_t Refs(const AffinityKey& k);
+  // The key's claim here: live sessions holding it (0: none, or in its grace
+  // time) and its grace time.
+  struct Hold {
+    int64_t refs = 0;
+    int64_t grace_ms = 0;
+  };
+  Hold HoldOf(const AffinityKey& k);
 
   // Forgets the claims of shard `s` past their grace time.
   int64_t Sweep(size_t s, int64_t now);

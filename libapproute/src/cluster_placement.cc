@@ -42,7 +42,7 @@ bool Pair(const RedisValue& v, int64_t* flag, const RedisValue** second) {
 }  // namespace
 
 ClusterPlacement::ClusterPlacement(const Region& region, AffinityTable& affinity, const ClusterConfig& cfg,
-                                   FindNode find)
+                                   RedisUrl url, FindNode find)
     : region_(region),
       affinity_(affinity),
       local_(region, affinity),
@@ -52,7 +52,7 @@ ClusterPlacement::ClusterPlacement(const Region& region, AffinityTable& affinity
       proxy_(cfg.proxy),
       lease_(Cat(kLeaseMs)),
       find_(std::move(find)),
-      client_(*ParseRedisUrl(cfg.redis), cfg.timeout_ms),
+      client_(std::move(url), cfg.timeout_ms),
       breaker_(region.header().cluster) {}
 
 std::string ClusterPlacement::CountKey(uint32_t slot, uint32_t res) const {
@@ -118,7 +118,7 @@ void ClusterPlacement::Release(uint32_t slot, uint32_t epoch, uint32_t res) {
 }
 
 std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) {
-  const std::string key = ClaimKey(k), refs = Cat(affinity_.Refs(k) + 1);
+  const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
   absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kJoin), {key, proxies_key_}, {proxy_, lease_, refs});
   if (!r.ok()) return local_.JoinClaim(k, now, take);
   if (r->type != RedisValue::Type::kString) {
@@ -126,7 +126,8 @@ std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_
     // after Redis lost its data) is taken and published again.
     std::optional<ClaimRef> hit = local_.JoinClaim(k, now, take);
     if (hit) {
-      const std::string node = NodeId(hit->slot), grace = "0", held = Cat(affinity_.Refs(k));
+      AffinityTable::Hold hold = affinity_.HoldOf(k);
+      const std::string node = NodeId(hit->slot), grace = Cat(hold.grace_ms), held = Cat(hold.refs);
       (void)Run(Script(cluster_lua::kClaim), {key, proxies_key_}, {proxy_, node, grace, lease_, held});
     }
     return hit;
@@ -137,7 +138,7 @@ std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_
   });
   if (!hit) {
     // Not joined here: this proxy's hold is what it really has.
-    const std::string held = Cat(affinity_.Refs(k));
+    const std::string held = Cat(affinity_.HoldOf(k).refs);
     (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_}, {proxy_, lease_, held, "0"});
   }
   return hit;
@@ -147,7 +148,7 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const Affini
                                                                     int64_t grace_ms, int64_t now, NodeCheck alive,
                                                                     NodeCheck take) {
   const std::string key = ClaimKey(k), node = NodeId(chosen.slot), grace = Cat(grace_ms),
-                    refs = Cat(affinity_.Refs(k) + 1);
+                    refs = Cat(affinity_.HoldOf(k).refs + 1);
   absl::StatusOr<RedisValue> r =
       Run(Script(cluster_lua::kClaim), {key, proxies_key_}, {proxy_, node, grace, lease_, refs});
   int64_t mine = 0;
@@ -179,7 +180,7 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const Affini
 void ClusterPlacement::DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now) {
   local_.DropClaim(k, claim, release, now);
   if (claim == 0) return;
-  const std::string key = ClaimKey(k), held = Cat(affinity_.Refs(k));
+  const std::string key = ClaimKey(k), held = Cat(affinity_.HoldOf(k).refs);
   (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_}, {proxy_, lease_, held, release ? "1" : "0"});
 }
 

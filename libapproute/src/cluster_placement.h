@@ -59,8 +59,8 @@ class ClusterPlacement final : public Placement {
   // The slot and epoch of the node with this id here now, if any.
   using FindNode = std::function<std::optional<ClaimRef>(std::string_view id)>;
 
-  // `cfg` was validated by ParseConfig (its address parses).
-  ClusterPlacement(const Region& region, AffinityTable& affinity, const ClusterConfig& cfg, FindNode find);
+  ClusterPlacement(const Region& region, AffinityTable& affinity, const ClusterConfig& cfg, RedisUrl url,
+                   FindNode find);
 
   bool Reserve(uint32_t slot, uint32_t res, int64_t capacity) override;
   void Release(uint32_t slot, uint32_t epoch, uint32_t res) override;

@@ -44,7 +44,7 @@ absl::StatusOr<std::unique_ptr<Router>> Router::FromYaml(std::string_view yaml, 
     impl->Recover(options.now_ms ? options.now_ms() : RealNowMs());
     if (absl::Status s = impl->Prepare(*cfg, source); !s.ok()) return s;
     if (absl::Status s = impl->Apply(*cfg); !s.ok()) return s;
-    impl->UseCluster(cfg->cluster);
+    if (absl::Status s = impl->UseCluster(cfg->cluster); !s.ok()) return s;
     return std::unique_ptr<Router>(new Router(std::move(impl)));
   });
 }
@@ -80,6 +80,7 @@ absl::Status Router::Reload(std::string_view yaml, std::string_view source) {
           source, ": state limits cannot change on reload (the region has max_nodes ", have.max_nodes,
           ", max_sessions ", have.max_sessions, ", max_affinities ", have.max_affinities, ")"));
     }
+    if (absl::Status s = impl_->CheckClusterUnchanged(cfg->cluster, source); !s.ok()) return s;
     if (absl::Status s = impl_->Prepare(*cfg, source); !s.ok()) return s;
     return impl_->Apply(*cfg);
   });

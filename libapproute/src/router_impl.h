@@ -106,9 +106,12 @@ class Router::Impl {
   // With `cluster:`, placements go through Redis (cluster_placement.h). Called
   // once, before the router is handed out; without it this host's region is
   // the only state.
-  void UseCluster(const ClusterConfig& c) {
-    if (!c.enabled) return;
-    auto cp = std::make_unique<ClusterPlacement>(*region_, affinity_, c, [this](std::string_view id) -> std::optional<ClaimRef> {
+  absl::Status UseCluster(const ClusterConfig& c) {
+    cluster_cfg_ = c;
+    if (!c.enabled) return absl::OkStatus();
+    absl::StatusOr<RedisUrl> url = ParseRedisUrl(c.redis);
+    if (!url.ok()) return url.status();
+    auto cp = std::make_unique<ClusterPlacement>(*region_, affinity_, c, *std::move(url), [this](std::string_view id) -> std::optional<ClaimRef> {
       std::shared_ptr<const Snapshot> snap = GetSnapshot();
       const NodeView* v = snap->Find(id);
       if (v == nullptr) return std::nullopt;
@@ -116,6 +119,18 @@ class Router::Impl {
     });
     cluster_ = cp.get();
     placement_ = std::move(cp);
+    return absl::OkStatus();
+  }
+  // A reload cannot change `cluster:` (the placement and its connection are
+  // built once): FailedPrecondition naming the source.
+  absl::Status CheckClusterUnchanged(const ClusterConfig& c, std::string_view source) const {
+    const ClusterConfig& h = cluster_cfg_;
+    if (c.enabled == h.enabled && c.redis == h.redis && c.name == h.name && c.proxy == h.proxy &&
+        c.timeout_ms == h.timeout_ms) {
+      return absl::OkStatus();
+    }
+    return absl::FailedPreconditionError(
+        Cat(source, ": cluster: cannot change on reload (restart the proxy to change it)"));
   }
   ClusterStatus ClusterView() {
     ClusterStatus s;
@@ -137,7 +152,7 @@ class Router::Impl {
   // cluster placement of the stored configuration, if it has `cluster:`.
   void UseStoredCluster() {
     absl::StatusOr<Config> cfg = ParseConfig(policies_.StoredText(), "<stored configuration>", policies_.resolver());
-    if (cfg.ok()) UseCluster(cfg->cluster);
+    if (cfg.ok()) (void)UseCluster(cfg->cluster);  // a bad stored text: the tool works on local state
   }
   // The cluster placement, or null without `cluster:`.
   ClusterPlacement* cluster() const { return cluster_; }
@@ -362,6 +377,7 @@ class Router::Impl {
   Owners owners_;
   std::unique_ptr<Placement> placement_;
   ClusterPlacement* cluster_ = nullptr;  // placement_ when it is the cluster one
+  ClusterConfig cluster_cfg_;            // as given when the router was built
   absl::Mutex mu_;  // guards snapshot_ (the pointer)
   std::shared_ptr<const Snapshot> snapshot_;
   bool seeded_ = false;

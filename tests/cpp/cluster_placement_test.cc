@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <functional>
 #include <thread>
@@ -412,6 +413,66 @@ TEST(ClusterPlacement, AnAttachedOperatorToolSeesTheCluster) {
   EXPECT_EQ(st.proxies, std::vector<std::string>{"kam1"});
   EXPECT_GT(st.round_trips, 0) << "the host's figures live in the shared region";
   EXPECT_GT(st.last_sync_ms, 0);
+}
+
+// Route+end through Redis against this host alone: every cluster placement
+// makes its round trips (reserve, claim, release, drop), and the figures are
+// printed for docs/cluster.md.
+TEST(ClusterPlacement, RouteAndEndFiguresAgainstLocal) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  auto measure = [](Router& r, const char* app, int n, std::vector<int64_t>* us) {
+    for (int i = 0; i < n; ++i) {
+      RouteRequest req{.app = app, .call_id = "f" + std::to_string(i), .key = "k" + std::to_string(i % 100)};
+      Clock::time_point t0 = Clock::now();
+      absl::StatusOr<Decision> d = r.Route(req);
+      bool ok = d.ok() && d->ok && r.End(req.call_id).ok();
+      us->push_back(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+      if (!ok) return false;
+    }
+    return true;
+  };
+  auto q = [](std::vector<int64_t> v, double p) {
+    std::sort(v.begin(), v.end());
+    return v[static_cast<size_t>(p * static_cast<double>(v.size() - 1))];
+  };
+  std::string yaml = Yaml(srv, "bench", "kam1", -1);
+  OneProxy cluster(yaml, "bench");
+  ASSERT_NE(cluster.router, nullptr);
+  std::string local_yaml = yaml.substr(yaml.find('\n') + 1);  // the same without cluster:
+  absl::StatusOr<std::unique_ptr<Router>> local = Router::FromYaml(local_yaml);
+  ASSERT_TRUE(local.ok()) << local.status();
+  constexpr int kCalls = 2000;
+  for (const char* app : {"plain", "conf"}) {
+    std::vector<int64_t> c_us, l_us;
+    int64_t trips0 = cluster.router->Cluster().round_trips;
+    ASSERT_TRUE(measure(*cluster.router, app, kCalls, &c_us));
+    ASSERT_TRUE(measure(**local, app, kCalls, &l_us));
+    int64_t trips = cluster.router->Cluster().round_trips - trips0;
+    EXPECT_GE(trips, int64_t{2} * kCalls) << app << ": a placement and its end each go to Redis";
+    EXPECT_EQ(cluster.router->Cluster().degraded_placements, 0);
+    std::printf("route+end %s: cluster p50 %lld us p99 %lld us (%.1f round trips/call), local p50 %lld us p99 %lld us\n",
+                app, static_cast<long long>(q(c_us, 0.5)), static_cast<long long>(q(c_us, 0.99)),
+                static_cast<double>(trips) / kCalls, static_cast<long long>(q(l_us, 0.5)),
+                static_cast<long long>(q(l_us, 0.99)));
+  }
+}
+
+TEST(ClusterPlacement, ReloadCannotChangeTheClusterSection) {
+  // The connection opens on first use: no server is needed to build or reload.
+  const std::string a = "cluster: {redis: \"redis://127.0.0.1:1\", name: one, proxy: kam1}\nnodes: [{id: n, uri: \"sip:10.0.0.1\"}]\n";
+  absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml(a);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE((*r)->Reload(a, "router.yaml").ok());
+  std::string b = a;
+  b.replace(b.find("name: one"), 9, "name: two");
+  absl::Status s = (*r)->Reload(b, "router.yaml");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(s.message(), "router.yaml: cluster: cannot change on reload (restart the proxy to change it)");
+  absl::StatusOr<std::unique_ptr<Router>> plain = Router::FromYaml("nodes: [{id: n, uri: \"sip:10.0.0.1\"}]\n");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ((*plain)->Reload(a, "router.yaml").code(), absl::StatusCode::kFailedPrecondition);
 }
 
 TEST(ClusterPlacement, WithoutClusterTheModeIsLocal) {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "cluster_scripts.h"
 #include "str_util.h"
 
@@ -20,6 +21,8 @@ const RedisScript& Script(const char* body) {
       {cluster_lua::kClaim, RedisScript(cluster_lua::kClaim)},
       {cluster_lua::kDrop, RedisScript(cluster_lua::kDrop)},
       {cluster_lua::kProxies, RedisScript(cluster_lua::kProxies)},
+      {cluster_lua::kSetAdmin, RedisScript(cluster_lua::kSetAdmin)},
+      {cluster_lua::kGetAdmin, RedisScript(cluster_lua::kGetAdmin)},
   };
   for (const auto& [p, s] : *scripts) {
     if (p == body) return s;
@@ -49,6 +52,7 @@ ClusterPlacement::ClusterPlacement(const Region& region, AffinityTable& affinity
       name_(cfg.name),
       prefix_(DeploymentPrefix(cfg.name)),
       proxies_key_(prefix_ + "proxies"),
+      admin_key_(prefix_ + "admin"),
       proxy_(cfg.proxy),
       lease_(Cat(kLeaseMs)),
       find_(std::move(find)),
@@ -214,12 +218,49 @@ absl::StatusOr<std::vector<std::string>> ClusterPlacement::LiveProxies() {
   return out;
 }
 
+void ClusterPlacement::SetAdminState(uint32_t slot, AdminState state) {
+  local_.SetAdminState(slot, state);
+  const std::string node = NodeId(slot), v = Cat(static_cast<uint32_t>(state));
+  if (!Run(Script(cluster_lua::kSetAdmin), {admin_key_, proxies_key_}, {proxy_, lease_, node, v}).ok()) {
+    region_.header().cluster.admin_unpublished.store(1, std::memory_order_relaxed);
+  }
+}
+
+bool ClusterPlacement::PushAdmin() {
+  std::vector<std::string> args{proxy_, lease_};
+  for (uint32_t s = 0; s < region_.max_nodes(); ++s) {
+    NodeRecord& n = region_.node(s);
+    if (!n.in_use) continue;
+    args.push_back(NodeId(s));
+    args.push_back(Cat(n.admin.load(std::memory_order_relaxed)));
+  }
+  std::vector<std::string_view> av(args.begin(), args.end());
+  return Run(Script(cluster_lua::kSetAdmin), {admin_key_, proxies_key_}, av).ok();
+}
+
+void ClusterPlacement::PullAdmin() {
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kGetAdmin), {admin_key_}, {});
+  if (!r.ok() || r->type != RedisValue::Type::kArray) return;
+  for (size_t i = 0; i + 1 < r->elements.size(); i += 2) {
+    std::optional<ClaimRef> at = find_(r->elements[i].str);
+    uint32_t v = 0;
+    if (!at || !absl::SimpleAtoi(r->elements[i + 1].str, &v) || v > static_cast<uint32_t>(AdminState::kDisabled)) continue;
+    NodeRecord& n = region_.node(at->slot);
+    if (n.admin.load(std::memory_order_relaxed) != v) n.admin.store(v, std::memory_order_relaxed);
+  }
+}
+
 void ClusterPlacement::Maintain() {
   ClusterRecord& rec = region_.header().cluster;
   int64_t last = rec.refreshed_ms.load(std::memory_order_relaxed), now = ClusterBreaker::MonoMs();
   if (now - last < kRefreshMs) return;
   if (!rec.refreshed_ms.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
-  PublishAll();
+  if (!PublishAll()) return;
+  if (rec.admin_unpublished.load(std::memory_order_relaxed) != 0) {
+    if (PushAdmin()) rec.admin_unpublished.store(0, std::memory_order_relaxed);
+    return;
+  }
+  PullAdmin();
 }
 
 }  // namespace approute::internal

@@ -13,9 +13,14 @@
 //             another proxy claimed the key first, the call moves to its node.
 //   DropClaim this proxy's sessions on the claim republished; the last live
 //             holder starts the claim's grace TTL.
-//   Maintain  once a second per host: renews this proxy's lease and
-//             republishes every share (absolute, idempotent: after an outage,
-//             a recount or a Redis restarted empty the counts are right again).
+//   SetAdminState  here and in the deployment; every proxy applies the
+//             deployment's admin states at its next Maintain (within a second),
+//             over its YAML's `state:`. One set while Redis is out is pushed
+//             when it is back, with this host's other admin states, and wins.
+//   Maintain  once a second per host: renews this proxy's lease, republishes
+//             every share (absolute, idempotent: after an outage, a recount or
+//             a Redis restarted empty the counts are right again) and applies
+//             the deployment's admin states.
 //
 // Faults: a failed or timed-out round trip opens the host's breaker
 // (cluster_breaker.h); while it is open the placement is the local one and
@@ -68,7 +73,7 @@ class ClusterPlacement final : public Placement {
   absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
                                                    int64_t now, NodeCheck alive, NodeCheck take) override;
   void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now) override;
-  void SetAdminState(uint32_t slot, AdminState state) override { local_.SetAdminState(slot, state); }
+  void SetAdminState(uint32_t slot, AdminState state) override;
   void NodeChanged(uint32_t slot) override { local_.NodeChanged(slot); }
   void Maintain() override;
 
@@ -91,6 +96,8 @@ class ClusterPlacement final : public Placement {
   absl::StatusOr<RedisValue> Run(const RedisScript& s, absl::Span<const std::string_view> keys,
                                  absl::Span<const std::string_view> args);
   void Publish(uint32_t slot, uint32_t res);
+  bool PushAdmin();
+  void PullAdmin();
   void Degraded() { region_.header().cluster.degraded_placements.fetch_add(1, std::memory_order_relaxed); }
   std::string CountKey(uint32_t slot, uint32_t res) const;
   std::string ClaimKey(const AffinityKey& k) const;
@@ -99,7 +106,7 @@ class ClusterPlacement final : public Placement {
   const Region& region_;
   AffinityTable& affinity_;
   RegionPlacement local_;
-  const std::string name_, prefix_, proxies_key_, proxy_, lease_;
+  const std::string name_, prefix_, proxies_key_, admin_key_, proxy_, lease_;
   FindNode find_;
   RedisClient client_;
   ClusterBreaker breaker_;

@@ -6,6 +6,8 @@
 //   P n:<node>|<res>     HASH proxy -> that proxy's share of the node's count
 //                        (absolute, written only by that proxy; readers sum
 //                        the shares of live proxies)
+//   P admin              HASH node -> admin state (AdminState as a number),
+//                        set by an operator at any proxy, applied by all
 //   P c:<app>|<key>      HASH node, grace (ms), r:<proxy> -> that proxy's
 //                        sessions on the claim. A claim holds while a live
 //                        proxy has sessions on it or its grace TTL runs.
@@ -128,6 +130,19 @@ return 1
 // KEYS: proxies. -> the proxies whose lease runs, by name.
 inline constexpr char kProxies[] = APPROUTE_LUA_PRELUDE R"lua(
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now_ms(), '+inf')
+)lua";
+
+// KEYS: admin (HASH node -> admin state), proxies. ARGV: proxy, lease_ms,
+// then node, state pairs. Sets the deployment's admin states. -> 1.
+inline constexpr char kSetAdmin[] = APPROUTE_LUA_PRELUDE R"lua(
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[2]), ARGV[1])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+)lua";
+
+// KEYS: admin. -> {node, state, ...}: every admin state set in the deployment.
+inline constexpr char kGetAdmin[] = R"lua(
+return redis.call('HGETALL', KEYS[1])
 )lua";
 
 #undef APPROUTE_LUA_PRELUDE

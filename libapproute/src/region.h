@@ -205,6 +205,7 @@ struct ClusterRecord {
   std::atomic<int64_t> degraded_placements;   // placements made on local state alone
   std::atomic<int64_t> last_sync_ms;          // wall clock of the last good round trip, 0 = never
   std::atomic<int64_t> refreshed_ms;          // monotonic ms of the last lease refresh and republish
+  std::atomic<int64_t> admin_unpublished;     // 1: an admin state was set while Redis was out
   std::atomic<int64_t> rtt_us[kRttBuckets];   // histogram of good round trips
 };
 

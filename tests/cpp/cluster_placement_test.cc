@@ -459,6 +459,35 @@ TEST(ClusterPlacement, RouteAndEndFiguresAgainstLocal) {
   }
 }
 
+TEST(ClusterPlacement, ADrainOnOneProxyHoldsOnTheOther) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  OneProxy p1(Yaml(srv, "drain", "kam1", -1), "drain1");
+  OneProxy p2(Yaml(srv, "drain", "kam2", -1), "drain2");
+  ASSERT_NE(p1.router, nullptr);
+  ASSERT_NE(p2.router, nullptr);
+  ASSERT_TRUE(p1.router->SetState("ast1", AdminState::kDraining).ok());
+  ASSERT_TRUE(p1.router->SetState("ast2", AdminState::kDisabled).ok());
+  auto state_at = [](Router& r, const char* id) {
+    absl::StatusOr<NodeStatus> n = r.Node(id);
+    return n.ok() ? n->spec.state : AdminState::kActive;
+  };
+  EXPECT_TRUE(Eventually(*p2.router, 3000, [&] {
+    return state_at(*p2.router, "ast1") == AdminState::kDraining && state_at(*p2.router, "ast2") == AdminState::kDisabled;
+  }));
+  EXPECT_EQ(state_at(*p2.router, "ast3"), AdminState::kActive);
+  for (int i = 0; i < 50; ++i) {
+    absl::StatusOr<Decision> d = p2.router->Route(RouteRequest{.app = "plain", .call_id = "g" + std::to_string(i)});
+    ASSERT_TRUE(d.ok() && d->ok);
+    EXPECT_TRUE(d->node_id == "ast3" || d->node_id == "ast4") << d->node_id;
+  }
+  // And back, from the other proxy.
+  ASSERT_TRUE(p2.router->SetState("ast1", AdminState::kActive).ok());
+  EXPECT_TRUE(Eventually(*p1.router, 3000, [&] { return state_at(*p1.router, "ast1") == AdminState::kActive; }));
+  EXPECT_EQ(state_at(*p1.router, "ast2"), AdminState::kDisabled);
+}
+
 TEST(ClusterPlacement, ReloadCannotChangeTheClusterSection) {
   // The connection opens on first use: no server is needed to build or reload.
   const std::string a = "cluster: {redis: \"redis://127.0.0.1:1\", name: one, proxy: kam1}\nnodes: [{id: n, uri: \"sip:10.0.0.1\"}]\n";

@@ -366,12 +366,14 @@ def cmd_metrics(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     def render() -> str:
         r = _attach(name)  # each scrape sees the current segment, even after a restart
-        return metrics.metrics_text(_as_dict(r.stats()), [node_to_dict(n) for n in r.nodes()])
+        return metrics.metrics_text({**_as_dict(r.stats()), **metrics.cluster_stats(r)},
+                                    [node_to_dict(n) for n in r.nodes()])
 
     if args.listen is not None:
         del router
         return metrics.serve(args.listen, render, err)
-    text = metrics.metrics_text(_as_dict(router.stats()), [node_to_dict(n) for n in router.nodes()])
+    text = metrics.metrics_text({**_as_dict(router.stats()), **metrics.cluster_stats(router)},
+                                [node_to_dict(n) for n in router.nodes()])
     if args.textfile is not None:
         metrics.write_textfile(args.textfile, text)
         return EXIT_OK

@@ -96,6 +96,25 @@ def test_cluster_status_in_router_and_cli(redis_url: str) -> None:
         approute.Router.unlink(segment)
 
 
+def test_cluster_figures_in_approute_metrics(redis_url: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    segment = "approute-cluster-%d-%s" % (os.getpid(), uuid.uuid4().hex[:8])
+    try:
+        r = approute.Router.from_yaml(_conf(redis_url), shared=segment)
+        assert r.route("x", call_id="m1").ok
+        out, err = io.StringIO(), io.StringIO()
+        assert cli.main(["metrics", "--shared", segment], out, err) == 0, err.getvalue()
+        fam = {f.name: f for f in text_string_to_metric_families(out.getvalue())}
+        assert fam["approute_cluster_degraded"].samples[0].value == 0
+        assert fam["approute_cluster_proxies"].samples[0].value == 1
+        assert fam["approute_cluster_redis_round_trips"].samples[0].value > 0
+        assert fam["approute_cluster_redis_failures"].samples[0].value == 0
+        assert fam["approute_cluster_degraded_placements"].samples[0].value == 0
+    finally:
+        approute.Router.unlink(segment)
+
+
 def test_status_has_no_cluster_line_without_cluster() -> None:
     segment = "approute-cluster-%d-%s" % (os.getpid(), uuid.uuid4().hex[:8])
     try:
@@ -106,5 +125,8 @@ def test_status_has_no_cluster_line_without_cluster() -> None:
         out = io.StringIO()
         assert cli.main(["status", "--shared", segment, "--json"], out, err) == 0
         assert json.loads(out.getvalue())["cluster"]["mode"] == "local"
+        out = io.StringIO()
+        assert cli.main(["metrics", "--shared", segment], out, err) == 0
+        assert "approute_cluster" not in out.getvalue()
     finally:
         approute.Router.unlink(segment)

@@ -33,8 +33,9 @@
 // holds on claims lapse.
 //
 // Leases: routing (the router's sweep) and Router::Sweep() call Maintain; a
-// proxy that takes no call for kLeaseMs must have Sweep() called (a timer)
-// or its shares stop counting.
+// proxy that takes no call must have Sweep() called more often than every
+// kLeaseMs (the example configuration's rtimer: every 5 s) or its shares
+// stop counting.
 // Locking: Reserve runs under an affinity shard lock when it is the `take`
 // of a claim (placement.h allows it), so that lock may be held for one
 // round trip, at most timeout_ms.
@@ -58,7 +59,9 @@ namespace approute::internal {
 
 class ClusterPlacement final : public Placement {
  public:
-  static constexpr int64_t kLeaseMs = 5000;    // a proxy silent this long counts for nothing
+  // A proxy silent this long counts for nothing: three times the 5 s rtimer
+  // of the example Kamailio configuration, which calls Router::Sweep().
+  static constexpr int64_t kLeaseMs = 15000;
   static constexpr int64_t kRefreshMs = 1000;  // lease renewal and republishing, per host
 
   // The slot and epoch of the node with this id here now, if any.

@@ -16,7 +16,7 @@ const RedisScript& Script(const char* body) {
   static const auto* scripts = new std::vector<std::pair<const char*, RedisScript>>{
       {cluster_lua::kReserve, RedisScript(cluster_lua::kReserve)},
       {cluster_lua::kPublish, RedisScript(cluster_lua::kPublish)},
-      {cluster_lua::kCount, RedisScript(cluster_lua::kCount)},
+      {cluster_lua::kCounts, RedisScript(cluster_lua::kCounts)},
       {cluster_lua::kJoin, RedisScript(cluster_lua::kJoin)},
       {cluster_lua::kClaim, RedisScript(cluster_lua::kClaim)},
       {cluster_lua::kDrop, RedisScript(cluster_lua::kDrop)},
@@ -188,11 +188,16 @@ void ClusterPlacement::DropClaim(const AffinityKey& k, uint64_t claim, bool rele
   (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_}, {proxy_, lease_, held, release ? "1" : "0"});
 }
 
-std::optional<int64_t> ClusterPlacement::DeploymentCount(uint32_t slot, uint32_t res) {
-  const std::string key = CountKey(slot, res);
-  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kCount), {key, proxies_key_}, {proxy_});
-  if (!r.ok() || r->type != RedisValue::Type::kInteger) return std::nullopt;
-  return r->integer;
+std::optional<std::vector<int64_t>> ClusterPlacement::DeploymentCounts(
+    absl::Span<const std::pair<uint32_t, uint32_t>> slot_res) {
+  std::vector<std::string> keys{proxies_key_};
+  for (auto [slot, res] : slot_res) keys.push_back(CountKey(slot, res));
+  std::vector<std::string_view> kv(keys.begin(), keys.end());
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kCounts), kv, {proxy_});
+  if (!r.ok() || r->type != RedisValue::Type::kArray || r->elements.size() != slot_res.size()) return std::nullopt;
+  std::vector<int64_t> out;
+  for (const RedisValue& v : r->elements) out.push_back(v.integer);
+  return out;
 }
 
 bool ClusterPlacement::PublishAll() {

@@ -48,6 +48,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "approute/config.h"
@@ -80,9 +81,9 @@ class ClusterPlacement final : public Placement {
   void NodeChanged(uint32_t slot) override { local_.NodeChanged(slot); }
   void Maintain() override;
 
-  // The deployment-wide count of `res` on the node in `slot` (live proxies'
-  // shares summed); nullopt when Redis is not reachable now.
-  std::optional<int64_t> DeploymentCount(uint32_t slot, uint32_t res);
+  // The deployment-wide counts of (slot, resource) pairs (live proxies'
+  // shares summed), in one round trip; nullopt when Redis is not reachable.
+  std::optional<std::vector<int64_t>> DeploymentCounts(absl::Span<const std::pair<uint32_t, uint32_t>> slot_res);
   // Republishes this proxy's every share now (Maintain does it periodically).
   bool PublishAll();
 

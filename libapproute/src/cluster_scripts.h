@@ -68,15 +68,20 @@ end
 return #KEYS - 1
 )lua";
 
-// KEYS: count, proxies. ARGV: proxy. -> sum of the live proxies' shares.
-inline constexpr char kCount[] = APPROUTE_LUA_PRELUDE R"lua(
+// KEYS: proxies, count keys... ARGV: proxy. -> per count key, the sum of
+// the live proxies' shares (this proxy's always counts).
+inline constexpr char kCounts[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
-local total = 0
-local kv = redis.call('HGETALL', KEYS[1])
-for i = 1, #kv, 2 do
-  if kv[i] == ARGV[1] or live(KEYS[2], kv[i], now) then total = total + tonumber(kv[i + 1]) end
+local out = {}
+for i = 2, #KEYS do
+  local total = 0
+  local kv = redis.call('HGETALL', KEYS[i])
+  for j = 1, #kv, 2 do
+    if kv[j] == ARGV[1] or live(KEYS[1], kv[j], now) then total = total + tonumber(kv[j + 1]) end
+  end
+  out[#out + 1] = total
 end
-return total
+return out
 )lua";
 
 // KEYS: claim, proxies. ARGV: proxy, lease_ms, refs this proxy will hold.

@@ -297,14 +297,41 @@ class Router::Impl {
     std::shared_ptr<const Snapshot> snap = GetSnapshot();
     const NodeView* v = snap->Find(id);
     if (v == nullptr) return absl::NotFoundError(Cat("no node \"", id, "\""));
-    return nodes_.StatusOf(*snap, *v, now_());
+    std::vector<NodeStatus> one{nodes_.StatusOf(*snap, *v, now_())};
+    DeploymentSessions(*snap, &one);
+    return std::move(one[0]);
   }
   std::vector<NodeStatus> Nodes() {
     std::shared_ptr<const Snapshot> snap = GetSnapshot();
     std::vector<NodeStatus> out;
     int64_t now = now_();
     for (const NodeView& v : snap->nodes) out.push_back(nodes_.StatusOf(*snap, v, now));
+    DeploymentSessions(*snap, &out);
     return out;
+  }
+  // With `cluster:`, node sessions are the deployment's (every live proxy's
+  // share), in one round trip; this host's own counts while Redis is out.
+  void DeploymentSessions(const Snapshot& snap, std::vector<NodeStatus>* out) {
+    if (cluster_ == nullptr) return;
+    const Header& h = H();
+    std::vector<std::pair<uint32_t, uint32_t>> want;
+    std::vector<std::pair<size_t, std::string>> where;
+    for (size_t i = 0; i < out->size(); ++i) {
+      const NodeView* v = snap.Find((*out)[i].spec.id);
+      if (v == nullptr) continue;
+      for (const auto& [res, n] : (*out)[i].sessions) {
+        for (uint32_t r = 0; r < h.n_resources; ++r) {
+          if (GetFixed(h.resource_names[r]) == res) {
+            want.emplace_back(v->slot, r);
+            where.emplace_back(i, res);
+          }
+        }
+      }
+    }
+    if (want.empty()) return;
+    std::optional<std::vector<int64_t>> counts = cluster_->DeploymentCounts(want);
+    if (!counts) return;
+    for (size_t k = 0; k < want.size(); ++k) (*out)[where[k].first].sessions[where[k].second] = (*counts)[k];
   }
   RouterStats Stats() {
     std::shared_ptr<const Snapshot> snap = GetSnapshot();

@@ -488,6 +488,40 @@ TEST(ClusterPlacement, ADrainOnOneProxyHoldsOnTheOther) {
   EXPECT_EQ(state_at(*p1.router, "ast2"), AdminState::kDisabled);
 }
 
+TEST(ClusterPlacement, NodeSessionsAreTheDeployments) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  OneProxy p1(Yaml(srv, "views", "kam1", -1), "views1");
+  OneProxy p2(Yaml(srv, "views", "kam2", -1), "views2");
+  ASSERT_NE(p1.router, nullptr);
+  ASSERT_NE(p2.router, nullptr);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(p1.Route("h" + std::to_string(i)));
+  for (int i = 3; i < 5; ++i) ASSERT_TRUE(p2.Route("h" + std::to_string(i)));
+  auto total = [](Router& r) {
+    int64_t t = 0;
+    for (const NodeStatus& n : r.Nodes()) t += n.sessions.at("conference");
+    return t;
+  };
+  EXPECT_EQ(total(*p1.router), 5);
+  EXPECT_EQ(total(*p2.router), 5);
+  EXPECT_EQ(p1.router->Stats().sessions, 3) << "the session table stays this proxy's";
+  int64_t by_node = 0;
+  for (int i = 1; i <= 4; ++i) {
+    absl::StatusOr<NodeStatus> n = p2.router->Node("ast" + std::to_string(i));
+    ASSERT_TRUE(n.ok());
+    EXPECT_EQ(n->sessions.at("conference"), DeploymentSum(srv, "views", "ast" + std::to_string(i)));
+    by_node += n->sessions.at("conference");
+  }
+  EXPECT_EQ(by_node, 5);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(p1.router->End("h" + std::to_string(i)).ok());
+  EXPECT_EQ(total(*p2.router), 2);
+  srv.Pause();  // Redis out: this host's own counts
+  EXPECT_EQ(total(*p2.router), 2);
+  EXPECT_EQ(total(*p1.router), 0);
+  srv.Resume();
+}
+
 TEST(ClusterPlacement, ReloadCannotChangeTheClusterSection) {
   // The connection opens on first use: no server is needed to build or reload.
   const std::string a = "cluster: {redis: \"redis://127.0.0.1:1\", name: one, proxy: kam1}\nnodes: [{id: n, uri: \"sip:10.0.0.1\"}]\n";

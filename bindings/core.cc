@@ -740,6 +740,27 @@ PYBIND11_MODULE(_core, m) {
              "processes (live, registered), repairs and repaired_counts (recounts after a process died "
              "inside a state change), decisions {app: {reason: n}}, retries {app: {code: n}} and "
              "route_seconds (a sampled histogram: buckets {upper bound: cumulative count}, sum, count).")
+      .def("cluster", [](PyRouter& self) {
+            approute::ClusterStatus c;
+            {
+              py::gil_scoped_release nogil;
+              c = self.router->Cluster();
+            }
+            py::dict d;
+            d["mode"] = c.mode;
+            d["name"] = c.name;
+            d["proxy"] = c.proxy;
+            d["proxies"] = c.proxies;
+            d["last_sync_ms"] = c.last_sync_ms;
+            d["degraded_placements"] = c.degraded_placements;
+            d["round_trips"] = c.round_trips;
+            d["failures"] = c.failures;
+            d["rtt_p50_us"] = c.rtt_p50_us;
+            d["rtt_p99_us"] = c.rtt_p99_us;
+            return d;
+          }, "The state shared with the deployment's other proxies (cluster: in the YAML): mode "
+             "(local, cluster, degraded), name, proxy, proxies (live, asks Redis), last_sync_ms, "
+             "degraded_placements, round_trips, failures, rtt_p50_us and rtt_p99_us (this host).")
       .def("sessions", [](PyRouter& self, std::optional<std::string> node, std::optional<std::string> app,
                           std::optional<int64_t> limit) {
             approute::ListFilter f = Filter(app, node, limit);

@@ -140,22 +140,31 @@ void AffinityTable::MarkAnswered(const AffinityKey& k, uint64_t claim) {
   if (link != nullptr) sh.at(*link).answered = 1;
 }
 
-void AffinityTable::Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned) {
-  if (claim == 0) return;
+bool AffinityTable::Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned) {
+  if (claim == 0) return false;
   Header& h = region_.header();
   LockedShard<AffinityEntry> sh(region_, h.affinity_shards[ShardOf(k.hash)]);
   uint32_t* link = sh.Find(k.hash, [&](const AffinityEntry& e) {
     return e.app == k.app && e.claim == claim && GetFixed(e.key) == k.key;
   });
-  if (link == nullptr) return;  // rebound or released since
+  if (link == nullptr) return false;  // rebound or released since
   AffinityEntry& e = sh.at(*link);
   if (e.refs > 0) --e.refs;
   if (release || (e.refs == 0 && (e.grace_ms == 0 || (abandoned && !e.answered)))) {
     sh.Unlink(link);
     h.affinity_count.fetch_sub(1, std::memory_order_relaxed);
-  } else if (e.refs == 0) {
-    e.expires_ms = now + e.grace_ms;
+    return true;
   }
+  if (e.refs == 0) e.expires_ms = now + e.grace_ms;
+  return false;
+}
+
+AffinityTable::Hold AffinityTable::HoldOf(const AffinityKey& k) {
+  Header& h = region_.header();
+  LockedShard<AffinityEntry> sh(region_, h.affinity_shards[ShardOf(k.hash)]);
+  uint32_t* link = sh.Find(k.hash, [&](const AffinityEntry& e) { return e.app == k.app && GetFixed(e.key) == k.key; });
+  if (link == nullptr) return Hold{};
+  return Hold{sh.at(*link).refs, sh.at(*link).grace_ms};
 }
 
 int64_t AffinityTable::Sweep(size_t s, int64_t now) {

@@ -78,9 +78,18 @@ class AffinityTable {
   // unanswered; if no session holding the claim was ever answered, the last
   // reference deletes it at once (callers cannot fill the table with keys
   // of calls that never got through).
-  void Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned = false);
+  // Returns whether the claim was deleted.
+  bool Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned = false);
   // A session holding `claim` was answered: the claim is a real one.
   void MarkAnswered(const AffinityKey& k, uint64_t claim);
+
+  // The key's claim here: live sessions holding it (0: none, or in its grace
+  // time) and its grace time.
+  struct Hold {
+    int64_t refs = 0;
+    int64_t grace_ms = 0;
+  };
+  Hold HoldOf(const AffinityKey& k);
 
   // Forgets the claims of shard `s` past their grace time.
   int64_t Sweep(size_t s, int64_t now);

@@ -3,6 +3,8 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <unistd.h>
+
 #include <cmath>
 #include <fstream>
 #include <set>
@@ -13,6 +15,7 @@
 #include "approute/router.h"
 #include "region.h"
 #include "net.h"
+#include "redis_url.h"
 #include "str_util.h"
 
 namespace approute {
@@ -340,6 +343,36 @@ absl::Status ParseStatus(const Ctx& c, const YAML::Node& n, StatusConfig* out) {
   return absl::OkStatus();
 }
 
+absl::Status ParseCluster(const Ctx& c, const YAML::Node& n, ClusterConfig* out) {
+  AR_RETURN_IF_ERROR(c.Map(n, "cluster"));
+  AR_RETURN_IF_ERROR(c.OnlyKeys(n, "cluster", {"redis", "name", "proxy", "timeout_ms"}));
+  out->enabled = true;
+  if (!n["redis"]) return c.Error(n, "cluster", "missing required key \"redis\" (e.g. redis://127.0.0.1:6379/0)");
+  if (!n["name"]) return c.Error(n, "cluster", "missing required key \"name\" (proxies with the same name share one state)");
+  AR_ASSIGN(out->redis, c.String(n["redis"], "cluster.redis"));
+  if (absl::StatusOr<internal::RedisUrl> u = internal::ParseRedisUrl(out->redis); !u.ok()) {
+    return c.Error(n["redis"], "cluster.redis", internal::ToStd(u.status().message()));
+  }
+  AR_ASSIGN(out->name, c.String(n["name"], "cluster.name"));
+  AR_RETURN_IF_ERROR(ValidName(c, n["name"], "cluster.name", "deployment name", out->name, 63));
+  if (n["proxy"]) {
+    AR_ASSIGN(out->proxy, c.String(n["proxy"], "cluster.proxy"));
+    AR_RETURN_IF_ERROR(ValidName(c, n["proxy"], "cluster.proxy", "proxy id", out->proxy, 63));
+  } else {
+    char host[256] = {0};
+    if (gethostname(host, sizeof host - 1) != 0 || host[0] == 0) {
+      return c.Error(n, "cluster.proxy", "not given and the host name is unknown; set cluster.proxy");
+    }
+    out->proxy = host;
+    if (ValidName(c, n, "cluster.proxy", "proxy id", out->proxy, 63).ok() == false) {
+      return c.Error(n, "cluster.proxy", Cat("not given and the host name \"", out->proxy,
+                                             "\" is not a valid proxy id; set cluster.proxy"));
+    }
+  }
+  if (n["timeout_ms"]) AR_ASSIGN(out->timeout_ms, c.Int(n["timeout_ms"], "cluster.timeout_ms", 1, 10000));
+  return absl::OkStatus();
+}
+
 absl::Status ParseHealth(const Ctx& c, const YAML::Node& n, HealthConfig* out) {
   AR_RETURN_IF_ERROR(c.Map(n, "health"));
   AR_RETURN_IF_ERROR(c.OnlyKeys(n, "health", {"probe", "outlier", "panic_threshold", "slow_start", "latency"}));
@@ -467,11 +500,12 @@ absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view sourc
     std::set<size_t> visited;
     AR_RETURN_IF_ERROR(CheckDuplicateKeys(c, root, "", &visited, 0));
   }
-  AR_RETURN_IF_ERROR(c.OnlyKeys(root, "", {"state", "nodes", "apps", "status", "health"}));
+  AR_RETURN_IF_ERROR(c.OnlyKeys(root, "", {"state", "nodes", "apps", "status", "health", "cluster"}));
   try {
     if (root["state"]) AR_RETURN_IF_ERROR(ParseState(c, root["state"], &cfg.state));
     if (root["status"]) AR_RETURN_IF_ERROR(ParseStatus(c, root["status"], &cfg.status));
     if (root["health"]) AR_RETURN_IF_ERROR(ParseHealth(c, root["health"], &cfg.health));
+    if (root["cluster"]) AR_RETURN_IF_ERROR(ParseCluster(c, root["cluster"], &cfg.cluster));
     std::set<std::string> resources{std::string(kDefaultResource)};
     if (const YAML::Node& nodes = root["nodes"]; nodes && !nodes.IsNull()) {
       if (!nodes.IsSequence()) return c.Error(nodes, "nodes", "expected a list of nodes");

@@ -54,6 +54,10 @@ class Placement {
   virtual void SetAdminState(uint32_t slot, AdminState state) = 0;
   // A node joined, changed or left through a status report (registry mutex held).
   virtual void NodeChanged(uint32_t slot) = 0;
+
+  // Periodic upkeep (leases, republishing), called by the router's sweep at
+  // most once per sweep interval host-wide, outside any state change.
+  virtual void Maintain() {}
 };
 
 class RegionPlacement final : public Placement {

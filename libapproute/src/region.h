@@ -28,7 +28,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 5;
+inline constexpr uint32_t kLayoutVersion = 6;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -214,6 +214,21 @@ struct ShardHeader {
   uint64_t buckets_off;
 };
 
+// The cluster placement's state shared by this host's processes
+// (cluster_breaker.h, cluster_placement.h). Unused without `cluster:`.
+inline constexpr size_t kRttBuckets = 24;  // bucket i: round trips under 2^i microseconds
+struct ClusterRecord {
+  std::atomic<int64_t> open_until_ms;         // breaker: Redis skipped until then (monotonic ms); 0 = closed
+  std::atomic<int64_t> consecutive_failures;  // failed round trips since the last good one
+  std::atomic<int64_t> failures;              // failed round trips, ever
+  std::atomic<int64_t> round_trips;           // good round trips, ever
+  std::atomic<int64_t> degraded_placements;   // placements made on local state alone
+  std::atomic<int64_t> last_sync_ms;          // wall clock of the last good round trip, 0 = never
+  std::atomic<int64_t> refreshed_ms;          // monotonic ms of the last lease refresh and republish
+  std::atomic<int64_t> admin_unpublished;     // 1: an admin state was set while Redis was out
+  std::atomic<int64_t> rtt_us[kRttBuckets];   // histogram of good round trips
+};
+
 struct Header {
   uint64_t magic;
   uint32_t layout_version;
@@ -246,6 +261,7 @@ struct Header {
   std::atomic<int64_t> recounted_drift;  // counts corrected by recounts, ever (absolute)
   LatencyHistogram route_latency;          // a sample of route() calls (stats.h)
   OwnerRecord owners[kMaxOwners];
+  ClusterRecord cluster;
 
   uint32_t n_resources;
   uint32_t n_metrics;

@@ -44,6 +44,7 @@ absl::StatusOr<std::unique_ptr<Router>> Router::FromYaml(std::string_view yaml, 
     impl->Recover(options.now_ms ? options.now_ms() : RealNowMs());
     if (absl::Status s = impl->Prepare(*cfg, source); !s.ok()) return s;
     if (absl::Status s = impl->Apply(*cfg); !s.ok()) return s;
+    if (absl::Status s = impl->UseCluster(cfg->cluster); !s.ok()) return s;
     return std::unique_ptr<Router>(new Router(std::move(impl)));
   });
 }
@@ -58,7 +59,9 @@ absl::StatusOr<std::unique_ptr<Router>> Router::Attach(const std::string& shared
   return Guard([&]() -> absl::StatusOr<std::unique_ptr<Router>> {
     absl::StatusOr<std::unique_ptr<Region>> region = Region::AttachShared(shared);
     if (!region.ok()) return region.status();
-    return std::unique_ptr<Router>(new Router(std::make_unique<Impl>(*std::move(region), options)));
+    auto impl = std::make_unique<Impl>(*std::move(region), options);
+    impl->UseStoredCluster();
+    return std::unique_ptr<Router>(new Router(std::move(impl)));
   });
 }
 
@@ -77,6 +80,7 @@ absl::Status Router::Reload(std::string_view yaml, std::string_view source) {
           source, ": state limits cannot change on reload (the region has max_nodes ", have.max_nodes,
           ", max_sessions ", have.max_sessions, ", max_affinities ", have.max_affinities, ")"));
     }
+    if (absl::Status s = impl_->CheckClusterUnchanged(cfg->cluster, source); !s.ok()) return s;
     if (absl::Status s = impl_->Prepare(*cfg, source); !s.ok()) return s;
     return impl_->Apply(*cfg);
   });
@@ -124,6 +128,10 @@ absl::Status Router::ReportCallResult(std::string_view id, int code, double late
 std::vector<NodeStatus> Router::Nodes() const {
   try { return impl_->Nodes(); } catch (...) { return {}; }
 }
+ClusterStatus Router::Cluster() const {
+  try { return impl_->ClusterView(); } catch (...) { return {}; }
+}
+
 RouterStats Router::Stats() const {
   try { return impl_->Stats(); } catch (...) { return {}; }
 }

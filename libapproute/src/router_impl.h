@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "affinity_table.h"
 #include "approute/router.h"
+#include "cluster_placement.h"
 #include "health.h"
 #include "node_table.h"
 #include "owners.h"
@@ -103,6 +104,60 @@ class Router::Impl {
     return absl::OkStatus();
   }
   absl::Status Prepare(const Config& cfg, std::string_view source) { return policies_.Prepare(cfg, source); }
+
+  // With `cluster:`, placements go through Redis (cluster_placement.h). Called
+  // once, before the router is handed out; without it this host's region is
+  // the only state.
+  absl::Status UseCluster(const ClusterConfig& c) {
+    cluster_cfg_ = c;
+    if (!c.enabled) return absl::OkStatus();
+    absl::StatusOr<RedisUrl> url = ParseRedisUrl(c.redis);
+    if (!url.ok()) return url.status();
+    auto cp = std::make_unique<ClusterPlacement>(*region_, affinity_, c, *std::move(url), [this](std::string_view id) -> std::optional<ClaimRef> {
+      std::shared_ptr<const Snapshot> snap = GetSnapshot();
+      const NodeView* v = snap->Find(id);
+      if (v == nullptr) return std::nullopt;
+      return ClaimRef{v->slot, v->epoch, 0};
+    });
+    cluster_ = cp.get();
+    placement_ = std::move(cp);
+    return absl::OkStatus();
+  }
+  // A reload cannot change `cluster:` (the placement and its connection are
+  // built once): FailedPrecondition naming the source.
+  absl::Status CheckClusterUnchanged(const ClusterConfig& c, std::string_view source) const {
+    const ClusterConfig& h = cluster_cfg_;
+    if (c.enabled == h.enabled && c.redis == h.redis && c.name == h.name && c.proxy == h.proxy &&
+        c.timeout_ms == h.timeout_ms) {
+      return absl::OkStatus();
+    }
+    return absl::FailedPreconditionError(
+        Cat(source, ": cluster: cannot change on reload (restart the proxy to change it)"));
+  }
+  ClusterStatus ClusterView() {
+    ClusterStatus s;
+    if (cluster_ == nullptr) return s;
+    const ClusterRecord& rec = H().cluster;
+    s.name = cluster_->name();
+    s.proxy = cluster_->proxy();
+    if (absl::StatusOr<std::vector<std::string>> p = cluster_->LiveProxies(); p.ok()) s.proxies = *std::move(p);
+    s.mode = cluster_->breaker().open() ? "degraded" : "cluster";
+    s.last_sync_ms = rec.last_sync_ms.load(std::memory_order_relaxed);
+    s.degraded_placements = rec.degraded_placements.load(std::memory_order_relaxed);
+    s.round_trips = rec.round_trips.load(std::memory_order_relaxed);
+    s.failures = rec.failures.load(std::memory_order_relaxed);
+    s.rtt_p50_us = cluster_->breaker().RttQuantileUs(0.5);
+    s.rtt_p99_us = cluster_->breaker().RttQuantileUs(0.99);
+    return s;
+  }
+  // For a router attached to an existing segment (operator tools): the
+  // cluster placement of the stored configuration, if it has `cluster:`.
+  void UseStoredCluster() {
+    absl::StatusOr<Config> cfg = ParseConfig(policies_.StoredText(), "<stored configuration>", policies_.resolver());
+    if (cfg.ok()) (void)UseCluster(cfg->cluster);  // a bad stored text: the tool works on local state
+  }
+  // The cluster placement, or null without `cluster:`.
+  ClusterPlacement* cluster() const { return cluster_; }
   StrategyResolver* resolver() const { return policies_.resolver(); }
   StateLimits limits() const { return region_->limits(); }
   const std::string& name() const { return region_->name(); }
@@ -247,14 +302,41 @@ class Router::Impl {
     std::shared_ptr<const Snapshot> snap = GetSnapshot();
     const NodeView* v = snap->Find(id);
     if (v == nullptr) return absl::NotFoundError(Cat("no node \"", id, "\""));
-    return nodes_.StatusOf(*snap, *v, now_());
+    std::vector<NodeStatus> one{nodes_.StatusOf(*snap, *v, now_())};
+    DeploymentSessions(*snap, &one);
+    return std::move(one[0]);
   }
   std::vector<NodeStatus> Nodes() {
     std::shared_ptr<const Snapshot> snap = GetSnapshot();
     std::vector<NodeStatus> out;
     int64_t now = now_();
     for (const NodeView& v : snap->nodes) out.push_back(nodes_.StatusOf(*snap, v, now));
+    DeploymentSessions(*snap, &out);
     return out;
+  }
+  // With `cluster:`, node sessions are the deployment's (every live proxy's
+  // share), in one round trip; this host's own counts while Redis is out.
+  void DeploymentSessions(const Snapshot& snap, std::vector<NodeStatus>* out) {
+    if (cluster_ == nullptr) return;
+    const Header& h = H();
+    std::vector<std::pair<uint32_t, uint32_t>> want;
+    std::vector<std::pair<size_t, std::string>> where;
+    for (size_t i = 0; i < out->size(); ++i) {
+      const NodeView* v = snap.Find((*out)[i].spec.id);
+      if (v == nullptr) continue;
+      for (const auto& [res, n] : (*out)[i].sessions) {
+        for (uint32_t r = 0; r < h.n_resources; ++r) {
+          if (GetFixed(h.resource_names[r]) == res) {
+            want.emplace_back(v->slot, r);
+            where.emplace_back(i, res);
+          }
+        }
+      }
+    }
+    if (want.empty()) return;
+    std::optional<std::vector<int64_t>> counts = cluster_->DeploymentCounts(want);
+    if (!counts) return;
+    for (size_t k = 0; k < want.size(); ++k) (*out)[where[k].first].sessions[where[k].second] = (*counts)[k];
   }
   RouterStats Stats() {
     std::shared_ptr<const Snapshot> snap = GetSnapshot();
@@ -334,6 +416,8 @@ class Router::Impl {
   Owners owners_;
   RouterCounters counters_;
   std::unique_ptr<Placement> placement_;
+  ClusterPlacement* cluster_ = nullptr;  // placement_ when it is the cluster one
+  ClusterConfig cluster_cfg_;            // as given when the router was built
   absl::Mutex mu_;  // guards snapshot_ (the pointer)
   std::shared_ptr<const Snapshot> snapshot_;
   bool seeded_ = false;

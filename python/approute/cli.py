@@ -104,6 +104,17 @@ def format_table(rows: List[List[str]], headers: List[str]) -> str:
     return "\n".join(out)
 
 
+def cluster_text(cluster: Dict[str, Any]) -> str:
+    """One line on the cluster placement; "" without `cluster:`."""
+    if not cluster or cluster.get("mode", "local") == "local":
+        return ""
+    return ("cluster: %s   deployment: %s   proxy: %s   proxies: %s   degraded placements: %s   "
+            "redis rtt p50/p99: %s/%s us" % (
+                cluster.get("mode"), cluster.get("name"), cluster.get("proxy"),
+                ",".join(cluster.get("proxies") or []) or "?", cluster.get("degraded_placements", 0),
+                cluster.get("rtt_p50_us", 0), cluster.get("rtt_p99_us", 0)))
+
+
 def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]]) -> str:
     rows = []
     for n in nodes:
@@ -435,12 +446,14 @@ def cmd_metrics(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     def render() -> str:
         r = _attach(name)  # each scrape sees the current segment, even after a restart
-        return metrics.metrics_text(_as_dict(r.stats()), [node_to_dict(n) for n in r.nodes()])
+        return metrics.metrics_text({**_as_dict(r.stats()), **metrics.cluster_stats(r)},
+                                    [node_to_dict(n) for n in r.nodes()])
 
     if args.listen is not None:
         del router
         return metrics.serve(args.listen, render, err)
-    text = metrics.metrics_text(_as_dict(router.stats()), [node_to_dict(n) for n in router.nodes()])
+    text = metrics.metrics_text({**_as_dict(router.stats()), **metrics.cluster_stats(router)},
+                                [node_to_dict(n) for n in router.nodes()])
     if args.textfile is not None:
         metrics.write_textfile(args.textfile, text)
         return EXIT_OK
@@ -602,12 +615,14 @@ def _main(argv: Optional[Sequence[str]], out: TextIO, err: TextIO) -> int:
         if args.command == "status":
             stats = _as_dict(router.stats())
             nodes = [node_to_dict(n) for n in router.nodes()]
+            cluster = _as_dict(router.cluster()) if hasattr(router, "cluster") else {}
             if args.json:
-                json.dump({"shared": name, "stats": stats, "nodes": nodes}, out, indent=2,
-                          sort_keys=True)
+                json.dump({"shared": name, "stats": stats, "nodes": nodes, "cluster": cluster}, out,
+                          indent=2, sort_keys=True)
                 out.write("\n")
             else:
-                out.write(status_text(stats, nodes) + "\n")
+                line = cluster_text(cluster)
+                out.write((line + "\n" if line else "") + status_text(stats, nodes) + "\n")
             return EXIT_OK
         if args.command in _STATE_COMMANDS:
             state = _STATE_COMMANDS[args.command]

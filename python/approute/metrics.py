@@ -76,7 +76,30 @@ ROUTER_METRICS: Tuple[Metric, ...] = (
            "Recounts after a process died in the middle of a state change."),
     Metric("repaired_counts", "approute_repaired_counts_total", "counter",
            "Node counts those recounts corrected (sum of |old - new|)."),
+    # With cluster: (router.cluster(), merged in by cluster_stats()):
+    Metric("cluster_degraded", "approute_cluster_degraded", "gauge",
+           "1 while Redis is out and the proxy routes on local state alone, else 0."),
+    Metric("cluster_proxies", "approute_cluster_proxies", "gauge", "Live proxies of the deployment."),
+    Metric("cluster_degraded_placements", "approute_cluster_degraded_placements_total", "counter",
+           "Reservations made on local state alone because Redis was out (this host)."),
+    Metric("cluster_round_trips", "approute_cluster_redis_round_trips_total", "counter",
+           "Good Redis round trips (this host)."),
+    Metric("cluster_failures", "approute_cluster_redis_failures_total", "counter",
+           "Failed or timed-out Redis round trips (this host)."),
 )
+
+
+def cluster_stats(router: Any) -> Dict[str, Any]:
+    """The figures of ``router.cluster()`` as stats() keys; {} without cluster:."""
+    get = getattr(router, "cluster", None)
+    c = dict(get()) if get is not None else {}
+    if c.get("mode", "local") == "local":
+        return {}
+    return {"cluster_degraded": 1 if c.get("mode") == "degraded" else 0,
+            "cluster_proxies": len(c.get("proxies") or []),
+            "cluster_degraded_placements": c.get("degraded_placements", 0),
+            "cluster_round_trips": c.get("round_trips", 0),
+            "cluster_failures": c.get("failures", 0)}
 
 #: stats() keys that are folded into another family, never exposed on their own.
 _SKIP_KEYS = {"reports_refused"}  # the sum of reports_refused_by

@@ -63,8 +63,19 @@ struct HealthConfig {
   double latency_ewma_alpha = 0.3;
 };
 
+// Several proxies routing as one through Redis (docs/cluster.md). Absent
+// from the YAML: `enabled` is false and this host's region is the only state.
+struct ClusterConfig {
+  bool enabled = false;   // `cluster:` present
+  std::string redis;      // redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N&password=P]
+  std::string name;       // deployment name: proxies with the same name share one state
+  std::string proxy;      // this proxy's id in the deployment (default: the host name)
+  int64_t timeout_ms = 5; // per Redis round trip; past it the call routes on local state
+};
+
 struct Config {
   StateLimits state;
+  ClusterConfig cluster;
   StatusConfig status;
   HealthConfig health;
   std::vector<NodeSpec> nodes;

@@ -141,6 +141,9 @@ class Router {
   absl::StatusOr<NodeStatus> Node(std::string_view id) const;
   std::vector<NodeStatus> Nodes() const;
   RouterStats Stats() const;
+  // The cluster placement's mode and figures (mode "local" without `cluster:`).
+  // Asks Redis for the live proxies: for operators, not the call path.
+  ClusterStatus Cluster() const;
   // Live sessions / affinity claims matching `filter`, in no particular
   // order. Takes each table shard's lock in turn: for operators, not the
   // call path.

@@ -146,6 +146,20 @@ struct RouterStats {
   int64_t repaired_counts = 0;  // node counts those recounts corrected (sum of |old - new|), ever
 };
 
+// Router::Cluster(): the state shared with the deployment's other proxies.
+struct ClusterStatus {
+  std::string mode = "local";  // "local" (no cluster:), "cluster", "degraded" (Redis out: local state only)
+  std::string name;            // deployment
+  std::string proxy;           // this proxy's id
+  std::vector<std::string> proxies;  // live proxies of the deployment (empty while Redis is out)
+  int64_t last_sync_ms = 0;          // wall clock of the host's last good Redis round trip, 0 = never
+  int64_t degraded_placements = 0;   // reservations made on local state alone, ever (this host)
+  int64_t round_trips = 0;           // good Redis round trips, ever (this host)
+  int64_t failures = 0;              // failed or timed-out ones, ever (this host)
+  int64_t rtt_p50_us = 0;            // round trip quantiles, power-of-two bucket bounds; 0 = none yet
+  int64_t rtt_p99_us = 0;
+};
+
 // Which sessions or affinities to list: empty strings match everything.
 struct ListFilter {
   std::string app;

@@ -1,0 +1,275 @@
+// The cluster placement (cluster_placement.h).
+#include "cluster_placement.h"
+
+#include <chrono>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "cluster_scripts.h"
+#include "str_util.h"
+
+namespace approute::internal {
+namespace {
+
+const RedisScript& Script(const char* body) {
+  // One RedisScript (text and SHA-1) per script, built once per process.
+  static const auto* scripts = new std::vector<std::pair<const char*, RedisScript>>{
+      {cluster_lua::kReserve, RedisScript(cluster_lua::kReserve)},
+      {cluster_lua::kPublish, RedisScript(cluster_lua::kPublish)},
+      {cluster_lua::kCounts, RedisScript(cluster_lua::kCounts)},
+      {cluster_lua::kJoin, RedisScript(cluster_lua::kJoin)},
+      {cluster_lua::kClaim, RedisScript(cluster_lua::kClaim)},
+      {cluster_lua::kDrop, RedisScript(cluster_lua::kDrop)},
+      {cluster_lua::kProxies, RedisScript(cluster_lua::kProxies)},
+      {cluster_lua::kSetAdmin, RedisScript(cluster_lua::kSetAdmin)},
+      {cluster_lua::kGetAdmin, RedisScript(cluster_lua::kGetAdmin)},
+  };
+  for (const auto& [p, s] : *scripts) {
+    if (p == body) return s;
+  }
+  return scripts->front().second;  // unreachable: every caller passes one of the above
+}
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// {flag, value} replies of kReserve and kClaim.
+bool Pair(const RedisValue& v, int64_t* flag, const RedisValue** second) {
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) return false;
+  *flag = v.elements[0].integer;
+  *second = &v.elements[1];
+  return true;
+}
+
+}  // namespace
+
+ClusterPlacement::ClusterPlacement(const Region& region, AffinityTable& affinity, const ClusterConfig& cfg,
+                                   RedisUrl url, FindNode find)
+    : region_(region),
+      affinity_(affinity),
+      local_(region, affinity),
+      name_(cfg.name),
+      prefix_(DeploymentPrefix(cfg.name)),
+      proxies_key_(prefix_ + "proxies"),
+      admin_key_(prefix_ + "admin"),
+      proxy_(cfg.proxy),
+      lease_(Cat(kLeaseMs)),
+      find_(std::move(find)),
+      client_(std::move(url), cfg.timeout_ms),
+      breaker_(region.header().cluster) {}
+
+std::string ClusterPlacement::CountKey(uint32_t slot, uint32_t res) const {
+  return Cat(prefix_, "n:", GetFixed(region_.node(slot).id), "|", GetFixed(region_.header().resource_names[res]));
+}
+
+std::string ClusterPlacement::ClaimKey(const AffinityKey& k) const {
+  return Cat(prefix_, "c:", GetFixed(region_.header().apps[k.app].name), "|", k.key);
+}
+
+absl::StatusOr<RedisValue> ClusterPlacement::Run(const RedisScript& s, absl::Span<const std::string_view> keys,
+                                                 absl::Span<const std::string_view> args) {
+  if (!breaker_.Allow()) return absl::UnavailableError("redis: circuit breaker open");
+  auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<RedisValue> r = client_.Eval(s, keys, args);
+  int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+  if (r.ok() || r.status().code() == absl::StatusCode::kUnknown) {
+    // An error reply still proves Redis answers; only transport failures trip the breaker.
+    breaker_.OnSuccess(us, WallMs());
+  } else {
+    breaker_.OnFailure();
+  }
+  return r;
+}
+
+bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
+  if (!local_.Reserve(slot, res, capacity)) return false;
+  NodeRecord& n = region_.node(slot);
+  const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
+  const std::string key = CountKey(slot, res), v = Cat(share), cap = Cat(capacity);
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kReserve), {key, proxies_key_}, {proxy_, v, cap, lease_});
+  int64_t ok = 0;
+  const RedisValue* others = nullptr;
+  if (!r.ok() || !Pair(*r, &ok, &others)) {
+    Degraded();  // routed on this host's count alone; Maintain republishes the share
+    return true;
+  }
+  if (ok == 0) {
+    local_.Release(slot, n.epoch, res);
+    return false;
+  }
+  // Another process of this host moved the count meanwhile: its own publish
+  // may have landed before ours, so ours must not be the last word.
+  if (n.sessions[res].load(std::memory_order_relaxed) != share) Publish(slot, res);
+  return true;
+}
+
+void ClusterPlacement::Publish(uint32_t slot, uint32_t res) {
+  NodeRecord& n = region_.node(slot);
+  const std::string key = CountKey(slot, res);
+  for (int i = 0; i < 3; ++i) {  // bounded: Maintain settles whatever is left
+    const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
+    const std::string v = Cat(share);
+    if (!Run(Script(cluster_lua::kPublish), {proxies_key_, key}, {proxy_, lease_, v}).ok()) return;
+    if (n.sessions[res].load(std::memory_order_relaxed) == share) return;
+  }
+}
+
+void ClusterPlacement::Release(uint32_t slot, uint32_t epoch, uint32_t res) {
+  local_.Release(slot, epoch, res);
+  if (slot == kNil || region_.node(slot).epoch != epoch) return;
+  Publish(slot, res);
+}
+
+std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) {
+  const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kJoin), {key, proxies_key_}, {proxy_, lease_, refs});
+  if (!r.ok()) return local_.JoinClaim(k, now, take);
+  if (r->type != RedisValue::Type::kString) {
+    // No claim in the deployment. A local one (kept while Redis was out, or
+    // after Redis lost its data) is taken and published again.
+    std::optional<ClaimRef> hit = local_.JoinClaim(k, now, take);
+    if (hit) {
+      AffinityTable::Hold hold = affinity_.HoldOf(k);
+      const std::string node = NodeId(hit->slot), grace = Cat(hold.grace_ms), held = Cat(hold.refs);
+      (void)Run(Script(cluster_lua::kClaim), {key, proxies_key_}, {proxy_, node, grace, lease_, held});
+    }
+    return hit;
+  }
+  const std::string& node = r->str;
+  std::optional<ClaimRef> hit = local_.JoinClaim(k, now, [&](uint32_t slot, uint32_t epoch) {
+    return GetFixed(region_.node(slot).id) == node && take(slot, epoch);
+  });
+  if (!hit) {
+    // Not joined here: this proxy's hold is what it really has.
+    const std::string held = Cat(affinity_.HoldOf(k).refs);
+    (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_}, {proxy_, lease_, held, "0"});
+  }
+  return hit;
+}
+
+absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const AffinityKey& k, ClaimRef chosen,
+                                                                    int64_t grace_ms, int64_t now, NodeCheck alive,
+                                                                    NodeCheck take) {
+  const std::string key = ClaimKey(k), node = NodeId(chosen.slot), grace = Cat(grace_ms),
+                    refs = Cat(affinity_.HoldOf(k).refs + 1);
+  absl::StatusOr<RedisValue> r =
+      Run(Script(cluster_lua::kClaim), {key, proxies_key_}, {proxy_, node, grace, lease_, refs});
+  int64_t mine = 0;
+  const RedisValue* other = nullptr;
+  if (!r.ok() || !Pair(*r, &mine, &other)) return local_.Claim(k, chosen, grace_ms, now, alive, take);
+  if (mine == 1) return local_.Claim(k, chosen, grace_ms, now, alive, take);
+  // Another proxy claimed the key first: the call follows its claim when
+  // that node can take it here, else goes to `chosen` without the key.
+  AffinityTable::ClaimOutcome out;
+  out.ref = ClaimRef{chosen.slot, chosen.epoch, 0};
+  std::optional<ClaimRef> there = find_(other->str);
+  if (!there || !alive(there->slot, there->epoch) || !take(there->slot, there->epoch)) return out;
+  // `there` is reserved now; the local claim is made for it, reusing that
+  // reservation, and never moves the call to a third node.
+  bool used = false;
+  auto reuse = [&](uint32_t slot, uint32_t epoch) {
+    if (used || slot != there->slot || epoch != there->epoch) return false;
+    used = true;
+    return true;
+  };
+  absl::StatusOr<AffinityTable::ClaimOutcome> inner =
+      local_.Claim(k, ClaimRef{there->slot, there->epoch, 0}, grace_ms, now, alive, reuse);
+  // No room for a local claim: the call still goes to the key's node, without it.
+  out.ref = inner.ok() ? inner->ref : ClaimRef{there->slot, there->epoch, 0};
+  out.moved = true;  // the caller gives `chosen` back
+  return out;
+}
+
+void ClusterPlacement::DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned) {
+  if (claim == 0) return;
+  // An abandoned call's last reference on a claim no answered call held here
+  // goes at once locally; then no grace in the deployment either, once no
+  // proxy holds it.
+  const bool no_grace = affinity_.Drop(k, claim, release, now, abandoned) && abandoned && !release;
+  const std::string key = ClaimKey(k), held = Cat(affinity_.HoldOf(k).refs);
+  (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_},
+            {proxy_, lease_, held, release ? "1" : "0", no_grace ? "1" : "0"});
+}
+
+std::optional<std::vector<int64_t>> ClusterPlacement::DeploymentCounts(
+    absl::Span<const std::pair<uint32_t, uint32_t>> slot_res) {
+  std::vector<std::string> keys{proxies_key_};
+  for (auto [slot, res] : slot_res) keys.push_back(CountKey(slot, res));
+  std::vector<std::string_view> kv(keys.begin(), keys.end());
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kCounts), kv, {proxy_});
+  if (!r.ok() || r->type != RedisValue::Type::kArray || r->elements.size() != slot_res.size()) return std::nullopt;
+  std::vector<int64_t> out;
+  for (const RedisValue& v : r->elements) out.push_back(v.integer);
+  return out;
+}
+
+bool ClusterPlacement::PublishAll() {
+  const Header& h = region_.header();
+  std::vector<std::string> keys{proxies_key_}, args{proxy_, lease_};
+  for (uint32_t s = 0; s < region_.max_nodes(); ++s) {
+    NodeRecord& n = region_.node(s);
+    if (!n.in_use) continue;
+    for (uint32_t res = 0; res < h.n_resources; ++res) {
+      keys.push_back(CountKey(s, res));
+      args.push_back(Cat(n.sessions[res].load(std::memory_order_relaxed)));
+    }
+  }
+  std::vector<std::string_view> kv(keys.begin(), keys.end()), av(args.begin(), args.end());
+  return Run(Script(cluster_lua::kPublish), kv, av).ok();
+}
+
+absl::StatusOr<std::vector<std::string>> ClusterPlacement::LiveProxies() {
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kProxies), {proxies_key_}, {});
+  if (!r.ok()) return r.status();
+  std::vector<std::string> out;
+  for (const RedisValue& v : r->elements) out.push_back(v.str);
+  return out;
+}
+
+void ClusterPlacement::SetAdminState(uint32_t slot, AdminState state) {
+  local_.SetAdminState(slot, state);
+  const std::string node = NodeId(slot), v = Cat(static_cast<uint32_t>(state));
+  if (!Run(Script(cluster_lua::kSetAdmin), {admin_key_, proxies_key_}, {proxy_, lease_, node, v}).ok()) {
+    region_.header().cluster.admin_unpublished.store(1, std::memory_order_relaxed);
+  }
+}
+
+bool ClusterPlacement::PushAdmin() {
+  std::vector<std::string> args{proxy_, lease_};
+  for (uint32_t s = 0; s < region_.max_nodes(); ++s) {
+    NodeRecord& n = region_.node(s);
+    if (!n.in_use) continue;
+    args.push_back(NodeId(s));
+    args.push_back(Cat(n.admin.load(std::memory_order_relaxed)));
+  }
+  std::vector<std::string_view> av(args.begin(), args.end());
+  return Run(Script(cluster_lua::kSetAdmin), {admin_key_, proxies_key_}, av).ok();
+}
+
+void ClusterPlacement::PullAdmin() {
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kGetAdmin), {admin_key_}, {});
+  if (!r.ok() || r->type != RedisValue::Type::kArray) return;
+  for (size_t i = 0; i + 1 < r->elements.size(); i += 2) {
+    std::optional<ClaimRef> at = find_(r->elements[i].str);
+    uint32_t v = 0;
+    if (!at || !absl::SimpleAtoi(r->elements[i + 1].str, &v) || v > static_cast<uint32_t>(AdminState::kDisabled)) continue;
+    NodeRecord& n = region_.node(at->slot);
+    if (n.admin.load(std::memory_order_relaxed) != v) n.admin.store(v, std::memory_order_relaxed);
+  }
+}
+
+void ClusterPlacement::Maintain() {
+  ClusterRecord& rec = region_.header().cluster;
+  int64_t last = rec.refreshed_ms.load(std::memory_order_relaxed), now = ClusterBreaker::MonoMs();
+  if (now - last < kRefreshMs) return;
+  if (!rec.refreshed_ms.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
+  if (!PublishAll()) return;
+  if (rec.admin_unpublished.load(std::memory_order_relaxed) != 0) {
+    if (PushAdmin()) rec.admin_unpublished.store(0, std::memory_order_relaxed);
+    return;
+  }
+  PullAdmin();
+}
+
+}  // namespace approute::internal

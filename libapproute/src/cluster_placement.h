@@ -1,0 +1,122 @@
+// cluster_placement.h — the placement shared by every proxy of one
+// deployment, through Redis (cluster_scripts.h for the keys and scripts).
+//
+// This host's region stays the workers' fast path, cache and fallback: every
+// reservation and claim is made there first (RegionPlacement), then in Redis:
+//   Reserve   this proxy's share of the node's count, checked against the
+//             node's capacity over every live proxy's share (one script);
+//             full there: the local unit is given back.
+//   Release   this proxy's absolute share republished.
+//   JoinClaim the deployment's claim for the key (one script), then the
+//             local claim if it names the same node.
+//   Claim     one script: the key's live claim, or this node's claim; when
+//             another proxy claimed the key first, the call moves to its node.
+//   DropClaim this proxy's sessions on the claim republished; the last live
+//             holder starts the claim's grace TTL.
+//   SetAdminState  here and in the deployment; every proxy applies the
+//             deployment's admin states at its next Maintain (within a second),
+//             over its YAML's `state:`. One set while Redis is out is pushed
+//             when it is back, with this host's other admin states, and wins.
+//   Maintain  once a second per host: renews this proxy's lease, republishes
+//             every share (absolute, idempotent: after an outage, a recount or
+//             a Redis restarted empty the counts are right again) and applies
+//             the deployment's admin states.
+//
+// Faults: a failed or timed-out round trip opens the host's breaker
+// (cluster_breaker.h); while it is open the placement is the local one and
+// each such placement is counted (ClusterRecord::degraded_placements).
+// Capacity then holds per proxy only (each proxy up to the node's capacity).
+//
+// Shares are owned: each proxy writes only its own field of a count, as an
+// absolute value read from the region, never an increment. A proxy that
+// stops renewing its lease (kLeaseMs) counts for nothing: its shares and its
+// holds on claims lapse.
+//
+// Leases: routing (the router's sweep) and Router::Sweep() call Maintain; a
+// proxy that takes no call must have Sweep() called more often than every
+// kLeaseMs (the example configuration's rtimer: every 5 s) or its shares
+// stop counting.
+// Locking: Reserve runs under an affinity shard lock when it is the `take`
+// of a claim (placement.h allows it), so that lock may be held for one
+// round trip, at most timeout_ms.
+//
+// Thread-safety: as Placement. One Redis connection per process (redis_client.h).
+#ifndef APPROUTE_SRC_CLUSTER_PLACEMENT_H_
+#define APPROUTE_SRC_CLUSTER_PLACEMENT_H_
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "approute/config.h"
+#include "cluster_breaker.h"
+#include "placement.h"
+#include "redis_client.h"
+
+namespace approute::internal {
+
+class ClusterPlacement final : public Placement {
+ public:
+  // A proxy silent this long counts for nothing: three times the 5 s rtimer
+  // of the example Kamailio configuration, which calls Router::Sweep().
+  static constexpr int64_t kLeaseMs = 15000;
+  static constexpr int64_t kRefreshMs = 1000;  // lease renewal and republishing, per host
+
+  // The slot and epoch of the node with this id here now, if any.
+  using FindNode = std::function<std::optional<ClaimRef>(std::string_view id)>;
+
+  ClusterPlacement(const Region& region, AffinityTable& affinity, const ClusterConfig& cfg, RedisUrl url,
+                   FindNode find);
+
+  bool Reserve(uint32_t slot, uint32_t res, int64_t capacity) override;
+  void Release(uint32_t slot, uint32_t epoch, uint32_t res) override;
+  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) override;
+  absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
+                                                   int64_t now, NodeCheck alive, NodeCheck take) override;
+  void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned) override;
+  void MarkAnswered(const AffinityKey& k, uint64_t claim) override { local_.MarkAnswered(k, claim); }
+  void SetAdminState(uint32_t slot, AdminState state) override;
+  void NodeChanged(uint32_t slot) override { local_.NodeChanged(slot); }
+  void Maintain() override;
+
+  // The deployment-wide counts of (slot, resource) pairs (live proxies'
+  // shares summed), in one round trip; nullopt when Redis is not reachable.
+  std::optional<std::vector<int64_t>> DeploymentCounts(absl::Span<const std::pair<uint32_t, uint32_t>> slot_res);
+  // Republishes this proxy's every share now (Maintain does it periodically).
+  bool PublishAll();
+
+  // The deployment's proxies whose lease runs (Unavailable while Redis is out).
+  absl::StatusOr<std::vector<std::string>> LiveProxies();
+  const std::string& name() const { return name_; }
+  const std::string& proxy() const { return proxy_; }
+
+  RedisClient& client() { return client_; }
+  ClusterBreaker& breaker() { return breaker_; }
+
+ private:
+  // One script through the breaker: Unavailable without a round trip when open.
+  absl::StatusOr<RedisValue> Run(const RedisScript& s, absl::Span<const std::string_view> keys,
+                                 absl::Span<const std::string_view> args);
+  void Publish(uint32_t slot, uint32_t res);
+  bool PushAdmin();
+  void PullAdmin();
+  void Degraded() { region_.header().cluster.degraded_placements.fetch_add(1, std::memory_order_relaxed); }
+  std::string CountKey(uint32_t slot, uint32_t res) const;
+  std::string ClaimKey(const AffinityKey& k) const;
+  std::string NodeId(uint32_t slot) const { return std::string(GetFixed(region_.node(slot).id)); }
+
+  const Region& region_;
+  AffinityTable& affinity_;
+  RegionPlacement local_;
+  const std::string name_, prefix_, proxies_key_, admin_key_, proxy_, lease_;
+  FindNode find_;
+  RedisClient client_;
+  ClusterBreaker breaker_;
+};
+
+}  // namespace approute::internal
+
+#endif  // APPROUTE_SRC_CLUSTER_PLACEMENT_H_

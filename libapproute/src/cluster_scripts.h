@@ -1,0 +1,158 @@
+// cluster_scripts.h — the Lua scripts of the cluster placement, each one
+// atomic in Redis. Keys (all under the deployment's hash tag P):
+//
+//   P proxies            ZSET proxy -> lease deadline (Redis TIME, ms); a
+//                        proxy whose deadline passed counts for nothing
+//   P n:<node>|<res>     HASH proxy -> that proxy's share of the node's count
+//                        (absolute, written only by that proxy; readers sum
+//                        the shares of live proxies)
+//   P admin              HASH node -> admin state (AdminState as a number),
+//                        set by an operator at any proxy, applied by all
+//   P c:<app>|<key>      HASH node, grace (ms), r:<proxy> -> that proxy's
+//                        sessions on the claim. A claim holds while a live
+//                        proxy has sessions on it or its grace TTL runs.
+//
+// Every script first renews the caller's lease (ZADD), so a proxy that
+// routes is live; the sweep renews it when idle (kRefresh).
+#ifndef APPROUTE_SRC_CLUSTER_SCRIPTS_H_
+#define APPROUTE_SRC_CLUSTER_SCRIPTS_H_
+
+namespace approute::internal::cluster_lua {
+
+#define APPROUTE_LUA_PRELUDE                                                                    \
+  "local function now_ms() local t = redis.call('TIME') "                                      \
+  "return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"                     \
+  "local function live(z, p, now) local s = redis.call('ZSCORE', z, p) "                       \
+  "return s and tonumber(s) > now end\n"                                                        \
+  "local function claim_node(c, z, now)\n"                                                      \
+  "  local node = redis.call('HGET', c, 'node')\n"                                             \
+  "  if not node then return nil end\n"                                                         \
+  "  if redis.call('PTTL', c) > 0 then return node end\n"                                      \
+  "  local kv = redis.call('HGETALL', c)\n"                                                     \
+  "  for i = 1, #kv, 2 do\n"                                                                    \
+  "    local f = kv[i]\n"                                                                       \
+  "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return node end\n" \
+  "  end\n"                                                                                     \
+  "  return nil\n"                                                                              \
+  "end\n"
+
+// KEYS: count, proxies. ARGV: proxy, share (with the new unit), capacity (-1
+// = unlimited), lease_ms. -> {1 reserved | 0 full, others' live shares}.
+inline constexpr char kReserve[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+local others = 0
+local kv = redis.call('HGETALL', KEYS[1])
+for i = 1, #kv, 2 do
+  if kv[i] ~= ARGV[1] then
+    if live(KEYS[2], kv[i], now) then others = others + tonumber(kv[i + 1])
+    else redis.call('HDEL', KEYS[1], kv[i]) end  -- a lapsed proxy's share; it republishes if it comes back
+  end
+end
+local cap = tonumber(ARGV[3])
+if cap >= 0 and others + tonumber(ARGV[2]) > cap then return {0, others} end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return {1, others}
+)lua";
+
+// KEYS: proxies, count keys... ARGV: proxy, lease_ms, one share per count key.
+// Sets this proxy's absolute shares (idempotent). -> number of keys written.
+inline constexpr char kPublish[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)  -- lapsed proxies count for nothing anyway
+for i = 2, #KEYS do
+  local v = tonumber(ARGV[i + 1])
+  if v > 0 then redis.call('HSET', KEYS[i], ARGV[1], v) else redis.call('HDEL', KEYS[i], ARGV[1]) end
+end
+return #KEYS - 1
+)lua";
+
+// KEYS: proxies, count keys... ARGV: proxy. -> per count key, the sum of
+// the live proxies' shares (this proxy's always counts).
+inline constexpr char kCounts[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+local out = {}
+for i = 2, #KEYS do
+  local total = 0
+  local kv = redis.call('HGETALL', KEYS[i])
+  for j = 1, #kv, 2 do
+    if kv[j] == ARGV[1] or live(KEYS[1], kv[j], now) then total = total + tonumber(kv[j + 1]) end
+  end
+  out[#out + 1] = total
+end
+return out
+)lua";
+
+// KEYS: claim, proxies. ARGV: proxy, lease_ms, refs this proxy will hold.
+// -> the claimed node id (and this proxy marked as holding), or nil.
+inline constexpr char kJoin[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+local node = claim_node(KEYS[1], KEYS[2], now)
+if not node then return false end
+redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
+redis.call('PERSIST', KEYS[1])
+return node
+)lua";
+
+// KEYS: claim, proxies. ARGV: proxy, node, grace_ms, lease_ms, refs.
+// -> {1, node} claimed for `node`, or {0, other} the key's live claim.
+inline constexpr char kClaim[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+local node = claim_node(KEYS[1], KEYS[2], now)
+if node and node ~= ARGV[2] then return {0, node} end
+if not node then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'node', ARGV[2], 'grace', ARGV[3], 'r:' .. ARGV[1], ARGV[5])
+redis.call('PERSIST', KEYS[1])
+return {1, ARGV[2]}
+)lua";
+
+// KEYS: claim, proxies. ARGV: proxy, lease_ms, refs this proxy holds now,
+// release (1: the claim goes for every proxy), no grace (1: an unanswered
+// call's claim). The last live holder starts the grace TTL (0 or no grace:
+// the claim goes). -> 1.
+inline constexpr char kDrop[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) return 1 end
+if not redis.call('HGET', KEYS[1], 'node') then return 1 end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
+  return 1
+end
+redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
+local kv = redis.call('HGETALL', KEYS[1])
+for i = 1, #kv, 2 do
+  local f = kv[i]
+  if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(KEYS[2], string.sub(f, 3), now) then return 1 end
+end
+local g = tonumber(redis.call('HGET', KEYS[1], 'grace') or '0')
+if g <= 0 or ARGV[5] == '1' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], g) end
+return 1
+)lua";
+
+// KEYS: proxies. -> the proxies whose lease runs, by name.
+inline constexpr char kProxies[] = APPROUTE_LUA_PRELUDE R"lua(
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now_ms(), '+inf')
+)lua";
+
+// KEYS: admin (HASH node -> admin state), proxies. ARGV: proxy, lease_ms,
+// then node, state pairs. Sets the deployment's admin states. -> 1.
+inline constexpr char kSetAdmin[] = APPROUTE_LUA_PRELUDE R"lua(
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[2]), ARGV[1])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+)lua";
+
+// KEYS: admin. -> {node, state, ...}: every admin state set in the deployment.
+inline constexpr char kGetAdmin[] = R"lua(
+return redis.call('HGETALL', KEYS[1])
+)lua";
+
+#undef APPROUTE_LUA_PRELUDE
+
+}  // namespace approute::internal::cluster_lua
+
+#endif  // APPROUTE_SRC_CLUSTER_SCRIPTS_H_

@@ -1,0 +1,550 @@
+// Two proxies (two processes, each with its own shared segment and proxy id)
+// route through one real redis-server: one node per key, capacity held over
+// both, and a stopped Redis costs bounded latency while calls still route.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <thread>
+#include <map>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "approute/router.h"
+#include "cluster_placement.h"
+#include "redis_client.h"
+#include "redis_server.h"
+
+namespace approute {
+namespace {
+
+using approute::testing::RedisServer;
+using Clock = std::chrono::steady_clock;
+
+std::string Yaml(const RedisServer& srv, const std::string& deployment, const std::string& proxy, int cap,
+                 int timeout_ms = 200) {
+  std::ostringstream y;
+  y << "cluster: {redis: \"" << srv.url() << "\", name: " << deployment << ", proxy: " << proxy
+    << ", timeout_ms: " << timeout_ms << "}\n"
+    << "nodes:\n";
+  for (int i = 1; i <= 4; ++i) {
+    y << "  - {id: ast" << i << ", uri: \"sip:10.0.0." << i << ":5060\"";
+    if (cap >= 0) y << ", capacity: {conference: " << cap << "}";
+    y << "}\n";
+  }
+  y << "apps:\n"
+    << "  conf: {strategy: random, resource: conference, affinity: {grace: 30}}\n"
+    << "  plain: {strategy: random, resource: conference}\n";
+  return y.str();
+}
+
+std::string SegmentName(const std::string& tag) { return "/approute-t11-" + std::to_string(getpid()) + "-" + tag; }
+
+// Runs `body(router)` in a child process per proxy, all released at once;
+// each child's output lines are returned per proxy. The children exit 0 unless
+// the router cannot be built.
+std::vector<std::vector<std::string>> RunProxies(
+    const std::vector<std::string>& yamls,
+    const std::function<void(Router&, int proxy, std::vector<std::string>* out)>& body) {
+  int go[2];
+  EXPECT_EQ(pipe(go), 0);
+  std::vector<std::pair<pid_t, int>> kids;
+  for (size_t i = 0; i < yamls.size(); ++i) {
+    int out[2];
+    EXPECT_EQ(pipe(out), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(go[1]);
+      close(out[0]);
+      std::string seg = SegmentName("p" + std::to_string(i));
+      (void)Router::Unlink(seg);
+      absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml(yamls[i], RouterOptions{.shared = seg});
+      char c;
+      (void)!read(go[0], &c, 1);
+      int rc = 2;
+      if (r.ok()) {
+        std::vector<std::string> lines;
+        body(**r, static_cast<int>(i), &lines);
+        std::string text;
+        for (const std::string& l : lines) text += l + "\n";
+        for (size_t off = 0; off < text.size();) {
+          ssize_t w = write(out[1], text.data() + off, text.size() - off);
+          if (w <= 0) break;
+          off += static_cast<size_t>(w);
+        }
+        rc = 0;
+      } else {
+        std::string err = "ERROR " + std::string(r.status().message()) + "\n";
+        (void)!write(out[1], err.data(), err.size());
+      }
+      r = absl::UnknownError("done");
+      (void)Router::Unlink(seg);
+      _exit(rc);
+    }
+    close(out[1]);
+    kids.emplace_back(pid, out[0]);
+  }
+  close(go[0]);
+  (void)!write(go[1], std::string(yamls.size(), 'g').data(), yamls.size());
+  close(go[1]);
+  std::vector<std::vector<std::string>> results;
+  for (auto [pid, fd] : kids) {
+    std::string all;
+    char buf[4096];
+    for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) all.append(buf, static_cast<size_t>(n));
+    close(fd);
+    int st = 0;
+    waitpid(pid, &st, 0);
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << all;
+    std::vector<std::string> lines;
+    std::istringstream in(all);
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    results.push_back(std::move(lines));
+  }
+  return results;
+}
+
+int64_t DeploymentSum(RedisServer& srv, const std::string& deployment, const std::string& node) {
+  internal::RedisClient c(*internal::ParseRedisUrl(srv.url()), 1000);
+  absl::StatusOr<internal::RedisValue> r =
+      c.Command({"HVALS", internal::DeploymentPrefix(deployment) + "n:" + node + "|conference"});
+  if (!r.ok()) return -1;
+  int64_t sum = 0;
+  for (const auto& v : r->elements) sum += std::stoll(v.str);
+  return sum;
+}
+
+TEST(ClusterPlacement, TwoProxiesPutEachKeyOnOneNode) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  // Random strategy: without the shared claim, the two proxies would scatter
+  // a key over several nodes.
+  std::vector<std::string> yamls{Yaml(srv, "keys", "kam1", -1), Yaml(srv, "keys", "kam2", -1)};
+  auto out = RunProxies(yamls, [](Router& r, int proxy, std::vector<std::string>* lines) {
+    for (int i = 0; i < 300; ++i) {
+      RouteRequest req{.app = "conf", .call_id = "p" + std::to_string(proxy) + "-" + std::to_string(i),
+                       .key = "room" + std::to_string(i % 40)};
+      absl::StatusOr<Decision> d = r.Route(req);
+      if (!d.ok() || !d->ok) {
+        lines->push_back("FAIL " + req.call_id);
+        continue;
+      }
+      lines->push_back(req.key + " " + d->node_id);
+      if (i % 3 == 0) (void)r.End(req.call_id);  // some calls end: claims live on through the others
+    }
+  });
+  std::map<std::string, std::set<std::string>> nodes_of;
+  size_t routed = 0;
+  for (const auto& lines : out) {
+    for (const std::string& l : lines) {
+      ASSERT_NE(l.substr(0, 4), "FAIL") << l;
+      size_t sp = l.find(' ');
+      nodes_of[l.substr(0, sp)].insert(l.substr(sp + 1));
+      ++routed;
+    }
+  }
+  EXPECT_EQ(routed, 600u);
+  EXPECT_EQ(nodes_of.size(), 40u);
+  std::set<std::string> used;
+  for (const auto& [key, nodes] : nodes_of) {
+    EXPECT_EQ(nodes.size(), 1u) << key << " went to " << nodes.size() << " nodes";
+    used.insert(nodes.begin(), nodes.end());
+  }
+  EXPECT_GT(used.size(), 1u) << "the random strategy should spread keys";
+}
+
+TEST(ClusterPlacement, CapacityHoldsOverBothProxies) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  constexpr int kCap = 5;  // 4 nodes: 20 sessions for the whole deployment
+  std::vector<std::string> yamls{Yaml(srv, "cap", "kam1", kCap), Yaml(srv, "cap", "kam2", kCap)};
+  auto out = RunProxies(yamls, [](Router& r, int proxy, std::vector<std::string>* lines) {
+    std::vector<std::string> mine;
+    for (int i = 0; i < 40; ++i) {
+      RouteRequest req{.app = "plain", .call_id = "p" + std::to_string(proxy) + "-" + std::to_string(i)};
+      absl::StatusOr<Decision> d = r.Route(req);
+      if (d.ok() && d->ok) {
+        lines->push_back("ok " + d->node_id);
+        mine.push_back(req.call_id);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(3));  // the two proxies interleave
+    }
+    // Both proxies hold their calls until the other is done routing.
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    for (const std::string& c : mine) (void)r.End(c);
+  });
+  std::map<std::string, int> per_node;
+  int total = 0, of_first = static_cast<int>(out[0].size());
+  for (const auto& lines : out) {
+    for (const std::string& l : lines) {
+      ASSERT_EQ(l.substr(0, 3), "ok ") << l;
+      ++per_node[l.substr(3)];
+      ++total;
+    }
+  }
+  EXPECT_EQ(total, 4 * kCap) << "every unit used once, never more: 80 attempts for 20 places";
+  for (const auto& [node, n] : per_node) EXPECT_LE(n, kCap) << node;
+  EXPECT_GT(of_first, 0);
+  EXPECT_LT(of_first, 4 * kCap) << "one proxy took every place: the other must have been refused by the count";
+  for (int i = 1; i <= 4; ++i) EXPECT_EQ(DeploymentSum(srv, "cap", "ast" + std::to_string(i)), 0) << "ended calls leave no share";
+}
+
+TEST(ClusterPlacement, StoppedRedisAddsBoundedLatencyAndCallsStillRoute) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  constexpr int kTimeoutMs = 20;
+  const std::string seg = SegmentName("stop");
+  (void)Router::Unlink(seg);
+  absl::StatusOr<std::unique_ptr<Router>> r =
+      Router::FromYaml(Yaml(srv, "stop", "kam1", -1, kTimeoutMs), RouterOptions{.shared = seg});
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto route = [&](int i, int64_t* us) {
+    RouteRequest req{.app = "conf", .call_id = "c" + std::to_string(i), .key = "room" + std::to_string(i % 10)};
+    Clock::time_point t0 = Clock::now();
+    absl::StatusOr<Decision> d = (*r)->Route(req);
+    bool ok = d.ok() && d->ok && (*r)->End(req.call_id).ok();
+    *us = std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
+    return ok;
+  };
+  int64_t us = 0;
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(route(i, &us));
+  EXPECT_EQ((*r)->Cluster().mode, "cluster");
+  EXPECT_EQ((*r)->Cluster().degraded_placements, 0);
+
+  srv.Pause();
+  int64_t worst = 0, slow = 0;
+  Clock::time_point t0 = Clock::now();
+  for (int i = 50; i < 250; ++i) {
+    ASSERT_TRUE(route(i, &us)) << "call " << i << " not routed while Redis is stopped";
+    worst = std::max(worst, us);
+    if (us > kTimeoutMs * 1000 / 2) ++slow;
+  }
+  int64_t took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  ClusterStatus st = (*r)->Cluster();
+  srv.Resume();
+  EXPECT_EQ(st.mode, "degraded");
+  EXPECT_GT(st.degraded_placements, 0);
+  // One call pays the timeout, then the breaker is open; one trial per
+  // second after that. Bound: a call never waits more than one timeout (10x
+  // margin for a loaded machine), and only a handful of calls are slow.
+  EXPECT_LT(worst, int64_t{10} * kTimeoutMs * 1000);
+  EXPECT_LE(slow, 2 + took_ms / 1000 * 2) << "calls slowed by the stopped server";
+  std::printf("stopped redis: %lld calls in %lld ms, worst %lld us, %lld slow, degraded %lld\n", 200LL,
+              static_cast<long long>(took_ms), static_cast<long long>(worst), static_cast<long long>(slow),
+              static_cast<long long>(st.degraded_placements));
+
+  // Back: once the breaker's period is over the proxy is in the cluster again.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  for (int i = 250; i < 260; ++i) ASSERT_TRUE(route(i, &us));
+  st = (*r)->Cluster();
+  EXPECT_EQ(st.mode, "cluster");
+  EXPECT_EQ(st.proxies, std::vector<std::string>{"kam1"});
+  EXPECT_GT(st.rtt_p50_us, 0);
+  std::printf("redis round trip: p50 <= %lld us, p99 <= %lld us\n", static_cast<long long>(st.rtt_p50_us),
+              static_cast<long long>(st.rtt_p99_us));
+  r = absl::UnknownError("done");
+  (void)Router::Unlink(seg);
+}
+
+int64_t DeploymentTotal(RedisServer& srv, const std::string& deployment) {
+  int64_t t = 0;
+  for (int i = 1; i <= 4; ++i) {
+    int64_t s = DeploymentSum(srv, deployment, "ast" + std::to_string(i));
+    if (s < 0) return -1;
+    t += s;
+  }
+  return t;
+}
+
+struct OneProxy {
+  std::string seg;
+  std::unique_ptr<Router> router;
+  OneProxy(const std::string& yaml, const std::string& tag) : seg(SegmentName(tag)) {
+    (void)Router::Unlink(seg);
+    absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml(yaml, RouterOptions{.shared = seg});
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (r.ok()) router = *std::move(r);
+  }
+  ~OneProxy() {
+    router.reset();
+    (void)Router::Unlink(seg);
+  }
+  bool Route(const std::string& call_id, const std::string& app = "plain") {
+    absl::StatusOr<Decision> d = router->Route(RouteRequest{.app = app, .call_id = call_id});
+    return d.ok() && d->ok;
+  }
+};
+
+// Polls `cond` up to `ms`, calling the router's sweep (Maintain) meanwhile.
+template <typename Cond>
+bool Eventually(Router& r, int64_t ms, Cond cond) {
+  for (int64_t waited = 0; waited <= ms; waited += 100) {
+    (void)r.Sweep();
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return false;
+}
+
+TEST(ClusterPlacement, SharesReconcileAfterAnOutage) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  OneProxy p(Yaml(srv, "heal", "kam1", -1, 20), "heal");
+  ASSERT_NE(p.router, nullptr);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(p.Route("a" + std::to_string(i)));
+  EXPECT_EQ(DeploymentTotal(srv, "heal"), 10);
+  srv.Pause();
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(p.Route("b" + std::to_string(i)));  // on local state
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(p.router->End("a" + std::to_string(i)).ok());
+  srv.Resume();
+  // The one command that timed out still runs once the server resumes (the
+  // share of that moment, 11): harmless, since shares are absolute and the
+  // next republish overwrites it. Nothing else of the outage reached Redis.
+  int64_t seen = DeploymentTotal(srv, "heal");
+  EXPECT_TRUE(seen == 10 || seen == 11) << seen;
+  ASSERT_EQ(p.router->Stats().sessions, 15);
+  // Absolute shares republished: the count is the live sessions, not 10 + replayed changes.
+  EXPECT_TRUE(Eventually(*p.router, 3000, [&] { return DeploymentTotal(srv, "heal") == 15; }))
+      << DeploymentTotal(srv, "heal");
+  EXPECT_GT(p.router->Cluster().degraded_placements, 0);
+  // Idempotent: more republishing (1.5 s of sweeps) changes nothing.
+  for (int i = 0; i < 15; ++i) {
+    (void)p.router->Sweep();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(DeploymentTotal(srv, "heal"), 15);
+}
+
+TEST(ClusterPlacement, RedisRestartedEmptyIsRefilled) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  OneProxy p(Yaml(srv, "empty", "kam1", -1, 50), "empty");
+  ASSERT_NE(p.router, nullptr);
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(p.Route("c" + std::to_string(i)));
+  ASSERT_EQ(DeploymentTotal(srv, "empty"), 8);
+  ASSERT_TRUE(srv.KillAndRestartEmpty());  // kill -9, no persistence: everything is gone
+  ASSERT_EQ(DeploymentTotal(srv, "empty"), 0);
+  EXPECT_TRUE(Eventually(*p.router, 4000, [&] { return DeploymentTotal(srv, "empty") == 8; }))
+      << DeploymentTotal(srv, "empty");
+  EXPECT_EQ(p.router->Cluster().mode, "cluster");
+}
+
+TEST(ClusterPlacement, ScriptFlushCostsOneReloadNotAnOutage) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  OneProxy p(Yaml(srv, "flush", "kam1", -1), "flush");
+  ASSERT_NE(p.router, nullptr);
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(p.Route("d" + std::to_string(i), "conf"));
+  internal::RedisClient admin(*internal::ParseRedisUrl(srv.url()), 1000);
+  ASSERT_TRUE(admin.Command({"SCRIPT", "FLUSH"}).ok());
+  for (int i = 5; i < 10; ++i) ASSERT_TRUE(p.Route("d" + std::to_string(i), "conf"));
+  ClusterStatus st = p.router->Cluster();
+  EXPECT_EQ(st.degraded_placements, 0);
+  EXPECT_EQ(st.failures, 0);
+  EXPECT_EQ(DeploymentTotal(srv, "flush"), 10);
+}
+
+TEST(ClusterPlacement, AKilledProxysShareLapsesWithItsLease) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  // 4 nodes of capacity 1: the other proxy takes every place, then is killed.
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  const std::string other_yaml = Yaml(srv, "lease", "kam2", 1);
+  pid_t child = fork();
+  if (child == 0) {
+    close(ready[0]);
+    OneProxy other(other_yaml, "lease2");
+    int taken = 0;
+    for (int i = 0; i < 4; ++i) taken += other.Route("x" + std::to_string(i)) ? 1 : 0;
+    char c = static_cast<char>('0' + taken);
+    (void)!write(ready[1], &c, 1);
+    for (int i = 0; i < 600; ++i) pause();  // until SIGKILL
+    _exit(0);
+  }
+  close(ready[1]);
+  char taken = 0;
+  ASSERT_EQ(read(ready[0], &taken, 1), 1);
+  close(ready[0]);
+  EXPECT_EQ(taken, '4');
+  OneProxy p(Yaml(srv, "lease", "kam1", 1), "lease1");
+  ASSERT_NE(p.router, nullptr);
+  EXPECT_FALSE(p.Route("y0")) << "every place is held by the other proxy";
+  kill(child, SIGKILL);
+  int st = 0;
+  waitpid(child, &st, 0);
+  Clock::time_point t0 = Clock::now();
+  int n = 0;
+  EXPECT_TRUE(Eventually(*p.router, internal::ClusterPlacement::kLeaseMs + 3000,
+                         [&] { return p.Route("y" + std::to_string(++n)); }));
+  int64_t waited = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  EXPECT_LE(waited, internal::ClusterPlacement::kLeaseMs + 3000);
+  std::printf("a killed proxy's share lapsed after %lld ms (lease %lld ms)\n", static_cast<long long>(waited),
+              static_cast<long long>(internal::ClusterPlacement::kLeaseMs));
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(p.Route("z" + std::to_string(i)));
+  EXPECT_FALSE(p.Route("z9")) << "capacity still holds: 4 places";
+}
+
+TEST(ClusterPlacement, AnAttachedOperatorToolSeesTheCluster) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  OneProxy p(Yaml(srv, "ops", "kam1", -1), "ops");
+  ASSERT_NE(p.router, nullptr);
+  ASSERT_TRUE(p.Route("e1"));
+  absl::StatusOr<std::unique_ptr<Router>> tool = Router::Attach(p.seg);
+  ASSERT_TRUE(tool.ok()) << tool.status();
+  ClusterStatus st = (*tool)->Cluster();
+  EXPECT_EQ(st.mode, "cluster");
+  EXPECT_EQ(st.name, "ops");
+  EXPECT_EQ(st.proxy, "kam1");
+  EXPECT_EQ(st.proxies, std::vector<std::string>{"kam1"});
+  EXPECT_GT(st.round_trips, 0) << "the host's figures live in the shared region";
+  EXPECT_GT(st.last_sync_ms, 0);
+}
+
+// Route+end through Redis against this host alone: every cluster placement
+// makes its round trips (reserve, claim, release, drop), and the figures are
+// printed for docs/cluster.md.
+TEST(ClusterPlacement, RouteAndEndFiguresAgainstLocal) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  auto measure = [](Router& r, const char* app, int n, std::vector<int64_t>* us) {
+    for (int i = 0; i < n; ++i) {
+      RouteRequest req{.app = app, .call_id = "f" + std::to_string(i), .key = "k" + std::to_string(i % 100)};
+      Clock::time_point t0 = Clock::now();
+      absl::StatusOr<Decision> d = r.Route(req);
+      bool ok = d.ok() && d->ok && r.End(req.call_id).ok();
+      us->push_back(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+      if (!ok) return false;
+    }
+    return true;
+  };
+  auto q = [](std::vector<int64_t> v, double p) {
+    std::sort(v.begin(), v.end());
+    return v[static_cast<size_t>(p * static_cast<double>(v.size() - 1))];
+  };
+  std::string yaml = Yaml(srv, "bench", "kam1", -1);
+  OneProxy cluster(yaml, "bench");
+  ASSERT_NE(cluster.router, nullptr);
+  std::string local_yaml = yaml.substr(yaml.find('\n') + 1);  // the same without cluster:
+  absl::StatusOr<std::unique_ptr<Router>> local = Router::FromYaml(local_yaml);
+  ASSERT_TRUE(local.ok()) << local.status();
+  constexpr int kCalls = 2000;
+  for (const char* app : {"plain", "conf"}) {
+    std::vector<int64_t> c_us, l_us;
+    int64_t trips0 = cluster.router->Cluster().round_trips;
+    ASSERT_TRUE(measure(*cluster.router, app, kCalls, &c_us));
+    ASSERT_TRUE(measure(**local, app, kCalls, &l_us));
+    int64_t trips = cluster.router->Cluster().round_trips - trips0;
+    EXPECT_GE(trips, int64_t{2} * kCalls) << app << ": a placement and its end each go to Redis";
+    EXPECT_EQ(cluster.router->Cluster().degraded_placements, 0);
+    std::printf("route+end %s: cluster p50 %lld us p99 %lld us (%.1f round trips/call), local p50 %lld us p99 %lld us\n",
+                app, static_cast<long long>(q(c_us, 0.5)), static_cast<long long>(q(c_us, 0.99)),
+                static_cast<double>(trips) / kCalls, static_cast<long long>(q(l_us, 0.5)),
+                static_cast<long long>(q(l_us, 0.99)));
+  }
+}
+
+TEST(ClusterPlacement, ADrainOnOneProxyHoldsOnTheOther) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  OneProxy p1(Yaml(srv, "drain", "kam1", -1), "drain1");
+  OneProxy p2(Yaml(srv, "drain", "kam2", -1), "drain2");
+  ASSERT_NE(p1.router, nullptr);
+  ASSERT_NE(p2.router, nullptr);
+  ASSERT_TRUE(p1.router->SetState("ast1", AdminState::kDraining).ok());
+  ASSERT_TRUE(p1.router->SetState("ast2", AdminState::kDisabled).ok());
+  auto state_at = [](Router& r, const char* id) {
+    absl::StatusOr<NodeStatus> n = r.Node(id);
+    return n.ok() ? n->spec.state : AdminState::kActive;
+  };
+  EXPECT_TRUE(Eventually(*p2.router, 3000, [&] {
+    return state_at(*p2.router, "ast1") == AdminState::kDraining && state_at(*p2.router, "ast2") == AdminState::kDisabled;
+  }));
+  EXPECT_EQ(state_at(*p2.router, "ast3"), AdminState::kActive);
+  for (int i = 0; i < 50; ++i) {
+    absl::StatusOr<Decision> d = p2.router->Route(RouteRequest{.app = "plain", .call_id = "g" + std::to_string(i)});
+    ASSERT_TRUE(d.ok() && d->ok);
+    EXPECT_TRUE(d->node_id == "ast3" || d->node_id == "ast4") << d->node_id;
+  }
+  // And back, from the other proxy.
+  ASSERT_TRUE(p2.router->SetState("ast1", AdminState::kActive).ok());
+  EXPECT_TRUE(Eventually(*p1.router, 3000, [&] { return state_at(*p1.router, "ast1") == AdminState::kActive; }));
+  EXPECT_EQ(state_at(*p1.router, "ast2"), AdminState::kDisabled);
+}
+
+TEST(ClusterPlacement, NodeSessionsAreTheDeployments) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  OneProxy p1(Yaml(srv, "views", "kam1", -1), "views1");
+  OneProxy p2(Yaml(srv, "views", "kam2", -1), "views2");
+  ASSERT_NE(p1.router, nullptr);
+  ASSERT_NE(p2.router, nullptr);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(p1.Route("h" + std::to_string(i)));
+  for (int i = 3; i < 5; ++i) ASSERT_TRUE(p2.Route("h" + std::to_string(i)));
+  auto total = [](Router& r) {
+    int64_t t = 0;
+    for (const NodeStatus& n : r.Nodes()) t += n.sessions.at("conference");
+    return t;
+  };
+  EXPECT_EQ(total(*p1.router), 5);
+  EXPECT_EQ(total(*p2.router), 5);
+  EXPECT_EQ(p1.router->Stats().sessions, 3) << "the session table stays this proxy's";
+  int64_t by_node = 0;
+  for (int i = 1; i <= 4; ++i) {
+    absl::StatusOr<NodeStatus> n = p2.router->Node("ast" + std::to_string(i));
+    ASSERT_TRUE(n.ok());
+    EXPECT_EQ(n->sessions.at("conference"), DeploymentSum(srv, "views", "ast" + std::to_string(i)));
+    by_node += n->sessions.at("conference");
+  }
+  EXPECT_EQ(by_node, 5);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(p1.router->End("h" + std::to_string(i)).ok());
+  EXPECT_EQ(total(*p2.router), 2);
+  srv.Pause();  // Redis out: this host's own counts
+  EXPECT_EQ(total(*p2.router), 2);
+  EXPECT_EQ(total(*p1.router), 0);
+  srv.Resume();
+}
+
+TEST(ClusterPlacement, ReloadCannotChangeTheClusterSection) {
+  // The connection opens on first use: no server is needed to build or reload.
+  const std::string a = "cluster: {redis: \"redis://127.0.0.1:1\", name: one, proxy: kam1}\nnodes: [{id: n, uri: \"sip:10.0.0.1\"}]\n";
+  absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml(a);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE((*r)->Reload(a, "router.yaml").ok());
+  std::string b = a;
+  b.replace(b.find("name: one"), 9, "name: two");
+  absl::Status s = (*r)->Reload(b, "router.yaml");
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(s.message(), "router.yaml: cluster: cannot change on reload (restart the proxy to change it)");
+  absl::StatusOr<std::unique_ptr<Router>> plain = Router::FromYaml("nodes: [{id: n, uri: \"sip:10.0.0.1\"}]\n");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ((*plain)->Reload(a, "router.yaml").code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(ClusterPlacement, WithoutClusterTheModeIsLocal) {
+  absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml("nodes: [{id: a, uri: \"sip:10.0.0.1\"}]\n");
+  ASSERT_TRUE(r.ok()) << r.status();
+  ClusterStatus st = (*r)->Cluster();
+  EXPECT_EQ(st.mode, "local");
+  EXPECT_EQ(st.round_trips, 0);
+}
+
+}  // namespace
+}  // namespace approute

@@ -28,7 +28,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 3;
+inline constexpr uint32_t kLayoutVersion = 4;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -190,6 +190,8 @@ struct ShardHeader {
   uint32_t nbuckets;
   uint32_t count;
   uint32_t free_head;
+  uint32_t fresh;        // entries [fresh, capacity) were never used (free, off the list)
+  uint32_t pad;
   uint64_t entries_off;  // offsets from the region base
   uint64_t buckets_off;
 };

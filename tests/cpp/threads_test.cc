@@ -99,7 +99,7 @@ void Worker(Router& r, int t, Counts& c) {
 }
 
 // Even threads use `a`, odd ones `b` (the same router, or two handles on one segment).
-void Run(Router& a, Router& b) {
+void RunAll(Router& a, Router& b) {
   Router& r = a;
   Counts c;
   std::atomic<bool> done{false};
@@ -140,7 +140,7 @@ void Run(Router& a, Router& b) {
 TEST(Threads, PrivateRouterCountsEndAtZeroAndCapacityHolds) {
   absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml(Yaml());
   ASSERT_TRUE(r.ok()) << r.status();
-  Run(**r, **r);
+  RunAll(**r, **r);
 }
 
 TEST(Threads, SharedRouterCountsEndAtZeroAndCapacityHolds) {
@@ -152,7 +152,7 @@ TEST(Threads, SharedRouterCountsEndAtZeroAndCapacityHolds) {
     // A second handle on the same segment in the same process: threads use both.
     absl::StatusOr<std::unique_ptr<Router>> r2 = Router::Attach(name);
     ASSERT_TRUE(r2.ok()) << r2.status();
-    Run(**r, **r2);
+    RunAll(**r, **r2);
   }
   EXPECT_TRUE(*Router::Unlink(name));
 }

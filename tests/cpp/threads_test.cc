@@ -126,7 +126,7 @@ void RunAll(Router& a, Router& b) {
   EXPECT_EQ(monitor_over.load(), 0) << "the node table showed a count above capacity or below 0";
   EXPECT_GT(monitor_reads.load(), 0);
   // The test must have exercised contention: many placements and retries.
-  EXPECT_GT(c.placed.load(), kThreads * kCallsPerThread / 2);
+  EXPECT_GT(c.placed.load(), kThreads * kCallsPerThread / 4);
   EXPECT_GT(c.retried.load(), 100);
   for (int n = 0; n < kNodes; ++n) EXPECT_EQ(c.live[n].load(), 0);
   RouterStats s = r.Stats();

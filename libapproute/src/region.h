@@ -46,7 +46,7 @@ static_assert(std::atomic<double>::is_always_lock_free);
 template <size_t N>
 void SetFixed(char (&dst)[N], std::string_view s) {
   size_t n = s.size() < N - 1 ? s.size() : N - 1;
-  std::memcpy(dst, s.data(), n);
+  if (n != 0) std::memcpy(dst, s.data(), n);  // an empty view's data() may be null: UB for memcpy
   dst[n] = 0;
 }
 template <size_t N>

@@ -42,7 +42,7 @@ for h in "${cpp[@]}"; do
   mkdir -p "$B/fuzz-corpus/$h"
   echo "== fuzz $h (${limit[*]})"
   rc=0
-  "$B/${h}_fuzz" "${limit[@]}" -jobs=1 -workers=1 -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 \
+  "$B/tests/fuzz/${h}_fuzz" "${limit[@]}" -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 \
     -artifact_prefix="$B/artifacts/${h}-" "$B/fuzz-corpus/$h" "tests/fuzz/corpus/$h" >"$B/fuzz-$h.log" 2>&1 || rc=$?
   grep -E "^(Done |stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb|==[0-9]+==|SUMMARY|property failed)" "$B/fuzz-$h.log" || true
   [ "$rc" -eq 0 ] || { tail -40 "$B/fuzz-$h.log"; echo "fuzz $h: FAILED (input in $B/artifacts/)"; exit 1; }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: C++ (GoogleTest, via ctest), the find_package example,
+# Runs every test: C++ (GoogleTest, via ctest), the same under ASan+UBSan and
+# the threads test under TSan, bounded fuzz runs (tests/fuzz/run.sh), the find_package example,
 # Python (pytest) and end-to-end (real Kamailio + SIPp on 127.0.0.1), then
 # the wheel and sdist (scripts/wheel.sh), tested as installed in a fresh venv
 # (scripts/test-wheel.sh).
@@ -19,6 +20,28 @@ cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 cmake --build build/cpp -j "$JOBS"
 # setup.sh installed redis-server: a test that cannot find it fails instead of skipping.
 APPROUTE_REDIS_REQUIRED=1 ctest --test-dir build/cpp --output-on-failure -j "$JOBS"
+
+# Sanitizer builds: own build dirs, reused between runs (incremental). A
+# finding aborts the test (-fno-sanitize-recover, halt_on_error), so it fails.
+# One clang-14 build (build/asan) serves the ASan+UBSan test run and the
+# fuzzers (tests/fuzz/run.sh uses the same directory and flags).
+echo "== C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (build/asan, clang-14)"
+CC=clang-14 CXX=clang++-14 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DAPPROUTE_BUILD_TESTS=ON -DAPPROUTE_BUILD_FUZZ=ON -DAPPROUTE_SANITIZE=address,undefined >/dev/null
+cmake --build build/asan -j "$JOBS"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build/asan --output-on-failure -j "$JOBS"
+
+echo "== threads test under ThreadSanitizer (build/tsan: the library and that test only)"
+cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DAPPROUTE_BUILD_TESTS=ON -DAPPROUTE_SANITIZE=thread >/dev/null
+cmake --build build/tsan -j "$JOBS" --target approute_threads_test
+TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/tests/cpp/approute_threads_test
+
+echo "== bounded fuzz runs (tests/fuzz/run.sh, ${APPROUTE_FUZZ_TIME:-30} s each)"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check atheris \
+  || echo "atheris did not install: the Kamailio harness runs under hypothesis"
+APPROUTE_FUZZ_TIME=${APPROUTE_FUZZ_TIME:-30} bash tests/fuzz/run.sh
 
 echo "== find_package(approute) example against the installed library"
 rm -rf build/install build/example

@@ -132,7 +132,7 @@ class NodeTable {
 // generations so every process rebuilds its snapshot and policies.
 class RegistryLock {
  public:
-  explicit RegistryLock(Header& h) : h_(h), guard_(h.registry_mu) {
+  explicit RegistryLock(Header& h) : guard_(h.registry_mu) {
     if (guard_.owner_died()) {
       h.node_generation.fetch_add(1, std::memory_order_release);
       h.config_generation.fetch_add(1, std::memory_order_release);
@@ -140,7 +140,6 @@ class RegistryLock {
   }
 
  private:
-  Header& h_;
   LockGuard guard_;
 };
 

@@ -65,7 +65,7 @@ absl::Status PolicyStore::Prepare(const Config& cfg, std::string_view source) {
     ready[name] = *std::move(st);
   }
   absl::flat_hash_map<std::string, std::unique_ptr<Strategy>> old;  // destroyed after the lock
-  absl::MutexLock l(&prepared_mu_);
+  std::lock_guard l(prepared_mu_);
   old.swap(prepared_);
   prepared_ = std::move(ready);
   prepared_text_ = cfg.text;
@@ -73,7 +73,7 @@ absl::Status PolicyStore::Prepare(const Config& cfg, std::string_view source) {
 }
 
 std::unique_ptr<Strategy> PolicyStore::TakePrepared(const std::string& text, const std::string& app) {
-  absl::MutexLock l(&prepared_mu_);
+  std::lock_guard l(prepared_mu_);
   if (text != prepared_text_) return nullptr;
   auto it = prepared_.find(app);
   if (it == prepared_.end()) return nullptr;
@@ -86,7 +86,7 @@ absl::StatusOr<std::shared_ptr<const Policies>> PolicyStore::Get() {
   Header& h = region_.header();
   uint64_t gen = h.config_generation.load(std::memory_order_acquire);
   {
-    absl::ReaderMutexLock l(&mu_);
+    std::shared_lock l(mu_);
     if (policies_ && policies_->generation == gen) return policies_;
   }
   std::string text;
@@ -130,7 +130,7 @@ absl::StatusOr<std::shared_ptr<const Policies>> PolicyStore::Get() {
     pol->by_name[p->config.name] = p;
   }
   std::shared_ptr<const Policies> old;  // dropped after the lock: strategies may need the GIL
-  absl::WriterMutexLock l(&mu_);
+  std::unique_lock l(mu_);
   if (!policies_ || policies_->generation < pol->generation) {
     old = std::move(policies_);
     policies_ = pol;

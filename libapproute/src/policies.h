@@ -14,6 +14,8 @@
 #ifndef APPROUTE_SRC_POLICIES_H_
 #define APPROUTE_SRC_POLICIES_H_
 
+#include <mutex>
+#include <shared_mutex>
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -23,7 +25,6 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "approute/config.h"
 #include "approute/strategy.h"
 #include "net.h"
@@ -88,9 +89,9 @@ class PolicyStore {
   NodeTable& nodes_;
   const uint64_t router_id_;
   std::shared_ptr<StrategyResolver> resolver_;
-  absl::Mutex mu_;  // guards policies_ (the pointer)
+  std::shared_mutex mu_;  // guards policies_ (the pointer)
   std::shared_ptr<const Policies> policies_;
-  absl::Mutex prepared_mu_;
+  std::mutex prepared_mu_;
   absl::flat_hash_map<std::string, std::unique_ptr<Strategy>> prepared_;
   std::string prepared_text_;
 };

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <thread>
 
@@ -19,10 +20,15 @@ constexpr size_t kAlign = 64;
 size_t AlignUp(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
 uint32_t ShardCapacity(uint64_t total) {
-  // Each shard holds a quarter more than an even share (plus a little), so a
-  // hash that is merely uneven does not exhaust one shard before the total.
+  // Each shard holds its even share plus six standard deviations of a
+  // uniform hash's spread (binomial, about sqrt(share)), at least 1/32 more:
+  // a merely uneven hash does not exhaust one shard before the total, and a
+  // million-entry table carries 3% of slack, not 25% (bytes per session).
   uint64_t even = (total + kShards - 1) / kShards;
-  return static_cast<uint32_t>(even + even / 4 + 8);
+  uint64_t sd = 1;
+  while (sd * sd < even) ++sd;
+  uint64_t slack = std::max<uint64_t>(6 * sd, even / 32);
+  return static_cast<uint32_t>(even + slack + 8);
 }
 
 uint32_t BucketCount(uint32_t capacity) {
@@ -93,23 +99,21 @@ void Region::Initialise(char* base, const StateLimits& limits, size_t size) {
   h->registry_mu.Init();
   for (auto& app : h->apps) app.mu.Init();
   h->claim_seq.store(1);
-  auto init_shards = [base](ShardHeader* shards, size_t entry_size) {
+  auto init_shards = [base](ShardHeader* shards) {
     for (size_t i = 0; i < kShards; ++i) {
       ShardHeader& s = shards[i];
       s.mu.Init();
       auto* buckets = reinterpret_cast<uint32_t*>(base + s.buckets_off);
       for (uint32_t b = 0; b < s.nbuckets; ++b) buckets[b] = kNil;
-      char* entries = base + s.entries_off;
-      for (uint32_t e = 0; e < s.capacity; ++e) {
-        // `next` is the first field of both entry types.
-        *reinterpret_cast<uint32_t*>(entries + entry_size * e) = e + 1 < s.capacity ? e + 1 : kNil;
-      }
-      s.free_head = 0;
+      // Entries are handed out from `fresh` up (shard.h): none is written
+      // here, so their pages are touched only as the table fills.
+      s.free_head = kNil;
+      s.fresh = 0;
       s.count = 0;
     }
   };
-  init_shards(h->session_shards, sizeof(SessionEntry));
-  init_shards(h->affinity_shards, sizeof(AffinityEntry));
+  init_shards(h->session_shards);
+  init_shards(h->affinity_shards);
   h->magic = kMagic;
   h->ready.store(1, std::memory_order_release);
 }

@@ -28,7 +28,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 6;
+inline constexpr uint32_t kLayoutVersion = 7;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -46,7 +46,7 @@ static_assert(std::atomic<double>::is_always_lock_free);
 template <size_t N>
 void SetFixed(char (&dst)[N], std::string_view s) {
   size_t n = s.size() < N - 1 ? s.size() : N - 1;
-  std::memcpy(dst, s.data(), n);
+  if (n != 0) std::memcpy(dst, s.data(), n);  // an empty view's data() may be null: UB for memcpy
   dst[n] = 0;
 }
 template <size_t N>
@@ -210,6 +210,8 @@ struct ShardHeader {
   uint32_t nbuckets;
   uint32_t count;
   uint32_t free_head;
+  uint32_t fresh;        // entries [fresh, capacity) were never used (free, off the list)
+  uint32_t pad;
   uint64_t entries_off;  // offsets from the region base
   uint64_t buckets_off;
 };

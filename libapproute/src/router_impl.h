@@ -9,6 +9,8 @@
 #ifndef APPROUTE_SRC_ROUTER_IMPL_H_
 #define APPROUTE_SRC_ROUTER_IMPL_H_
 
+#include <mutex>
+#include <shared_mutex>
 #include <time.h>
 
 #include <algorithm>
@@ -20,7 +22,6 @@
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
-#include "absl/synchronization/mutex.h"
 #include "affinity_table.h"
 #include "approute/router.h"
 #include "cluster_placement.h"
@@ -165,11 +166,11 @@ class Router::Impl {
   std::shared_ptr<const Snapshot> GetSnapshot() {
     uint64_t gen = H().node_generation.load(std::memory_order_acquire);
     {
-      absl::ReaderMutexLock l(&mu_);
+      std::shared_lock l(mu_);
       if (snapshot_ && snapshot_->generation == gen) return snapshot_;
     }
     std::shared_ptr<const Snapshot> snap = nodes_.BuildSnapshot();
-    absl::WriterMutexLock l(&mu_);
+    std::unique_lock l(mu_);
     if (!snapshot_ || snapshot_->generation < snap->generation) snapshot_ = std::move(snap);
     return snapshot_;
   }
@@ -418,7 +419,10 @@ class Router::Impl {
   std::unique_ptr<Placement> placement_;
   ClusterPlacement* cluster_ = nullptr;  // placement_ when it is the cluster one
   ClusterConfig cluster_cfg_;            // as given when the router was built
-  absl::Mutex mu_;  // guards snapshot_ (the pointer)
+  // guards snapshot_ (the pointer). A std (pthread) lock, not absl::Mutex: the
+  // distribution's Abseil is built without TSan annotations, so ThreadSanitizer
+  // cannot see absl::Mutex synchronise and reports races that are not there.
+  std::shared_mutex mu_;
   std::shared_ptr<const Snapshot> snapshot_;
   bool seeded_ = false;
   std::atomic<uint64_t> rng_{0};  // SplitMix64 state when seeded_

@@ -2,7 +2,10 @@
 //
 // Owns: nothing; a view over a ShardHeader, its bucket array and its entry
 // array (region.h). Entries live in a fixed array; buckets, links and the
-// free list are indexes, so the same bytes work in every process.
+// free list are indexes, so the same bytes work in every process. Entries
+// from ShardHeader::fresh up have never been used: they are free without
+// being on the free list, so a new region touches none of its entry pages
+// (a million-session region starts in milliseconds, not seconds).
 // Locking: the caller holds the shard's robust mutex for every call; use
 // LockedShard, which also repairs the shard when the previous holder died.
 // Crash: every step is ordered so that a process killed at any instruction
@@ -49,8 +52,14 @@ class Shard {
   // Fill it, then Commit() it.
   uint32_t Alloc() {
     uint32_t i = h_.free_head;
-    if (i == kNil) return kNil;
-    h_.free_head = entries_[i].next;
+    if (i != kNil) {
+      h_.free_head = entries_[i].next;
+    } else if (h_.fresh < h_.capacity) {
+      i = h_.fresh;  // never used; a crash before Commit leaves it below fresh, not in use: Rebuild frees it
+      h_.fresh = i + 1;
+    } else {
+      return kNil;
+    }
     CrashOrder();
     std::memset(static_cast<void*>(&entries_[i]), 0, sizeof(Entry));
     entries_[i].next = kNil;
@@ -109,21 +118,30 @@ class Shard {
     }
   }
 
+  // Entries Alloc() can still hand out (the free list and the never-used ones).
+  uint32_t FreeCount() {
+    uint32_t n = h_.capacity - h_.fresh;
+    for (uint32_t i = h_.free_head; i != kNil && n <= h_.capacity; i = entries_[i].next) ++n;
+    return n;
+  }
+
   // Calls fn(e) for every committed entry.
   template <typename Fn>
   void ForEach(Fn fn) {
-    for (uint32_t i = 0; i < h_.capacity; ++i) {
+    for (uint32_t i = 0; i < h_.fresh; ++i) {
       if (entries_[i].in_use) fn(entries_[i]);
     }
   }
 
-  // Recomputes the chains, the free list and the count from the in_use flags;
-  // entries for which `valid(e)` is false are dropped. Returns the count.
+  // Recomputes the chains, the free list and the count from the in_use flags
+  // of the entries below `fresh` (those above were never used); entries for
+  // which `valid(e)` is false are dropped. Returns the count.
   template <typename Valid>
   uint32_t Rebuild(Valid valid) {
     for (uint32_t b = 0; b < h_.nbuckets; ++b) buckets_[b] = kNil;
     uint32_t free_head = kNil, count = 0;
-    for (uint32_t k = h_.capacity; k-- > 0;) {
+    if (h_.fresh > h_.capacity) h_.fresh = h_.capacity;
+    for (uint32_t k = h_.fresh; k-- > 0;) {
       Entry& e = entries_[k];
       if (e.in_use && valid(e)) {
         uint32_t* head = Head(e.hash);

@@ -1,11 +1,11 @@
 // The strategy registry and the small shared helpers of strategies.
 #include "approute/strategy.h"
 
+#include <mutex>
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
 #include "strategies/strategies.h"
 #include "str_util.h"
 
@@ -16,7 +16,7 @@ using internal::Join;
 namespace {
 
 struct Registry {
-  absl::Mutex mu;
+  std::mutex mu;
   std::map<std::string, StrategyFactory, std::less<>> factories;
   Registry() {
     factories["round_robin"] = internal::MakeRoundRobin;
@@ -45,7 +45,7 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(std::string_view name,
   Registry& r = GetRegistry();
   StrategyFactory f;
   {
-    absl::MutexLock lock(&r.mu);
+    std::lock_guard lock(r.mu);
     auto it = r.factories.find(name);
     if (it == r.factories.end()) {
       std::vector<std::string> names;
@@ -60,7 +60,7 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(std::string_view name,
 
 absl::Status RegisterStrategy(std::string name, StrategyFactory factory) {
   Registry& r = GetRegistry();
-  absl::MutexLock lock(&r.mu);
+  std::lock_guard lock(r.mu);
   if (name.empty()) return absl::InvalidArgumentError("strategy name is empty");
   if (r.factories.count(name)) {
     return absl::AlreadyExistsError(Cat("strategy \"", name, "\" is already registered"));
@@ -71,7 +71,7 @@ absl::Status RegisterStrategy(std::string name, StrategyFactory factory) {
 
 std::vector<std::string> StrategyNames() {
   Registry& r = GetRegistry();
-  absl::MutexLock lock(&r.mu);
+  std::lock_guard lock(r.mu);
   std::vector<std::string> names;
   for (const auto& [n, _] : r.factories) names.push_back(n);
   return names;

@@ -90,7 +90,8 @@ TEST_F(AffinityTableTest, WhenFullClaimsInGraceGiveWayButLiveOnesNever) {
   // claims nearest the end of their grace.
   for (int i = 0; i <= live; ++i) {
     if ("k" + std::to_string(i) == refused) continue;
-    AffinityKey k(1, "k" + std::to_string(i));
+    const std::string name = "k" + std::to_string(i);  // AffinityKey holds a view: keep the string alive
+    AffinityKey k(1, name);
     std::optional<ClaimRef> j = t.Join(k, 0, Yes());
     ASSERT_TRUE(j.has_value()) << k.key;
     t.Drop(k, j->claim, false, 0);  // the join's reference

@@ -88,18 +88,16 @@ TEST_F(SessionTableTest, RebuildRecoversFromAProcessKilledMidInsert) {
   // neither free nor live, and the shard's chains are as they were.
   ShardHeader& sh = region_->header().session_shards[0];
   Shard<SessionEntry> shard(*region_, sh);
-  uint32_t before_free = 0;
-  for (uint32_t i = sh.free_head; i != kNil; i = shard.at(i).next) ++before_free;
+  uint32_t before_free = shard.FreeCount();
   uint32_t lost = shard.Alloc();
   ASSERT_NE(lost, kNil);
   SetFixed(shard.at(lost).call_id, "half-written");
-  uint32_t after_free = 0;
-  for (uint32_t i = sh.free_head; i != kNil; i = shard.at(i).next) ++after_free;
+  uint32_t after_free = shard.FreeCount();
   EXPECT_EQ(after_free, before_free - 1);
   shard.Rebuild();
-  uint32_t rebuilt_free = 0;
-  for (uint32_t i = sh.free_head; i != kNil; i = shard.at(i).next) ++rebuilt_free;
+  uint32_t rebuilt_free = shard.FreeCount();
   EXPECT_EQ(rebuilt_free, before_free) << "the uncommitted entry is free again";
+  EXPECT_EQ(sh.free_head, lost) << "it was taken from the never-used entries and is now on the free list";
   EXPECT_TRUE(t.Get("keep", 0).has_value()) << "committed entries survive a rebuild";
   EXPECT_FALSE(t.Get("half-written", 0).has_value());
 }

@@ -129,7 +129,7 @@ absl::StatusOr<AffinityTable::ClaimOutcome> AffinityTable::Claim(
   return out;
 }
 
-void AffinityTable::Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now) {
+void AffinityTable::Drop(const AffinityKey& k, uint64_t claim, DropMode mode, int64_t now) {
   if (claim == 0) return;
   Header& h = region_.header();
   LockedShard<AffinityEntry> sh(region_, h.affinity_shards[ShardOf(k.hash)]);
@@ -139,7 +139,7 @@ void AffinityTable::Drop(const AffinityKey& k, uint64_t claim, bool release, int
   if (link == nullptr) return;  // rebound or released since
   AffinityEntry& e = sh.at(*link);
   if (e.refs > 0) --e.refs;
-  if (release || (e.refs == 0 && e.grace_ms == 0)) {
+  if (mode == DropMode::kRelease || (e.refs == 0 && (e.grace_ms == 0 || mode == DropMode::kNoGrace))) {
     sh.Unlink(link);
     h.affinity_count.fetch_sub(1, std::memory_order_relaxed);
   } else if (e.refs == 0) {
@@ -153,6 +153,20 @@ int64_t AffinityTable::Sweep(size_t s, int64_t now) {
   int64_t gone = 0;
   sh.RemoveIf([now](const AffinityEntry& e) { return Lapsed(e, now); }, [&](const AffinityEntry&) { ++gone; });
   h.affinity_count.fetch_sub(gone, std::memory_order_relaxed);
+  return gone;
+}
+
+int64_t AffinityTable::ForgetIdle(uint32_t slot, uint32_t epoch) {
+  Header& h = region_.header();
+  int64_t gone = 0;
+  for (size_t s = 0; s < kShards; ++s) {
+    LockedShard<AffinityEntry> sh(region_, h.affinity_shards[s]);
+    int64_t here = 0;
+    sh.RemoveIf([&](const AffinityEntry& e) { return e.refs <= 0 && e.node == slot && e.node_epoch == epoch; },
+                [&](const AffinityEntry&) { ++here; });
+    h.affinity_count.fetch_sub(here, std::memory_order_relaxed);
+    gone += here;
+  }
   return gone;
 }
 

@@ -72,10 +72,19 @@ class AffinityTable {
                                      absl::FunctionRef<bool(uint32_t slot, uint32_t epoch)> alive,
                                      absl::FunctionRef<bool(uint32_t slot, uint32_t epoch)> take);
 
-  // Drops one reference on `claim` of the key; `release` deletes the claim
-  // outright (the node said it is full); otherwise the last reference starts
-  // its grace time (a grace of 0 deletes it).
-  void Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now);
+  enum class DropMode {
+    kGrace,    // the last reference starts the claim's grace time (a grace of 0 deletes it)
+    kNoGrace,  // the last reference deletes the claim (its node is leaving)
+    kRelease,  // the claim goes now, whatever its references (the node said it is full)
+  };
+  // Drops one reference on `claim` of the key, then as `mode` says.
+  void Drop(const AffinityKey& k, uint64_t claim, DropMode mode, int64_t now);
+  void Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now) {
+    Drop(k, claim, release ? DropMode::kRelease : DropMode::kGrace, now);
+  }
+
+  // Deletes every claim on (slot, epoch) that no session holds; returns how many.
+  int64_t ForgetIdle(uint32_t slot, uint32_t epoch);
 
   // Forgets the claims of shard `s` past their grace time.
   int64_t Sweep(size_t s, int64_t now);

@@ -46,9 +46,18 @@ class Placement {
                                                            int64_t now, NodeCheck alive, NodeCheck take) = 0;
   // Drops a session's reference on its claim; `release`: the claim goes.
   virtual void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now) = 0;
+  // The same for a session of a node that is leaving: the last reference
+  // deletes the claim at once (no grace time).
+  virtual void DropClaimNoGrace(const AffinityKey& k, uint64_t claim, int64_t now) = 0;
+  // Deletes the claims on (slot, epoch) that no session holds (in their
+  // grace time): a node starting to drain takes no new calls for them.
+  virtual int64_t ForgetIdleClaims(uint32_t slot, uint32_t epoch) = 0;
 
-  // An operator's admin state for a node.
+  // An operator's admin state for a node; clears any drain deadline.
   virtual void SetAdminState(uint32_t slot, AdminState state) = 0;
+  // Drains the node; from `deadline_ms` (unix ms, 0 = never) the keys it
+  // still holds count as gone, so their new calls go elsewhere.
+  virtual void SetDraining(uint32_t slot, int64_t deadline_ms) = 0;
   // A node joined, changed or left through a status report (registry mutex held).
   virtual void NodeChanged(uint32_t slot) = 0;
 };
@@ -71,10 +80,21 @@ class RegionPlacement final : public Placement {
     return affinity_.Claim(k, chosen, grace_ms, now, alive, take);
   }
   void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now) override {
-    affinity_.Drop(k, claim, release, now);
+    affinity_.Drop(k, claim, release ? AffinityTable::DropMode::kRelease : AffinityTable::DropMode::kGrace, now);
   }
+  void DropClaimNoGrace(const AffinityKey& k, uint64_t claim, int64_t now) override {
+    affinity_.Drop(k, claim, AffinityTable::DropMode::kNoGrace, now);
+  }
+  int64_t ForgetIdleClaims(uint32_t slot, uint32_t epoch) override { return affinity_.ForgetIdle(slot, epoch); }
   void SetAdminState(uint32_t slot, AdminState state) override {
-    region_.node(slot).admin.store(static_cast<uint32_t>(state), std::memory_order_relaxed);
+    NodeRecord& n = region_.node(slot);
+    n.drain_deadline_ms.store(0, std::memory_order_relaxed);
+    n.admin.store(static_cast<uint32_t>(state), std::memory_order_relaxed);
+  }
+  void SetDraining(uint32_t slot, int64_t deadline_ms) override {
+    NodeRecord& n = region_.node(slot);
+    n.drain_deadline_ms.store(deadline_ms, std::memory_order_relaxed);
+    n.admin.store(static_cast<uint32_t>(AdminState::kDraining), std::memory_order_relaxed);
   }
   void NodeChanged(uint32_t) override {}  // this host's processes read the region directly
 

@@ -14,6 +14,7 @@
 #define APPROUTE_SRC_SESSION_TABLE_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -41,6 +42,7 @@ struct SessionInit {
   int64_t created_ms = 0, expires_ms = 0;
   const uint32_t* tried = nullptr;  // nodes to record as already tried
   size_t n_tried = 0;
+  const std::map<std::string, std::string>* attrs = nullptr;  // the request's, kept for retry()
 };
 
 // A session as the API lists it.
@@ -84,6 +86,12 @@ class SessionTable {
   std::vector<SessionRow> List(int64_t now, absl::FunctionRef<bool(const SessionEntry&)> keep, size_t limit);
 
   static Held HeldBy(const SessionEntry& e);
+
+  // The request attrs a session keeps: whole pairs in key order while they
+  // fit in kSessionAttrsLen bytes (one length byte before each key and
+  // value); a pair that does not fit, and every one after it, is not kept.
+  static void PackAttrs(const std::map<std::string, std::string>* attrs, char (&out)[kSessionAttrsLen]);
+  static std::map<std::string, std::string> UnpackAttrs(const char (&in)[kSessionAttrsLen]);
 
  private:
   const Region& region_;

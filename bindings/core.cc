@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <cmath>
 #include <string_view>
 #include <memory>
 #include <string>
@@ -219,6 +220,7 @@ approute::SimSpec SimSpecOf(const py::dict& d) {
     ev.at = Get<double>(e, "at", 0);
     ev.action = Get<std::string>(e, "action", "");
     ev.node = Get<std::string>(e, "node", "");
+    ev.deadline = Get<double>(e, "deadline", -1);
     if (e.contains("spec") && !e["spec"].is_none()) {
       py::dict n = py::reinterpret_borrow<py::dict>(e["spec"]);
       ev.spec = Spec(ev.node, Get<std::string>(n, "uri", ""), Get<std::string>(n, "pool", "default"),
@@ -649,6 +651,20 @@ PYBIND11_MODULE(_core, m) {
             approute::AdminState st = State(state);
             CallNoGil([&] { return self.router->SetState(id, st); });
           }, py::arg("id"), py::arg("state"), "active | draining | disabled")
+      .def("drain", [](PyRouter& self, const std::string& id, std::optional<double> deadline) {
+            std::optional<int64_t> ms;
+            if (deadline) {
+              if (!std::isfinite(*deadline) || *deadline < 0) {
+                Raise(absl::InvalidArgumentError("drain deadline must be a finite number of seconds >= 0, got " +
+                                                 py::repr(py::float_(*deadline)).cast<std::string>()));
+              }
+              ms = static_cast<int64_t>(std::llround(*deadline * 1000.0));
+            }
+            CallNoGil([&] { return self.router->Drain(id, ms); });
+          }, py::arg("id"), py::arg("deadline") = py::none(),
+          "Drain a node: no new keys; a key whose last session ends is released at once. After\n"
+          "`deadline` seconds (None: never) its keys' new calls go elsewhere, so it empties within\n"
+          "the deadline plus its longest call.")
       .def("set_health", [](PyRouter& self, const std::string& id, const std::string& health) {
             approute::Health h = Take(approute::ParseHealth(health));
             CallNoGil([&] { return self.router->SetHealth(id, h); });

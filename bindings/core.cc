@@ -10,6 +10,7 @@
 #include <cmath>
 #include <string_view>
 #include <memory>
+#include <optional>
 #include <string>
 #include <time.h>
 
@@ -366,6 +367,33 @@ PyObject* Guard(F&& f) {
   return nullptr;
 }
 
+// The PyRouter of `self` without pybind11's generic caster (a type lookup
+// per call): straight from the instance when it is exactly a Router.
+PyTypeObject* g_router_type = nullptr;
+
+PyRouter& RouterOf(PyObject* self) {
+  if (Py_TYPE(self) == g_router_type) {
+    auto* inst = reinterpret_cast<py::detail::instance*>(self);
+    if (inst->simple_layout && inst->simple_value_holder[0] != nullptr) {
+      return *static_cast<PyRouter*>(inst->simple_value_holder[0]);
+    }
+  }
+  return py::cast<PyRouter&>(py::handle(self));
+}
+
+// route() and end() release the GIL only when the router may call back into
+// Python (a Python strategy was made for it): without one, the core call is
+// a few hundred nanoseconds that take no lock held across a Python call, and
+// releasing and re-taking the GIL would cost a third of it.
+bool MayCallPython(const PyRouter& r) { return r.strategies && r.strategies->MadeAny(); }
+
+template <typename F>
+auto MaybeNoGil(const PyRouter& r, F&& f) {
+  if (!MayCallPython(r)) return f();
+  py::gil_scoped_release nogil;
+  return f();
+}
+
 PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
   return Guard([&]() -> PyObject* {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -391,7 +419,22 @@ PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, Py
       PyErr_SetString(PyExc_TypeError, "route() missing required keyword argument 'call_id'");
       return nullptr;
     }
-    approute::RouteRequest req;
+    // One request per thread, reused: its strings keep their capacity, so
+    // no allocation for the arguments after the first call. A route() from
+    // inside a Python strategy's select() (re-entry) gets its own.
+    thread_local approute::RouteRequest reused;
+    thread_local bool reused_busy = false;
+    std::optional<approute::RouteRequest> own;
+    if (reused_busy) own.emplace();
+    approute::RouteRequest& req = own ? *own : reused;
+    struct Busy {
+      bool* flag;
+      ~Busy() { if (flag) *flag = false; }
+    } busy{own ? nullptr : &reused_busy};
+    if (!own) reused_busy = true;
+    req.key.clear();
+    req.exclude.clear();
+    req.attrs.clear();
     std::string_view v;
     if (!Utf8(args[0], "app", &v)) return nullptr;
     req.app.assign(v);
@@ -438,12 +481,8 @@ PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, Py
         req.attrs.emplace(std::string(ks), std::string(vs));
       }
     }
-    PyRouter& r = py::cast<PyRouter&>(py::handle(self));
-    absl::StatusOr<Decision> d;
-    {
-      py::gil_scoped_release nogil;
-      d = r.router->Route(req);
-    }
+    PyRouter& r = RouterOf(self);
+    absl::StatusOr<Decision> d = MaybeNoGil(r, [&] { return r.router->Route(req); });
     return MakeDecision(Take(std::move(d)));
   });
 }
@@ -465,8 +504,9 @@ PyObject* FastEnd(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyOb
     }
     std::string_view v;
     if (!Utf8(call_id, "call_id", &v)) return nullptr;
-    PyRouter& r = py::cast<PyRouter&>(py::handle(self));
-    CallNoGil([&] { return r.router->End(v); });
+    PyRouter& r = RouterOf(self);
+    absl::Status st = MaybeNoGil(r, [&] { return r.router->End(v); });
+    if (!st.ok()) Raise(st, false);
     Py_RETURN_NONE;
   });
 }
@@ -598,7 +638,9 @@ PYBIND11_MODULE(_core, m) {
                "', node_id='" + r.node_id + "', expires=" + std::to_string(r.expires) + ")";
       });
 
-  py::class_<PyRouter, std::shared_ptr<PyRouter>>(m, "Router", "Routes calls to nodes; see docs/design.md, \"Public contract\".")
+  py::class_<PyRouter, std::shared_ptr<PyRouter>> router_cls(m, "Router", "Routes calls to nodes; see docs/design.md, \"Public contract\".");
+  g_router_type = reinterpret_cast<PyTypeObject*>(router_cls.ptr());
+  router_cls
       .def_static("from_yaml", [](const std::string& text, std::optional<std::string> shared,
                                   std::optional<std::map<std::string, py::object>> strategies,
                                   std::optional<uint64_t> seed) {

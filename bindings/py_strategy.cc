@@ -278,6 +278,7 @@ bool PyResolver::Knows(std::string_view name) const {
 absl::StatusOr<std::unique_ptr<approute::Strategy>> PyResolver::Make(std::string_view name,
                                                                      const approute::StrategyParams& params,
                                                                      bool strict) {
+  made_.store(true, std::memory_order_release);  // from now on route() releases the GIL
   std::string fallback, error;
   double log_interval = 60;
   if (auto it = params.find("fallback"); it != params.end()) fallback = it->second;

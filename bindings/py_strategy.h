@@ -10,6 +10,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -39,6 +40,9 @@ class PyResolver final : public approute::StrategyResolver {
                                                            bool strict) override;
   // Registers `obj` (an approute.Strategy) under `name`; raises on a taken or bad name.
   void Register(const std::string& name, py::object obj, const std::string& fallback);
+  // Whether a strategy that may call into Python was ever made: until then
+  // routing never needs the GIL released.
+  bool MadeAny() const { return made_.load(std::memory_order_acquire); }
 
  private:
   struct Entry {
@@ -47,6 +51,7 @@ class PyResolver final : public approute::StrategyResolver {
   };
   mutable std::mutex mu_;
   std::map<std::string, Entry, std::less<>> registered_;
+  std::atomic<bool> made_{false};
 };
 
 // Adds Strategy, Candidate and StrategyRequest to the module.

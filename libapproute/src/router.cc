@@ -116,7 +116,8 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
   const uint32_t res = p.resource;
   const bool use_aff = p.config.affinity && !key.empty();
   const AffinityKey k(p.app_slot, use_aff ? key : std::string_view());
-  thread_local std::vector<Candidate> cands;
+  static thread_local std::vector<Candidate> cands_tl;
+  std::vector<Candidate>& cands = cands_tl;
   Tally t;
   bool have_cands = false;
   // affinity.bound: the candidates' loads decide whether a hit may be taken.
@@ -286,25 +287,25 @@ absl::StatusOr<Decision> Router::Impl::Route(const RouteRequest& req) {
     if (std::optional<SessionEntry> e = sessions_.Get(req.call_id, now)) return SessionDecision(snap, *e, **pol);
     return pl->decision;
   }
-  Held mine{p->app_slot, p->resource, pl->ref.slot, pl->ref.epoch, pl->ref.claim, std::string(req.key)};
+  auto mine = [&] { return Held{p->app_slot, p->resource, pl->ref.slot, pl->ref.epoch, pl->ref.claim, KeyCopy(req.key)}; };
   SessionInit init{.call_id = req.call_id, .key = pl->ref.claim ? std::string_view(req.key) : std::string_view(),
                    .app = p->app_slot, .resource = p->resource, .node = pl->ref.slot, .epoch = pl->ref.epoch,
                    .claim = pl->ref.claim, .created_ms = now, .expires_ms = now + p->config.session_lifetime_ms,
                    .tried = avoid.data(), .n_tried = avoid.size(), .attrs = &req.attrs};
-  SessionEntry existing{};
+  SessionEntry existing;  // filled only for kDuplicate (no 500-byte zeroing per call)
   std::vector<Held> expired;
   SessionTable::Insert r = sessions_.Add(init, now, &existing, &expired);
   for (const Held& h : expired) Release(h, now);
   if (r == SessionTable::Insert::kDuplicate) {  // routed concurrently by another process: keep theirs
-    Release(mine, now);
+    Release(mine(), now);
     return SessionDecision(snap, existing, **pol);
   }
   if (r == SessionTable::Insert::kFull) {
-    Release(mine, now);
+    Release(mine(), now);
     return absl::ResourceExhaustedError(Cat("session table is full (state.max_sessions = ", H().max_sessions, ")"));
   }
   region_->node(pl->ref.slot).routed_total.fetch_add(1, std::memory_order_relaxed);
-  return pl->decision;
+  return std::move(pl->decision);
 }
 
 absl::StatusOr<Decision> Router::Impl::Retry(std::string_view call_id, int code) {

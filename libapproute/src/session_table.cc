@@ -16,7 +16,7 @@ size_t ShardOf(uint64_t hash) { return static_cast<size_t>(hash >> 60) & (kShard
 uint64_t SessionTable::Hash(std::string_view call_id) { return XXH3_64bits(call_id.data(), call_id.size()); }
 
 Held SessionTable::HeldBy(const SessionEntry& e) {
-  return Held{e.app, e.resource, e.node, e.node_epoch, e.claim, std::string(GetFixed(e.key))};
+  return Held{e.app, e.resource, e.node, e.node_epoch, e.claim, KeyCopy(GetFixed(e.key))};
 }
 
 SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, SessionEntry* existing,

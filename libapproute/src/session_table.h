@@ -14,6 +14,7 @@
 #define APPROUTE_SRC_SESSION_TABLE_H_
 
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -27,11 +28,28 @@
 
 namespace approute::internal {
 
+// A key copied out of a record, in place (no allocation on the end path).
+class KeyCopy {
+ public:
+  KeyCopy() = default;
+  KeyCopy(std::string_view k) { Set(k); }  // NOLINT: converts like a string
+  void Set(std::string_view k) {
+    len_ = k.size() < sizeof(buf_) ? k.size() : sizeof(buf_) - 1;
+    std::memcpy(buf_, k.data(), len_);
+  }
+  operator std::string_view() const { return std::string_view(buf_, len_); }  // NOLINT
+  bool empty() const { return len_ == 0; }
+
+ private:
+  size_t len_ = 0;
+  char buf_[kMaxKeyLen + 1];
+};
+
 // What a removed session held, to be given back: its node's count and its claim.
 struct Held {
   uint32_t app = 0, resource = 0, node = kNil, epoch = 0;
   uint64_t claim = 0;
-  std::string key;
+  KeyCopy key;
 };
 
 // A new session's fields.

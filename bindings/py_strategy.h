@@ -2,7 +2,8 @@
 // py::smart_holder), the read-only views select() receives, and the resolver
 // a router consults for "python:module:Class" names and register_strategy().
 //
-// GIL: the core calls Pick() with the GIL released; the adapter takes it only
+// GIL: route()/end() release the GIL once the resolver made a strategy
+// (MadeAny), so the core calls Pick() with the GIL released; the adapter takes it only
 // around the Python call. Python objects held by C++ are released with the
 // GIL, or leaked on purpose once the interpreter is finalizing.
 #ifndef APPROUTE_BINDINGS_PY_STRATEGY_H_

@@ -213,7 +213,12 @@ class Router::Impl {
     absl::StatusOr<Owners::Op> op = owners_.Enter();
     if (!op.ok()) return op.status();
     // A deadline of 0 is "now": stored as now (at least 1, 0 means none).
+    // Draining again without a deadline keeps the one set before (an
+    // operator watching progress must not cancel it).
     int64_t deadline = deadline_after_ms < 0 ? 0 : std::max<int64_t>(1, now + deadline_after_ms);
+    if (deadline_after_ms < 0 && (*n)->admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDraining)) {
+      deadline = (*n)->drain_deadline_ms.load(std::memory_order_relaxed);
+    }
     placement_->SetDraining(slot, deadline);
     placement_->ForgetIdleClaims(slot, (*n)->epoch);
     return absl::OkStatus();

@@ -48,6 +48,15 @@ def test_drain_with_deadline_empties_the_node():
     assert [a.node_id for a in r.affinities()] == [d.node_id]
 
 
+def test_draining_again_without_deadline_keeps_the_deadline():
+    r = router()
+    x = r.route("conference", call_id="c1", key="k").node_id
+    r.drain(x, deadline=10)
+    r.drain(x)  # e.g. `approute drain NODE --wait` to watch progress
+    r._set_time(1_800_000_010)
+    assert r.route("conference", call_id="c2", key="k").node_id != x
+
+
 def test_drain_without_deadline_releases_a_key_when_its_last_session_ends():
     r = router()
     x = r.route("conference", call_id="c1", key="k").node_id

@@ -118,8 +118,9 @@ class Router {
   // grace time). `deadline_ms` (from now, >= 0): after it, the keys it still
   // holds count as gone and their new calls go elsewhere, so the node is
   // empty within the deadline plus its longest call. Without one, a key
-  // with steady traffic may keep it busy. InvalidArgument for a negative
-  // deadline, NotFound for an unknown node.
+  // with steady traffic may keep it busy. Draining a draining node again
+  // without a deadline keeps its deadline; with one, replaces it.
+  // InvalidArgument for a negative deadline, NotFound for an unknown node.
   absl::Status Drain(std::string_view id, std::optional<int64_t> deadline_ms = std::nullopt);
   absl::Status SetHealth(std::string_view id, Health health);
   // Replaces the node's reported load. Names: [A-Za-z0-9_.]{1,31}; values finite.

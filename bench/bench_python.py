@@ -5,9 +5,12 @@ The plain-Python baseline implements the same policy the approute run uses
 pool, a session dict), but per process: it shares nothing. approute runs
 with its state in a shared-memory segment, as under Kamailio.
 
-    .venv/bin/python bench/bench_python.py [--calls 200000] [--nodes 64] [--rounds 5]
+    .venv/bin/python bench/bench_python.py [--calls 200000] [--nodes 64] [--rounds 5] [--in-flight 100]
 
-Prints the median per-call time of each and the ratio approute / plain.
+Two runs: each call routed then ended at once, and `--in-flight` calls kept
+live across calls (call i ends when call i + N is routed). Prints the median
+per-call time of each router, the ratio approute / plain and the per-round
+ratios (rounds alternate between the two, so machine noise hits both).
 """
 from __future__ import annotations
 
@@ -58,20 +61,38 @@ def config(nodes: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_plain(plain: PlainRouter, call_ids, keys) -> float:
+def run_plain(plain: PlainRouter, call_ids, keys, in_flight: int = 0) -> float:
     start = time.perf_counter()
-    for call_id, key in zip(call_ids, keys):
-        plain.route("conference", call_id, key)
+    if in_flight == 0:
+        for call_id, key in zip(call_ids, keys):
+            plain.route("conference", call_id, key)
+            plain.end(call_id)
+    else:  # `in_flight` calls stay up: call i ends when call i + in_flight starts
+        for i, (call_id, key) in enumerate(zip(call_ids, keys)):
+            plain.route("conference", call_id, key)
+            if i >= in_flight:
+                plain.end(call_ids[i - in_flight])
+    elapsed = time.perf_counter() - start
+    for call_id in call_ids[len(call_ids) - in_flight:] if in_flight else ():
         plain.end(call_id)
-    return (time.perf_counter() - start) / len(call_ids)
+    return elapsed / len(call_ids)
 
 
-def run_approute(router: approute.Router, call_ids, keys) -> float:
+def run_approute(router: approute.Router, call_ids, keys, in_flight: int = 0) -> float:
     start = time.perf_counter()
-    for call_id, key in zip(call_ids, keys):
-        router.route("conference", call_id=call_id, key=key)
+    if in_flight == 0:
+        for call_id, key in zip(call_ids, keys):
+            router.route("conference", call_id=call_id, key=key)
+            router.end(call_id)
+    else:
+        for i, (call_id, key) in enumerate(zip(call_ids, keys)):
+            router.route("conference", call_id=call_id, key=key)
+            if i >= in_flight:
+                router.end(call_ids[i - in_flight])
+    elapsed = time.perf_counter() - start
+    for call_id in call_ids[len(call_ids) - in_flight:] if in_flight else ():
         router.end(call_id)
-    return (time.perf_counter() - start) / len(call_ids)
+    return elapsed / len(call_ids)
 
 
 def main() -> None:
@@ -80,6 +101,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=64)
     ap.add_argument("--keys", type=int, default=1000, help="distinct affinity keys (domains)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--in-flight", type=int, default=100, help="live calls kept across calls in the second run")
     args = ap.parse_args()
 
     segment = f"approute-bench-py-{os.getpid()}"
@@ -90,17 +112,21 @@ def main() -> None:
     call_ids = [f"call-{i}@bench" for i in range(args.calls)]
     keys = [f"tenant{i % args.keys}.example.com" for i in range(args.calls)]
 
-    ours, theirs = [], []
-    for _ in range(args.rounds):  # alternate, so drift hits both alike
-        theirs.append(run_plain(plain, call_ids, keys))
-        ours.append(run_approute(router, call_ids, keys))
-    a, p = statistics.median(ours), statistics.median(theirs)
     print(f"calls per round: {args.calls}, nodes: {args.nodes}, keys: {args.keys}, rounds: {args.rounds}")
-    print(f"approute (shared segment) route+end: {a * 1e6:8.3f} us/call  (rounds: "
-          + ", ".join(f"{x * 1e6:.3f}" for x in ours) + ")")
-    print(f"plain Python (per process) route+end: {p * 1e6:8.3f} us/call  (rounds: "
-          + ", ".join(f"{x * 1e6:.3f}" for x in theirs) + ")")
-    print(f"ratio approute / plain: {a / p:.2f}x")
+    for in_flight in (0, args.in_flight):
+        ours, theirs = [], []
+        for _ in range(args.rounds):  # alternate, so drift hits both alike
+            theirs.append(run_plain(plain, call_ids, keys, in_flight))
+            ours.append(run_approute(router, call_ids, keys, in_flight))
+        a, p = statistics.median(ours), statistics.median(theirs)
+        what = "route then end" if in_flight == 0 else f"{in_flight} calls in flight"
+        print(f"[{what}]")
+        print(f"  approute (shared segment) route+end: {a * 1e6:8.3f} us/call  (rounds: "
+              + ", ".join(f"{x * 1e6:.3f}" for x in ours) + ")")
+        print(f"  plain Python (per process) route+end: {p * 1e6:8.3f} us/call  (rounds: "
+              + ", ".join(f"{x * 1e6:.3f}" for x in theirs) + ")")
+        print(f"  ratio approute / plain: {a / p:.2f}x  (per-round ratios: "
+              + ", ".join(f"{x / y:.2f}" for x, y in zip(ours, theirs)) + ")")
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@
 #include <pybind11/stl.h>
 
 #include <atomic>
+#include <cmath>
 #include <string_view>
 #include <memory>
+#include <optional>
 #include <string>
 #include <time.h>
 
@@ -219,6 +221,7 @@ approute::SimSpec SimSpecOf(const py::dict& d) {
     ev.at = Get<double>(e, "at", 0);
     ev.action = Get<std::string>(e, "action", "");
     ev.node = Get<std::string>(e, "node", "");
+    ev.deadline = Get<double>(e, "deadline", -1);
     if (e.contains("spec") && !e["spec"].is_none()) {
       py::dict n = py::reinterpret_borrow<py::dict>(e["spec"]);
       ev.spec = Spec(ev.node, Get<std::string>(n, "uri", ""), Get<std::string>(n, "pool", "default"),
@@ -304,7 +307,7 @@ PyGetSetDef g_decision_getset[] = {
     {"node_id", [](PyObject* self, void*) { return OptStrObj(D(self).node_id); }, nullptr, "The chosen node's id, or None.", nullptr},
     {"uri", [](PyObject* self, void*) { return OptStrObj(D(self).uri); }, nullptr, "The chosen node's SIP URI, or None.", nullptr},
     {"reason", [](PyObject* self, void*) { return NewStr(D(self).reason); }, nullptr,
-     "affinity, strategy, retry, session or no_node.", nullptr},
+     "affinity, affinity_bound, strategy, retry, session or no_node.", nullptr},
     {"detail", [](PyObject* self, void*) { return NewStr(D(self).detail); }, nullptr, "Why no node was chosen (empty when ok).", nullptr},
     {"app", [](PyObject* self, void*) { return NewStr(D(self).app); }, nullptr, "The policy that decided.", nullptr},
     {"attempt", [](PyObject* self, void*) { return PyLong_FromLong(D(self).attempt); }, nullptr,
@@ -364,6 +367,33 @@ PyObject* Guard(F&& f) {
   return nullptr;
 }
 
+// The PyRouter of `self` without pybind11's generic caster (a type lookup
+// per call): straight from the instance when it is exactly a Router.
+PyTypeObject* g_router_type = nullptr;
+
+PyRouter& RouterOf(PyObject* self) {
+  if (Py_TYPE(self) == g_router_type) {
+    auto* inst = reinterpret_cast<py::detail::instance*>(self);
+    if (inst->simple_layout && inst->simple_value_holder[0] != nullptr) {
+      return *static_cast<PyRouter*>(inst->simple_value_holder[0]);
+    }
+  }
+  return py::cast<PyRouter&>(py::handle(self));
+}
+
+// route() and end() release the GIL only when the router may call back into
+// Python (a Python strategy was made for it): without one, the core call is
+// a few hundred nanoseconds that take no lock held across a Python call, and
+// releasing and re-taking the GIL would cost a third of it.
+bool MayCallPython(const PyRouter& r) { return r.strategies && r.strategies->MadeAny(); }
+
+template <typename F>
+auto MaybeNoGil(const PyRouter& r, F&& f) {
+  if (!MayCallPython(r)) return f();
+  py::gil_scoped_release nogil;
+  return f();
+}
+
 PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
   return Guard([&]() -> PyObject* {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -389,7 +419,22 @@ PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, Py
       PyErr_SetString(PyExc_TypeError, "route() missing required keyword argument 'call_id'");
       return nullptr;
     }
-    approute::RouteRequest req;
+    // One request per thread, reused: its strings keep their capacity, so
+    // no allocation for the arguments after the first call. A route() from
+    // inside a Python strategy's select() (re-entry) gets its own.
+    thread_local approute::RouteRequest reused;
+    thread_local bool reused_busy = false;
+    std::optional<approute::RouteRequest> own;
+    if (reused_busy) own.emplace();
+    approute::RouteRequest& req = own ? *own : reused;
+    struct Busy {
+      bool* flag;
+      ~Busy() { if (flag) *flag = false; }
+    } busy{own ? nullptr : &reused_busy};
+    if (!own) reused_busy = true;
+    req.key.clear();
+    req.exclude.clear();
+    req.attrs.clear();
     std::string_view v;
     if (!Utf8(args[0], "app", &v)) return nullptr;
     req.app.assign(v);
@@ -436,12 +481,8 @@ PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, Py
         req.attrs.emplace(std::string(ks), std::string(vs));
       }
     }
-    PyRouter& r = py::cast<PyRouter&>(py::handle(self));
-    absl::StatusOr<Decision> d;
-    {
-      py::gil_scoped_release nogil;
-      d = r.router->Route(req);
-    }
+    PyRouter& r = RouterOf(self);
+    absl::StatusOr<Decision> d = MaybeNoGil(r, [&] { return r.router->Route(req); });
     return MakeDecision(Take(std::move(d)));
   });
 }
@@ -463,8 +504,9 @@ PyObject* FastEnd(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyOb
     }
     std::string_view v;
     if (!Utf8(call_id, "call_id", &v)) return nullptr;
-    PyRouter& r = py::cast<PyRouter&>(py::handle(self));
-    CallNoGil([&] { return r.router->End(v); });
+    PyRouter& r = RouterOf(self);
+    absl::Status st = MaybeNoGil(r, [&] { return r.router->End(v); });
+    if (!st.ok()) Raise(st, false);
     Py_RETURN_NONE;
   });
 }
@@ -596,7 +638,9 @@ PYBIND11_MODULE(_core, m) {
                "', node_id='" + r.node_id + "', expires=" + std::to_string(r.expires) + ")";
       });
 
-  py::class_<PyRouter, std::shared_ptr<PyRouter>>(m, "Router", "Routes calls to nodes; see docs/design.md, \"Public contract\".")
+  py::class_<PyRouter, std::shared_ptr<PyRouter>> router_cls(m, "Router", "Routes calls to nodes; see docs/design.md, \"Public contract\".");
+  g_router_type = reinterpret_cast<PyTypeObject*>(router_cls.ptr());
+  router_cls
       .def_static("from_yaml", [](const std::string& text, std::optional<std::string> shared,
                                   std::optional<std::map<std::string, py::object>> strategies,
                                   std::optional<uint64_t> seed) {
@@ -654,6 +698,20 @@ PYBIND11_MODULE(_core, m) {
             approute::AdminState st = State(state);
             CallNoGil([&] { return self.router->SetState(id, st); });
           }, py::arg("id"), py::arg("state"), "active | draining | disabled")
+      .def("drain", [](PyRouter& self, const std::string& id, std::optional<double> deadline) {
+            std::optional<int64_t> ms;
+            if (deadline) {
+              if (!std::isfinite(*deadline) || *deadline < 0) {
+                Raise(absl::InvalidArgumentError("drain deadline must be a finite number of seconds >= 0, got " +
+                                                 py::repr(py::float_(*deadline)).cast<std::string>()));
+              }
+              ms = static_cast<int64_t>(std::llround(*deadline * 1000.0));
+            }
+            CallNoGil([&] { return self.router->Drain(id, ms); });
+          }, py::arg("id"), py::arg("deadline") = py::none(),
+          "Drain a node: no new keys; a key whose last session ends is released at once. After\n"
+          "`deadline` seconds (None: never) its keys' new calls go elsewhere, so it empties within\n"
+          "the deadline plus its longest call.")
       .def("set_health", [](PyRouter& self, const std::string& id, const std::string& health) {
             approute::Health h = Take(approute::ParseHealth(health));
             CallNoGil([&] { return self.router->SetHealth(id, h); });

@@ -105,6 +105,15 @@ std::string Describe(py::error_already_set& e) {
   }
 }
 
+// The REFUSE sentinel: select() returns it to refuse the call (no node).
+struct RefuseMarker {};
+
+py::object*& RefuseSlot() {
+  static py::object* refuse = nullptr;  // set once, with the GIL, in BindStrategies; never freed
+  return refuse;
+}
+py::object& Refuse() { return *RefuseSlot(); }
+
 // An approute::Strategy that asks a Python object, and falls back to a
 // built-in when the object fails.
 class PyStrategyAdapter final : public approute::Strategy {
@@ -124,23 +133,26 @@ class PyStrategyAdapter final : public approute::Strategy {
                               absl::Span<const approute::Candidate> cands,
                               approute::StrategyContext& ctx) override {
     std::optional<size_t> chosen;
+    bool refused = false;
     if (PythonUsable() && (obj_ || !load_error_.empty())) {
       PyGILState_STATE g = PyGILState_Ensure();
       if (obj_) {
-        chosen = Ask(req, cands, ctx);
+        chosen = Ask(req, cands, ctx, &refused);
       } else {
         Report("could not be loaded: " + load_error_);
       }
       PyGILState_Release(g);
     }
+    if (refused) return absl::UnavailableError("select() refused the call (returned approute.REFUSE)");
     if (chosen) return *chosen;
     return fallback_->Pick(req, cands, ctx);
   }
 
  private:
-  // GIL held. The index select() chose, or nothing (fall back).
+  // GIL held. The index select() chose, or nothing (fall back; *refused:
+  // select() returned REFUSE, no node at all).
   std::optional<size_t> Ask(const approute::PickRequest& req, absl::Span<const approute::Candidate> cands,
-                            approute::StrategyContext& ctx) {
+                            approute::StrategyContext& ctx, bool* refused) {
     std::string error;
     try {
       RequestView rv;
@@ -155,8 +167,12 @@ class PyStrategyAdapter final : public approute::Strategy {
       for (const approute::Candidate& c : cands) views.append(py::cast(ViewOf(c, req, ctx)));
       py::object r = obj_->select(py::cast(std::move(rv)), views);
       if (r.is_none()) return std::nullopt;  // no preference: the fallback picks
+      if (r.ptr() == Refuse().ptr()) {
+        *refused = true;
+        return std::nullopt;
+      }
       if (!py::isinstance<py::str>(r)) {
-        error = "select() returned " + Repr(r) + ", expected a node id (str) or None";
+        error = "select() returned " + Repr(r) + ", expected a node id (str), None or approute.REFUSE";
       } else {
         std::string id = r.cast<std::string>();
         for (size_t i = 0; i < cands.size(); ++i) {
@@ -262,6 +278,7 @@ bool PyResolver::Knows(std::string_view name) const {
 absl::StatusOr<std::unique_ptr<approute::Strategy>> PyResolver::Make(std::string_view name,
                                                                      const approute::StrategyParams& params,
                                                                      bool strict) {
+  made_.store(true, std::memory_order_release);  // from now on route() releases the GIL
   std::string fallback, error;
   double log_interval = 60;
   if (auto it = params.find("fallback"); it != params.end()) fallback = it->second;
@@ -335,15 +352,23 @@ void BindStrategies(py::module_& m) {
 Base class of strategies written in Python.
 
 Subclass it and implement ``select(request, candidates)``: return the id of
-one of ``candidates`` (read-only ``Candidate`` views), or None to let the
-fallback strategy pick. Exceptions, unknown ids and other return values also
+one of ``candidates`` (read-only ``Candidate`` views), None to let the
+fallback strategy pick, or ``approute.REFUSE`` to refuse the call: route()
+and retry() then answer ok=False, reason "no_node", with no fallback.
+On a retry ``request.attrs`` are the original route()'s (as many whole
+pairs as fit in 128 bytes). Exceptions, unknown ids and other return values also
 fall back, and are logged (logger "approute") at most once per interval.
 The class attribute ``fallback`` names the built-in used then ("round_robin").
 )doc");
   strategy.def(py::init<>())
       .def("select", &PyStrategyBase::select, py::arg("request"), py::arg("candidates"),
-           "Choose a node: return a candidate's id, or None for the fallback's choice.");
+           "Choose a node: return a candidate's id, None for the fallback's choice, or REFUSE for no node.");
   strategy.attr("fallback") = py::str("round_robin");
+
+  py::class_<RefuseMarker>(m, "_Refuse", "The type of approute.REFUSE: select() returns it to refuse a call.")
+      .def("__repr__", [](const RefuseMarker&) { return "approute.REFUSE"; });
+  if (RefuseSlot() == nullptr) RefuseSlot() = new py::object(py::cast(RefuseMarker{}));
+  m.attr("REFUSE") = Refuse();
 
   py::class_<CandidateView>(m, "Candidate", "A node that may take the call (a read-only copy).")
       .def_readonly("id", &CandidateView::id)

@@ -2,7 +2,8 @@
 // py::smart_holder), the read-only views select() receives, and the resolver
 // a router consults for "python:module:Class" names and register_strategy().
 //
-// GIL: the core calls Pick() with the GIL released; the adapter takes it only
+// GIL: route()/end() release the GIL once the resolver made a strategy
+// (MadeAny), so the core calls Pick() with the GIL released; the adapter takes it only
 // around the Python call. Python objects held by C++ are released with the
 // GIL, or leaked on purpose once the interpreter is finalizing.
 #ifndef APPROUTE_BINDINGS_PY_STRATEGY_H_
@@ -10,6 +11,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -39,6 +41,9 @@ class PyResolver final : public approute::StrategyResolver {
                                                            bool strict) override;
   // Registers `obj` (an approute.Strategy) under `name`; raises on a taken or bad name.
   void Register(const std::string& name, py::object obj, const std::string& fallback);
+  // Whether a strategy that may call into Python was ever made: until then
+  // routing never needs the GIL released.
+  bool MadeAny() const { return made_.load(std::memory_order_acquire); }
 
  private:
   struct Entry {
@@ -47,6 +52,7 @@ class PyResolver final : public approute::StrategyResolver {
   };
   mutable std::mutex mu_;
   std::map<std::string, Entry, std::less<>> registered_;
+  std::atomic<bool> made_{false};
 };
 
 // Adds Strategy, Candidate and StrategyRequest to the module.

@@ -140,7 +140,7 @@ void AffinityTable::MarkAnswered(const AffinityKey& k, uint64_t claim) {
   if (link != nullptr) sh.at(*link).answered = 1;
 }
 
-bool AffinityTable::Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned) {
+bool AffinityTable::Drop(const AffinityKey& k, uint64_t claim, DropMode mode, int64_t now) {
   if (claim == 0) return false;
   Header& h = region_.header();
   LockedShard<AffinityEntry> sh(region_, h.affinity_shards[ShardOf(k.hash)]);
@@ -150,7 +150,8 @@ bool AffinityTable::Drop(const AffinityKey& k, uint64_t claim, bool release, int
   if (link == nullptr) return false;  // rebound or released since
   AffinityEntry& e = sh.at(*link);
   if (e.refs > 0) --e.refs;
-  if (release || (e.refs == 0 && (e.grace_ms == 0 || (abandoned && !e.answered)))) {
+  if (mode == DropMode::kRelease ||
+      (e.refs == 0 && (e.grace_ms == 0 || mode == DropMode::kNoGrace || (mode == DropMode::kAbandoned && !e.answered)))) {
     sh.Unlink(link);
     h.affinity_count.fetch_sub(1, std::memory_order_relaxed);
     return true;
@@ -173,6 +174,20 @@ int64_t AffinityTable::Sweep(size_t s, int64_t now) {
   int64_t gone = 0;
   sh.RemoveIf([now](const AffinityEntry& e) { return Lapsed(e, now); }, [&](const AffinityEntry&) { ++gone; });
   h.affinity_count.fetch_sub(gone, std::memory_order_relaxed);
+  return gone;
+}
+
+int64_t AffinityTable::ForgetIdle(uint32_t slot, uint32_t epoch) {
+  Header& h = region_.header();
+  int64_t gone = 0;
+  for (size_t s = 0; s < kShards; ++s) {
+    LockedShard<AffinityEntry> sh(region_, h.affinity_shards[s]);
+    int64_t here = 0;
+    sh.RemoveIf([&](const AffinityEntry& e) { return e.refs <= 0 && e.node == slot && e.node_epoch == epoch; },
+                [&](const AffinityEntry&) { ++here; });
+    h.affinity_count.fetch_sub(here, std::memory_order_relaxed);
+    gone += here;
+  }
   return gone;
 }
 

@@ -72,14 +72,20 @@ class AffinityTable {
                                      absl::FunctionRef<bool(uint32_t slot, uint32_t epoch)> alive,
                                      absl::FunctionRef<bool(uint32_t slot, uint32_t epoch)> take);
 
-  // Drops one reference on `claim` of the key; `release` deletes the claim
-  // outright (the node said it is full); otherwise the last reference starts
-  // its grace time (a grace of 0 deletes it). `abandoned`: the session ended
-  // unanswered; if no session holding the claim was ever answered, the last
-  // reference deletes it at once (callers cannot fill the table with keys
-  // of calls that never got through).
-  // Returns whether the claim was deleted.
-  bool Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned = false);
+  enum class DropMode {
+    kGrace,      // the last reference starts the claim's grace time (a grace of 0 deletes it)
+    kNoGrace,    // the last reference deletes the claim (its node is leaving)
+    kRelease,    // the claim goes now, whatever its references (the node said it is full)
+    kAbandoned,  // the session ended unanswered: the last reference deletes the claim
+                 // unless a session holding it was ever answered (then: grace), so
+                 // callers cannot fill the table with keys of calls that never got through
+  };
+  // Drops one reference on `claim` of the key, then as `mode` says. Returns
+  // whether the claim was deleted.
+  bool Drop(const AffinityKey& k, uint64_t claim, DropMode mode, int64_t now);
+  bool Drop(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned = false) {
+    return Drop(k, claim, release ? DropMode::kRelease : abandoned ? DropMode::kAbandoned : DropMode::kGrace, now);
+  }
   // A session holding `claim` was answered: the claim is a real one.
   void MarkAnswered(const AffinityKey& k, uint64_t claim);
 
@@ -90,6 +96,9 @@ class AffinityTable {
     int64_t grace_ms = 0;
   };
   Hold HoldOf(const AffinityKey& k);
+
+  // Deletes every claim on (slot, epoch) that no session holds; returns how many.
+  int64_t ForgetIdle(uint32_t slot, uint32_t epoch);
 
   // Forgets the claims of shard `s` past their grace time.
   int64_t Sweep(size_t s, int64_t now);

@@ -181,15 +181,16 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const Affini
   return out;
 }
 
-void ClusterPlacement::DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned) {
+void ClusterPlacement::DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) {
   if (claim == 0) return;
-  // An abandoned call's last reference on a claim no answered call held here
-  // goes at once locally; then no grace in the deployment either, once no
-  // proxy holds it.
-  const bool no_grace = affinity_.Drop(k, claim, release, now, abandoned) && abandoned && !release;
+  using Mode = AffinityTable::DropMode;
+  // The local claim went without grace (a leaving node, or an unanswered
+  // call's claim): no grace in the deployment either, once no proxy holds it.
+  const bool deleted = affinity_.Drop(k, claim, mode, now);
+  const bool no_grace = deleted && (mode == Mode::kNoGrace || mode == Mode::kAbandoned);
   const std::string key = ClaimKey(k), held = Cat(affinity_.HoldOf(k).refs);
   (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_},
-            {proxy_, lease_, held, release ? "1" : "0", no_grace ? "1" : "0"});
+            {proxy_, lease_, held, mode == Mode::kRelease ? "1" : "0", no_grace ? "1" : "0"});
 }
 
 std::optional<std::vector<int64_t>> ClusterPlacement::DeploymentCounts(
@@ -227,8 +228,17 @@ absl::StatusOr<std::vector<std::string>> ClusterPlacement::LiveProxies() {
   return out;
 }
 
+void ClusterPlacement::SetDraining(uint32_t slot, int64_t deadline_ms) {
+  local_.SetDraining(slot, deadline_ms);
+  PublishAdmin(slot, AdminState::kDraining);
+}
+
 void ClusterPlacement::SetAdminState(uint32_t slot, AdminState state) {
   local_.SetAdminState(slot, state);
+  PublishAdmin(slot, state);
+}
+
+void ClusterPlacement::PublishAdmin(uint32_t slot, AdminState state) {
   const std::string node = NodeId(slot), v = Cat(static_cast<uint32_t>(state));
   if (!Run(Script(cluster_lua::kSetAdmin), {admin_key_, proxies_key_}, {proxy_, lease_, node, v}).ok()) {
     region_.header().cluster.admin_unpublished.store(1, std::memory_order_relaxed);

@@ -76,9 +76,16 @@ class ClusterPlacement final : public Placement {
   std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) override;
   absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
                                                    int64_t now, NodeCheck alive, NodeCheck take) override;
-  void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned) override;
+  void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) override;
+  // Claims in their grace time on a node starting to drain: forgotten here;
+  // the deployment's copies lapse with their grace TTL.
+  int64_t ForgetIdleClaims(uint32_t slot, uint32_t epoch) override { return local_.ForgetIdleClaims(slot, epoch); }
+  // The drain is published as the node's admin state (the deadline is this
+  // proxy's: each proxy's operator sets its own).
+  void SetDraining(uint32_t slot, int64_t deadline_ms) override;
   void MarkAnswered(const AffinityKey& k, uint64_t claim) override { local_.MarkAnswered(k, claim); }
   void SetAdminState(uint32_t slot, AdminState state) override;
+  void PublishAdmin(uint32_t slot, AdminState state);
   void NodeChanged(uint32_t slot) override { local_.NodeChanged(slot); }
   void Maintain() override;
 

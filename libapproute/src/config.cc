@@ -271,9 +271,19 @@ absl::Status ParseApp(const Ctx& c, const YAML::Node& n, const std::string& path
       app->affinity = true;
     } else {
       AR_RETURN_IF_ERROR(c.Map(a, ap));
-      AR_RETURN_IF_ERROR(c.OnlyKeys(a, ap, {"grace"}));
+      AR_RETURN_IF_ERROR(c.OnlyKeys(a, ap, {"grace", "bound"}));
       app->affinity = true;
       if (a["grace"]) AR_ASSIGN(app->affinity_grace_ms, c.Seconds(a["grace"], ap + ".grace", 0, 7 * 86400));
+      if (const YAML::Node& b = a["bound"]; b) {
+        double v = 0;
+        if (!b.IsScalar() || !YAML::convert<double>::decode(b, v) || !std::isfinite(v)) {
+          return c.Error(b, ap + ".bound", Cat("expected a number > 1.0, got \"", Ctx::Text(b), "\""));
+        }
+        if (v <= 1.0 || v > 100.0) {
+          return c.Error(b, ap + ".bound", Cat("value ", v, " must be > 1.0 (and at most 100): a node may take this many times the mean load"));
+        }
+        app->affinity_bound = v;
+      }
     }
   }
   bool full_given = false;

@@ -80,6 +80,7 @@ void NodeTable::WriteLocked(uint32_t s, const NodeSpec& spec, bool fresh, bool f
     ++n.n_attrs;
   }
   n.admin.store(static_cast<uint32_t>(spec.state), std::memory_order_relaxed);
+  n.drain_deadline_ms.store(0, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   n.in_use = 1;
 }

@@ -44,14 +44,21 @@ class Placement {
   // claim (AffinityTable::Claim).
   virtual absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
                                                            int64_t now, NodeCheck alive, NodeCheck take) = 0;
-  // Drops a session's reference on its claim; `release`: the claim goes;
-  // `abandoned`: the session ended unanswered (AffinityTable::Drop).
-  virtual void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned) = 0;
+  // Drops a session's reference on its claim, then as `mode` says
+  // (AffinityTable::DropMode: grace, no grace for a leaving node, release
+  // for a full node, abandoned for a call that was never answered).
+  virtual void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) = 0;
   // A session holding the claim was answered.
   virtual void MarkAnswered(const AffinityKey& k, uint64_t claim) = 0;
+  // Deletes the claims on (slot, epoch) that no session holds (in their
+  // grace time): a node starting to drain takes no new calls for them.
+  virtual int64_t ForgetIdleClaims(uint32_t slot, uint32_t epoch) = 0;
 
-  // An operator's admin state for a node.
+  // An operator's admin state for a node; clears any drain deadline.
   virtual void SetAdminState(uint32_t slot, AdminState state) = 0;
+  // Drains the node; from `deadline_ms` (unix ms, 0 = never) the keys it
+  // still holds count as gone, so their new calls go elsewhere.
+  virtual void SetDraining(uint32_t slot, int64_t deadline_ms) = 0;
   // A node joined, changed or left through a status report (registry mutex held).
   virtual void NodeChanged(uint32_t slot) = 0;
 
@@ -77,12 +84,20 @@ class RegionPlacement final : public Placement {
                                                    int64_t now, NodeCheck alive, NodeCheck take) override {
     return affinity_.Claim(k, chosen, grace_ms, now, alive, take);
   }
-  void DropClaim(const AffinityKey& k, uint64_t claim, bool release, int64_t now, bool abandoned) override {
-    affinity_.Drop(k, claim, release, now, abandoned);
+  void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) override {
+    affinity_.Drop(k, claim, mode, now);
   }
   void MarkAnswered(const AffinityKey& k, uint64_t claim) override { affinity_.MarkAnswered(k, claim); }
+  int64_t ForgetIdleClaims(uint32_t slot, uint32_t epoch) override { return affinity_.ForgetIdle(slot, epoch); }
   void SetAdminState(uint32_t slot, AdminState state) override {
-    region_.node(slot).admin.store(static_cast<uint32_t>(state), std::memory_order_relaxed);
+    NodeRecord& n = region_.node(slot);
+    n.drain_deadline_ms.store(0, std::memory_order_relaxed);
+    n.admin.store(static_cast<uint32_t>(state), std::memory_order_relaxed);
+  }
+  void SetDraining(uint32_t slot, int64_t deadline_ms) override {
+    NodeRecord& n = region_.node(slot);
+    n.drain_deadline_ms.store(deadline_ms, std::memory_order_relaxed);
+    n.admin.store(static_cast<uint32_t>(AdminState::kDraining), std::memory_order_relaxed);
   }
   void NodeChanged(uint32_t) override {}  // this host's processes read the region directly
 

@@ -8,6 +8,14 @@
 namespace approute::internal {
 
 const Policy* Policies::Find(std::string_view app) const {
+  if (by_name.size() <= 8) {  // the usual few apps: a scan beats building a key string and hashing it
+    const Policy* fallback = nullptr;
+    for (const auto& [name, p] : by_name) {
+      if (name == app) return p.get();
+      if (name == "default") fallback = p.get();
+    }
+    return fallback;
+  }
   if (auto it = by_name.find(ToAlphaNum(app)); it != by_name.end()) return it->second.get();
   if (auto d = by_name.find("default"); d != by_name.end()) return d->second.get();
   return nullptr;

@@ -28,12 +28,13 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 7;
+inline constexpr uint32_t kLayoutVersion = 8;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
 inline constexpr size_t kAttrKeyLen = 32;
 inline constexpr size_t kAttrValLen = 96;
+inline constexpr size_t kSessionAttrsLen = 128;  // request attrs kept per session
 inline constexpr size_t kNameLen = 32;  // resource and metric names
 inline constexpr size_t kMaxOwners = 1024;  // processes using one region at once
 
@@ -112,6 +113,9 @@ struct NodeRecord {
   AttrRecord attrs[kMaxAttrs];
   std::atomic<uint32_t> admin;
   std::atomic<uint32_t> health;
+  // While draining: unix ms after which the node's keys go elsewhere (their
+  // claims count as gone); 0 = no deadline. Cleared by any other admin state.
+  std::atomic<int64_t> drain_deadline_ms;
   std::atomic<int64_t> sessions[kMaxResources];
   std::atomic<uint64_t> routed_total;
   std::atomic<double> load[kMaxMetrics];  // load and quality figures, by metric name index
@@ -185,6 +189,9 @@ struct SessionEntry {
   int32_t confirmed;
   uint32_t n_tried;
   uint32_t tried[kMaxAttemptsLimit];
+  // The request's attrs, for retry(): length-prefixed key/value pairs in key
+  // order, as many whole pairs as fit (session_attrs.h).
+  char attrs[kSessionAttrsLen];
 };
 
 struct AffinityEntry {

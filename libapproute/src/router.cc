@@ -23,6 +23,7 @@
 
 #include <chrono>
 
+#include "load_bound.h"
 #include "router_impl.h"
 
 namespace approute {
@@ -47,7 +48,12 @@ bool Router::Impl::Usable(uint32_t slot, uint32_t epoch, const Policy& p, const 
   if (slot == kNil || slot >= region_->max_nodes()) return false;
   NodeRecord& n = region_->node(slot);
   if (!n.in_use || n.epoch != epoch) return false;
-  if (n.admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDisabled)) return false;
+  uint32_t admin = n.admin.load(std::memory_order_relaxed);
+  if (admin == static_cast<uint32_t>(AdminState::kDisabled)) return false;
+  if (admin == static_cast<uint32_t>(AdminState::kDraining)) {
+    int64_t deadline = n.drain_deadline_ms.load(std::memory_order_relaxed);
+    if (deadline != 0 && now >= deadline) return false;  // past its drain deadline: its keys go elsewhere
+  }
   if (n.health.load(std::memory_order_relaxed) == static_cast<uint32_t>(Health::kDown)) return false;
   if (NodeTable::LeaseExpired(n, now) || HealthMonitor::Ejected(n, now)) return false;
   const NodeView* v = snap.At(slot, epoch);
@@ -112,20 +118,48 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
   const uint32_t res = p.resource;
   const bool use_aff = p.config.affinity && !key.empty();
   const AffinityKey k(p.app_slot, use_aff ? key : std::string_view());
+  static thread_local std::vector<Candidate> cands_tl;
+  std::vector<Candidate>& cands = cands_tl;
+  Tally t;
+  bool have_cands = false;
+  // affinity.bound: the candidates' loads decide whether a hit may be taken.
+  const double bound = use_aff ? p.config.affinity_bound : 0;
+  LoadBound lb;
+  if (bound > 1.0) {
+    Candidates(p, snap, avoid, now, &cands, &t);
+    have_cands = true;
+    lb = LoadBound(cands, bound, k.hash);
+  }
+  bool over_bound = false;  // the key's node was usable but above the bound
   auto take = [&](uint32_t slot, uint32_t epoch) {
-    return Usable(slot, epoch, p, snap, now) && !Contains(avoid, slot) &&
-           placement_->Reserve(slot, res, CapacityOf(snap, slot, epoch, res));
+    if (!Usable(slot, epoch, p, snap, now) || Contains(avoid, slot)) return false;
+    if (bound > 1.0 && !lb.Within(slot)) {
+      over_bound = true;
+      return false;
+    }
+    return placement_->Reserve(slot, res, CapacityOf(snap, slot, epoch, res));
   };
+  bool joined = false;
   if (use_aff) {
     if (std::optional<ClaimRef> hit = placement_->JoinClaim(k, now, take)) {
       out.ref = *hit;
       out.decision.reason = "affinity";
+      joined = true;
+    } else if (over_bound) {
+      // The key's node is above the bound: its next home within the bound.
+      for (const LoadBound::Entry& e : lb.NextHomes()) {
+        const Candidate& c = cands[e.index];
+        if (placement_->Reserve(c.slot, res, c.capacity)) {
+          out.ref = ClaimRef{c.slot, snap.nodes[static_cast<size_t>(snap.index_of_slot[c.slot])].epoch, 0};
+          out.decision.reason = "affinity_bound";
+          break;
+        }
+      }
     }
   }
   if (out.ref.slot == kNil) {
-    thread_local std::vector<Candidate> cands;
-    Tally t;
-    Candidates(p, snap, avoid, now, &cands, &t);
+    if (!have_cands) Candidates(p, snap, avoid, now, &cands, &t);
+
     RegionStrategyContext ctx(*region_, nodes_, p.app_slot, snap, now, seeded_ ? &rng_ : nullptr);
     PickRequest pr{.app = p.config.name, .resource = p.config.resource, .call_id = call_id,
                    .key = key, .attrs = &attrs, .attempt = attempt};
@@ -161,7 +195,9 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
                             " excluded or tried, ", t.full, " full for \"", p.config.resource, "\")");
       return out;
     }
-    if (use_aff) {
+  }
+  if (use_aff && !joined) {
+    {
       ClaimRef chosen = out.ref;
       auto alive = [&](uint32_t slot, uint32_t epoch) { return Usable(slot, epoch, p, snap, now); };
       absl::StatusOr<AffinityTable::ClaimOutcome> c =
@@ -184,9 +220,27 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
   return out;
 }
 
+bool Router::Impl::Leaving(uint32_t slot, uint32_t epoch, int64_t now) const {
+  if (slot == kNil || slot >= region_->max_nodes()) return false;
+  NodeRecord& n = region_->node(slot);
+  if (!n.in_use || n.epoch != epoch) return true;
+  return n.admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDraining) ||
+         NodeTable::LeaseExpired(n, now);
+}
+
+void Router::Impl::DropRef(const Held& h, bool full, int64_t now, bool abandoned) {
+  if (h.claim == 0) return;
+  using Mode = AffinityTable::DropMode;
+  Mode mode = full                             ? Mode::kRelease
+              : Leaving(h.node, h.epoch, now) ? Mode::kNoGrace  // a drain ends: no grace on a leaving node
+              : abandoned                     ? Mode::kAbandoned
+                                              : Mode::kGrace;
+  placement_->DropClaim(AffinityKey(h.app, h.key), h.claim, mode, now);
+}
+
 void Router::Impl::Release(const Held& h, int64_t now, bool abandoned) {
   placement_->Release(h.node, h.epoch, h.resource);
-  if (h.claim != 0) placement_->DropClaim(AffinityKey(h.app, h.key), h.claim, false, now, abandoned);
+  DropRef(h, false, now, abandoned);
 }
 
 Decision Router::Impl::SessionDecision(const Snapshot& snap, const SessionEntry& e, const Policies& pol) {
@@ -250,25 +304,25 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
     if (std::optional<SessionEntry> e = sessions_.Get(req.call_id, now)) return SessionDecision(snap, *e, **pol);
     return pl->decision;
   }
-  Held mine{p->app_slot, p->resource, pl->ref.slot, pl->ref.epoch, pl->ref.claim, std::string(req.key)};
+  auto mine = [&] { return Held{p->app_slot, p->resource, pl->ref.slot, pl->ref.epoch, pl->ref.claim, KeyCopy(req.key)}; };
   SessionInit init{.call_id = req.call_id, .key = pl->ref.claim ? std::string_view(req.key) : std::string_view(),
                    .app = p->app_slot, .resource = p->resource, .node = pl->ref.slot, .epoch = pl->ref.epoch,
                    .claim = pl->ref.claim, .created_ms = now, .expires_ms = now + p->config.session_lifetime_ms,
-                   .tried = avoid.data(), .n_tried = avoid.size()};
-  SessionEntry existing{};
+                   .tried = avoid.data(), .n_tried = avoid.size(), .attrs = &req.attrs};
+  SessionEntry existing;  // filled only for kDuplicate (no 500-byte zeroing per call)
   std::vector<Held> expired;
   SessionTable::Insert r = sessions_.Add(init, now, &existing, &expired);
   for (const Held& h : expired) Release(h, now);
   if (r == SessionTable::Insert::kDuplicate) {  // routed concurrently by another process: keep theirs
-    Release(mine, now);
+    Release(mine(), now);
     return SessionDecision(snap, existing, **pol);
   }
   if (r == SessionTable::Insert::kFull) {
-    Release(mine, now);
+    Release(mine(), now);
     return absl::ResourceExhaustedError(Cat("session table is full (state.max_sessions = ", H().max_sessions, ")"));
   }
   region_->node(pl->ref.slot).routed_total.fetch_add(1, std::memory_order_relaxed);
-  return pl->decision;
+  return std::move(pl->decision);
 }
 
 absl::StatusOr<Decision> Router::Impl::Retry(std::string_view call_id, int code) {
@@ -295,6 +349,7 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
   SlotList avoid;
   int attempt = 0;
   std::string why;
+  std::map<std::string, std::string> attrs;  // the original request's, for the strategy
   // Take the bounced node off the session (or end it when it cannot go on).
   bool found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {
     old = SessionTable::HeldBy(e);
@@ -314,15 +369,14 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
     e.node = kNil;
     e.claim = 0;
     attempt = ++e.attempt;
+    attrs = SessionTable::UnpackAttrs(e.attrs);
     return false;
   }, &ended);
   if (!found) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
   // Move the counts off the node that bounced, and its claim if it is full
   // (or if this unanswered call was all the claim ever had).
   placement_->Release(old.node, old.epoch, old.resource);
-  if (old.claim != 0) {
-    placement_->DropClaim(AffinityKey(old.app, old.key), old.claim, p && p->IsFullCode(code), now, true);
-  }
+  DropRef(old, p && p->IsFullCode(code), now, /*abandoned=*/true);
   if (!why.empty()) {
     Decision d;
     d.reason = "no_node";
@@ -331,7 +385,7 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
     if (p) d.app = p->config.name;
     return d;
   }
-  absl::StatusOr<Placed> pl = Place(*p, *snap, call_id, old.key, {}, avoid, attempt, now, "retry");
+  absl::StatusOr<Placed> pl = Place(*p, *snap, call_id, old.key, attrs, avoid, attempt, now, "retry");
   const bool placed = pl.ok() && pl->decision.ok;
   Held gone;
   found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {

@@ -98,6 +98,13 @@ absl::Status Router::Abandon(std::string_view call_id) { return Guard([&] { retu
 absl::Status Router::AddNode(const NodeSpec& spec) { return Guard([&] { return impl_->nodes().Add(spec); }); }
 absl::Status Router::UpdateNode(const NodeSpec& spec) { return Guard([&] { return impl_->nodes().Update(spec); }); }
 absl::Status Router::RemoveNode(std::string_view id) { return Guard([&] { return impl_->nodes().Remove(id); }); }
+absl::Status Router::Drain(std::string_view id, std::optional<int64_t> deadline_ms) {
+  if (deadline_ms && *deadline_ms < 0) {
+    return absl::InvalidArgumentError(Cat("drain deadline must be >= 0 ms, got ", *deadline_ms));
+  }
+  return Guard([&] { return impl_->Drain(id, deadline_ms.value_or(-1)); });
+}
+
 absl::Status Router::SetState(std::string_view id, AdminState state) {
   return Guard([&] { return impl_->SetState(id, state); });
 }

@@ -211,8 +211,13 @@ class Router::Impl {
                                int64_t now, const char* strategy_reason);
 
   // Gives back what a removed session or an undone placement held.
-  // `abandoned`: the session ended unanswered (AffinityTable::Drop).
+  // `abandoned`: the session ended unanswered (AffinityTable::DropMode::kAbandoned).
   void Release(const Held& h, int64_t now, bool abandoned = false);
+  // Drops a session's reference on its claim: `full` releases the claim;
+  // on a leaving node (draining, lease over, removed) the last one ends it
+  // without grace; `abandoned`: as in Release.
+  void DropRef(const Held& h, bool full, int64_t now, bool abandoned = false);
+  bool Leaving(uint32_t slot, uint32_t epoch, int64_t now) const;
 
   Decision SessionDecision(const Snapshot& snap, const SessionEntry& e, const Policies& pol);
 
@@ -251,10 +256,32 @@ class Router::Impl {
     return &region_->node(v->slot);
   }
   absl::Status SetState(std::string_view id, AdminState st) {
+    if (st == AdminState::kDraining) return Drain(id, -1);
     uint32_t slot = kNil;
     absl::StatusOr<NodeRecord*> n = Live(id, &slot);
     if (!n.ok()) return n.status();
     placement_->SetAdminState(slot, st);
+    return absl::OkStatus();
+  }
+  absl::Status Drain(std::string_view id, int64_t deadline_after_ms) {
+    if (deadline_after_ms < -1) {
+      return absl::InvalidArgumentError(Cat("drain deadline must be >= 0 ms, got ", deadline_after_ms));
+    }
+    uint32_t slot = kNil;
+    absl::StatusOr<NodeRecord*> n = Live(id, &slot);
+    if (!n.ok()) return n.status();
+    const int64_t now = now_();
+    absl::StatusOr<Owners::Op> op = owners_.Enter();
+    if (!op.ok()) return op.status();
+    // A deadline of 0 is "now": stored as now (at least 1, 0 means none).
+    // Draining again without a deadline keeps the one set before (an
+    // operator watching progress must not cancel it).
+    int64_t deadline = deadline_after_ms < 0 ? 0 : std::max<int64_t>(1, now + deadline_after_ms);
+    if (deadline_after_ms < 0 && (*n)->admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDraining)) {
+      deadline = (*n)->drain_deadline_ms.load(std::memory_order_relaxed);
+    }
+    placement_->SetDraining(slot, deadline);
+    placement_->ForgetIdleClaims(slot, (*n)->epoch);
     return absl::OkStatus();
   }
   absl::Status SetHealth(std::string_view id, Health h) {
@@ -292,7 +319,11 @@ class Router::Impl {
     if (!pol.ok()) return ServerError(std::string(pol.status().message()));
     ReportResult r = reports_.Apply(req, **pol, now_(), ThreadRandom());
     if (r.code == 200) {
-      if (const NodeView* v = GetSnapshot()->Find(r.node_id)) placement_->NodeChanged(v->slot);
+      if (const NodeView* v = GetSnapshot()->Find(r.node_id)) {
+        placement_->NodeChanged(v->slot);
+        // A leave drains with a deadline of now: no claim of its keys is kept.
+        if (req.expires == 0) placement_->ForgetIdleClaims(v->slot, v->epoch);
+      }
     }
     return r;
   }

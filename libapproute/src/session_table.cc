@@ -1,5 +1,7 @@
 #include "session_table.h"
 
+#include <cstring>
+
 #include <xxhash.h>
 
 #include "shard.h"
@@ -14,7 +16,7 @@ size_t ShardOf(uint64_t hash) { return static_cast<size_t>(hash >> 60) & (kShard
 uint64_t SessionTable::Hash(std::string_view call_id) { return XXH3_64bits(call_id.data(), call_id.size()); }
 
 Held SessionTable::HeldBy(const SessionEntry& e) {
-  return Held{e.app, e.resource, e.node, e.node_epoch, e.claim, std::string(GetFixed(e.key))};
+  return Held{e.app, e.resource, e.node, e.node_epoch, e.claim, KeyCopy(GetFixed(e.key))};
 }
 
 SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, SessionEntry* existing,
@@ -53,6 +55,7 @@ SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, Ses
   e.node = init.node;
   e.node_epoch = init.epoch;
   e.claim = init.claim;
+  PackAttrs(init.attrs, e.attrs);
   e.created_ms = init.created_ms;
   e.expires_ms = init.expires_ms;
   e.attempt = 1;
@@ -142,6 +145,38 @@ std::vector<SessionRow> SessionTable::List(int64_t now, absl::FunctionRef<bool(c
       r.confirmed = e.confirmed != 0;
       out.push_back(std::move(r));
     });
+  }
+  return out;
+}
+
+void SessionTable::PackAttrs(const std::map<std::string, std::string>* attrs, char (&out)[kSessionAttrsLen]) {
+  size_t n = 0;
+  if (attrs != nullptr) {
+    for (const auto& [k, v] : *attrs) {
+      if (k.empty() || k.size() > 255 || v.size() > 255 || n + 2 + k.size() + v.size() >= kSessionAttrsLen) break;
+      out[n++] = static_cast<char>(static_cast<unsigned char>(k.size()));
+      std::memcpy(out + n, k.data(), k.size());
+      n += k.size();
+      out[n++] = static_cast<char>(static_cast<unsigned char>(v.size()));
+      std::memcpy(out + n, v.data(), v.size());
+      n += v.size();
+    }
+  }
+  out[n] = 0;  // a key length of 0 ends the list
+}
+
+std::map<std::string, std::string> SessionTable::UnpackAttrs(const char (&in)[kSessionAttrsLen]) {
+  std::map<std::string, std::string> out;
+  size_t n = 0;
+  while (n < kSessionAttrsLen) {
+    size_t kl = static_cast<unsigned char>(in[n]);
+    if (kl == 0 || n + 1 + kl >= kSessionAttrsLen) break;
+    std::string k(in + n + 1, kl);
+    n += 1 + kl;
+    size_t vl = static_cast<unsigned char>(in[n]);
+    if (n + 1 + vl > kSessionAttrsLen) break;
+    out.emplace(std::move(k), std::string(in + n + 1, vl));
+    n += 1 + vl;
   }
   return out;
 }

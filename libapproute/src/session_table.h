@@ -14,6 +14,8 @@
 #define APPROUTE_SRC_SESSION_TABLE_H_
 
 #include <cstdint>
+#include <cstring>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -26,11 +28,28 @@
 
 namespace approute::internal {
 
+// A key copied out of a record, in place (no allocation on the end path).
+class KeyCopy {
+ public:
+  KeyCopy() = default;
+  KeyCopy(std::string_view k) { Set(k); }  // NOLINT: converts like a string
+  void Set(std::string_view k) {
+    len_ = k.size() < sizeof(buf_) ? k.size() : sizeof(buf_) - 1;
+    std::memcpy(buf_, k.data(), len_);
+  }
+  operator std::string_view() const { return std::string_view(buf_, len_); }  // NOLINT
+  bool empty() const { return len_ == 0; }
+
+ private:
+  size_t len_ = 0;
+  char buf_[kMaxKeyLen + 1];
+};
+
 // What a removed session held, to be given back: its node's count and its claim.
 struct Held {
   uint32_t app = 0, resource = 0, node = kNil, epoch = 0;
   uint64_t claim = 0;
-  std::string key;
+  KeyCopy key;
 };
 
 // A new session's fields.
@@ -41,6 +60,7 @@ struct SessionInit {
   int64_t created_ms = 0, expires_ms = 0;
   const uint32_t* tried = nullptr;  // nodes to record as already tried
   size_t n_tried = 0;
+  const std::map<std::string, std::string>* attrs = nullptr;  // the request's, kept for retry()
 };
 
 // A session as the API lists it.
@@ -85,6 +105,12 @@ class SessionTable {
   std::vector<SessionRow> List(int64_t now, absl::FunctionRef<bool(const SessionEntry&)> keep, size_t limit);
 
   static Held HeldBy(const SessionEntry& e);
+
+  // The request attrs a session keeps: whole pairs in key order while they
+  // fit in kSessionAttrsLen bytes (one length byte before each key and
+  // value); a pair that does not fit, and every one after it, is not kept.
+  static void PackAttrs(const std::map<std::string, std::string>* attrs, char (&out)[kSessionAttrsLen]);
+  static std::map<std::string, std::string> UnpackAttrs(const char (&in)[kSessionAttrsLen]);
 
  private:
   const Region& region_;

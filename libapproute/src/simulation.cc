@@ -343,14 +343,15 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
     } else if (e.action == "recover") {
       s = router.SetHealth(e.node, Health::kUp);
     } else if (e.action == "drain") {
-      s = router.SetState(e.node, AdminState::kDraining);
+      s = router.Drain(e.node, e.deadline >= 0 ? std::optional<int64_t>(static_cast<int64_t>(e.deadline * 1000))
+                                               : std::nullopt);
     } else if (e.action == "enable") {
       s = router.SetState(e.node, AdminState::kActive);
       n.leaving = false;
     } else if (e.action == "disable") {
       s = router.SetState(e.node, AdminState::kDisabled);
     } else if (e.action == "leave") {
-      s = router.SetState(e.node, AdminState::kDraining);
+      s = router.Drain(e.node, static_cast<int64_t>(std::max(0.0, e.deadline) * 1000));
       n.leaving = true;
       if (n.live == 0) {
         s = router.RemoveNode(e.node);

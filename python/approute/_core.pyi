@@ -1,7 +1,7 @@
 """Type stubs for approute._core (the pybind11 extension)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Union, final
 
 class Error(Exception): ...
 class InvalidArgumentError(Error, ValueError): ...
@@ -167,11 +167,18 @@ class Candidate:
     @property
     def routed_total(self) -> int: ...
 
+@final
+class _Refuse:
+    """The type of REFUSE."""
+
+REFUSE: _Refuse
+"""Returned by Strategy.select() to refuse a call: no node, no fallback."""
+
 class Strategy:
     """Subclass and implement select(); see docs/strategies.md."""
     fallback: str
     def __init__(self) -> None: ...
-    def select(self, request: StrategyRequest, candidates: list[Candidate]) -> Optional[str]: ...
+    def select(self, request: StrategyRequest, candidates: list[Candidate]) -> Union[str, None, _Refuse]: ...
 
 class Router:
     @staticmethod
@@ -233,6 +240,8 @@ class Router:
     ) -> None: ...
     def remove_node(self, id: str) -> None: ...
     def set_state(self, id: str, state: str) -> None: ...
+    def drain(self, id: str, deadline: Optional[float] = None) -> None:
+        """Drain a node; after `deadline` seconds (>= 0) its keys' new calls go elsewhere."""
     def set_health(self, id: str, health: str) -> None: ...
     def report_load(self, id: str, **metrics: float) -> None: ...
     def apply_report(

@@ -1,7 +1,7 @@
 """``approute`` command line: inspect and steer a running router.
 
     approute status   --shared NAME [--json]
-    approute drain    NODE --shared NAME     # keep sessions/affinities, no new keys
+    approute drain    NODE --shared NAME [--deadline S] [--wait]   # no new keys; progress
     approute enable   NODE --shared NAME     # back to active
     approute disable  NODE --shared NAME     # takes nothing new
     approute validate CONFIG [--strict]      # exit 0 if the YAML config is valid (warnings shown)
@@ -528,6 +528,53 @@ def add_operator_commands(sub: Any, shared_opt: Callable[[argparse.ArgumentParse
 # --------------------------------------------------------------------------
 # main
 
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text)
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError("expected a number of seconds >= 0, got %r" % text)
+    return v
+
+
+def drain_left(router: Any, node: str) -> Optional[Dict[str, int]]:
+    """Sessions and live keys still on `node`; None once the node is gone."""
+    try:
+        router.node(node)
+    except LookupError:
+        return None
+    sessions = len(router.sessions(node=node))
+    keys = sum(1 for a in router.affinities(node=node) if a.sessions > 0)
+    return {"sessions": sessions, "keys": keys}
+
+
+def drain(router: Any, node: str, deadline: Optional[float], wait: bool, interval: float,
+          out: TextIO, sleep: Optional[Callable[[float], None]] = None,
+          clock: Optional[Callable[[], float]] = None) -> int:
+    """``approute drain``: drains `node`, then shows what is left (until empty with `wait`)."""
+    import time
+    sleep = sleep or time.sleep
+    clock = clock or time.monotonic
+    router.drain(node, deadline=deadline)
+    start = clock()
+    out.write("%s: draining%s\n" % (node, "" if deadline is None else ", deadline %gs" % deadline))
+    last = None
+    while True:
+        left = drain_left(router, node)
+        if left is None or (left["sessions"] == 0 and left["keys"] == 0):
+            out.write("%s: empty after %.1fs%s\n" % (node, clock() - start, "" if left else " (removed)"))
+            return EXIT_OK
+        if left != last:
+            out.write("%s: %d session(s), %d key(s) left after %.1fs\n"
+                      % (node, left["sessions"], left["keys"], clock() - start))
+            out.flush()
+            last = left
+        if not wait:
+            return EXIT_OK
+        sleep(interval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="approute", description="Inspect and steer an approute router.")
@@ -546,6 +593,16 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(cmd, help="set a node's admin state to %s" % state)
         sp.add_argument("node", metavar="NODE")
         shared_opt(sp)
+        if cmd == "drain":
+            sp.description = ("Drains a node: it takes no new keys; a key whose last session on it "
+                              "ends is released at once. Shows the sessions and keys left.")
+            sp.add_argument("--deadline", type=_seconds, metavar="S",
+                            help="after S seconds the keys it still holds go elsewhere, so it "
+                                 "empties within S plus its longest call (default: never)")
+            sp.add_argument("--wait", action="store_true",
+                            help="show progress until the node holds no session and no key")
+            sp.add_argument("--interval", type=_seconds, default=1.0, metavar="S",
+                            help="seconds between progress lines with --wait (default 1)")
     sp = sub.add_parser("validate", help="check a router YAML configuration")
     sp.add_argument("config", metavar="CONFIG")
     sp.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
@@ -624,6 +681,8 @@ def _main(argv: Optional[Sequence[str]], out: TextIO, err: TextIO) -> int:
                 line = cluster_text(cluster)
                 out.write((line + "\n" if line else "") + status_text(stats, nodes) + "\n")
             return EXIT_OK
+        if args.command == "drain":
+            return drain(router, args.node, args.deadline, args.wait, args.interval, out)
         if args.command in _STATE_COMMANDS:
             state = _STATE_COMMANDS[args.command]
             router.set_state(args.node, state)

@@ -31,7 +31,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 
 __all__ = ["SimulationError", "load_workload", "run", "format_table", "write_json", "plot", "main"]
 
@@ -163,9 +163,15 @@ def _event_spec(i: int, e: Any) -> Dict[str, Any]:
         raise SimulationError("%s: name exactly one of %s" % (where, ", ".join(_ACTIONS)))
     action = acts[0]
     out: Dict[str, Any] = {"at": _num(e["at"], where + ".at"), "action": action, "node": str(e[action])}
-    unknown = set(e) - {"at", action} - set(_NODE_SPEC_KEYS) - set(_NODE_SIM_KEYS)
+    unknown = set(e) - {"at", action, "deadline"} - set(_NODE_SPEC_KEYS) - set(_NODE_SIM_KEYS)
     if unknown:
         raise SimulationError("%s: unknown key(s) %s" % (where, ", ".join(sorted(unknown))))
+    if "deadline" in e:
+        if action not in ("drain", "leave"):
+            raise SimulationError("%s.deadline: only drain and leave take a deadline" % where)
+        out["deadline"] = _num(e["deadline"], where + ".deadline")
+        if out["deadline"] < 0:
+            raise SimulationError("%s.deadline: must be >= 0 seconds, got %s" % (where, e["deadline"]))
     if action == "join":
         if "uri" not in e:
             raise SimulationError("%s: join needs uri" % where)
@@ -278,11 +284,64 @@ def run(workload: Any, strategies: Optional[Sequence[Any]] = None, seed: Optiona
         r["strategy"] = s
         r["affinity_hit_rate"] = (r["affinity_hits"] / r["keyed"]) if r["keyed"] else None
         r["calls_per_second"] = r["calls"] / r["wall_seconds"] if r["wall_seconds"] > 0 else None
+        r["balance"] = balance(r, plan["spec"])
+        r["drains"] = drains(r, plan["spec"])
         results.append(r)
         del router
     return {"seed": plan["spec"]["seed"], "duration": plan["spec"]["duration"],
             "sample_interval": plan["spec"]["sample_interval"], "apps": plan["apps"],
             "results": results}
+
+
+def _sizes(spec: Dict[str, Any]) -> Dict[str, float]:
+    """Node id -> limit x speed, for the nodes that have a limit."""
+    out = {}
+    for n in spec["nodes"] + [dict(e["spec"], id=e["node"]) for e in spec["events"] if e["action"] == "join"]:
+        if n.get("limit"):
+            out[str(n["id"])] = float(n["limit"]) * float(n.get("speed", 1.0) or 1.0)
+    return out
+
+
+def balance(r: Dict[str, Any], spec: Dict[str, Any]) -> Optional[float]:
+    """Time-averaged max/mean node load over the samples with load on present nodes.
+
+    A node's load is its sessions relative to its limit x speed when every
+    present node has a limit, its sessions otherwise.
+    """
+    sizes = _sizes(spec)
+    ids = r["node_ids"]
+    ratios = []
+    for t in range(len(r["sample_t"])):
+        present = [(ids[i], r["samples"][i][t]) for i in range(len(ids))
+                   if t < len(r["samples"][i]) and r["samples"][i][t] >= 0]
+        if not present:
+            continue
+        rel = all(n in sizes for n, _ in present)
+        loads = [v / sizes[n] if rel else float(v) for n, v in present]
+        mean = sum(loads) / len(loads)
+        if mean > 0:
+            ratios.append(max(loads) / mean)
+    return sum(ratios) / len(ratios) if ratios else None
+
+
+def drains(r: Dict[str, Any], spec: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """Per drain or leave event: seconds until its node held no session (None: never)."""
+    out = []
+    ids = r["node_ids"]
+    for e in spec["events"]:
+        if e["action"] not in ("drain", "leave") or e["node"] not in ids:
+            continue
+        row = r["samples"][ids.index(e["node"])]
+        done = None
+        for t, v in zip(r["sample_t"], row):
+            if t >= e["at"] and v <= 0:
+                done = t - e["at"]
+                break
+        left = next((v for t, v in zip(reversed(r["sample_t"]), reversed(row)) if v >= 0), 0)
+        out.append({"node": e["node"], "action": e["action"], "at": e["at"],
+                    "deadline": e.get("deadline"), "empty_after": done,
+                    "left_at_end": 0 if done is not None else left})
+    return out
 
 
 # --------------------------------------------------------------------------
@@ -299,21 +358,25 @@ def _f(v: Any, digits: int = 1, pct: bool = False) -> str:
 
 
 def format_table(result: Dict[str, Any]) -> str:
-    headers = ["strategy", "calls", "max", "mean", "p99", "peak util", "affinity hit",
-               "bounces", "rejected", "dropped", "wall s", "calls/s"]
+    headers = ["strategy", "calls", "max", "mean", "p99", "max/mean", "peak util", "affinity hit",
+               "bounces", "rejected", "dropped", "drained", "wall s", "calls/s"]
     rows = []
     for r in result["results"]:
+        drained = ", ".join("%s %s" % (d["node"], "never (%d left)" % d["left_at_end"] if d["empty_after"] is None
+                                       else "%.0fs" % d["empty_after"]) for d in r.get("drains", []))
         rows.append([r["label"], str(r["calls"]), str(r["max_sessions"]), _f(r["mean_sessions"]),
-                     _f(r["p99_sessions"], 0), _f(r["max_util"], 0, pct=True),
+                     _f(r["p99_sessions"], 0), _f(r.get("balance"), 2), _f(r["max_util"], 0, pct=True),
                      _f(r["affinity_hit_rate"], 1, pct=True), str(r["bounces"]), str(r["rejected"]),
-                     str(r["dropped"]), _f(r["wall_seconds"], 2),
+                     str(r["dropped"]), drained or "-", _f(r["wall_seconds"], 2),
                      _f(r["calls_per_second"] and round(r["calls_per_second"]), 0)])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
     line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     out = [line(headers), line(["-" * w for w in widths])]
     out += [line(r) for r in rows]
     out.append("max/mean/p99: sessions per node (mean and p99 over samples of present nodes); "
-               "peak util: sessions / (limit x speed)")
+               "max/mean: time-averaged max over mean node load (sessions / (limit x speed) when every "
+               "node has a limit); peak util: sessions / (limit x speed); drained: time from a drain "
+               "or leave event until its node held no session")
     return "\n".join(out)
 
 

@@ -129,3 +129,43 @@ def test_reference_workload_speed():
     wall = sum(r["wall_seconds"] for r in res["results"])
     assert calls >= 1_000_000
     assert calls / wall > 100_000, (calls, wall)  # lenient for a busy CI machine; ~500k/s measured
+
+
+# Issue 13: a popular key with steady traffic used to keep a leaving node busy forever.
+STEADY = {
+    "seed": 3,
+    "duration": 900,
+    "sample_interval": 10,
+    "router": {
+        "nodes": [{"id": "n%d" % i, "uri": "sip:10.0.0.%d" % i, "pool": "media"} for i in (1, 2, 3)],
+        "apps": {"conference": {"pool": "media", "resource": "conference", "affinity": {"grace": 60}}},
+    },
+    "workload": {"conference": {"rate": 20, "keys": {"count": 5, "zipf": 1.5, "prefix": "t"},
+                                "duration": {"dist": "fixed", "mean": 30}}},
+    "strategies": ["round_robin", "least_loaded", {"name": "consistent_bounded", "by": "key"}],
+}
+
+
+@pytest.mark.parametrize("event,bound", [({"at": 300, "leave": "n1"}, 30 + 10),
+                                         ({"at": 300, "drain": "n1", "deadline": 60}, 60 + 30 + 10)])
+def test_leave_and_drain_with_deadline_complete_under_steady_keyed_traffic(event, bound):
+    res = simulate.run(dict(STEADY, events=[event]))
+    for r in res["results"]:
+        (d,) = r["drains"]
+        assert d["node"] == "n1" and d["empty_after"] is not None, r["label"]
+        assert d["empty_after"] <= bound, (r["label"], d)
+        assert r["rejected"] == 0
+
+
+def test_drain_without_deadline_keeps_a_busy_key():
+    res = simulate.run(dict(STEADY, strategies=["round_robin"], events=[{"at": 300, "drain": "n1"}]))
+    (d,) = res["results"][0]["drains"]
+    # n1 holds some key whose calls never stop: without a deadline it never empties.
+    assert d["empty_after"] is None and d["left_at_end"] > 0
+
+
+def test_event_deadline_is_checked():
+    with pytest.raises(simulate.SimulationError, match=r"events\[0\]\.deadline"):
+        simulate.run(dict(STEADY, events=[{"at": 1, "fail": "n1", "deadline": 5}]))
+    with pytest.raises(simulate.SimulationError, match=r"events\[0\]\.deadline"):
+        simulate.run(dict(STEADY, events=[{"at": 1, "drain": "n1", "deadline": -1}]))

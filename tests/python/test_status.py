@@ -111,3 +111,24 @@ def test_probes_and_outliers() -> None:
         r.report_probe("n1", 1000)
     with pytest.raises(approute.NotFoundError):
         r.report_result("ghost", 200)
+
+
+def test_a_leave_by_report_drains_like_a_deadline_of_now() -> None:
+    """Issue 13: keys of a node that left go elsewhere at once; their claims keep no grace time."""
+    conf = CONF.replace("apps:\n  default: {pool: media, strategy: round_robin}",
+                        "apps:\n  default: {pool: media, strategy: round_robin, affinity: {grace: 300}}")
+    r = approute.Router.from_yaml(conf)
+    first = publish(r, report("ast5", 1))
+    second = json.dumps({"node": "ast6", "uri": "sip:127.0.0.1:5072", "pool": "media", "seq": 1})
+    assert publish(r, second).code == 200
+    r.route("x", call_id="held", key="k1")          # round robin: k1 on ast5, live
+    r.route("x", call_id="other", key="k2")         # k2 on ast6
+    r.route("x", call_id="idle", key="k3")          # k3 on ast5 ...
+    r.end("idle")                                   # ... in its grace time
+    assert {a.key: a.node_id for a in r.affinities()} == {"k1": "ast5", "k2": "ast6", "k3": "ast5"}
+    assert publish(r, "", expires=0, if_match=first.etag).code == 200
+    assert [a.key for a in r.affinities(node="ast5")] == ["k1"], "idle claims are forgotten on a leave"
+    d = r.route("x", call_id="next", key="k1")
+    assert d.node_id == "ast6", "a live key of the leaving node moves at once"
+    r.end("held")
+    assert r.affinities(node="ast5") == []

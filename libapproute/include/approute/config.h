@@ -33,6 +33,12 @@ struct AppConfig {
   std::string resource{kDefaultResource};
   bool affinity = false;          // `affinity:` present
   int64_t affinity_grace_ms = 0;  // kept this long after the key's last session ends
+  // `affinity.bound` (> 1.0; 0 = none): an affinity hit is taken only while
+  // its node's load for `resource` (sessions / capacity, or / weight when
+  // the capacity is unlimited) stays within bound x the mean over the app's
+  // candidates; otherwise the call goes to the key's next home, its
+  // rendezvous-hash order over the nodes within the bound.
+  double affinity_bound = 0;
   std::vector<int> retry_codes;   // codes that make retry() pick again (default 503)
   std::vector<int> full_codes;    // codes that release the node's claim on the key (default: retry_codes)
   int max_attempts = 3;           // placements per call, first one included (1..16)

@@ -31,6 +31,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -119,7 +120,17 @@ class Router {
   absl::Status AddNode(const NodeSpec& spec);
   absl::Status UpdateNode(const NodeSpec& spec);  // keeps sessions; NotFound if absent
   absl::Status RemoveNode(std::string_view id);   // its sessions' counts vanish with it
+  // kDraining is Drain(id) without a deadline; any other state ends a drain.
   absl::Status SetState(std::string_view id, AdminState state);
+  // Drains a node: it takes no new keys; the keys it holds follow their
+  // sessions to it until the last one ends, then are released at once (no
+  // grace time). `deadline_ms` (from now, >= 0): after it, the keys it still
+  // holds count as gone and their new calls go elsewhere, so the node is
+  // empty within the deadline plus its longest call. Without one, a key
+  // with steady traffic may keep it busy. Draining a draining node again
+  // without a deadline keeps its deadline; with one, replaces it.
+  // InvalidArgument for a negative deadline, NotFound for an unknown node.
+  absl::Status Drain(std::string_view id, std::optional<int64_t> deadline_ms = std::nullopt);
   absl::Status SetHealth(std::string_view id, Health health);
   // Replaces the node's reported load. Names: [A-Za-z0-9_.]{1,31}; values finite.
   absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics);

@@ -59,6 +59,10 @@ struct SimEvent {
   std::string node;
   NodeSpec spec;  // join only
   SimNode sim;    // join only
+  // drain and leave: seconds after which the node's keys go elsewhere
+  // (Router::Drain); < 0 = none. A leave without one uses 0, as a node
+  // leaving by status report does.
+  double deadline = -1;
 };
 
 struct SimSpec {

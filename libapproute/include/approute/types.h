@@ -111,7 +111,7 @@ struct Decision {
   bool ok = false;
   std::string node_id;
   std::string uri;
-  std::string reason;  // "affinity" | "strategy" | "retry" | "session" | "no_node"
+  std::string reason;  // "affinity" | "affinity_bound" (the key's next home, affinity.bound) | "strategy" | "retry" | "session" | "no_node"
   std::string detail;  // human-readable why (always set when !ok)
   std::string app;     // the policy that decided (after default fallback)
   int attempt = 0;     // 1 for the first placement, +1 per retry

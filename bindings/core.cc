@@ -111,6 +111,22 @@ int64_t RouterNow(const PyRouter& r) {
   return f >= 0 ? f : RealNowMs();
 }
 
+// Rows of a listing method (Sessions, Affinities), read without the GIL and
+// stamped with the router's clock.
+template <typename Row>
+std::vector<Listed<Row>> List(PyRouter& self, const approute::ListFilter& f,
+                              std::vector<Row> (approute::Router::*method)(const approute::ListFilter&) const) {
+  std::vector<Row> rows;
+  {
+    py::gil_scoped_release nogil;
+    rows = ((*self.router).*method)(f);
+  }
+  int64_t now = RouterNow(self);
+  std::vector<Listed<Row>> out;
+  for (auto& r : rows) out.push_back(Listed<Row>{std::move(r), now});
+  return out;
+}
+
 approute::RouterOptions Options(const std::optional<std::string>& shared,
                                 const std::shared_ptr<std::atomic<int64_t>>& fake) {
   approute::RouterOptions o;
@@ -821,30 +837,12 @@ PYBIND11_MODULE(_core, m) {
              "degraded_placements, round_trips, failures, rtt_p50_us and rtt_p99_us (this host).")
       .def("sessions", [](PyRouter& self, std::optional<std::string> node, std::optional<std::string> app,
                           std::optional<int64_t> limit) {
-            approute::ListFilter f = Filter(app, node, limit);
-            std::vector<approute::SessionInfo> rows;
-            {
-              py::gil_scoped_release nogil;
-              rows = self.router->Sessions(f);
-            }
-            int64_t now = RouterNow(self);
-            std::vector<SessionRow> out;
-            for (auto& r : rows) out.push_back(SessionRow{std::move(r), now});
-            return out;
+            return List(self, Filter(app, node, limit), &approute::Router::Sessions);
           }, py::kw_only(), py::arg("node") = py::none(), py::arg("app") = py::none(), py::arg("limit") = py::none(),
           "Live sessions (optionally of one node or app, at most limit): a list of SessionInfo.")
       .def("affinities", [](PyRouter& self, std::optional<std::string> app, std::optional<std::string> node,
                             std::optional<int64_t> limit) {
-            approute::ListFilter f = Filter(app, node, limit);
-            std::vector<approute::AffinityInfo> rows;
-            {
-              py::gil_scoped_release nogil;
-              rows = self.router->Affinities(f);
-            }
-            int64_t now = RouterNow(self);
-            std::vector<AffinityRow> out;
-            for (auto& r : rows) out.push_back(AffinityRow{std::move(r), now});
-            return out;
+            return List(self, Filter(app, node, limit), &approute::Router::Affinities);
           }, py::kw_only(), py::arg("app") = py::none(), py::arg("node") = py::none(), py::arg("limit") = py::none(),
           "Affinity claims (optionally of one app or node, at most limit): a list of AffinityInfo.")
       .def("reload", [](PyRouter& self, const std::string& text) {

@@ -566,20 +566,11 @@ class Settings:
         reads them."""
         if self.attrs == "always":
             return None
-        try:
-            if self.router_text is not None:
-                cfg = _load_yaml(self.router_text, "router")
-            elif self.router_file is not None:
-                with open(self.router_file, "r", encoding="utf-8") as f:
-                    cfg = _load_yaml(f.read(), self.router_file)
-            else:
-                return None
-            apps = cfg.get("apps") if isinstance(cfg, dict) else None
-            if not isinstance(apps, dict):
-                return None
-            return {str(name): _strategy_reads_attrs(spec) for name, spec in apps.items()}
-        except Exception:  # unreadable here: read them on every call
-            return None
+        cfg = self._router_config()
+        apps = cfg.get("apps") if cfg is not None else None
+        if not isinstance(apps, dict):
+            return None  # unknown or unreadable here: read them on every call
+        return {str(name): _strategy_reads_attrs(spec) for name, spec in apps.items()}
 
     def make_router(self):
         import approute

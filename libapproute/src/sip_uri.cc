@@ -26,6 +26,9 @@ const std::regex& UriRegex() {
 }  // namespace
 
 std::string SipUriHost(std::string_view uri) {
+  // Same bound as ValidateSipUri: std::regex recurses per character, so a long
+  // outside string must never reach it.
+  if (uri.empty() || uri.size() > 255) return "";
   std::match_results<std::string_view::const_iterator> m;
   if (!std::regex_match(uri.begin(), uri.end(), m, UriRegex())) return "";
   std::string host = m[3].str();

@@ -108,6 +108,20 @@ TEST(Config, MalformedUris) {
   }
 }
 
+// SipUriHost sees text from outside (a status report's uri): it must refuse
+// what ValidateSipUri refuses by length before std::regex (which recurses per
+// character) ever sees it.
+TEST(Config, SipUriHostOfLongOrBadText) {
+  EXPECT_EQ(SipUriHost("sip:[2001:db8::1]:5060"), "2001:db8::1");
+  EXPECT_EQ(SipUriHost("sip:ast1.example.com;transport=tcp"), "ast1.example.com");
+  EXPECT_EQ(SipUriHost(""), "");
+  EXPECT_EQ(SipUriHost("sip:a b"), "");
+  const std::string long_host = "sip:" + std::string(300, 'a');
+  EXPECT_FALSE(ValidateSipUri(long_host).ok());
+  EXPECT_EQ(SipUriHost(long_host), "");
+  EXPECT_EQ(SipUriHost("sip:" + std::string(200000, 'a')), "");
+}
+
 TEST(Config, MissingRequiredKeysAndBadValues) {
   EXPECT_NE(Err("nodes:\n  - {uri: \"sip:h\"}\n").find("missing required key \"id\""), std::string::npos);
   EXPECT_NE(Err("nodes:\n  - {id: a}\n").find("missing required key \"uri\""), std::string::npos);

@@ -101,7 +101,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 absl::Status ValidateNodeSpec(const NodeSpec& spec);
 // Checks a SIP/SIPS URI: scheme, optional user, host (name, IPv4, [IPv6]), port, params.
 absl::Status ValidateSipUri(std::string_view uri);
-// The host part of a valid SIP URI ("10.0.0.5", "ast1.example.com", "2001:db8::1").
+// The host part of a valid SIP URI ("10.0.0.5", "ast1.example.com", "2001:db8::1");
+// "" for text that is not one (empty, longer than 255 bytes, or malformed).
 std::string SipUriHost(std::string_view uri);
 
 }  // namespace approute

@@ -168,11 +168,17 @@ AffinityTable::Hold AffinityTable::HoldOf(const AffinityKey& k) {
   return Hold{sh.at(*link).refs, sh.at(*link).grace_ms};
 }
 
-int64_t AffinityTable::Sweep(size_t s, int64_t now) {
+int64_t AffinityTable::Sweep(size_t s, int64_t now, uint32_t max_buckets) {
   Header& h = region_.header();
   LockedShard<AffinityEntry> sh(region_, h.affinity_shards[s]);
   int64_t gone = 0;
-  sh.RemoveIf([now](const AffinityEntry& e) { return Lapsed(e, now); }, [&](const AffinityEntry&) { ++gone; });
+  auto dead = [now](const AffinityEntry& e) { return Lapsed(e, now); };
+  auto take = [&](const AffinityEntry&) { ++gone; };
+  if (max_buckets == 0) {
+    sh.RemoveIf(dead, take);
+  } else {
+    sh.RemoveIfBounded(max_buckets, dead, take);
+  }
   h.affinity_count.fetch_sub(gone, std::memory_order_relaxed);
   return gone;
 }

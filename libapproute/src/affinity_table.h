@@ -100,8 +100,9 @@ class AffinityTable {
   // Deletes every claim on (slot, epoch) that no session holds; returns how many.
   int64_t ForgetIdle(uint32_t slot, uint32_t epoch);
 
-  // Forgets the claims of shard `s` past their grace time.
-  int64_t Sweep(size_t s, int64_t now);
+  // Forgets the claims of shard `s` past their grace time: all of them with
+  // max_buckets 0, else those of the next max_buckets buckets.
+  int64_t Sweep(size_t s, int64_t now, uint32_t max_buckets = 0);
 
   std::vector<AffinityRow> List(int64_t now, absl::FunctionRef<bool(const AffinityEntry&)> keep, size_t limit);
 

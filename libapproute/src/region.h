@@ -218,7 +218,7 @@ struct ShardHeader {
   uint32_t count;
   uint32_t free_head;
   uint32_t fresh;        // entries [fresh, capacity) were never used (free, off the list)
-  uint32_t pad;
+  uint32_t sweep_next;   // the bucket the routing path's bounded sweep visits next (shard.h)
   uint64_t entries_off;  // offsets from the region base
   uint64_t buckets_off;
 };

@@ -235,7 +235,9 @@ class Router::Impl {
 
   // ---- expiry and recovery -------------------------------------------------
 
-  int64_t SweepShard(size_t s, int64_t now);
+  // Expired sessions and lapsed claims of shard s: all (max_buckets 0) or
+  // the next max_buckets buckets of each table.
+  int64_t SweepShard(size_t s, int64_t now, uint32_t max_buckets = 0);
 
   // Finds processes that died inside a state change and recounts behind the gate.
   void Recover(int64_t now);

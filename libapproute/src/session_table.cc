@@ -110,16 +110,21 @@ bool SessionTable::Confirm(std::string_view call_id, Held* held) {
   return true;
 }
 
-int64_t SessionTable::Expire(size_t s, int64_t now, std::vector<Held>* held) {
+int64_t SessionTable::Expire(size_t s, int64_t now, std::vector<Held>* held, uint32_t max_buckets) {
   Header& hdr = region_.header();
   size_t before = held->size();
   {
     LockedShard<SessionEntry> sh(region_, hdr.session_shards[s]);
-    sh.RemoveIf([now](const SessionEntry& e) { return e.expires_ms <= now; },
-                [&](const SessionEntry& e) {
-                  held->push_back(HeldBy(e));
-                  hdr.session_count.fetch_sub(1, std::memory_order_relaxed);
-                });
+    auto dead = [now](const SessionEntry& e) { return e.expires_ms <= now; };
+    auto take = [&](const SessionEntry& e) {
+      held->push_back(HeldBy(e));
+      hdr.session_count.fetch_sub(1, std::memory_order_relaxed);
+    };
+    if (max_buckets == 0) {
+      sh.RemoveIf(dead, take);
+    } else {
+      sh.RemoveIfBounded(max_buckets, dead, take);
+    }
   }
   auto n = static_cast<int64_t>(held->size() - before);
   hdr.expired_sessions.fetch_add(n, std::memory_order_relaxed);

@@ -98,8 +98,10 @@ class SessionTable {
   // Marks the session answered; what it holds goes to *held.
   bool Confirm(std::string_view call_id, Held* held);
 
-  // Removes the expired sessions of shard `s`, appending what they held.
-  int64_t Expire(size_t s, int64_t now, std::vector<Held>* held);
+  // Removes the expired sessions of shard `s`, appending what they held:
+  // all of them with max_buckets 0, else those of the next max_buckets
+  // buckets (Shard::RemoveIfBounded).
+  int64_t Expire(size_t s, int64_t now, std::vector<Held>* held, uint32_t max_buckets = 0);
 
   // Live sessions passing `keep`, at most `limit` (0 = all).
   std::vector<SessionRow> List(int64_t now, absl::FunctionRef<bool(const SessionEntry&)> keep, size_t limit);

@@ -104,16 +104,35 @@ class Shard {
   // Unlinks every committed entry for which `dead(e)` holds, calling `take(e)` first.
   template <typename Dead, typename Take>
   void RemoveIf(Dead dead, Take take) {
-    for (uint32_t b = 0; b < h_.nbuckets; ++b) {
-      uint32_t* link = &buckets_[b];
-      while (*link != kNil) {
-        Entry& e = entries_[*link];
-        if (e.in_use && dead(e)) {
-          take(e);
-          Unlink(link);
-        } else {
-          link = &e.next;
-        }
+    for (uint32_t b = 0; b < h_.nbuckets; ++b) RemoveIfInBucket(b, dead, take);
+  }
+
+  // RemoveIf over at most `max_buckets` buckets, from where the previous call
+  // stopped (ShardHeader::sweep_next) and wrapping around: the routing path
+  // sweeps a big shard in slices, so no call holds the lock for a whole
+  // shard (about 1 ms at a million sessions). Returns the buckets visited.
+  template <typename Dead, typename Take>
+  uint32_t RemoveIfBounded(uint32_t max_buckets, Dead dead, Take take) {
+    const uint32_t n = max_buckets < h_.nbuckets ? max_buckets : h_.nbuckets;
+    uint32_t b = h_.sweep_next < h_.nbuckets ? h_.sweep_next : 0;
+    for (uint32_t i = 0; i < n; ++i) {
+      RemoveIfInBucket(b, dead, take);
+      b = (b + 1) & (h_.nbuckets - 1);
+    }
+    h_.sweep_next = b;  // a hint only: any value is safe after a crash
+    return n;
+  }
+
+  template <typename Dead, typename Take>
+  void RemoveIfInBucket(uint32_t b, Dead& dead, Take& take) {
+    uint32_t* link = &buckets_[b];
+    while (*link != kNil) {
+      Entry& e = entries_[*link];
+      if (e.in_use && dead(e)) {
+        take(e);
+        Unlink(link);
+      } else {
+        link = &e.next;
       }
     }
   }

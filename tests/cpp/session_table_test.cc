@@ -54,6 +54,34 @@ TEST_F(SessionTableTest, ExpiredSessionsAreReplacedAndSwept) {
   EXPECT_EQ(region_->header().session_count.load(), 0);
 }
 
+// The routing path sweeps in slices (Shard::RemoveIfBounded): a slice removes
+// only what its buckets hold, the next slice goes on where it stopped, and
+// enough slices find every expired session with the counts right.
+TEST_F(SessionTableTest, BoundedExpirySweepsInSlicesAndWraps) {
+  SessionTable t(*region_);
+  SessionEntry existing{};
+  std::vector<Held> expired;
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ(t.Add(Init("c" + std::to_string(i), 1, 0, 10), 0, &existing, &expired), SessionTable::Insert::kInserted);
+  }
+  const uint32_t nb = region_->header().session_shards[0].nbuckets;
+  ASSERT_GT(nb, 3u);
+  std::vector<Held> swept;
+  int64_t first = 0;
+  for (size_t s = 0; s < kShards; ++s) first += t.Expire(s, 2000, &swept, 3);
+  EXPECT_GT(first, 0);
+  EXPECT_LT(first, 100) << "one slice of 3 buckets a shard must not see the whole table";
+  EXPECT_EQ(region_->header().session_count.load(), 100 - first);
+  int64_t total = first;
+  for (uint32_t round = 1; round * 3 < nb + 3; ++round) {
+    for (size_t s = 0; s < kShards; ++s) total += t.Expire(s, 2000, &swept, 3);
+  }
+  EXPECT_EQ(total, 100);
+  EXPECT_EQ(swept.size(), 100u);
+  EXPECT_EQ(region_->header().session_count.load(), 0);
+  for (size_t s = 0; s < kShards; ++s) EXPECT_LT(region_->header().session_shards[s].sweep_next, nb);
+}
+
 TEST_F(SessionTableTest, ModifyAndFull) {
   SessionTable t(*region_);
   SessionEntry existing{};

@@ -118,17 +118,24 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
   const uint32_t res = p.resource;
   const bool use_aff = p.config.affinity && !key.empty();
   const AffinityKey k(p.app_slot, use_aff ? key : std::string_view());
-  static thread_local std::vector<Candidate> cands_tl;
-  std::vector<Candidate>& cands = cands_tl;
+  // The candidate list: a per-thread buffer, looked up only when a list is
+  // built (an affinity hit builds none, and a TLS lookup in a shared object
+  // is a call).
+  std::vector<Candidate>* cbuf = nullptr;
+  auto buffer = [&cbuf]() -> std::vector<Candidate>& {
+    static thread_local std::vector<Candidate> cands_tl;
+    if (cbuf == nullptr) cbuf = &cands_tl;
+    return *cbuf;
+  };
   Tally t;
   bool have_cands = false;
   // affinity.bound: the candidates' loads decide whether a hit may be taken.
   const double bound = use_aff ? p.config.affinity_bound : 0;
   LoadBound lb;
   if (bound > 1.0) {
-    Candidates(p, snap, avoid, now, &cands, &t);
+    Candidates(p, snap, avoid, now, &buffer(), &t);
     have_cands = true;
-    lb = LoadBound(cands, bound, k.hash);
+    lb = LoadBound(*cbuf, bound, k.hash);
   }
   bool over_bound = false;  // the key's node was usable but above the bound
   auto take = [&](uint32_t slot, uint32_t epoch) {
@@ -148,7 +155,7 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
     } else if (over_bound) {
       // The key's node is above the bound: its next home within the bound.
       for (const LoadBound::Entry& e : lb.NextHomes()) {
-        const Candidate& c = cands[e.index];
+        const Candidate& c = (*cbuf)[e.index];
         if (placement_->Reserve(c.slot, res, c.capacity)) {
           out.ref = ClaimRef{c.slot, snap.nodes[static_cast<size_t>(snap.index_of_slot[c.slot])].epoch, 0};
           out.decision.reason = "affinity_bound";
@@ -158,6 +165,7 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
     }
   }
   if (out.ref.slot == kNil) {
+    std::vector<Candidate>& cands = buffer();
     if (!have_cands) Candidates(p, snap, avoid, now, &cands, &t);
 
     RegionStrategyContext ctx(*region_, nodes_, p.app_slot, snap, now, seeded_ ? &rng_ : nullptr);

@@ -374,7 +374,7 @@ class Router::Impl {
     std::shared_ptr<const Snapshot> snap = GetSnapshot();
     RouterStats s;
     s.nodes = static_cast<int64_t>(snap->nodes.size());
-    s.sessions = H().session_count.load(std::memory_order_relaxed);
+    s.sessions = sessions_.Count();
     s.affinities = H().affinity_count.load(std::memory_order_relaxed);
     s.max_nodes = static_cast<int64_t>(H().max_nodes);
     s.max_sessions = static_cast<int64_t>(H().max_sessions);

@@ -109,10 +109,10 @@ void Router::Impl::Candidates(const Policy& p, const Snapshot& snap, const SlotL
   }
 }
 
-absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
+absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
                              const std::map<std::string, std::string>& attrs, const SlotList& avoid, int attempt,
-                             int64_t now, const char* strategy_reason) {
-  Placed out;
+                             int64_t now, const char* strategy_reason, Placed* result) {
+  Placed& out = *result;
   out.decision.app = p.config.name;
   out.decision.attempt = attempt;
   const uint32_t res = p.resource;
@@ -177,7 +177,7 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
         out.decision.reason = "no_node";
         out.decision.detail = Cat("strategy ", p.config.strategy, " chose no node: ",
                                   pick.ok() ? "index out of range" : pick.status().message());
-        return out;
+        return absl::OkStatus();
       }
       const Candidate& c = cands[*pick];
       NodeRecord& n = region_->node(c.slot);
@@ -201,7 +201,7 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
                       : Cat("no candidate in pool \"", p.config.pool, "\" (", t.pool, " nodes: ", t.disabled,
                             " disabled, ", t.draining, " draining, ", t.down, " down, ", t.avoid,
                             " excluded or tried, ", t.full, " full for \"", p.config.resource, "\")");
-      return out;
+      return absl::OkStatus();
     }
   }
   if (use_aff && !joined) {
@@ -225,7 +225,7 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
   out.decision.ok = true;
   out.decision.node_id = v.id;
   out.decision.uri = v.uri;
-  return out;
+  return absl::OkStatus();
 }
 
 bool Router::Impl::Leaving(uint32_t slot, uint32_t epoch, int64_t now) const {
@@ -269,7 +269,7 @@ Decision Router::Impl::SessionDecision(const Snapshot& snap, const SessionEntry&
 }
 
 absl::StatusOr<Decision> Router::Impl::Route(const RouteRequest& req) {
-  const bool timed = RouterCounters::Sample();
+  const bool timed = counters_.Sample();
   const auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   uint32_t app = kNil;
   absl::StatusOr<Decision> d = RouteFlow(req, &app);
@@ -290,12 +290,13 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
     return absl::InvalidArgumentError(
         Cat("exclude lists ", req.exclude.size(), " nodes, at most ", kMaxAttemptsLimit / 2, " are allowed"));
   }
-  absl::StatusOr<const Policies*> pol = policies_.Cached();
+  HotCache& cache = ThreadCache();
+  absl::StatusOr<const Policies*> pol = policies_.Cached(cache.policies);
   if (!pol.ok()) return pol.status();
   const Policy* p = (*pol)->Find(req.app);
   if (p != nullptr) *app = p->app_slot;
   if (p == nullptr) return absl::NotFoundError(Cat("unknown app \"", req.app, "\" and no \"default\" app is configured"));
-  const Snapshot& snap = CachedSnapshot();
+  const Snapshot& snap = CachedSnapshot(cache);
   const int64_t now = now_();
   Maintain(now);  // outside the op: it may wait for every op to finish
   absl::StatusOr<Owners::Op> op = owners_.Enter();
@@ -306,8 +307,11 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   }
   // A call already routed is found when its session is inserted (the rare
   // case pays for an undone placement, the common case saves a lock).
-  absl::StatusOr<Placed> pl = Place(*p, snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy");
-  if (!pl.ok()) return pl.status();
+  Placed placed;
+  if (absl::Status s = Place(*p, snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy", &placed); !s.ok()) {
+    return s;
+  }
+  Placed* pl = &placed;
   if (!pl->decision.ok) {
     if (std::optional<SessionEntry> e = sessions_.Get(req.call_id, now)) return SessionDecision(snap, *e, **pol);
     return pl->decision;
@@ -393,8 +397,10 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
     if (p) d.app = p->config.name;
     return d;
   }
-  absl::StatusOr<Placed> pl = Place(*p, *snap, call_id, old.key, attrs, avoid, attempt, now, "retry");
-  const bool placed = pl.ok() && pl->decision.ok;
+  Placed placement;
+  const absl::Status place_status = Place(*p, *snap, call_id, old.key, attrs, avoid, attempt, now, "retry", &placement);
+  Placed* pl = &placement;
+  const bool placed = place_status.ok() && pl->decision.ok;
   Held gone;
   found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {
     if (!placed) return true;
@@ -410,8 +416,8 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
     return absl::NotFoundError(Cat("call_id \"", call_id, "\" ended during retry"));
   }
   if (placed) region_->node(pl->ref.slot).routed_total.fetch_add(1, std::memory_order_relaxed);
-  if (!pl.ok()) return pl.status();
-  return pl->decision;
+  if (!place_status.ok()) return place_status;
+  return std::move(pl->decision);
 }
 
 absl::Status Router::Impl::Confirm(std::string_view call_id) {

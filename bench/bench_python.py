@@ -113,6 +113,10 @@ def main() -> None:
     ap.add_argument("--in-flight", type=int, default=100, help="live calls kept across calls in the second run")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                     help="cpu: the process's CPU time (default); wall: the wall clock")
+    ap.add_argument("--ir", choices=("plain", "approute"),
+                    help="for bench/python_ir.sh: one router, 2,000 warm-up calls, then --calls calls "
+                         "(--in-flight of them kept live) unless --ir-skip, and no output")
+    ap.add_argument("--ir-skip", action="store_true", help="with --ir: everything but the measured calls")
     args = ap.parse_args()
     global CLOCK
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
@@ -124,6 +128,14 @@ def main() -> None:
 
     call_ids = [f"call-{i}@bench" for i in range(args.calls)]
     keys = [f"tenant{i % args.keys}.example.com" for i in range(args.calls)]
+
+    if args.ir:  # under callgrind: the same setup with and without the loop, so the difference is the loop
+        run = run_plain if args.ir == "plain" else run_approute
+        target = plain if args.ir == "plain" else router
+        run(target, [f"warm-{i}@bench" for i in range(2000)], keys[:2000], args.in_flight)  # type: ignore[arg-type]
+        if not args.ir_skip:
+            run(target, call_ids, keys, args.in_flight)  # type: ignore[arg-type]
+        return
 
     print(f"calls per round: {args.calls}, nodes: {args.nodes}, keys: {args.keys}, rounds: {args.rounds}, "
           f"clock: {args.clock}, approute from {os.path.dirname(approute.__file__)}")

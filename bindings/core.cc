@@ -360,11 +360,27 @@ bool Utf8(PyObject* o, const char* what, std::string_view* out) {
     PyErr_Format(PyExc_TypeError, "%s must be str, not %.100s", what, Py_TYPE(o)->tp_name);
     return false;
   }
+  if (PyUnicode_IS_COMPACT_ASCII(o)) {  // the usual case, without a call: the bytes follow the object header
+    *out = std::string_view(static_cast<const char*>(PyUnicode_DATA(o)), static_cast<size_t>(PyUnicode_GET_LENGTH(o)));
+    return true;
+  }
   Py_ssize_t n = 0;
   const char* p = PyUnicode_AsUTF8AndSize(o, &n);
   if (p == nullptr) return false;
   *out = std::string_view(p, static_cast<size_t>(n));
   return true;
+}
+
+// Keyword names, interned at import. A call site's keyword names are
+// interned by the compiler, so they usually match by identity; any other str
+// is compared by value.
+struct KwNames {
+  PyObject *call_id = nullptr, *key = nullptr, *exclude = nullptr, *attrs = nullptr;
+};
+KwNames g_kw;
+
+bool Kw(PyObject* name, PyObject* interned, const char* ascii) {
+  return name == interned || PyUnicode_CompareWithASCIIString(name, ascii) == 0;
 }
 
 template <typename F>
@@ -410,6 +426,65 @@ auto MaybeNoGil(const PyRouter& r, F&& f) {
   return f();
 }
 
+// Fills `req` from route()'s arguments and routes it: the body of route()
+// once the keywords are sorted out.
+PyObject* RouteWith(PyObject* self, PyObject* app, PyObject* call_id, PyObject* key, PyObject* exclude,
+                    PyObject* attrs, approute::RouteRequest& req) {
+  req.key.clear();
+  req.exclude.clear();
+  req.attrs.clear();
+  std::string_view v;
+  if (!Utf8(app, "app", &v)) return nullptr;
+  req.app.assign(v);
+  if (!Utf8(call_id, "call_id", &v)) return nullptr;
+  req.call_id.assign(v);
+  if (key != nullptr && key != Py_None) {
+    if (!Utf8(key, "key", &v)) return nullptr;
+    req.key.assign(v);
+  }
+  if (exclude != nullptr && exclude != Py_None) {
+    if (PyUnicode_Check(exclude)) {
+      PyErr_SetString(PyExc_TypeError, "exclude must be a collection of node ids, not a str");
+      return nullptr;
+    }
+    PyObject* it = PyObject_GetIter(exclude);
+    if (it == nullptr) {
+      PyErr_Format(PyExc_TypeError, "exclude must be a collection of node ids, not %.100s", Py_TYPE(exclude)->tp_name);
+      return nullptr;
+    }
+    py::object iter = py::reinterpret_steal<py::object>(it);
+    while (PyObject* item = PyIter_Next(it)) {
+      py::object owned = py::reinterpret_steal<py::object>(item);
+      std::string_view id;
+      if (!Utf8(item, "each node id in exclude", &id)) return nullptr;
+      req.exclude.emplace_back(id);
+    }
+    if (PyErr_Occurred()) return nullptr;
+  }
+  if (attrs != nullptr && attrs != Py_None) {
+    if (!PyDict_Check(attrs)) {
+      PyErr_Format(PyExc_TypeError, "attrs must be a dict of str to str, not %.100s", Py_TYPE(attrs)->tp_name);
+      return nullptr;
+    }
+    PyObject *k, *val;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(attrs, &pos, &k, &val)) {
+      std::string_view ks, vs;
+      if (!Utf8(k, "an attrs key", &ks)) return nullptr;
+      if (!PyUnicode_Check(val)) {
+        PyErr_Format(PyExc_TypeError, "attrs[%R] must be str, not %.100s", k, Py_TYPE(val)->tp_name);
+        return nullptr;
+      }
+      if (!Utf8(val, "an attrs value", &vs)) return nullptr;
+      req.attrs.emplace(std::string(ks), std::string(vs));
+    }
+  }
+  PyRouter& r = RouterOf(self);
+  absl::StatusOr<Decision> d = MaybeNoGil(r, [&] { return r.router->Route(req); });
+  if (!d.ok()) Raise(d.status());
+  return MakeDecision(*std::move(d));  // moved once, into the object (Take() would move it twice more)
+}
+
 PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyObject* kwnames) {
   return Guard([&]() -> PyObject* {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -422,7 +497,13 @@ PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, Py
     for (Py_ssize_t i = 0; i < nkw; ++i) {
       PyObject* name = PyTuple_GET_ITEM(kwnames, i);
       PyObject* value = args[nargs + i];
-      if (PyUnicode_CompareWithASCIIString(name, "call_id") == 0) call_id = value;
+      PyObject** dst = name == g_kw.call_id   ? &call_id
+                       : name == g_kw.key     ? &key
+                       : name == g_kw.exclude ? &exclude
+                       : name == g_kw.attrs   ? &attrs
+                                              : nullptr;
+      if (dst != nullptr) *dst = value;
+      else if (PyUnicode_CompareWithASCIIString(name, "call_id") == 0) call_id = value;
       else if (PyUnicode_CompareWithASCIIString(name, "key") == 0) key = value;
       else if (PyUnicode_CompareWithASCIIString(name, "exclude") == 0) exclude = value;
       else if (PyUnicode_CompareWithASCIIString(name, "attrs") == 0) attrs = value;
@@ -438,68 +519,21 @@ PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, Py
     // One request per thread, reused: its strings keep their capacity, so
     // no allocation for the arguments after the first call. A route() from
     // inside a Python strategy's select() (re-entry) gets its own.
-    thread_local approute::RouteRequest reused;
-    thread_local bool reused_busy = false;
-    std::optional<approute::RouteRequest> own;
-    if (reused_busy) own.emplace();
-    approute::RouteRequest& req = own ? *own : reused;
+    struct Reused {  // one thread_local, so one TLS lookup
+      approute::RouteRequest req;
+      bool busy = false;
+    };
+    thread_local Reused reused;
+    if (reused.busy) {
+      approute::RouteRequest own;
+      return RouteWith(self, args[0], call_id, key, exclude, attrs, own);
+    }
     struct Busy {
-      bool* flag;
-      ~Busy() { if (flag) *flag = false; }
-    } busy{own ? nullptr : &reused_busy};
-    if (!own) reused_busy = true;
-    req.key.clear();
-    req.exclude.clear();
-    req.attrs.clear();
-    std::string_view v;
-    if (!Utf8(args[0], "app", &v)) return nullptr;
-    req.app.assign(v);
-    if (!Utf8(call_id, "call_id", &v)) return nullptr;
-    req.call_id.assign(v);
-    if (key != nullptr && key != Py_None) {
-      if (!Utf8(key, "key", &v)) return nullptr;
-      req.key.assign(v);
-    }
-    if (exclude != nullptr && exclude != Py_None) {
-      if (PyUnicode_Check(exclude)) {
-        PyErr_SetString(PyExc_TypeError, "exclude must be a collection of node ids, not a str");
-        return nullptr;
-      }
-      PyObject* it = PyObject_GetIter(exclude);
-      if (it == nullptr) {
-        PyErr_Format(PyExc_TypeError, "exclude must be a collection of node ids, not %.100s", Py_TYPE(exclude)->tp_name);
-        return nullptr;
-      }
-      py::object iter = py::reinterpret_steal<py::object>(it);
-      while (PyObject* item = PyIter_Next(it)) {
-        py::object owned = py::reinterpret_steal<py::object>(item);
-        std::string_view id;
-        if (!Utf8(item, "each node id in exclude", &id)) return nullptr;
-        req.exclude.emplace_back(id);
-      }
-      if (PyErr_Occurred()) return nullptr;
-    }
-    if (attrs != nullptr && attrs != Py_None) {
-      if (!PyDict_Check(attrs)) {
-        PyErr_Format(PyExc_TypeError, "attrs must be a dict of str to str, not %.100s", Py_TYPE(attrs)->tp_name);
-        return nullptr;
-      }
-      PyObject *k, *val;
-      Py_ssize_t pos = 0;
-      while (PyDict_Next(attrs, &pos, &k, &val)) {
-        std::string_view ks, vs;
-        if (!Utf8(k, "an attrs key", &ks)) return nullptr;
-        if (!PyUnicode_Check(val)) {
-          PyErr_Format(PyExc_TypeError, "attrs[%R] must be str, not %.100s", k, Py_TYPE(val)->tp_name);
-          return nullptr;
-        }
-        if (!Utf8(val, "an attrs value", &vs)) return nullptr;
-        req.attrs.emplace(std::string(ks), std::string(vs));
-      }
-    }
-    PyRouter& r = RouterOf(self);
-    absl::StatusOr<Decision> d = MaybeNoGil(r, [&] { return r.router->Route(req); });
-    return MakeDecision(Take(std::move(d)));
+      bool& flag;
+      ~Busy() { flag = false; }
+    } busy{reused.busy};
+    reused.busy = true;
+    return RouteWith(self, args[0], call_id, key, exclude, attrs, reused.req);
   });
 }
 
@@ -508,7 +542,7 @@ PyObject* FastEnd(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyOb
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     PyObject* call_id = nargs == 1 ? args[0] : nullptr;
     if (kwnames != nullptr && PyTuple_GET_SIZE(kwnames) == 1 && nargs == 0 &&
-        PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "call_id") == 0) {
+        Kw(PyTuple_GET_ITEM(kwnames, 0), g_kw.call_id, "call_id")) {
       call_id = args[0];
     } else if (kwnames != nullptr && PyTuple_GET_SIZE(kwnames) > 0) {
       PyErr_SetString(PyExc_TypeError, "end() takes one argument, call_id");
@@ -894,6 +928,11 @@ PYBIND11_MODULE(_core, m) {
           }, py::arg("seconds"), "Test hook: freeze this router's clock at `seconds` (unix time).")
       .def("_clear_time", [](PyRouter& self) { self.fake_ms->store(-1); }, "Test hook: back to the real clock.");
 
+  for (auto [slot, name] : {std::pair{&g_kw.call_id, "call_id"}, std::pair{&g_kw.key, "key"},
+                             std::pair{&g_kw.exclude, "exclude"}, std::pair{&g_kw.attrs, "attrs"}}) {
+    *slot = PyUnicode_InternFromString(name);  // kept for the life of the process
+    if (*slot == nullptr) throw py::error_already_set();
+  }
   {
     PyObject* type = m.attr("Router").ptr();
     for (PyMethodDef* def : {&g_route_def, &g_end_def}) {

@@ -147,11 +147,11 @@ absl::StatusOr<std::shared_ptr<const Policies>> PolicyStore::Get() {
 }
 
 absl::StatusOr<const Policies*> PolicyStore::Cached() {
-  struct Cache {
-    uint64_t router = 0;
-    std::shared_ptr<const Policies> policies;
-  };
   thread_local Cache cache;
+  return Cached(cache);
+}
+
+absl::StatusOr<const Policies*> PolicyStore::Cached(Cache& cache) {
   uint64_t gen = region_.header().config_generation.load(std::memory_order_acquire);
   if (cache.router != router_id_) cache = Cache{router_id_, nullptr};
   if (!cache.policies || cache.policies->generation != gen) {

@@ -80,6 +80,13 @@ class PolicyStore {
   absl::StatusOr<std::shared_ptr<const Policies>> Get();
   // The same through a per-thread cache: no lock while nothing changed.
   absl::StatusOr<const Policies*> Cached();
+  // The same through a cache the caller keeps (one thread's, e.g. inside a
+  // thread_local it shares with other caches: one TLS lookup for all).
+  struct Cache {
+    uint64_t router = 0;
+    std::shared_ptr<const Policies> policies;
+  };
+  absl::StatusOr<const Policies*> Cached(Cache& cache);
 
  private:
   uint32_t AppSlotLocked(std::string_view name) const;

@@ -55,7 +55,6 @@ RecountResult Recount(const Region& region, int64_t now_ms) {
       }
     });
   }
-  h.session_count.store(out.sessions, std::memory_order_relaxed);
   h.affinity_count.store(out.affinities, std::memory_order_relaxed);
   h.recounted_drift.fetch_add(out.drift, std::memory_order_relaxed);
   h.repair_needed.store(0, std::memory_order_relaxed);

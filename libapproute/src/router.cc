@@ -114,26 +114,33 @@ void Router::Impl::Candidates(const Policy& p, const Snapshot& snap, const SlotL
   }
 }
 
-absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
+absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
                              const std::map<std::string, std::string>& attrs, const SlotList& avoid, int attempt,
-                             int64_t now, const char* strategy_reason) {
-  Placed out;
+                             int64_t now, const char* strategy_reason, Placed* result) {
+  Placed& out = *result;
   out.decision.app = p.config.name;
   out.decision.attempt = attempt;
   const uint32_t res = p.resource;
   const bool use_aff = p.config.affinity && !key.empty();
   const AffinityKey k(p.app_slot, use_aff ? key : std::string_view());
-  static thread_local std::vector<Candidate> cands_tl;
-  std::vector<Candidate>& cands = cands_tl;
+  // The candidate list: a per-thread buffer, looked up only when a list is
+  // built (an affinity hit builds none, and a TLS lookup in a shared object
+  // is a call).
+  std::vector<Candidate>* cbuf = nullptr;
+  auto buffer = [&cbuf]() -> std::vector<Candidate>& {
+    static thread_local std::vector<Candidate> cands_tl;
+    if (cbuf == nullptr) cbuf = &cands_tl;
+    return *cbuf;
+  };
   Tally t;
   bool have_cands = false;
   // affinity.bound: the candidates' loads decide whether a hit may be taken.
   const double bound = use_aff ? p.config.affinity_bound : 0;
   LoadBound lb;
   if (bound > 1.0) {
-    Candidates(p, snap, avoid, now, &cands, &t);
+    Candidates(p, snap, avoid, now, &buffer(), &t);
     have_cands = true;
-    lb = LoadBound(cands, bound, k.hash);
+    lb = LoadBound(*cbuf, bound, k.hash);
   }
   bool over_bound = false;  // the key's node was usable but above the bound
   auto take = [&](uint32_t slot, uint32_t epoch) {
@@ -153,7 +160,7 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
     } else if (over_bound) {
       // The key's node is above the bound: its next home within the bound.
       for (const LoadBound::Entry& e : lb.NextHomes()) {
-        const Candidate& c = cands[e.index];
+        const Candidate& c = (*cbuf)[e.index];
         if (placement_->Reserve(c.slot, res, c.capacity)) {
           out.ref = ClaimRef{c.slot, snap.nodes[static_cast<size_t>(snap.index_of_slot[c.slot])].epoch, 0};
           out.decision.reason = "affinity_bound";
@@ -163,6 +170,7 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
     }
   }
   if (out.ref.slot == kNil) {
+    std::vector<Candidate>& cands = buffer();
     if (!have_cands) Candidates(p, snap, avoid, now, &cands, &t);
 
     RegionStrategyContext ctx(*region_, nodes_, p.app_slot, snap, now, seeded_ ? &rng_ : nullptr);
@@ -174,7 +182,7 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
         out.decision.reason = "no_node";
         out.decision.detail = Cat("strategy ", p.config.strategy, " chose no node: ",
                                   pick.ok() ? "index out of range" : pick.status().message());
-        return out;
+        return absl::OkStatus();
       }
       const Candidate& c = cands[*pick];
       NodeRecord& n = region_->node(c.slot);
@@ -198,7 +206,7 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
                       : Cat("no candidate in pool \"", p.config.pool, "\" (", t.pool, " nodes: ", t.disabled,
                             " disabled, ", t.draining, " draining, ", t.down, " down, ", t.avoid,
                             " excluded or tried, ", t.full, " full for \"", p.config.resource, "\")");
-      return out;
+      return absl::OkStatus();
     }
   }
   if (use_aff && !joined) {
@@ -222,7 +230,7 @@ absl::StatusOr<Router::Impl::Placed> Router::Impl::Place(const Policy& p, const 
   out.decision.ok = true;
   out.decision.node_id = v.id;
   out.decision.uri = v.uri;
-  return out;
+  return absl::OkStatus();
 }
 
 bool Router::Impl::Leaving(uint32_t slot, uint32_t epoch, int64_t now) const {
@@ -266,7 +274,7 @@ Decision Router::Impl::SessionDecision(const Snapshot& snap, const SessionEntry&
 }
 
 absl::StatusOr<Decision> Router::Impl::Route(const RouteRequest& req) {
-  const bool timed = RouterCounters::Sample();
+  const bool timed = counters_.Sample();
   const auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   uint32_t app = kNil;
   absl::StatusOr<Decision> d = RouteFlow(req, &app);
@@ -287,12 +295,13 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
     return absl::InvalidArgumentError(
         Cat("exclude lists ", req.exclude.size(), " nodes, at most ", kMaxAttemptsLimit / 2, " are allowed"));
   }
-  absl::StatusOr<const Policies*> pol = policies_.Cached();
+  HotCache& cache = ThreadCache();
+  absl::StatusOr<const Policies*> pol = policies_.Cached(cache.policies);
   if (!pol.ok()) return pol.status();
   const Policy* p = (*pol)->Find(req.app);
   if (p != nullptr) *app = p->app_slot;
   if (p == nullptr) return absl::NotFoundError(Cat("unknown app \"", req.app, "\" and no \"default\" app is configured"));
-  const Snapshot& snap = CachedSnapshot();
+  const Snapshot& snap = CachedSnapshot(cache);
   const int64_t now = now_();
   Maintain(now);  // outside the op: it may wait for every op to finish
   absl::StatusOr<Owners::Op> op = owners_.Enter();
@@ -303,8 +312,11 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   }
   // A call already routed is found when its session is inserted (the rare
   // case pays for an undone placement, the common case saves a lock).
-  absl::StatusOr<Placed> pl = Place(*p, snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy");
-  if (!pl.ok()) return pl.status();
+  Placed placed;
+  if (absl::Status s = Place(*p, snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy", &placed); !s.ok()) {
+    return s;
+  }
+  Placed* pl = &placed;
   if (!pl->decision.ok) {
     if (std::optional<SessionEntry> e = sessions_.Get(req.call_id, now)) return SessionDecision(snap, *e, **pol);
     return pl->decision;
@@ -390,8 +402,10 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
     if (p) d.app = p->config.name;
     return d;
   }
-  absl::StatusOr<Placed> pl = Place(*p, *snap, call_id, old.key, attrs, avoid, attempt, now, "retry");
-  const bool placed = pl.ok() && pl->decision.ok;
+  Placed placement;
+  const absl::Status place_status = Place(*p, *snap, call_id, old.key, attrs, avoid, attempt, now, "retry", &placement);
+  Placed* pl = &placement;
+  const bool placed = place_status.ok() && pl->decision.ok;
   Held gone;
   found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {
     if (!placed) return true;
@@ -407,8 +421,8 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
     return absl::NotFoundError(Cat("call_id \"", call_id, "\" ended during retry"));
   }
   if (placed) region_->node(pl->ref.slot).routed_total.fetch_add(1, std::memory_order_relaxed);
-  if (!pl.ok()) return pl.status();
-  return pl->decision;
+  if (!place_status.ok()) return place_status;
+  return std::move(pl->decision);
 }
 
 absl::Status Router::Impl::Confirm(std::string_view call_id) {

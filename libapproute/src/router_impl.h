@@ -174,15 +174,25 @@ class Router::Impl {
     if (!snapshot_ || snapshot_->generation < snap->generation) snapshot_ = std::move(snap);
     return snapshot_;
   }
-  // The same through a per-thread cache: no lock while nothing changed.
-  const Snapshot& CachedSnapshot() {
-    struct Cache {
-      uint64_t router = 0;
-      std::shared_ptr<const Snapshot> snap;
-    };
-    thread_local Cache cache;
+  // What route() reads on every call, cached per thread: no lock while
+  // nothing changed, and one thread_local for both (a TLS lookup in a shared
+  // object is a call).
+  struct HotCache {
+    uint64_t router = 0;
+    std::shared_ptr<const Snapshot> snap;
+    PolicyStore::Cache policies;
+  };
+  static HotCache& ThreadCache() {
+    thread_local HotCache cache;
+    return cache;
+  }
+  // The nodes' snapshot through `cache`.
+  const Snapshot& CachedSnapshot(HotCache& cache) {
     uint64_t gen = H().node_generation.load(std::memory_order_acquire);
-    if (cache.router != id_) cache = Cache{id_, nullptr};
+    if (cache.router != id_) {
+      cache.router = id_;
+      cache.snap = nullptr;
+    }
     if (!cache.snap || cache.snap->generation != gen) cache.snap = GetSnapshot();
     return *cache.snap;
   }
@@ -206,9 +216,11 @@ class Router::Impl {
 
   // Picks a node for one placement, affinity first, then the strategy, and
   // reserves its capacity (and the key's claim). Caller is inside an Op.
-  absl::StatusOr<Placed> Place(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
-                               const std::map<std::string, std::string>& attrs, const SlotList& avoid, int attempt,
-                               int64_t now, const char* strategy_reason);
+  // Fills *out (a fresh Placed) in place: its Decision is moved only once
+  // more, into the caller's result.
+  absl::Status Place(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
+                     const std::map<std::string, std::string>& attrs, const SlotList& avoid, int attempt,
+                     int64_t now, const char* strategy_reason, Placed* out);
 
   // Gives back what a removed session or an undone placement held.
   // `abandoned`: the session ended unanswered (AffinityTable::DropMode::kAbandoned).
@@ -376,7 +388,7 @@ class Router::Impl {
     std::shared_ptr<const Snapshot> snap = GetSnapshot();
     RouterStats s;
     s.nodes = static_cast<int64_t>(snap->nodes.size());
-    s.sessions = H().session_count.load(std::memory_order_relaxed);
+    s.sessions = sessions_.Count();
     s.affinities = H().affinity_count.load(std::memory_order_relaxed);
     s.max_nodes = static_cast<int64_t>(H().max_nodes);
     s.max_sessions = static_cast<int64_t>(H().max_sessions);

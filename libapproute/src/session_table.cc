@@ -15,8 +15,28 @@ size_t ShardOf(uint64_t hash) { return static_cast<size_t>(hash >> 60) & (kShard
 
 uint64_t SessionTable::Hash(std::string_view call_id) { return XXH3_64bits(call_id.data(), call_id.size()); }
 
+void SessionTable::HeldBy(const SessionEntry& e, Held* out) {
+  out->app = e.app;
+  out->resource = e.resource;
+  out->node = e.node;
+  out->epoch = e.node_epoch;
+  out->claim = e.claim;
+  out->key.Set(GetFixed(e.key));
+}
+
 Held SessionTable::HeldBy(const SessionEntry& e) {
-  return Held{e.app, e.resource, e.node, e.node_epoch, e.claim, KeyCopy(GetFixed(e.key))};
+  Held h;
+  HeldBy(e, &h);
+  return h;
+}
+
+int64_t SessionTable::Count() {
+  int64_t n = 0;
+  for (size_t s = 0; s < kShards; ++s) {
+    LockedShard<SessionEntry> sh(region_, region_.header().session_shards[s]);
+    n += sh.header().count;
+  }
+  return n;
 }
 
 SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, SessionEntry* existing,
@@ -33,7 +53,6 @@ SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, Ses
     }
     expired->push_back(HeldBy(e));
     sh.Unlink(link);
-    hdr.session_count.fetch_sub(1, std::memory_order_relaxed);
     hdr.expired_sessions.fetch_add(1, std::memory_order_relaxed);
   }
   uint32_t i = sh.Alloc();
@@ -41,7 +60,6 @@ SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, Ses
     sh.RemoveIf([now](const SessionEntry& e) { return e.expires_ms <= now; },
                 [&](const SessionEntry& e) {
                   expired->push_back(HeldBy(e));
-                  hdr.session_count.fetch_sub(1, std::memory_order_relaxed);
                   hdr.expired_sessions.fetch_add(1, std::memory_order_relaxed);
                 });
     i = sh.Alloc();
@@ -59,10 +77,10 @@ SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, Ses
   e.created_ms = init.created_ms;
   e.expires_ms = init.expires_ms;
   e.attempt = 1;
+  e.confirmed = 0;
   e.n_tried = 0;
   for (size_t t = 0; t < init.n_tried && t < static_cast<size_t>(kMaxAttemptsLimit); ++t) e.tried[e.n_tried++] = init.tried[t];
   sh.Commit(i, h);
-  hdr.session_count.fetch_add(1, std::memory_order_relaxed);
   return Insert::kInserted;
 }
 
@@ -79,9 +97,8 @@ bool SessionTable::Remove(std::string_view call_id, Held* held) {
   LockedShard<SessionEntry> sh(region_, region_.header().session_shards[ShardOf(h)]);
   uint32_t* link = sh.Find(h, [&](const SessionEntry& e) { return GetFixed(e.call_id) == call_id; });
   if (link == nullptr) return false;
-  *held = HeldBy(sh.at(*link));
+  HeldBy(sh.at(*link), held);
   sh.Unlink(link);
-  region_.header().session_count.fetch_sub(1, std::memory_order_relaxed);
   return true;
 }
 
@@ -93,9 +110,8 @@ bool SessionTable::Modify(std::string_view call_id, int64_t now, absl::FunctionR
   if (link == nullptr || sh.at(*link).expires_ms <= now) return false;
   SessionEntry& e = sh.at(*link);
   if (fn(e)) {
-    *held = HeldBy(e);
+    HeldBy(e, held);
     sh.Unlink(link);
-    region_.header().session_count.fetch_sub(1, std::memory_order_relaxed);
   }
   return true;
 }
@@ -106,7 +122,7 @@ bool SessionTable::Confirm(std::string_view call_id, Held* held) {
   uint32_t* link = sh.Find(h, [&](const SessionEntry& e) { return GetFixed(e.call_id) == call_id; });
   if (link == nullptr) return false;
   sh.at(*link).confirmed = 1;
-  *held = HeldBy(sh.at(*link));
+  HeldBy(sh.at(*link), held);
   return true;
 }
 
@@ -116,10 +132,7 @@ int64_t SessionTable::Expire(size_t s, int64_t now, std::vector<Held>* held, uin
   {
     LockedShard<SessionEntry> sh(region_, hdr.session_shards[s]);
     auto dead = [now](const SessionEntry& e) { return e.expires_ms <= now; };
-    auto take = [&](const SessionEntry& e) {
-      held->push_back(HeldBy(e));
-      hdr.session_count.fetch_sub(1, std::memory_order_relaxed);
-    };
+    auto take = [&](const SessionEntry& e) { held->push_back(HeldBy(e)); };
     if (max_buckets == 0) {
       sh.RemoveIf(dead, take);
     } else {

@@ -2,7 +2,9 @@
 // resource, affinity claim, attempts and the nodes it already tried.
 //
 // Owns: the session shards (Header::session_shards) and
-// Header::session_count / expired_sessions.
+// Header::expired_sessions. The live count is the sum of the shards' counts
+// (kept under their locks, exact again after a rebuild), so an insert or a
+// removal adds no atomic read-modify-write on a line every process shares.
 // Locking: each operation takes one shard's robust mutex, never two; it
 // holds no other lock meanwhile.
 // Crash: entries are committed and removed with one flag (shard.h), so a
@@ -35,7 +37,7 @@ class KeyCopy {
   KeyCopy(std::string_view k) { Set(k); }  // NOLINT: converts like a string
   void Set(std::string_view k) {
     len_ = k.size() < sizeof(buf_) ? k.size() : sizeof(buf_) - 1;
-    std::memcpy(buf_, k.data(), len_);
+    CopyBytes(buf_, k.data(), len_);
   }
   operator std::string_view() const { return std::string_view(buf_, len_); }  // NOLINT
   bool empty() const { return len_ == 0; }
@@ -106,7 +108,12 @@ class SessionTable {
   // Live sessions passing `keep`, at most `limit` (0 = all).
   std::vector<SessionRow> List(int64_t now, absl::FunctionRef<bool(const SessionEntry&)> keep, size_t limit);
 
+  // Session entries in the table now (live or expired, not yet swept); takes
+  // each shard's lock in turn.
+  int64_t Count();
+
   static Held HeldBy(const SessionEntry& e);
+  static void HeldBy(const SessionEntry& e, Held* out);  // in place: no copy of the key buffer
 
   // The request attrs a session keeps: whole pairs in key order while they
   // fit in kSessionAttrsLen bytes (one length byte before each key and

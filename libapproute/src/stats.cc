@@ -30,11 +30,6 @@ void RouterCounters::Retry(uint32_t app, int code) {
   c.retries[kRetryCodes].fetch_add(1, std::memory_order_relaxed);
 }
 
-bool RouterCounters::Sample() {
-  thread_local uint32_t n = 0;
-  return ++n % kLatencySampleEvery == 0;
-}
-
 void RouterCounters::RouteLatency(int64_t ns) {
   LatencyHistogram& h = region_.header().route_latency;
   size_t b = 0;

@@ -11,6 +11,7 @@
 #ifndef APPROUTE_SRC_STATS_H_
 #define APPROUTE_SRC_STATS_H_
 
+#include <atomic>
 #include <cstdint>
 #include <string_view>
 
@@ -32,8 +33,15 @@ class RouterCounters {
   void Decision(uint32_t app, std::string_view reason);
   // Counts one retry() of app slot `app` with SIP code `code`.
   void Retry(uint32_t app, int code);
-  // Whether this route() call should be timed (1 in kLatencySampleEvery per thread).
-  static bool Sample();
+  // Whether this route() call should be timed: about 1 in
+  // kLatencySampleEvery of this process's calls. A load and a store, not a
+  // read-modify-write (threads racing may skip a count: it only shifts which
+  // call is timed) and no thread_local (a call in a shared object).
+  bool Sample() {
+    uint32_t n = sample_.load(std::memory_order_relaxed) + 1;
+    sample_.store(n, std::memory_order_relaxed);
+    return n % kLatencySampleEvery == 0;
+  }
   void RouteLatency(int64_t ns);
   // Zeroes an app slot's counters (the slot is given to another app).
   static void Reset(AppCounters& c);
@@ -42,6 +50,7 @@ class RouterCounters {
 
  private:
   const Region& region_;
+  std::atomic<uint32_t> sample_{0};
 };
 
 }  // namespace approute::internal

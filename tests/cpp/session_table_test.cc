@@ -28,12 +28,56 @@ TEST_F(SessionTableTest, AddGetRemove) {
   EXPECT_EQ(t.Add(Init("c1", 4, 100), 100, &existing, &expired), SessionTable::Insert::kDuplicate);
   EXPECT_EQ(existing.node, 3u) << "the first session is kept";
   ASSERT_TRUE(t.Get("c1", 100).has_value());
-  EXPECT_EQ(region_->header().session_count.load(), 1);
+  EXPECT_EQ(t.Count(), 1);
   Held h;
   EXPECT_TRUE(t.Remove("c1", &h));
   EXPECT_EQ(h.node, 3u);
   EXPECT_FALSE(t.Remove("c1", &h));
-  EXPECT_EQ(region_->header().session_count.load(), 0);
+  EXPECT_EQ(t.Count(), 0);
+}
+
+// Alloc() does not zero an entry: an insert must set every field, so a
+// session that reuses a freed entry shows nothing of the one before it.
+TEST_F(SessionTableTest, AReusedEntryKeepsNothingOfItsLastSession) {
+  SessionTable t(*region_);
+  SessionEntry existing{};
+  std::vector<Held> expired;
+  const std::map<std::string, std::string> attrs{{"from", "alice"}, {"to", "bob"}};
+  const uint32_t tried[2] = {7, 8};
+  SessionInit full = Init("first-call", 3, 100);
+  full.key = "tenant.example.com";
+  full.claim = 42;
+  full.app = 2;
+  full.resource = 1;
+  full.attrs = &attrs;
+  full.tried = tried;
+  full.n_tried = 2;
+  ASSERT_EQ(t.Add(full, 100, &existing, &expired), SessionTable::Insert::kInserted);
+  Held h;
+  ASSERT_TRUE(t.Confirm("first-call", &h));
+  ASSERT_TRUE(t.Remove("first-call", &h));
+  const size_t shard = SessionTable::Hash("first-call") >> 60;
+  Shard<SessionEntry> sh(*region_, region_->header().session_shards[shard]);
+  const uint32_t freed = sh.header().free_head;
+  ASSERT_NE(freed, kNil);
+  std::string second;  // a call id in the same shard, so it takes the freed entry
+  for (int i = 0; second.empty(); ++i) {
+    std::string id = "second-" + std::to_string(i);
+    if ((SessionTable::Hash(id) >> 60) == shard) second = id;
+  }
+  ASSERT_EQ(t.Add(Init(second, 5, 200), 200, &existing, &expired), SessionTable::Insert::kInserted);
+  ASSERT_EQ(GetFixed(sh.at(freed).call_id), second) << "the freed entry was reused";
+  std::optional<SessionEntry> e = t.Get(second, 200);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->node, 5u);
+  EXPECT_EQ(GetFixed(e->key), "");
+  EXPECT_EQ(e->claim, 0u);
+  EXPECT_EQ(e->app, 0u);
+  EXPECT_EQ(e->resource, 0u);
+  EXPECT_EQ(e->confirmed, 0);
+  EXPECT_EQ(e->attempt, 1);
+  EXPECT_EQ(e->n_tried, 0u);
+  EXPECT_TRUE(SessionTable::UnpackAttrs(e->attrs).empty());
 }
 
 TEST_F(SessionTableTest, ExpiredSessionsAreReplacedAndSwept) {
@@ -51,7 +95,7 @@ TEST_F(SessionTableTest, ExpiredSessionsAreReplacedAndSwept) {
   for (size_t s = 0; s < kShards; ++s) n += t.Expire(s, 2000, &swept);
   EXPECT_EQ(n, 2);
   EXPECT_EQ(region_->header().expired_sessions.load(), 3);
-  EXPECT_EQ(region_->header().session_count.load(), 0);
+  EXPECT_EQ(t.Count(), 0);
 }
 
 // The routing path sweeps in slices (Shard::RemoveIfBounded): a slice removes
@@ -71,14 +115,14 @@ TEST_F(SessionTableTest, BoundedExpirySweepsInSlicesAndWraps) {
   for (size_t s = 0; s < kShards; ++s) first += t.Expire(s, 2000, &swept, 3);
   EXPECT_GT(first, 0);
   EXPECT_LT(first, 100) << "one slice of 3 buckets a shard must not see the whole table";
-  EXPECT_EQ(region_->header().session_count.load(), 100 - first);
+  EXPECT_EQ(t.Count(), 100 - first);
   int64_t total = first;
   for (uint32_t round = 1; round * 3 < nb + 3; ++round) {
     for (size_t s = 0; s < kShards; ++s) total += t.Expire(s, 2000, &swept, 3);
   }
   EXPECT_EQ(total, 100);
   EXPECT_EQ(swept.size(), 100u);
-  EXPECT_EQ(region_->header().session_count.load(), 0);
+  EXPECT_EQ(t.Count(), 0);
   for (size_t s = 0; s < kShards; ++s) EXPECT_LT(region_->header().session_shards[s].sweep_next, nb);
 }
 
@@ -104,7 +148,7 @@ TEST_F(SessionTableTest, ModifyAndFull) {
   }
   EXPECT_EQ(r, SessionTable::Insert::kFull);
   EXPECT_GE(inserted, 256);
-  EXPECT_EQ(region_->header().session_count.load(), inserted);
+  EXPECT_EQ(t.Count(), inserted);
 }
 
 TEST_F(SessionTableTest, RebuildRecoversFromAProcessKilledMidInsert) {

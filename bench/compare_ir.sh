@@ -9,7 +9,7 @@
 # links bench/route_ir.cc against both, runs each case under callgrind
 # (20,000 measured calls after 2,000 warm-up ones) and prints the ratio.
 # `pools`: no affinity, every built-in strategy in $STRATEGIES (default:
-# all eight) at 64, 256 and 1,024 nodes; besides the instruction counts,
+# all eight) at $SIZES (default 64, 256 and 1,024) nodes; besides the instruction counts,
 # wall-clock median and p99 per call (50,000 calls timed one by one, base
 # and tree alternated $RUNS times (default 3), the median of the runs).
 set -euo pipefail
@@ -40,7 +40,7 @@ if [ "$MODE" = pools ]; then
   med() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
   printf "%-26s %9s %9s %6s | %9s %9s | %9s %9s\n" "case (shared, no affinity)" "IR base" "IR tree" "ratio" \
     "med base" "med tree" "p99 base" "p99 tree"
-  for n in 64 256 1024; do
+  for n in ${SIZES:-64 256 1024}; do
     for s in ${STRATEGIES:-round_robin weighted_round_robin random weighted_random priority hash least_loaded p2c}; do
       b=$(ir "$WORK/ir_base" "$s" "$n"); t=$(ir "$WORK/ir_new" "$s" "$n")
       : >"$WORK/tb"; : >"$WORK/tt"

@@ -134,7 +134,7 @@ struct NodeRecord {
 
 // The fields of one node slot that a placement reads for every node of a
 // pool (admin state, health, lease, ejection, counts, load), packed into one
-// array apart from the 1.5 KB NodeRecords so that a scan of a large pool
+// array apart from the 1.6 KB NodeRecords so that a scan of a large pool
 // reads one cache line per node: everything but the load figures and the
 // counts of resources 4 and up is in the first line. These are the only copy
 // of the fields (no mirror to keep in step), except `epoch`, which mirrors

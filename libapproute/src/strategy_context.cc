@@ -30,7 +30,9 @@ double RegionStrategyContext::Load(const Candidate& c, std::string_view metric) 
 }
 
 uint32_t RegionStrategyContext::MetricIndex(std::string_view metric) {
-  if (metric.size() == last_len_ && std::memcmp(metric.data(), last_metric_, last_len_) == 0) return last_index_;
+  if (metric.size() == last_len_ && (last_len_ == 0 || std::memcmp(metric.data(), last_metric_, last_len_) == 0)) {
+    return last_index_;  // (an empty view's data() may be null: not for memcmp)
+  }
   uint32_t found = kNil;
   for (size_t m = 0; m < snap_.metrics.size() && found == kNil; ++m) {
     if (snap_.metrics[m] == metric) found = static_cast<uint32_t>(m);

@@ -123,6 +123,8 @@ TEST_F(NodeHotTest, AStrategySeesTheReportedLoadByNameWhateverStringAsksForIt) {
   EXPECT_EQ(ctx.Load(c, std::string("mem")), 0.75);
   EXPECT_EQ(ctx.Load(c, std::string("cpu")), 0.25);
   EXPECT_TRUE(std::isnan(ctx.Load(c, "disk")));
+  EXPECT_TRUE(std::isnan(ctx.Load(c, std::string_view())));
+  EXPECT_TRUE(std::isnan(ctx.Load(c, std::string_view()))) << "asked twice: the remembered empty name";
   EXPECT_TRUE(ctx.Reported("mem"));
   EXPECT_FALSE(ctx.Reported("disk")) << "no node reported it";
   EXPECT_FALSE(ctx.Reported(std::string(40, 'x'))) << "longer than any metric name";

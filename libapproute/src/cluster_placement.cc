@@ -84,7 +84,7 @@ absl::StatusOr<RedisValue> ClusterPlacement::Run(const RedisScript& s, absl::Spa
 
 bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
   if (!local_.Reserve(slot, res, capacity)) return false;
-  NodeRecord& n = region_.node(slot);
+  NodeHot& n = region_.hot(slot);
   const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
   const std::string key = CountKey(slot, res), v = Cat(share), cap = Cat(capacity);
   absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kReserve), {key, proxies_key_}, {proxy_, v, cap, lease_});
@@ -95,7 +95,7 @@ bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
     return true;
   }
   if (ok == 0) {
-    local_.Release(slot, n.epoch, res);
+    local_.Release(slot, n.epoch.load(std::memory_order_relaxed), res);
     return false;
   }
   // Another process of this host moved the count meanwhile: its own publish
@@ -105,7 +105,7 @@ bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
 }
 
 void ClusterPlacement::Publish(uint32_t slot, uint32_t res) {
-  NodeRecord& n = region_.node(slot);
+  NodeHot& n = region_.hot(slot);
   const std::string key = CountKey(slot, res);
   for (int i = 0; i < 3; ++i) {  // bounded: Maintain settles whatever is left
     const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
@@ -213,7 +213,7 @@ bool ClusterPlacement::PublishAll() {
     if (!n.in_use) continue;
     for (uint32_t res = 0; res < h.n_resources; ++res) {
       keys.push_back(CountKey(s, res));
-      args.push_back(Cat(n.sessions[res].load(std::memory_order_relaxed)));
+      args.push_back(Cat(region_.hot(s).sessions[res].load(std::memory_order_relaxed)));
     }
   }
   std::vector<std::string_view> kv(keys.begin(), keys.end()), av(args.begin(), args.end());
@@ -251,7 +251,7 @@ bool ClusterPlacement::PushAdmin() {
     NodeRecord& n = region_.node(s);
     if (!n.in_use) continue;
     args.push_back(NodeId(s));
-    args.push_back(Cat(n.admin.load(std::memory_order_relaxed)));
+    args.push_back(Cat(region_.hot(s).admin.load(std::memory_order_relaxed)));
   }
   std::vector<std::string_view> av(args.begin(), args.end());
   return Run(Script(cluster_lua::kSetAdmin), {admin_key_, proxies_key_}, av).ok();
@@ -264,7 +264,7 @@ void ClusterPlacement::PullAdmin() {
     std::optional<ClaimRef> at = find_(r->elements[i].str);
     uint32_t v = 0;
     if (!at || !absl::SimpleAtoi(r->elements[i + 1].str, &v) || v > static_cast<uint32_t>(AdminState::kDisabled)) continue;
-    NodeRecord& n = region_.node(at->slot);
+    NodeHot& n = region_.hot(at->slot);
     if (n.admin.load(std::memory_order_relaxed) != v) n.admin.store(v, std::memory_order_relaxed);
   }
 }

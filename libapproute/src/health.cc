@@ -10,24 +10,26 @@ void HealthMonitor::UpdateEwma(std::atomic<double>& v, double sample, double alp
   v.store(next, std::memory_order_relaxed);
 }
 
-void HealthMonitor::OnProbe(NodeRecord& n, int code, double rtt_ms, const HealthConfig& h, int64_t now) {
+void HealthMonitor::OnProbe(uint32_t slot, int code, double rtt_ms, const HealthConfig& h, int64_t now) {
+  NodeRecord& n = region_.node(slot);
+  NodeHot& hot = region_.hot(slot);
   bool ok = code > 0 && code < 500;
   if (ok) {
     n.probe_failures.store(0, std::memory_order_relaxed);
     int32_t oks = n.probe_successes.fetch_add(1, std::memory_order_relaxed) + 1;
     if (oks >= h.probe_up_after) {
-      uint32_t was = n.health.exchange(static_cast<uint32_t>(Health::kUp), std::memory_order_relaxed);
-      if (was != static_cast<uint32_t>(Health::kUp)) n.up_since_ms.store(now, std::memory_order_relaxed);
+      uint32_t was = hot.health.exchange(static_cast<uint32_t>(Health::kUp), std::memory_order_relaxed);
+      if (was != static_cast<uint32_t>(Health::kUp)) hot.up_since_ms.store(now, std::memory_order_relaxed);
     }
     UpdateEwma(n.latency_ewma_ms, rtt_ms, h.latency_ewma_alpha);
   } else {
     n.probe_successes.store(0, std::memory_order_relaxed);
     int32_t fails = n.probe_failures.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (fails >= h.probe_down_after) n.health.store(static_cast<uint32_t>(Health::kDown), std::memory_order_relaxed);
+    if (fails >= h.probe_down_after) hot.health.store(static_cast<uint32_t>(Health::kDown), std::memory_order_relaxed);
   }
 }
 
-bool HealthMonitor::Ejected(NodeRecord& n, int64_t now) {
+bool HealthMonitor::Ejected(NodeHot& n, int64_t now) {
   int64_t until = n.ejected_until_ms.load(std::memory_order_relaxed);
   if (until == 0) return false;
   if (until > now) return true;
@@ -37,8 +39,10 @@ bool HealthMonitor::Ejected(NodeRecord& n, int64_t now) {
   return false;
 }
 
-void HealthMonitor::OnResult(NodeRecord& n, const Snapshot& snap, const std::vector<size_t>& pool, int code,
+void HealthMonitor::OnResult(uint32_t slot, const Snapshot& snap, const std::vector<size_t>& pool, int code,
                              double latency_ms, const HealthConfig& h, int64_t now) {
+  NodeRecord& n = region_.node(slot);
+  NodeHot& hot = region_.hot(slot);
   bool failed = std::find(h.outlier_failure_codes.begin(), h.outlier_failure_codes.end(), code) !=
                 h.outlier_failure_codes.end();
   double a = h.latency_ewma_alpha;
@@ -50,24 +54,24 @@ void HealthMonitor::OnResult(NodeRecord& n, const Snapshot& snap, const std::vec
     return;
   }
   int32_t fails = n.consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (fails < h.outlier_consecutive_failures || Ejected(n, now)) return;
+  if (fails < h.outlier_consecutive_failures || Ejected(hot, now)) return;
   // Eject, unless that would take out more of the pool than allowed.
   RegistryLock g(region_.header());
   size_t total = 0, ejected = 0;
   for (size_t i : pool) {
-    NodeRecord& o = region_.node(snap.nodes[i].slot);
-    if (!o.in_use || o.epoch != snap.nodes[i].epoch) continue;
+    const NodeHot& o = region_.hot(snap.nodes[i].slot);
+    if (o.epoch.load(std::memory_order_relaxed) != snap.nodes[i].epoch) continue;
     ++total;
     if (o.ejected_until_ms.load(std::memory_order_relaxed) > now) ++ejected;
   }
   if ((ejected + 1) * 100 > static_cast<size_t>(h.outlier_max_ejected_percent) * total) return;
   int32_t times = n.ejections.fetch_add(1, std::memory_order_relaxed) + 1;
   int64_t span = std::min(h.outlier_base_ejection_ms * times, h.outlier_max_ejection_ms);
-  n.ejected_until_ms.store(now + span, std::memory_order_relaxed);
+  hot.ejected_until_ms.store(now + span, std::memory_order_relaxed);
   n.consecutive_failures.store(0, std::memory_order_relaxed);
 }
 
-bool HealthMonitor::SkipForSlowStart(const NodeRecord& n, const HealthConfig& h, int64_t now, double uniform) {
+bool HealthMonitor::SkipForSlowStart(const NodeHot& n, const HealthConfig& h, int64_t now, double uniform) {
   if (h.slow_start_ms <= 0) return false;
   int64_t up = n.up_since_ms.load(std::memory_order_relaxed);
   if (up <= 0 || now - up >= h.slow_start_ms) return false;
@@ -80,8 +84,8 @@ bool HealthMonitor::Panic(const Snapshot& snap, const std::vector<size_t>& pool,
   if (h.panic_threshold <= 0) return false;
   size_t total = 0, healthy = 0;
   for (size_t i : pool) {
-    NodeRecord& n = region_.node(snap.nodes[i].slot);
-    if (!n.in_use || n.epoch != snap.nodes[i].epoch) continue;
+    NodeHot& n = region_.hot(snap.nodes[i].slot);
+    if (n.epoch.load(std::memory_order_relaxed) != snap.nodes[i].epoch) continue;
     ++total;
     if (n.health.load(std::memory_order_relaxed) != static_cast<uint32_t>(Health::kDown) && !Ejected(n, now)) ++healthy;
   }

@@ -39,31 +39,40 @@ uint32_t NodeTable::FreeSlotLocked() const {
   return kNil;
 }
 
+void ResyncHotEpochs(Header& h) {
+  char* base = reinterpret_cast<char*>(&h);
+  auto* nodes = reinterpret_cast<const NodeRecord*>(base + h.nodes_off);
+  auto* hot = reinterpret_cast<NodeHot*>(base + h.hot_off);
+  for (uint64_t s = 0; s < h.max_nodes; ++s) hot[s].epoch.store(nodes[s].epoch, std::memory_order_relaxed);
+}
+
 void NodeTable::WriteLocked(uint32_t s, const NodeSpec& spec, bool fresh, bool from_config) {
   NodeRecord& n = node(s);
+  NodeHot& hot = this->hot(s);
   if (fresh) {
     n.in_use = 0;
-    for (auto& c : n.sessions) c.store(0, std::memory_order_relaxed);
-    for (auto& l : n.load) l.store(0, std::memory_order_relaxed);
-    n.load_mask.store(0);
-    n.quality_mask.store(0);
+    for (auto& c : hot.sessions) c.store(0, std::memory_order_relaxed);
+    for (auto& l : hot.load) l.store(0, std::memory_order_relaxed);
+    hot.load_mask.store(0);
+    hot.quality_mask.store(0);
     n.load_updated_ms.store(0);
     n.routed_total.store(0);
-    n.health.store(static_cast<uint32_t>(Health::kUp));
+    hot.health.store(static_cast<uint32_t>(Health::kUp));
     n.from_report = 0;
     n.etag[0] = 0;
     n.last_seq = 0;
-    n.lease_expires_ms.store(0);
+    hot.lease_expires_ms.store(0);
     n.first_report_ms.store(0);
     n.probe_failures.store(0);
     n.probe_successes.store(0);
     n.consecutive_failures.store(0);
     n.ejections.store(0);
-    n.ejected_until_ms.store(0);
-    n.up_since_ms.store(0);
+    hot.ejected_until_ms.store(0);
+    hot.up_since_ms.store(0);
     n.latency_ewma_ms.store(0);
     n.error_ewma.store(0);
     ++n.epoch;
+    hot.epoch.store(n.epoch, std::memory_order_release);
   }
   SetFixed(n.id, spec.id);
   SetFixed(n.uri, spec.uri);
@@ -79,17 +88,19 @@ void NodeTable::WriteLocked(uint32_t s, const NodeSpec& spec, bool fresh, bool f
     SetFixed(n.attrs[n.n_attrs].value, v);
     ++n.n_attrs;
   }
-  n.admin.store(static_cast<uint32_t>(spec.state), std::memory_order_relaxed);
-  n.drain_deadline_ms.store(0, std::memory_order_relaxed);
+  hot.admin.store(static_cast<uint32_t>(spec.state), std::memory_order_relaxed);
+  hot.drain_deadline_ms.store(0, std::memory_order_relaxed);
   std::atomic_signal_fence(std::memory_order_seq_cst);
   n.in_use = 1;
 }
 
 void NodeTable::FreeLocked(uint32_t s) {
   NodeRecord& n = node(s);
+  NodeHot& hot = this->hot(s);
   n.in_use = 0;
   ++n.epoch;
-  for (auto& c : n.sessions) c.store(0, std::memory_order_relaxed);
+  hot.epoch.store(n.epoch, std::memory_order_release);
+  for (auto& c : hot.sessions) c.store(0, std::memory_order_relaxed);
 }
 
 absl::Status NodeTable::ApplyConfigLocked(const Config& cfg) {
@@ -223,14 +234,15 @@ absl::Status NodeTable::WriteMetricsLocked(uint32_t s, const std::map<std::strin
   absl::StatusOr<std::vector<uint32_t>> idx = MetricIndexesLocked(names);
   if (!idx.ok()) return idx.status();
   NodeRecord& n = node(s);
+  NodeHot& hot = this->hot(s);
   uint64_t mask = 0;
   size_t j = 0;
   for (const auto& [k, v] : metrics) {
     uint32_t i = (*idx)[j++];
-    n.load[i].store(v, std::memory_order_relaxed);
+    hot.load[i].store(v, std::memory_order_relaxed);
     mask |= uint64_t{1} << i;
   }
-  (quality ? n.quality_mask : n.load_mask).store(mask, std::memory_order_relaxed);
+  (quality ? hot.quality_mask : hot.load_mask).store(mask, std::memory_order_relaxed);
   if (!quality) {
     n.load_updated_ms.store(now, std::memory_order_relaxed);
     int64_t zero = 0;
@@ -250,17 +262,16 @@ absl::Status NodeTable::ReportLoad(std::string_view id, const std::map<std::stri
 void NodeTable::RemoveLapsed(int64_t now) {
   bool any = false;
   for (uint32_t s = 0; s < max_nodes() && !any; ++s) {
-    const NodeRecord& n = node(s);
-    any = n.in_use && n.from_report && LeaseExpired(n, now);
+    any = LeaseExpired(hot(s), now) && node(s).in_use && node(s).from_report;  // only leased nodes' records are read
   }
   if (!any) return;
   RegistryLock g(H());
   bool removed = false;
   for (uint32_t s = 0; s < max_nodes(); ++s) {
     NodeRecord& n = node(s);
-    if (!n.in_use || !n.from_report || !LeaseExpired(n, now)) continue;
+    if (!n.in_use || !n.from_report || !LeaseExpired(hot(s), now)) continue;
     int64_t live = 0;
-    for (auto& c : n.sessions) live += c.load(std::memory_order_relaxed);
+    for (auto& c : hot(s).sessions) live += c.load(std::memory_order_relaxed);
     if (live == 0) {
       FreeLocked(s);
       removed = true;
@@ -269,7 +280,7 @@ void NodeTable::RemoveLapsed(int64_t now) {
   if (removed) BumpGeneration();
 }
 
-bool NodeTable::TryReserve(NodeRecord& n, uint32_t res, int64_t cap) {
+bool NodeTable::TryReserve(NodeHot& n, uint32_t res, int64_t cap) {
   std::atomic<int64_t>& c = n.sessions[res];
   if (cap < 0) {
     c.fetch_add(1, std::memory_order_relaxed);
@@ -282,8 +293,8 @@ bool NodeTable::TryReserve(NodeRecord& n, uint32_t res, int64_t cap) {
   return false;
 }
 
-void NodeTable::Release(NodeRecord& n, uint32_t epoch, uint32_t res) {
-  if (n.in_use == 0 || n.epoch != epoch) return;  // node removed since: its counts went with it
+void NodeTable::Release(NodeHot& n, uint32_t epoch, uint32_t res) {
+  if (n.epoch.load(std::memory_order_relaxed) != epoch) return;  // node removed since: its counts went with it
   std::atomic<int64_t>& c = n.sessions[res];
   int64_t cur = c.load(std::memory_order_relaxed);
   while (cur > 0 && !c.compare_exchange_weak(cur, cur - 1, std::memory_order_relaxed)) {
@@ -319,11 +330,29 @@ std::shared_ptr<Snapshot> NodeTable::BuildSnapshot() const {
     snap->by_pool[v.pool].push_back(snap->nodes.size());
     snap->nodes.push_back(std::move(v));
   }
+  for (const auto& [pool, members] : snap->by_pool) {  // after the last push_back: the views stay put
+    PoolView& pv = snap->pools[pool];
+    pv.capacity.resize(kMaxResources * members.size());
+    for (size_t i = 0; i < members.size(); ++i) {
+      const NodeView& v = snap->nodes[members[i]];
+      Candidate c;
+      c.slot = v.slot;
+      c.id = v.id;
+      c.uri = v.uri;
+      c.weight = v.weight;
+      c.priority = v.priority;
+      c.attrs = &v.attrs;
+      pv.proto.push_back(c);
+      pv.epoch.push_back(v.epoch);
+      for (size_t r = 0; r < kMaxResources; ++r) pv.capacity[r * members.size() + i] = v.capacity[r];
+    }
+  }
   return snap;
 }
 
 NodeStatus NodeTable::StatusOf(const Snapshot& snap, const NodeView& v, int64_t now) const {
   NodeRecord& n = node(v.slot);
+  NodeHot& hot = this->hot(v.slot);
   NodeStatus st;
   st.spec.id = v.id;
   st.spec.uri = v.uri;
@@ -331,21 +360,21 @@ NodeStatus NodeTable::StatusOf(const Snapshot& snap, const NodeView& v, int64_t 
   st.spec.weight = v.weight;
   st.spec.priority = v.priority;
   st.spec.attrs = v.attrs;
-  st.spec.state = static_cast<AdminState>(n.admin.load(std::memory_order_relaxed));
-  st.health = static_cast<Health>(n.health.load(std::memory_order_relaxed));
+  st.spec.state = static_cast<AdminState>(hot.admin.load(std::memory_order_relaxed));
+  st.health = static_cast<Health>(hot.health.load(std::memory_order_relaxed));
   for (size_t r = 0; r < snap.resources.size(); ++r) {
     if (v.capacity[r] >= 0) st.spec.capacity[snap.resources[r]] = v.capacity[r];
-    st.sessions[snap.resources[r]] = n.sessions[r].load(std::memory_order_relaxed);
+    st.sessions[snap.resources[r]] = hot.sessions[r].load(std::memory_order_relaxed);
   }
-  uint64_t mask = n.load_mask.load(std::memory_order_relaxed);
-  uint64_t qmask = n.quality_mask.load(std::memory_order_relaxed);
+  uint64_t mask = hot.load_mask.load(std::memory_order_relaxed);
+  uint64_t qmask = hot.quality_mask.load(std::memory_order_relaxed);
   for (size_t m = 0; m < snap.metrics.size(); ++m) {
-    if (mask & (uint64_t{1} << m)) st.load[snap.metrics[m]] = n.load[m].load(std::memory_order_relaxed);
-    if (qmask & (uint64_t{1} << m)) st.quality[snap.metrics[m]] = n.load[m].load(std::memory_order_relaxed);
+    if (mask & (uint64_t{1} << m)) st.load[snap.metrics[m]] = hot.load[m].load(std::memory_order_relaxed);
+    if (qmask & (uint64_t{1} << m)) st.quality[snap.metrics[m]] = hot.load[m].load(std::memory_order_relaxed);
   }
   st.origin = v.from_config ? "config" : (n.from_report ? "report" : "api");
-  st.lease_expires_ms = n.lease_expires_ms.load(std::memory_order_relaxed);
-  int64_t ejected = n.ejected_until_ms.load(std::memory_order_relaxed);
+  st.lease_expires_ms = hot.lease_expires_ms.load(std::memory_order_relaxed);
+  int64_t ejected = hot.ejected_until_ms.load(std::memory_order_relaxed);
   st.ejected_until_ms = ejected > now ? ejected : 0;
   st.latency_ewma_ms = n.latency_ewma_ms.load(std::memory_order_relaxed);
   st.error_rate = n.error_ewma.load(std::memory_order_relaxed);

@@ -2,8 +2,8 @@
 // admin state, per-resource counts and capacities, load figures and leases;
 // and the per-process snapshot of the static fields that routing reads.
 //
-// Owns: Header::registry_mu, the NodeRecord array, the resource and metric
-// name tables, Header::node_generation.
+// Owns: Header::registry_mu, the NodeRecord and NodeHot arrays, the resource
+// and metric name tables, Header::node_generation.
 // Locking: static fields change under the registry mutex (the *Locked
 // methods expect it held) and bump node_generation; admin state, counts,
 // load and lease are atomics. Capacity is reserved with a compare-and-swap
@@ -11,8 +11,9 @@
 // Crash: a node record is marked in use only once written; a process killed
 // half-way through an update leaves a record with some fields new and some
 // old (never half a string: they are written bounded and NUL-terminated),
-// and the next registry lock bumps the generation so snapshots are rebuilt.
-// Counts are repaired by recovery.h.
+// and the next registry lock bumps the generation so snapshots are rebuilt
+// and re-syncs every hot entry's epoch from its record. Counts are repaired
+// by recovery.h.
 #ifndef APPROUTE_SRC_NODE_TABLE_H_
 #define APPROUTE_SRC_NODE_TABLE_H_
 
@@ -26,6 +27,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "approute/config.h"
+#include "approute/strategy.h"
 #include "approute/types.h"
 #include "region.h"
 
@@ -43,13 +45,31 @@ struct NodeView {
   std::map<std::string, std::string> attrs;
 };
 
-// Every node's static fields at one node_generation.
+// One pool's members laid out for a placement's scan (router.cc
+// Candidates): each member's candidate with its static fields filled in
+// (slot, id, uri, weight, priority, attrs; the views point into the
+// snapshot's NodeViews), its epoch, and its capacities, one row per resource.
+struct PoolView {
+  std::vector<Candidate> proto;   // by slot order; sessions and capacity left for the scan
+  std::vector<uint32_t> epoch;    // epoch[i]: the incarnation proto[i] describes
+  std::vector<int64_t> capacity;  // [r * proto.size() + i]: member i's capacity for resource r, r < kMaxResources
+
+  const int64_t* CapacityRow(uint32_t res) const { return capacity.data() + size_t{res} * proto.size(); }
+};
+
+// Every node's static fields at one node_generation. Not copyable: the pool
+// views point into its own node views.
 struct Snapshot {
+  Snapshot() = default;
+  Snapshot(const Snapshot&) = delete;
+  Snapshot& operator=(const Snapshot&) = delete;
+
   uint64_t generation = 0;
   std::vector<NodeView> nodes;         // by slot order
   std::vector<int32_t> index_of_slot;  // slot -> index in nodes, -1 when free
   absl::flat_hash_map<std::string, size_t> by_id;
   absl::flat_hash_map<std::string, std::vector<size_t>> by_pool;
+  absl::flat_hash_map<std::string, PoolView> pools;  // the same pools, laid out for a scan
   std::vector<std::string> resources;
   std::vector<std::string> metrics;
 
@@ -58,6 +78,10 @@ struct Snapshot {
     if (slot >= index_of_slot.size() || index_of_slot[slot] < 0) return nullptr;
     const NodeView& v = nodes[static_cast<size_t>(index_of_slot[slot])];
     return v.epoch == epoch ? &v : nullptr;
+  }
+  const PoolView* Pool(const std::string& pool) const {
+    auto it = pools.find(pool);
+    return it == pools.end() ? nullptr : &it->second;
   }
   const NodeView* Find(std::string_view id) const {
     auto it = by_id.find(std::string(id));
@@ -71,6 +95,7 @@ class NodeTable {
 
   Header& H() const { return region_.header(); }
   NodeRecord& node(uint32_t slot) const { return region_.node(slot); }
+  NodeHot& hot(uint32_t slot) const { return region_.hot(slot); }
   uint32_t max_nodes() const { return region_.max_nodes(); }
 
   // ---- registry (registry mutex held) ----
@@ -110,10 +135,10 @@ class NodeTable {
 
   // ---- counts and leases (atomics, no lock) ----
   // Takes one unit of resource `res` if the count stays within `cap` (-1 = unlimited).
-  static bool TryReserve(NodeRecord& n, uint32_t res, int64_t cap);
+  static bool TryReserve(NodeHot& n, uint32_t res, int64_t cap);
   // Gives one back, unless the slot holds another incarnation now.
-  static void Release(NodeRecord& n, uint32_t epoch, uint32_t res);
-  static bool LeaseExpired(const NodeRecord& n, int64_t now) {
+  static void Release(NodeHot& n, uint32_t epoch, uint32_t res);
+  static bool LeaseExpired(const NodeHot& n, int64_t now) {
     int64_t lease = n.lease_expires_ms.load(std::memory_order_relaxed);
     return lease != 0 && lease <= now;
   }
@@ -128,12 +153,19 @@ class NodeTable {
   const Region& region_;
 };
 
-// Locks the registry; if its previous holder died inside, bumps the
-// generations so every process rebuilds its snapshot and policies.
+// Sets every hot entry's epoch to its record's (registry mutex held): after
+// a holder of the mutex died between writing the two. `h` is the header at
+// the region's base.
+void ResyncHotEpochs(Header& h);
+
+// Locks the registry; if its previous holder died inside, re-syncs the hot
+// entries' epochs and bumps the generations so every process rebuilds its
+// snapshot and policies.
 class RegistryLock {
  public:
   explicit RegistryLock(Header& h) : guard_(h.registry_mu) {
     if (guard_.owner_died()) {
+      ResyncHotEpochs(h);
       h.node_generation.fetch_add(1, std::memory_order_release);
       h.config_generation.fetch_add(1, std::memory_order_release);
     }

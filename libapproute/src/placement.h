@@ -72,10 +72,10 @@ class RegionPlacement final : public Placement {
   RegionPlacement(const Region& region, AffinityTable& affinity) : region_(region), affinity_(affinity) {}
 
   bool Reserve(uint32_t slot, uint32_t res, int64_t capacity) override {
-    return NodeTable::TryReserve(region_.node(slot), res, capacity);
+    return NodeTable::TryReserve(region_.hot(slot), res, capacity);
   }
   void Release(uint32_t slot, uint32_t epoch, uint32_t res) override {
-    if (slot != kNil) NodeTable::Release(region_.node(slot), epoch, res);
+    if (slot != kNil) NodeTable::Release(region_.hot(slot), epoch, res);
   }
   std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) override {
     return affinity_.Join(k, now, take);
@@ -90,12 +90,12 @@ class RegionPlacement final : public Placement {
   void MarkAnswered(const AffinityKey& k, uint64_t claim) override { affinity_.MarkAnswered(k, claim); }
   int64_t ForgetIdleClaims(uint32_t slot, uint32_t epoch) override { return affinity_.ForgetIdle(slot, epoch); }
   void SetAdminState(uint32_t slot, AdminState state) override {
-    NodeRecord& n = region_.node(slot);
+    NodeHot& n = region_.hot(slot);
     n.drain_deadline_ms.store(0, std::memory_order_relaxed);
     n.admin.store(static_cast<uint32_t>(state), std::memory_order_relaxed);
   }
   void SetDraining(uint32_t slot, int64_t deadline_ms) override {
-    NodeRecord& n = region_.node(slot);
+    NodeHot& n = region_.hot(slot);
     n.drain_deadline_ms.store(deadline_ms, std::memory_order_relaxed);
     n.admin.store(static_cast<uint32_t>(AdminState::kDraining), std::memory_order_relaxed);
   }

@@ -32,10 +32,12 @@ RecountResult Recount(const Region& region, int64_t now_ms) {
     });
   }
   for (uint32_t slot = 0; slot < max_nodes; ++slot) {
-    NodeRecord& n = region.node(slot);
+    const NodeRecord& n = region.node(slot);
+    NodeHot& hot = region.hot(slot);
+    hot.epoch.store(n.epoch, std::memory_order_relaxed);  // the registry mutex is held
     for (size_t r = 0; r < kMaxResources; ++r) {
       int64_t want = n.in_use ? counts[size_t{slot} * kMaxResources + r] : 0;
-      int64_t had = n.sessions[r].exchange(want, std::memory_order_relaxed);
+      int64_t had = hot.sessions[r].exchange(want, std::memory_order_relaxed);
       out.drift += std::llabs(had - want);
     }
   }

@@ -1,7 +1,8 @@
 // recovery.h — puts the region right after a process died inside a state
 // change: every count is recomputed from the records that explain it.
 //
-// Owns: nothing; it writes the node counters, the affinity reference counts,
+// Owns: nothing; it writes the node counters (and re-syncs each hot entry's
+// epoch mirror from its record), the affinity reference counts,
 // the table counts and, for shards whose chains a dead process may have
 // left half-linked, the chains and free lists (shard.h Rebuild).
 //
@@ -12,8 +13,9 @@
 // doubly linked into a table.
 //
 // Locking: Recount() must run with every live process outside its state
-// changes (Owners::RunExclusive); it takes each shard's lock in turn, never
-// two at once.
+// changes (Owners::RunExclusive) and, for the epoch mirrors, with the
+// registry mutex held (the router does both); it takes each shard's lock in
+// turn, never two at once.
 #ifndef APPROUTE_SRC_RECOVERY_H_
 #define APPROUTE_SRC_RECOVERY_H_
 

@@ -64,6 +64,8 @@ size_t Region::ComputeLayout(const StateLimits& limits, Header* h) {
   size_t off = AlignUp(sizeof(Header));
   h->nodes_off = off;
   off = AlignUp(off + sizeof(NodeRecord) * limits.max_nodes);
+  h->hot_off = off;
+  off = AlignUp(off + sizeof(NodeHot) * limits.max_nodes);
   h->app_slots_off = off;
   off = AlignUp(off + sizeof(int64_t) * kMaxApps * limits.max_nodes);
   auto place = [&off](ShardHeader* shards, uint64_t total, size_t entry_size) {
@@ -95,6 +97,7 @@ void Region::Initialise(char* base, const StateLimits& limits, size_t size) {
   h->session_entry_size = sizeof(SessionEntry);
   h->affinity_entry_size = sizeof(AffinityEntry);
   h->node_record_size = sizeof(NodeRecord);
+  h->node_hot_size = sizeof(NodeHot);
   ComputeLayout(limits, h);
   h->registry_mu.Init();
   for (auto& app : h->apps) app.mu.Init();
@@ -127,7 +130,7 @@ absl::Status Region::Check(const char* base, size_t size, const std::string& nam
   if (h->layout_version != kLayoutVersion || h->header_size != sizeof(Header) ||
       h->session_entry_size != sizeof(SessionEntry) ||
       h->affinity_entry_size != sizeof(AffinityEntry) ||
-      h->node_record_size != sizeof(NodeRecord)) {
+      h->node_record_size != sizeof(NodeRecord) || h->node_hot_size != sizeof(NodeHot)) {
     return absl::FailedPreconditionError(Cat(
         "shared segment '", name, "' has layout version ", h->layout_version,
         ", this library uses ", kLayoutVersion,
@@ -168,6 +171,7 @@ Region::~Region() { munmap(base_, size_); }
 void Region::Bind() {
   header_ = reinterpret_cast<Header*>(base_);
   nodes_ = reinterpret_cast<NodeRecord*>(base_ + header_->nodes_off);
+  hot_ = reinterpret_cast<NodeHot*>(base_ + header_->hot_off);
   app_slots_ = reinterpret_cast<int64_t*>(base_ + header_->app_slots_off);
 }
 

@@ -28,7 +28,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 11;
+inline constexpr uint32_t kLayoutVersion = 12;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -105,11 +105,14 @@ struct AttrRecord {
   char value[kAttrValLen];
 };
 
-// One node slot. Static fields change only under Header::registry_mu and bump
-// Header::node_generation; dynamic fields are atomics.
+// One node slot: what the API shows and changes of a node, and what only
+// the chosen node's path reads. Static fields change only under
+// Header::registry_mu and bump Header::node_generation; dynamic fields are
+// atomics. What a placement reads of every node in a pool is in the slot's
+// NodeHot entry instead (same index).
 struct NodeRecord {
   uint32_t in_use;
-  uint32_t epoch;        // bumped each time the slot is (re)used; sessions keep it
+  uint32_t epoch;        // bumped each time the slot is (re)used; sessions keep it (NodeHot::epoch mirrors it)
   uint32_t from_config;  // 1: declared in YAML (a reload may remove it)
   uint32_t n_attrs;
   char id[kMaxNodeIdLen + 1];
@@ -119,23 +122,13 @@ struct NodeRecord {
   int32_t priority;
   int64_t capacity[kMaxResources];  // -1 = unlimited
   AttrRecord attrs[kMaxAttrs];
-  std::atomic<uint32_t> admin;
-  std::atomic<uint32_t> health;
-  // While draining: unix ms after which the node's keys go elsewhere (their
-  // claims count as gone); 0 = no deadline. Cleared by any other admin state.
-  std::atomic<int64_t> drain_deadline_ms;
-  std::atomic<int64_t> sessions[kMaxResources];
   std::atomic<uint64_t> routed_total;
-  std::atomic<double> load[kMaxMetrics];  // load and quality figures, by metric name index
-  std::atomic<uint64_t> load_mask;        // bit i set: load[i] is a reported load figure
-  std::atomic<uint64_t> quality_mask;     // bit i set: load[i] is a reported quality figure
   std::atomic<int64_t> load_updated_ms;
 
   // Membership by status report (registry lock held to change).
   uint32_t from_report;     // 1: joined through a status report (leases apply)
   char etag[24];            // entity tag of its current report, "" = none
   uint64_t last_seq;        // highest report seq accepted (replay protection)
-  std::atomic<int64_t> lease_expires_ms;  // 0 = no lease; past = takes no new calls
   std::atomic<int64_t> first_report_ms;
 
   // Health feedback.
@@ -143,11 +136,37 @@ struct NodeRecord {
   std::atomic<int32_t> probe_successes;       // consecutive
   std::atomic<int32_t> consecutive_failures;  // passive results
   std::atomic<int32_t> ejections;             // times ejected so far
-  std::atomic<int64_t> ejected_until_ms;      // 0 = not ejected
-  std::atomic<int64_t> up_since_ms;           // start of slow start, 0 = none
   std::atomic<double> latency_ewma_ms;        // 0 = no sample yet
   std::atomic<double> error_ewma;             // share of failed results, smoothed
 };
+
+// The fields of one node slot that a placement reads for every node of a
+// pool (admin state, health, lease, ejection, counts, load), packed into one
+// array apart from the 1.6 KB NodeRecords so that a scan of a large pool
+// reads one cache line per node: everything but the load figures and the
+// counts of resources 4 and up is in the first line. These are the only copy
+// of the fields (no mirror to keep in step), except `epoch`, which mirrors
+// NodeRecord::epoch: written with it under the registry mutex, and re-synced
+// from the records when a holder of that mutex died (RegistryLock) and by a
+// recount (recovery.h).
+struct alignas(64) NodeHot {
+  std::atomic<uint32_t> epoch;
+  std::atomic<uint32_t> admin;
+  std::atomic<uint32_t> health;
+  uint32_t reserved;
+  std::atomic<int64_t> lease_expires_ms;  // 0 = no lease; past = takes no new calls
+  std::atomic<int64_t> ejected_until_ms;  // 0 = not ejected
+  std::atomic<int64_t> sessions[kMaxResources];
+  // While draining: unix ms after which the node's keys go elsewhere (their
+  // claims count as gone); 0 = no deadline. Cleared by any other admin state.
+  std::atomic<int64_t> drain_deadline_ms;
+  std::atomic<int64_t> up_since_ms;       // start of slow start, 0 = none
+  std::atomic<uint64_t> load_mask;        // bit i set: load[i] is a reported load figure
+  std::atomic<uint64_t> quality_mask;     // bit i set: load[i] is a reported quality figure
+  std::atomic<double> load[kMaxMetrics];  // load and quality figures, by metric name index
+};
+static_assert(offsetof(NodeHot, sessions) + 4 * sizeof(int64_t) == 64, "resources 0-3 share the first line");
+static_assert(sizeof(NodeHot) % 64 == 0);
 
 // Decision reasons counted per app (stats.h has the names).
 inline constexpr size_t kReasons = 5;      // affinity, strategy, retry, session, no_node
@@ -257,6 +276,7 @@ struct Header {
   uint64_t session_entry_size;
   uint64_t affinity_entry_size;
   uint64_t node_record_size;
+  uint64_t node_hot_size;
   std::atomic<uint32_t> ready;
 
   RobustMutex registry_mu;  // nodes' static fields, names, apps, config text
@@ -286,6 +306,7 @@ struct Header {
   AppSlot apps[kMaxApps];
 
   uint64_t nodes_off;
+  uint64_t hot_off;        // NodeHot[max_nodes]
   uint64_t app_slots_off;  // int64[kMaxApps][max_nodes]
   ShardHeader session_shards[kShards];
   ShardHeader affinity_shards[kShards];
@@ -317,6 +338,7 @@ class Region {
 
   Header& header() const { return *header_; }
   NodeRecord& node(uint32_t slot) const { return nodes_[slot]; }
+  NodeHot& hot(uint32_t slot) const { return hot_[slot]; }
   uint32_t max_nodes() const { return static_cast<uint32_t>(header_->max_nodes); }
   int64_t* app_slots(uint32_t app) const { return app_slots_ + size_t{app} * header_->max_nodes; }
   char* base() const { return base_; }
@@ -338,6 +360,7 @@ class Region {
   std::string name_;
   Header* header_ = nullptr;
   NodeRecord* nodes_ = nullptr;
+  NodeHot* hot_ = nullptr;
   int64_t* app_slots_ = nullptr;
 };
 

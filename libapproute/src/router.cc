@@ -51,8 +51,8 @@ absl::Status CheckCallId(std::string_view call_id) {
 
 bool Router::Impl::Usable(uint32_t slot, uint32_t epoch, const Policy& p, const Snapshot& snap, int64_t now) {
   if (slot == kNil || slot >= region_->max_nodes()) return false;
-  NodeRecord& n = region_->node(slot);
-  if (!n.in_use || n.epoch != epoch) return false;
+  NodeHot& n = region_->hot(slot);
+  if (n.epoch.load(std::memory_order_relaxed) != epoch) return false;
   uint32_t admin = n.admin.load(std::memory_order_relaxed);
   if (admin == static_cast<uint32_t>(AdminState::kDisabled)) return false;
   if (admin == static_cast<uint32_t>(AdminState::kDraining)) {
@@ -71,46 +71,80 @@ int64_t Router::Impl::CapacityOf(const Snapshot& snap, uint32_t slot, uint32_t e
 }
 
 void Router::Impl::Candidates(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now,
-                std::vector<Candidate>* out, Tally* t) {
-  out->clear();
-  auto pit = snap.by_pool.find(p.config.pool);
-  if (pit == snap.by_pool.end()) return;
-  const bool panic = health_.Panic(snap, pit->second, p.health, now);
+                              CandidateList* out, Tally* tally) {
+  std::vector<Candidate>& list = out->list;
+  const PoolView* pv = snap.Pool(p.config.pool);
+  if (pv == nullptr) {
+    list.clear();
+    return;
+  }
+  if (out->pool != pv || out->router != id_ || out->generation != snap.generation) {
+    *out = CandidateList{std::move(list), pv, id_, snap.generation, 0};
+  }
+  const bool panic = p.health.panic_threshold > 0 && health_.Panic(snap, snap.by_pool.at(p.config.pool), p.health, now);
   const uint32_t res = p.resource;
-  for (int tier = 0; tier < 2 && out->empty(); ++tier) {
-    *t = Tally{};
-    for (size_t i : pit->second) {
-      const NodeView& v = snap.nodes[i];
-      NodeRecord& n = region_->node(v.slot);
-      ++t->pool;
-      if (!n.in_use || n.epoch != v.epoch) continue;
-      uint32_t admin = n.admin.load(std::memory_order_relaxed);
-      uint32_t health = n.health.load(std::memory_order_relaxed);
-      if (admin == static_cast<uint32_t>(AdminState::kDisabled) || NodeTable::LeaseExpired(n, now)) { ++t->disabled; continue; }
-      if (admin == static_cast<uint32_t>(AdminState::kDraining)) { ++t->draining; continue; }
-      if (!panic) {
-        if (health == static_cast<uint32_t>(Health::kDown) || HealthMonitor::Ejected(n, now)) { ++t->down; continue; }
-        if (health == static_cast<uint32_t>(Health::kSuspect) && tier == 0) { ++t->suspect; continue; }
+  const size_t members = pv->proto.size();
+  const Candidate* protos = pv->proto.data();
+  const uint32_t* epochs = pv->epoch.data();
+  const int64_t* caps = pv->CapacityRow(res);
+  NodeHot* hot = &region_->hot(0);
+  // Counts of resources never registered are 0, so the total always sums
+  // the first four counts (all in the first line), and the rest only when
+  // the region has more resources.
+  const size_t n_resources = snap.resources.size();
+  const bool any_avoid = !avoid.empty();
+  // One pass over the pool's hot entries (one cache line each when the
+  // region has at most four resources); the static fields come with the
+  // candidate prototypes, already in place while every node before
+  // qualified. The common case (active, up, no lease or ejection to look at)
+  // costs a few loads and one test.
+  for (int tier = 0; tier < 2 && (tier == 0 || list.empty()); ++tier) {
+    Tally t;
+    t.pool = members;
+    list.resize(members);  // constructs only entries past the last call's end
+    Candidate* dst = list.data();
+    size_t k = 0, intact = out->intact;
+    for (size_t i = 0; i < members; ++i) {
+      const uint32_t slot = protos[i].slot;
+      NodeHot& n = hot[slot];
+      if (n.epoch.load(std::memory_order_relaxed) != epochs[i]) continue;
+      const uint32_t admin = n.admin.load(std::memory_order_relaxed);
+      const uint32_t health = n.health.load(std::memory_order_relaxed);
+      const int64_t lease = n.lease_expires_ms.load(std::memory_order_relaxed);
+      const int64_t ejected = n.ejected_until_ms.load(std::memory_order_relaxed);
+      static_assert(static_cast<uint32_t>(AdminState::kActive) == 0 && static_cast<uint32_t>(Health::kUp) == 0);
+      if ((admin | health) != 0 || lease != 0 || ejected != 0) [[unlikely]] {
+        if (admin == static_cast<uint32_t>(AdminState::kDisabled) || (lease != 0 && lease <= now)) { ++t.disabled; continue; }
+        if (admin == static_cast<uint32_t>(AdminState::kDraining)) { ++t.draining; continue; }
+        if (!panic) {
+          if (health == static_cast<uint32_t>(Health::kDown) || (ejected != 0 && HealthMonitor::Ejected(n, now))) { ++t.down; continue; }
+          if (health == static_cast<uint32_t>(Health::kSuspect) && tier == 0) { ++t.suspect; continue; }
+        }
       }
-      if (Contains(avoid, v.slot)) { ++t->avoid; continue; }
-      int64_t s = n.sessions[res].load(std::memory_order_relaxed);
-      int64_t cap = v.capacity[res];
-      if (cap >= 0 && s >= cap) { ++t->full; continue; }
-      Candidate c;
-      c.slot = v.slot;
-      c.id = v.id;
-      c.uri = v.uri;
-      c.weight = v.weight;
-      c.priority = v.priority;
+      if (any_avoid && Contains(avoid, slot)) [[unlikely]] { ++t.avoid; continue; }
+      const int64_t s = n.sessions[res].load(std::memory_order_relaxed);
+      const int64_t cap = caps[i];
+      if (cap >= 0 && s >= cap) { ++t.full; continue; }
+      int64_t total = n.sessions[0].load(std::memory_order_relaxed) + n.sessions[1].load(std::memory_order_relaxed) +
+                      n.sessions[2].load(std::memory_order_relaxed) + n.sessions[3].load(std::memory_order_relaxed);
+      for (size_t r = 4; r < n_resources; ++r) total += n.sessions[r].load(std::memory_order_relaxed);
+      Candidate& c = dst[k];
+      if (k != i || i >= intact) c = protos[i];  // not the prototype that is there already
       c.sessions = s;
       c.capacity = cap;
-      c.attrs = &v.attrs;
-      int64_t total = 0;
-      for (uint32_t r = 0; r < snap.resources.size(); ++r) total += n.sessions[r].load(std::memory_order_relaxed);
       c.total_sessions = total;
-      out->push_back(c);
+      ++k;
     }
-    if (t->suspect == 0) break;
+    // Entries before the first node left out hold their own prototypes.
+    size_t first_gap = k;
+    if (k != members) {
+      first_gap = 0;
+      while (first_gap < k && dst[first_gap].slot == protos[first_gap].slot) ++first_gap;
+    }
+    out->intact = first_gap;
+    list.resize(k);
+    *tally = t;
+    if (t.suspect == 0) break;
   }
 }
 
@@ -125,10 +159,10 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
   const AffinityKey k(p.app_slot, use_aff ? key : std::string_view());
   // The candidate list: a per-thread buffer, looked up only when a list is
   // built (an affinity hit builds none, and a TLS lookup in a shared object
-  // is a call).
-  std::vector<Candidate>* cbuf = nullptr;
-  auto buffer = [&cbuf]() -> std::vector<Candidate>& {
-    static thread_local std::vector<Candidate> cands_tl;
+  // is a call). It keeps its pool's ready-made entries between calls.
+  CandidateList* cbuf = nullptr;
+  auto buffer = [&cbuf]() -> CandidateList& {
+    static thread_local CandidateList cands_tl;
     if (cbuf == nullptr) cbuf = &cands_tl;
     return *cbuf;
   };
@@ -140,7 +174,7 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
   if (bound > 1.0) {
     Candidates(p, snap, avoid, now, &buffer(), &t);
     have_cands = true;
-    lb = LoadBound(*cbuf, bound, k.hash);
+    lb = LoadBound(cbuf->list, bound, k.hash);
   }
   bool over_bound = false;  // the key's node was usable but above the bound
   auto take = [&](uint32_t slot, uint32_t epoch) {
@@ -160,7 +194,7 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
     } else if (over_bound) {
       // The key's node is above the bound: its next home within the bound.
       for (const LoadBound::Entry& e : lb.NextHomes()) {
-        const Candidate& c = (*cbuf)[e.index];
+        const Candidate& c = cbuf->list[e.index];
         if (placement_->Reserve(c.slot, res, c.capacity)) {
           out.ref = ClaimRef{c.slot, snap.nodes[static_cast<size_t>(snap.index_of_slot[c.slot])].epoch, 0};
           out.decision.reason = "affinity_bound";
@@ -170,8 +204,9 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
     }
   }
   if (out.ref.slot == kNil) {
-    std::vector<Candidate>& cands = buffer();
-    if (!have_cands) Candidates(p, snap, avoid, now, &cands, &t);
+    CandidateList& cl = buffer();
+    std::vector<Candidate>& cands = cl.list;
+    if (!have_cands) Candidates(p, snap, avoid, now, &cl, &t);
 
     RegionStrategyContext ctx(*region_, nodes_, p.app_slot, snap, now, seeded_ ? &rng_ : nullptr);
     PickRequest pr{.app = p.config.name, .resource = p.config.resource, .call_id = call_id,
@@ -185,10 +220,10 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
         return absl::OkStatus();
       }
       const Candidate& c = cands[*pick];
-      NodeRecord& n = region_->node(c.slot);
+      const NodeHot& n = region_->hot(c.slot);
       if (cands.size() > 1 && p.health.slow_start_ms > 0 &&
           HealthMonitor::SkipForSlowStart(n, p.health, now, UniformFrom(ThreadRandom()))) {
-        cands.erase(cands.begin() + static_cast<std::ptrdiff_t>(*pick));
+        cl.Erase(*pick);
         continue;
       }
       if (placement_->Reserve(c.slot, res, c.capacity)) {
@@ -197,7 +232,7 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
         break;
       }
       ++t.full;  // filled up by another process meanwhile
-      cands.erase(cands.begin() + static_cast<std::ptrdiff_t>(*pick));
+      cl.Erase(*pick);
     }
     if (out.ref.slot == kNil) {
       out.decision.reason = "no_node";
@@ -235,8 +270,8 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
 
 bool Router::Impl::Leaving(uint32_t slot, uint32_t epoch, int64_t now) const {
   if (slot == kNil || slot >= region_->max_nodes()) return false;
-  NodeRecord& n = region_->node(slot);
-  if (!n.in_use || n.epoch != epoch) return true;
+  const NodeHot& n = region_->hot(slot);
+  if (n.epoch.load(std::memory_order_relaxed) != epoch) return true;
   return n.admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDraining) ||
          NodeTable::LeaseExpired(n, now);
 }

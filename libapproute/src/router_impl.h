@@ -61,6 +61,22 @@ inline ReportResult ServerError(std::string reason) {
   return r;
 }
 
+// A thread's candidate list, kept from one placement to the next: entries
+// [0, intact) still hold, in their static fields, the prototypes of `pool`
+// (router `router`, snapshot `generation`), so a scan in which every node
+// qualifies writes only each candidate's counts.
+struct CandidateList {
+  std::vector<Candidate> list;
+  const PoolView* pool = nullptr;
+  uint64_t router = 0, generation = 0;
+  size_t intact = 0;
+
+  void Erase(size_t i) {
+    list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
+    intact = std::min(intact, i);
+  }
+};
+
 // Why the candidate list came out empty, for the decision's detail.
 struct Tally {
   size_t pool = 0, disabled = 0, draining = 0, down = 0, avoid = 0, full = 0, suspect = 0;
@@ -211,8 +227,8 @@ class Router::Impl {
 
   // The pool's nodes that may take a new key: not disabled, draining, down,
   // ejected, avoided or full; suspect ones only when no node is up.
-  void Candidates(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now,
-                  std::vector<Candidate>* out, Tally* t);
+  void Candidates(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now, CandidateList* out,
+                  Tally* t);
 
   // Picks a node for one placement, affinity first, then the strategy, and
   // reserves its capacity (and the key's claim). Caller is inside an Op.
@@ -262,17 +278,18 @@ class Router::Impl {
 
   // ---- operator and feedback entry points ----------------------------------
 
-  absl::StatusOr<NodeRecord*> Live(std::string_view id, uint32_t* slot = nullptr) {
+  // The hot entry of node `id` (and its slot).
+  absl::StatusOr<NodeHot*> Live(std::string_view id, uint32_t* slot = nullptr) {
     std::shared_ptr<const Snapshot> snap = GetSnapshot();
     const NodeView* v = snap->Find(id);
     if (v == nullptr) return absl::NotFoundError(Cat("no node \"", id, "\""));
     if (slot != nullptr) *slot = v->slot;
-    return &region_->node(v->slot);
+    return &region_->hot(v->slot);
   }
   absl::Status SetState(std::string_view id, AdminState st) {
     if (st == AdminState::kDraining) return Drain(id, -1);
     uint32_t slot = kNil;
-    absl::StatusOr<NodeRecord*> n = Live(id, &slot);
+    absl::StatusOr<NodeHot*> n = Live(id, &slot);
     if (!n.ok()) return n.status();
     placement_->SetAdminState(slot, st);
     return absl::OkStatus();
@@ -282,7 +299,7 @@ class Router::Impl {
       return absl::InvalidArgumentError(Cat("drain deadline must be >= 0 ms, got ", deadline_after_ms));
     }
     uint32_t slot = kNil;
-    absl::StatusOr<NodeRecord*> n = Live(id, &slot);
+    absl::StatusOr<NodeHot*> n = Live(id, &slot);
     if (!n.ok()) return n.status();
     const int64_t now = now_();
     absl::StatusOr<Owners::Op> op = owners_.Enter();
@@ -295,11 +312,11 @@ class Router::Impl {
       deadline = (*n)->drain_deadline_ms.load(std::memory_order_relaxed);
     }
     placement_->SetDraining(slot, deadline);
-    placement_->ForgetIdleClaims(slot, (*n)->epoch);
+    placement_->ForgetIdleClaims(slot, (*n)->epoch.load(std::memory_order_relaxed));
     return absl::OkStatus();
   }
   absl::Status SetHealth(std::string_view id, Health h) {
-    absl::StatusOr<NodeRecord*> n = Live(id);
+    absl::StatusOr<NodeHot*> n = Live(id);
     if (!n.ok()) return n.status();
     (*n)->health.store(static_cast<uint32_t>(h), std::memory_order_relaxed);
     return absl::OkStatus();
@@ -307,11 +324,12 @@ class Router::Impl {
   absl::Status ReportProbe(std::string_view id, int code, double rtt_ms) {
     if (code < 0 || code > 699) return absl::InvalidArgumentError(Cat("probe code ", code, " is not 0 (no answer) or a SIP status code"));
     if (!std::isfinite(rtt_ms) || rtt_ms < 0) return absl::InvalidArgumentError("probe rtt_ms must be a finite number >= 0");
-    absl::StatusOr<NodeRecord*> rec = Live(id);
+    uint32_t slot = kNil;
+    absl::StatusOr<NodeHot*> rec = Live(id, &slot);
     if (!rec.ok()) return rec.status();
     absl::StatusOr<const Policies*> pol = policies_.Cached();
     if (!pol.ok()) return pol.status();
-    health_.OnProbe(**rec, code, rtt_ms, (*pol)->health, now_());
+    health_.OnProbe(slot, code, rtt_ms, (*pol)->health, now_());
     return absl::OkStatus();
   }
   absl::Status ReportCallResult(std::string_view id, int code, double latency_ms) {
@@ -322,7 +340,7 @@ class Router::Impl {
     if (v == nullptr) return absl::NotFoundError(Cat("no node \"", id, "\""));
     absl::StatusOr<const Policies*> pol = policies_.Cached();
     if (!pol.ok()) return pol.status();
-    health_.OnResult(region_->node(v->slot), *snap, snap->by_pool.at(v->pool), code, latency_ms, (*pol)->health, now_());
+    health_.OnResult(v->slot, *snap, snap->by_pool.at(v->pool), code, latency_ms, (*pol)->health, now_());
     return absl::OkStatus();
   }
   absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics) {

@@ -74,7 +74,7 @@ ReportResult StatusReports::Apply(const ReportRequest& req, const Policies& pol,
     if (slot != kNil) {
       const NodeRecord& n = region_.node(slot);
       if (!n.from_report) return Refuse(kTakeover, 403, Cat("node id ", report->node, " is configured, not reported"));
-      if (GetFixed(n.uri) != report->uri && !NodeTable::LeaseExpired(n, now)) {
+      if (GetFixed(n.uri) != report->uri && !NodeTable::LeaseExpired(region_.hot(slot), now)) {
         return Refuse(kTakeover, 403, Cat("node id ", report->node, " is held by ", GetFixed(n.uri)));
       }
       if (GetFixed(n.pool) != report->pool) {
@@ -94,7 +94,7 @@ ReportResult StatusReports::Apply(const ReportRequest& req, const Policies& pol,
   if (req.expires == 0) {  // graceful leave: no new calls; removed when its sessions are gone
     if (slot != kNil) {
       NodeRecord& n = region_.node(slot);
-      n.lease_expires_ms.store(now, std::memory_order_relaxed);
+      region_.hot(slot).lease_expires_ms.store(now, std::memory_order_relaxed);
       n.etag[0] = 0;
       if (report) n.last_seq = report->seq;
       out.node_id = std::string(GetFixed(n.id));
@@ -112,7 +112,7 @@ ReportResult StatusReports::Apply(const ReportRequest& req, const Policies& pol,
     // A report without a state keeps the one the node has (an operator's
     // drain on the proxy is not undone by the next routine report).
     spec.state = report->state.value_or(
-        slot != kNil ? static_cast<AdminState>(region_.node(slot).admin.load(std::memory_order_relaxed))
+        slot != kNil ? static_cast<AdminState>(region_.hot(slot).admin.load(std::memory_order_relaxed))
                      : AdminState::kActive);
     std::vector<std::string> res;
     for (const auto& [r, v] : spec.capacity) res.push_back(r);
@@ -137,18 +137,18 @@ ReportResult StatusReports::Apply(const ReportRequest& req, const Policies& pol,
       if (slot == kNil) return Refuse(kFull, 503, Cat("node table is full (state.max_nodes = ", h.max_nodes, ")"));
     }
     NodeRecord& n = region_.node(slot);
-    bool was_expired = !fresh && NodeTable::LeaseExpired(n, now);
+    bool was_expired = !fresh && NodeTable::LeaseExpired(region_.hot(slot), now);
     nodes_.WriteLocked(slot, spec, fresh, false);
     n.from_report = 1;
     n.last_seq = report->seq;
-    if (fresh || was_expired) n.up_since_ms.store(now, std::memory_order_relaxed);
+    if (fresh || was_expired) region_.hot(slot).up_since_ms.store(now, std::memory_order_relaxed);
     (void)nodes_.WriteMetricsLocked(slot, report->load, false, now);
     (void)nodes_.WriteMetricsLocked(slot, report->quality, true, now);
     nodes_.BumpGeneration();
   }
   NodeRecord& n = region_.node(slot);
   int64_t granted = std::min(req.expires, pol.status.max_expires_s);
-  n.lease_expires_ms.store(now + granted * 1000, std::memory_order_relaxed);
+  region_.hot(slot).lease_expires_ms.store(now + granted * 1000, std::memory_order_relaxed);
   std::string etag = Cat(absl::Hex(random, absl::kZeroPad16));
   SetFixed(n.etag, etag);
   out.etag = etag;

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstring>
 #include <limits>
 #include <random>
 
@@ -21,15 +22,27 @@ uint64_t ThreadRandom() {
 }
 
 double RegionStrategyContext::Load(const Candidate& c, std::string_view metric) {
-  const NodeRecord& n = region_.node(c.slot);
-  uint64_t mask = n.load_mask.load(std::memory_order_relaxed);
-  for (size_t m = 0; m < snap_.metrics.size(); ++m) {
-    if (snap_.metrics[m] == metric) {
-      return (mask & (uint64_t{1} << m)) ? n.load[m].load(std::memory_order_relaxed)
-                                          : std::numeric_limits<double>::quiet_NaN();
-    }
+  const uint32_t m = MetricIndex(metric);
+  if (m == kNil) return std::numeric_limits<double>::quiet_NaN();
+  const NodeHot& n = region_.hot(c.slot);
+  return (n.load_mask.load(std::memory_order_relaxed) & (uint64_t{1} << m)) ? n.load[m].load(std::memory_order_relaxed)
+                                                                            : std::numeric_limits<double>::quiet_NaN();
+}
+
+uint32_t RegionStrategyContext::MetricIndex(std::string_view metric) {
+  if (metric.size() == last_len_ && (last_len_ == 0 || std::memcmp(metric.data(), last_metric_, last_len_) == 0)) {
+    return last_index_;  // (an empty view's data() may be null: not for memcmp)
   }
-  return std::numeric_limits<double>::quiet_NaN();
+  uint32_t found = kNil;
+  for (size_t m = 0; m < snap_.metrics.size() && found == kNil; ++m) {
+    if (snap_.metrics[m] == metric) found = static_cast<uint32_t>(m);
+  }
+  if (metric.size() < kNameLen) {  // longer names are never metrics: not worth remembering
+    if (!metric.empty()) std::memcpy(last_metric_, metric.data(), metric.size());
+    last_len_ = metric.size();
+    last_index_ = found;
+  }
+  return found;
 }
 
 NodeFeedback RegionStrategyContext::Feedback(const Candidate& c) {

@@ -33,6 +33,7 @@ class RegionStrategyContext final : public StrategyContext {
   void WithSharedSlots(const std::function<void(absl::Span<int64_t>)>& fn) override;
   uint64_t Random() override;
   NodeStatus Describe(const Candidate& c) override;
+  bool Reported(std::string_view metric) override { return MetricIndex(metric) != kNil; }
 
  private:
   const Region& region_;
@@ -41,6 +42,14 @@ class RegionStrategyContext final : public StrategyContext {
   const Snapshot& snap_;
   int64_t now_;
   std::atomic<uint64_t>* seeded_;  // SplitMix64 state of a seeded router, or nullptr
+
+  // The name's index in snap_.metrics, kNil if none; the last name asked
+  // is remembered, by value (a strategy asks the same one for every
+  // candidate, often from a temporary string).
+  uint32_t MetricIndex(std::string_view metric);
+  char last_metric_[kNameLen];
+  size_t last_len_ = SIZE_MAX;  // SIZE_MAX: nothing remembered
+  uint32_t last_index_ = kNil;
 };
 
 }  // namespace approute::internal

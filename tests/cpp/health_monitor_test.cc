@@ -14,18 +14,19 @@ TEST_F(HealthMonitorTest, ProbesNeedConsecutiveResults) {
   ASSERT_TRUE(nodes_->Add(Spec("a")).ok());
   HealthMonitor m(*region_);
   HealthConfig h;  // down after 3, up after 2
-  NodeRecord& n = Rec("a");
-  m.OnProbe(n, 0, 0, h, 0);
-  m.OnProbe(n, 0, 0, h, 0);
+  const uint32_t a = Slot("a");
+  NodeHot& n = Hot("a");
+  m.OnProbe(a, 0, 0, h, 0);
+  m.OnProbe(a, 0, 0, h, 0);
   EXPECT_EQ(n.health.load(), static_cast<uint32_t>(Health::kUp));
-  m.OnProbe(n, 200, 5, h, 0);  // a success resets the failures
-  m.OnProbe(n, 0, 0, h, 0);
-  m.OnProbe(n, 503, 0, h, 0);
-  m.OnProbe(n, 0, 0, h, 0);
+  m.OnProbe(a, 200, 5, h, 0);  // a success resets the failures
+  m.OnProbe(a, 0, 0, h, 0);
+  m.OnProbe(a, 503, 0, h, 0);
+  m.OnProbe(a, 0, 0, h, 0);
   EXPECT_EQ(n.health.load(), static_cast<uint32_t>(Health::kDown));
-  m.OnProbe(n, 200, 5, h, 100);
+  m.OnProbe(a, 200, 5, h, 100);
   EXPECT_EQ(n.health.load(), static_cast<uint32_t>(Health::kDown));
-  m.OnProbe(n, 200, 5, h, 200);
+  m.OnProbe(a, 200, 5, h, 200);
   EXPECT_EQ(n.health.load(), static_cast<uint32_t>(Health::kUp));
   EXPECT_EQ(n.up_since_ms.load(), 200) << "slow start begins when it comes back";
 }
@@ -38,19 +39,19 @@ TEST_F(HealthMonitorTest, EjectionNeverTakesMoreThanTheShare) {
   h.outlier_max_ejected_percent = 50;
   auto snap = nodes_->BuildSnapshot();
   const auto& pool = snap->by_pool.at("media");
-  for (int i = 0; i < 2; ++i) m.OnResult(Rec("a"), *snap, pool, 502, 0, h, 1000);
-  EXPECT_TRUE(HealthMonitor::Ejected(Rec("a"), 1000));
-  for (int i = 0; i < 2; ++i) m.OnResult(Rec("b"), *snap, pool, 502, 0, h, 1000);
-  EXPECT_FALSE(HealthMonitor::Ejected(Rec("b"), 1000)) << "ejecting b too would take 100% of the pool";
-  EXPECT_FALSE(HealthMonitor::Ejected(Rec("a"), 1000 + h.outlier_base_ejection_ms));
-  EXPECT_EQ(Rec("a").up_since_ms.load(), 1000 + h.outlier_base_ejection_ms);
+  for (int i = 0; i < 2; ++i) m.OnResult(Slot("a"), *snap, pool, 502, 0, h, 1000);
+  EXPECT_TRUE(HealthMonitor::Ejected(Hot("a"), 1000));
+  for (int i = 0; i < 2; ++i) m.OnResult(Slot("b"), *snap, pool, 502, 0, h, 1000);
+  EXPECT_FALSE(HealthMonitor::Ejected(Hot("b"), 1000)) << "ejecting b too would take 100% of the pool";
+  EXPECT_FALSE(HealthMonitor::Ejected(Hot("a"), 1000 + h.outlier_base_ejection_ms));
+  EXPECT_EQ(Hot("a").up_since_ms.load(), 1000 + h.outlier_base_ejection_ms);
 }
 
 TEST_F(HealthMonitorTest, SlowStartAndPanic) {
   ASSERT_TRUE(nodes_->Add(Spec("a")).ok());
   HealthConfig h;
   h.slow_start_ms = 1000;
-  NodeRecord& n = Rec("a");
+  NodeHot& n = Hot("a");
   n.up_since_ms.store(1000);
   EXPECT_TRUE(HealthMonitor::SkipForSlowStart(n, h, 1100, 0.5)) << "10% of the way: half the draws skip";
   EXPECT_FALSE(HealthMonitor::SkipForSlowStart(n, h, 1900, 0.5));

@@ -30,14 +30,14 @@ TEST_F(NodeTableTest, AddFindUpdateRemove) {
 TEST_F(NodeTableTest, ReserveNeverExceedsCapacity) {
   ASSERT_TRUE(nodes_->Add(Spec("a", 2)).ok());
   uint32_t res = Res("conference");
-  NodeRecord& n = Rec("a");
+  NodeHot& n = Hot("a");
   EXPECT_TRUE(NodeTable::TryReserve(n, res, 2));
   EXPECT_TRUE(NodeTable::TryReserve(n, res, 2));
   EXPECT_FALSE(NodeTable::TryReserve(n, res, 2));
   EXPECT_EQ(n.sessions[res].load(), 2);
-  NodeTable::Release(n, n.epoch, res);
+  NodeTable::Release(n, Rec("a").epoch, res);
   EXPECT_EQ(n.sessions[res].load(), 1);
-  NodeTable::Release(n, n.epoch + 1, res);  // another incarnation's session: ignored
+  NodeTable::Release(n, Rec("a").epoch + 1, res);  // another incarnation's session: ignored
   EXPECT_EQ(n.sessions[res].load(), 1);
   EXPECT_TRUE(NodeTable::TryReserve(n, res, -1)) << "unlimited";
 }
@@ -47,14 +47,14 @@ TEST_F(NodeTableTest, ASlotReusedIsANewIncarnationWithoutOldCounts) {
   uint32_t res = Res("conference");
   uint32_t slot = Slot("a");
   uint32_t old_epoch = Rec("a").epoch;
-  ASSERT_TRUE(NodeTable::TryReserve(Rec("a"), res, 2));
+  ASSERT_TRUE(NodeTable::TryReserve(Hot("a"), res, 2));
   ASSERT_TRUE(nodes_->Remove("a").ok());
   ASSERT_TRUE(nodes_->Add(Spec("b", 2)).ok());
   ASSERT_EQ(Slot("b"), slot);
   EXPECT_NE(Rec("b").epoch, old_epoch);
-  EXPECT_EQ(Rec("b").sessions[res].load(), 0);
-  NodeTable::Release(Rec("b"), old_epoch, res);  // the old node's session ending
-  EXPECT_EQ(Rec("b").sessions[res].load(), 0);
+  EXPECT_EQ(Hot("b").sessions[res].load(), 0);
+  NodeTable::Release(Hot("b"), old_epoch, res);  // the old node's session ending
+  EXPECT_EQ(Hot("b").sessions[res].load(), 0);
 }
 
 TEST_F(NodeTableTest, SnapshotFollowsTheGeneration) {
@@ -75,18 +75,18 @@ TEST_F(NodeTableTest, MetricsAreCheckedAndLapsedReportNodesGoWhenEmpty) {
   ASSERT_TRUE(nodes_->Add(Spec("a")).ok());
   EXPECT_EQ(nodes_->ReportLoad("a", {{"bad name", 1}}, 1000).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(nodes_->ReportLoad("a", {{"cpu", std::nan("")}}, 1000).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(Rec("a").load_mask.load(), 0u) << "a refused report changes nothing";
+  EXPECT_EQ(Hot("a").load_mask.load(), 0u) << "a refused report changes nothing";
   ASSERT_TRUE(nodes_->ReportLoad("a", {{"cpu", 0.5}}, 1000).ok());
   EXPECT_EQ(Rec("a").load_updated_ms.load(), 1000);
 
-  NodeRecord& n = Rec("a");
-  n.from_report = 1;
+  Rec("a").from_report = 1;
+  NodeHot& n = Hot("a");
   n.lease_expires_ms.store(2000);
   uint32_t res = Res("calls");
   ASSERT_TRUE(NodeTable::TryReserve(n, res, -1));
   nodes_->RemoveLapsed(3000);
   EXPECT_NE(Slot("a"), kNil) << "a lapsed node keeps its live sessions";
-  NodeTable::Release(n, n.epoch, res);
+  NodeTable::Release(n, Rec("a").epoch, res);
   nodes_->RemoveLapsed(3000);
   EXPECT_EQ(Slot("a"), kNil);
 }

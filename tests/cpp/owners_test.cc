@@ -13,24 +13,7 @@
 namespace approute::internal {
 namespace {
 
-class OwnersTest : public testing::RegionTest {
- protected:
-  void SetUp() override {
-    StateLimits l;
-    l.max_nodes = 8;
-    l.max_sessions = 64;
-    l.max_affinities = 64;
-    name_ = "approute-owners-test-" + std::to_string(getpid());
-    (void)Region::Unlink(name_);
-    bool created = false;
-    auto r = Region::OpenShared(name_, l, &created);
-    ASSERT_TRUE(r.ok()) << r.status();
-    region_ = *std::move(r);
-    nodes_ = std::make_unique<NodeTable>(*region_);
-  }
-  void TearDown() override { (void)Region::Unlink(name_); }
-  std::string name_;
-};
+using OwnersTest = testing::SharedRegionTest;
 
 TEST_F(OwnersTest, RegistersOncePerProcessAndAgainAfterFork) {
   Owners o(*region_);
@@ -65,7 +48,7 @@ TEST_F(OwnersTest, ADeathInsideAnOpIsRecountedAway) {
   {
     auto op = o.Enter();
     ASSERT_TRUE(op.ok());
-    ASSERT_TRUE(NodeTable::TryReserve(Rec("a"), res, 10));
+    ASSERT_TRUE(NodeTable::TryReserve(Hot("a"), res, 10));
     SessionInit init;
     init.call_id = "real";
     init.resource = res;
@@ -81,15 +64,15 @@ TEST_F(OwnersTest, ADeathInsideAnOpIsRecountedAway) {
   if (pid == 0) {
     Owners mine(*region_);
     auto op = mine.Enter();
-    NodeTable::TryReserve(region_->node(nodes_->FindLocked("a")), res, 10);
+    NodeTable::TryReserve(region_->hot(nodes_->FindLocked("a")), res, 10);
     _exit(0);  // inside the op
   }
   waitpid(pid, nullptr, 0);
-  EXPECT_EQ(Rec("a").sessions[res].load(), 2) << "the dead child's reservation";
+  EXPECT_EQ(Hot("a").sessions[res].load(), 2) << "the dead child's reservation";
   ASSERT_EQ(o.CheckDead(), 1);
   RecountResult got{};
   ASSERT_TRUE(o.RunExclusive(1000, [&] { got = Recount(*region_, 0); }));
-  EXPECT_EQ(Rec("a").sessions[res].load(), 1) << "the count equals the live records";
+  EXPECT_EQ(Hot("a").sessions[res].load(), 1) << "the count equals the live records";
   EXPECT_EQ(got.drift, 1);
   EXPECT_EQ(got.sessions, 1);
   EXPECT_EQ(o.CheckDead(), 0) << "the dead child's slot was freed";

@@ -3,8 +3,10 @@
 #define APPROUTE_TESTS_CPP_REGION_FIXTURE_H_
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <memory>
+#include <string>
 
 #include "approute/config.h"
 #include "node_table.h"
@@ -14,12 +16,15 @@ namespace approute::testing {
 
 class RegionTest : public ::testing::Test {
  protected:
-  void SetUp() override {
+  static StateLimits Limits(int64_t nodes, int64_t entries) {
     StateLimits l;
-    l.max_nodes = 16;
-    l.max_sessions = 256;
-    l.max_affinities = 256;
-    auto r = internal::Region::CreatePrivate(l);
+    l.max_nodes = nodes;
+    l.max_sessions = entries;
+    l.max_affinities = entries;
+    return l;
+  }
+  void SetUp() override {
+    auto r = internal::Region::CreatePrivate(Limits(16, 256));
     ASSERT_TRUE(r.ok()) << r.status();
     region_ = *std::move(r);
     nodes_ = std::make_unique<internal::NodeTable>(*region_);
@@ -35,10 +40,29 @@ class RegionTest : public ::testing::Test {
   // Slot of node `id` (registry lock not needed in a single-threaded test).
   uint32_t Slot(const std::string& id) { return nodes_->FindLocked(id); }
   internal::NodeRecord& Rec(const std::string& id) { return region_->node(Slot(id)); }
+  internal::NodeHot& Hot(const std::string& id) { return region_->hot(Slot(id)); }
   uint32_t Res(const std::string& name) { return nodes_->ResourceIndexLocked(name, true); }
 
   std::unique_ptr<internal::Region> region_;
   std::unique_ptr<internal::NodeTable> nodes_;
+};
+
+// The same over a named shared segment, so that a forked child's changes
+// (and death) are seen by the test.
+class SharedRegionTest : public RegionTest {
+ protected:
+  void SetUp() override {
+    name_ = "approute-" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->test_suite_name()) +
+            "-" + std::to_string(getpid());
+    (void)internal::Region::Unlink(name_);
+    bool created = false;
+    auto r = internal::Region::OpenShared(name_, Limits(8, 64), &created);
+    ASSERT_TRUE(r.ok()) << r.status();
+    region_ = *std::move(r);
+    nodes_ = std::make_unique<internal::NodeTable>(*region_);
+  }
+  void TearDown() override { (void)internal::Region::Unlink(name_); }
+  std::string name_;
 };
 
 }  // namespace approute::testing

@@ -39,7 +39,7 @@ TEST_F(StatusReportsTest, AJoinIsApplied) {
   EXPECT_EQ(r.node_id, "n1");
   EXPECT_FALSE(r.etag.empty());
   EXPECT_NE(Slot("n1"), kNil);
-  EXPECT_EQ(Rec("n1").lease_expires_ms.load(), now_ + 60'000);
+  EXPECT_EQ(Hot("n1").lease_expires_ms.load(), now_ + 60'000);
 }
 
 TEST_F(StatusReportsTest, NumbersOutOfRangeAre400sNamingTheField) {

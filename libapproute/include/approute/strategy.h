@@ -70,6 +70,10 @@ class StrategyContext {
   // map insertions: meant for strategies written in Python, not for the hot
   // path of built-ins. The default fills only what Candidate carries.
   virtual NodeStatus Describe(const Candidate& c);
+  // False when no node has ever reported a figure named `metric`, so Load()
+  // would return NaN for every candidate: a strategy scanning a large pool
+  // may then skip the calls. The default says true (ask Load()).
+  virtual bool Reported(std::string_view metric);
 };
 
 struct PickRequest {

@@ -29,13 +29,15 @@ class LeastLoadedStrategy final : public Strategy {
     double best = -std::numeric_limits<double>::infinity();
     size_t ties[64];
     size_t nties = 0;
+    const bool reports = context.Reported(request.resource);
     for (size_t i = 0; i < candidates.size(); ++i) {
-      Candidate c = candidates[i];
-      double reported = context.Load(c, request.resource);
-      if (std::isfinite(reported) && reported > static_cast<double>(c.sessions)) {
-        c.sessions = static_cast<int64_t>(std::ceil(reported));
+      const Candidate& c = candidates[i];
+      double sessions = static_cast<double>(c.sessions);
+      if (reports) {
+        double reported = context.Load(c, request.resource);
+        if (std::isfinite(reported) && reported > sessions) sessions = std::ceil(reported);
       }
-      double a = Available(c);
+      double a = Available(sessions, c.capacity);
       if (a > best) {
         best = a;
         nties = 0;
@@ -47,10 +49,9 @@ class LeastLoadedStrategy final : public Strategy {
   }
 
  private:
-  double Available(const Candidate& c) const {
-    double s = static_cast<double>(c.sessions);
-    if (c.capacity < 0) return 1e18 - s;  // unlimited
-    double cap = static_cast<double>(c.capacity);
+  double Available(double s, int64_t capacity) const {
+    if (capacity < 0) return 1e18 - s;  // unlimited
+    double cap = static_cast<double>(capacity);
     if (!relative_) return cap - s;
     return cap > 0 ? (cap - s) / cap : -1.0;
   }

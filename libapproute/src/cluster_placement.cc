@@ -1,7 +1,9 @@
 // The cluster placement (cluster_placement.h).
 #include "cluster_placement.h"
 
+#include <algorithm>
 #include <chrono>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -23,6 +25,7 @@ const RedisScript& Script(const char* body) {
       {cluster_lua::kProxies, RedisScript(cluster_lua::kProxies)},
       {cluster_lua::kSetAdmin, RedisScript(cluster_lua::kSetAdmin)},
       {cluster_lua::kGetAdmin, RedisScript(cluster_lua::kGetAdmin)},
+      {cluster_lua::kMembers, RedisScript(cluster_lua::kMembers)},
   };
   for (const auto& [p, s] : *scripts) {
     if (p == body) return s;
@@ -44,15 +47,18 @@ bool Pair(const RedisValue& v, int64_t* flag, const RedisValue** second) {
 
 }  // namespace
 
-ClusterPlacement::ClusterPlacement(const Region& region, AffinityTable& affinity, const ClusterConfig& cfg,
-                                   RedisUrl url, FindNode find)
+ClusterPlacement::ClusterPlacement(const Region& region, AffinityTable& affinity, NodeTable& nodes,
+                                   StatusReports& reports, const ClusterConfig& cfg, RedisUrl url, FindNode find)
     : region_(region),
       affinity_(affinity),
       local_(region, affinity),
+      members_(region, nodes, reports),
+      headroom_pct_(cfg.outage_headroom_pct),
       name_(cfg.name),
       prefix_(DeploymentPrefix(cfg.name)),
       proxies_key_(prefix_ + "proxies"),
       admin_key_(prefix_ + "admin"),
+      members_key_(prefix_ + "members"),
       proxy_(cfg.proxy),
       lease_(Cat(kLeaseMs)),
       find_(std::move(find)),
@@ -91,13 +97,21 @@ bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
   int64_t ok = 0;
   const RedisValue* others = nullptr;
   if (!r.ok() || !Pair(*r, &ok, &others)) {
-    Degraded();  // routed on this host's count alone; Maintain republishes the share
+    // Routed on this host's count alone, within the outage share; Maintain
+    // republishes the share when Redis is back.
+    if (n.sessions[res].load(std::memory_order_relaxed) > OutageShare(slot, res, capacity)) {
+      local_.Release(slot, n.epoch, res);
+      region_.header().cluster.outage_refusals.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    Degraded();
     return true;
   }
   if (ok == 0) {
     local_.Release(slot, n.epoch, res);
     return false;
   }
+  Synced(slot, res, share);
   // Another process of this host moved the count meanwhile: its own publish
   // may have landed before ours, so ours must not be the last word.
   if (n.sessions[res].load(std::memory_order_relaxed) != share) Publish(slot, res);
@@ -111,6 +125,7 @@ void ClusterPlacement::Publish(uint32_t slot, uint32_t res) {
     const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
     const std::string v = Cat(share);
     if (!Run(Script(cluster_lua::kPublish), {proxies_key_, key}, {proxy_, lease_, v}).ok()) return;
+    Synced(slot, res, share);
     if (n.sessions[res].load(std::memory_order_relaxed) == share) return;
   }
 }
@@ -206,18 +221,65 @@ std::optional<std::vector<int64_t>> ClusterPlacement::DeploymentCounts(
 }
 
 bool ClusterPlacement::PublishAll() {
-  const Header& h = region_.header();
+  Header& h = region_.header();
   std::vector<std::string> keys{proxies_key_}, args{proxy_, lease_};
+  std::vector<std::tuple<uint32_t, uint32_t, int64_t>> shares;
   for (uint32_t s = 0; s < region_.max_nodes(); ++s) {
     NodeRecord& n = region_.node(s);
     if (!n.in_use) continue;
     for (uint32_t res = 0; res < h.n_resources; ++res) {
+      const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
       keys.push_back(CountKey(s, res));
-      args.push_back(Cat(n.sessions[res].load(std::memory_order_relaxed)));
+      args.push_back(Cat(share));
+      shares.emplace_back(s, res, share);
     }
   }
   std::vector<std::string_view> kv(keys.begin(), keys.end()), av(args.begin(), args.end());
-  return Run(Script(cluster_lua::kPublish), kv, av).ok();
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kPublish), kv, av);
+  if (!r.ok()) return false;
+  for (auto [s, res, share] : shares) Synced(s, res, share);
+  if (r->type == RedisValue::Type::kInteger) h.cluster.proxies_seen.store(r->integer, std::memory_order_relaxed);
+  return true;
+}
+
+int64_t ClusterPlacement::OutageShare(uint32_t slot, uint32_t res, int64_t capacity) const {
+  if (capacity < 0) return INT64_MAX;
+  const int64_t seen = std::max<int64_t>(1, region_.header().cluster.proxies_seen.load(std::memory_order_relaxed));
+  const int64_t headroom = (capacity * headroom_pct_ + 100 * seen - 1) / (100 * seen);  // rounded up
+  return std::min(capacity, region_.node(slot).synced_share[res].load(std::memory_order_relaxed) + headroom);
+}
+
+bool ClusterPlacement::RunMembers(const std::vector<std::pair<std::string, std::string>>& records, int64_t now,
+                                  bool all, RedisValue* reply) {
+  std::vector<std::string> args{proxy_, lease_, Cat(now), Cat(ClusterMembers::kForgetMs), all ? "1" : "0"};
+  for (const auto& [id, rec] : records) {
+    args.push_back(id);
+    args.push_back(rec);
+  }
+  std::vector<std::string_view> av(args.begin(), args.end());
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kMembers), {members_key_, proxies_key_}, av);
+  if (!r.ok() || r->type != RedisValue::Type::kArray) return false;
+  *reply = *std::move(r);
+  return true;
+}
+
+void ClusterPlacement::NodeChanged(uint32_t slot, int64_t now) {
+  std::optional<std::string> rec = members_.Encode(slot);
+  if (!rec) return;
+  RedisValue reply;
+  // Not stored now (Redis out): the next SyncMembers stores it.
+  (void)RunMembers({{NodeId(slot), *std::move(rec)}}, now, false, &reply);
+}
+
+bool ClusterPlacement::SyncMembers(int64_t now) {
+  RedisValue reply;
+  if (!RunMembers(members_.EncodeAll(), now, true, &reply)) return false;
+  std::vector<std::pair<std::string, std::string>> records;
+  for (size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
+    records.emplace_back(reply.elements[i].str, reply.elements[i + 1].str);
+  }
+  (void)members_.Merge(records, now);
+  return true;
 }
 
 absl::StatusOr<std::vector<std::string>> ClusterPlacement::LiveProxies() {
@@ -269,12 +331,15 @@ void ClusterPlacement::PullAdmin() {
   }
 }
 
-void ClusterPlacement::Maintain() {
+void ClusterPlacement::Maintain(int64_t now) {
   ClusterRecord& rec = region_.header().cluster;
-  int64_t last = rec.refreshed_ms.load(std::memory_order_relaxed), now = ClusterBreaker::MonoMs();
-  if (now - last < kRefreshMs) return;
-  if (!rec.refreshed_ms.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
+  int64_t last = rec.refreshed_ms.load(std::memory_order_relaxed), mono = ClusterBreaker::MonoMs();
+  if (mono - last < kRefreshMs) return;
+  if (!rec.refreshed_ms.compare_exchange_strong(last, mono, std::memory_order_relaxed)) return;
   if (!PublishAll()) return;
+  // Members before admin states: a node that joined elsewhere gets its
+  // deployment admin state in the same pass.
+  if (!SyncMembers(now)) return;
   if (rec.admin_unpublished.load(std::memory_order_relaxed) != 0) {
     if (PushAdmin()) rec.admin_unpublished.store(0, std::memory_order_relaxed);
     return;

@@ -11,6 +11,8 @@
 //   P c:<app>|<key>      HASH node, grace (ms), r:<proxy> -> that proxy's
 //                        sessions on the claim. A claim holds while a live
 //                        proxy has sessions on it or its grace TTL runs.
+//   P members            HASH node -> the record of a node that joined by
+//                        status report at some proxy (cluster_members.h)
 //
 // Every script first renews the caller's lease (ZADD), so a proxy that
 // routes is live; the sweep renews it when idle (kRefresh).
@@ -56,7 +58,7 @@ return {1, others}
 )lua";
 
 // KEYS: proxies, count keys... ARGV: proxy, lease_ms, one share per count key.
-// Sets this proxy's absolute shares (idempotent). -> number of keys written.
+// Sets this proxy's absolute shares (idempotent). -> the number of live proxies.
 inline constexpr char kPublish[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -65,7 +67,48 @@ for i = 2, #KEYS do
   local v = tonumber(ARGV[i + 1])
   if v > 0 then redis.call('HSET', KEYS[i], ARGV[1], v) else redis.call('HDEL', KEYS[i], ARGV[1]) end
 end
-return #KEYS - 1
+return redis.call('ZCARD', KEYS[1])
+)lua";
+
+// KEYS: members, proxies. ARGV: proxy, lease_ms, now (wall ms, the proxy's
+// clock, as the records' times), forget_ms, all (1: return every record),
+// then node, record pairs. Stores each record unless the one stored is newer
+// (the order of cluster_members.h); forgets records forget_ms after their
+// lease. -> {node, record, ...} (every record when all is 1, else none).
+inline constexpr char kMembers[] = APPROUTE_LUA_PRELUDE R"lua(
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[2]), ARGV[1])
+local now, forget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local function read(text)
+  local ok, r = pcall(cjson.decode, text)
+  if ok and type(r) == 'table' and tonumber(r.seq) and tonumber(r.at) and tonumber(r.lease) then return r end
+  return nil
+end
+for i = 6, #ARGV, 2 do
+  local new, cur = read(ARGV[i + 1]), nil
+  local text = redis.call('HGET', KEYS[1], ARGV[i])
+  if text then cur = read(text) end
+  local put = new ~= nil
+  if new and cur then
+    if new.seq ~= cur.seq then put = new.seq > cur.seq or (cur.lease <= now and new.at > cur.at)
+    elseif new.at ~= cur.at then put = new.at > cur.at
+    else
+      local new_left, cur_left = new.lease <= new.at, cur.lease <= cur.at
+      if new_left ~= cur_left then put = new_left
+      elseif new.lease ~= cur.lease then put = new.lease > cur.lease
+      else put = tostring(new.etag) > tostring(cur.etag) end
+    end
+  end
+  if put then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+if ARGV[5] ~= '1' then return {} end
+local out = {}
+local kv = redis.call('HGETALL', KEYS[1])
+for i = 1, #kv, 2 do
+  local r = read(kv[i + 1])
+  if r == nil or r.lease + forget < now then redis.call('HDEL', KEYS[1], kv[i])
+  else out[#out + 1] = kv[i]; out[#out + 1] = kv[i + 1] end
+end
+return out
 )lua";
 
 // KEYS: proxies, count keys... ARGV: proxy. -> per count key, the sum of

@@ -458,7 +458,7 @@ void Router::Impl::Maintain(int64_t now) {
   }
   SweepShard(shard, now);
   nodes_.RemoveLapsed(now);
-  placement_->Maintain();
+  placement_->Maintain(now);
 }
 
 int64_t Router::Impl::Sweep() {
@@ -467,7 +467,7 @@ int64_t Router::Impl::Sweep() {
   int64_t n = 0;
   for (size_t s = 0; s < kShards; ++s) n += SweepShard(s, now);
   nodes_.RemoveLapsed(now);
-  placement_->Maintain();
+  placement_->Maintain(now);
   return n;
 }
 

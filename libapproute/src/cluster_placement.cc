@@ -22,6 +22,7 @@ const RedisScript& Script(const char* body) {
       {cluster_lua::kJoin, RedisScript(cluster_lua::kJoin)},
       {cluster_lua::kClaim, RedisScript(cluster_lua::kClaim)},
       {cluster_lua::kDrop, RedisScript(cluster_lua::kDrop)},
+      {cluster_lua::kEnd, RedisScript(cluster_lua::kEnd)},
       {cluster_lua::kProxies, RedisScript(cluster_lua::kProxies)},
       {cluster_lua::kSetAdmin, RedisScript(cluster_lua::kSetAdmin)},
       {cluster_lua::kGetAdmin, RedisScript(cluster_lua::kGetAdmin)},
@@ -196,16 +197,40 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const Affini
   return out;
 }
 
-void ClusterPlacement::DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) {
-  if (claim == 0) return;
+std::array<std::string, 3> ClusterPlacement::DropLocal(const AffinityKey& k, uint64_t claim,
+                                                       AffinityTable::DropMode mode, int64_t now) {
   using Mode = AffinityTable::DropMode;
   // The local claim went without grace (a leaving node, or an unanswered
   // call's claim): no grace in the deployment either, once no proxy holds it.
   const bool deleted = affinity_.Drop(k, claim, mode, now);
   const bool no_grace = deleted && (mode == Mode::kNoGrace || mode == Mode::kAbandoned);
-  const std::string key = ClaimKey(k), held = Cat(affinity_.HoldOf(k).refs);
-  (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_},
-            {proxy_, lease_, held, mode == Mode::kRelease ? "1" : "0", no_grace ? "1" : "0"});
+  return {Cat(affinity_.HoldOf(k).refs), mode == Mode::kRelease ? "1" : "0", no_grace ? "1" : "0"};
+}
+
+void ClusterPlacement::DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) {
+  if (claim == 0) return;
+  const std::array<std::string, 3> drop = DropLocal(k, claim, mode, now);
+  const std::string key = ClaimKey(k);
+  (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_}, {proxy_, lease_, drop[0], drop[1], drop[2]});
+}
+
+void ClusterPlacement::EndSession(uint32_t slot, uint32_t epoch, uint32_t res, const AffinityKey& k, uint64_t claim,
+                                  AffinityTable::DropMode mode, int64_t now) {
+  if (claim == 0 || slot == kNil || region_.node(slot).epoch != epoch) {
+    Placement::EndSession(slot, epoch, res, k, claim, mode, now);
+    return;
+  }
+  local_.Release(slot, epoch, res);
+  const std::array<std::string, 3> drop = DropLocal(k, claim, mode, now);
+  NodeRecord& n = region_.node(slot);
+  const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
+  const std::string count = CountKey(slot, res), key = ClaimKey(k), v = Cat(share);
+  if (!Run(Script(cluster_lua::kEnd), {proxies_key_, count, key}, {proxy_, lease_, v, drop[0], drop[1], drop[2]}).ok()) {
+    return;  // Maintain republishes the share; the claim's hold is set again by its next call
+  }
+  Synced(slot, res, share);
+  // Another process of this host moved the count meanwhile (as in Reserve).
+  if (n.sessions[res].load(std::memory_order_relaxed) != share) Publish(slot, res);
 }
 
 std::optional<std::vector<int64_t>> ClusterPlacement::DeploymentCounts(

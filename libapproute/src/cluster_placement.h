@@ -13,6 +13,7 @@
 //             another proxy claimed the key first, the call moves to its node.
 //   DropClaim this proxy's sessions on the claim republished; the last live
 //             holder starts the claim's grace TTL.
+//   EndSession  Release and DropClaim of one session in one script.
 //   SetAdminState  here and in the deployment; every proxy applies the
 //             deployment's admin states at its next Maintain (within a second),
 //             over its YAML's `state:`. One set while Redis is out is pushed
@@ -54,6 +55,7 @@
 #ifndef APPROUTE_SRC_CLUSTER_PLACEMENT_H_
 #define APPROUTE_SRC_CLUSTER_PLACEMENT_H_
 
+#include <array>
 #include <functional>
 #include <optional>
 #include <string>
@@ -88,6 +90,9 @@ class ClusterPlacement final : public Placement {
   absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
                                                    int64_t now, NodeCheck alive, NodeCheck take) override;
   void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) override;
+  // Release and DropClaim in one round trip (kEnd) when the session holds a claim.
+  void EndSession(uint32_t slot, uint32_t epoch, uint32_t res, const AffinityKey& k, uint64_t claim,
+                  AffinityTable::DropMode mode, int64_t now) override;
   // Claims in their grace time on a node starting to drain: forgotten here;
   // the deployment's copies lapse with their grace TTL.
   int64_t ForgetIdleClaims(uint32_t slot, uint32_t epoch) override { return local_.ForgetIdleClaims(slot, epoch); }
@@ -132,6 +137,9 @@ class ClusterPlacement final : public Placement {
   void Synced(uint32_t slot, uint32_t res, int64_t share) {
     region_.node(slot).synced_share[res].store(share, std::memory_order_relaxed);
   }
+  // Drops the local claim; -> kDrop's refs held, release and no-grace arguments.
+  std::array<std::string, 3> DropLocal(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode,
+                                       int64_t now);
   bool RunMembers(const std::vector<std::pair<std::string, std::string>>& records, int64_t now, bool all,
                   RedisValue* reply);
   std::string CountKey(uint32_t slot, uint32_t res) const;

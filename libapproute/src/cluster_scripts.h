@@ -36,6 +36,20 @@ namespace approute::internal::cluster_lua {
   "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return node end\n" \
   "  end\n"                                                                                     \
   "  return nil\n"                                                                              \
+  "end\n"                                                                                       \
+  "local function drop_claim(c, z, p, held, release, no_grace, now)\n"                          \
+  "  if release == '1' then redis.call('DEL', c) return 1 end\n"                                \
+  "  if not redis.call('HGET', c, 'node') then return 1 end\n"                                  \
+  "  if tonumber(held) > 0 then redis.call('HSET', c, 'r:' .. p, held) return 1 end\n"          \
+  "  redis.call('HDEL', c, 'r:' .. p)\n"                                                        \
+  "  local kv = redis.call('HGETALL', c)\n"                                                     \
+  "  for i = 1, #kv, 2 do\n"                                                                    \
+  "    local f = kv[i]\n"                                                                       \
+  "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return 1 end\n" \
+  "  end\n"                                                                                     \
+  "  local g = tonumber(redis.call('HGET', c, 'grace') or '0')\n"                               \
+  "  if g <= 0 or no_grace == '1' then redis.call('DEL', c) else redis.call('PEXPIRE', c, g) end\n" \
+  "  return 1\n"                                                                                \
   "end\n"
 
 // KEYS: count, proxies. ARGV: proxy, share (with the new unit), capacity (-1
@@ -159,21 +173,18 @@ return {1, ARGV[2]}
 inline constexpr char kDrop[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) return 1 end
-if not redis.call('HGET', KEYS[1], 'node') then return 1 end
-if tonumber(ARGV[3]) > 0 then
-  redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
-  return 1
-end
-redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
-local kv = redis.call('HGETALL', KEYS[1])
-for i = 1, #kv, 2 do
-  local f = kv[i]
-  if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(KEYS[2], string.sub(f, 3), now) then return 1 end
-end
-local g = tonumber(redis.call('HGET', KEYS[1], 'grace') or '0')
-if g <= 0 or ARGV[5] == '1' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], g) end
-return 1
+return drop_claim(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[4], ARGV[5], now)
+)lua";
+
+// The end of a session with a claim: kPublish of its count and kDrop of its
+// claim in one round trip. KEYS: proxies, count, claim. ARGV: proxy,
+// lease_ms, share, refs held now, release, no grace (as kDrop). -> 1.
+inline constexpr char kEnd[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local v = tonumber(ARGV[3])
+if v > 0 then redis.call('HSET', KEYS[2], ARGV[1], v) else redis.call('HDEL', KEYS[2], ARGV[1]) end
+return drop_claim(KEYS[3], KEYS[1], ARGV[1], ARGV[4], ARGV[5], ARGV[6], now)
 )lua";
 
 // KEYS: proxies. -> the proxies whose lease runs, by name.

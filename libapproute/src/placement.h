@@ -49,6 +49,14 @@ class Placement {
   // (AffinityTable::DropMode: grace, no grace for a leaving node, release
   // for a full node, abandoned for a call that was never answered).
   virtual void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) = 0;
+  // A session ends: Release(slot, epoch, res), then, when it holds a claim
+  // (claim != 0), DropClaim(k, claim, mode, now). A placement may do both in
+  // one step.
+  virtual void EndSession(uint32_t slot, uint32_t epoch, uint32_t res, const AffinityKey& k, uint64_t claim,
+                          AffinityTable::DropMode mode, int64_t now) {
+    Release(slot, epoch, res);
+    if (claim != 0) DropClaim(k, claim, mode, now);
+  }
   // A session holding the claim was answered.
   virtual void MarkAnswered(const AffinityKey& k, uint64_t claim) = 0;
   // Deletes the claims on (slot, epoch) that no session holds (in their

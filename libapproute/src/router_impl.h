@@ -223,6 +223,7 @@ class Router::Impl {
   // on a leaving node (draining, lease over, removed) the last one ends it
   // without grace; `abandoned`: as in Release.
   void DropRef(const Held& h, bool full, int64_t now, bool abandoned = false);
+  AffinityTable::DropMode DropModeOf(const Held& h, bool full, int64_t now, bool abandoned) const;
   bool Leaving(uint32_t slot, uint32_t epoch, int64_t now) const;
 
   Decision SessionDecision(const Snapshot& snap, const SessionEntry& e, const Policies& pol);

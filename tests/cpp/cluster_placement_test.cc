@@ -744,6 +744,26 @@ TEST(ClusterPlacement, AReportedNodesLapsedLeaseEndsItForAll) {
   EXPECT_FALSE(Find(*p3.router, "dyn2").has_value()) << "a lapsed node does not join";
 }
 
+// A router without a named segment (a private region, as in Python's
+// Router.from_yaml without shared=) routes through Redis as well.
+TEST(ClusterPlacement, APrivateRegionRoutesThroughRedis) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml(Yaml(srv, "private", "kam1", -1));
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const char* app : {"plain", "conf"}) {
+    for (int i = 0; i < 20; ++i) {
+      const std::string call = std::string(app) + std::to_string(i);
+      absl::StatusOr<Decision> d = (*r)->Route(RouteRequest{.app = app, .call_id = call, .key = "k"});
+      ASSERT_TRUE(d.ok() && d->ok) << app << " " << i;
+      ASSERT_TRUE((*r)->End(call).ok());
+    }
+  }
+  EXPECT_EQ(DeploymentTotal(srv, "private"), 0);
+  EXPECT_GT((*r)->Cluster().round_trips, 40);
+}
+
 TEST(ClusterPlacement, ReloadCannotChangeTheClusterSection) {
   // The connection opens on first use: no server is needed to build or reload.
   const std::string a = "cluster: {redis: \"redis://127.0.0.1:1\", name: one, proxy: kam1}\nnodes: [{id: n, uri: \"sip:10.0.0.1\"}]\n";

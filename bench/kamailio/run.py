@@ -327,6 +327,9 @@ class Bench:
         # segment name replaced (and log_decisions when asked).
         text = EXAMPLE_SETTINGS.read_text()
         text = re.sub(r"(?m)^router: .*$", "router: %s" % (self.tmp / "router.yaml"), text)
+        # R-URI user "bench" names no app: it goes to the router's `default`
+        # app only through default_app (the example's is null: 404).
+        text = re.sub(r"(?m)^default_app: .*$", "default_app: default", text)
         self.settings_text = text
         # approute's active probes (probe: in the example settings, sent when the
         # example kamailio.cfg has the probe timer): the dispatcher variant

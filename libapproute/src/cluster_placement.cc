@@ -17,6 +17,7 @@ const RedisScript& Script(const char* body) {
   // One RedisScript (text and SHA-1) per script, built once per process.
   static const auto* scripts = new std::vector<std::pair<const char*, RedisScript>>{
       {cluster_lua::kReserve, RedisScript(cluster_lua::kReserve)},
+      {cluster_lua::kJoinReserve, RedisScript(cluster_lua::kJoinReserve)},
       {cluster_lua::kPublish, RedisScript(cluster_lua::kPublish)},
       {cluster_lua::kCounts, RedisScript(cluster_lua::kCounts)},
       {cluster_lua::kJoin, RedisScript(cluster_lua::kJoin)},
@@ -89,15 +90,26 @@ absl::StatusOr<RedisValue> ClusterPlacement::Run(const RedisScript& s, absl::Spa
   return r;
 }
 
+namespace {
+// The JoinClaim in progress on this thread, for the Reserve its `take` makes.
+thread_local ClusterPlacement::PendingJoin* pending_join = nullptr;
+}  // namespace
+
 bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
+  PendingJoin* pj = pending_join != nullptr && pending_join->owner == this && !pending_join->ran ? pending_join : nullptr;
+  if (pj != nullptr) pj->ran = true;
   if (!local_.Reserve(slot, res, capacity)) return false;
   NodeRecord& n = region_.node(slot);
   const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
   const std::string key = CountKey(slot, res), v = Cat(share), cap = Cat(capacity);
-  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kReserve), {key, proxies_key_}, {proxy_, v, cap, lease_});
+  absl::StatusOr<RedisValue> r =
+      pj == nullptr ? Run(Script(cluster_lua::kReserve), {key, proxies_key_}, {proxy_, v, cap, lease_})
+                    : Run(Script(cluster_lua::kJoinReserve), {pj->claim_key, proxies_key_, key},
+                          {proxy_, lease_, pj->refs, NodeId(slot), v, cap});
   int64_t ok = 0;
-  const RedisValue* others = nullptr;
-  if (!r.ok() || !Pair(*r, &ok, &others)) {
+  const RedisValue* other = nullptr;
+  if (pj != nullptr && r.ok() && Pair(*r, &ok, &other)) pj->outcome = ok;
+  if (!r.ok() || !Pair(*r, &ok, &other)) {
     // Routed on this host's count alone, within the outage share; Maintain
     // republishes the share when Redis is back.
     if (n.sessions[res].load(std::memory_order_relaxed) > OutageShare(slot, res, capacity)) {
@@ -139,6 +151,16 @@ void ClusterPlacement::Release(uint32_t slot, uint32_t epoch, uint32_t res) {
 
 std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) {
   const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
+  // This host's claim first: its `take` reserves through kJoinReserve, which
+  // checks that the deployment's claim names the same node (one round trip).
+  PendingJoin pj{this, key, refs};
+  pending_join = &pj;
+  std::optional<ClaimRef> fast = local_.JoinClaim(k, now, take);
+  pending_join = nullptr;
+  if (fast) return fast;  // joined in both, or on local state while Redis is out
+  if (pj.outcome == 0) return std::nullopt;  // the key's node is full over the deployment
+  // No local claim, a node not usable here, or the deployment's claim is
+  // another node's (or gone): as without the fast path.
   absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kJoin), {key, proxies_key_}, {proxy_, lease_, refs});
   if (!r.ok()) return local_.JoinClaim(k, now, take);
   if (r->type != RedisValue::Type::kString) {

@@ -7,8 +7,10 @@
 //             node's capacity over every live proxy's share (one script);
 //             full there: the local unit is given back.
 //   Release   this proxy's absolute share republished.
-//   JoinClaim the deployment's claim for the key (one script), then the
-//             local claim if it names the same node.
+//   JoinClaim this host's claim for the key, its reservation made by one
+//             script that also checks that the deployment's claim names the
+//             same node (kJoinReserve); otherwise the deployment's claim
+//             (kJoin), then the local claim if it names the same node.
 //   Claim     one script: the key's live claim, or this node's claim; when
 //             another proxy claimed the key first, the call moves to its node.
 //   DropClaim this proxy's sessions on the claim republished; the last live
@@ -80,6 +82,14 @@ class ClusterPlacement final : public Placement {
 
   // The slot and epoch of the node with this id here now, if any.
   using FindNode = std::function<std::optional<ClaimRef>(std::string_view id)>;
+
+  // A JoinClaim whose `take` reserves through kJoinReserve (cluster_placement.cc).
+  struct PendingJoin {
+    const ClusterPlacement* owner;
+    std::string claim_key, refs;
+    bool ran = false;      // its one reservation was made (or tried)
+    int64_t outcome = -1;  // kJoinReserve's flag: 1 joined, 0 full, 2 another node's claim; -1 no reply
+  };
 
   ClusterPlacement(const Region& region, AffinityTable& affinity, NodeTable& nodes, StatusReports& reports,
                    const ClusterConfig& cfg, RedisUrl url, FindNode find);

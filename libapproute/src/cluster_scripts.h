@@ -37,6 +37,19 @@ namespace approute::internal::cluster_lua {
   "  end\n"                                                                                     \
   "  return nil\n"                                                                              \
   "end\n"                                                                                       \
+  "local function reserve(n, z, p, share, cap, now)\n"                                         \
+  "  local others = 0\n"                                                                        \
+  "  local kv = redis.call('HGETALL', n)\n"                                                     \
+  "  for i = 1, #kv, 2 do\n"                                                                    \
+  "    if kv[i] ~= p then\n"                                                                   \
+  "      if live(z, kv[i], now) then others = others + tonumber(kv[i + 1])\n"                  \
+  "      else redis.call('HDEL', n, kv[i]) end\n"                                              \
+  "    end\n"                                                                                   \
+  "  end\n"                                                                                     \
+  "  if tonumber(cap) >= 0 and others + tonumber(share) > tonumber(cap) then return false, others end\n" \
+  "  redis.call('HSET', n, p, share)\n"                                                         \
+  "  return true, others\n"                                                                     \
+  "end\n"                                                                                       \
   "local function drop_claim(c, z, p, held, release, no_grace, now)\n"                          \
   "  if release == '1' then redis.call('DEL', c) return 1 end\n"                                \
   "  if not redis.call('HGET', c, 'node') then return 1 end\n"                                  \
@@ -54,21 +67,30 @@ namespace approute::internal::cluster_lua {
 
 // KEYS: count, proxies. ARGV: proxy, share (with the new unit), capacity (-1
 // = unlimited), lease_ms. -> {1 reserved | 0 full, others' live shares}.
+// A lapsed proxy's share is deleted on the way (it republishes if it comes back).
 inline constexpr char kReserve[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
-local others = 0
-local kv = redis.call('HGETALL', KEYS[1])
-for i = 1, #kv, 2 do
-  if kv[i] ~= ARGV[1] then
-    if live(KEYS[2], kv[i], now) then others = others + tonumber(kv[i + 1])
-    else redis.call('HDEL', KEYS[1], kv[i]) end  -- a lapsed proxy's share; it republishes if it comes back
-  end
-end
-local cap = tonumber(ARGV[3])
-if cap >= 0 and others + tonumber(ARGV[2]) > cap then return {0, others} end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return {1, others}
+local ok, others = reserve(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], now)
+return {ok and 1 or 0, others}
+)lua";
+
+// A key's next call where this proxy's claim names `node`: the
+// deployment's claim checked and the unit reserved in one round trip (kJoin
+// then kReserve). KEYS: claim, proxies, count (node's). ARGV: proxy,
+// lease_ms, refs this proxy will hold, node, share (with the new unit),
+// capacity. -> {1, node} joined and reserved; {0, node} the claim is
+// node's but it is full; {2, other or ""} the deployment's claim is another
+// node's or there is none (nothing changed).
+inline constexpr char kJoinReserve[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+local node = claim_node(KEYS[1], KEYS[2], now)
+if node ~= ARGV[4] then return {2, node or ''} end
+if not reserve(KEYS[3], KEYS[2], ARGV[1], ARGV[5], ARGV[6], now) then return {0, node} end
+redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
+redis.call('PERSIST', KEYS[1])
+return {1, node}
 )lua";
 
 // KEYS: proxies, count keys... ARGV: proxy, lease_ms, one share per count key.

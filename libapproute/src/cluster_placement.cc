@@ -120,7 +120,7 @@ bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
     Degraded();
     return true;
   }
-  if (ok == 0) {
+  if (ok != 1) {  // 0: full over the deployment; 2 (kJoinReserve): the claim is not this node's, nothing reserved
     local_.Release(slot, n.epoch, res);
     return false;
   }
@@ -196,7 +196,11 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const Affini
   int64_t mine = 0;
   const RedisValue* other = nullptr;
   if (!r.ok() || !Pair(*r, &mine, &other)) return local_.Claim(k, chosen, grace_ms, now, alive, take);
-  if (mine == 1) return local_.Claim(k, chosen, grace_ms, now, alive, take);
+  if (mine == 1) {
+    // The deployment's claim is `chosen`'s: a local claim for another node
+    // (a stale copy) is not joined; the call stays on `chosen`.
+    return local_.Claim(k, chosen, grace_ms, now, alive, [](uint32_t, uint32_t) { return false; });
+  }
   // Another proxy claimed the key first: the call follows its claim when
   // that node can take it here, else goes to `chosen` without the key.
   AffinityTable::ClaimOutcome out;

@@ -590,29 +590,6 @@ TEST(ClusterPlacement, DuringAnOutageAProxyKeepsToItsShareAndTheHeadroom) {
       << DeploymentTotal(srv, "outage");
 }
 
-// This host's claim names one node, the deployment's another (another proxy
-// claimed the key meanwhile): the deployment's wins, even on the one-script
-// path for a known key.
-TEST(ClusterPlacement, TheDeploymentsClaimWinsOverThisHostsCopy) {
-  APPROUTE_NEED_REDIS();
-  RedisServer srv;
-  ASSERT_TRUE(srv.Start());
-  OneProxy p(Yaml(srv, "moved", "kam1", -1), "moved");
-  ASSERT_NE(p.router, nullptr);
-  absl::StatusOr<Decision> first = p.router->Route(RouteRequest{.app = "conf", .call_id = "k1", .key = "room"});
-  ASSERT_TRUE(first.ok() && first->ok);
-  const std::string other = first->node_id == "ast1" ? "ast2" : "ast1";
-  internal::RedisClient c(*internal::ParseRedisUrl(srv.url()), 1000);
-  ASSERT_TRUE(c.Command({"HSET", internal::DeploymentPrefix("moved") + "c:conf|room", "node", other}).ok());
-  for (int i = 2; i <= 4; ++i) {
-    absl::StatusOr<Decision> d =
-        p.router->Route(RouteRequest{.app = "conf", .call_id = "k" + std::to_string(i), .key = "room"});
-    ASSERT_TRUE(d.ok() && d->ok);
-    EXPECT_EQ(d->node_id, other) << "call " << i << " followed this host's stale claim";
-  }
-  EXPECT_EQ(DeploymentTotal(srv, "moved"), 4) << "every call's unit counted once";
-}
-
 // ---- nodes by status report, for the whole deployment ----
 
 constexpr char kSecret[] = "a-secret-of-16-or-more-characters";
@@ -666,6 +643,29 @@ struct ReportingPair {
         p2(ReportYaml(srv, deployment, "kam2"), deployment + "2") {}
   bool ok() const { return started && p1.router != nullptr && p2.router != nullptr; }
 };
+
+// This host's claim names one node, the deployment's another (another proxy
+// claimed the key meanwhile): the deployment's wins, even on the one-script
+// path for a known key.
+TEST(ClusterPlacement, TheDeploymentsClaimWinsOverThisHostsCopy) {
+  APPROUTE_NEED_REDIS();
+  ReportingPair pair("moved");  // kam1 alone routes here
+  ASSERT_TRUE(pair.ok());
+  OneProxy& p = pair.p1;
+  RedisServer& srv = pair.srv;
+  absl::StatusOr<Decision> first = p.router->Route(RouteRequest{.app = "conf", .call_id = "k1", .key = "room"});
+  ASSERT_TRUE(first.ok() && first->ok);
+  const std::string other = first->node_id == "ast1" ? "ast2" : "ast1";
+  internal::RedisClient c(*internal::ParseRedisUrl(srv.url()), 1000);
+  ASSERT_TRUE(c.Command({"HSET", internal::DeploymentPrefix("moved") + "c:conf|room", "node", other}).ok());
+  for (int i = 2; i <= 4; ++i) {
+    absl::StatusOr<Decision> d =
+        p.router->Route(RouteRequest{.app = "conf", .call_id = "k" + std::to_string(i), .key = "room"});
+    ASSERT_TRUE(d.ok() && d->ok);
+    EXPECT_EQ(d->node_id, other) << "call " << i << " followed this host's stale claim";
+  }
+  EXPECT_EQ(DeploymentTotal(srv, "moved"), 4) << "every call's unit counted once";
+}
 
 TEST(ClusterPlacement, ANodeThatJoinsByReportAtOneProxyJoinsAll) {
   APPROUTE_NEED_REDIS();

@@ -861,6 +861,7 @@ PYBIND11_MODULE(_core, m) {
             d["proxies"] = c.proxies;
             d["last_sync_ms"] = c.last_sync_ms;
             d["degraded_placements"] = c.degraded_placements;
+            d["outage_refusals"] = c.outage_refusals;
             d["round_trips"] = c.round_trips;
             d["failures"] = c.failures;
             d["rtt_p50_us"] = c.rtt_p50_us;
@@ -868,7 +869,8 @@ PYBIND11_MODULE(_core, m) {
             return d;
           }, "The state shared with the deployment's other proxies (cluster: in the YAML): mode "
              "(local, cluster, degraded), name, proxy, proxies (live, asks Redis), last_sync_ms, "
-             "degraded_placements, round_trips, failures, rtt_p50_us and rtt_p99_us (this host).")
+             "degraded_placements, outage_refusals (past the outage share), round_trips, failures, "
+             "rtt_p50_us and rtt_p99_us (this host).")
       .def("sessions", [](PyRouter& self, std::optional<std::string> node, std::optional<std::string> app,
                           std::optional<int64_t> limit) {
             return List(self, Filter(app, node, limit), &approute::Router::Sessions);

@@ -9,6 +9,10 @@ UAS nodes, alternating A B A B ...:
      (round_robin, no affinity; the R-URI user ``bench`` is not a listed app)
      or, with --app conference, the ``conference`` app (least_loaded +
      affinity on the From domain, as in examples/kamailio/router.yaml).
+     With --cluster, A's router.yaml also has a ``cluster:`` section on a
+     redis-server started here (loopback TCP): the cluster placement, whose
+     Redis round trips are then in the figure; the redis-server's own CPU
+     is reported apart (it is another process, often another host).
   B  dispatcher: bench/kamailio/dispatcher.cfg, the same script with
      ds_select_dst("1", "4") (round robin) / ds_next_dst() instead of the
      Python calls.
@@ -252,6 +256,35 @@ class Bench:
         self.site_dirs, self.pkg_dir = approute_overlay(self.tmp, args.source)
         self.shm_names: List[str] = []
         self.ds_ping = 0
+        self.redis: Optional[Proc] = None
+        self.redis_url = ""
+
+    def start_redis(self) -> None:
+        """A redis-server on a free loopback port in the temporary directory
+        (no persistence), for --cluster; stopped by its pid in close()."""
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("--cluster needs redis-server (apt-get install redis-server)")
+        import socket
+        with socket.socket() as sk:
+            sk.bind((LOCAL, 0))
+            port = sk.getsockname()[1]
+        rdir = self.tmp / "redis"
+        rdir.mkdir()
+        argv = [binary, "--port", str(port), "--bind", LOCAL, "--dir", str(rdir), "--save", "",
+                "--appendonly", "no", "--loglevel", "warning"]
+        self.redis = Proc("redis", argv, self.tmp / "redis.out")
+        self.procs.append(self.redis)
+        end = time.monotonic() + 5
+        while True:
+            try:
+                socket.create_connection((LOCAL, port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > end or not self.redis.alive():
+                    raise RuntimeError("redis-server did not start; see %s" % (self.tmp / "redis.out"))
+                time.sleep(0.05)
+        self.redis_url = "redis://%s:%d/0" % (LOCAL, port)
 
     # ----- pool --------------------------------------------------------------
 
@@ -287,11 +320,16 @@ class Bench:
             "  default:\n"
             "    pool: media\n"
             "    strategy: round_robin\n"
-            "    retry: {codes: [503, 408], max_attempts: 3}\n" % nodes)
+            "    retry: {codes: [503, 408], max_attempts: 3}\n" % nodes
+            + ("cluster: {redis: \"%s\", name: kambench, proxy: kam1, timeout_ms: 50}\n" % self.redis_url
+               if self.args.cluster else ""))
         # examples/kamailio/approute-kamailio.yaml with the router file and the
         # segment name replaced (and log_decisions when asked).
         text = EXAMPLE_SETTINGS.read_text()
         text = re.sub(r"(?m)^router: .*$", "router: %s" % (self.tmp / "router.yaml"), text)
+        # R-URI user "bench" names no app: it goes to the router's `default`
+        # app only through default_app (the example's is null: 404).
+        text = re.sub(r"(?m)^default_app: .*$", "default_app: default", text)
         self.settings_text = text
         # approute's active probes (probe: in the example settings, sent when the
         # example kamailio.cfg has the probe timer): the dispatcher variant
@@ -415,10 +453,12 @@ class Bench:
                                        % (w["ok"], a.warmup, w, rundir))
             time.sleep(a.settle)
             before = cpu_sample(k.pid)
+            r0 = cpu_sample(self.redis.pid) if self.redis else {}
             h0 = host_cpu()
             load = self.uac(rundir, "load", port, a.calls, a.rate)
             time.sleep(a.settle)
             after = cpu_sample(k.pid)
+            r1 = cpu_sample(self.redis.pid) if self.redis else {}
             h1 = host_cpu()
             time.sleep(a.idle)
             idle_end = cpu_sample(k.pid)
@@ -454,6 +494,7 @@ class Bench:
             "idle_ms_per_s": idle["cpu"] / a.idle * 1e3 if a.idle else None,
             "host_busy": host_busy, "other_busy": other_busy,
             "sessions_left": sessions, "dir": str(rundir),
+            "redis_us_per_call": cpu_delta(r0, r1)["cpu"] / calls * 1e6 if self.redis else None,
         }
         if res["ok"] != a.calls or res["failed"] not in (0, -1):
             res["warning"] = "only %s of %d calls succeeded (%s failed)" % (
@@ -531,11 +572,12 @@ def report(results: List[Dict], args, mach: Dict[str, str], command: str, ds_pin
     L.append("command: %s" % command)
     L.append("load: %d calls per run at %d cps, hold %d ms, %d warm-up calls, %d workers, "
              "window = load + %.0f s settle; A = approute (kamailio.cfg, app %s%s), "
-             "B = dispatcher (dispatcher.cfg, ds_select_dst(\"1\",\"4\"))" % (
+             "B = dispatcher (dispatcher.cfg, ds_select_dst(\"1\",\"4\"))%s" % (
                  args.calls, args.rate, args.hold_ms, args.warmup, args.children, args.settle,
                  "conference: least_loaded + affinity" if args.app == "conference"
                  else "default: round_robin, no affinity",
-                 "" if args.log_decisions == "default" else ", log_decisions " + args.log_decisions)
+                 "" if args.log_decisions == "default" else ", log_decisions " + args.log_decisions,
+                 "; A with cluster: (redis-server on loopback TCP, its CPU apart)" if args.cluster else "")
              + ("; both probe the nodes with OPTIONS every %d s" % ds_ping if ds_ping else ""))
     L.append("")
     L.append("| run | variant | calls ok | load s | CPU s (user+sys) | user s | sys s | CPU us/call "
@@ -567,6 +609,10 @@ def report(results: List[Dict], args, mach: Dict[str, str], command: str, ds_pin
                  % (", ".join("%.2f" % x for x in pairs), statistics.median(pairs), ma - mb))
     elif A:
         L.append("median CPU per call: A approute %.0f us" % statistics.median(r["us_per_call"] for r in A))
+    if A and args.cluster:
+        L.append("redis-server CPU per call during A's windows (not in A's figure): median %.0f us (%s)" % (
+            statistics.median(r["redis_us_per_call"] for r in A),
+            ", ".join("%.0f" % r["redis_us_per_call"] for r in A)))
     warnings = [r for r in results if r.get("warning") or r.get("gone")
                 or r.get("sessions_left") not in (None, 0)]
     for r in warnings:
@@ -639,6 +685,8 @@ def main(argv=None) -> int:
     ap.add_argument("--source", choices=("repo", "installed"), default="repo",
                     help="approute Python files Kamailio loads: the repository's (default) or the installed ones")
     ap.add_argument("--only", choices=("A", "B"), help="run only one variant")
+    ap.add_argument("--cluster", action="store_true",
+                    help="A with cluster: on a redis-server started here (the cluster placement)")
     ap.add_argument("--profile", nargs="?", const="timing", choices=("timing", "cprofile"),
                     help="A only: time the handler's python_exec entry points (timing, default) "
                          "or run them under cProfile (cprofile); prints the merged figures")
@@ -663,6 +711,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     try:
         bench.start_nodes()
+        if args.cluster:
+            bench.start_redis()
         bench.write_configs()
         order = [args.only] if args.only else ["A", "B"]
         n = 0
@@ -676,7 +726,9 @@ def main(argv=None) -> int:
                           n, "A approute  " if v == "A" else "B dispatcher", r["ok"], r["calls"],
                           r["wall"], r["cpu"], r["user"], r["sys"], r["us_per_call"],
                           r["sched_us_per_call"], r["idle_ms_per_s"] or 0, r["host_busy"],
-                          "  WARNING " + r["warning"] if r.get("warning") else ""), flush=True)
+                          ("  redis %.0f us/call" % r["redis_us_per_call"]
+                           if r.get("redis_us_per_call") is not None and v == "A" else "")
+                          + ("  WARNING " + r["warning"] if r.get("warning") else "")), flush=True)
     except KeyboardInterrupt:
         interrupted = True
         print("interrupted", file=sys.stderr)

@@ -1,7 +1,9 @@
 // The cluster placement (cluster_placement.h).
 #include "cluster_placement.h"
 
+#include <algorithm>
 #include <chrono>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -15,14 +17,17 @@ const RedisScript& Script(const char* body) {
   // One RedisScript (text and SHA-1) per script, built once per process.
   static const auto* scripts = new std::vector<std::pair<const char*, RedisScript>>{
       {cluster_lua::kReserve, RedisScript(cluster_lua::kReserve)},
+      {cluster_lua::kJoinReserve, RedisScript(cluster_lua::kJoinReserve)},
       {cluster_lua::kPublish, RedisScript(cluster_lua::kPublish)},
       {cluster_lua::kCounts, RedisScript(cluster_lua::kCounts)},
       {cluster_lua::kJoin, RedisScript(cluster_lua::kJoin)},
       {cluster_lua::kClaim, RedisScript(cluster_lua::kClaim)},
       {cluster_lua::kDrop, RedisScript(cluster_lua::kDrop)},
+      {cluster_lua::kEnd, RedisScript(cluster_lua::kEnd)},
       {cluster_lua::kProxies, RedisScript(cluster_lua::kProxies)},
       {cluster_lua::kSetAdmin, RedisScript(cluster_lua::kSetAdmin)},
       {cluster_lua::kGetAdmin, RedisScript(cluster_lua::kGetAdmin)},
+      {cluster_lua::kMembers, RedisScript(cluster_lua::kMembers)},
   };
   for (const auto& [p, s] : *scripts) {
     if (p == body) return s;
@@ -44,15 +49,18 @@ bool Pair(const RedisValue& v, int64_t* flag, const RedisValue** second) {
 
 }  // namespace
 
-ClusterPlacement::ClusterPlacement(const Region& region, AffinityTable& affinity, const ClusterConfig& cfg,
-                                   RedisUrl url, FindNode find)
+ClusterPlacement::ClusterPlacement(const Region& region, AffinityTable& affinity, NodeTable& nodes,
+                                   StatusReports& reports, const ClusterConfig& cfg, RedisUrl url, FindNode find)
     : region_(region),
       affinity_(affinity),
       local_(region, affinity),
+      members_(region, nodes, reports),
+      headroom_pct_(cfg.outage_headroom_pct),
       name_(cfg.name),
       prefix_(DeploymentPrefix(cfg.name)),
       proxies_key_(prefix_ + "proxies"),
       admin_key_(prefix_ + "admin"),
+      members_key_(prefix_ + "members"),
       proxy_(cfg.proxy),
       lease_(Cat(kLeaseMs)),
       find_(std::move(find)),
@@ -82,22 +90,41 @@ absl::StatusOr<RedisValue> ClusterPlacement::Run(const RedisScript& s, absl::Spa
   return r;
 }
 
+namespace {
+// The JoinClaim in progress on this thread, for the Reserve its `take` makes.
+thread_local ClusterPlacement::PendingJoin* pending_join = nullptr;
+}  // namespace
+
 bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
+  PendingJoin* pj = pending_join != nullptr && pending_join->owner == this && !pending_join->ran ? pending_join : nullptr;
+  if (pj != nullptr) pj->ran = true;
   if (!local_.Reserve(slot, res, capacity)) return false;
   NodeHot& n = region_.hot(slot);
   const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
   const std::string key = CountKey(slot, res), v = Cat(share), cap = Cat(capacity);
-  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kReserve), {key, proxies_key_}, {proxy_, v, cap, lease_});
+  absl::StatusOr<RedisValue> r =
+      pj == nullptr ? Run(Script(cluster_lua::kReserve), {key, proxies_key_}, {proxy_, v, cap, lease_})
+                    : Run(Script(cluster_lua::kJoinReserve), {pj->claim_key, proxies_key_, key},
+                          {proxy_, lease_, pj->refs, NodeId(slot), v, cap});
   int64_t ok = 0;
-  const RedisValue* others = nullptr;
-  if (!r.ok() || !Pair(*r, &ok, &others)) {
-    Degraded();  // routed on this host's count alone; Maintain republishes the share
+  const RedisValue* other = nullptr;
+  if (pj != nullptr && r.ok() && Pair(*r, &ok, &other)) pj->outcome = ok;
+  if (!r.ok() || !Pair(*r, &ok, &other)) {
+    // Routed on this host's count alone, within the outage share; Maintain
+    // republishes the share when Redis is back.
+    if (n.sessions[res].load(std::memory_order_relaxed) > OutageShare(slot, res, capacity)) {
+      local_.Release(slot, n.epoch, res);
+      region_.header().cluster.outage_refusals.fetch_add(1, std::memory_order_relaxed);
+      return false;
+    }
+    Degraded();
     return true;
   }
-  if (ok == 0) {
+  if (ok != 1) {  // 0: full over the deployment; 2 (kJoinReserve): the claim is not this node's, nothing reserved
     local_.Release(slot, n.epoch.load(std::memory_order_relaxed), res);
     return false;
   }
+  Synced(slot, res, share);
   // Another process of this host moved the count meanwhile: its own publish
   // may have landed before ours, so ours must not be the last word.
   if (n.sessions[res].load(std::memory_order_relaxed) != share) Publish(slot, res);
@@ -111,6 +138,7 @@ void ClusterPlacement::Publish(uint32_t slot, uint32_t res) {
     const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
     const std::string v = Cat(share);
     if (!Run(Script(cluster_lua::kPublish), {proxies_key_, key}, {proxy_, lease_, v}).ok()) return;
+    Synced(slot, res, share);
     if (n.sessions[res].load(std::memory_order_relaxed) == share) return;
   }
 }
@@ -123,6 +151,16 @@ void ClusterPlacement::Release(uint32_t slot, uint32_t epoch, uint32_t res) {
 
 std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) {
   const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
+  // This host's claim first: its `take` reserves through kJoinReserve, which
+  // checks that the deployment's claim names the same node (one round trip).
+  PendingJoin pj{this, key, refs};
+  pending_join = &pj;
+  std::optional<ClaimRef> fast = local_.JoinClaim(k, now, take);
+  pending_join = nullptr;
+  if (fast) return fast;  // joined in both, or on local state while Redis is out
+  if (pj.outcome == 0) return std::nullopt;  // the key's node is full over the deployment
+  // No local claim, a node not usable here, or the deployment's claim is
+  // another node's (or gone): as without the fast path.
   absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kJoin), {key, proxies_key_}, {proxy_, lease_, refs});
   if (!r.ok()) return local_.JoinClaim(k, now, take);
   if (r->type != RedisValue::Type::kString) {
@@ -158,7 +196,11 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const Affini
   int64_t mine = 0;
   const RedisValue* other = nullptr;
   if (!r.ok() || !Pair(*r, &mine, &other)) return local_.Claim(k, chosen, grace_ms, now, alive, take);
-  if (mine == 1) return local_.Claim(k, chosen, grace_ms, now, alive, take);
+  if (mine == 1) {
+    // The deployment's claim is `chosen`'s: a local claim for another node
+    // (a stale copy) is not joined; the call stays on `chosen`.
+    return local_.Claim(k, chosen, grace_ms, now, alive, [](uint32_t, uint32_t) { return false; });
+  }
   // Another proxy claimed the key first: the call follows its claim when
   // that node can take it here, else goes to `chosen` without the key.
   AffinityTable::ClaimOutcome out;
@@ -181,16 +223,40 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const Affini
   return out;
 }
 
-void ClusterPlacement::DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) {
-  if (claim == 0) return;
+std::array<std::string, 3> ClusterPlacement::DropLocal(const AffinityKey& k, uint64_t claim,
+                                                       AffinityTable::DropMode mode, int64_t now) {
   using Mode = AffinityTable::DropMode;
   // The local claim went without grace (a leaving node, or an unanswered
   // call's claim): no grace in the deployment either, once no proxy holds it.
   const bool deleted = affinity_.Drop(k, claim, mode, now);
   const bool no_grace = deleted && (mode == Mode::kNoGrace || mode == Mode::kAbandoned);
-  const std::string key = ClaimKey(k), held = Cat(affinity_.HoldOf(k).refs);
-  (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_},
-            {proxy_, lease_, held, mode == Mode::kRelease ? "1" : "0", no_grace ? "1" : "0"});
+  return {Cat(affinity_.HoldOf(k).refs), mode == Mode::kRelease ? "1" : "0", no_grace ? "1" : "0"};
+}
+
+void ClusterPlacement::DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) {
+  if (claim == 0) return;
+  const std::array<std::string, 3> drop = DropLocal(k, claim, mode, now);
+  const std::string key = ClaimKey(k);
+  (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_}, {proxy_, lease_, drop[0], drop[1], drop[2]});
+}
+
+void ClusterPlacement::EndSession(uint32_t slot, uint32_t epoch, uint32_t res, const AffinityKey& k, uint64_t claim,
+                                  AffinityTable::DropMode mode, int64_t now) {
+  if (claim == 0 || slot == kNil || region_.node(slot).epoch != epoch) {
+    Placement::EndSession(slot, epoch, res, k, claim, mode, now);
+    return;
+  }
+  local_.Release(slot, epoch, res);
+  const std::array<std::string, 3> drop = DropLocal(k, claim, mode, now);
+  NodeHot& n = region_.hot(slot);
+  const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
+  const std::string count = CountKey(slot, res), key = ClaimKey(k), v = Cat(share);
+  if (!Run(Script(cluster_lua::kEnd), {proxies_key_, count, key}, {proxy_, lease_, v, drop[0], drop[1], drop[2]}).ok()) {
+    return;  // Maintain republishes the share; the claim's hold is set again by its next call
+  }
+  Synced(slot, res, share);
+  // Another process of this host moved the count meanwhile (as in Reserve).
+  if (n.sessions[res].load(std::memory_order_relaxed) != share) Publish(slot, res);
 }
 
 std::optional<std::vector<int64_t>> ClusterPlacement::DeploymentCounts(
@@ -206,18 +272,65 @@ std::optional<std::vector<int64_t>> ClusterPlacement::DeploymentCounts(
 }
 
 bool ClusterPlacement::PublishAll() {
-  const Header& h = region_.header();
+  Header& h = region_.header();
   std::vector<std::string> keys{proxies_key_}, args{proxy_, lease_};
+  std::vector<std::tuple<uint32_t, uint32_t, int64_t>> shares;
   for (uint32_t s = 0; s < region_.max_nodes(); ++s) {
     NodeRecord& n = region_.node(s);
     if (!n.in_use) continue;
     for (uint32_t res = 0; res < h.n_resources; ++res) {
+      const int64_t share = region_.hot(s).sessions[res].load(std::memory_order_relaxed);
       keys.push_back(CountKey(s, res));
-      args.push_back(Cat(region_.hot(s).sessions[res].load(std::memory_order_relaxed)));
+      args.push_back(Cat(share));
+      shares.emplace_back(s, res, share);
     }
   }
   std::vector<std::string_view> kv(keys.begin(), keys.end()), av(args.begin(), args.end());
-  return Run(Script(cluster_lua::kPublish), kv, av).ok();
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kPublish), kv, av);
+  if (!r.ok()) return false;
+  for (auto [s, res, share] : shares) Synced(s, res, share);
+  if (r->type == RedisValue::Type::kInteger) h.cluster.proxies_seen.store(r->integer, std::memory_order_relaxed);
+  return true;
+}
+
+int64_t ClusterPlacement::OutageShare(uint32_t slot, uint32_t res, int64_t capacity) const {
+  if (capacity < 0) return INT64_MAX;
+  const int64_t seen = std::max<int64_t>(1, region_.header().cluster.proxies_seen.load(std::memory_order_relaxed));
+  const int64_t headroom = (capacity * headroom_pct_ + 100 * seen - 1) / (100 * seen);  // rounded up
+  return std::min(capacity, region_.node(slot).synced_share[res].load(std::memory_order_relaxed) + headroom);
+}
+
+bool ClusterPlacement::RunMembers(const std::vector<std::pair<std::string, std::string>>& records, int64_t now,
+                                  bool all, RedisValue* reply) {
+  std::vector<std::string> args{proxy_, lease_, Cat(now), Cat(ClusterMembers::kForgetMs), all ? "1" : "0"};
+  for (const auto& [id, rec] : records) {
+    args.push_back(id);
+    args.push_back(rec);
+  }
+  std::vector<std::string_view> av(args.begin(), args.end());
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kMembers), {members_key_, proxies_key_}, av);
+  if (!r.ok() || r->type != RedisValue::Type::kArray) return false;
+  *reply = *std::move(r);
+  return true;
+}
+
+void ClusterPlacement::NodeChanged(uint32_t slot, int64_t now) {
+  std::optional<std::string> rec = members_.Encode(slot);
+  if (!rec) return;
+  RedisValue reply;
+  // Not stored now (Redis out): the next SyncMembers stores it.
+  (void)RunMembers({{NodeId(slot), *std::move(rec)}}, now, false, &reply);
+}
+
+bool ClusterPlacement::SyncMembers(int64_t now) {
+  RedisValue reply;
+  if (!RunMembers(members_.EncodeAll(), now, true, &reply)) return false;
+  std::vector<std::pair<std::string, std::string>> records;
+  for (size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
+    records.emplace_back(reply.elements[i].str, reply.elements[i + 1].str);
+  }
+  (void)members_.Merge(records, now);
+  return true;
 }
 
 absl::StatusOr<std::vector<std::string>> ClusterPlacement::LiveProxies() {
@@ -269,12 +382,15 @@ void ClusterPlacement::PullAdmin() {
   }
 }
 
-void ClusterPlacement::Maintain() {
+void ClusterPlacement::Maintain(int64_t now) {
   ClusterRecord& rec = region_.header().cluster;
-  int64_t last = rec.refreshed_ms.load(std::memory_order_relaxed), now = ClusterBreaker::MonoMs();
-  if (now - last < kRefreshMs) return;
-  if (!rec.refreshed_ms.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
+  int64_t last = rec.refreshed_ms.load(std::memory_order_relaxed), mono = ClusterBreaker::MonoMs();
+  if (mono - last < kRefreshMs) return;
+  if (!rec.refreshed_ms.compare_exchange_strong(last, mono, std::memory_order_relaxed)) return;
   if (!PublishAll()) return;
+  // Members before admin states: a node that joined elsewhere gets its
+  // deployment admin state in the same pass.
+  if (!SyncMembers(now)) return;
   if (rec.admin_unpublished.load(std::memory_order_relaxed) != 0) {
     if (PushAdmin()) rec.admin_unpublished.store(0, std::memory_order_relaxed);
     return;

@@ -7,25 +7,38 @@
 //             node's capacity over every live proxy's share (one script);
 //             full there: the local unit is given back.
 //   Release   this proxy's absolute share republished.
-//   JoinClaim the deployment's claim for the key (one script), then the
-//             local claim if it names the same node.
+//   JoinClaim this host's claim for the key, its reservation made by one
+//             script that also checks that the deployment's claim names the
+//             same node (kJoinReserve); otherwise the deployment's claim
+//             (kJoin), then the local claim if it names the same node.
 //   Claim     one script: the key's live claim, or this node's claim; when
 //             another proxy claimed the key first, the call moves to its node.
 //   DropClaim this proxy's sessions on the claim republished; the last live
 //             holder starts the claim's grace TTL.
+//   EndSession  Release and DropClaim of one session in one script.
 //   SetAdminState  here and in the deployment; every proxy applies the
 //             deployment's admin states at its next Maintain (within a second),
 //             over its YAML's `state:`. One set while Redis is out is pushed
 //             when it is back, with this host's other admin states, and wins.
+//   NodeChanged  a node's join, refresh or leave by status report here is
+//             stored as its record in the deployment (cluster_members.h).
 //   Maintain  once a second per host: renews this proxy's lease, republishes
 //             every share (absolute, idempotent: after an outage, a recount or
-//             a Redis restarted empty the counts are right again) and applies
-//             the deployment's admin states.
+//             a Redis restarted empty the counts are right again), exchanges
+//             the records of nodes by status report (this host's, if newer,
+//             and every other proxy's merged here) and applies the
+//             deployment's admin states.
 //
 // Faults: a failed or timed-out round trip opens the host's breaker
 // (cluster_breaker.h); while it is open the placement is the local one and
 // each such placement is counted (ClusterRecord::degraded_placements).
-// Capacity then holds per proxy only (each proxy up to the node's capacity).
+// Capacity during an outage: this proxy holds on a node at most the share
+// it last wrote to Redis (NodeRecord::synced_share) plus the headroom,
+// ceil(outage_headroom% x capacity / proxies seen at the last republish),
+// and never more than the capacity; a reservation past that is refused as
+// full and counted (ClusterRecord::outage_refusals). So over the deployment
+// a node holds at most about capacity x (1 + outage_headroom%) (plus one
+// unit per proxy for the rounding) however long Redis is out.
 //
 // Shares are owned: each proxy writes only its own field of a count, as an
 // absolute value read from the region, never an increment. A proxy that
@@ -44,6 +57,7 @@
 #ifndef APPROUTE_SRC_CLUSTER_PLACEMENT_H_
 #define APPROUTE_SRC_CLUSTER_PLACEMENT_H_
 
+#include <array>
 #include <functional>
 #include <optional>
 #include <string>
@@ -53,6 +67,7 @@
 
 #include "approute/config.h"
 #include "cluster_breaker.h"
+#include "cluster_members.h"
 #include "placement.h"
 #include "redis_client.h"
 
@@ -68,8 +83,16 @@ class ClusterPlacement final : public Placement {
   // The slot and epoch of the node with this id here now, if any.
   using FindNode = std::function<std::optional<ClaimRef>(std::string_view id)>;
 
-  ClusterPlacement(const Region& region, AffinityTable& affinity, const ClusterConfig& cfg, RedisUrl url,
-                   FindNode find);
+  // A JoinClaim whose `take` reserves through kJoinReserve (cluster_placement.cc).
+  struct PendingJoin {
+    const ClusterPlacement* owner;
+    std::string claim_key, refs;
+    bool ran = false;      // its one reservation was made (or tried)
+    int64_t outcome = -1;  // kJoinReserve's flag: 1 joined, 0 full, 2 another node's claim; -1 no reply
+  };
+
+  ClusterPlacement(const Region& region, AffinityTable& affinity, NodeTable& nodes, StatusReports& reports,
+                   const ClusterConfig& cfg, RedisUrl url, FindNode find);
 
   bool Reserve(uint32_t slot, uint32_t res, int64_t capacity) override;
   void Release(uint32_t slot, uint32_t epoch, uint32_t res) override;
@@ -77,6 +100,9 @@ class ClusterPlacement final : public Placement {
   absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
                                                    int64_t now, NodeCheck alive, NodeCheck take) override;
   void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) override;
+  // Release and DropClaim in one round trip (kEnd) when the session holds a claim.
+  void EndSession(uint32_t slot, uint32_t epoch, uint32_t res, const AffinityKey& k, uint64_t claim,
+                  AffinityTable::DropMode mode, int64_t now) override;
   // Claims in their grace time on a node starting to drain: forgotten here;
   // the deployment's copies lapse with their grace TTL.
   int64_t ForgetIdleClaims(uint32_t slot, uint32_t epoch) override { return local_.ForgetIdleClaims(slot, epoch); }
@@ -86,8 +112,15 @@ class ClusterPlacement final : public Placement {
   void MarkAnswered(const AffinityKey& k, uint64_t claim) override { local_.MarkAnswered(k, claim); }
   void SetAdminState(uint32_t slot, AdminState state) override;
   void PublishAdmin(uint32_t slot, AdminState state);
-  void NodeChanged(uint32_t slot) override { local_.NodeChanged(slot); }
-  void Maintain() override;
+  void NodeChanged(uint32_t slot, int64_t now) override;
+  void Maintain(int64_t now) override;
+  // Stores this host's records of nodes by status report where newer and
+  // merges the deployment's (cluster_members.h), in one round trip; false
+  // while Redis is out.
+  bool SyncMembers(int64_t now);
+  // The most this proxy may hold of `res` on the node in `slot` while Redis
+  // is out (INT64_MAX for an unlimited capacity).
+  int64_t OutageShare(uint32_t slot, uint32_t res, int64_t capacity) const;
 
   // The deployment-wide counts of (slot, resource) pairs (live proxies'
   // shares summed), in one round trip; nullopt when Redis is not reachable.
@@ -111,6 +144,14 @@ class ClusterPlacement final : public Placement {
   bool PushAdmin();
   void PullAdmin();
   void Degraded() { region_.header().cluster.degraded_placements.fetch_add(1, std::memory_order_relaxed); }
+  void Synced(uint32_t slot, uint32_t res, int64_t share) {
+    region_.node(slot).synced_share[res].store(share, std::memory_order_relaxed);
+  }
+  // Drops the local claim; -> kDrop's refs held, release and no-grace arguments.
+  std::array<std::string, 3> DropLocal(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode,
+                                       int64_t now);
+  bool RunMembers(const std::vector<std::pair<std::string, std::string>>& records, int64_t now, bool all,
+                  RedisValue* reply);
   std::string CountKey(uint32_t slot, uint32_t res) const;
   std::string ClaimKey(const AffinityKey& k) const;
   std::string NodeId(uint32_t slot) const { return std::string(GetFixed(region_.node(slot).id)); }
@@ -118,7 +159,9 @@ class ClusterPlacement final : public Placement {
   const Region& region_;
   AffinityTable& affinity_;
   RegionPlacement local_;
-  const std::string name_, prefix_, proxies_key_, admin_key_, proxy_, lease_;
+  ClusterMembers members_;
+  const int64_t headroom_pct_;
+  const std::string name_, prefix_, proxies_key_, admin_key_, members_key_, proxy_, lease_;
   FindNode find_;
   RedisClient client_;
   ClusterBreaker breaker_;

@@ -11,6 +11,8 @@
 //   P c:<app>|<key>      HASH node, grace (ms), r:<proxy> -> that proxy's
 //                        sessions on the claim. A claim holds while a live
 //                        proxy has sessions on it or its grace TTL runs.
+//   P members            HASH node -> the record of a node that joined by
+//                        status report at some proxy (cluster_members.h)
 //
 // Every script first renews the caller's lease (ZADD), so a proxy that
 // routes is live; the sweep renews it when idle (kRefresh).
@@ -34,29 +36,65 @@ namespace approute::internal::cluster_lua {
   "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return node end\n" \
   "  end\n"                                                                                     \
   "  return nil\n"                                                                              \
+  "end\n"                                                                                       \
+  "local function reserve(n, z, p, share, cap, now)\n"                                         \
+  "  local others = 0\n"                                                                        \
+  "  local kv = redis.call('HGETALL', n)\n"                                                     \
+  "  for i = 1, #kv, 2 do\n"                                                                    \
+  "    if kv[i] ~= p then\n"                                                                   \
+  "      if live(z, kv[i], now) then others = others + tonumber(kv[i + 1])\n"                  \
+  "      else redis.call('HDEL', n, kv[i]) end\n"                                              \
+  "    end\n"                                                                                   \
+  "  end\n"                                                                                     \
+  "  if tonumber(cap) >= 0 and others + tonumber(share) > tonumber(cap) then return false, others end\n" \
+  "  redis.call('HSET', n, p, share)\n"                                                         \
+  "  return true, others\n"                                                                     \
+  "end\n"                                                                                       \
+  "local function drop_claim(c, z, p, held, release, no_grace, now)\n"                          \
+  "  if release == '1' then redis.call('DEL', c) return 1 end\n"                                \
+  "  if not redis.call('HGET', c, 'node') then return 1 end\n"                                  \
+  "  if tonumber(held) > 0 then redis.call('HSET', c, 'r:' .. p, held) return 1 end\n"          \
+  "  redis.call('HDEL', c, 'r:' .. p)\n"                                                        \
+  "  local kv = redis.call('HGETALL', c)\n"                                                     \
+  "  for i = 1, #kv, 2 do\n"                                                                    \
+  "    local f = kv[i]\n"                                                                       \
+  "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return 1 end\n" \
+  "  end\n"                                                                                     \
+  "  local g = tonumber(redis.call('HGET', c, 'grace') or '0')\n"                               \
+  "  if g <= 0 or no_grace == '1' then redis.call('DEL', c) else redis.call('PEXPIRE', c, g) end\n" \
+  "  return 1\n"                                                                                \
   "end\n"
 
 // KEYS: count, proxies. ARGV: proxy, share (with the new unit), capacity (-1
 // = unlimited), lease_ms. -> {1 reserved | 0 full, others' live shares}.
+// A lapsed proxy's share is deleted on the way (it republishes if it comes back).
 inline constexpr char kReserve[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
-local others = 0
-local kv = redis.call('HGETALL', KEYS[1])
-for i = 1, #kv, 2 do
-  if kv[i] ~= ARGV[1] then
-    if live(KEYS[2], kv[i], now) then others = others + tonumber(kv[i + 1])
-    else redis.call('HDEL', KEYS[1], kv[i]) end  -- a lapsed proxy's share; it republishes if it comes back
-  end
-end
-local cap = tonumber(ARGV[3])
-if cap >= 0 and others + tonumber(ARGV[2]) > cap then return {0, others} end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return {1, others}
+local ok, others = reserve(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], now)
+return {ok and 1 or 0, others}
+)lua";
+
+// A key's next call where this proxy's claim names `node`: the
+// deployment's claim checked and the unit reserved in one round trip (kJoin
+// then kReserve). KEYS: claim, proxies, count (node's). ARGV: proxy,
+// lease_ms, refs this proxy will hold, node, share (with the new unit),
+// capacity. -> {1, node} joined and reserved; {0, node} the claim is
+// node's but it is full; {2, other or ""} the deployment's claim is another
+// node's or there is none (nothing changed).
+inline constexpr char kJoinReserve[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+local node = claim_node(KEYS[1], KEYS[2], now)
+if node ~= ARGV[4] then return {2, node or ''} end
+if not reserve(KEYS[3], KEYS[2], ARGV[1], ARGV[5], ARGV[6], now) then return {0, node} end
+redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
+redis.call('PERSIST', KEYS[1])
+return {1, node}
 )lua";
 
 // KEYS: proxies, count keys... ARGV: proxy, lease_ms, one share per count key.
-// Sets this proxy's absolute shares (idempotent). -> number of keys written.
+// Sets this proxy's absolute shares (idempotent). -> the number of live proxies.
 inline constexpr char kPublish[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
@@ -65,7 +103,48 @@ for i = 2, #KEYS do
   local v = tonumber(ARGV[i + 1])
   if v > 0 then redis.call('HSET', KEYS[i], ARGV[1], v) else redis.call('HDEL', KEYS[i], ARGV[1]) end
 end
-return #KEYS - 1
+return redis.call('ZCARD', KEYS[1])
+)lua";
+
+// KEYS: members, proxies. ARGV: proxy, lease_ms, now (wall ms, the proxy's
+// clock, as the records' times), forget_ms, all (1: return every record),
+// then node, record pairs. Stores each record unless the one stored is newer
+// (the order of cluster_members.h); forgets records forget_ms after their
+// lease. -> {node, record, ...} (every record when all is 1, else none).
+inline constexpr char kMembers[] = APPROUTE_LUA_PRELUDE R"lua(
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[2]), ARGV[1])
+local now, forget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local function read(text)
+  local ok, r = pcall(cjson.decode, text)
+  if ok and type(r) == 'table' and tonumber(r.seq) and tonumber(r.at) and tonumber(r.lease) then return r end
+  return nil
+end
+for i = 6, #ARGV, 2 do
+  local new, cur = read(ARGV[i + 1]), nil
+  local text = redis.call('HGET', KEYS[1], ARGV[i])
+  if text then cur = read(text) end
+  local put = new ~= nil
+  if new and cur then
+    if new.seq ~= cur.seq then put = new.seq > cur.seq or (cur.lease <= now and new.at > cur.at)
+    elseif new.at ~= cur.at then put = new.at > cur.at
+    else
+      local new_left, cur_left = new.lease <= new.at, cur.lease <= cur.at
+      if new_left ~= cur_left then put = new_left
+      elseif new.lease ~= cur.lease then put = new.lease > cur.lease
+      else put = tostring(new.etag) > tostring(cur.etag) end
+    end
+  end
+  if put then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+if ARGV[5] ~= '1' then return {} end
+local out = {}
+local kv = redis.call('HGETALL', KEYS[1])
+for i = 1, #kv, 2 do
+  local r = read(kv[i + 1])
+  if r == nil or r.lease + forget < now then redis.call('HDEL', KEYS[1], kv[i])
+  else out[#out + 1] = kv[i]; out[#out + 1] = kv[i + 1] end
+end
+return out
 )lua";
 
 // KEYS: proxies, count keys... ARGV: proxy. -> per count key, the sum of
@@ -116,21 +195,18 @@ return {1, ARGV[2]}
 inline constexpr char kDrop[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
-if ARGV[4] == '1' then redis.call('DEL', KEYS[1]) return 1 end
-if not redis.call('HGET', KEYS[1], 'node') then return 1 end
-if tonumber(ARGV[3]) > 0 then
-  redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
-  return 1
-end
-redis.call('HDEL', KEYS[1], 'r:' .. ARGV[1])
-local kv = redis.call('HGETALL', KEYS[1])
-for i = 1, #kv, 2 do
-  local f = kv[i]
-  if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(KEYS[2], string.sub(f, 3), now) then return 1 end
-end
-local g = tonumber(redis.call('HGET', KEYS[1], 'grace') or '0')
-if g <= 0 or ARGV[5] == '1' then redis.call('DEL', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], g) end
-return 1
+return drop_claim(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[4], ARGV[5], now)
+)lua";
+
+// The end of a session with a claim: kPublish of its count and kDrop of its
+// claim in one round trip. KEYS: proxies, count, claim. ARGV: proxy,
+// lease_ms, share, refs held now, release, no grace (as kDrop). -> 1.
+inline constexpr char kEnd[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local v = tonumber(ARGV[3])
+if v > 0 then redis.call('HSET', KEYS[2], ARGV[1], v) else redis.call('HDEL', KEYS[2], ARGV[1]) end
+return drop_claim(KEYS[3], KEYS[1], ARGV[1], ARGV[4], ARGV[5], ARGV[6], now)
 )lua";
 
 // KEYS: proxies. -> the proxies whose lease runs, by name.

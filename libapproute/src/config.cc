@@ -355,7 +355,7 @@ absl::Status ParseStatus(const Ctx& c, const YAML::Node& n, StatusConfig* out) {
 
 absl::Status ParseCluster(const Ctx& c, const YAML::Node& n, ClusterConfig* out) {
   AR_RETURN_IF_ERROR(c.Map(n, "cluster"));
-  AR_RETURN_IF_ERROR(c.OnlyKeys(n, "cluster", {"redis", "name", "proxy", "timeout_ms"}));
+  AR_RETURN_IF_ERROR(c.OnlyKeys(n, "cluster", {"redis", "name", "proxy", "timeout_ms", "outage_headroom"}));
   out->enabled = true;
   if (!n["redis"]) return c.Error(n, "cluster", "missing required key \"redis\" (e.g. redis://127.0.0.1:6379/0)");
   if (!n["name"]) return c.Error(n, "cluster", "missing required key \"name\" (proxies with the same name share one state)");
@@ -380,6 +380,9 @@ absl::Status ParseCluster(const Ctx& c, const YAML::Node& n, ClusterConfig* out)
     }
   }
   if (n["timeout_ms"]) AR_ASSIGN(out->timeout_ms, c.Int(n["timeout_ms"], "cluster.timeout_ms", 1, 10000));
+  if (n["outage_headroom"]) {
+    AR_ASSIGN(out->outage_headroom_pct, c.Int(n["outage_headroom"], "cluster.outage_headroom", 0, 100));
+  }
   return absl::OkStatus();
 }
 

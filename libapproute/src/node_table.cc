@@ -63,6 +63,8 @@ void NodeTable::WriteLocked(uint32_t s, const NodeSpec& spec, bool fresh, bool f
     n.last_seq = 0;
     hot.lease_expires_ms.store(0);
     n.first_report_ms.store(0);
+    n.report_at_ms.store(0);
+    for (auto& c : n.synced_share) c.store(0, std::memory_order_relaxed);
     n.probe_failures.store(0);
     n.probe_successes.store(0);
     n.consecutive_failures.store(0);

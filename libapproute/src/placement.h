@@ -3,11 +3,12 @@
 // node changes. The routing flow (router.cc) reaches that state only through
 // this interface.
 //
-// RegionPlacement, this host's state region, is the only implementation
-// today. A placement that spans proxies (Redis) implements the same calls:
+// RegionPlacement is this host's state region alone. The placement that
+// spans proxies (ClusterPlacement, through Redis) implements the same calls:
 // Claim() is one atomic step there (check the claim, check capacity over
 // every proxy's share, claim, count), Reserve/Release change this proxy's
-// own share only, and SetAdminState/NodeChanged publish to the others.
+// own share only, and SetAdminState/NodeChanged publish to the others
+// (cluster_placement.h).
 //
 // Thread-safety: every method may be called from any thread of any process
 // using the region. Callbacks run under a table lock and must only read node
@@ -48,6 +49,14 @@ class Placement {
   // (AffinityTable::DropMode: grace, no grace for a leaving node, release
   // for a full node, abandoned for a call that was never answered).
   virtual void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) = 0;
+  // A session ends: Release(slot, epoch, res), then, when it holds a claim
+  // (claim != 0), DropClaim(k, claim, mode, now). A placement may do both in
+  // one step.
+  virtual void EndSession(uint32_t slot, uint32_t epoch, uint32_t res, const AffinityKey& k, uint64_t claim,
+                          AffinityTable::DropMode mode, int64_t now) {
+    Release(slot, epoch, res);
+    if (claim != 0) DropClaim(k, claim, mode, now);
+  }
   // A session holding the claim was answered.
   virtual void MarkAnswered(const AffinityKey& k, uint64_t claim) = 0;
   // Deletes the claims on (slot, epoch) that no session holds (in their
@@ -59,12 +68,14 @@ class Placement {
   // Drains the node; from `deadline_ms` (unix ms, 0 = never) the keys it
   // still holds count as gone, so their new calls go elsewhere.
   virtual void SetDraining(uint32_t slot, int64_t deadline_ms) = 0;
-  // A node joined, changed or left through a status report (registry mutex held).
-  virtual void NodeChanged(uint32_t slot) = 0;
+  // A node joined, refreshed, changed or left through a status report
+  // accepted at `now` (registry mutex not held).
+  virtual void NodeChanged(uint32_t slot, int64_t now) = 0;
 
-  // Periodic upkeep (leases, republishing), called by the router's sweep at
-  // most once per sweep interval host-wide, outside any state change.
-  virtual void Maintain() {}
+  // Periodic upkeep (leases, republishing, shared membership), called by the
+  // router's sweep at most once per sweep interval host-wide, outside any
+  // state change; `now` is the router's clock.
+  virtual void Maintain(int64_t /*now*/) {}
 };
 
 class RegionPlacement final : public Placement {
@@ -99,7 +110,7 @@ class RegionPlacement final : public Placement {
     n.drain_deadline_ms.store(deadline_ms, std::memory_order_relaxed);
     n.admin.store(static_cast<uint32_t>(AdminState::kDraining), std::memory_order_relaxed);
   }
-  void NodeChanged(uint32_t) override {}  // this host's processes read the region directly
+  void NodeChanged(uint32_t, int64_t) override {}  // this host's processes read the region directly
 
  private:
   const Region& region_;

@@ -63,6 +63,13 @@ std::string DeploymentPrefix(std::string_view name) { return Cat("{approute:", n
 
 void RedisClient::Free::operator()(redisContext* c) const { redisFree(c); }
 
+bool NotAWritablePrimary(std::string_view error_reply) {
+  for (std::string_view code : {"READONLY", "LOADING", "MASTERDOWN"}) {
+    if (error_reply.substr(0, code.size()) == code) return true;
+  }
+  return false;
+}
+
 RedisClient::RedisClient(RedisUrl url, int64_t timeout_ms) : url_(std::move(url)), timeout_ms_(timeout_ms) {}
 RedisClient::~RedisClient() = default;
 
@@ -128,7 +135,19 @@ absl::StatusOr<RedisValue> RedisClient::RunLocked(absl::Span<const std::string_v
     return absl::UnavailableError(Cat("redis: ", why));
   }
   std::unique_ptr<redisReply, void (*)(void*)> owned(reply, freeReplyObject);
-  if (reply->type == REDIS_REPLY_ERROR) return absl::UnknownError(Cat("redis: ", std::string_view(reply->str, reply->len)));
+  if (reply->type == REDIS_REPLY_ERROR) {
+    const std::string_view err(reply->str, reply->len);
+    if (NotAWritablePrimary(err)) {
+      // A replica (a failed-over primary, or one still loading): this
+      // address is not the deployment's primary now. Dropped like a transport
+      // failure, so the next try connects afresh (to whatever the address
+      // names after a failover).
+      ctx_.reset();
+      pid_ = 0;
+      return absl::UnavailableError(Cat("redis: ", err));
+    }
+    return absl::UnknownError(Cat("redis: ", err));
+  }
   return Convert(*reply);
 }
 

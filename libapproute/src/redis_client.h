@@ -10,8 +10,10 @@
 // more.
 //
 // Errors: a transport failure or timeout is Unavailable / DeadlineExceeded
-// (the connection is dropped); an error reply is Unknown("redis: ..."). No
-// exception escapes.
+// (the connection is dropped); so is an error reply saying the server is not
+// a writable primary (READONLY, LOADING, MASTERDOWN: a replica after a
+// failover), as Unavailable; any other error reply is Unknown("redis: ...").
+// No exception escapes.
 // Thread-safety: every method may be called from any thread; the threads of a
 // process share the connection, one command at a time (a mutex). fork() must
 // not happen while another thread is inside a command.
@@ -55,6 +57,10 @@ struct RedisScript {
 // Every key of a deployment starts with this: one hash tag, so that Redis
 // Cluster keeps a deployment in one slot and its scripts may touch any of it.
 std::string DeploymentPrefix(std::string_view name);  // "{approute:<name>}:"
+
+// Whether an error reply says the server takes no writes as a primary now
+// (READONLY, LOADING, MASTERDOWN).
+bool NotAWritablePrimary(std::string_view error_reply);
 
 class RedisClient {
  public:

@@ -28,7 +28,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 12;
+inline constexpr uint32_t kLayoutVersion = 13;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -130,6 +130,12 @@ struct NodeRecord {
   char etag[24];            // entity tag of its current report, "" = none
   uint64_t last_seq;        // highest report seq accepted (replay protection)
   std::atomic<int64_t> first_report_ms;
+  // Wall ms the latest report for the node was accepted (here, or at another
+  // proxy of the cluster and merged): orders reports for one node, with last_seq.
+  std::atomic<int64_t> report_at_ms;
+  // With `cluster:`: this proxy's share of each count as last written to
+  // Redis; while Redis is out it bounds the share (cluster_placement.h).
+  std::atomic<int64_t> synced_share[kMaxResources];
 
   // Health feedback.
   std::atomic<int32_t> probe_failures;        // consecutive
@@ -262,6 +268,8 @@ struct ClusterRecord {
   std::atomic<int64_t> last_sync_ms;          // wall clock of the last good round trip, 0 = never
   std::atomic<int64_t> refreshed_ms;          // monotonic ms of the last lease refresh and republish
   std::atomic<int64_t> admin_unpublished;     // 1: an admin state was set while Redis was out
+  std::atomic<int64_t> proxies_seen;          // live proxies at the last republish (0 = never synced)
+  std::atomic<int64_t> outage_refusals;       // reservations refused by the outage share bound, ever
   std::atomic<int64_t> rtt_us[kRttBuckets];   // histogram of good round trips
 };
 

@@ -276,19 +276,22 @@ bool Router::Impl::Leaving(uint32_t slot, uint32_t epoch, int64_t now) const {
          NodeTable::LeaseExpired(n, now);
 }
 
+AffinityTable::DropMode Router::Impl::DropModeOf(const Held& h, bool full, int64_t now, bool abandoned) const {
+  using Mode = AffinityTable::DropMode;
+  return full                             ? Mode::kRelease
+         : Leaving(h.node, h.epoch, now) ? Mode::kNoGrace  // a drain ends: no grace on a leaving node
+         : abandoned                     ? Mode::kAbandoned
+                                         : Mode::kGrace;
+}
+
 void Router::Impl::DropRef(const Held& h, bool full, int64_t now, bool abandoned) {
   if (h.claim == 0) return;
-  using Mode = AffinityTable::DropMode;
-  Mode mode = full                             ? Mode::kRelease
-              : Leaving(h.node, h.epoch, now) ? Mode::kNoGrace  // a drain ends: no grace on a leaving node
-              : abandoned                     ? Mode::kAbandoned
-                                              : Mode::kGrace;
-  placement_->DropClaim(AffinityKey(h.app, h.key), h.claim, mode, now);
+  placement_->DropClaim(AffinityKey(h.app, h.key), h.claim, DropModeOf(h, full, now, abandoned), now);
 }
 
 void Router::Impl::Release(const Held& h, int64_t now, bool abandoned) {
-  placement_->Release(h.node, h.epoch, h.resource);
-  DropRef(h, false, now, abandoned);
+  placement_->EndSession(h.node, h.epoch, h.resource, AffinityKey(h.app, h.key), h.claim,
+                         DropModeOf(h, false, now, abandoned), now);
 }
 
 Decision Router::Impl::SessionDecision(const Snapshot& snap, const SessionEntry& e, const Policies& pol) {
@@ -512,7 +515,7 @@ void Router::Impl::Maintain(int64_t now) {
   }
   SweepShard(shard, now, kSweepBucketsPerVisit);
   nodes_.RemoveLapsed(now);
-  placement_->Maintain();
+  placement_->Maintain(now);
 }
 
 int64_t Router::Impl::Sweep() {
@@ -521,7 +524,7 @@ int64_t Router::Impl::Sweep() {
   int64_t n = 0;
   for (size_t s = 0; s < kShards; ++s) n += SweepShard(s, now);
   nodes_.RemoveLapsed(now);
-  placement_->Maintain();
+  placement_->Maintain(now);
   return n;
 }
 

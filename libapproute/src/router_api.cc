@@ -45,6 +45,7 @@ absl::StatusOr<std::unique_ptr<Router>> Router::FromYaml(std::string_view yaml, 
     if (absl::Status s = impl->Prepare(*cfg, source); !s.ok()) return s;
     if (absl::Status s = impl->Apply(*cfg); !s.ok()) return s;
     if (absl::Status s = impl->UseCluster(cfg->cluster); !s.ok()) return s;
+    impl->SyncClusterMembers();
     return std::unique_ptr<Router>(new Router(std::move(impl)));
   });
 }

@@ -130,7 +130,7 @@ class Router::Impl {
     if (!c.enabled) return absl::OkStatus();
     absl::StatusOr<RedisUrl> url = ParseRedisUrl(c.redis);
     if (!url.ok()) return url.status();
-    auto cp = std::make_unique<ClusterPlacement>(*region_, affinity_, c, *std::move(url), [this](std::string_view id) -> std::optional<ClaimRef> {
+    auto cp = std::make_unique<ClusterPlacement>(*region_, affinity_, nodes_, reports_, c, *std::move(url), [this](std::string_view id) -> std::optional<ClaimRef> {
       std::shared_ptr<const Snapshot> snap = GetSnapshot();
       const NodeView* v = snap->Find(id);
       if (v == nullptr) return std::nullopt;
@@ -140,12 +140,17 @@ class Router::Impl {
     placement_ = std::move(cp);
     return absl::OkStatus();
   }
+  // At start: the deployment's nodes by status report join this host's
+  // table before the first call (later, the sweep keeps them in step).
+  void SyncClusterMembers() {
+    if (cluster_ != nullptr) (void)cluster_->SyncMembers(now_());
+  }
   // A reload cannot change `cluster:` (the placement and its connection are
   // built once): FailedPrecondition naming the source.
   absl::Status CheckClusterUnchanged(const ClusterConfig& c, std::string_view source) const {
     const ClusterConfig& h = cluster_cfg_;
     if (c.enabled == h.enabled && c.redis == h.redis && c.name == h.name && c.proxy == h.proxy &&
-        c.timeout_ms == h.timeout_ms) {
+        c.timeout_ms == h.timeout_ms && c.outage_headroom_pct == h.outage_headroom_pct) {
       return absl::OkStatus();
     }
     return absl::FailedPreconditionError(
@@ -161,6 +166,7 @@ class Router::Impl {
     s.mode = cluster_->breaker().open() ? "degraded" : "cluster";
     s.last_sync_ms = rec.last_sync_ms.load(std::memory_order_relaxed);
     s.degraded_placements = rec.degraded_placements.load(std::memory_order_relaxed);
+    s.outage_refusals = rec.outage_refusals.load(std::memory_order_relaxed);
     s.round_trips = rec.round_trips.load(std::memory_order_relaxed);
     s.failures = rec.failures.load(std::memory_order_relaxed);
     s.rtt_p50_us = cluster_->breaker().RttQuantileUs(0.5);
@@ -245,6 +251,7 @@ class Router::Impl {
   // on a leaving node (draining, lease over, removed) the last one ends it
   // without grace; `abandoned`: as in Release.
   void DropRef(const Held& h, bool full, int64_t now, bool abandoned = false);
+  AffinityTable::DropMode DropModeOf(const Held& h, bool full, int64_t now, bool abandoned) const;
   bool Leaving(uint32_t slot, uint32_t epoch, int64_t now) const;
 
   Decision SessionDecision(const Snapshot& snap, const SessionEntry& e, const Policies& pol);
@@ -349,10 +356,11 @@ class Router::Impl {
   ReportResult ApplyReport(const ReportRequest& req) {
     absl::StatusOr<const Policies*> pol = policies_.Cached();
     if (!pol.ok()) return ServerError(std::string(pol.status().message()));
-    ReportResult r = reports_.Apply(req, **pol, now_(), ThreadRandom());
+    const int64_t now = now_();
+    ReportResult r = reports_.Apply(req, **pol, now, ThreadRandom());
     if (r.code == 200) {
       if (const NodeView* v = GetSnapshot()->Find(r.node_id)) {
-        placement_->NodeChanged(v->slot);
+        placement_->NodeChanged(v->slot, now);
         // A leave drains with a deadline of now: no claim of its keys is kept.
         if (req.expires == 0) placement_->ForgetIdleClaims(v->slot, v->epoch);
       }

@@ -24,6 +24,54 @@ uint32_t StatusReports::FindEtagLocked(std::string_view etag) const {
   return kNil;
 }
 
+absl::Status StatusReports::WriteReportLocked(uint32_t* slot_io, const StatusReport& report, int64_t now) {
+  Header& h = region_.header();
+  uint32_t slot = *slot_io;
+  NodeSpec spec;
+  spec.id = report.node;
+  spec.uri = report.uri;
+  spec.pool = report.pool;
+  spec.weight = report.weight.value_or(slot != kNil ? region_.node(slot).weight : 1);
+  spec.capacity = report.capacity;
+  // A report without a state keeps the one the node has (an operator's
+  // drain on the proxy is not undone by the next routine report).
+  spec.state = report.state.value_or(
+      slot != kNil ? static_cast<AdminState>(region_.hot(slot).admin.load(std::memory_order_relaxed))
+                   : AdminState::kActive);
+  std::vector<std::string> res;
+  for (const auto& [r, v] : spec.capacity) res.push_back(r);
+  std::vector<std::string> metric_names;
+  for (const auto& [k, v] : report.load) metric_names.push_back(k);
+  for (const auto& [k, v] : report.quality) metric_names.push_back(k);
+  if (h.n_resources + nodes_.NewResources(res) > kMaxResources) {
+    return absl::InvalidArgumentError(
+        Cat("capacity names more resources than the router has room for (", kMaxResources, ")"));
+  }
+  if (absl::Status st = NodeTable::CheckMetrics(report.load, "load"); !st.ok()) return st;
+  if (absl::Status st = NodeTable::CheckMetrics(report.quality, "quality"); !st.ok()) return st;
+  if (!nodes_.MetricIndexesLocked(metric_names).ok()) {
+    return absl::InvalidArgumentError(Cat("too many distinct metric names (at most ", kMaxMetrics, ")"));
+  }
+  bool fresh = slot == kNil;
+  if (fresh) {
+    slot = nodes_.FreeSlotLocked();
+    if (slot == kNil) {
+      return absl::ResourceExhaustedError(Cat("node table is full (state.max_nodes = ", h.max_nodes, ")"));
+    }
+  }
+  NodeRecord& n = region_.node(slot);
+  bool was_expired = !fresh && NodeTable::LeaseExpired(region_.hot(slot), now);
+  nodes_.WriteLocked(slot, spec, fresh, false);
+  n.from_report = 1;
+  n.last_seq = report.seq;
+  if (fresh || was_expired) region_.hot(slot).up_since_ms.store(now, std::memory_order_relaxed);
+  (void)nodes_.WriteMetricsLocked(slot, report.load, false, now);
+  (void)nodes_.WriteMetricsLocked(slot, report.quality, true, now);
+  nodes_.BumpGeneration();
+  *slot_io = slot;
+  return absl::OkStatus();
+}
+
 ReportResult StatusReports::Apply(const ReportRequest& req, const Policies& pol, int64_t now, uint64_t random) {
   Header& h = region_.header();
   if (pol.sources.empty() || !pol.sources.Contains(req.source)) {
@@ -95,6 +143,7 @@ ReportResult StatusReports::Apply(const ReportRequest& req, const Policies& pol,
     if (slot != kNil) {
       NodeRecord& n = region_.node(slot);
       region_.hot(slot).lease_expires_ms.store(now, std::memory_order_relaxed);
+      n.report_at_ms.store(now, std::memory_order_relaxed);
       n.etag[0] = 0;
       if (report) n.last_seq = report->seq;
       out.node_id = std::string(GetFixed(n.id));
@@ -103,52 +152,15 @@ ReportResult StatusReports::Apply(const ReportRequest& req, const Policies& pol,
     return out;
   }
   if (report) {
-    NodeSpec spec;
-    spec.id = report->node;
-    spec.uri = report->uri;
-    spec.pool = report->pool;
-    spec.weight = report->weight.value_or(slot != kNil ? region_.node(slot).weight : 1);
-    spec.capacity = report->capacity;
-    // A report without a state keeps the one the node has (an operator's
-    // drain on the proxy is not undone by the next routine report).
-    spec.state = report->state.value_or(
-        slot != kNil ? static_cast<AdminState>(region_.hot(slot).admin.load(std::memory_order_relaxed))
-                     : AdminState::kActive);
-    std::vector<std::string> res;
-    for (const auto& [r, v] : spec.capacity) res.push_back(r);
-    std::vector<std::string> metric_names;
-    for (const auto& [k, v] : report->load) metric_names.push_back(k);
-    for (const auto& [k, v] : report->quality) metric_names.push_back(k);
-    if (h.n_resources + nodes_.NewResources(res) > kMaxResources) {
-      return Refuse(kMalformed, 400, Cat("capacity names more resources than the router has room for (", kMaxResources, ")"));
+    if (absl::Status st = WriteReportLocked(&slot, *report, now); !st.ok()) {
+      const bool full = st.code() == absl::StatusCode::kResourceExhausted;
+      return Refuse(full ? kFull : kMalformed, full ? 503 : 400, std::string(st.message()));
     }
-    if (absl::Status st = NodeTable::CheckMetrics(report->load, "load"); !st.ok()) {
-      return Refuse(kMalformed, 400, std::string(st.message()));
-    }
-    if (absl::Status st = NodeTable::CheckMetrics(report->quality, "quality"); !st.ok()) {
-      return Refuse(kMalformed, 400, std::string(st.message()));
-    }
-    if (!nodes_.MetricIndexesLocked(metric_names).ok()) {
-      return Refuse(kMalformed, 400, Cat("too many distinct metric names (at most ", kMaxMetrics, ")"));
-    }
-    bool fresh = slot == kNil;
-    if (fresh) {
-      slot = nodes_.FreeSlotLocked();
-      if (slot == kNil) return Refuse(kFull, 503, Cat("node table is full (state.max_nodes = ", h.max_nodes, ")"));
-    }
-    NodeRecord& n = region_.node(slot);
-    bool was_expired = !fresh && NodeTable::LeaseExpired(region_.hot(slot), now);
-    nodes_.WriteLocked(slot, spec, fresh, false);
-    n.from_report = 1;
-    n.last_seq = report->seq;
-    if (fresh || was_expired) region_.hot(slot).up_since_ms.store(now, std::memory_order_relaxed);
-    (void)nodes_.WriteMetricsLocked(slot, report->load, false, now);
-    (void)nodes_.WriteMetricsLocked(slot, report->quality, true, now);
-    nodes_.BumpGeneration();
   }
   NodeRecord& n = region_.node(slot);
   int64_t granted = std::min(req.expires, pol.status.max_expires_s);
   region_.hot(slot).lease_expires_ms.store(now + granted * 1000, std::memory_order_relaxed);
+  n.report_at_ms.store(now, std::memory_order_relaxed);
   std::string etag = Cat(absl::Hex(random, absl::kZeroPad16));
   SetFixed(n.etag, etag);
   out.etag = etag;

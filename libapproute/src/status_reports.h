@@ -19,6 +19,7 @@
 #include "approute/types.h"
 #include "node_table.h"
 #include "policies.h"
+#include "report.h"
 
 namespace approute::internal {
 
@@ -33,6 +34,14 @@ class StatusReports {
 
   // Checks and applies one report. Never changes anything unless code is 200.
   ReportResult Apply(const ReportRequest& req, const Policies& pol, int64_t now, uint64_t random);
+
+  // Writes the node of a checked report (signature, source, seq and takeover
+  // already checked, here or at the proxy that accepted it): into *slot, or
+  // a free slot when *slot is kNil (set on return). Registry mutex held.
+  // InvalidArgument (resources or metric names over the limits) or
+  // ResourceExhausted (no free slot): nothing changed. The lease, entity
+  // tag and report time are the caller's to set.
+  absl::Status WriteReportLocked(uint32_t* slot, const StatusReport& report, int64_t now);
 
  private:
   ReportResult Refuse(Refusal why, int code, std::string reason);

@@ -82,6 +82,8 @@ ROUTER_METRICS: Tuple[Metric, ...] = (
     Metric("cluster_proxies", "approute_cluster_proxies", "gauge", "Live proxies of the deployment."),
     Metric("cluster_degraded_placements", "approute_cluster_degraded_placements_total", "counter",
            "Reservations made on local state alone because Redis was out (this host)."),
+    Metric("cluster_outage_refusals", "approute_cluster_outage_refusals_total", "counter",
+           "Reservations refused while Redis was out: past this proxy's outage share (this host)."),
     Metric("cluster_round_trips", "approute_cluster_redis_round_trips_total", "counter",
            "Good Redis round trips (this host)."),
     Metric("cluster_failures", "approute_cluster_redis_failures_total", "counter",
@@ -98,6 +100,7 @@ def cluster_stats(router: Any) -> Dict[str, Any]:
     return {"cluster_degraded": 1 if c.get("mode") == "degraded" else 0,
             "cluster_proxies": len(c.get("proxies") or []),
             "cluster_degraded_placements": c.get("degraded_placements", 0),
+            "cluster_outage_refusals": c.get("outage_refusals", 0),
             "cluster_round_trips": c.get("round_trips", 0),
             "cluster_failures": c.get("failures", 0)}
 

@@ -33,6 +33,7 @@ cluster:
   name: prod
   proxy: kam1
   timeout_ms: 7
+  outage_headroom: 25
 )");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->cluster.enabled);
@@ -40,6 +41,7 @@ cluster:
   EXPECT_EQ(c->cluster.name, "prod");
   EXPECT_EQ(c->cluster.proxy, "kam1");
   EXPECT_EQ(c->cluster.timeout_ms, 7);
+  EXPECT_EQ(c->cluster.outage_headroom_pct, 25);
 }
 
 TEST(ClusterConfig, DefaultsProxyToHostNameAndTimeoutTo5) {
@@ -49,6 +51,7 @@ TEST(ClusterConfig, DefaultsProxyToHostNameAndTimeoutTo5) {
   ASSERT_EQ(gethostname(host, sizeof host - 1), 0);
   EXPECT_EQ(c->cluster.proxy, host);
   EXPECT_EQ(c->cluster.timeout_ms, 5);
+  EXPECT_EQ(c->cluster.outage_headroom_pct, 10);
 }
 
 TEST(ClusterConfig, ErrorsNamePositionAndKey) {
@@ -66,7 +69,11 @@ TEST(ClusterConfig, ErrorsNamePositionAndKey) {
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  timeout_ms: 0\n"),
             "router.yaml:4:15: cluster.timeout_ms: value 0 is outside 1..10000");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  timeout: 5\n"),
-            "router.yaml:4:3: cluster.timeout: unknown key \"timeout\" (allowed: redis, name, proxy, timeout_ms)");
+            "router.yaml:4:3: cluster.timeout: unknown key \"timeout\" (allowed: redis, name, proxy, timeout_ms, outage_headroom)");
+  EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  outage_headroom: 101\n"),
+            "router.yaml:4:20: cluster.outage_headroom: value 101 is outside 0..100");
+  EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  outage_headroom: 0.5\n"),
+            "router.yaml:4:20: cluster.outage_headroom: expected an integer, got \"0.5\"");
   EXPECT_EQ(Err("cluster: redis\n"), "router.yaml:1:10: cluster: expected a mapping");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  proxy: \"\"\n"),
             "router.yaml:4:10: cluster.proxy: proxy id must have 1 to 63 characters");

@@ -10,6 +10,7 @@
 #include <functional>
 #include <thread>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 #include <string>
@@ -451,6 +452,11 @@ TEST(ClusterPlacement, RouteAndEndFiguresAgainstLocal) {
     ASSERT_TRUE(measure(**local, app, kCalls, &l_us));
     int64_t trips = cluster.router->Cluster().round_trips - trips0;
     EXPECT_GE(trips, int64_t{2} * kCalls) << app << ": a placement and its end each go to Redis";
+    // 100 keys over the calls: nearly every call joins a known key with one
+    // script (claim and reservation), and ends with one (share and claim).
+    if (std::string(app) == "conf") {
+      EXPECT_LT(trips, int64_t{5} * kCalls / 2) << "a known key costs 2 round trips";
+    }
     EXPECT_EQ(cluster.router->Cluster().degraded_placements, 0);
     std::printf("route+end %s: cluster p50 %lld us p99 %lld us (%.1f round trips/call), local p50 %lld us p99 %lld us\n",
                 app, static_cast<long long>(q(c_us, 0.5)), static_cast<long long>(q(c_us, 0.99)),
@@ -520,6 +526,270 @@ TEST(ClusterPlacement, NodeSessionsAreTheDeployments) {
   EXPECT_EQ(total(*p2.router), 2);
   EXPECT_EQ(total(*p1.router), 0);
   srv.Resume();
+}
+
+// While Redis is out, each proxy keeps to the share it held at the last sync
+// plus its part of the headroom (cluster.outage_headroom: 40% of 10 over 2
+// proxies = 2 calls per node), however many calls it is offered.
+TEST(ClusterPlacement, DuringAnOutageAProxyKeepsToItsShareAndTheHeadroom) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  constexpr int kCap = 10, kHeadroom = 2;
+  auto yaml = [&](const std::string& proxy) {
+    std::string y = Yaml(srv, "outage", proxy, kCap, 20);
+    y.replace(y.find("timeout_ms: 20}"), 15, "timeout_ms: 20, outage_headroom: 40}");
+    return y;
+  };
+  OneProxy p1(yaml("kam1"), "out1");
+  OneProxy p2(yaml("kam2"), "out2");
+  ASSERT_NE(p1.router, nullptr);
+  ASSERT_NE(p2.router, nullptr);
+  std::map<std::string, int> before;
+  auto route = [](Router& r, const std::string& call_id) {
+    absl::StatusOr<Decision> d = r.Route(RouteRequest{.app = "plain", .call_id = call_id});
+    return d.ok() && d->ok ? d->node_id : std::string();
+  };
+  for (int i = 0; i < 12; ++i) {
+    std::string node = route(*p1.router, "a" + std::to_string(i));
+    ASSERT_FALSE(node.empty());
+    ++before[node];
+  }
+  for (int i = 0; i < 8; ++i) ASSERT_FALSE(route(*p2.router, "b" + std::to_string(i)).empty());
+  // Both republish: each has seen two proxies.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  (void)p1.router->Sweep();
+  (void)p2.router->Sweep();
+
+  srv.Pause();
+  std::map<std::string, int> during;
+  int routed = 0;
+  for (int i = 0; i < 40; ++i) {
+    std::string node = route(*p1.router, "c" + std::to_string(i));
+    if (node.empty()) continue;
+    ++during[node];
+    ++routed;
+  }
+  ClusterStatus st = p1.router->Cluster();
+  srv.Resume();
+  int expected = 0;
+  for (int i = 1; i <= 4; ++i) {
+    const std::string id = "ast" + std::to_string(i);
+    const int allowed = std::min(kCap, before[id] + kHeadroom);
+    expected += allowed - before[id];
+    EXPECT_LE(before[id] + during[id], allowed) << id << ": past its share plus the headroom";
+  }
+  EXPECT_EQ(routed, expected) << "the headroom is there to be used";
+  EXPECT_LT(routed, 40 - 12) << "without the bound kam1 could fill every node";
+  EXPECT_EQ(st.degraded_placements, routed);
+  EXPECT_GT(st.outage_refusals, 0);
+  std::printf("outage: kam1 held %d, took %d more of 40 offered (headroom %d per node), refused %lld\n", 12, routed,
+              kHeadroom, static_cast<long long>(st.outage_refusals));
+  // Back: the counts are the live sessions of both proxies again.
+  EXPECT_TRUE(Eventually(*p1.router, 3000, [&] { return DeploymentTotal(srv, "outage") == 12 + 8 + routed; }))
+      << DeploymentTotal(srv, "outage");
+}
+
+// ---- nodes by status report, for the whole deployment ----
+
+constexpr char kSecret[] = "a-secret-of-16-or-more-characters";
+
+// Yaml() plus status reports from loopback and an app on the reported pool.
+std::string ReportYaml(const RedisServer& srv, const std::string& deployment, const std::string& proxy) {
+  return Yaml(srv, deployment, proxy, -1) +
+         "  media: {pool: media, strategy: random, resource: conference}\n"
+         "status:\n"
+         "  allow_sources: [\"127.0.0.0/8\"]\n"
+         "  allow_uris: [\"127.0.0.0/8\"]\n"
+         "  keys: {media: {k1: \"" + kSecret + "\"}}\n"
+         "  max_expires: 600\n";
+}
+
+int64_t NowSeconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+ReportResult Report(Router& r, const std::string& node, const std::string& body, int64_t expires,
+                    const std::string& if_match = "") {
+  ReportRequest req{.body = body, .expires = expires, .source = "127.0.0.1",
+                    .auth = SignReport(body, "k1", kSecret, NowSeconds(), node, if_match, expires),
+                    .if_match = if_match};
+  return r.ApplyReport(req);
+}
+
+std::string JoinBody(const std::string& node, int seq, int cap) {
+  return "{\"node\": \"" + node + "\", \"uri\": \"sip:127.0.0.1:5070\", \"pool\": \"media\", \"seq\": " + std::to_string(seq) + ", \"capacity\": {\"conference\": " +
+         std::to_string(cap) + "}, \"load\": {\"cpu\": 0.25}}";
+}
+
+std::optional<NodeStatus> Find(Router& r, const std::string& id) {
+  absl::StatusOr<NodeStatus> n = r.Node(id);
+  if (!n.ok()) return std::nullopt;
+  return *std::move(n);
+}
+
+std::string RouteMedia(Router& r, const std::string& call_id) {
+  absl::StatusOr<Decision> d = r.Route(RouteRequest{.app = "media", .call_id = call_id});
+  return d.ok() && d->ok ? d->node_id : "";
+}
+
+// Two proxies of one deployment that accept status reports, on one server.
+struct ReportingPair {
+  RedisServer srv;
+  const bool started = srv.Start();
+  OneProxy p1, p2;
+  explicit ReportingPair(const std::string& deployment)
+      : p1(ReportYaml(srv, deployment, "kam1"), deployment + "1"),
+        p2(ReportYaml(srv, deployment, "kam2"), deployment + "2") {}
+  bool ok() const { return started && p1.router != nullptr && p2.router != nullptr; }
+};
+
+// This host's claim names one node, the deployment's another (another proxy
+// claimed the key meanwhile): the deployment's wins, even on the one-script
+// path for a known key.
+TEST(ClusterPlacement, TheDeploymentsClaimWinsOverThisHostsCopy) {
+  APPROUTE_NEED_REDIS();
+  ReportingPair pair("moved");  // kam1 alone routes here
+  ASSERT_TRUE(pair.ok());
+  OneProxy& p = pair.p1;
+  RedisServer& srv = pair.srv;
+  absl::StatusOr<Decision> first = p.router->Route(RouteRequest{.app = "conf", .call_id = "k1", .key = "room"});
+  ASSERT_TRUE(first.ok() && first->ok);
+  const std::string other = first->node_id == "ast1" ? "ast2" : "ast1";
+  internal::RedisClient c(*internal::ParseRedisUrl(srv.url()), 1000);
+  ASSERT_TRUE(c.Command({"HSET", internal::DeploymentPrefix("moved") + "c:conf|room", "node", other}).ok());
+  for (int i = 2; i <= 4; ++i) {
+    absl::StatusOr<Decision> d =
+        p.router->Route(RouteRequest{.app = "conf", .call_id = "k" + std::to_string(i), .key = "room"});
+    ASSERT_TRUE(d.ok() && d->ok);
+    EXPECT_EQ(d->node_id, other) << "call " << i << " followed this host's stale claim";
+  }
+  EXPECT_EQ(DeploymentTotal(srv, "moved"), 4) << "every call's unit counted once";
+}
+
+TEST(ClusterPlacement, ANodeThatJoinsByReportAtOneProxyJoinsAll) {
+  APPROUTE_NEED_REDIS();
+  ReportingPair pair("members");
+  ASSERT_TRUE(pair.ok());
+  OneProxy &p1 = pair.p1, &p2 = pair.p2;
+  EXPECT_EQ(RouteMedia(*p2.router, "none"), "") << "no media node yet";
+
+  ReportResult join = Report(*p1.router, "dyn1", JoinBody("dyn1", 1, 2), 60);
+  ASSERT_EQ(join.code, 200) << join.reason;
+  ASSERT_TRUE(Eventually(*p2.router, 3000, [&] { return Find(*p2.router, "dyn1").has_value(); }))
+      << "a node that joined at kam1 is unknown at kam2";
+  std::optional<NodeStatus> at2 = Find(*p2.router, "dyn1"), at1 = Find(*p1.router, "dyn1");
+  ASSERT_TRUE(at1 && at2);
+  EXPECT_EQ(at2->origin, "report");
+  EXPECT_EQ(at2->spec.uri, at1->spec.uri);
+  EXPECT_EQ(at2->spec.pool, "media");
+  EXPECT_EQ(at2->spec.capacity, (std::map<std::string, int64_t>{{"conference", 2}}));
+  EXPECT_EQ(at2->lease_expires_ms, at1->lease_expires_ms) << "the lease is the deployment's";
+  EXPECT_EQ(at2->load.at("cpu"), 0.25);
+
+  // A proxy started later has it before its first call.
+  {
+    OneProxy p3(ReportYaml(pair.srv, "members", "kam3"), "mem3");
+    ASSERT_NE(p3.router, nullptr);
+    EXPECT_TRUE(Find(*p3.router, "dyn1").has_value()) << "not merged at start";
+  }
+
+  // Calls at either proxy reach it, and its capacity holds over both.
+  EXPECT_EQ(RouteMedia(*p2.router, "m1"), "dyn1");
+  EXPECT_EQ(RouteMedia(*p1.router, "m2"), "dyn1");
+  EXPECT_EQ(RouteMedia(*p2.router, "m3"), "") << "capacity 2 over both proxies";
+  ASSERT_TRUE(p1.router->End("m2").ok());
+
+  // The same report again at the other proxy is a replay there too.
+  EXPECT_EQ(Report(*p2.router, "dyn1", JoinBody("dyn1", 1, 2), 60).code, 403);
+
+  // An update (seq 2, capacity 3) at kam1 reaches kam2.
+  ReportResult update = Report(*p1.router, "dyn1", JoinBody("dyn1", 2, 3), 60);
+  ASSERT_EQ(update.code, 200) << update.reason;
+  EXPECT_TRUE(Eventually(*p2.router, 3000, [&] {
+    return Find(*p2.router, "dyn1")->spec.capacity.at("conference") == 3;
+  }));
+
+  // A refresh at kam2 with the entity tag kam1 gave: accepted, and the new
+  // lease and entity tag reach kam1.
+  ReportResult refresh = Report(*p2.router, "dyn1", "", 120, update.etag);
+  ASSERT_EQ(refresh.code, 200) << refresh.reason;
+  const int64_t lease = Find(*p2.router, "dyn1")->lease_expires_ms;
+  EXPECT_GT(lease, at1->lease_expires_ms);
+  EXPECT_TRUE(Eventually(*p1.router, 3000, [&] { return Find(*p1.router, "dyn1")->lease_expires_ms == lease; }))
+      << "the refresh at kam2 did not renew the lease at kam1";
+
+  // A leave at kam1 with the entity tag kam2 issued: drains it everywhere,
+  // and it goes once its calls end.
+  ReportResult bye = Report(*p1.router, "dyn1", "", 0, refresh.etag);
+  ASSERT_EQ(bye.code, 200) << bye.reason;
+  int tries = 0;
+  EXPECT_TRUE(Eventually(*p2.router, 3000, [&] {
+    const std::string call = "after-leave" + std::to_string(++tries);
+    const bool refused = RouteMedia(*p2.router, call).empty();
+    (void)p2.router->End(call);
+    return refused;
+  }))
+      << "kam2 still sends new calls to a node that left at kam1";
+  EXPECT_TRUE(Find(*p2.router, "dyn1").has_value()) << "its call m1 is still up at kam2";
+  ASSERT_TRUE(p2.router->End("m1").ok());
+  EXPECT_TRUE(Eventually(*p2.router, 3000, [&] { return !Find(*p2.router, "dyn1").has_value(); }));
+  EXPECT_TRUE(Eventually(*p1.router, 3000, [&] { return !Find(*p1.router, "dyn1").has_value(); }));
+  for (int i = 0; i < 15; ++i) {  // more syncs: nothing brings it back
+    (void)p1.router->Sweep();
+    (void)p2.router->Sweep();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_FALSE(Find(*p1.router, "dyn1").has_value()) << "a node that left came back from an older record";
+  EXPECT_FALSE(Find(*p2.router, "dyn1").has_value()) << "a node that left came back from an older record";
+}
+
+TEST(ClusterPlacement, AReportedNodesLapsedLeaseEndsItForAll) {
+  APPROUTE_NEED_REDIS();
+  ReportingPair pair("lapse");
+  ASSERT_TRUE(pair.ok());
+  RedisServer& srv = pair.srv;
+  OneProxy &p1 = pair.p1, &p2 = pair.p2;
+  ASSERT_EQ(Report(*p1.router, "dyn2", JoinBody("dyn2", 1, 5), 2).code, 200);  // a 2 s lease, never renewed
+  ASSERT_TRUE(Eventually(*p2.router, 3000, [&] { return RouteMedia(*p2.router, "l1") == "dyn2"; }));
+  ASSERT_TRUE(p2.router->End("l1").ok());
+  EXPECT_TRUE(Eventually(*p2.router, 4000, [&] { return !Find(*p2.router, "dyn2").has_value(); }))
+      << "kam2 kept a node whose lease lapsed at kam1";
+  EXPECT_EQ(RouteMedia(*p2.router, "l2"), "");
+  // Redis restarted empty: the proxies that still have a node refill its record.
+  ASSERT_EQ(Report(*p1.router, "dyn3", JoinBody("dyn3", 1, 5), 60).code, 200);
+  ASSERT_TRUE(Eventually(*p2.router, 3000, [&] { return Find(*p2.router, "dyn3").has_value(); }));
+  ASSERT_TRUE(srv.KillAndRestartEmpty());
+  internal::RedisClient c(*internal::ParseRedisUrl(srv.url()), 1000);
+  const std::string members = internal::DeploymentPrefix("lapse") + "members";
+  EXPECT_TRUE(Eventually(*p2.router, 4000, [&] {
+    absl::StatusOr<internal::RedisValue> r = c.Command({"HEXISTS", members, "dyn3"});
+    return r.ok() && r->integer == 1;
+  })) << "the record was not refilled after Redis lost it";
+  OneProxy p3(ReportYaml(srv, "lapse", "kam3"), "lapse3");
+  ASSERT_NE(p3.router, nullptr);
+  EXPECT_TRUE(Find(*p3.router, "dyn3").has_value());
+  EXPECT_FALSE(Find(*p3.router, "dyn2").has_value()) << "a lapsed node does not join";
+}
+
+// A router without a named segment (a private region, as in Python's
+// Router.from_yaml without shared=) routes through Redis as well.
+TEST(ClusterPlacement, APrivateRegionRoutesThroughRedis) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml(Yaml(srv, "private", "kam1", -1));
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (const char* app : {"plain", "conf"}) {
+    for (int i = 0; i < 20; ++i) {
+      const std::string call = std::string(app) + std::to_string(i);
+      absl::StatusOr<Decision> d = (*r)->Route(RouteRequest{.app = app, .call_id = call, .key = "k"});
+      ASSERT_TRUE(d.ok() && d->ok) << app << " " << i;
+      ASSERT_TRUE((*r)->End(call).ok());
+    }
+  }
+  EXPECT_EQ(DeploymentTotal(srv, "private"), 0);
+  EXPECT_GT((*r)->Cluster().round_trips, 40);
 }
 
 TEST(ClusterPlacement, ReloadCannotChangeTheClusterSection) {

@@ -72,6 +72,30 @@ TEST(RedisClient, EvalShaLoadsOnceAndAgainAfterScriptFlush) {
   EXPECT_EQ(exists->elements[0].integer, 1) << "our SHA-1 must be the server's";
 }
 
+// A primary demoted to a replica (what a Sentinel failover does to the old
+// primary) answers writes with READONLY: the client drops that connection
+// like a transport failure, and connects afresh on the next command.
+TEST(RedisClient, AReplicaIsUnavailableAndTheNextCommandReconnects) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  const RedisScript script("return redis.call('INCR', KEYS[1])");
+  RedisClient admin(Url(srv.url()), 1000), c(Url(srv.url()), 1000);
+  ASSERT_TRUE(c.Eval(script, {"{t}:w"}, {}).ok());
+  ASSERT_TRUE(admin.Command({"REPLICAOF", "127.0.0.1", "1"}).ok());  // a primary that is not there
+  absl::StatusOr<RedisValue> r = c.Eval(script, {"{t}:w"}, {});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_NE(r.status().message().find("READONLY"), std::string::npos) << r.status();
+  EXPECT_EQ(c.connection_pid(), 0) << "the connection to a replica is dropped";
+  ASSERT_TRUE(admin.Command({"REPLICAOF", "NO", "ONE"}).ok());  // promoted
+  r = c.Eval(script, {"{t}:w"}, {});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(c.connects(), 2);
+  EXPECT_FALSE(NotAWritablePrimary("ERR unknown command"));
+  EXPECT_TRUE(NotAWritablePrimary("LOADING Redis is loading the dataset in memory"));
+}
+
 TEST(RedisClient, AuthAndSelectFromTheUrl) {
   APPROUTE_NEED_REDIS();
   RedisServer srv({"--requirepass", "pa@ss"});

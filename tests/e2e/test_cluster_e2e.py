@@ -2,7 +2,8 @@
 (started here on a free loopback port, stopped by its pid) through
 `cluster:`; SIPp callers alternate between them: each domain lands on one
 node, a node's capacity holds over both proxies, and a drain typed with the
-CLI at one proxy is obeyed by the other."""
+CLI at one proxy is obeyed by the other, and a node that joins by PUBLISH
+at one proxy takes calls through the other until it leaves."""
 from __future__ import annotations
 
 import io
@@ -62,11 +63,11 @@ def pair(e2e, tmp_path, request, redis_url):
     other.nodes = e2e.nodes  # the same "Asterisk" nodes behind both proxies
     deployment = "e2e-%d-%d" % (os.getpid(), int(time.monotonic() * 1000))
 
-    def configure(node_extra: str = "", apps_yaml=None) -> None:
+    def configure(node_extra: str = "", apps_yaml=None, configured=None, router_extra: str = "") -> None:
         for env, proxy in ((e2e, "kam1"), (other, "kam2")):
-            env.write_config(node_extra=node_extra, apps_yaml=apps_yaml, router_extra=(
+            env.write_config(node_extra=node_extra, apps_yaml=apps_yaml, configured=configured, router_extra=(
                 "cluster: {redis: \"%s\", name: %s, proxy: %s, timeout_ms: 50}\n"
-                % (redis_url, deployment, proxy)))
+                % (redis_url, deployment, proxy)) + router_extra)
 
     def start() -> None:
         e2e.start_kamailio(children=2)
@@ -124,3 +125,34 @@ def test_cli_drain_at_one_proxy_holds_at_the_other(pair):
     assert all(r.status == 200 for r in results), results
     assert "n1" not in {two.node_of(r.call_id) for r in results}
     assert two.router.node("n1").state == "draining"
+
+
+def test_a_node_that_publishes_to_one_proxy_takes_calls_through_the_other(pair):
+    from test_status_e2e import ROUND_ROBIN, STATUS, Publisher
+
+    one, two, configure, start = pair
+    one.add_node("n1")
+    configure(apps_yaml=ROUND_ROBIN, configured=[], router_extra=STATUS)
+    start()
+    pub = Publisher(one, "n1")  # PUBLISH to kam1 only
+    try:
+        pub.join(expires=60)
+        wait_for(lambda: "n1" in {n.id for n in two.router.nodes()}, 5, what="n1 known at kam2")
+        results = two.run_calls([Call("p%d.example.com" % i, hold_ms=100) for i in range(4)], rate=10)
+        assert [r.status for r in results] == [200] * 4, results
+        assert {two.node_of(r.call_id) for r in results} == {"n1"}
+        # A leave at kam1 ends it at kam2 too: no new calls there (kam2
+        # merges the deployment's records within a second of a call, or at
+        # its 5 s rtimer sweep), then it is removed once its calls are over.
+        r = pub.send(None, expires=0)
+        assert r.code == 200, r
+        tries = iter(range(100))
+
+        def refused_at_two() -> bool:
+            res = two.run_calls([Call("q%d.example.com" % next(tries), hold_ms=50)], rate=10)
+            return res[0].status != 200
+        wait_for(refused_at_two, 8, interval=0.5, what="kam2 refusing new calls for n1")
+        wait_for(lambda: "n1" not in {n.id for n in two.router.nodes()}, 12, interval=0.5,
+                 what="n1 removed at kam2")
+    finally:
+        pub.close()

@@ -82,6 +82,7 @@ def test_cluster_status_in_router_and_cli(redis_url: str) -> None:
         assert c["mode"] == "cluster", c
         assert (c["name"], c["proxy"], c["proxies"]) == ("pytest", "kam1", ["kam1"])
         assert c["round_trips"] > 0 and c["failures"] == 0 and c["degraded_placements"] == 0
+        assert c["outage_refusals"] == 0
         assert c["last_sync_ms"] > 0 and 0 < c["rtt_p50_us"] <= c["rtt_p99_us"]
 
         out, err = io.StringIO(), io.StringIO()
@@ -111,6 +112,7 @@ def test_cluster_figures_in_approute_metrics(redis_url: str) -> None:
         assert fam["approute_cluster_redis_round_trips"].samples[0].value > 0
         assert fam["approute_cluster_redis_failures"].samples[0].value == 0
         assert fam["approute_cluster_degraded_placements"].samples[0].value == 0
+        assert fam["approute_cluster_outage_refusals"].samples[0].value == 0
     finally:
         approute.Router.unlink(segment)
 

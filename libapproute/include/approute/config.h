@@ -77,6 +77,10 @@ struct ClusterConfig {
   std::string name;       // deployment name: proxies with the same name share one state
   std::string proxy;      // this proxy's id in the deployment (default: the host name)
   int64_t timeout_ms = 5; // per Redis round trip; past it the call routes on local state
+  // While Redis is out, this proxy holds on a node at most its share at the
+  // last sync plus this percentage of the node's capacity split over the
+  // proxies seen then (rounded up), and never more than the capacity.
+  int64_t outage_headroom_pct = 10;
 };
 
 struct Config {

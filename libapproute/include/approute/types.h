@@ -154,6 +154,7 @@ struct ClusterStatus {
   std::vector<std::string> proxies;  // live proxies of the deployment (empty while Redis is out)
   int64_t last_sync_ms = 0;          // wall clock of the host's last good Redis round trip, 0 = never
   int64_t degraded_placements = 0;   // reservations made on local state alone, ever (this host)
+  int64_t outage_refusals = 0;       // reservations refused while Redis was out: past this proxy's outage share (this host)
   int64_t round_trips = 0;           // good Redis round trips, ever (this host)
   int64_t failures = 0;              // failed or timed-out ones, ever (this host)
   int64_t rtt_p50_us = 0;            // round trip quantiles, power-of-two bucket bounds; 0 = none yet

@@ -122,13 +122,14 @@ def test_progress_is_reported():
     assert seen and seen[-1] == ("round_robin", 1.0)
 
 
-def test_reference_workload_speed():
-    """The figure docs/strategies.md quotes: >= 1 million calls in < 10 s with built-ins."""
+def test_reference_workload_runs_a_million_calls():
+    """The workload docs/strategies.md times runs at least a million calls and
+    reports its wall time (the speed itself is a figure, printed by
+    `approute simulate`, not asserted: a test never asserts wall-clock time)."""
     res = simulate.run(str(REFERENCE), strategies=["round_robin", "least_loaded"])
     calls = sum(r["calls"] for r in res["results"])
-    wall = sum(r["wall_seconds"] for r in res["results"])
     assert calls >= 1_000_000
-    assert calls / wall > 100_000, (calls, wall)  # lenient for a busy CI machine; ~500k/s measured
+    assert all(r["wall_seconds"] > 0 for r in res["results"]), res["results"]
 
 
 # Issue 13: a popular key with steady traffic used to keep a leaving node busy forever.

@@ -354,15 +354,14 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   if (absl::Status s = Place(*p, snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy", &placed); !s.ok()) {
     return s;
   }
-  Placed* pl = &placed;
-  if (!pl->decision.ok) {
+  if (!placed.decision.ok) {
     if (std::optional<SessionEntry> e = sessions_.Get(req.call_id, now)) return SessionDecision(snap, *e, **pol);
-    return pl->decision;
+    return placed.decision;
   }
-  auto mine = [&] { return Held{p->app_slot, p->resource, pl->ref.slot, pl->ref.epoch, pl->ref.claim, KeyCopy(req.key)}; };
-  SessionInit init{.call_id = req.call_id, .key = pl->ref.claim ? std::string_view(req.key) : std::string_view(),
-                   .app = p->app_slot, .resource = p->resource, .node = pl->ref.slot, .epoch = pl->ref.epoch,
-                   .claim = pl->ref.claim, .created_ms = now, .expires_ms = now + p->config.session_lifetime_ms,
+  auto mine = [&] { return Held{p->app_slot, p->resource, placed.ref.slot, placed.ref.epoch, placed.ref.claim, KeyCopy(req.key)}; };
+  SessionInit init{.call_id = req.call_id, .key = placed.ref.claim ? std::string_view(req.key) : std::string_view(),
+                   .app = p->app_slot, .resource = p->resource, .node = placed.ref.slot, .epoch = placed.ref.epoch,
+                   .claim = placed.ref.claim, .created_ms = now, .expires_ms = now + p->config.session_lifetime_ms,
                    .tried = avoid.data(), .n_tried = avoid.size(), .attrs = &req.attrs};
   SessionEntry existing;  // filled only for kDuplicate (no 500-byte zeroing per call)
   std::vector<Held> expired;
@@ -376,8 +375,8 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
     Release(mine(), now);
     return absl::ResourceExhaustedError(Cat("session table is full (state.max_sessions = ", H().max_sessions, ")"));
   }
-  region_->node(pl->ref.slot).routed_total.fetch_add(1, std::memory_order_relaxed);
-  return std::move(pl->decision);
+  region_->node(placed.ref.slot).routed_total.fetch_add(1, std::memory_order_relaxed);
+  return std::move(placed.decision);
 }
 
 absl::StatusOr<Decision> Router::Impl::Retry(std::string_view call_id, int code) {
@@ -442,25 +441,24 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
   }
   Placed placement;
   const absl::Status place_status = Place(*p, *snap, call_id, old.key, attrs, avoid, attempt, now, "retry", &placement);
-  Placed* pl = &placement;
-  const bool placed = place_status.ok() && pl->decision.ok;
+  const bool placed = place_status.ok() && placement.decision.ok;
   Held gone;
   found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {
     if (!placed) return true;
-    e.node = pl->ref.slot;
-    e.node_epoch = pl->ref.epoch;
-    e.claim = pl->ref.claim;
-    SetFixed(e.key, pl->ref.claim ? std::string_view(old.key) : std::string_view());
+    e.node = placement.ref.slot;
+    e.node_epoch = placement.ref.epoch;
+    e.claim = placement.ref.claim;
+    SetFixed(e.key, placement.ref.claim ? std::string_view(old.key) : std::string_view());
     return false;
   }, &gone);
   if (!found) {
     // Ended while we were choosing: undo the new placement.
-    if (placed) Release(Held{p->app_slot, p->resource, pl->ref.slot, pl->ref.epoch, pl->ref.claim, old.key}, now);
+    if (placed) Release(Held{p->app_slot, p->resource, placement.ref.slot, placement.ref.epoch, placement.ref.claim, old.key}, now);
     return absl::NotFoundError(Cat("call_id \"", call_id, "\" ended during retry"));
   }
-  if (placed) region_->node(pl->ref.slot).routed_total.fetch_add(1, std::memory_order_relaxed);
+  if (placed) region_->node(placement.ref.slot).routed_total.fetch_add(1, std::memory_order_relaxed);
   if (!place_status.ok()) return place_status;
-  return std::move(pl->decision);
+  return std::move(placement.decision);
 }
 
 absl::Status Router::Impl::Confirm(std::string_view call_id) {

@@ -662,6 +662,16 @@ class _Refused(Exception):
         self.code, self.reason, self.detail = code, reason, detail
 
 
+def _check_utf8(name: str, v: str) -> None:
+    """Refuses a value that cannot be UTF-8 (a lone surrogate, as a
+    ``surrogateescape`` decoding of bad bytes leaves): the core takes
+    UTF-8 only, and such a value is a malformed request, not a crash."""
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Refused(400, "Bad Request", "%s is not valid UTF-8" % name) from None
+
+
 class Handler:
     """The object ``mod_init()`` hands to app_python3."""
 
@@ -715,10 +725,16 @@ class Handler:
             pass
 
     def _pv(self, name: str) -> Optional[str]:
-        v = self.ksr.pv.get(name)
+        try:
+            v = self.ksr.pv.get(name)
+        except UnicodeError:  # app_python3 could not decode the bytes
+            raise _Refused(400, "Bad Request", "%s is not valid UTF-8" % name) from None
         if v is None:
             return None
-        return str(v)
+        v = str(v)
+        if not v.isascii():
+            _check_utf8(name, v)
+        return v
 
     def _set_avp(self, name: str, value: Any) -> None:
         self.ksr.pv.sets("$avp(%s)" % name, _clean(value))
@@ -732,9 +748,7 @@ class Handler:
         """A PV of the current message, read once per request (``vals``)."""
         if pv in vals:
             return vals[pv]
-        v = self.ksr.pv.get(pv)
-        if v is not None:
-            v = str(v)
+        v = self._pv(pv)
         vals[pv] = v
         return v
 
@@ -890,7 +904,14 @@ class Handler:
             return self._crashed(name, e)
 
     def _crashed(self, name: str, e: BaseException) -> int:
-        """An entry point raised: one log line, the 500 AVPs, INTERNAL."""
+        """An entry point raised: one log line, the 500 AVPs, INTERNAL.  A
+        refusal (a malformed value met outside do_app_routing's own checks)
+        is the caller's fault, not ours: it is answered as such."""
+        if isinstance(e, _Refused):
+            try:
+                return self._refused(e, None, None)
+            except Exception:
+                return BAD_REQUEST
         self._log("err", "%s failed: %s: %s" % (name, type(e).__name__, e))
         try:
             self._fail(500, "Routing Error", INTERNAL)
@@ -917,16 +938,22 @@ class Handler:
             return self._fail(500, "Router Not Ready", INTERNAL)
         vals: Dict[str, Optional[str]] = {}  # each PV read at most once per request
         get = self._cached
-        call_id = get(vals, "$ci")
-        if not call_id:
-            return self._fail(400, "Missing Call-ID", BAD_REQUEST)
+        call_id = None
         try:
+            call_id = get(vals, "$ci")
+            if not call_id:
+                return self._fail(400, "Missing Call-ID", BAD_REQUEST)
             return self._route_checked(vals, call_id)
         except _Refused as r:
-            self._log_limited("refused_%d" % r.code, "refused call_id=%s src=%s: %d %s" % (
-                _clean(call_id, 80), get(vals, "$si") or "-", r.code, r.detail))
-            rc = UNKNOWN_APP if r.code == 404 else BAD_REQUEST
-            return self._fail(r.code, r.reason, rc)
+            return self._refused(r, call_id, vals.get("$si"))
+
+    def _refused(self, r: "_Refused", call_id: Optional[str], src: Optional[str]) -> int:
+        """A request refused by a check: one rate-limited log line with the
+        detail, the plain answer's AVPs, and the matching return code."""
+        self._log_limited("refused_%d" % r.code, "refused call_id=%s src=%s: %d %s" % (
+            _clean(call_id or "-", 80), src or "-", r.code, r.detail))
+        rc = UNKNOWN_APP if r.code == 404 else BAD_REQUEST
+        return self._fail(r.code, r.reason, rc)
 
     def _route_checked(self, vals: Dict[str, Optional[str]], call_id: str) -> int:
         get = self._cached
@@ -1213,7 +1240,7 @@ class Handler:
     def _end_current(self, why: str, answered: bool = True) -> int:
         router = self.router
         if router is not None:
-            call_id = str(self.ksr.pv.get("$ci") or "")
+            call_id = self._pv("$ci") or ""
             try:  # _end(), inlined: once per call
                 if answered:
                     router.end(call_id)
@@ -1268,6 +1295,13 @@ class Handler:
         report to the router and answers it (statefully) with its result."""
         try:
             return self._on_publish()
+        except _Refused as r:  # a header that is not UTF-8: the sender's fault
+            self._log_limited("publish_refused", "PUBLISH refused: %d %s" % (r.code, r.detail))
+            try:
+                self._sl_reply(r.code)
+                return OK
+            except Exception:
+                return INTERNAL
         except Exception as e:  # never let anything escape into Kamailio
             self._log("err", "on_publish failed: %s: %s" % (type(e).__name__, e))
             try:

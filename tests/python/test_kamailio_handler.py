@@ -536,3 +536,50 @@ def test_a_reply_of_the_node_makes_its_failure_count():
     ksr.vars["$T_reply_code"] = "477"
     h.on_failure(None)
     assert spy.reports == [(node, 503)]
+
+
+# Regression: the Kamailio fuzz harness found a Call-ID holding lone
+# surrogates (what a surrogateescape decoding of bad bytes leaves) crashing
+# do_app_routing with UnicodeEncodeError in the core's str conversion.
+@pytest.mark.parametrize("pv,value", [
+    ("$ci", "call-\udcff-1"),
+    ("$fd", "acme\udfc6.example.com"),  # the key's source
+    ("$rU", "room-\ud800"),
+])
+def test_value_that_is_not_utf8_is_refused_400_not_a_crash(pv, value):
+    h, ksr = make(**{pv: value})
+    assert h.do_app_routing(None) == kam.BAD_REQUEST
+    assert (ksr.vars["$avp(approute_code)"], ksr.vars["$avp(approute_reason)"]) == (
+        400, "Bad Request")
+    assert ksr.dst is None and ksr.appended == []
+    assert int(h.router.stats()["sessions"]) == 0  # nothing kept
+    assert not any(lvl == "err" for lvl, _ in ksr.logs), ksr.logs
+    assert any("%s is not valid UTF-8" % pv in line for _, line in ksr.logs)
+
+
+def test_a_header_kamailio_cannot_decode_is_refused_400():
+    h, ksr = make(**{"$rU": "room-12"})
+    real_get = ksr.pv.get
+
+    def get(name):  # app_python3 raises when the bytes are not UTF-8
+        if name == "$fd":
+            raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+        return real_get(name)
+    ksr.pv.get = get
+    assert h.do_app_routing(None) == kam.BAD_REQUEST
+    assert ksr.vars["$avp(approute_code)"] == 400
+    assert int(h.router.stats()["sessions"]) == 0
+    assert any("$fd is not valid UTF-8" in line for _, line in ksr.logs)
+
+
+def test_bye_with_a_call_id_that_is_not_utf8_is_quiet():
+    h, ksr = make()
+    assert h.do_app_routing(None) == kam.OK
+    node = ksr.vars["$avp(approute_node)"]
+    ksr.vars["$ci"] = "call-\udcff"
+    ksr.vars["$rm"] = "BYE"
+    assert h.on_bye(None) == kam.PASS  # from the caller: relayed, ended on the reply
+    assert bye_answered(h, ksr, src=node_addr(h, node)) == kam.BAD_REQUEST
+    assert h.on_relay_error(None) == kam.BAD_REQUEST
+    assert not any(lvl == "err" for lvl, _ in ksr.logs), ksr.logs
+    assert int(h.router.stats()["sessions"]) == 1  # the real call is untouched

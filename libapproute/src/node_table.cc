@@ -345,6 +345,7 @@ std::shared_ptr<Snapshot> NodeTable::BuildSnapshot() const {
       c.priority = v.priority;
       c.attrs = &v.attrs;
       pv.proto.push_back(c);
+      pv.slot.push_back(v.slot);
       pv.epoch.push_back(v.epoch);
       for (size_t r = 0; r < kMaxResources; ++r) pv.capacity[r * members.size() + i] = v.capacity[r];
     }

@@ -51,6 +51,7 @@ struct NodeView {
 // snapshot's NodeViews), its epoch, and its capacities, one row per resource.
 struct PoolView {
   std::vector<Candidate> proto;   // by slot order; sessions and capacity left for the scan
+  std::vector<uint32_t> slot;     // slot[i] == proto[i].slot, packed for the scan
   std::vector<uint32_t> epoch;    // epoch[i]: the incarnation proto[i] describes
   std::vector<int64_t> capacity;  // [r * proto.size() + i]: member i's capacity for resource r, r < kMaxResources
 

@@ -134,6 +134,7 @@ absl::StatusOr<std::shared_ptr<const Policies>> PolicyStore::Get() {
       }
       p->strategy = *std::move(st);
     }
+    p->compact = dynamic_cast<const CompactStrategy*>(p->strategy.get());
     pol->by_slot[p->app_slot] = p;
     pol->by_name[p->config.name] = p;
   }

@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "approute/config.h"
 #include "approute/strategy.h"
+#include "compact_pick.h"
 #include "net.h"
 #include "node_table.h"
 #include "region.h"
@@ -39,6 +40,9 @@ struct Policy {
   uint32_t app_slot = 0;
   uint32_t resource = 0;
   std::unique_ptr<Strategy> strategy;
+  // The strategy's compact pick (compact_pick.h), or nullptr: it needs the
+  // full candidates.
+  const CompactStrategy* compact = nullptr;
   bool IsRetryCode(int code) const {
     return std::find(config.retry_codes.begin(), config.retry_codes.end(), code) != config.retry_codes.end();
   }

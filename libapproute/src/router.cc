@@ -72,80 +72,81 @@ int64_t Router::Impl::CapacityOf(const Snapshot& snap, uint32_t slot, uint32_t e
 
 void Router::Impl::Candidates(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now,
                               CandidateList* out, Tally* tally) {
-  std::vector<Candidate>& list = out->list;
   const PoolView* pv = snap.Pool(p.config.pool);
   if (pv == nullptr) {
-    list.clear();
+    out->list.clear();
     return;
   }
   if (out->pool != pv || out->router != id_ || out->generation != snap.generation) {
-    *out = CandidateList{std::move(list), pv, id_, snap.generation, 0};
+    *out = CandidateList{std::move(out->list), pv, id_, snap.generation, 0};
   }
   const bool panic = p.health.panic_threshold > 0 && health_.Panic(snap, snap.by_pool.at(p.config.pool), p.health, now);
-  const uint32_t res = p.resource;
-  const size_t members = pv->proto.size();
-  const Candidate* protos = pv->proto.data();
-  const uint32_t* epochs = pv->epoch.data();
-  const int64_t* caps = pv->CapacityRow(res);
-  NodeHot* hot = &region_->hot(0);
-  // Counts of resources never registered are 0, so the total always sums
-  // the first four counts (all in the first line), and the rest only when
-  // the region has more resources.
-  const size_t n_resources = snap.resources.size();
-  const bool any_avoid = !avoid.empty();
-  // One pass over the pool's hot entries (one cache line each when the
-  // region has at most four resources); the static fields come with the
-  // candidate prototypes, already in place while every node before
-  // qualified. The common case (active, up, no lease or ejection to look at)
-  // costs a few loads and one test.
-  for (int tier = 0; tier < 2 && (tier == 0 || list.empty()); ++tier) {
-    Tally t;
-    t.pool = members;
-    list.resize(members);  // constructs only entries past the last call's end
-    Candidate* dst = list.data();
-    size_t k = 0, intact = out->intact;
-    for (size_t i = 0; i < members; ++i) {
-      const uint32_t slot = protos[i].slot;
-      NodeHot& n = hot[slot];
-      if (n.epoch.load(std::memory_order_relaxed) != epochs[i]) continue;
-      const uint32_t admin = n.admin.load(std::memory_order_relaxed);
-      const uint32_t health = n.health.load(std::memory_order_relaxed);
-      const int64_t lease = n.lease_expires_ms.load(std::memory_order_relaxed);
-      const int64_t ejected = n.ejected_until_ms.load(std::memory_order_relaxed);
-      static_assert(static_cast<uint32_t>(AdminState::kActive) == 0 && static_cast<uint32_t>(Health::kUp) == 0);
-      if ((admin | health) != 0 || lease != 0 || ejected != 0) [[unlikely]] {
-        if (admin == static_cast<uint32_t>(AdminState::kDisabled) || (lease != 0 && lease <= now)) { ++t.disabled; continue; }
-        if (admin == static_cast<uint32_t>(AdminState::kDraining)) { ++t.draining; continue; }
-        if (!panic) {
-          if (health == static_cast<uint32_t>(Health::kDown) || (ejected != 0 && HealthMonitor::Ejected(n, now))) { ++t.down; continue; }
-          if (health == static_cast<uint32_t>(Health::kSuspect) && tier == 0) { ++t.suspect; continue; }
-        }
-      }
-      if (any_avoid && Contains(avoid, slot)) [[unlikely]] { ++t.avoid; continue; }
-      const int64_t s = n.sessions[res].load(std::memory_order_relaxed);
-      const int64_t cap = caps[i];
-      if (cap >= 0 && s >= cap) { ++t.full; continue; }
-      int64_t total = n.sessions[0].load(std::memory_order_relaxed) + n.sessions[1].load(std::memory_order_relaxed) +
-                      n.sessions[2].load(std::memory_order_relaxed) + n.sessions[3].load(std::memory_order_relaxed);
-      for (size_t r = 4; r < n_resources; ++r) total += n.sessions[r].load(std::memory_order_relaxed);
-      Candidate& c = dst[k];
-      if (k != i || i >= intact) c = protos[i];  // not the prototype that is there already
-      c.sessions = s;
-      c.capacity = cap;
-      c.total_sessions = total;
-      ++k;
-    }
-    // Entries before the first node left out hold their own prototypes.
-    size_t first_gap = k;
-    if (k != members) {
-      first_gap = 0;
-      while (first_gap < k && dst[first_gap].slot == protos[first_gap].slot) ++first_gap;
-    }
-    out->intact = first_gap;
-    list.resize(k);
-    *tally = t;
-    if (t.suspect == 0) break;
+  CandidateSink sink(out, *pv, snap.resources.size());
+  ScanPool(*pv, &region_->hot(0), p.resource, avoid, panic, now, sink, tally);
+}
+
+Router::Impl::CompactOutcome Router::Impl::PickCompact(const Policy& p, const Snapshot& snap, const SlotList& avoid,
+                                                      int64_t now, const PickRequest& pr, StrategyContext& ctx,
+                                                      const char* strategy_reason, Placed* out, Tally* t) {
+  const PoolView* pvp = snap.Pool(p.config.pool);
+  if (pvp == nullptr) {
+    *t = Tally{};
+    return CompactOutcome::kPicked;  // no pool: no node
   }
+  const PoolView& pv = *pvp;
+  const uint32_t res = p.resource;
+  const bool panic = p.health.panic_threshold > 0 && health_.Panic(snap, snap.by_pool.at(p.config.pool), p.health, now);
+  NodeHot* hot = &region_->hot(0);
+  const int64_t* caps = pv.CapacityRow(res);
+  const bool slow_start = p.health.slow_start_ms > 0;
+  auto reserve = [&](size_t member, int64_t capacity) {
+    const uint32_t slot = pv.slot[member];
+    if (!placement_->Reserve(slot, res, capacity)) return false;
+    out->ref = ClaimRef{slot, pv.epoch[member], 0};
+    out->decision.reason = strategy_reason;
+    return true;
+  };
+  // A draw first: no scan while the members it draws can take the call. A
+  // drawn member that cannot be reserved (filled meanwhile) or sits out its
+  // slow start costs another draw; a few failed draws hand over to the scan.
+  auto probe = [&](size_t m, int64_t* s, int64_t* c) {
+    *c = caps[m];
+    return CheckMember(hot[pv.slot[m]], pv.slot[m], pv.epoch[m], caps[m], res, avoid, panic, false, now, s) ==
+           Verdict::kTake;
+  };
+  for (int draw = 0; draw < 4; ++draw) {
+    std::optional<size_t> m = p.compact->PickSampled(pr, pv.slot.size(), probe, ctx);
+    if (!m.has_value() || *m >= pv.slot.size()) break;
+    if (slow_start && HealthMonitor::SkipForSlowStart(hot[pv.slot[*m]], p.health, now, UniformFrom(ThreadRandom()))) {
+      continue;
+    }
+    if (reserve(*m, caps[*m])) return CompactOutcome::kPicked;
+  }
+  static thread_local EligibleList eligible_tl;
+  EligibleList& el = eligible_tl;
+  EligibleSink sink(&el);
+  ScanPool(pv, hot, res, avoid, panic, now, sink, t);
+  // As the full path: a pick that cannot be reserved (filled up by another
+  // process meanwhile, or skipped for slow start) leaves the list.
+  while (el.n > 0) {
+    std::optional<size_t> pick = p.compact->PickCompact(pr, el.View(), ctx);
+    if (!pick.has_value()) return CompactOutcome::kNeedsFull;
+    if (*pick >= el.n) {
+      out->decision.reason = "no_node";
+      out->decision.detail = Cat("strategy ", p.config.strategy, " chose no node: index out of range");
+      return CompactOutcome::kChoseNone;
+    }
+    const uint32_t member = el.member[*pick];
+    if (el.n > 1 && slow_start &&
+        HealthMonitor::SkipForSlowStart(hot[pv.slot[member]], p.health, now, UniformFrom(ThreadRandom()))) {
+      el.Erase(*pick);
+      continue;
+    }
+    if (reserve(member, el.capacity[*pick])) return CompactOutcome::kPicked;
+    ++t->full;  // filled up by another process meanwhile
+    el.Erase(*pick);
+  }
+  return CompactOutcome::kPicked;  // nobody left: no node
 }
 
 absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
@@ -204,35 +205,41 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
     }
   }
   if (out.ref.slot == kNil) {
-    CandidateList& cl = buffer();
-    std::vector<Candidate>& cands = cl.list;
-    if (!have_cands) Candidates(p, snap, avoid, now, &cl, &t);
-
     RegionStrategyContext ctx(*region_, nodes_, p.app_slot, snap, now, seeded_ ? &rng_ : nullptr);
     PickRequest pr{.app = p.config.name, .resource = p.config.resource, .call_id = call_id,
                    .key = key, .attrs = &attrs, .attempt = attempt};
-    while (!cands.empty()) {
-      absl::StatusOr<size_t> pick = p.strategy->Pick(pr, absl::MakeConstSpan(cands), ctx);
-      if (!pick.ok() || *pick >= cands.size()) {
-        out.decision.reason = "no_node";
-        out.decision.detail = Cat("strategy ", p.config.strategy, " chose no node: ",
-                                  pick.ok() ? "index out of range" : pick.status().message());
-        return absl::OkStatus();
-      }
-      const Candidate& c = cands[*pick];
-      const NodeHot& n = region_->hot(c.slot);
-      if (cands.size() > 1 && p.health.slow_start_ms > 0 &&
-          HealthMonitor::SkipForSlowStart(n, p.health, now, UniformFrom(ThreadRandom()))) {
+    CompactOutcome compact = CompactOutcome::kNeedsFull;
+    if (!have_cands && p.compact != nullptr) {
+      compact = PickCompact(p, snap, avoid, now, pr, ctx, strategy_reason, &out, &t);
+      if (compact == CompactOutcome::kChoseNone) return absl::OkStatus();
+    }
+    if (compact == CompactOutcome::kNeedsFull) {
+      CandidateList& cl = buffer();
+      std::vector<Candidate>& cands = cl.list;
+      if (!have_cands) Candidates(p, snap, avoid, now, &cl, &t);
+      while (!cands.empty()) {
+        absl::StatusOr<size_t> pick = p.strategy->Pick(pr, absl::MakeConstSpan(cands), ctx);
+        if (!pick.ok() || *pick >= cands.size()) {
+          out.decision.reason = "no_node";
+          out.decision.detail = Cat("strategy ", p.config.strategy, " chose no node: ",
+                                    pick.ok() ? "index out of range" : pick.status().message());
+          return absl::OkStatus();
+        }
+        const Candidate& c = cands[*pick];
+        const NodeHot& n = region_->hot(c.slot);
+        if (cands.size() > 1 && p.health.slow_start_ms > 0 &&
+            HealthMonitor::SkipForSlowStart(n, p.health, now, UniformFrom(ThreadRandom()))) {
+          cl.Erase(*pick);
+          continue;
+        }
+        if (placement_->Reserve(c.slot, res, c.capacity)) {
+          out.ref = ClaimRef{c.slot, snap.nodes[static_cast<size_t>(snap.index_of_slot[c.slot])].epoch, 0};
+          out.decision.reason = strategy_reason;
+          break;
+        }
+        ++t.full;  // filled up by another process meanwhile
         cl.Erase(*pick);
-        continue;
       }
-      if (placement_->Reserve(c.slot, res, c.capacity)) {
-        out.ref = ClaimRef{c.slot, snap.nodes[static_cast<size_t>(snap.index_of_slot[c.slot])].epoch, 0};
-        out.decision.reason = strategy_reason;
-        break;
-      }
-      ++t.full;  // filled up by another process meanwhile
-      cl.Erase(*pick);
     }
     if (out.ref.slot == kNil) {
       out.decision.reason = "no_node";

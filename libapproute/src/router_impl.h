@@ -23,6 +23,7 @@
 
 #include "absl/container/inlined_vector.h"
 #include "affinity_table.h"
+#include "candidate_scan.h"
 #include "approute/router.h"
 #include "cluster_placement.h"
 #include "health.h"
@@ -51,36 +52,12 @@ inline int64_t RealNowMs() {
   return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
 }
 
-using SlotList = absl::InlinedVector<uint32_t, 8>;
-inline bool Contains(const SlotList& l, uint32_t s) { return std::find(l.begin(), l.end(), s) != l.end(); }
-
 inline ReportResult ServerError(std::string reason) {
   ReportResult r;
   r.code = 500;
   r.reason = std::move(reason);
   return r;
 }
-
-// A thread's candidate list, kept from one placement to the next: entries
-// [0, intact) still hold, in their static fields, the prototypes of `pool`
-// (router `router`, snapshot `generation`), so a scan in which every node
-// qualifies writes only each candidate's counts.
-struct CandidateList {
-  std::vector<Candidate> list;
-  const PoolView* pool = nullptr;
-  uint64_t router = 0, generation = 0;
-  size_t intact = 0;
-
-  void Erase(size_t i) {
-    list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
-    intact = std::min(intact, i);
-  }
-};
-
-// Why the candidate list came out empty, for the decision's detail.
-struct Tally {
-  size_t pool = 0, disabled = 0, draining = 0, down = 0, avoid = 0, full = 0, suspect = 0;
-};
 
 }  // namespace internal
 
@@ -235,6 +212,16 @@ class Router::Impl {
   // ejected, avoided or full; suspect ones only when no node is up.
   void Candidates(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now, CandidateList* out,
                   Tally* t);
+  // A pick through the strategy's compact pick (Policy::compact): a draw
+  // without a scan (PickSampled) when the strategy has one, else a scan
+  // into compact arrays (PickCompact). kPicked
+  // (out->ref is set, or no member could be reserved), kChoseNone (the
+  // strategy returned no valid index: out->decision says so) or kNeedsFull
+  // (the strategy wants full candidates for this call; nothing was drawn).
+  enum class CompactOutcome { kPicked, kChoseNone, kNeedsFull };
+  CompactOutcome PickCompact(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now,
+                             const PickRequest& pr, StrategyContext& ctx, const char* strategy_reason, Placed* out,
+                             Tally* t);
 
   // Picks a node for one placement, affinity first, then the strategy, and
   // reserves its capacity (and the key's claim). Caller is inside an Op.

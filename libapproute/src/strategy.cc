@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "compact_pick.h"
 #include "strategies/strategies.h"
 #include "str_util.h"
 
@@ -181,11 +182,7 @@ std::string_view HashInput::Of(const PickRequest& request) const {
   return request.call_id;
 }
 
-double RelativeLoad(const Candidate& c) {
-  if (c.capacity > 0) return static_cast<double>(c.sessions) / static_cast<double>(c.capacity);
-  if (c.capacity == 0) return 1e300;
-  return static_cast<double>(c.sessions) * 1e-12;
-}
+double RelativeLoad(const Candidate& c) { return RelativeLoadOf(c.sessions, c.capacity); }
 
 }  // namespace internal
 }  // namespace approute

@@ -14,30 +14,50 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "compact_pick.h"
 #include "strategies/strategies.h"
 #include "str_util.h"
 
 namespace approute::internal {
 namespace {
 
-class LeastLoadedStrategy final : public Strategy {
+class LeastLoadedStrategy final : public Strategy, public CompactStrategy {
  public:
   explicit LeastLoadedStrategy(bool relative) : relative_(relative) {}
 
   absl::StatusOr<size_t> Pick(const PickRequest& request, absl::Span<const Candidate> candidates,
                               StrategyContext& context) override {
+    auto capacity = [&](size_t i) { return candidates[i].capacity; };
+    if (!context.Reported(request.resource)) {
+      return Choose(candidates.size(), [&](size_t i) { return static_cast<double>(candidates[i].sessions); },
+                    capacity, context);
+    }
+    return Choose(candidates.size(), [&](size_t i) {
+      const Candidate& c = candidates[i];
+      double sessions = static_cast<double>(c.sessions);
+      double reported = context.Load(c, request.resource);
+      return std::isfinite(reported) && reported > sessions ? std::ceil(reported) : sessions;
+    }, capacity, context);
+  }
+
+  // The same choice from the compact figures; a resource some node reports
+  // a load figure for needs the full candidates (StrategyContext::Load).
+  std::optional<size_t> PickCompact(const PickRequest& request, const Eligible& e,
+                                    StrategyContext& context) const override {
+    if (context.Reported(request.resource)) return std::nullopt;
+    return Choose(e.n, [&](size_t i) { return static_cast<double>(e.sessions[i]); },
+                  [&](size_t i) { return e.capacity[i]; }, context);
+  }
+
+ private:
+  // The index with the most room; ties rotate through the shared ticket.
+  template <typename Sessions, typename Capacity>
+  size_t Choose(size_t n, Sessions sessions, Capacity capacity, StrategyContext& context) const {
     double best = -std::numeric_limits<double>::infinity();
     size_t ties[64];
     size_t nties = 0;
-    const bool reports = context.Reported(request.resource);
-    for (size_t i = 0; i < candidates.size(); ++i) {
-      const Candidate& c = candidates[i];
-      double sessions = static_cast<double>(c.sessions);
-      if (reports) {
-        double reported = context.Load(c, request.resource);
-        if (std::isfinite(reported) && reported > sessions) sessions = std::ceil(reported);
-      }
-      double a = Available(sessions, c.capacity);
+    for (size_t i = 0; i < n; ++i) {
+      double a = Available(sessions(i), capacity(i));
       if (a > best) {
         best = a;
         nties = 0;
@@ -48,7 +68,6 @@ class LeastLoadedStrategy final : public Strategy {
     return ties[context.NextTicket() % nties];
   }
 
- private:
   double Available(double s, int64_t capacity) const {
     if (capacity < 0) return 1e18 - s;  // unlimited
     double cap = static_cast<double>(capacity);

@@ -18,6 +18,7 @@ const RedisScript& Script(const char* body) {
   static const auto* scripts = new std::vector<std::pair<const char*, RedisScript>>{
       {cluster_lua::kReserve, RedisScript(cluster_lua::kReserve)},
       {cluster_lua::kJoinReserve, RedisScript(cluster_lua::kJoinReserve)},
+      {cluster_lua::kReserveClaim, RedisScript(cluster_lua::kReserveClaim)},
       {cluster_lua::kPublish, RedisScript(cluster_lua::kPublish)},
       {cluster_lua::kCounts, RedisScript(cluster_lua::kCounts)},
       {cluster_lua::kJoin, RedisScript(cluster_lua::kJoin)},
@@ -99,6 +100,10 @@ bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
   PendingJoin* pj = pending_join != nullptr && pending_join->owner == this && !pending_join->ran ? pending_join : nullptr;
   if (pj != nullptr) pj->ran = true;
   if (!local_.Reserve(slot, res, capacity)) return false;
+  return ReserveShared(slot, res, capacity, pj);
+}
+
+bool ClusterPlacement::ReserveShared(uint32_t slot, uint32_t res, int64_t capacity, PendingJoin* pj) {
   NodeHot& n = region_.hot(slot);
   const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
   const std::string key = CountKey(slot, res), v = Cat(share), cap = Cat(capacity);
@@ -109,17 +114,7 @@ bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
   int64_t ok = 0;
   const RedisValue* other = nullptr;
   if (pj != nullptr && r.ok() && Pair(*r, &ok, &other)) pj->outcome = ok;
-  if (!r.ok() || !Pair(*r, &ok, &other)) {
-    // Routed on this host's count alone, within the outage share; Maintain
-    // republishes the share when Redis is back.
-    if (n.sessions[res].load(std::memory_order_relaxed) > OutageShare(slot, res, capacity)) {
-      local_.Release(slot, n.epoch, res);
-      region_.header().cluster.outage_refusals.fetch_add(1, std::memory_order_relaxed);
-      return false;
-    }
-    Degraded();
-    return true;
-  }
+  if (!r.ok() || !Pair(*r, &ok, &other)) return KeepOffline(slot, res, capacity);
   if (ok != 1) {  // 0: full over the deployment; 2 (kJoinReserve): the claim is not this node's, nothing reserved
     local_.Release(slot, n.epoch.load(std::memory_order_relaxed), res);
     return false;
@@ -128,6 +123,19 @@ bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
   // Another process of this host moved the count meanwhile: its own publish
   // may have landed before ours, so ours must not be the last word.
   if (n.sessions[res].load(std::memory_order_relaxed) != share) Publish(slot, res);
+  return true;
+}
+
+bool ClusterPlacement::KeepOffline(uint32_t slot, uint32_t res, int64_t capacity) {
+  // Routed on this host's count alone, within the outage share; Maintain
+  // republishes the share when Redis is back.
+  NodeHot& n = region_.hot(slot);
+  if (n.sessions[res].load(std::memory_order_relaxed) > OutageShare(slot, res, capacity)) {
+    local_.Release(slot, n.epoch, res);
+    region_.header().cluster.outage_refusals.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  Degraded();
   return true;
 }
 
@@ -149,24 +157,31 @@ void ClusterPlacement::Release(uint32_t slot, uint32_t epoch, uint32_t res) {
   Publish(slot, res);
 }
 
-std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) {
+std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) {
   const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
   // This host's claim first: its `take` reserves through kJoinReserve, which
   // checks that the deployment's claim names the same node (one round trip).
   PendingJoin pj{this, key, refs};
+  bool local_claim = false;  // `take` was asked: this host has a claim for the key
   pending_join = &pj;
-  std::optional<ClaimRef> fast = local_.JoinClaim(k, now, take);
+  std::optional<ClaimRef> fast = local_.JoinClaim(k, now, false, [&](uint32_t slot, uint32_t epoch) {
+    local_claim = true;
+    return take(slot, epoch);
+  });
   pending_join = nullptr;
   if (fast) return fast;  // joined in both, or on local state while Redis is out
   if (pj.outcome == 0) return std::nullopt;  // the key's node is full over the deployment
+  // No claim here: the deployment's, if any, is found by ReserveAndClaim's
+  // round trip (a new key costs one round trip, not three).
+  if (defer && !local_claim) return std::nullopt;
   // No local claim, a node not usable here, or the deployment's claim is
   // another node's (or gone): as without the fast path.
   absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kJoin), {key, proxies_key_}, {proxy_, lease_, refs});
-  if (!r.ok()) return local_.JoinClaim(k, now, take);
+  if (!r.ok()) return local_.JoinClaim(k, now, false, take);
   if (r->type != RedisValue::Type::kString) {
     // No claim in the deployment. A local one (kept while Redis was out, or
     // after Redis lost its data) is taken and published again.
-    std::optional<ClaimRef> hit = local_.JoinClaim(k, now, take);
+    std::optional<ClaimRef> hit = local_.JoinClaim(k, now, false, take);
     if (hit) {
       AffinityTable::Hold hold = affinity_.HoldOf(k);
       const std::string node = NodeId(hit->slot), grace = Cat(hold.grace_ms), held = Cat(hold.refs);
@@ -175,7 +190,7 @@ std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_
     return hit;
   }
   const std::string& node = r->str;
-  std::optional<ClaimRef> hit = local_.JoinClaim(k, now, [&](uint32_t slot, uint32_t epoch) {
+  std::optional<ClaimRef> hit = local_.JoinClaim(k, now, false, [&](uint32_t slot, uint32_t epoch) {
     return GetFixed(region_.node(slot).id) == node && take(slot, epoch);
   });
   if (!hit) {
@@ -205,8 +220,25 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const Affini
   // that node can take it here, else goes to `chosen` without the key.
   AffinityTable::ClaimOutcome out;
   out.ref = ClaimRef{chosen.slot, chosen.epoch, 0};
-  std::optional<ClaimRef> there = find_(other->str);
-  if (!there || !alive(there->slot, there->epoch) || !take(there->slot, there->epoch)) return out;
+  if (std::optional<ClaimRef> there = Follow(k, key, refs, other->str, grace_ms, now, alive, take)) {
+    out.ref = *there;
+    out.moved = true;  // the caller gives `chosen` back
+  }
+  return out;
+}
+
+std::optional<ClaimRef> ClusterPlacement::Follow(const AffinityKey& k, const std::string& key, const std::string& refs,
+                                                 std::string_view node, int64_t grace_ms, int64_t now,
+                                                 NodeCheck alive, NodeCheck take) {
+  std::optional<ClaimRef> there = find_(node);
+  if (!there || !alive(there->slot, there->epoch)) return std::nullopt;
+  // `take` reserves through kJoinReserve: the claim is checked to be still
+  // `node`'s and this proxy's hold on it is registered, in one round trip.
+  PendingJoin pj{this, key, refs};
+  pending_join = &pj;
+  const bool taken = take(there->slot, there->epoch);
+  pending_join = nullptr;
+  if (!taken) return std::nullopt;
   // `there` is reserved now; the local claim is made for it, reusing that
   // reservation, and never moves the call to a third node.
   bool used = false;
@@ -218,8 +250,58 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const Affini
   absl::StatusOr<AffinityTable::ClaimOutcome> inner =
       local_.Claim(k, ClaimRef{there->slot, there->epoch, 0}, grace_ms, now, alive, reuse);
   // No room for a local claim: the call still goes to the key's node, without it.
-  out.ref = inner.ok() ? inner->ref : ClaimRef{there->slot, there->epoch, 0};
-  out.moved = true;  // the caller gives `chosen` back
+  return inner.ok() ? inner->ref : ClaimRef{there->slot, there->epoch, 0};
+}
+
+std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ClusterPlacement::ReserveAndClaim(
+    const AffinityKey& k, ClaimRef chosen, uint32_t res, int64_t capacity, int64_t grace_ms, int64_t now,
+    NodeCheck alive, NodeCheck take) {
+  if (!local_.Reserve(chosen.slot, res, capacity)) return std::nullopt;
+  NodeHot& n = region_.hot(chosen.slot);
+  const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
+  const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
+  absl::StatusOr<RedisValue> r =
+      Run(Script(cluster_lua::kReserveClaim), {key, proxies_key_, CountKey(chosen.slot, res)},
+          {proxy_, lease_, refs, NodeId(chosen.slot), Cat(share), Cat(capacity), Cat(grace_ms)});
+  int64_t flag = 0;
+  const RedisValue* other = nullptr;
+  if (!r.ok() || !Pair(*r, &flag, &other)) {
+    // Redis out: as Reserve then Claim on local state.
+    if (!KeepOffline(chosen.slot, res, capacity)) return std::nullopt;
+    absl::StatusOr<AffinityTable::ClaimOutcome> c = local_.Claim(k, chosen, grace_ms, now, alive, take);
+    if (!c.ok() || c->moved) Release(chosen.slot, chosen.epoch, res);
+    return c;
+  }
+  if (flag == 0) {  // full over the deployment: nothing was written there
+    local_.Release(chosen.slot, chosen.epoch, res);
+    return std::nullopt;
+  }
+  if (flag == 1 || flag == 3) {
+    Synced(chosen.slot, res, share);
+    if (n.sessions[res].load(std::memory_order_relaxed) != share) Publish(chosen.slot, res);  // as in Reserve
+    // The deployment's claim is `chosen`'s: a stale local claim for another node is not joined.
+    absl::StatusOr<AffinityTable::ClaimOutcome> c =
+        local_.Claim(k, chosen, grace_ms, now, alive, [](uint32_t, uint32_t) { return false; });
+    if (!c.ok()) {
+      Release(chosen.slot, chosen.epoch, res);
+      return c;
+    }
+    c->moved = flag == 3;  // joined a claim made elsewhere: an affinity hit
+    return c;
+  }
+  // The key is another node's (another proxy placed it, or placed it first):
+  // the call follows that claim when its node can take it here.
+  if (std::optional<ClaimRef> there = Follow(k, key, refs, other->str, grace_ms, now, alive, take)) {
+    local_.Release(chosen.slot, chosen.epoch, res);  // never published
+    AffinityTable::ClaimOutcome out;
+    out.ref = *there;
+    out.moved = true;
+    return out;
+  }
+  // Else the call goes to `chosen` without the key, its unit now published.
+  if (!ReserveShared(chosen.slot, res, capacity, nullptr)) return std::nullopt;
+  AffinityTable::ClaimOutcome out;
+  out.ref = ClaimRef{chosen.slot, chosen.epoch, 0};
   return out;
 }
 

@@ -96,9 +96,16 @@ class ClusterPlacement final : public Placement {
 
   bool Reserve(uint32_t slot, uint32_t res, int64_t capacity) override;
   void Release(uint32_t slot, uint32_t epoch, uint32_t res) override;
-  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) override;
+  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) override;
   absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
                                                    int64_t now, NodeCheck alive, NodeCheck take) override;
+  // The unit, the check that no other node holds the key's claim and the
+  // claim, in one round trip (kReserveClaim); a claim for another node made
+  // meanwhile is followed (its node reserved and this proxy's hold on it
+  // registered in one more, kJoinReserve).
+  std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ReserveAndClaim(
+      const AffinityKey& k, ClaimRef chosen, uint32_t res, int64_t capacity, int64_t grace_ms, int64_t now,
+      NodeCheck alive, NodeCheck take) override;
   void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) override;
   // Release and DropClaim in one round trip (kEnd) when the session holds a claim.
   void EndSession(uint32_t slot, uint32_t epoch, uint32_t res, const AffinityKey& k, uint64_t claim,
@@ -144,6 +151,21 @@ class ClusterPlacement final : public Placement {
   bool PushAdmin();
   void PullAdmin();
   void Degraded() { region_.header().cluster.degraded_placements.fetch_add(1, std::memory_order_relaxed); }
+  // The unit just reserved here on `slot` published in the deployment
+  // (kReserve, or kJoinReserve for `pj`); false (the unit given back) when
+  // the node is full over the deployment or, while Redis is out, above this
+  // proxy's outage share.
+  bool ReserveShared(uint32_t slot, uint32_t res, int64_t capacity, PendingJoin* pj);
+  // The key's claim for `node`, followed: that node reserved through `take`
+  // with this proxy's hold on the claim registered, and the local claim made
+  // for it; nullopt when the node cannot take the call here (nothing held).
+  std::optional<ClaimRef> Follow(const AffinityKey& k, const std::string& key, const std::string& refs,
+                                 std::string_view node, int64_t grace_ms, int64_t now, NodeCheck alive,
+                                 NodeCheck take);
+  // Redis did not answer a reservation of the unit just reserved here on
+  // `slot`: it stays (counted as degraded) while this proxy's count there is
+  // within its outage share, else it is given back (an outage refusal).
+  bool KeepOffline(uint32_t slot, uint32_t res, int64_t capacity);
   void Synced(uint32_t slot, uint32_t res, int64_t share) {
     region_.node(slot).synced_share[res].store(share, std::memory_order_relaxed);
   }

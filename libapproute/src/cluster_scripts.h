@@ -93,6 +93,31 @@ redis.call('PERSIST', KEYS[1])
 return {1, node}
 )lua";
 
+// A new key's first call placed on `node`: the deployment's claim checked,
+// the unit reserved and the key claimed in one round trip (kJoin, kReserve
+// and kClaim). KEYS: claim, proxies, count (node's). ARGV: proxy, lease_ms,
+// refs this proxy will hold, node, share (with the new unit), capacity,
+// grace_ms. -> {1, node} reserved and claimed; {3, node} reserved and the
+// key's claim, already node's, joined; {0, ""} node is full over the
+// deployment; {2, other} the key is claimed for another node. Nothing
+// changes with 0 and 2.
+inline constexpr char kReserveClaim[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+local node = claim_node(KEYS[1], KEYS[2], now)
+if node and node ~= ARGV[4] then return {2, node} end
+if not reserve(KEYS[3], KEYS[2], ARGV[1], ARGV[5], ARGV[6], now) then return {0, ''} end
+if node then
+  redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
+  redis.call('PERSIST', KEYS[1])
+  return {3, node}
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'node', ARGV[4], 'grace', ARGV[7], 'r:' .. ARGV[1], ARGV[3])
+redis.call('PERSIST', KEYS[1])
+return {1, ARGV[4]}
+)lua";
+
 // KEYS: proxies, count keys... ARGV: proxy, lease_ms, one share per count key.
 // Sets this proxy's absolute shares (idempotent). -> the number of live proxies.
 inline constexpr char kPublish[] = APPROUTE_LUA_PRELUDE R"lua(

@@ -40,11 +40,29 @@ class Placement {
   virtual void Release(uint32_t slot, uint32_t epoch, uint32_t res) = 0;
 
   // The key's claim, if `take` accepts its node (usable and reserved).
-  virtual std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) = 0;
+  // `defer`: when this host holds no claim for the key, a placement may
+  // leave the deployment's claim to ReserveAndClaim (which then learns of
+  // it in the same step) instead of asking for it now.
+  virtual std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) = 0;
   // Claims the key for `chosen` (already reserved), or joins a concurrent
   // claim (AffinityTable::Claim).
   virtual absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
                                                            int64_t now, NodeCheck alive, NodeCheck take) = 0;
+  // A keyed call that joined no claim, placed on `chosen` by the strategy:
+  // one unit of `res` there within `capacity`, and the key's claim for it,
+  // or the call follows a claim made elsewhere (outcome.moved: an affinity
+  // hit; the call is on outcome.ref, reserved, and nothing else is held,
+  // `chosen` included unless it is the claim's node). nullopt: `chosen` is
+  // full, nothing is held. An error: nothing is held. The default is
+  // Reserve then Claim; a placement may do both in one step.
+  virtual std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ReserveAndClaim(
+      const AffinityKey& k, ClaimRef chosen, uint32_t res, int64_t capacity, int64_t grace_ms, int64_t now,
+      NodeCheck alive, NodeCheck take) {
+    if (!Reserve(chosen.slot, res, capacity)) return std::nullopt;
+    absl::StatusOr<AffinityTable::ClaimOutcome> c = Claim(k, chosen, grace_ms, now, alive, take);
+    if (!c.ok() || c->moved) Release(chosen.slot, chosen.epoch, res);
+    return c;
+  }
   // Drops a session's reference on its claim, then as `mode` says
   // (AffinityTable::DropMode: grace, no grace for a leaving node, release
   // for a full node, abandoned for a call that was never answered).
@@ -88,7 +106,7 @@ class RegionPlacement final : public Placement {
   void Release(uint32_t slot, uint32_t epoch, uint32_t res) override {
     if (slot != kNil) NodeTable::Release(region_.hot(slot), epoch, res);
   }
-  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, NodeCheck take) override {
+  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool /*defer*/, NodeCheck take) override {
     return affinity_.Join(k, now, take);
   }
   absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,

@@ -87,7 +87,8 @@ void Router::Impl::Candidates(const Policy& p, const Snapshot& snap, const SlotL
 
 Router::Impl::CompactOutcome Router::Impl::PickCompact(const Policy& p, const Snapshot& snap, const SlotList& avoid,
                                                       int64_t now, const PickRequest& pr, StrategyContext& ctx,
-                                                      const char* strategy_reason, Placed* out, Tally* t) {
+                                                      const char* strategy_reason, ReserveFn reserve_fn,
+                                                      Placed* out, Tally* t) {
   const PoolView* pvp = snap.Pool(p.config.pool);
   if (pvp == nullptr) {
     *t = Tally{};
@@ -101,7 +102,7 @@ Router::Impl::CompactOutcome Router::Impl::PickCompact(const Policy& p, const Sn
   const bool slow_start = p.health.slow_start_ms > 0;
   auto reserve = [&](size_t member, int64_t capacity) {
     const uint32_t slot = pv.slot[member];
-    if (!placement_->Reserve(slot, res, capacity)) return false;
+    if (!reserve_fn(slot, pv.epoch[member], capacity)) return false;
     out->ref = ClaimRef{slot, pv.epoch[member], 0};
     out->decision.reason = strategy_reason;
     return true;
@@ -188,7 +189,8 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
   };
   bool joined = false;
   if (use_aff) {
-    if (std::optional<ClaimRef> hit = placement_->JoinClaim(k, now, take)) {
+    // With a bound, the key's node must be known now (for its next home).
+    if (std::optional<ClaimRef> hit = placement_->JoinClaim(k, now, bound <= 1.0, take)) {
       out.ref = *hit;
       out.decision.reason = "affinity";
       joined = true;
@@ -204,13 +206,24 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
       }
     }
   }
+  // A keyed call that joined no claim: the strategy's node is reserved and
+  // the key claimed for it in one step (Placement::ReserveAndClaim).
+  const bool claim_new = use_aff && !joined && out.ref.slot == kNil;
+  auto alive = [&](uint32_t slot, uint32_t epoch) { return Usable(slot, epoch, p, snap, now); };
+  std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> claimed;
+  auto reserve = [&](uint32_t slot, uint32_t epoch, int64_t capacity) {
+    if (!claim_new) return placement_->Reserve(slot, res, capacity);
+    claimed = placement_->ReserveAndClaim(k, ClaimRef{slot, epoch, 0}, res, capacity, p.config.affinity_grace_ms,
+                                          now, alive, take);
+    return claimed.has_value();
+  };
   if (out.ref.slot == kNil) {
     RegionStrategyContext ctx(*region_, nodes_, p.app_slot, snap, now, seeded_ ? &rng_ : nullptr);
     PickRequest pr{.app = p.config.name, .resource = p.config.resource, .call_id = call_id,
                    .key = key, .attrs = &attrs, .attempt = attempt};
     CompactOutcome compact = CompactOutcome::kNeedsFull;
     if (!have_cands && p.compact != nullptr) {
-      compact = PickCompact(p, snap, avoid, now, pr, ctx, strategy_reason, &out, &t);
+      compact = PickCompact(p, snap, avoid, now, pr, ctx, strategy_reason, reserve, &out, &t);
       if (compact == CompactOutcome::kChoseNone) return absl::OkStatus();
     }
     if (compact == CompactOutcome::kNeedsFull) {
@@ -232,8 +245,9 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
           cl.Erase(*pick);
           continue;
         }
-        if (placement_->Reserve(c.slot, res, c.capacity)) {
-          out.ref = ClaimRef{c.slot, snap.nodes[static_cast<size_t>(snap.index_of_slot[c.slot])].epoch, 0};
+        const uint32_t epoch = snap.nodes[static_cast<size_t>(snap.index_of_slot[c.slot])].epoch;
+        if (reserve(c.slot, epoch, c.capacity)) {
+          out.ref = ClaimRef{c.slot, epoch, 0};
           out.decision.reason = strategy_reason;
           break;
         }
@@ -251,10 +265,16 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
       return absl::OkStatus();
     }
   }
-  if (use_aff && !joined) {
+  if (claimed.has_value()) {
+    // Reserved and claimed in one step; nothing is held on error or when the
+    // call followed another node's claim.
+    if (!claimed->ok()) return claimed->status();
+    if ((*claimed)->moved) out.decision.reason = "affinity";
+    out.ref = (*claimed)->ref;
+  } else if (use_aff && !joined) {
     {
+      // The key's next home within the bound (or no claim): claimed now.
       ClaimRef chosen = out.ref;
-      auto alive = [&](uint32_t slot, uint32_t epoch) { return Usable(slot, epoch, p, snap, now); };
       absl::StatusOr<AffinityTable::ClaimOutcome> c =
           placement_->Claim(k, chosen, p.config.affinity_grace_ms, now, alive, take);
       if (!c.ok()) {

@@ -218,10 +218,12 @@ class Router::Impl {
   // (out->ref is set, or no member could be reserved), kChoseNone (the
   // strategy returned no valid index: out->decision says so) or kNeedsFull
   // (the strategy wants full candidates for this call; nothing was drawn).
+  // `reserve_fn(slot, epoch, capacity)` reserves the picked node (false: full).
   enum class CompactOutcome { kPicked, kChoseNone, kNeedsFull };
+  using ReserveFn = absl::FunctionRef<bool(uint32_t slot, uint32_t epoch, int64_t capacity)>;
   CompactOutcome PickCompact(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now,
-                             const PickRequest& pr, StrategyContext& ctx, const char* strategy_reason, Placed* out,
-                             Tally* t);
+                             const PickRequest& pr, StrategyContext& ctx, const char* strategy_reason,
+                             ReserveFn reserve_fn, Placed* out, Tally* t);
 
   // Picks a node for one placement, affinity first, then the strategy, and
   // reserves its capacity (and the key's claim). Caller is inside an Op.

@@ -667,6 +667,64 @@ TEST(ClusterPlacement, TheDeploymentsClaimWinsOverThisHostsCopy) {
   EXPECT_EQ(DeploymentTotal(srv, "moved"), 4) << "every call's unit counted once";
 }
 
+// A new key's call is reserved and claimed in one round trip (kReserveClaim),
+// a known key's in one (kJoinReserve), each end in one (kEnd); a key the
+// other proxy placed is followed from this proxy's first call, with this
+// proxy's hold on the claim registered.
+TEST(ClusterPlacement, ANewKeyCostsOneRoundTripAndAKeyPlacedElsewhereIsFollowed) {
+  APPROUTE_NEED_REDIS();
+  ReportingPair pair("trips");
+  ASSERT_TRUE(pair.ok());
+  Router& a = *pair.p1.router;
+  Router& b = *pair.p2.router;
+  auto route = [](Router& r, const std::string& call, const std::string& key) {
+    absl::StatusOr<Decision> d = r.Route(RouteRequest{.app = "conf", .call_id = call, .key = key});
+    EXPECT_TRUE(d.ok() && d->ok) << call;
+    return d.ok() ? *d : Decision{};
+  };
+  // Round trips of one step, the fewest of five tries (the sweep's periodic
+  // lease renewal may fall into one of them).
+  // Cluster() itself asks Redis for the live proxies: its own round trip
+  // is taken off.
+  const int64_t c0 = a.Cluster().round_trips, lookup = a.Cluster().round_trips - c0;
+  ASSERT_GE(lookup, 1);
+  auto fewest = [&](const std::function<void(int)>& step) {
+    int64_t best = INT64_MAX;
+    for (int i = 0; i < 5; ++i) {
+      const int64_t t0 = a.Cluster().round_trips;
+      step(i);
+      best = std::min(best, a.Cluster().round_trips - t0 - lookup);
+    }
+    return best;
+  };
+  Decision first = route(a, "n1", "room-1");
+  EXPECT_EQ(first.reason, "strategy");
+  EXPECT_EQ(fewest([&](int i) { route(a, "new" + std::to_string(i), "key-" + std::to_string(i)); }), 1)
+      << "a new key: one round trip";
+  EXPECT_EQ(fewest([&](int i) {
+              Decision d = route(a, "known" + std::to_string(i), "room-1");
+              EXPECT_EQ(d.node_id, first.node_id);
+              EXPECT_EQ(d.reason, "affinity");
+            }), 1) << "a known key: one round trip";
+  EXPECT_EQ(fewest([&](int i) { ASSERT_TRUE(a.End("known" + std::to_string(i)).ok()); }), 1) << "an end: one round trip";
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(a.End("new" + std::to_string(i)).ok());
+  // The other proxy has no claim of its own for room-1: its first call finds
+  // the deployment's in the reservation's round trip and follows it.
+  for (int i = 0; i < 6; ++i) {
+    Decision d = route(b, "b" + std::to_string(i), "room-1");
+    EXPECT_EQ(d.node_id, first.node_id) << "call " << i;
+    EXPECT_EQ(d.reason, "affinity") << "call " << i;
+  }
+  internal::RedisClient c(*internal::ParseRedisUrl(pair.srv.url()), 1000);
+  absl::StatusOr<internal::RedisValue> held = c.Command({"HGET", internal::DeploymentPrefix("trips") + "c:conf|room-1", "r:kam2"});
+  ASSERT_TRUE(held.ok());
+  EXPECT_EQ(held->str, "6") << "kam2's sessions on the claim are registered";
+  EXPECT_EQ(DeploymentTotal(pair.srv, "trips"), 7) << "every call's unit counted once, none on a node left behind";
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(b.End("b" + std::to_string(i)).ok());
+  ASSERT_TRUE(a.End("n1").ok());
+  EXPECT_EQ(DeploymentTotal(pair.srv, "trips"), 0);
+}
+
 TEST(ClusterPlacement, ANodeThatJoinsByReportAtOneProxyJoinsAll) {
   APPROUTE_NEED_REDIS();
   ReportingPair pair("members");

@@ -2,7 +2,7 @@
 // affinity key, timed one by one (steady clock), with 1k, 100k and 1M live
 // sessions each holding its own key; the region's bytes per live session; and
 // the time to create a router with max_sessions = max_affinities = 1M.
-// Run: build/cpp/bench/approute_scale_bench [max_live]   (docs/BENCHMARKS.md)
+// Run: build/cpp/bench/approute_scale_bench [max_live [private]]   (docs/BENCHMARKS.md)
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,8 +32,10 @@ std::string Yaml(int64_t max_sessions) {
   return y;
 }
 
+bool g_private = false;  // `private` on the command line: an anonymous mapping, not a named segment
+
 std::unique_ptr<Router> Make(const std::string& yaml, const std::string& shm, double* ms) {
-  approute::RouterOptions o{.shared = shm};
+  approute::RouterOptions o{.shared = g_private ? std::string() : shm};
   (void)Router::Unlink(shm);
   auto t0 = Clock::now();
   auto r = Router::FromYaml(yaml, o);
@@ -72,7 +74,7 @@ Row Measure(int64_t live, int samples) {
   const std::string shm = "approute-scale-" + std::to_string(getpid());
   Row row{live, 0, 0, 0, 0, 0, 0, 0, max_sessions};
   auto r = Make(Yaml(max_sessions), shm, &row.create_ms);
-  row.bytes = SegmentBytes(shm);
+  row.bytes = SegmentBytes(shm);  // 0 for a private region (the same layout: see a shared run)
   approute::RouteRequest req{.app = "conference"};
   auto t0 = Clock::now();
   for (int64_t i = 0; i < live; ++i) {
@@ -109,6 +111,7 @@ Row Measure(int64_t live, int samples) {
 
 int main(int argc, char** argv) {
   int64_t max_live = argc > 1 ? std::atoll(argv[1]) : 1'000'000;
+  g_private = argc > 2 && std::string(argv[2]) == "private";
   const int samples = 20000;
   std::vector<Row> rows;
   for (int64_t live : {int64_t{1000}, int64_t{100'000}, int64_t{1'000'000}}) {

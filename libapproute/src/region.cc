@@ -183,6 +183,17 @@ StateLimits Region::limits() const {
   return l;
 }
 
+namespace {
+// Asks for transparent huge pages on the region: a call touches a random
+// bucket and entry of each table, so with a million sessions (about 740 MB)
+// most of its cost is TLB and cache misses; 2 MB pages take the TLB misses
+// away. Only advice: the kernel ignores it where THP is off for this kind of
+// memory (anonymous: /sys/kernel/mm/transparent_hugepage/enabled; shared
+// memory: .../shmem_enabled, "advise" or "always" to use it), and
+// untouched memory is still not faulted in.
+void AdviseHugePages(void* p, size_t size) { (void)madvise(p, size, MADV_HUGEPAGE); }
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<Region>> Region::CreatePrivate(const StateLimits& limits) {
   Header probe{};
   size_t size = ComputeLayout(limits, &probe);
@@ -191,6 +202,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::CreatePrivate(const StateLimits&
     return absl::ResourceExhaustedError(
         Cat("cannot map ", size, " bytes for the state region: ", ErrnoText(errno)));
   }
+  AdviseHugePages(p, size);
   Initialise(static_cast<char*>(p), limits, size);
   return std::unique_ptr<Region>(new Region(static_cast<char*>(p), size, ""));
 }
@@ -219,6 +231,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::OpenShared(const std::string& ra
       return absl::ResourceExhaustedError(
           Cat("cannot map shared segment '", *name, "': ", ErrnoText(err)));
     }
+    AdviseHugePages(p, size);
     Initialise(static_cast<char*>(p), limits, size);
     *created = true;
     return std::unique_ptr<Region>(new Region(static_cast<char*>(p), size, *name));
@@ -284,6 +297,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::AttachShared(const std::string& 
     munmap(p, size);
     return ok;
   }
+  AdviseHugePages(p, size);
   return std::unique_ptr<Region>(new Region(static_cast<char*>(p), size, *name));
 }
 

@@ -5,10 +5,10 @@
 //
 // RegionPlacement is this host's state region alone. The placement that
 // spans proxies (ClusterPlacement, through Redis) implements the same calls:
-// Claim() is one atomic step there (check the claim, check capacity over
-// every proxy's share, claim, count), Reserve/Release change this proxy's
-// own share only, and SetAdminState/NodeChanged publish to the others
-// (cluster_placement.h).
+// ReserveAndClaim() is one atomic step there (check the key's claim, check
+// capacity over every proxy's share, count, claim), Reserve/Release change
+// this proxy's own share only, and SetAdminState/NodeChanged publish to the
+// others (cluster_placement.h).
 //
 // Thread-safety: every method may be called from any thread of any process
 // using the region. Callbacks run under a table lock and must only read node

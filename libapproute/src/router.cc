@@ -377,6 +377,7 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   }
   // A call already routed is found when its session is inserted (the rare
   // case pays for an undone placement, the common case saves a lock).
+  sessions_.Prefetch(req.call_id);
   Placed placed;
   if (absl::Status s = Place(*p, snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy", &placed); !s.ok()) {
     return s;

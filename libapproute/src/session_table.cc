@@ -15,6 +15,12 @@ size_t ShardOf(uint64_t hash) { return static_cast<size_t>(hash >> 60) & (kShard
 
 uint64_t SessionTable::Hash(std::string_view call_id) { return XXH3_64bits(call_id.data(), call_id.size()); }
 
+void SessionTable::Prefetch(std::string_view call_id) const {
+  const uint64_t h = Hash(call_id);
+  const ShardHeader& s = region_.header().session_shards[ShardOf(h)];
+  __builtin_prefetch(region_.at<uint32_t>(s.buckets_off) + (h & (s.nbuckets - 1)), 1);
+}
+
 void SessionTable::HeldBy(const SessionEntry& e, Held* out) {
   out->app = e.app;
   out->resource = e.resource;

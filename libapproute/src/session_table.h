@@ -80,6 +80,12 @@ class SessionTable {
 
   static uint64_t Hash(std::string_view call_id);
 
+  // Starts loading the bucket `call_id` hashes to, without a lock (the
+  // bucket array never moves): Route() asks for it before the placement,
+  // so that its cache miss overlaps the affinity lookup's instead of
+  // following it. Only a hint; reads nothing.
+  void Prefetch(std::string_view call_id) const;
+
   enum class Insert { kInserted, kDuplicate, kFull };
   // Inserts a session for `init.call_id`. A live session of that call id is
   // left as it is (kDuplicate, copied into *existing); an expired one is

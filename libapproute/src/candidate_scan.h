@@ -55,12 +55,13 @@ struct EligibleList {
 
   Eligible View() const { return Eligible{member.data(), sessions.data(), capacity.data(), n}; }
   void Erase(size_t i) {
-    std::copy(member.begin() + static_cast<std::ptrdiff_t>(i + 1), member.begin() + static_cast<std::ptrdiff_t>(n),
-              member.begin() + static_cast<std::ptrdiff_t>(i));
-    std::copy(sessions.begin() + static_cast<std::ptrdiff_t>(i + 1), sessions.begin() + static_cast<std::ptrdiff_t>(n),
-              sessions.begin() + static_cast<std::ptrdiff_t>(i));
-    std::copy(capacity.begin() + static_cast<std::ptrdiff_t>(i + 1), capacity.begin() + static_cast<std::ptrdiff_t>(n),
-              capacity.begin() + static_cast<std::ptrdiff_t>(i));
+    auto shift = [&](auto& v) {
+      auto at = [&](size_t j) { return v.begin() + static_cast<std::ptrdiff_t>(j); };
+      std::copy(at(i + 1), at(n), at(i));
+    };
+    shift(member);
+    shift(sessions);
+    shift(capacity);
     --n;
   }
 };

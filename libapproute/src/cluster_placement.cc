@@ -119,10 +119,7 @@ bool ClusterPlacement::ReserveShared(uint32_t slot, uint32_t res, int64_t capaci
     local_.Release(slot, n.epoch.load(std::memory_order_relaxed), res);
     return false;
   }
-  Synced(slot, res, share);
-  // Another process of this host moved the count meanwhile: its own publish
-  // may have landed before ours, so ours must not be the last word.
-  if (n.sessions[res].load(std::memory_order_relaxed) != share) Publish(slot, res);
+  SharePublished(slot, res, share);
   return true;
 }
 
@@ -137,6 +134,13 @@ bool ClusterPlacement::KeepOffline(uint32_t slot, uint32_t res, int64_t capacity
   }
   Degraded();
   return true;
+}
+
+void ClusterPlacement::SharePublished(uint32_t slot, uint32_t res, int64_t share) {
+  Synced(slot, res, share);
+  // Another process of this host moved the count meanwhile: its own publish
+  // may have landed before ours, so ours must not be the last word.
+  if (region_.hot(slot).sessions[res].load(std::memory_order_relaxed) != share) Publish(slot, res);
 }
 
 void ClusterPlacement::Publish(uint32_t slot, uint32_t res) {
@@ -277,8 +281,7 @@ std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ClusterPlacement::Res
     return std::nullopt;
   }
   if (flag == 1 || flag == 3) {
-    Synced(chosen.slot, res, share);
-    if (n.sessions[res].load(std::memory_order_relaxed) != share) Publish(chosen.slot, res);  // as in Reserve
+    SharePublished(chosen.slot, res, share);
     // The deployment's claim is `chosen`'s: a stale local claim for another node is not joined.
     absl::StatusOr<AffinityTable::ClaimOutcome> c =
         local_.Claim(k, chosen, grace_ms, now, alive, [](uint32_t, uint32_t) { return false; });
@@ -336,9 +339,7 @@ void ClusterPlacement::EndSession(uint32_t slot, uint32_t epoch, uint32_t res, c
   if (!Run(Script(cluster_lua::kEnd), {proxies_key_, count, key}, {proxy_, lease_, v, drop[0], drop[1], drop[2]}).ok()) {
     return;  // Maintain republishes the share; the claim's hold is set again by its next call
   }
-  Synced(slot, res, share);
-  // Another process of this host moved the count meanwhile (as in Reserve).
-  if (n.sessions[res].load(std::memory_order_relaxed) != share) Publish(slot, res);
+  SharePublished(slot, res, share);
 }
 
 std::optional<std::vector<int64_t>> ClusterPlacement::DeploymentCounts(

@@ -166,6 +166,9 @@ class ClusterPlacement final : public Placement {
   // `slot`: it stays (counted as degraded) while this proxy's count there is
   // within its outage share, else it is given back (an outage refusal).
   bool KeepOffline(uint32_t slot, uint32_t res, int64_t capacity);
+  // `share` (this proxy's count of `res` on `slot`) was written to Redis:
+  // recorded as synced, and published again if the count moved meanwhile.
+  void SharePublished(uint32_t slot, uint32_t res, int64_t share);
   void Synced(uint32_t slot, uint32_t res, int64_t share) {
     region_.node(slot).synced_share[res].store(share, std::memory_order_relaxed);
   }

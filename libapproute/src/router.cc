@@ -377,7 +377,8 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   }
   // A call already routed is found when its session is inserted (the rare
   // case pays for an undone placement, the common case saves a lock).
-  sessions_.Prefetch(req.call_id);
+  const uint64_t call_hash = SessionTable::Hash(req.call_id);
+  sessions_.Prefetch(call_hash);
   Placed placed;
   if (absl::Status s = Place(*p, snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy", &placed); !s.ok()) {
     return s;
@@ -388,6 +389,7 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   }
   auto mine = [&] { return Held{p->app_slot, p->resource, placed.ref.slot, placed.ref.epoch, placed.ref.claim, KeyCopy(req.key)}; };
   SessionInit init{.call_id = req.call_id, .key = placed.ref.claim ? std::string_view(req.key) : std::string_view(),
+                   .call_id_hash = call_hash,
                    .app = p->app_slot, .resource = p->resource, .node = placed.ref.slot, .epoch = placed.ref.epoch,
                    .claim = placed.ref.claim, .created_ms = now, .expires_ms = now + p->config.session_lifetime_ms,
                    .tried = avoid.data(), .n_tried = avoid.size(), .attrs = &req.attrs};

@@ -15,8 +15,7 @@ size_t ShardOf(uint64_t hash) { return static_cast<size_t>(hash >> 60) & (kShard
 
 uint64_t SessionTable::Hash(std::string_view call_id) { return XXH3_64bits(call_id.data(), call_id.size()); }
 
-void SessionTable::Prefetch(std::string_view call_id) const {
-  const uint64_t h = Hash(call_id);
+void SessionTable::Prefetch(uint64_t h) const {
   const ShardHeader& s = region_.header().session_shards[ShardOf(h)];
   __builtin_prefetch(region_.at<uint32_t>(s.buckets_off) + (h & (s.nbuckets - 1)), 1);
 }
@@ -47,7 +46,7 @@ int64_t SessionTable::Count() {
 
 SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, SessionEntry* existing,
                                        std::vector<Held>* expired) {
-  const uint64_t h = Hash(init.call_id);
+  const uint64_t h = init.call_id_hash != 0 ? init.call_id_hash : Hash(init.call_id);
   Header& hdr = region_.header();
   LockedShard<SessionEntry> sh(region_, hdr.session_shards[ShardOf(h)]);
   auto same = [&](const SessionEntry& e) { return GetFixed(e.call_id) == init.call_id; };

@@ -57,6 +57,7 @@ struct Held {
 // A new session's fields.
 struct SessionInit {
   std::string_view call_id, key;  // key empty when the session holds no claim
+  uint64_t call_id_hash = 0;      // Hash(call_id) when the caller has it; 0: computed by Add
   uint32_t app = 0, resource = 0, node = kNil, epoch = 0;
   uint64_t claim = 0;
   int64_t created_ms = 0, expires_ms = 0;
@@ -80,11 +81,11 @@ class SessionTable {
 
   static uint64_t Hash(std::string_view call_id);
 
-  // Starts loading the bucket `call_id` hashes to, without a lock (the
-  // bucket array never moves): Route() asks for it before the placement,
-  // so that its cache miss overlaps the affinity lookup's instead of
-  // following it. Only a hint; reads nothing.
-  void Prefetch(std::string_view call_id) const;
+  // Starts loading the bucket of the call id whose Hash() is `hash`, without
+  // a lock (the bucket array never moves): Route() asks for it before the
+  // placement, so that its cache miss overlaps the affinity lookup's
+  // instead of following it. Only a hint; reads nothing.
+  void Prefetch(uint64_t hash) const;
 
   enum class Insert { kInserted, kDuplicate, kFull };
   // Inserts a session for `init.call_id`. A live session of that call id is

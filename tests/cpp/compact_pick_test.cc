@@ -127,6 +127,12 @@ struct Pool {
     *c = 8;
     return accept.at(m);
   }
+  // One sampled pick of `strategy` over this pool.
+  std::optional<size_t> Draw(const CompactStrategy& strategy, StrategyContext& ctx) {
+    PickRequest req{.app = "conf", .resource = "conference", .call_id = "c1"};
+    return strategy.PickSampled(req, accept.size(),
+                                [&](size_t x, int64_t* s, int64_t* cap) { return Probe(x, s, cap); }, ctx);
+  }
 };
 
 std::unique_ptr<Strategy> Make(const std::string& name) {
@@ -140,11 +146,9 @@ TEST(SampledPick, RoundRobinGivesEveryAcceptedMemberOneCallPerRotation) {
   auto* c = dynamic_cast<const CompactStrategy*>(rr.get());
   Pool pool{{true, false, true, true, false, false, true, true}};
   ScriptedContext ctx(3, false);
-  PickRequest req{.app = "conf", .resource = "conference", .call_id = "c1"};
   std::vector<int> calls(pool.accept.size());
   for (int i = 0; i < 500; ++i) {
-    std::optional<size_t> m = c->PickSampled(req, pool.accept.size(),
-                                             [&](size_t x, int64_t* s, int64_t* cap) { return pool.Probe(x, s, cap); }, ctx);
+    std::optional<size_t> m = pool.Draw(*c, ctx);
     ASSERT_TRUE(m.has_value());
     ASSERT_TRUE(pool.accept[*m]) << "member " << *m << " cannot take the call";
     ++calls[*m];
@@ -164,13 +168,11 @@ TEST(SampledPick, P2CPicksTheLessLoadedOfTwoAcceptedMembersUniformly) {
   Pool pool{std::vector<bool>(10, true)};
   for (size_t i : {1, 4, 8}) pool.accept[i] = false;
   ScriptedContext ctx(5, false);
-  PickRequest req{.app = "conf", .resource = "conference", .call_id = "c1"};
   std::vector<int> calls(pool.accept.size());
   const int kCalls = 70000;
   int handed_over = 0;
   for (int i = 0; i < kCalls; ++i) {
-    std::optional<size_t> m = c->PickSampled(req, pool.accept.size(),
-                                             [&](size_t x, int64_t* s, int64_t* cap) { return pool.Probe(x, s, cap); }, ctx);
+    std::optional<size_t> m = pool.Draw(*c, ctx);
     if (!m.has_value()) {  // 16 draws without two accepted members: the scan's turn
       ++handed_over;
       continue;
@@ -195,12 +197,10 @@ TEST(SampledPick, RandomPicksUniformlyAmongAcceptedMembers) {
   Pool pool{std::vector<bool>(10, true)};
   for (size_t i : {2, 3, 7}) pool.accept[i] = false;
   ScriptedContext ctx(11, false);
-  PickRequest req{.app = "conf", .resource = "conference", .call_id = "c1"};
   std::vector<int> calls(pool.accept.size());
   const int kCalls = 70000;
   for (int i = 0; i < kCalls; ++i) {
-    std::optional<size_t> m = c->PickSampled(req, pool.accept.size(),
-                                             [&](size_t x, int64_t* s, int64_t* cap) { return pool.Probe(x, s, cap); }, ctx);
+    std::optional<size_t> m = pool.Draw(*c, ctx);
     ASSERT_TRUE(m.has_value());  // 0.3^16: never in 70,000
     ++calls[*m];
   }
@@ -214,15 +214,13 @@ TEST(SampledPick, RandomPicksUniformlyAmongAcceptedMembers) {
 }
 
 TEST(SampledPick, FewAcceptedMembersHandOverToTheScan) {
-  PickRequest req{.app = "conf", .resource = "conference", .call_id = "c1"};
   for (const char* name : {"round_robin", "random", "p2c"}) {
     std::unique_ptr<Strategy> st = Make(name);
     auto* c = dynamic_cast<const CompactStrategy*>(st.get());
     Pool pool{std::vector<bool>(1024, false)};
     pool.accept[700] = true;  // one in 1,024: the draws miss it
     ScriptedContext ctx(9, false);
-    std::optional<size_t> m = c->PickSampled(req, pool.accept.size(),
-                                             [&](size_t x, int64_t* s, int64_t* cap) { return pool.Probe(x, s, cap); }, ctx);
+    std::optional<size_t> m = pool.Draw(*c, ctx);
     if (std::string(name) == "p2c") {
       EXPECT_FALSE(m.has_value()) << "p2c needs two";
     }
@@ -231,9 +229,8 @@ TEST(SampledPick, FewAcceptedMembersHandOverToTheScan) {
   std::unique_ptr<Strategy> ll = Make("least_loaded");
   Pool pool{std::vector<bool>(8, true)};
   ScriptedContext ctx(1, false);
-  EXPECT_FALSE(dynamic_cast<const CompactStrategy*>(ll.get())
-                   ->PickSampled(req, 8, [&](size_t x, int64_t* s, int64_t* cap) { return pool.Probe(x, s, cap); }, ctx)
-                   .has_value()) << "least_loaded must see every member";
+  EXPECT_FALSE(pool.Draw(*dynamic_cast<const CompactStrategy*>(ll.get()), ctx).has_value())
+      << "least_loaded must see every member";
 }
 
 TEST(EligibleList, EraseKeepsTheOrderOfTheRest) {

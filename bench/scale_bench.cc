@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "approute/router.h"
-#include "region.h"
+#include "state/region.h"
 
 namespace {
 

@@ -14,6 +14,9 @@ JOBS=${APPROUTE_JOBS:-2}
 echo "== setup"
 bash scripts/setup.sh
 
+echo "== source layout: includes point down the layers (scripts/check_layers.py)"
+python3 scripts/check_layers.py
+
 echo "== C++ build and tests"
 cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DAPPROUTE_BUILD_TESTS=ON -DAPPROUTE_BUILD_BENCH=ON >/dev/null

@@ -1,5 +1,5 @@
 // AffinityTable: join, claim, concurrent claims, drop and grace, a full table.
-#include "affinity_table.h"
+#include "state/affinity_table.h"
 
 #include <gtest/gtest.h>
 

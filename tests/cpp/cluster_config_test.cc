@@ -4,7 +4,7 @@
 #include <unistd.h>
 
 #include "approute/config.h"
-#include "redis_url.h"
+#include "util/redis_url.h"
 
 namespace approute {
 namespace {

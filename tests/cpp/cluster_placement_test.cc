@@ -17,8 +17,8 @@
 #include <vector>
 
 #include "approute/router.h"
-#include "cluster_placement.h"
-#include "redis_client.h"
+#include "placement/cluster_placement.h"
+#include "placement/redis_client.h"
 #include "redis_server.h"
 
 namespace approute {

@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "candidate_scan.h"
-#include "compact_pick.h"
+#include "router/candidate_scan.h"
+#include "routing/compact_pick.h"
 #include "region_fixture.h"
 
 namespace approute::internal {

@@ -8,7 +8,7 @@
 #include <set>
 
 #include "approute/router.h"
-#include "session_table.h"
+#include "state/session_table.h"
 #include "test_util.h"
 
 namespace approute {

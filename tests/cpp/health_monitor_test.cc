@@ -1,5 +1,5 @@
 // HealthMonitor: probe hysteresis, ejection bounded by the pool share, slow start, panic.
-#include "health.h"
+#include "status/health.h"
 
 #include <gtest/gtest.h>
 

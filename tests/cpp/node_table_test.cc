@@ -1,5 +1,5 @@
 // NodeTable: the registry, counts within capacity, incarnations, leases, snapshots.
-#include "node_table.h"
+#include "state/node_table.h"
 
 #include <gtest/gtest.h>
 

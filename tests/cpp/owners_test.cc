@@ -1,14 +1,14 @@
 // Owners and the recount: a process killed inside a state change is found,
 // and the count it left behind is recomputed from the records.
-#include "owners.h"
+#include "state/owners.h"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "recovery.h"
+#include "state/recovery.h"
 #include "region_fixture.h"
-#include "session_table.h"
+#include "state/session_table.h"
 
 namespace approute::internal {
 namespace {

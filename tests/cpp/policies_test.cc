@@ -1,5 +1,5 @@
 // PolicyStore: the stored text survives a half-done store; policies follow it.
-#include "policies.h"
+#include "routing/policies.h"
 
 #include <gtest/gtest.h>
 

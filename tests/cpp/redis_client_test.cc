@@ -1,5 +1,5 @@
 // The hiredis wrapper against a real redis-server started by the test.
-#include "redis_client.h"
+#include "placement/redis_client.h"
 
 #include <gtest/gtest.h>
 #include <sys/wait.h>

@@ -9,8 +9,8 @@
 #include <string>
 
 #include "approute/config.h"
-#include "node_table.h"
-#include "region.h"
+#include "state/node_table.h"
+#include "state/region.h"
 
 namespace approute::testing {
 

@@ -1,10 +1,10 @@
 // SessionTable: insert, duplicates, expiry, modify, and a crash half-way.
-#include "session_table.h"
+#include "state/session_table.h"
 
 #include <gtest/gtest.h>
 
 #include "region_fixture.h"
-#include "shard.h"
+#include "state/shard.h"
 
 namespace approute::internal {
 namespace {

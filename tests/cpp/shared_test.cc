@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "approute/router.h"
-#include "region.h"
+#include "state/region.h"
 #include "test_util.h"
 
 namespace approute {

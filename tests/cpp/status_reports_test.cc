@@ -1,5 +1,5 @@
 // StatusReports: malformed bodies are 400s naming the field and change nothing.
-#include "status_reports.h"
+#include "status/status_reports.h"
 
 #include <gtest/gtest.h>
 

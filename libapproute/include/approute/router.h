@@ -39,23 +39,11 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "approute/config.h"
+#include "approute/limits.h"
 #include "approute/strategy.h"
 #include "approute/types.h"
 
 namespace approute {
-
-// Bounds of strings stored in the state region (bytes, excluding the NUL).
-inline constexpr size_t kMaxNodeIdLen = 63;
-inline constexpr size_t kMaxUriLen = 255;
-inline constexpr size_t kMaxPoolLen = 63;
-inline constexpr size_t kMaxCallIdLen = 127;
-inline constexpr size_t kMaxKeyLen = 127;
-inline constexpr size_t kMaxAppNameLen = 47;
-inline constexpr size_t kMaxResources = 16;   // distinct resource names per region
-inline constexpr size_t kMaxAttrs = 8;        // attributes per node
-inline constexpr size_t kMaxMetrics = 16;     // distinct load metric names per region
-inline constexpr size_t kMaxApps = 64;
-inline constexpr int kMaxAttemptsLimit = 16;
 
 struct RouterOptions {
   // Empty: private placement. Otherwise the shared segment's name

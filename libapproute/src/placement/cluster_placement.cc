@@ -1,0 +1,484 @@
+// The cluster placement (cluster_placement.h).
+#include "placement/cluster_placement.h"
+
+#include <algorithm>
+#include <chrono>
+#include <tuple>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "placement/cluster_scripts.h"
+#include "util/str_util.h"
+
+namespace approute::internal {
+namespace {
+
+const RedisScript& Script(const char* body) {
+  // One RedisScript (text and SHA-1) per script, built once per process.
+  static const auto* scripts = new std::vector<std::pair<const char*, RedisScript>>{
+      {cluster_lua::kReserve, RedisScript(cluster_lua::kReserve)},
+      {cluster_lua::kJoinReserve, RedisScript(cluster_lua::kJoinReserve)},
+      {cluster_lua::kReserveClaim, RedisScript(cluster_lua::kReserveClaim)},
+      {cluster_lua::kPublish, RedisScript(cluster_lua::kPublish)},
+      {cluster_lua::kCounts, RedisScript(cluster_lua::kCounts)},
+      {cluster_lua::kJoin, RedisScript(cluster_lua::kJoin)},
+      {cluster_lua::kClaim, RedisScript(cluster_lua::kClaim)},
+      {cluster_lua::kDrop, RedisScript(cluster_lua::kDrop)},
+      {cluster_lua::kEnd, RedisScript(cluster_lua::kEnd)},
+      {cluster_lua::kProxies, RedisScript(cluster_lua::kProxies)},
+      {cluster_lua::kSetAdmin, RedisScript(cluster_lua::kSetAdmin)},
+      {cluster_lua::kGetAdmin, RedisScript(cluster_lua::kGetAdmin)},
+      {cluster_lua::kMembers, RedisScript(cluster_lua::kMembers)},
+  };
+  for (const auto& [p, s] : *scripts) {
+    if (p == body) return s;
+  }
+  return scripts->front().second;  // unreachable: every caller passes one of the above
+}
+
+int64_t WallMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// {flag, value} replies of kReserve and kClaim.
+bool Pair(const RedisValue& v, int64_t* flag, const RedisValue** second) {
+  if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) return false;
+  *flag = v.elements[0].integer;
+  *second = &v.elements[1];
+  return true;
+}
+
+}  // namespace
+
+ClusterPlacement::ClusterPlacement(const Region& region, AffinityTable& affinity, NodeTable& nodes,
+                                   StatusReports& reports, const ClusterConfig& cfg, RedisUrl url, FindNode find)
+    : region_(region),
+      affinity_(affinity),
+      local_(region, affinity),
+      members_(region, nodes, reports),
+      headroom_pct_(cfg.outage_headroom_pct),
+      name_(cfg.name),
+      prefix_(DeploymentPrefix(cfg.name)),
+      proxies_key_(prefix_ + "proxies"),
+      admin_key_(prefix_ + "admin"),
+      members_key_(prefix_ + "members"),
+      proxy_(cfg.proxy),
+      lease_(Cat(kLeaseMs)),
+      find_(std::move(find)),
+      client_(std::move(url), cfg.timeout_ms),
+      breaker_(region.header().cluster) {}
+
+std::string ClusterPlacement::CountKey(uint32_t slot, uint32_t res) const {
+  return Cat(prefix_, "n:", GetFixed(region_.node(slot).id), "|", GetFixed(region_.header().resource_names[res]));
+}
+
+std::string ClusterPlacement::ClaimKey(const AffinityKey& k) const {
+  return Cat(prefix_, "c:", GetFixed(region_.header().apps[k.app].name), "|", k.key);
+}
+
+absl::StatusOr<RedisValue> ClusterPlacement::Run(const RedisScript& s, absl::Span<const std::string_view> keys,
+                                                 absl::Span<const std::string_view> args) {
+  if (!breaker_.Allow()) return absl::UnavailableError("redis: circuit breaker open");
+  auto t0 = std::chrono::steady_clock::now();
+  absl::StatusOr<RedisValue> r = client_.Eval(s, keys, args);
+  int64_t us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+  if (r.ok() || r.status().code() == absl::StatusCode::kUnknown) {
+    // An error reply still proves Redis answers; only transport failures trip the breaker.
+    breaker_.OnSuccess(us, WallMs());
+  } else {
+    breaker_.OnFailure();
+  }
+  return r;
+}
+
+namespace {
+// The JoinClaim in progress on this thread, for the Reserve its `take` makes.
+thread_local ClusterPlacement::PendingJoin* pending_join = nullptr;
+}  // namespace
+
+bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
+  PendingJoin* pj = pending_join != nullptr && pending_join->owner == this && !pending_join->ran ? pending_join : nullptr;
+  if (pj != nullptr) pj->ran = true;
+  if (!local_.Reserve(slot, res, capacity)) return false;
+  return ReserveShared(slot, res, capacity, pj);
+}
+
+bool ClusterPlacement::ReserveShared(uint32_t slot, uint32_t res, int64_t capacity, PendingJoin* pj) {
+  NodeHot& n = region_.hot(slot);
+  const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
+  const std::string key = CountKey(slot, res), v = Cat(share), cap = Cat(capacity);
+  absl::StatusOr<RedisValue> r =
+      pj == nullptr ? Run(Script(cluster_lua::kReserve), {key, proxies_key_}, {proxy_, v, cap, lease_})
+                    : Run(Script(cluster_lua::kJoinReserve), {pj->claim_key, proxies_key_, key},
+                          {proxy_, lease_, pj->refs, NodeId(slot), v, cap});
+  int64_t ok = 0;
+  const RedisValue* other = nullptr;
+  if (pj != nullptr && r.ok() && Pair(*r, &ok, &other)) pj->outcome = ok;
+  if (!r.ok() || !Pair(*r, &ok, &other)) return KeepOffline(slot, res, capacity);
+  if (ok != 1) {  // 0: full over the deployment; 2 (kJoinReserve): the claim is not this node's, nothing reserved
+    local_.Release(slot, n.epoch.load(std::memory_order_relaxed), res);
+    return false;
+  }
+  SharePublished(slot, res, share);
+  return true;
+}
+
+bool ClusterPlacement::KeepOffline(uint32_t slot, uint32_t res, int64_t capacity) {
+  // Routed on this host's count alone, within the outage share; Maintain
+  // republishes the share when Redis is back.
+  NodeHot& n = region_.hot(slot);
+  if (n.sessions[res].load(std::memory_order_relaxed) > OutageShare(slot, res, capacity)) {
+    local_.Release(slot, n.epoch, res);
+    region_.header().cluster.outage_refusals.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  Degraded();
+  return true;
+}
+
+void ClusterPlacement::SharePublished(uint32_t slot, uint32_t res, int64_t share) {
+  Synced(slot, res, share);
+  // Another process of this host moved the count meanwhile: its own publish
+  // may have landed before ours, so ours must not be the last word.
+  if (region_.hot(slot).sessions[res].load(std::memory_order_relaxed) != share) Publish(slot, res);
+}
+
+void ClusterPlacement::Publish(uint32_t slot, uint32_t res) {
+  NodeHot& n = region_.hot(slot);
+  const std::string key = CountKey(slot, res);
+  for (int i = 0; i < 3; ++i) {  // bounded: Maintain settles whatever is left
+    const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
+    const std::string v = Cat(share);
+    if (!Run(Script(cluster_lua::kPublish), {proxies_key_, key}, {proxy_, lease_, v}).ok()) return;
+    Synced(slot, res, share);
+    if (n.sessions[res].load(std::memory_order_relaxed) == share) return;
+  }
+}
+
+void ClusterPlacement::Release(uint32_t slot, uint32_t epoch, uint32_t res) {
+  local_.Release(slot, epoch, res);
+  if (slot == kNil || region_.node(slot).epoch != epoch) return;
+  Publish(slot, res);
+}
+
+std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) {
+  const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
+  // This host's claim first: its `take` reserves through kJoinReserve, which
+  // checks that the deployment's claim names the same node (one round trip).
+  PendingJoin pj{this, key, refs};
+  bool local_claim = false;  // `take` was asked: this host has a claim for the key
+  pending_join = &pj;
+  std::optional<ClaimRef> fast = local_.JoinClaim(k, now, false, [&](uint32_t slot, uint32_t epoch) {
+    local_claim = true;
+    return take(slot, epoch);
+  });
+  pending_join = nullptr;
+  if (fast) return fast;  // joined in both, or on local state while Redis is out
+  if (pj.outcome == 0) return std::nullopt;  // the key's node is full over the deployment
+  // No claim here: the deployment's, if any, is found by ReserveAndClaim's
+  // round trip (a new key costs one round trip, not three).
+  if (defer && !local_claim) return std::nullopt;
+  // No local claim, a node not usable here, or the deployment's claim is
+  // another node's (or gone): as without the fast path.
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kJoin), {key, proxies_key_}, {proxy_, lease_, refs});
+  if (!r.ok()) return local_.JoinClaim(k, now, false, take);
+  if (r->type != RedisValue::Type::kString) {
+    // No claim in the deployment. A local one (kept while Redis was out, or
+    // after Redis lost its data) is taken and published again.
+    std::optional<ClaimRef> hit = local_.JoinClaim(k, now, false, take);
+    if (hit) {
+      AffinityTable::Hold hold = affinity_.HoldOf(k);
+      const std::string node = NodeId(hit->slot), grace = Cat(hold.grace_ms), held = Cat(hold.refs);
+      (void)Run(Script(cluster_lua::kClaim), {key, proxies_key_}, {proxy_, node, grace, lease_, held});
+    }
+    return hit;
+  }
+  const std::string& node = r->str;
+  std::optional<ClaimRef> hit = local_.JoinClaim(k, now, false, [&](uint32_t slot, uint32_t epoch) {
+    return GetFixed(region_.node(slot).id) == node && take(slot, epoch);
+  });
+  if (!hit) {
+    // Not joined here: this proxy's hold is what it really has.
+    const std::string held = Cat(affinity_.HoldOf(k).refs);
+    (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_}, {proxy_, lease_, held, "0"});
+  }
+  return hit;
+}
+
+absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const AffinityKey& k, ClaimRef chosen,
+                                                                    int64_t grace_ms, int64_t now, NodeCheck alive,
+                                                                    NodeCheck take) {
+  const std::string key = ClaimKey(k), node = NodeId(chosen.slot), grace = Cat(grace_ms),
+                    refs = Cat(affinity_.HoldOf(k).refs + 1);
+  absl::StatusOr<RedisValue> r =
+      Run(Script(cluster_lua::kClaim), {key, proxies_key_}, {proxy_, node, grace, lease_, refs});
+  int64_t mine = 0;
+  const RedisValue* other = nullptr;
+  if (!r.ok() || !Pair(*r, &mine, &other)) return local_.Claim(k, chosen, grace_ms, now, alive, take);
+  if (mine == 1) {
+    // The deployment's claim is `chosen`'s: a local claim for another node
+    // (a stale copy) is not joined; the call stays on `chosen`.
+    return local_.Claim(k, chosen, grace_ms, now, alive, [](uint32_t, uint32_t) { return false; });
+  }
+  // Another proxy claimed the key first: the call follows its claim when
+  // that node can take it here, else goes to `chosen` without the key.
+  AffinityTable::ClaimOutcome out;
+  out.ref = ClaimRef{chosen.slot, chosen.epoch, 0};
+  if (std::optional<ClaimRef> there = Follow(k, key, refs, other->str, grace_ms, now, alive, take)) {
+    out.ref = *there;
+    out.moved = true;  // the caller gives `chosen` back
+  }
+  return out;
+}
+
+std::optional<ClaimRef> ClusterPlacement::Follow(const AffinityKey& k, const std::string& key, const std::string& refs,
+                                                 std::string_view node, int64_t grace_ms, int64_t now,
+                                                 NodeCheck alive, NodeCheck take) {
+  std::optional<ClaimRef> there = find_(node);
+  if (!there || !alive(there->slot, there->epoch)) return std::nullopt;
+  // `take` reserves through kJoinReserve: the claim is checked to be still
+  // `node`'s and this proxy's hold on it is registered, in one round trip.
+  PendingJoin pj{this, key, refs};
+  pending_join = &pj;
+  const bool taken = take(there->slot, there->epoch);
+  pending_join = nullptr;
+  if (!taken) return std::nullopt;
+  // `there` is reserved now; the local claim is made for it, reusing that
+  // reservation, and never moves the call to a third node.
+  bool used = false;
+  auto reuse = [&](uint32_t slot, uint32_t epoch) {
+    if (used || slot != there->slot || epoch != there->epoch) return false;
+    used = true;
+    return true;
+  };
+  absl::StatusOr<AffinityTable::ClaimOutcome> inner =
+      local_.Claim(k, ClaimRef{there->slot, there->epoch, 0}, grace_ms, now, alive, reuse);
+  // No room for a local claim: the call still goes to the key's node, without it.
+  return inner.ok() ? inner->ref : ClaimRef{there->slot, there->epoch, 0};
+}
+
+std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ClusterPlacement::ReserveAndClaim(
+    const AffinityKey& k, ClaimRef chosen, uint32_t res, int64_t capacity, int64_t grace_ms, int64_t now,
+    NodeCheck alive, NodeCheck take) {
+  if (!local_.Reserve(chosen.slot, res, capacity)) return std::nullopt;
+  NodeHot& n = region_.hot(chosen.slot);
+  const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
+  const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
+  absl::StatusOr<RedisValue> r =
+      Run(Script(cluster_lua::kReserveClaim), {key, proxies_key_, CountKey(chosen.slot, res)},
+          {proxy_, lease_, refs, NodeId(chosen.slot), Cat(share), Cat(capacity), Cat(grace_ms)});
+  int64_t flag = 0;
+  const RedisValue* other = nullptr;
+  if (!r.ok() || !Pair(*r, &flag, &other)) {
+    // Redis out: as Reserve then Claim on local state.
+    if (!KeepOffline(chosen.slot, res, capacity)) return std::nullopt;
+    absl::StatusOr<AffinityTable::ClaimOutcome> c = local_.Claim(k, chosen, grace_ms, now, alive, take);
+    if (!c.ok() || c->moved) Release(chosen.slot, chosen.epoch, res);
+    return c;
+  }
+  if (flag == 0) {  // full over the deployment: nothing was written there
+    local_.Release(chosen.slot, chosen.epoch, res);
+    return std::nullopt;
+  }
+  if (flag == 1 || flag == 3) {
+    SharePublished(chosen.slot, res, share);
+    // The deployment's claim is `chosen`'s: a stale local claim for another node is not joined.
+    absl::StatusOr<AffinityTable::ClaimOutcome> c =
+        local_.Claim(k, chosen, grace_ms, now, alive, [](uint32_t, uint32_t) { return false; });
+    if (!c.ok()) {
+      Release(chosen.slot, chosen.epoch, res);
+      return c;
+    }
+    c->moved = flag == 3;  // joined a claim made elsewhere: an affinity hit
+    return c;
+  }
+  // The key is another node's (another proxy placed it, or placed it first):
+  // the call follows that claim when its node can take it here.
+  if (std::optional<ClaimRef> there = Follow(k, key, refs, other->str, grace_ms, now, alive, take)) {
+    local_.Release(chosen.slot, chosen.epoch, res);  // never published
+    AffinityTable::ClaimOutcome out;
+    out.ref = *there;
+    out.moved = true;
+    return out;
+  }
+  // Else the call goes to `chosen` without the key, its unit now published.
+  if (!ReserveShared(chosen.slot, res, capacity, nullptr)) return std::nullopt;
+  AffinityTable::ClaimOutcome out;
+  out.ref = ClaimRef{chosen.slot, chosen.epoch, 0};
+  return out;
+}
+
+std::array<std::string, 3> ClusterPlacement::DropLocal(const AffinityKey& k, uint64_t claim,
+                                                       AffinityTable::DropMode mode, int64_t now) {
+  using Mode = AffinityTable::DropMode;
+  // The local claim went without grace (a leaving node, or an unanswered
+  // call's claim): no grace in the deployment either, once no proxy holds it.
+  const bool deleted = affinity_.Drop(k, claim, mode, now);
+  const bool no_grace = deleted && (mode == Mode::kNoGrace || mode == Mode::kAbandoned);
+  return {Cat(affinity_.HoldOf(k).refs), mode == Mode::kRelease ? "1" : "0", no_grace ? "1" : "0"};
+}
+
+void ClusterPlacement::DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) {
+  if (claim == 0) return;
+  const std::array<std::string, 3> drop = DropLocal(k, claim, mode, now);
+  const std::string key = ClaimKey(k);
+  (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_}, {proxy_, lease_, drop[0], drop[1], drop[2]});
+}
+
+void ClusterPlacement::EndSession(uint32_t slot, uint32_t epoch, uint32_t res, const AffinityKey& k, uint64_t claim,
+                                  AffinityTable::DropMode mode, int64_t now) {
+  if (claim == 0 || slot == kNil || region_.node(slot).epoch != epoch) {
+    Placement::EndSession(slot, epoch, res, k, claim, mode, now);
+    return;
+  }
+  local_.Release(slot, epoch, res);
+  const std::array<std::string, 3> drop = DropLocal(k, claim, mode, now);
+  NodeHot& n = region_.hot(slot);
+  const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
+  const std::string count = CountKey(slot, res), key = ClaimKey(k), v = Cat(share);
+  if (!Run(Script(cluster_lua::kEnd), {proxies_key_, count, key}, {proxy_, lease_, v, drop[0], drop[1], drop[2]}).ok()) {
+    return;  // Maintain republishes the share; the claim's hold is set again by its next call
+  }
+  SharePublished(slot, res, share);
+}
+
+std::optional<std::vector<int64_t>> ClusterPlacement::DeploymentCounts(
+    absl::Span<const std::pair<uint32_t, uint32_t>> slot_res) {
+  std::vector<std::string> keys{proxies_key_};
+  for (auto [slot, res] : slot_res) keys.push_back(CountKey(slot, res));
+  std::vector<std::string_view> kv(keys.begin(), keys.end());
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kCounts), kv, {proxy_});
+  if (!r.ok() || r->type != RedisValue::Type::kArray || r->elements.size() != slot_res.size()) return std::nullopt;
+  std::vector<int64_t> out;
+  for (const RedisValue& v : r->elements) out.push_back(v.integer);
+  return out;
+}
+
+bool ClusterPlacement::PublishAll() {
+  Header& h = region_.header();
+  std::vector<std::string> keys{proxies_key_}, args{proxy_, lease_};
+  std::vector<std::tuple<uint32_t, uint32_t, int64_t>> shares;
+  for (uint32_t s = 0; s < region_.max_nodes(); ++s) {
+    NodeRecord& n = region_.node(s);
+    if (!n.in_use) continue;
+    for (uint32_t res = 0; res < h.n_resources; ++res) {
+      const int64_t share = region_.hot(s).sessions[res].load(std::memory_order_relaxed);
+      keys.push_back(CountKey(s, res));
+      args.push_back(Cat(share));
+      shares.emplace_back(s, res, share);
+    }
+  }
+  std::vector<std::string_view> kv(keys.begin(), keys.end()), av(args.begin(), args.end());
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kPublish), kv, av);
+  if (!r.ok()) return false;
+  for (auto [s, res, share] : shares) Synced(s, res, share);
+  if (r->type == RedisValue::Type::kInteger) h.cluster.proxies_seen.store(r->integer, std::memory_order_relaxed);
+  return true;
+}
+
+int64_t ClusterPlacement::OutageShare(uint32_t slot, uint32_t res, int64_t capacity) const {
+  if (capacity < 0) return INT64_MAX;
+  const int64_t seen = std::max<int64_t>(1, region_.header().cluster.proxies_seen.load(std::memory_order_relaxed));
+  const int64_t headroom = (capacity * headroom_pct_ + 100 * seen - 1) / (100 * seen);  // rounded up
+  return std::min(capacity, region_.node(slot).synced_share[res].load(std::memory_order_relaxed) + headroom);
+}
+
+bool ClusterPlacement::RunMembers(const std::vector<std::pair<std::string, std::string>>& records, int64_t now,
+                                  bool all, RedisValue* reply) {
+  std::vector<std::string> args{proxy_, lease_, Cat(now), Cat(ClusterMembers::kForgetMs), all ? "1" : "0"};
+  for (const auto& [id, rec] : records) {
+    args.push_back(id);
+    args.push_back(rec);
+  }
+  std::vector<std::string_view> av(args.begin(), args.end());
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kMembers), {members_key_, proxies_key_}, av);
+  if (!r.ok() || r->type != RedisValue::Type::kArray) return false;
+  *reply = *std::move(r);
+  return true;
+}
+
+void ClusterPlacement::NodeChanged(uint32_t slot, int64_t now) {
+  std::optional<std::string> rec = members_.Encode(slot);
+  if (!rec) return;
+  RedisValue reply;
+  // Not stored now (Redis out): the next SyncMembers stores it.
+  (void)RunMembers({{NodeId(slot), *std::move(rec)}}, now, false, &reply);
+}
+
+bool ClusterPlacement::SyncMembers(int64_t now) {
+  RedisValue reply;
+  if (!RunMembers(members_.EncodeAll(), now, true, &reply)) return false;
+  std::vector<std::pair<std::string, std::string>> records;
+  for (size_t i = 0; i + 1 < reply.elements.size(); i += 2) {
+    records.emplace_back(reply.elements[i].str, reply.elements[i + 1].str);
+  }
+  (void)members_.Merge(records, now);
+  return true;
+}
+
+absl::StatusOr<std::vector<std::string>> ClusterPlacement::LiveProxies() {
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kProxies), {proxies_key_}, {});
+  if (!r.ok()) return r.status();
+  std::vector<std::string> out;
+  for (const RedisValue& v : r->elements) out.push_back(v.str);
+  return out;
+}
+
+void ClusterPlacement::SetDraining(uint32_t slot, int64_t deadline_ms) {
+  local_.SetDraining(slot, deadline_ms);
+  PublishAdmin(slot, AdminState::kDraining);
+}
+
+void ClusterPlacement::SetAdminState(uint32_t slot, AdminState state) {
+  local_.SetAdminState(slot, state);
+  PublishAdmin(slot, state);
+}
+
+void ClusterPlacement::PublishAdmin(uint32_t slot, AdminState state) {
+  const std::string node = NodeId(slot), v = Cat(static_cast<uint32_t>(state));
+  if (!Run(Script(cluster_lua::kSetAdmin), {admin_key_, proxies_key_}, {proxy_, lease_, node, v}).ok()) {
+    region_.header().cluster.admin_unpublished.store(1, std::memory_order_relaxed);
+  }
+}
+
+bool ClusterPlacement::PushAdmin() {
+  std::vector<std::string> args{proxy_, lease_};
+  for (uint32_t s = 0; s < region_.max_nodes(); ++s) {
+    NodeRecord& n = region_.node(s);
+    if (!n.in_use) continue;
+    args.push_back(NodeId(s));
+    args.push_back(Cat(region_.hot(s).admin.load(std::memory_order_relaxed)));
+  }
+  std::vector<std::string_view> av(args.begin(), args.end());
+  return Run(Script(cluster_lua::kSetAdmin), {admin_key_, proxies_key_}, av).ok();
+}
+
+void ClusterPlacement::PullAdmin() {
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kGetAdmin), {admin_key_}, {});
+  if (!r.ok() || r->type != RedisValue::Type::kArray) return;
+  for (size_t i = 0; i + 1 < r->elements.size(); i += 2) {
+    std::optional<ClaimRef> at = find_(r->elements[i].str);
+    uint32_t v = 0;
+    if (!at || !absl::SimpleAtoi(r->elements[i + 1].str, &v) || v > static_cast<uint32_t>(AdminState::kDisabled)) continue;
+    NodeHot& n = region_.hot(at->slot);
+    if (n.admin.load(std::memory_order_relaxed) != v) n.admin.store(v, std::memory_order_relaxed);
+  }
+}
+
+void ClusterPlacement::Maintain(int64_t now) {
+  ClusterRecord& rec = region_.header().cluster;
+  int64_t last = rec.refreshed_ms.load(std::memory_order_relaxed), mono = ClusterBreaker::MonoMs();
+  if (mono - last < kRefreshMs) return;
+  if (!rec.refreshed_ms.compare_exchange_strong(last, mono, std::memory_order_relaxed)) return;
+  if (!PublishAll()) return;
+  // Members before admin states: a node that joined elsewhere gets its
+  // deployment admin state in the same pass.
+  if (!SyncMembers(now)) return;
+  if (rec.admin_unpublished.load(std::memory_order_relaxed) != 0) {
+    if (PushAdmin()) rec.admin_unpublished.store(0, std::memory_order_relaxed);
+    return;
+  }
+  PullAdmin();
+}
+
+}  // namespace approute::internal

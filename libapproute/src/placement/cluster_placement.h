@@ -1,0 +1,197 @@
+// cluster_placement.h — the placement shared by every proxy of one
+// deployment, through Redis (cluster_scripts.h for the keys and scripts).
+//
+// This host's region stays the workers' fast path, cache and fallback: every
+// reservation and claim is made there first (RegionPlacement), then in Redis:
+//   Reserve   this proxy's share of the node's count, checked against the
+//             node's capacity over every live proxy's share (one script);
+//             full there: the local unit is given back.
+//   Release   this proxy's absolute share republished.
+//   JoinClaim this host's claim for the key, its reservation made by one
+//             script that also checks that the deployment's claim names the
+//             same node (kJoinReserve); otherwise the deployment's claim
+//             (kJoin), then the local claim if it names the same node.
+//   Claim     one script: the key's live claim, or this node's claim; when
+//             another proxy claimed the key first, the call moves to its node.
+//   DropClaim this proxy's sessions on the claim republished; the last live
+//             holder starts the claim's grace TTL.
+//   EndSession  Release and DropClaim of one session in one script.
+//   SetAdminState  here and in the deployment; every proxy applies the
+//             deployment's admin states at its next Maintain (within a second),
+//             over its YAML's `state:`. One set while Redis is out is pushed
+//             when it is back, with this host's other admin states, and wins.
+//   NodeChanged  a node's join, refresh or leave by status report here is
+//             stored as its record in the deployment (cluster_members.h).
+//   Maintain  once a second per host: renews this proxy's lease, republishes
+//             every share (absolute, idempotent: after an outage, a recount or
+//             a Redis restarted empty the counts are right again), exchanges
+//             the records of nodes by status report (this host's, if newer,
+//             and every other proxy's merged here) and applies the
+//             deployment's admin states.
+//
+// Faults: a failed or timed-out round trip opens the host's breaker
+// (cluster_breaker.h); while it is open the placement is the local one and
+// each such placement is counted (ClusterRecord::degraded_placements).
+// Capacity during an outage: this proxy holds on a node at most the share
+// it last wrote to Redis (NodeRecord::synced_share) plus the headroom,
+// ceil(outage_headroom% x capacity / proxies seen at the last republish),
+// and never more than the capacity; a reservation past that is refused as
+// full and counted (ClusterRecord::outage_refusals). So over the deployment
+// a node holds at most about capacity x (1 + outage_headroom%) (plus one
+// unit per proxy for the rounding) however long Redis is out.
+//
+// Shares are owned: each proxy writes only its own field of a count, as an
+// absolute value read from the region, never an increment. A proxy that
+// stops renewing its lease (kLeaseMs) counts for nothing: its shares and its
+// holds on claims lapse.
+//
+// Leases: routing (the router's sweep) and Router::Sweep() call Maintain; a
+// proxy that takes no call must have Sweep() called more often than every
+// kLeaseMs (the example configuration's rtimer: every 5 s) or its shares
+// stop counting.
+// Locking: Reserve runs under an affinity shard lock when it is the `take`
+// of a claim (placement.h allows it), so that lock may be held for one
+// round trip, at most timeout_ms.
+//
+// Thread-safety: as Placement. One Redis connection per process (redis_client.h).
+#ifndef APPROUTE_SRC_PLACEMENT_CLUSTER_PLACEMENT_H_
+#define APPROUTE_SRC_PLACEMENT_CLUSTER_PLACEMENT_H_
+
+#include <array>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "approute/config.h"
+#include "placement/cluster_breaker.h"
+#include "placement/cluster_members.h"
+#include "placement/placement.h"
+#include "placement/redis_client.h"
+
+namespace approute::internal {
+
+class ClusterPlacement final : public Placement {
+ public:
+  // A proxy silent this long counts for nothing: three times the 5 s rtimer
+  // of the example Kamailio configuration, which calls Router::Sweep().
+  static constexpr int64_t kLeaseMs = 15000;
+  static constexpr int64_t kRefreshMs = 1000;  // lease renewal and republishing, per host
+
+  // The slot and epoch of the node with this id here now, if any.
+  using FindNode = std::function<std::optional<ClaimRef>(std::string_view id)>;
+
+  // A JoinClaim whose `take` reserves through kJoinReserve (cluster_placement.cc).
+  struct PendingJoin {
+    const ClusterPlacement* owner;
+    std::string claim_key, refs;
+    bool ran = false;      // its one reservation was made (or tried)
+    int64_t outcome = -1;  // kJoinReserve's flag: 1 joined, 0 full, 2 another node's claim; -1 no reply
+  };
+
+  ClusterPlacement(const Region& region, AffinityTable& affinity, NodeTable& nodes, StatusReports& reports,
+                   const ClusterConfig& cfg, RedisUrl url, FindNode find);
+
+  bool Reserve(uint32_t slot, uint32_t res, int64_t capacity) override;
+  void Release(uint32_t slot, uint32_t epoch, uint32_t res) override;
+  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) override;
+  absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
+                                                   int64_t now, NodeCheck alive, NodeCheck take) override;
+  // The unit, the check that no other node holds the key's claim and the
+  // claim, in one round trip (kReserveClaim); a claim for another node made
+  // meanwhile is followed (its node reserved and this proxy's hold on it
+  // registered in one more, kJoinReserve).
+  std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ReserveAndClaim(
+      const AffinityKey& k, ClaimRef chosen, uint32_t res, int64_t capacity, int64_t grace_ms, int64_t now,
+      NodeCheck alive, NodeCheck take) override;
+  void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) override;
+  // Release and DropClaim in one round trip (kEnd) when the session holds a claim.
+  void EndSession(uint32_t slot, uint32_t epoch, uint32_t res, const AffinityKey& k, uint64_t claim,
+                  AffinityTable::DropMode mode, int64_t now) override;
+  // Claims in their grace time on a node starting to drain: forgotten here;
+  // the deployment's copies lapse with their grace TTL.
+  int64_t ForgetIdleClaims(uint32_t slot, uint32_t epoch) override { return local_.ForgetIdleClaims(slot, epoch); }
+  // The drain is published as the node's admin state (the deadline is this
+  // proxy's: each proxy's operator sets its own).
+  void SetDraining(uint32_t slot, int64_t deadline_ms) override;
+  void MarkAnswered(const AffinityKey& k, uint64_t claim) override { local_.MarkAnswered(k, claim); }
+  void SetAdminState(uint32_t slot, AdminState state) override;
+  void PublishAdmin(uint32_t slot, AdminState state);
+  void NodeChanged(uint32_t slot, int64_t now) override;
+  void Maintain(int64_t now) override;
+  // Stores this host's records of nodes by status report where newer and
+  // merges the deployment's (cluster_members.h), in one round trip; false
+  // while Redis is out.
+  bool SyncMembers(int64_t now);
+  // The most this proxy may hold of `res` on the node in `slot` while Redis
+  // is out (INT64_MAX for an unlimited capacity).
+  int64_t OutageShare(uint32_t slot, uint32_t res, int64_t capacity) const;
+
+  // The deployment-wide counts of (slot, resource) pairs (live proxies'
+  // shares summed), in one round trip; nullopt when Redis is not reachable.
+  std::optional<std::vector<int64_t>> DeploymentCounts(absl::Span<const std::pair<uint32_t, uint32_t>> slot_res);
+  // Republishes this proxy's every share now (Maintain does it periodically).
+  bool PublishAll();
+
+  // The deployment's proxies whose lease runs (Unavailable while Redis is out).
+  absl::StatusOr<std::vector<std::string>> LiveProxies();
+  const std::string& name() const { return name_; }
+  const std::string& proxy() const { return proxy_; }
+
+  RedisClient& client() { return client_; }
+  ClusterBreaker& breaker() { return breaker_; }
+
+ private:
+  // One script through the breaker: Unavailable without a round trip when open.
+  absl::StatusOr<RedisValue> Run(const RedisScript& s, absl::Span<const std::string_view> keys,
+                                 absl::Span<const std::string_view> args);
+  void Publish(uint32_t slot, uint32_t res);
+  bool PushAdmin();
+  void PullAdmin();
+  void Degraded() { region_.header().cluster.degraded_placements.fetch_add(1, std::memory_order_relaxed); }
+  // The unit just reserved here on `slot` published in the deployment
+  // (kReserve, or kJoinReserve for `pj`); false (the unit given back) when
+  // the node is full over the deployment or, while Redis is out, above this
+  // proxy's outage share.
+  bool ReserveShared(uint32_t slot, uint32_t res, int64_t capacity, PendingJoin* pj);
+  // The key's claim for `node`, followed: that node reserved through `take`
+  // with this proxy's hold on the claim registered, and the local claim made
+  // for it; nullopt when the node cannot take the call here (nothing held).
+  std::optional<ClaimRef> Follow(const AffinityKey& k, const std::string& key, const std::string& refs,
+                                 std::string_view node, int64_t grace_ms, int64_t now, NodeCheck alive,
+                                 NodeCheck take);
+  // Redis did not answer a reservation of the unit just reserved here on
+  // `slot`: it stays (counted as degraded) while this proxy's count there is
+  // within its outage share, else it is given back (an outage refusal).
+  bool KeepOffline(uint32_t slot, uint32_t res, int64_t capacity);
+  // `share` (this proxy's count of `res` on `slot`) was written to Redis:
+  // recorded as synced, and published again if the count moved meanwhile.
+  void SharePublished(uint32_t slot, uint32_t res, int64_t share);
+  void Synced(uint32_t slot, uint32_t res, int64_t share) {
+    region_.node(slot).synced_share[res].store(share, std::memory_order_relaxed);
+  }
+  // Drops the local claim; -> kDrop's refs held, release and no-grace arguments.
+  std::array<std::string, 3> DropLocal(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode,
+                                       int64_t now);
+  bool RunMembers(const std::vector<std::pair<std::string, std::string>>& records, int64_t now, bool all,
+                  RedisValue* reply);
+  std::string CountKey(uint32_t slot, uint32_t res) const;
+  std::string ClaimKey(const AffinityKey& k) const;
+  std::string NodeId(uint32_t slot) const { return std::string(GetFixed(region_.node(slot).id)); }
+
+  const Region& region_;
+  AffinityTable& affinity_;
+  RegionPlacement local_;
+  ClusterMembers members_;
+  const int64_t headroom_pct_;
+  const std::string name_, prefix_, proxies_key_, admin_key_, members_key_, proxy_, lease_;
+  FindNode find_;
+  RedisClient client_;
+  ClusterBreaker breaker_;
+};
+
+}  // namespace approute::internal
+
+#endif  // APPROUTE_SRC_PLACEMENT_CLUSTER_PLACEMENT_H_

@@ -1,0 +1,259 @@
+// cluster_scripts.h — the Lua scripts of the cluster placement, each one
+// atomic in Redis. Keys (all under the deployment's hash tag P):
+//
+//   P proxies            ZSET proxy -> lease deadline (Redis TIME, ms); a
+//                        proxy whose deadline passed counts for nothing
+//   P n:<node>|<res>     HASH proxy -> that proxy's share of the node's count
+//                        (absolute, written only by that proxy; readers sum
+//                        the shares of live proxies)
+//   P admin              HASH node -> admin state (AdminState as a number),
+//                        set by an operator at any proxy, applied by all
+//   P c:<app>|<key>      HASH node, grace (ms), r:<proxy> -> that proxy's
+//                        sessions on the claim. A claim holds while a live
+//                        proxy has sessions on it or its grace TTL runs.
+//   P members            HASH node -> the record of a node that joined by
+//                        status report at some proxy (cluster_members.h)
+//
+// Every script first renews the caller's lease (ZADD), so a proxy that
+// routes is live; the sweep renews it when idle (kRefresh).
+#ifndef APPROUTE_SRC_PLACEMENT_CLUSTER_SCRIPTS_H_
+#define APPROUTE_SRC_PLACEMENT_CLUSTER_SCRIPTS_H_
+
+namespace approute::internal::cluster_lua {
+
+#define APPROUTE_LUA_PRELUDE                                                                    \
+  "local function now_ms() local t = redis.call('TIME') "                                      \
+  "return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"                     \
+  "local function live(z, p, now) local s = redis.call('ZSCORE', z, p) "                       \
+  "return s and tonumber(s) > now end\n"                                                        \
+  "local function claim_node(c, z, now)\n"                                                      \
+  "  local node = redis.call('HGET', c, 'node')\n"                                             \
+  "  if not node then return nil end\n"                                                         \
+  "  if redis.call('PTTL', c) > 0 then return node end\n"                                      \
+  "  local kv = redis.call('HGETALL', c)\n"                                                     \
+  "  for i = 1, #kv, 2 do\n"                                                                    \
+  "    local f = kv[i]\n"                                                                       \
+  "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return node end\n" \
+  "  end\n"                                                                                     \
+  "  return nil\n"                                                                              \
+  "end\n"                                                                                       \
+  "local function reserve(n, z, p, share, cap, now)\n"                                         \
+  "  local others = 0\n"                                                                        \
+  "  local kv = redis.call('HGETALL', n)\n"                                                     \
+  "  for i = 1, #kv, 2 do\n"                                                                    \
+  "    if kv[i] ~= p then\n"                                                                   \
+  "      if live(z, kv[i], now) then others = others + tonumber(kv[i + 1])\n"                  \
+  "      else redis.call('HDEL', n, kv[i]) end\n"                                              \
+  "    end\n"                                                                                   \
+  "  end\n"                                                                                     \
+  "  if tonumber(cap) >= 0 and others + tonumber(share) > tonumber(cap) then return false, others end\n" \
+  "  redis.call('HSET', n, p, share)\n"                                                         \
+  "  return true, others\n"                                                                     \
+  "end\n"                                                                                       \
+  "local function drop_claim(c, z, p, held, release, no_grace, now)\n"                          \
+  "  if release == '1' then redis.call('DEL', c) return 1 end\n"                                \
+  "  if not redis.call('HGET', c, 'node') then return 1 end\n"                                  \
+  "  if tonumber(held) > 0 then redis.call('HSET', c, 'r:' .. p, held) return 1 end\n"          \
+  "  redis.call('HDEL', c, 'r:' .. p)\n"                                                        \
+  "  local kv = redis.call('HGETALL', c)\n"                                                     \
+  "  for i = 1, #kv, 2 do\n"                                                                    \
+  "    local f = kv[i]\n"                                                                       \
+  "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return 1 end\n" \
+  "  end\n"                                                                                     \
+  "  local g = tonumber(redis.call('HGET', c, 'grace') or '0')\n"                               \
+  "  if g <= 0 or no_grace == '1' then redis.call('DEL', c) else redis.call('PEXPIRE', c, g) end\n" \
+  "  return 1\n"                                                                                \
+  "end\n"
+
+// KEYS: count, proxies. ARGV: proxy, share (with the new unit), capacity (-1
+// = unlimited), lease_ms. -> {1 reserved | 0 full, others' live shares}.
+// A lapsed proxy's share is deleted on the way (it republishes if it comes back).
+inline constexpr char kReserve[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+local ok, others = reserve(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], now)
+return {ok and 1 or 0, others}
+)lua";
+
+// A key's next call where this proxy's claim names `node`: the
+// deployment's claim checked and the unit reserved in one round trip (kJoin
+// then kReserve). KEYS: claim, proxies, count (node's). ARGV: proxy,
+// lease_ms, refs this proxy will hold, node, share (with the new unit),
+// capacity. -> {1, node} joined and reserved; {0, node} the claim is
+// node's but it is full; {2, other or ""} the deployment's claim is another
+// node's or there is none (nothing changed).
+inline constexpr char kJoinReserve[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+local node = claim_node(KEYS[1], KEYS[2], now)
+if node ~= ARGV[4] then return {2, node or ''} end
+if not reserve(KEYS[3], KEYS[2], ARGV[1], ARGV[5], ARGV[6], now) then return {0, node} end
+redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
+redis.call('PERSIST', KEYS[1])
+return {1, node}
+)lua";
+
+// A new key's first call placed on `node`: the deployment's claim checked,
+// the unit reserved and the key claimed in one round trip (kJoin, kReserve
+// and kClaim). KEYS: claim, proxies, count (node's). ARGV: proxy, lease_ms,
+// refs this proxy will hold, node, share (with the new unit), capacity,
+// grace_ms. -> {1, node} reserved and claimed; {3, node} reserved and the
+// key's claim, already node's, joined; {0, ""} node is full over the
+// deployment; {2, other} the key is claimed for another node. Nothing
+// changes with 0 and 2.
+inline constexpr char kReserveClaim[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+local node = claim_node(KEYS[1], KEYS[2], now)
+if node and node ~= ARGV[4] then return {2, node} end
+if not reserve(KEYS[3], KEYS[2], ARGV[1], ARGV[5], ARGV[6], now) then return {0, ''} end
+if node then
+  redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
+  redis.call('PERSIST', KEYS[1])
+  return {3, node}
+end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'node', ARGV[4], 'grace', ARGV[7], 'r:' .. ARGV[1], ARGV[3])
+redis.call('PERSIST', KEYS[1])
+return {1, ARGV[4]}
+)lua";
+
+// KEYS: proxies, count keys... ARGV: proxy, lease_ms, one share per count key.
+// Sets this proxy's absolute shares (idempotent). -> the number of live proxies.
+inline constexpr char kPublish[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)  -- lapsed proxies count for nothing anyway
+for i = 2, #KEYS do
+  local v = tonumber(ARGV[i + 1])
+  if v > 0 then redis.call('HSET', KEYS[i], ARGV[1], v) else redis.call('HDEL', KEYS[i], ARGV[1]) end
+end
+return redis.call('ZCARD', KEYS[1])
+)lua";
+
+// KEYS: members, proxies. ARGV: proxy, lease_ms, now (wall ms, the proxy's
+// clock, as the records' times), forget_ms, all (1: return every record),
+// then node, record pairs. Stores each record unless the one stored is newer
+// (the order of cluster_members.h); forgets records forget_ms after their
+// lease. -> {node, record, ...} (every record when all is 1, else none).
+inline constexpr char kMembers[] = APPROUTE_LUA_PRELUDE R"lua(
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[2]), ARGV[1])
+local now, forget = tonumber(ARGV[3]), tonumber(ARGV[4])
+local function read(text)
+  local ok, r = pcall(cjson.decode, text)
+  if ok and type(r) == 'table' and tonumber(r.seq) and tonumber(r.at) and tonumber(r.lease) then return r end
+  return nil
+end
+for i = 6, #ARGV, 2 do
+  local new, cur = read(ARGV[i + 1]), nil
+  local text = redis.call('HGET', KEYS[1], ARGV[i])
+  if text then cur = read(text) end
+  local put = new ~= nil
+  if new and cur then
+    if new.seq ~= cur.seq then put = new.seq > cur.seq or (cur.lease <= now and new.at > cur.at)
+    elseif new.at ~= cur.at then put = new.at > cur.at
+    else
+      local new_left, cur_left = new.lease <= new.at, cur.lease <= cur.at
+      if new_left ~= cur_left then put = new_left
+      elseif new.lease ~= cur.lease then put = new.lease > cur.lease
+      else put = tostring(new.etag) > tostring(cur.etag) end
+    end
+  end
+  if put then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+if ARGV[5] ~= '1' then return {} end
+local out = {}
+local kv = redis.call('HGETALL', KEYS[1])
+for i = 1, #kv, 2 do
+  local r = read(kv[i + 1])
+  if r == nil or r.lease + forget < now then redis.call('HDEL', KEYS[1], kv[i])
+  else out[#out + 1] = kv[i]; out[#out + 1] = kv[i + 1] end
+end
+return out
+)lua";
+
+// KEYS: proxies, count keys... ARGV: proxy. -> per count key, the sum of
+// the live proxies' shares (this proxy's always counts).
+inline constexpr char kCounts[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+local out = {}
+for i = 2, #KEYS do
+  local total = 0
+  local kv = redis.call('HGETALL', KEYS[i])
+  for j = 1, #kv, 2 do
+    if kv[j] == ARGV[1] or live(KEYS[1], kv[j], now) then total = total + tonumber(kv[j + 1]) end
+  end
+  out[#out + 1] = total
+end
+return out
+)lua";
+
+// KEYS: claim, proxies. ARGV: proxy, lease_ms, refs this proxy will hold.
+// -> the claimed node id (and this proxy marked as holding), or nil.
+inline constexpr char kJoin[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+local node = claim_node(KEYS[1], KEYS[2], now)
+if not node then return false end
+redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
+redis.call('PERSIST', KEYS[1])
+return node
+)lua";
+
+// KEYS: claim, proxies. ARGV: proxy, node, grace_ms, lease_ms, refs.
+// -> {1, node} claimed for `node`, or {0, other} the key's live claim.
+inline constexpr char kClaim[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+local node = claim_node(KEYS[1], KEYS[2], now)
+if node and node ~= ARGV[2] then return {0, node} end
+if not node then redis.call('DEL', KEYS[1]) end
+redis.call('HSET', KEYS[1], 'node', ARGV[2], 'grace', ARGV[3], 'r:' .. ARGV[1], ARGV[5])
+redis.call('PERSIST', KEYS[1])
+return {1, ARGV[2]}
+)lua";
+
+// KEYS: claim, proxies. ARGV: proxy, lease_ms, refs this proxy holds now,
+// release (1: the claim goes for every proxy), no grace (1: an unanswered
+// call's claim). The last live holder starts the grace TTL (0 or no grace:
+// the claim goes). -> 1.
+inline constexpr char kDrop[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+return drop_claim(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[4], ARGV[5], now)
+)lua";
+
+// The end of a session with a claim: kPublish of its count and kDrop of its
+// claim in one round trip. KEYS: proxies, count, claim. ARGV: proxy,
+// lease_ms, share, refs held now, release, no grace (as kDrop). -> 1.
+inline constexpr char kEnd[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local v = tonumber(ARGV[3])
+if v > 0 then redis.call('HSET', KEYS[2], ARGV[1], v) else redis.call('HDEL', KEYS[2], ARGV[1]) end
+return drop_claim(KEYS[3], KEYS[1], ARGV[1], ARGV[4], ARGV[5], ARGV[6], now)
+)lua";
+
+// KEYS: proxies. -> the proxies whose lease runs, by name.
+inline constexpr char kProxies[] = APPROUTE_LUA_PRELUDE R"lua(
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now_ms(), '+inf')
+)lua";
+
+// KEYS: admin (HASH node -> admin state), proxies. ARGV: proxy, lease_ms,
+// then node, state pairs. Sets the deployment's admin states. -> 1.
+inline constexpr char kSetAdmin[] = APPROUTE_LUA_PRELUDE R"lua(
+redis.call('ZADD', KEYS[2], now_ms() + tonumber(ARGV[2]), ARGV[1])
+for i = 3, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+)lua";
+
+// KEYS: admin. -> {node, state, ...}: every admin state set in the deployment.
+inline constexpr char kGetAdmin[] = R"lua(
+return redis.call('HGETALL', KEYS[1])
+)lua";
+
+#undef APPROUTE_LUA_PRELUDE
+
+}  // namespace approute::internal::cluster_lua
+
+#endif  // APPROUTE_SRC_PLACEMENT_CLUSTER_SCRIPTS_H_

@@ -1,0 +1,140 @@
+// placement.h — the seam between the routing flow and the state that
+// several proxies will share: capacity reservations, affinity claims and
+// node changes. The routing flow (router.cc) reaches that state only through
+// this interface.
+//
+// RegionPlacement is this host's state region alone. The placement that
+// spans proxies (ClusterPlacement, through Redis) implements the same calls:
+// ReserveAndClaim() is one atomic step there (check the key's claim, check
+// capacity over every proxy's share, count, claim), Reserve/Release change
+// this proxy's own share only, and SetAdminState/NodeChanged publish to the
+// others (cluster_placement.h).
+//
+// Thread-safety: every method may be called from any thread of any process
+// using the region. Callbacks run under a table lock and must only read node
+// atomics and call Reserve().
+#ifndef APPROUTE_SRC_PLACEMENT_PLACEMENT_H_
+#define APPROUTE_SRC_PLACEMENT_PLACEMENT_H_
+
+#include <cstdint>
+#include <optional>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/statusor.h"
+#include "state/affinity_table.h"
+#include "approute/types.h"
+#include "state/node_table.h"
+
+namespace approute::internal {
+
+class Placement {
+ public:
+  using NodeCheck = absl::FunctionRef<bool(uint32_t slot, uint32_t epoch)>;
+  virtual ~Placement() = default;
+
+  // One unit of resource `res` on the node in `slot`, if it stays within
+  // `capacity` (-1 = unlimited). False: the node is full.
+  virtual bool Reserve(uint32_t slot, uint32_t res, int64_t capacity) = 0;
+  // Gives back a unit reserved on (slot, epoch); nothing if the slot holds
+  // another node now.
+  virtual void Release(uint32_t slot, uint32_t epoch, uint32_t res) = 0;
+
+  // The key's claim, if `take` accepts its node (usable and reserved).
+  // `defer`: when this host holds no claim for the key, a placement may
+  // leave the deployment's claim to ReserveAndClaim (which then learns of
+  // it in the same step) instead of asking for it now.
+  virtual std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) = 0;
+  // Claims the key for `chosen` (already reserved), or joins a concurrent
+  // claim (AffinityTable::Claim).
+  virtual absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
+                                                           int64_t now, NodeCheck alive, NodeCheck take) = 0;
+  // A keyed call that joined no claim, placed on `chosen` by the strategy:
+  // one unit of `res` there within `capacity`, and the key's claim for it,
+  // or the call follows a claim made elsewhere (outcome.moved: an affinity
+  // hit; the call is on outcome.ref, reserved, and nothing else is held,
+  // `chosen` included unless it is the claim's node). nullopt: `chosen` is
+  // full, nothing is held. An error: nothing is held. The default is
+  // Reserve then Claim; a placement may do both in one step.
+  virtual std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ReserveAndClaim(
+      const AffinityKey& k, ClaimRef chosen, uint32_t res, int64_t capacity, int64_t grace_ms, int64_t now,
+      NodeCheck alive, NodeCheck take) {
+    if (!Reserve(chosen.slot, res, capacity)) return std::nullopt;
+    absl::StatusOr<AffinityTable::ClaimOutcome> c = Claim(k, chosen, grace_ms, now, alive, take);
+    if (!c.ok() || c->moved) Release(chosen.slot, chosen.epoch, res);
+    return c;
+  }
+  // Drops a session's reference on its claim, then as `mode` says
+  // (AffinityTable::DropMode: grace, no grace for a leaving node, release
+  // for a full node, abandoned for a call that was never answered).
+  virtual void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) = 0;
+  // A session ends: Release(slot, epoch, res), then, when it holds a claim
+  // (claim != 0), DropClaim(k, claim, mode, now). A placement may do both in
+  // one step.
+  virtual void EndSession(uint32_t slot, uint32_t epoch, uint32_t res, const AffinityKey& k, uint64_t claim,
+                          AffinityTable::DropMode mode, int64_t now) {
+    Release(slot, epoch, res);
+    if (claim != 0) DropClaim(k, claim, mode, now);
+  }
+  // A session holding the claim was answered.
+  virtual void MarkAnswered(const AffinityKey& k, uint64_t claim) = 0;
+  // Deletes the claims on (slot, epoch) that no session holds (in their
+  // grace time): a node starting to drain takes no new calls for them.
+  virtual int64_t ForgetIdleClaims(uint32_t slot, uint32_t epoch) = 0;
+
+  // An operator's admin state for a node; clears any drain deadline.
+  virtual void SetAdminState(uint32_t slot, AdminState state) = 0;
+  // Drains the node; from `deadline_ms` (unix ms, 0 = never) the keys it
+  // still holds count as gone, so their new calls go elsewhere.
+  virtual void SetDraining(uint32_t slot, int64_t deadline_ms) = 0;
+  // A node joined, refreshed, changed or left through a status report
+  // accepted at `now` (registry mutex not held).
+  virtual void NodeChanged(uint32_t slot, int64_t now) = 0;
+
+  // Periodic upkeep (leases, republishing, shared membership), called by the
+  // router's sweep at most once per sweep interval host-wide, outside any
+  // state change; `now` is the router's clock.
+  virtual void Maintain(int64_t /*now*/) {}
+};
+
+class RegionPlacement final : public Placement {
+ public:
+  RegionPlacement(const Region& region, AffinityTable& affinity) : region_(region), affinity_(affinity) {}
+
+  bool Reserve(uint32_t slot, uint32_t res, int64_t capacity) override {
+    return NodeTable::TryReserve(region_.hot(slot), res, capacity);
+  }
+  void Release(uint32_t slot, uint32_t epoch, uint32_t res) override {
+    if (slot != kNil) NodeTable::Release(region_.hot(slot), epoch, res);
+  }
+  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool /*defer*/, NodeCheck take) override {
+    return affinity_.Join(k, now, take);
+  }
+  absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
+                                                   int64_t now, NodeCheck alive, NodeCheck take) override {
+    return affinity_.Claim(k, chosen, grace_ms, now, alive, take);
+  }
+  void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) override {
+    affinity_.Drop(k, claim, mode, now);
+  }
+  void MarkAnswered(const AffinityKey& k, uint64_t claim) override { affinity_.MarkAnswered(k, claim); }
+  int64_t ForgetIdleClaims(uint32_t slot, uint32_t epoch) override { return affinity_.ForgetIdle(slot, epoch); }
+  void SetAdminState(uint32_t slot, AdminState state) override {
+    NodeHot& n = region_.hot(slot);
+    n.drain_deadline_ms.store(0, std::memory_order_relaxed);
+    n.admin.store(static_cast<uint32_t>(state), std::memory_order_relaxed);
+  }
+  void SetDraining(uint32_t slot, int64_t deadline_ms) override {
+    NodeHot& n = region_.hot(slot);
+    n.drain_deadline_ms.store(deadline_ms, std::memory_order_relaxed);
+    n.admin.store(static_cast<uint32_t>(AdminState::kDraining), std::memory_order_relaxed);
+  }
+  void NodeChanged(uint32_t, int64_t) override {}  // this host's processes read the region directly
+
+ private:
+  const Region& region_;
+  AffinityTable& affinity_;
+};
+
+}  // namespace approute::internal
+
+#endif  // APPROUTE_SRC_PLACEMENT_PLACEMENT_H_

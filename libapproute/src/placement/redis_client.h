@@ -1,0 +1,103 @@
+// redis_client.h — one Redis connection per process, through hiredis.
+//
+// Owns: a hiredis context, opened lazily on the first command and again in
+// each process after fork() (the pid is checked on every call: a child never
+// writes to its parent's socket), and again after any transport error or
+// timeout (a late reply must never be read as the answer to the next
+// command). Each command waits at most `timeout_ms` (connect included).
+// AUTH and SELECT come from the address. Scripts are run with EVALSHA; on
+// NOSCRIPT (a restarted or flushed server) the script is loaded and run once
+// more.
+//
+// Errors: a transport failure or timeout is Unavailable / DeadlineExceeded
+// (the connection is dropped); so is an error reply saying the server is not
+// a writable primary (READONLY, LOADING, MASTERDOWN: a replica after a
+// failover), as Unavailable; any other error reply is Unknown("redis: ...").
+// No exception escapes.
+// Thread-safety: every method may be called from any thread; the threads of a
+// process share the connection, one command at a time (a mutex). fork() must
+// not happen while another thread is inside a command.
+#ifndef APPROUTE_SRC_PLACEMENT_REDIS_CLIENT_H_
+#define APPROUTE_SRC_PLACEMENT_REDIS_CLIENT_H_
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "util/redis_url.h"
+
+struct redisContext;
+
+namespace approute::internal {
+
+// A reply without hiredis types. Error replies are statuses, never values.
+struct RedisValue {
+  enum class Type { kNull, kInteger, kString, kStatus, kArray };
+  Type type = Type::kNull;
+  int64_t integer = 0;
+  std::string str;  // kString and kStatus
+  std::vector<RedisValue> elements;
+};
+
+// A Lua script and its SHA-1 (computed here, so EVALSHA needs no load first).
+struct RedisScript {
+  explicit RedisScript(std::string text);
+  std::string body;
+  std::string sha1;  // lower-case hex
+};
+
+// Every key of a deployment starts with this: one hash tag, so that Redis
+// Cluster keeps a deployment in one slot and its scripts may touch any of it.
+std::string DeploymentPrefix(std::string_view name);  // "{approute:<name>}:"
+
+// Whether an error reply says the server takes no writes as a primary now
+// (READONLY, LOADING, MASTERDOWN).
+bool NotAWritablePrimary(std::string_view error_reply);
+
+class RedisClient {
+ public:
+  RedisClient(RedisUrl url, int64_t timeout_ms);
+  ~RedisClient();
+  RedisClient(const RedisClient&) = delete;
+  RedisClient& operator=(const RedisClient&) = delete;
+
+  // One command, arguments binary-safe.
+  absl::StatusOr<RedisValue> Command(absl::Span<const std::string_view> argv);
+  // EVALSHA `script` with `keys` and `args`; loads it on NOSCRIPT and retries once.
+  absl::StatusOr<RedisValue> Eval(const RedisScript& script, absl::Span<const std::string_view> keys,
+                                  absl::Span<const std::string_view> args);
+
+  // Diagnostics (tests): connections opened by this process, scripts loaded
+  // after NOSCRIPT, and the process that opened the current connection (0: none).
+  int64_t connects() const;
+  int64_t script_loads() const;
+  pid_t connection_pid() const;
+  int64_t timeout_ms() const { return timeout_ms_; }
+
+ private:
+  struct Free {
+    void operator()(redisContext* c) const;
+  };
+  absl::Status ConnectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<RedisValue> RunLocked(absl::Span<const std::string_view> argv) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const RedisUrl url_;
+  const int64_t timeout_ms_;
+  mutable absl::Mutex mu_;
+  std::unique_ptr<redisContext, Free> ctx_ ABSL_GUARDED_BY(mu_);
+  pid_t pid_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t connects_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t script_loads_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace approute::internal
+
+#endif  // APPROUTE_SRC_PLACEMENT_REDIS_CLIENT_H_

@@ -1,0 +1,225 @@
+// candidate_scan.h — a placement's scan of its pool: which members may take
+// a new call, written either as full Candidates (for any strategy) or as
+// the compact arrays of compact_pick.h (for the built-ins that pick from
+// them).
+//
+// Owns: the per-thread output buffers (CandidateList, EligibleList).
+// Thread-safety: a buffer belongs to one thread; the scan reads node
+// atomics only (relaxed: a placement re-checks capacity when it reserves).
+#ifndef APPROUTE_SRC_ROUTER_CANDIDATE_SCAN_H_
+#define APPROUTE_SRC_ROUTER_CANDIDATE_SCAN_H_
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "absl/container/inlined_vector.h"
+#include "approute/strategy.h"
+#include "routing/compact_pick.h"
+#include "status/health.h"
+#include "state/node_table.h"
+#include "state/region.h"
+
+namespace approute::internal {
+
+using SlotList = absl::InlinedVector<uint32_t, 8>;
+inline bool Contains(const SlotList& l, uint32_t s) { return std::find(l.begin(), l.end(), s) != l.end(); }
+
+// Why the candidate list came out empty, for the decision's detail.
+struct Tally {
+  size_t pool = 0, disabled = 0, draining = 0, down = 0, avoid = 0, full = 0, suspect = 0;
+};
+
+// A thread's candidate list, kept from one placement to the next: entries
+// [0, intact) still hold, in their static fields, the prototypes of `pool`
+// (router `router`, snapshot `generation`), so a scan in which every node
+// qualifies writes only each candidate's counts.
+struct CandidateList {
+  std::vector<Candidate> list;
+  const PoolView* pool = nullptr;
+  uint64_t router = 0, generation = 0;
+  size_t intact = 0;
+
+  void Erase(size_t i) {
+    list.erase(list.begin() + static_cast<std::ptrdiff_t>(i));
+    intact = std::min(intact, i);
+  }
+};
+
+// A thread's compact candidates (Eligible), reused between placements.
+struct EligibleList {
+  std::vector<uint32_t> member;
+  std::vector<int64_t> sessions, capacity;
+  size_t n = 0;
+
+  Eligible View() const { return Eligible{member.data(), sessions.data(), capacity.data(), n}; }
+  void Erase(size_t i) {
+    auto shift = [&](auto& v) {
+      auto at = [&](size_t j) { return v.begin() + static_cast<std::ptrdiff_t>(j); };
+      std::copy(at(i + 1), at(n), at(i));
+    };
+    shift(member);
+    shift(sessions);
+    shift(capacity);
+    --n;
+  }
+};
+
+// Live sessions of a node over all resources. Counts of resources never
+// registered are 0, so this always sums the first four counts (all in the
+// entry's first line) and the rest only when the region has more resources.
+inline int64_t TotalSessions(const NodeHot& n, size_t n_resources) {
+  int64_t total = n.sessions[0].load(std::memory_order_relaxed) + n.sessions[1].load(std::memory_order_relaxed) +
+                  n.sessions[2].load(std::memory_order_relaxed) + n.sessions[3].load(std::memory_order_relaxed);
+  for (size_t r = 4; r < n_resources; ++r) total += n.sessions[r].load(std::memory_order_relaxed);
+  return total;
+}
+
+// Writes full Candidates into a CandidateList, keeping the prototypes that
+// are already in place.
+class CandidateSink {
+ public:
+  CandidateSink(CandidateList* out, const PoolView& pv, size_t n_resources)
+      : out_(out), protos_(pv.proto.data()), n_resources_(n_resources) {}
+  void Begin(size_t members) {
+    out_->list.resize(members);  // constructs only entries past the last call's end
+    dst_ = out_->list.data();
+    k_ = 0;
+    intact_ = out_->intact;
+    members_ = members;
+  }
+  void Add(size_t i, const NodeHot& n, int64_t sessions, int64_t capacity) {
+    Candidate& c = dst_[k_];
+    if (k_ != i || i >= intact_) c = protos_[i];  // not the prototype that is there already
+    c.sessions = sessions;
+    c.capacity = capacity;
+    c.total_sessions = TotalSessions(n, n_resources_);
+    ++k_;
+  }
+  void End() {
+    // Entries before the first member left out hold their own prototypes.
+    size_t first_gap = k_;
+    if (k_ != members_) {
+      first_gap = 0;
+      while (first_gap < k_ && dst_[first_gap].slot == protos_[first_gap].slot) ++first_gap;
+    }
+    out_->intact = first_gap;
+    out_->list.resize(k_);
+  }
+  bool Empty() const { return k_ == 0; }
+
+ private:
+  CandidateList* out_;
+  const Candidate* protos_;
+  size_t n_resources_;
+  Candidate* dst_ = nullptr;
+  size_t k_ = 0, intact_ = 0, members_ = 0;
+};
+
+// Writes the compact arrays: member index, sessions, capacity.
+class EligibleSink {
+ public:
+  explicit EligibleSink(EligibleList* out) : out_(out) {}
+  void Begin(size_t members) {
+    if (out_->member.size() < members) {
+      out_->member.resize(members);
+      out_->sessions.resize(members);
+      out_->capacity.resize(members);
+    }
+    m_ = out_->member.data();
+    s_ = out_->sessions.data();
+    c_ = out_->capacity.data();
+    k_ = 0;
+  }
+  void Add(size_t i, const NodeHot&, int64_t sessions, int64_t capacity) {
+    m_[k_] = static_cast<uint32_t>(i);
+    s_[k_] = sessions;
+    c_[k_] = capacity;
+    ++k_;
+  }
+  void End() { out_->n = k_; }
+  bool Empty() const { return k_ == 0; }
+
+ private:
+  EligibleList* out_;
+  uint32_t* m_ = nullptr;
+  int64_t* s_ = nullptr;
+  int64_t* c_ = nullptr;
+  size_t k_ = 0;
+};
+
+// Why a member may or may not take a new call (Tally counts the reasons).
+enum class Verdict { kTake, kGone, kDisabled, kDraining, kDown, kSuspect, kAvoid, kFull };
+
+// The verdict on one member whose hot entry is `n`, for an incarnation
+// `epoch`, capacity `cap` of resource `res`: not disabled, draining, past
+// its lease, down, ejected (unless `panic`), suspect (unless
+// `admit_suspect`), avoided or full. With kTake, *sessions is its count.
+[[gnu::always_inline]] inline Verdict CheckMember(NodeHot& n, uint32_t slot, uint32_t epoch, int64_t cap, uint32_t res,
+                           const SlotList& avoid, bool panic, bool admit_suspect, int64_t now, int64_t* sessions) {
+  if (n.epoch.load(std::memory_order_relaxed) != epoch) return Verdict::kGone;
+  const uint32_t admin = n.admin.load(std::memory_order_relaxed);
+  const uint32_t health = n.health.load(std::memory_order_relaxed);
+  const int64_t lease = n.lease_expires_ms.load(std::memory_order_relaxed);
+  const int64_t ejected = n.ejected_until_ms.load(std::memory_order_relaxed);
+  static_assert(static_cast<uint32_t>(AdminState::kActive) == 0 && static_cast<uint32_t>(Health::kUp) == 0);
+  // The common case (active, up, no lease or ejection to look at) is one test.
+  if ((admin | health) != 0 || lease != 0 || ejected != 0) [[unlikely]] {
+    if (admin == static_cast<uint32_t>(AdminState::kDisabled) || (lease != 0 && lease <= now)) return Verdict::kDisabled;
+    if (admin == static_cast<uint32_t>(AdminState::kDraining)) return Verdict::kDraining;
+    if (!panic) {
+      if (health == static_cast<uint32_t>(Health::kDown) || (ejected != 0 && HealthMonitor::Ejected(n, now))) {
+        return Verdict::kDown;
+      }
+      if (health == static_cast<uint32_t>(Health::kSuspect) && !admit_suspect) return Verdict::kSuspect;
+    }
+  }
+  if (!avoid.empty() && Contains(avoid, slot)) [[unlikely]] return Verdict::kAvoid;
+  const int64_t s = n.sessions[res].load(std::memory_order_relaxed);
+  if (cap >= 0 && s >= cap) return Verdict::kFull;
+  *sessions = s;
+  return Verdict::kTake;
+}
+
+// One pass over the pool's hot entries (one cache line each when the region
+// has at most four resources), handing each member that may take a new call
+// to `sink`: not disabled, draining, past its lease, down, ejected (unless
+// `panic`), avoided or full for resource `res`. Suspect members only when no
+// member is up: a second pass then admits them. *tally says why members
+// were left out.
+template <typename Sink>
+void ScanPool(const PoolView& pv, NodeHot* hot, uint32_t res, const SlotList& avoid, bool panic, int64_t now,
+              Sink& sink, Tally* tally) {
+  const size_t members = pv.slot.size();
+  const uint32_t* slots = pv.slot.data();
+  const uint32_t* epochs = pv.epoch.data();
+  const int64_t* caps = pv.CapacityRow(res);
+  for (int tier = 0; tier < 2; ++tier) {
+    Tally t;
+    t.pool = members;
+    sink.Begin(members);
+    for (size_t i = 0; i < members; ++i) {
+      const uint32_t slot = slots[i];
+      NodeHot& n = hot[slot];
+      int64_t s = 0;
+      switch (CheckMember(n, slot, epochs[i], caps[i], res, avoid, panic, tier == 1, now, &s)) {
+        case Verdict::kTake: sink.Add(i, n, s, caps[i]); break;
+        case Verdict::kGone: break;
+        case Verdict::kDisabled: ++t.disabled; break;
+        case Verdict::kDraining: ++t.draining; break;
+        case Verdict::kDown: ++t.down; break;
+        case Verdict::kSuspect: ++t.suspect; break;
+        case Verdict::kAvoid: ++t.avoid; break;
+        case Verdict::kFull: ++t.full; break;
+      }
+    }
+    sink.End();
+    *tally = t;
+    if (t.suspect == 0 || !sink.Empty()) break;
+  }
+}
+
+}  // namespace approute::internal
+
+#endif  // APPROUTE_SRC_ROUTER_CANDIDATE_SCAN_H_

@@ -1,0 +1,57 @@
+// health.h — whether a node should take calls: active probes with
+// hysteresis, passive results with outlier ejection (never more than a set
+// share of a pool), slow start after a node comes back, and panic mode.
+//
+// Owns: the health fields of the node records (probe counters, outlier
+// counters, latency and error EWMAs) and of their hot entries (health,
+// ejection deadline, slow-start start).
+// Locking: atomics only, except an ejection, which takes the registry mutex
+// so two processes cannot both eject the last node a pool may lose.
+// Crash: every field is a single atomic; a process killed between two
+// updates leaves a figure one sample behind, nothing to repair.
+#ifndef APPROUTE_SRC_STATUS_HEALTH_H_
+#define APPROUTE_SRC_STATUS_HEALTH_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "approute/config.h"
+#include "state/node_table.h"
+
+namespace approute::internal {
+
+class HealthMonitor {
+ public:
+  explicit HealthMonitor(const Region& region) : region_(region) {}
+
+  // An active probe's result (code 0 = no answer): down_after failures in a
+  // row mark the node down, up_after successes bring it back (and start its
+  // slow start).
+  void OnProbe(uint32_t slot, int code, double rtt_ms, const HealthConfig& h, int64_t now);
+  // A passive result for the node in `slot`: a failure code counts towards
+  // ejection, the latency and error figures are smoothed. `pool` is the
+  // node's pool in `snap`.
+  void OnResult(uint32_t slot, const Snapshot& snap, const std::vector<size_t>& pool, int code,
+                double latency_ms, const HealthConfig& h, int64_t now);
+
+  // True while outlier detection keeps the node out; the first check after
+  // the ejection ends starts its slow start.
+  static bool Ejected(NodeHot& n, int64_t now);
+  // Slow start: a node that came back within the window is skipped with
+  // probability 1 - (time since it came back) / window (kept at least 5%).
+  // `uniform` is a number in [0, 1).
+  static bool SkipForSlowStart(const NodeHot& n, const HealthConfig& h, int64_t now, double uniform);
+  // Envoy's panic mode: true when fewer than panic_threshold % of the pool's
+  // nodes are healthy; routing then ignores health.
+  bool Panic(const Snapshot& snap, const std::vector<size_t>& pool, const HealthConfig& h, int64_t now) const;
+
+  static void UpdateEwma(std::atomic<double>& v, double sample, double alpha);
+
+ private:
+  const Region& region_;
+};
+
+}  // namespace approute::internal
+
+#endif  // APPROUTE_SRC_STATUS_HEALTH_H_

@@ -1,0 +1,36 @@
+// redis_url.h — the `cluster.redis` address: a TCP or unix-socket Redis
+// endpoint with its optional credentials and database.
+//
+//   redis://[[user]:password@]host[:port][/db]     host: name, IPv4 or [IPv6]
+//   unix:///path/to/redis.sock[?db=N&password=P]
+//
+// Defaults: port 6379, db 0, no AUTH. The password is kept verbatim
+// (percent-escapes %XX are decoded so '@', ':' and '/' can be written).
+// Thread-safety: pure function.
+#ifndef APPROUTE_SRC_UTIL_REDIS_URL_H_
+#define APPROUTE_SRC_UTIL_REDIS_URL_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace approute::internal {
+
+struct RedisUrl {
+  bool unix_socket = false;
+  std::string host;  // TCP: without brackets for IPv6
+  int port = 6379;
+  std::string path;  // unix socket path
+  std::string user;      // "" = AUTH with the password only (Redis < 6 style)
+  std::string password;  // "" = no AUTH
+  int64_t db = 0;
+};
+
+// InvalidArgument naming what is wrong (scheme, host, port, db, escape).
+absl::StatusOr<RedisUrl> ParseRedisUrl(std::string_view url);
+
+}  // namespace approute::internal
+
+#endif  // APPROUTE_SRC_UTIL_REDIS_URL_H_

@@ -73,7 +73,10 @@ struct HealthConfig {
 // from the YAML: `enabled` is false and this host's region is the only state.
 struct ClusterConfig {
   bool enabled = false;   // `cluster:` present
-  std::string redis;      // redis://[[user]:password@]host[:port][/db] or unix:///path[?db=N&password=P]
+  // redis://[[user]:password@]host[:port][/db], unix:///path[?db=N&password=P], or
+  // redis+sentinel://[[user]:password@]host:26379,host:26379,.../primary-name[/db]
+  std::string redis;
+  std::string sentinel_password;  // the sentinels' own AUTH password (redis+sentinel:// only; "" = none)
   std::string name;       // deployment name: proxies with the same name share one state
   std::string proxy;      // this proxy's id in the deployment (default: the host name)
   int64_t timeout_ms = 5; // per Redis round trip; past it the call routes on local state

@@ -355,13 +355,21 @@ absl::Status ParseStatus(const Ctx& c, const YAML::Node& n, StatusConfig* out) {
 
 absl::Status ParseCluster(const Ctx& c, const YAML::Node& n, ClusterConfig* out) {
   AR_RETURN_IF_ERROR(c.Map(n, "cluster"));
-  AR_RETURN_IF_ERROR(c.OnlyKeys(n, "cluster", {"redis", "name", "proxy", "timeout_ms", "outage_headroom"}));
+  AR_RETURN_IF_ERROR(c.OnlyKeys(n, "cluster", {"redis", "name", "proxy", "timeout_ms", "outage_headroom",
+                                                "sentinel_password"}));
   out->enabled = true;
   if (!n["redis"]) return c.Error(n, "cluster", "missing required key \"redis\" (e.g. redis://127.0.0.1:6379/0)");
   if (!n["name"]) return c.Error(n, "cluster", "missing required key \"name\" (proxies with the same name share one state)");
   AR_ASSIGN(out->redis, c.String(n["redis"], "cluster.redis"));
-  if (absl::StatusOr<internal::RedisUrl> u = internal::ParseRedisUrl(out->redis); !u.ok()) {
-    return c.Error(n["redis"], "cluster.redis", internal::ToStd(u.status().message()));
+  absl::StatusOr<internal::RedisUrl> url = internal::ParseRedisUrl(out->redis);
+  if (!url.ok()) return c.Error(n["redis"], "cluster.redis", internal::ToStd(url.status().message()));
+  if (n["sentinel_password"]) {
+    AR_ASSIGN(out->sentinel_password, c.String(n["sentinel_password"], "cluster.sentinel_password"));
+    if (!url->sentinel()) {
+      return c.Error(n["sentinel_password"], "cluster.sentinel_password",
+                     "needs a redis+sentinel:// address in cluster.redis (the sentinels' own password)");
+    }
+    if (out->sentinel_password.empty()) return c.Error(n["sentinel_password"], "cluster.sentinel_password", "is empty");
   }
   AR_ASSIGN(out->name, c.String(n["name"], "cluster.name"));
   AR_RETURN_IF_ERROR(ValidName(c, n["name"], "cluster.name", "deployment name", out->name, 63));

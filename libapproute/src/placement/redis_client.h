@@ -9,6 +9,18 @@
 // NOSCRIPT (a restarted or flushed server) the script is loaded and run once
 // more.
 //
+// Sentinel (a redis+sentinel:// address): each connection starts by asking
+// the sentinels, in turn, `SENTINEL get-master-addr-by-name <name>` (a short
+// connection each, AUTH with the sentinel password), then connects to the
+// address named and checks with `ROLE` that it is a primary (a replica is
+// never written to). Asking starts at the sentinel that answered last; one
+// that refuses or answers nothing useful passes the turn to the next, and
+// the asking stops at the first timeout or once `timeout_ms` is spent (the
+// next connection starts at the following sentinel), so a dead sentinel adds
+// at most one timeout to a call. Any failure of the primary (a lost
+// connection, a timeout, READONLY and the like) drops the connection, so the
+// next one asks the sentinels again: that is how a failover is followed.
+//
 // Errors: a transport failure or timeout is Unavailable / DeadlineExceeded
 // (the connection is dropped); so is an error reply saying the server is not
 // a writable primary (READONLY, LOADING, MASTERDOWN: a replica after a
@@ -75,11 +87,26 @@ class RedisClient {
   absl::StatusOr<RedisValue> Eval(const RedisScript& script, absl::Span<const std::string_view> keys,
                                   absl::Span<const std::string_view> args);
 
+  // EVALSHA `script` once per (keys, args) call, pipelined: the script is
+  // loaded first (SCRIPT LOAD), every command is sent, then every reply read
+  // (each read waits at most timeout_ms). One status per call; a transport
+  // failure fails the whole batch (the connection is dropped).
+  struct EvalCall {
+    std::vector<std::string> keys, args;
+  };
+  absl::StatusOr<std::vector<absl::StatusOr<RedisValue>>> EvalMany(const RedisScript& script,
+                                                                    absl::Span<const EvalCall> calls);
+
   // Diagnostics (tests): connections opened by this process, scripts loaded
   // after NOSCRIPT, and the process that opened the current connection (0: none).
   int64_t connects() const;
   int64_t script_loads() const;
   pid_t connection_pid() const;
+  // The primary of the current (or last) connection, "host:port" ("" = none
+  // yet), and how often a new connection of this process went to another
+  // primary than the one before (a failover followed; sentinel mode only).
+  std::string primary() const;
+  int64_t primary_changes() const;
   int64_t timeout_ms() const { return timeout_ms_; }
 
  private:
@@ -87,6 +114,11 @@ class RedisClient {
     void operator()(redisContext* c) const;
   };
   absl::Status ConnectLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sentinel mode: the primary's address, asked of the sentinels in turn.
+  absl::StatusOr<RedisEndpoint> AskSentinelsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sentinel mode: FailedPrecondition unless the server just connected says ROLE master.
+  absl::Status CheckPrimaryLocked(const std::string& where) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DropLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<RedisValue> RunLocked(absl::Span<const std::string_view> argv) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const RedisUrl url_;
@@ -96,6 +128,9 @@ class RedisClient {
   pid_t pid_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t connects_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t script_loads_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t next_sentinel_ ABSL_GUARDED_BY(mu_) = 0;  // the sentinel asked first next time
+  std::string primary_ ABSL_GUARDED_BY(mu_);
+  int64_t primary_changes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace approute::internal

@@ -37,6 +37,7 @@
 #include "state/stats.h"
 #include "status/status_reports.h"
 #include "util/str_util.h"
+#include "util/ticker.h"
 #include "routing/strategy_context.h"
 
 namespace approute {
@@ -107,6 +108,7 @@ class Router::Impl {
     if (!c.enabled) return absl::OkStatus();
     absl::StatusOr<RedisUrl> url = ParseRedisUrl(c.redis);
     if (!url.ok()) return url.status();
+    url->sentinel_password = c.sentinel_password;
     auto cp = std::make_unique<ClusterPlacement>(*region_, affinity_, nodes_, reports_, c, *std::move(url), [this](std::string_view id) -> std::optional<ClaimRef> {
       std::shared_ptr<const Snapshot> snap = GetSnapshot();
       const NodeView* v = snap->Find(id);
@@ -127,7 +129,8 @@ class Router::Impl {
   absl::Status CheckClusterUnchanged(const ClusterConfig& c, std::string_view source) const {
     const ClusterConfig& h = cluster_cfg_;
     if (c.enabled == h.enabled && c.redis == h.redis && c.name == h.name && c.proxy == h.proxy &&
-        c.timeout_ms == h.timeout_ms && c.outage_headroom_pct == h.outage_headroom_pct) {
+        c.timeout_ms == h.timeout_ms && c.outage_headroom_pct == h.outage_headroom_pct &&
+        c.sentinel_password == h.sentinel_password) {
       return absl::OkStatus();
     }
     return absl::FailedPreconditionError(
@@ -148,6 +151,17 @@ class Router::Impl {
     s.failures = rec.failures.load(std::memory_order_relaxed);
     s.rtt_p50_us = cluster_->breaker().RttQuantileUs(0.5);
     s.rtt_p99_us = cluster_->breaker().RttQuantileUs(0.99);
+    s.primary = cluster_->client().primary();
+    constexpr int64_t kLease = ClusterPlacement::kLeaseMs;
+    if (const int64_t at = rec.refreshed_ms.load(std::memory_order_relaxed); at != 0) {
+      s.lease_age_ms = ClusterBreaker::MonoMs() - at;
+      if (s.lease_age_ms >= kLease / 2) {
+        s.warning = Cat("lease: last renewed ", s.lease_age_ms / 1000, " s ago, lapses at ", kLease / 1000,
+                        " s: route calls, call sweep() more often or turn on upkeep");
+      }
+    } else {
+      s.warning = "lease: not renewed yet (no call routed, no sweep): this proxy counts for nothing in the deployment";
+    }
     return s;
   }
   // For a router attached to an existing segment (operator tools): the
@@ -486,6 +500,29 @@ class Router::Impl {
   std::shared_ptr<const Snapshot> snapshot_;
   bool seeded_ = false;
   std::atomic<uint64_t> rng_{0};  // SplitMix64 state when seeded_
+  // Last member: destroyed first, so the upkeep thread stops before anything it sweeps goes.
+  std::unique_ptr<Ticker> upkeep_;
+
+ public:
+  // RouterOptions::upkeep_interval_ms: 0 (off) or 10..half the cluster lease.
+  static absl::Status CheckUpkeep(int64_t interval_ms) {
+    if (interval_ms == 0 || (interval_ms >= 10 && interval_ms <= ClusterPlacement::kLeaseMs / 2)) {
+      return absl::OkStatus();
+    }
+    return absl::InvalidArgumentError(Cat("upkeep_interval_ms ", interval_ms, " is not 0 (off) or 10..",
+                                          ClusterPlacement::kLeaseMs / 2, " (under half the cluster lease)"));
+  }
+  // Starts the upkeep thread (an interval CheckUpkeep accepted; 0: none).
+  void StartUpkeep(int64_t interval_ms) {
+    if (interval_ms == 0) return;
+    upkeep_ = std::make_unique<Ticker>(interval_ms, [this] {
+      try {
+        (void)Sweep();
+      } catch (...) {  // nothing escapes the thread; the next tick tries again
+      }
+    });
+  }
+  int64_t upkeep_ticks() const { return upkeep_ ? upkeep_->ticks() : 0; }
 };
 
 }  // namespace approute

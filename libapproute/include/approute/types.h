@@ -159,6 +159,18 @@ struct ClusterStatus {
   int64_t failures = 0;              // failed or timed-out ones, ever (this host)
   int64_t rtt_p50_us = 0;            // round trip quantiles, power-of-two bucket bounds; 0 = none yet
   int64_t rtt_p99_us = 0;
+  // The Redis primary this process last connected to ("host:port" or the
+  // socket path; "" = none yet): with redis+sentinel://, the one the
+  // sentinels named.
+  std::string primary;
+  // Since this host last renewed its lease and republished (its sweep),
+  // in ms; -1 = not yet.
+  int64_t lease_age_ms = -1;
+  // Non-empty when this proxy's lease is close to lapsing (no renewal for
+  // half the lease or more, or none yet): its shares and claims are about to
+  // stop counting in the deployment. Route calls, call Sweep() more often,
+  // or turn on RouterOptions::upkeep_interval_ms.
+  std::string warning;
 };
 
 // Which sessions or affinities to list: empty strings match everything.

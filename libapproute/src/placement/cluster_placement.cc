@@ -465,8 +465,46 @@ void ClusterPlacement::PullAdmin() {
   }
 }
 
+bool ClusterPlacement::RepublishClaims(int64_t now) {
+  std::vector<AffinityRow> rows = affinity_.List(now, [](const AffinityEntry& e) { return e.refs > 0; }, 0);
+  std::vector<RedisClient::EvalCall> calls;
+  for (const AffinityRow& row : rows) {
+    if (row.node == kNil || region_.node(row.node).epoch != row.epoch) continue;
+    const AffinityKey k(row.app, row.key);
+    const AffinityTable::Hold hold = affinity_.HoldOf(k);
+    if (hold.refs <= 0) continue;
+    calls.push_back({{ClaimKey(k), proxies_key_}, {proxy_, NodeId(row.node), Cat(hold.grace_ms), lease_, Cat(hold.refs)}});
+  }
+  constexpr size_t kBatch = 512;
+  for (size_t at = 0; at < calls.size(); at += kBatch) {
+    if (!breaker_.Allow()) return false;
+    const auto t0 = std::chrono::steady_clock::now();
+    absl::Span<const RedisClient::EvalCall> part(calls.data() + at, std::min(kBatch, calls.size() - at));
+    absl::StatusOr<std::vector<absl::StatusOr<RedisValue>>> r = client_.EvalMany(Script(cluster_lua::kClaim), part);
+    if (!r.ok()) {
+      breaker_.OnFailure();
+      return false;
+    }
+    breaker_.OnSuccess(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count(),
+                       WallMs());
+  }
+  return true;
+}
+
 void ClusterPlacement::Maintain(int64_t now) {
   ClusterRecord& rec = region_.header().cluster;
+  // With Sentinel, about once a second per process: is our primary still the one the sentinels name?
+  if (int64_t checked = primary_checked_ms_.load(std::memory_order_relaxed), mono = ClusterBreaker::MonoMs();
+      mono - checked >= kRefreshMs && !breaker_.open() &&
+      primary_checked_ms_.compare_exchange_strong(checked, mono, std::memory_order_relaxed)) {
+    (void)client_.RecheckPrimary();
+  }
+  if (int64_t seen = primaries_seen_.load(std::memory_order_relaxed), changes = client_.primary_changes();
+      changes != seen && primaries_seen_.compare_exchange_strong(seen, changes, std::memory_order_relaxed)) {
+    // This process now talks to another primary (a failover), which may lack
+    // the last writes of the old one: every share and claim written again now.
+    if (!PublishAll() || !RepublishClaims(now)) primaries_seen_.store(seen, std::memory_order_relaxed);
+  }
   int64_t last = rec.refreshed_ms.load(std::memory_order_relaxed), mono = ClusterBreaker::MonoMs();
   if (mono - last < kRefreshMs) return;
   if (!rec.refreshed_ms.compare_exchange_strong(last, mono, std::memory_order_relaxed)) return;

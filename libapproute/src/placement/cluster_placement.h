@@ -58,6 +58,7 @@
 #define APPROUTE_SRC_PLACEMENT_CLUSTER_PLACEMENT_H_
 
 #include <array>
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <string>
@@ -134,6 +135,12 @@ class ClusterPlacement final : public Placement {
   std::optional<std::vector<int64_t>> DeploymentCounts(absl::Span<const std::pair<uint32_t, uint32_t>> slot_res);
   // Republishes this proxy's every share now (Maintain does it periodically).
   bool PublishAll();
+  // Writes again the deployment's claim of every key this host's sessions
+  // hold (kClaim, pipelined; a key claimed meanwhile for another node keeps
+  // that node: new calls follow it). Maintain calls it, with PublishAll, at
+  // once when this process has followed a failover to another primary
+  // (RedisClient::primary_changes), which may lack the last writes.
+  bool RepublishClaims(int64_t now);
 
   // The deployment's proxies whose lease runs (Unavailable while Redis is out).
   absl::StatusOr<std::vector<std::string>> LiveProxies();
@@ -190,6 +197,8 @@ class ClusterPlacement final : public Placement {
   FindNode find_;
   RedisClient client_;
   ClusterBreaker breaker_;
+  std::atomic<int64_t> primaries_seen_{0};  // client_.primary_changes() at the last republish after a failover
+  std::atomic<int64_t> primary_checked_ms_{0};  // monotonic ms of this process's last RecheckPrimary
 };
 
 }  // namespace approute::internal

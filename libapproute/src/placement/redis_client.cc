@@ -159,6 +159,28 @@ absl::StatusOr<RedisEndpoint> RedisClient::AskSentinelsLocked() {
   return absl::UnavailableError(Cat("redis: no sentinel named the primary \"", url_.master_name, "\": ", why));
 }
 
+bool RedisClient::RecheckPrimary() {
+  if (!url_.sentinel()) return false;
+  size_t at = 0;
+  std::string connected;
+  {
+    absl::MutexLock l(&mu_);
+    if (!ctx_ || pid_ != getpid()) return false;
+    at = next_sentinel_;
+    connected = primary_;
+  }
+  absl::StatusOr<RedisEndpoint> named = AskSentinel(url_.sentinels[at], url_.sentinel_password, url_.master_name,
+                                                    Steady::now() + std::chrono::milliseconds(timeout_ms_));
+  absl::MutexLock l(&mu_);
+  if (!named.ok()) {
+    if (next_sentinel_ == at) next_sentinel_ = (at + 1) % url_.sentinels.size();  // ask another one next time
+    return false;
+  }
+  if (Cat(named->host, ":", named->port) == connected || primary_ != connected || !ctx_ || pid_ != getpid()) return false;
+  DropLocked();
+  return true;
+}
+
 absl::Status RedisClient::CheckPrimaryLocked(const std::string& where) {
   ReplyPtr r = ArgvCommand(ctx_.get(), {std::string_view("ROLE")});
   if (r == nullptr) return absl::UnavailableError(Cat("redis: ROLE at ", where, ": ", ctx_->errstr));

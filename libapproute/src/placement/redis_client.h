@@ -20,6 +20,8 @@
 // at most one timeout to a call. Any failure of the primary (a lost
 // connection, a timeout, READONLY and the like) drops the connection, so the
 // next one asks the sentinels again: that is how a failover is followed.
+// RecheckPrimary (the placement calls it about once a second per process)
+// follows a failover whose old primary keeps its clients for a while.
 //
 // Errors: a transport failure or timeout is Unavailable / DeadlineExceeded
 // (the connection is dropped); so is an error reply saying the server is not
@@ -86,6 +88,16 @@ class RedisClient {
   // EVALSHA `script` with `keys` and `args`; loads it on NOSCRIPT and retries once.
   absl::StatusOr<RedisValue> Eval(const RedisScript& script, absl::Span<const std::string_view> keys,
                                   absl::Span<const std::string_view> args);
+
+  // Sentinel mode: asks one sentinel (the one that answered last) which
+  // primary it names now; if not the one this process is connected to (a
+  // failover, or a demotion the old primary has not seen yet, when it would
+  // still take writes that the failover then loses), the connection is
+  // dropped so the next command asks the sentinels and connects afresh.
+  // Returns whether it dropped. At most one timeout_ms, without holding the
+  // connection's lock while asking. False at once without Sentinel or without
+  // a connection.
+  bool RecheckPrimary();
 
   // EVALSHA `script` once per (keys, args) call, pipelined: the script is
   // loaded first (SCRIPT LOAD), every command is sent, then every reply read

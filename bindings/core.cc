@@ -127,6 +127,9 @@ std::vector<Listed<Row>> List(PyRouter& self, const approute::ListFilter& f,
   return out;
 }
 
+// Router.from_yaml(..., upkeep=True): a sweep every second (the cluster refresh period).
+constexpr int64_t kUpkeepMs = 1000;
+
 approute::RouterOptions Options(const std::optional<std::string>& shared,
                                 const std::shared_ptr<std::atomic<int64_t>>& fake) {
   approute::RouterOptions o;
@@ -142,7 +145,7 @@ std::shared_ptr<PyRouter> Make(
     const std::function<absl::StatusOr<std::unique_ptr<approute::Router>>(approute::RouterOptions)>& f,
     const std::optional<std::string>& shared, bool config,
     const std::optional<std::map<std::string, py::object>>& strategies = std::nullopt,
-    std::optional<uint64_t> seed = std::nullopt) {
+    std::optional<uint64_t> seed = std::nullopt, bool upkeep = false) {
   auto pr = std::make_shared<PyRouter>();
   pr->fake_ms = std::make_shared<std::atomic<int64_t>>(-1);
   pr->strategies = std::make_shared<approute_py::PyResolver>();
@@ -152,6 +155,7 @@ std::shared_ptr<PyRouter> Make(
   approute::RouterOptions o = Options(shared, pr->fake_ms);
   o.strategies = pr->strategies;
   if (seed) o.random_seed = *seed ? *seed : 1;
+  if (upkeep) o.upkeep_interval_ms = kUpkeepMs;
   absl::StatusOr<std::unique_ptr<approute::Router>> r;
   {
     py::gil_scoped_release nogil;
@@ -693,23 +697,24 @@ PYBIND11_MODULE(_core, m) {
   router_cls
       .def_static("from_yaml", [](const std::string& text, std::optional<std::string> shared,
                                   std::optional<std::map<std::string, py::object>> strategies,
-                                  std::optional<uint64_t> seed) {
+                                  std::optional<uint64_t> seed, bool upkeep) {
             return Make([&](approute::RouterOptions o) { return approute::Router::FromYaml(text, std::move(o)); },
-                        shared, true, strategies, seed);
+                        shared, true, strategies, seed, upkeep);
           }, py::arg("text"), py::kw_only(), py::arg("shared") = py::none(),
-          py::arg("strategies") = py::none(), py::arg("seed") = py::none(),
+          py::arg("strategies") = py::none(), py::arg("seed") = py::none(), py::arg("upkeep") = false,
           "Build a router from YAML text. shared: a segment name to create or attach (all "
           "processes using the name share one state); None for private state. strategies: "
           "{name: approute.Strategy} this router's configuration may name. seed: reproducible "
-          "random choices (tests, simulations).")
+          "random choices (tests, simulations). upkeep: a thread sweeps every second (keeps the "
+          "cluster lease of a process that routes rarely); never in a process that forks afterwards.")
       .def_static("from_file", [](const std::string& path, std::optional<std::string> shared,
                                   std::optional<std::map<std::string, py::object>> strategies,
-                                  std::optional<uint64_t> seed) {
+                                  std::optional<uint64_t> seed, bool upkeep) {
             return Make([&](approute::RouterOptions o) { return approute::Router::FromFile(path, std::move(o)); },
-                        shared, true, strategies, seed);
+                        shared, true, strategies, seed, upkeep);
           }, py::arg("path"), py::kw_only(), py::arg("shared") = py::none(),
-          py::arg("strategies") = py::none(), py::arg("seed") = py::none(),
-          "Build a router from a YAML file; errors name the file and line.")
+          py::arg("strategies") = py::none(), py::arg("seed") = py::none(), py::arg("upkeep") = false,
+          "Build a router from a YAML file; errors name the file and line. upkeep: as from_yaml.")
       .def_static("attach", [](const std::string& shared) {
             return Make([&](approute::RouterOptions o) { return approute::Router::Attach(shared, std::move(o)); },
                         shared, false);
@@ -866,11 +871,16 @@ PYBIND11_MODULE(_core, m) {
             d["failures"] = c.failures;
             d["rtt_p50_us"] = c.rtt_p50_us;
             d["rtt_p99_us"] = c.rtt_p99_us;
+            d["primary"] = c.primary;
+            d["lease_age_ms"] = c.lease_age_ms;
+            d["warning"] = c.warning;
             return d;
           }, "The state shared with the deployment's other proxies (cluster: in the YAML): mode "
              "(local, cluster, degraded), name, proxy, proxies (live, asks Redis), last_sync_ms, "
              "degraded_placements, outage_refusals (past the outage share), round_trips, failures, "
-             "rtt_p50_us and rtt_p99_us (this host).")
+             "rtt_p50_us and rtt_p99_us (this host), primary (the Redis primary of this process's "
+             "connection), lease_age_ms (since this host last renewed its lease, -1 = not yet) and "
+             "warning (non-empty when the lease is close to lapsing).")
       .def("sessions", [](PyRouter& self, std::optional<std::string> node, std::optional<std::string> app,
                           std::optional<int64_t> limit) {
             return List(self, Filter(app, node, limit), &approute::Router::Sessions);

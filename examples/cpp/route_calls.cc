@@ -2,20 +2,45 @@
 // routes a burst of conference calls from a few domains, bounces one with a
 // 503, ends them all and prints every decision.
 //
-//   route_calls examples/kamailio/router.yaml [--shared NAME]
+//   route_calls examples/kamailio/router.yaml [--shared NAME] [--upkeep] [--hold SECONDS]
+//
+// With `cluster:` in the YAML, a process like this one routes rarely, so
+// nothing would renew its lease in the deployment between calls (its shares
+// and claims stop counting 15 s after the last call or sweep). --upkeep
+// turns on the router's upkeep thread (RouterOptions::upkeep_interval_ms),
+// which sweeps every second; --hold keeps the process (and its calls'
+// sessions) alive that long before ending the calls, and the cluster line
+// printed at the end warns when the lease was about to lapse. Never turn
+// upkeep on in a process that forks afterwards (Kamailio's main process).
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "approute/router.h"
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: %s ROUTER.yaml [--shared NAME]\n", argv[0]);
+    std::fprintf(stderr, "usage: %s ROUTER.yaml [--shared NAME] [--upkeep] [--hold SECONDS]\n", argv[0]);
     return 2;
   }
   approute::RouterOptions options;
-  if (argc >= 4 && std::string(argv[2]) == "--shared") options.shared = argv[3];
+  int hold_s = 0;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--shared" && i + 1 < argc) {
+      options.shared = argv[++i];
+    } else if (a == "--upkeep") {
+      options.upkeep_interval_ms = 1000;  // a sweep a second: the lease (15 s) never comes near lapsing
+    } else if (a == "--hold" && i + 1 < argc) {
+      hold_s = std::atoi(argv[++i]);
+    } else {
+      std::fprintf(stderr, "unknown argument %s\n", a.c_str());
+      return 2;
+    }
+  }
   absl::StatusOr<std::unique_ptr<approute::Router>> router = approute::Router::FromFile(argv[1], options);
   if (!router.ok()) {
     std::fprintf(stderr, "error: %s\n", std::string(router.status().message()).c_str());
@@ -46,6 +71,14 @@ int main(int argc, char** argv) {
                   d->reason.c_str(), d->attempt);
       if (!d->ok) calls.erase(calls.begin());
     }
+  }
+  if (hold_s > 0) std::this_thread::sleep_for(std::chrono::seconds(hold_s));  // calls up, nothing routed
+  const approute::ClusterStatus cluster = (*router)->Cluster();
+  if (cluster.mode != "local") {
+    std::printf("cluster %s: deployment %s, proxy %s, primary %s, lease renewed %lld ms ago\n", cluster.mode.c_str(),
+                cluster.name.c_str(), cluster.proxy.c_str(), cluster.primary.c_str(),
+                static_cast<long long>(cluster.lease_age_ms));
+    if (!cluster.warning.empty()) std::printf("WARNING: %s\n", cluster.warning.c_str());
   }
   for (const std::string& c : calls) {
     if (absl::Status s = (*router)->End(c); !s.ok()) {

@@ -188,6 +188,7 @@ class Router:
         shared: Optional[str] = None,
         strategies: Optional[Mapping[str, Strategy]] = None,
         seed: Optional[int] = None,
+        upkeep: bool = False,
     ) -> Router: ...
     @staticmethod
     def from_file(
@@ -196,6 +197,7 @@ class Router:
         shared: Optional[str] = None,
         strategies: Optional[Mapping[str, Strategy]] = None,
         seed: Optional[int] = None,
+        upkeep: bool = False,
     ) -> Router: ...
     @staticmethod
     def attach(shared: str) -> Router: ...

@@ -108,12 +108,17 @@ def cluster_text(cluster: Dict[str, Any]) -> str:
     """One line on the cluster placement; "" without `cluster:`."""
     if not cluster or cluster.get("mode", "local") == "local":
         return ""
-    return ("cluster: %s   deployment: %s   proxy: %s   proxies: %s   degraded placements: %s   "
+    line = ("cluster: %s   deployment: %s   proxy: %s   proxies: %s   degraded placements: %s   "
             "outage refusals: %s   redis rtt p50/p99: %s/%s us" % (
                 cluster.get("mode"), cluster.get("name"), cluster.get("proxy"),
                 ",".join(cluster.get("proxies") or []) or "?", cluster.get("degraded_placements", 0),
                 cluster.get("outage_refusals", 0),
                 cluster.get("rtt_p50_us", 0), cluster.get("rtt_p99_us", 0)))
+    if cluster.get("primary"):
+        line += "   primary: %s" % cluster["primary"]
+    if cluster.get("warning"):
+        line += "\nWARNING: %s" % cluster["warning"]
+    return line
 
 
 def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]]) -> str:

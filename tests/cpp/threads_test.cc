@@ -159,3 +159,18 @@ TEST(Threads, SharedRouterCountsEndAtZeroAndCapacityHolds) {
 
 }  // namespace
 }  // namespace approute
+
+namespace approute {
+namespace {
+
+// The upkeep thread sweeps while worker threads route; the router is then
+// destroyed with the thread still ticking (the destructor stops it).
+TEST(Threads, UpkeepThreadSweepsWhileThreadsRoute) {
+  absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml(Yaml(), RouterOptions{.upkeep_interval_ms = 10});
+  ASSERT_TRUE(r.ok()) << r.status();
+  RunAll(**r, **r);
+  r->reset();
+}
+
+}  // namespace
+}  // namespace approute

@@ -58,6 +58,16 @@ struct RouterOptions {
   // Nonzero: strategies draw random numbers from one sequence seeded with it,
   // so a single-threaded run is reproducible (simulations, tests).
   uint64_t random_seed = 0;
+  // Upkeep: nonzero starts a thread that calls Sweep() every this many ms
+  // (10..7500: under half the cluster lease), so that a process that routes
+  // rarely keeps its cluster lease and republishes its shares, and expired
+  // sessions are swept. Off by default: nothing in the library runs by
+  // itself otherwise. The thread stops in the Router's destructor. Never
+  // turn it on in a process that forks afterwards (Kamailio's main process:
+  // its workers route and the configuration's timer sweeps instead); a
+  // forked child has no such thread. FromYaml and FromFile (Attach, for
+  // operator tools, ignores it).
+  int64_t upkeep_interval_ms = 0;
 };
 
 class Router {

@@ -29,6 +29,7 @@ Router::~Router() = default;
 absl::StatusOr<std::unique_ptr<Router>> Router::FromYaml(std::string_view yaml, RouterOptions options,
                                                          std::string_view source) {
   return Guard([&]() -> absl::StatusOr<std::unique_ptr<Router>> {
+    if (absl::Status s = Impl::CheckUpkeep(options.upkeep_interval_ms); !s.ok()) return s;
     absl::StatusOr<Config> cfg = ParseConfig(yaml, source, options.strategies.get());
     if (!cfg.ok()) return cfg.status();
     absl::StatusOr<std::unique_ptr<Region>> region;
@@ -46,6 +47,7 @@ absl::StatusOr<std::unique_ptr<Router>> Router::FromYaml(std::string_view yaml, 
     if (absl::Status s = impl->Apply(*cfg); !s.ok()) return s;
     if (absl::Status s = impl->UseCluster(cfg->cluster); !s.ok()) return s;
     impl->SyncClusterMembers();
+    impl->StartUpkeep(options.upkeep_interval_ms);
     return std::unique_ptr<Router>(new Router(std::move(impl)));
   });
 }

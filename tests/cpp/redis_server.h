@@ -126,6 +126,14 @@ class RedisServer {
     }
     pid_ = -1;
   }
+  // SIGKILL, not restarted (a crashed primary).
+  void Kill() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    int st = 0;
+    waitpid(pid_, &st, 0);
+    pid_ = -1;
+  }
   void Pause() { kill(pid_, SIGSTOP); }
   void Resume() { kill(pid_, SIGCONT); }
 

@@ -132,3 +132,27 @@ def test_status_has_no_cluster_line_without_cluster() -> None:
         assert "approute_cluster" not in out.getvalue()
     finally:
         approute.Router.unlink(segment)
+
+
+def test_upkeep_renews_the_lease_and_cluster_warns_without_it(redis_url: str) -> None:
+    idle = approute.Router.from_yaml(_conf(redis_url).replace("kam1", "idle"))
+    c = idle.cluster()
+    assert c["lease_age_ms"] == -1 and "lease: not renewed yet" in c["warning"], c
+    assert "WARNING: lease: not renewed yet" in cli.cluster_text(c)
+    kept = approute.Router.from_yaml(_conf(redis_url).replace("kam1", "kept"), upkeep=True)
+    deadline = time.monotonic() + 10
+    while kept.cluster()["lease_age_ms"] < 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    c = kept.cluster()
+    assert c["warning"] == "" and c["lease_age_ms"] >= 0, c
+    assert c["primary"] == redis_url[len("redis://"):].split("/")[0]
+    assert "kept" in c["proxies"]
+    assert "WARNING" not in cli.cluster_text(c)
+    idle.sweep()
+    assert idle.cluster()["warning"] == ""
+
+
+def test_sentinel_password_needs_a_sentinel_address() -> None:
+    conf = _conf("redis://127.0.0.1:6379/0").replace("timeout_ms: 50", "timeout_ms: 50, sentinel_password: x")
+    with pytest.raises(ValueError, match="cluster.sentinel_password.*needs a redis\\+sentinel://"):
+        approute.Router.from_yaml(conf)

@@ -179,18 +179,18 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
     lb = LoadBound(cbuf->list, bound, k.hash);
   }
   bool over_bound = false;  // the key's node was usable but above the bound
-  auto take = [&](uint32_t slot, uint32_t epoch) {
-    if (!Usable(slot, epoch, p, snap, now) || Contains(avoid, slot)) return false;
+  auto admit = [&](uint32_t slot, uint32_t epoch) -> std::optional<int64_t> {
+    if (!Usable(slot, epoch, p, snap, now) || Contains(avoid, slot)) return std::nullopt;
     if (bound > 1.0 && !lb.Within(slot)) {
       over_bound = true;
-      return false;
+      return std::nullopt;
     }
-    return placement_->Reserve(slot, res, CapacityOf(snap, slot, epoch, res));
+    return CapacityOf(snap, slot, epoch, res);
   };
   bool joined = false;
   if (use_aff) {
     // With a bound, the key's node must be known now (for its next home).
-    if (std::optional<ClaimRef> hit = placement_->JoinClaim(k, now, bound <= 1.0, take)) {
+    if (std::optional<ClaimRef> hit = placement_->JoinAndReserve(k, res, now, bound <= 1.0, admit)) {
       out.ref = *hit;
       out.decision.reason = "affinity";
       joined = true;
@@ -214,7 +214,7 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
   auto reserve = [&](uint32_t slot, uint32_t epoch, int64_t capacity) {
     if (!claim_new) return placement_->Reserve(slot, res, capacity);
     claimed = placement_->ReserveAndClaim(k, ClaimRef{slot, epoch, 0}, res, capacity, p.config.affinity_grace_ms,
-                                          now, alive, take);
+                                          now, alive, admit);
     return claimed.has_value();
   };
   if (out.ref.slot == kNil) {
@@ -276,7 +276,7 @@ absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::str
       // The key's next home within the bound (or no claim): claimed now.
       ClaimRef chosen = out.ref;
       absl::StatusOr<AffinityTable::ClaimOutcome> c =
-          placement_->Claim(k, chosen, p.config.affinity_grace_ms, now, alive, take);
+          placement_->Claim(k, chosen, res, p.config.affinity_grace_ms, now, alive, admit);
       if (!c.ok()) {
         placement_->Release(chosen.slot, chosen.epoch, res);
         return c.status();

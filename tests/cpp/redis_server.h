@@ -61,6 +61,18 @@ inline int FreeLoopbackPort() {
   return port;
 }
 
+// Whether something accepts TCP connections on 127.0.0.1:`port`.
+inline bool LoopbackListening(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  close(fd);
+  return ok;
+}
+
 class RedisServer {
  public:
   // `extra`: more redis-server arguments (e.g. {"--requirepass", "pw"}).
@@ -152,14 +164,7 @@ class RedisServer {
         pid_ = -1;
         return false;
       }
-      int fd = socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      a.sin_port = htons(static_cast<uint16_t>(port_));
-      bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-      close(fd);
-      if (ok && access(socket_path().c_str(), F_OK) == 0) return true;
+      if (LoopbackListening(port_) && access(socket_path().c_str(), F_OK) == 0) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return false;

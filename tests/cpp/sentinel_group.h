@@ -89,14 +89,7 @@ class SentinelProcess {
         pid_ = -1;
         return false;
       }
-      int fd = socket(AF_INET, SOCK_STREAM, 0);
-      sockaddr_in a{};
-      a.sin_family = AF_INET;
-      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-      a.sin_port = htons(static_cast<uint16_t>(port_));
-      bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
-      close(fd);
-      if (ok) return true;
+      if (LoopbackListening(port_)) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     return false;

@@ -1,16 +1,19 @@
 // fast_route.cc — route(), end() and approute.Decision without pybind11.
 //
 // Why this file exists: route() and end() run once per SIP request in every
-// Kamailio worker, and through pybind11 the bindings cost more than the
-// routing itself. pybind11's generic dispatcher (keyword matching, overload
+// Kamailio worker, and through pybind11 their binding cost more than the
+// routing itself: the generic dispatcher (keyword matching, overload
 // resolution, a type lookup to find the C++ router) and a pybind11 class per
-// Decision (a registry insert and erase per object) made route()+end() from
-// Python 2.5x the cost of the same policy in plain Python; with these two
-// written against the CPython API (and the GIL kept while no Python
-// strategy can be called, MayCallPython) it is 1.3x, about 0.54 us per call (docs/BENCHMARKS.md,
-// "Python: route() + end() per call vs. plain Python"). Everything else in
-// the module goes through pybind11 (core.cc): keep it that way unless a
-// benchmark shows a per-call method is dominated by its binding.
+// Decision (a registry insert and erase per object). docs/BENCHMARKS.md,
+// "Python: route() + end() per call vs. plain Python", has the figures:
+// route()+end() from Python cost 2.5x the same policy in plain Python
+// through pybind11; this file (with the GIL kept while no Python strategy
+// can be called, MayCallPython, and the request reused per thread) took it
+// to 1.8x; later work (here: argument parsing, fewer Decision moves; in the
+// core: fewer shared writes) to 1.3x, about 0.54 us per call, where the
+// binding is still about a tenth of the time. Everything else goes through
+// pybind11 (core.cc): keep it that way unless a benchmark shows a per-call
+// method is dominated by its binding.
 //
 // Error contract as core.cc: a core error raises the approute.Error
 // subclass (Raise), a bad argument TypeError naming it; no C++ exception
@@ -50,7 +53,6 @@ PyObject* OptStrObj(const std::string& v) {
   return NewStr(v);
 }
 Decision& D(PyObject* self) { return reinterpret_cast<DecisionObject*>(self)->d; }
-
 
 void DecisionDealloc(PyObject* self) {
   PyTypeObject* type = Py_TYPE(self);

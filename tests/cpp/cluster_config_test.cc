@@ -60,8 +60,8 @@ TEST(ClusterConfig, ErrorsNamePositionAndKey) {
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n"),
             "router.yaml:2:3: cluster: missing required key \"name\" (proxies with the same name share one state)");
   EXPECT_EQ(Err("cluster:\n  redis: \"http://h\"\n  name: prod\n"),
-            "router.yaml:2:10: cluster.redis: redis address \"http://h\": expected redis://host[:port][/db] or "
-            "unix:///path (rediss:// TLS is not supported)");
+            "router.yaml:2:10: cluster.redis: redis address \"http://h\": expected redis://host[:port][/db], "
+            "unix:///path or redis+sentinel://host:port,.../primary[/db] (rediss:// TLS is not supported)");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h:99999\"\n  name: prod\n"),
             "router.yaml:2:10: cluster.redis: redis address \"redis://h:99999\": port \"99999\" is not a number 1..65535");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: \"a b\"\n"),
@@ -69,7 +69,8 @@ TEST(ClusterConfig, ErrorsNamePositionAndKey) {
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  timeout_ms: 0\n"),
             "router.yaml:4:15: cluster.timeout_ms: value 0 is outside 1..10000");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  timeout: 5\n"),
-            "router.yaml:4:3: cluster.timeout: unknown key \"timeout\" (allowed: redis, name, proxy, timeout_ms, outage_headroom)");
+            "router.yaml:4:3: cluster.timeout: unknown key \"timeout\" (allowed: redis, name, proxy, timeout_ms, outage_headroom, "
+            "sentinel_password)");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  outage_headroom: 101\n"),
             "router.yaml:4:20: cluster.outage_headroom: value 101 is outside 0..100");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  outage_headroom: 0.5\n"),
@@ -131,7 +132,8 @@ TEST(RedisUrl, ErrorsSayWhatIsWrong) {
   EXPECT_EQ(msg("unix:///x.sock?tls=1"),
             "redis address \"unix:///x.sock?tls=1\": unknown parameter \"tls\" (allowed: db, password, user)");
   EXPECT_EQ(msg("rediss://h"),
-            "redis address \"rediss://h\": expected redis://host[:port][/db] or unix:///path (rediss:// TLS is not supported)");
+            "redis address \"rediss://h\": expected redis://host[:port][/db], unix:///path or "
+            "redis+sentinel://host:port,.../primary[/db] (rediss:// TLS is not supported)");
 }
 
 }  // namespace

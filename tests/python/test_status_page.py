@@ -117,6 +117,12 @@ def test_marks_bars_and_pool_summary() -> None:
     summary = media.split('<div class="summary"')[1].split("<table")[0]
     assert "14/10" in summary and "fill full" in summary
     assert 'http-equiv="refresh" content="5"' in page
+    assert '<p class="cluster local">' in page  # no cluster: section
+    snap.cluster = {"mode": "degraded", "name": "prod", "proxy": "kam1", "proxies": ["kam1", "kam2"],
+                    "degraded_placements": 3}
+    cluster = re.search(r'<p class="cluster (\w+)">(.*?)</p>', status_page.render(snap))
+    assert cluster is not None and cluster.group(1) == "degraded"
+    assert cluster.group(2).startswith("cluster: degraded   deployment: prod   proxy: kam1   proxies: kam1,kam2")
 
 
 # --------------------------------------------------------------------------

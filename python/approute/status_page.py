@@ -234,7 +234,8 @@ th{text-align:left;color:#667085;font-weight:600;border-bottom:1px solid #dde1e8
 td{padding:5px 8px;border-bottom:1px solid #eef0f4;vertical-align:top}
 td.id,td.keyname{font-weight:600;word-break:break-all}td.uri{color:#475467;word-break:break-all}
 td.num{text-align:right}
-.summary{display:flex;flex-wrap:wrap;gap:4px 24px;margin-bottom:8px;padding:4px 8px;background:#f7f8fa;border-radius:4px}
+.summary{display:flex;flex-wrap:wrap;gap:4px 24px;margin-bottom:8px;padding:4px 8px;background:#f7f8fa;
+border-radius:4px}
 .summary::before{content:"in use";color:#667085;align-self:center}
 .res{display:flex;align-items:center;gap:8px}
 .rname{width:90px;color:#475467;overflow:hidden;text-overflow:ellipsis}

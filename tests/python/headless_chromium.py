@@ -161,7 +161,8 @@ class Chromium:
                 out.append("exception: %s" % d.get("exception", {}).get("description", d.get("text")))
             elif ev["method"] == "Log.entryAdded" and p.get("entry", {}).get("level") in ("warning", "error"):
                 e = p["entry"]
-                out.append("log %s (%s): %s %s" % (e["level"], e.get("source"), e.get("text"), e.get("url", "")))
+                out.append("log %s (%s): %s %s" % (e["level"], e.get("source"), e.get("text"),
+                                                   e.get("url", "")))
         return out
 
     def close(self) -> None:

@@ -64,7 +64,8 @@ def exported_names() -> Set[str]:
 
 
 # Grafana's interval variables stand where PromQL wants a duration.
-_GRAFANA_DURATIONS = re.compile(r"\$(__rate_interval|__interval|__range)\b|\$\{(__rate_interval|__interval|__range)\}")
+_GRAFANA_DURATIONS = re.compile(r"\$(?:__rate_interval|__interval|__range)\b"
+                                r"|\$\{(?:__rate_interval|__interval|__range)\}")
 
 
 def selected_names(expr: str) -> List[str]:

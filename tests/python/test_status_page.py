@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import approute
 import pytest
@@ -53,7 +53,7 @@ class Tags(html.parser.HTMLParser):
         self.tags: List[str] = []
         self.text: List[str] = []
 
-    def handle_starttag(self, tag: str, attrs: List[Tuple[str, object]]) -> None:
+    def handle_starttag(self, tag: str, attrs: List[Tuple[str, Optional[str]]]) -> None:
         self.tags.append(tag)
 
     def handle_data(self, data: str) -> None:
@@ -96,13 +96,14 @@ def test_everything_from_the_state_is_escaped() -> None:
 
 def test_marks_bars_and_pool_summary() -> None:
     now = 1000.0
-    snap = status_page.Snapshot(shared="seg", taken=now, stats={"sessions": 20, "affinities": 3, "nodes": 4},
-                                nodes=[node(id="a", pool="media", sessions={"conference": 9}, capacity={"conference": 10}),
-                                       node(id="b", pool="media", state="draining", sessions={"conference": 5},
-                                            capacity={"conference": 10}),
-                                       node(id="c", pool="media", health="down", capacity={"conference": 10},
-                                            ejected_until=now + 30, busy_until=now + 12),
-                                       node(id="d", pool="other", sessions={"calls": 7})])
+    conf10 = {"conference": 10}
+    snap = status_page.Snapshot(
+        shared="seg", taken=now, stats={"sessions": 20, "affinities": 3, "nodes": 4},
+        nodes=[node(id="a", pool="media", sessions={"conference": 9}, capacity=conf10),
+               node(id="b", pool="media", state="draining", sessions={"conference": 5}, capacity=conf10),
+               node(id="c", pool="media", health="down", capacity=conf10, ejected_until=now + 30,
+                    busy_until=now + 12),
+               node(id="d", pool="other", sessions={"calls": 7})])
     page = status_page.render(snap)
     rows = dict(re.findall(r'<tr class="node" data-node="(\w+)">(.*?)</tr>', page))
     assert set(rows) == {"a", "b", "c", "d"}
@@ -122,7 +123,8 @@ def test_marks_bars_and_pool_summary() -> None:
                     "degraded_placements": 3}
     cluster = re.search(r'<p class="cluster (\w+)">(.*?)</p>', status_page.render(snap))
     assert cluster is not None and cluster.group(1) == "degraded"
-    assert cluster.group(2).startswith("cluster: degraded   deployment: prod   proxy: kam1   proxies: kam1,kam2")
+    assert cluster.group(2).startswith("cluster: degraded   deployment: prod   proxy: kam1   "
+                                       "proxies: kam1,kam2")
 
 
 # --------------------------------------------------------------------------
@@ -159,7 +161,7 @@ def router() -> Iterator[Tuple[approute.Router, str]]:
         approute.Router.unlink(shared)
 
 
-def start_server(shared: str) -> Tuple[subprocess.Popen, str]:
+def start_server(shared: str) -> Tuple[subprocess.Popen[str], str]:
     env = dict(os.environ)
     env.pop("APPROUTE_SHARED", None)
     proc = subprocess.Popen([sys.executable, "-m", "approute", "metrics", "--shared", shared,
@@ -174,7 +176,7 @@ def start_server(shared: str) -> Tuple[subprocess.Popen, str]:
     return proc, m.group(1)
 
 
-def stop_server(proc: subprocess.Popen) -> str:
+def stop_server(proc: subprocess.Popen[str]) -> str:
     os.kill(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=10)
@@ -259,7 +261,8 @@ def test_page_in_headless_chromium(router: Tuple[approute.Router, str], chromium
         assert "20/20" in chromium.evaluate(
             "document.querySelector('section[data-pool=\"media\"] .summary').innerText")
         # the top keys, most sessions first; the hostile key is shown as text, not markup
-        keys = chromium.evaluate("[...document.querySelectorAll('tr.key td.keyname')].map(td => td.textContent)")
+        keys = chromium.evaluate("[...document.querySelectorAll('tr.key td.keyname')]"
+                                 ".map(td => td.textContent)")
         assert keys == ["room-b@example.org", "room-a@example.com", EVIL, "sales@example.net"]
         assert chromium.evaluate("document.querySelectorAll('script, img, iframe').length") == 0
         assert chromium.evaluate("document.querySelector('.cluster').textContent").startswith("local")

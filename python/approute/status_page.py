@@ -26,7 +26,6 @@ TOP_KEYS = 20
 WARN_SHARE = 0.8
 
 
-
 @dataclass
 class Snapshot:
     """What the page shows, read from a router at one moment (plain data)."""
@@ -52,7 +51,8 @@ def snapshot(router: Any, shared: str, top: int = TOP_KEYS, now: Optional[float]
     nodes: List[Dict[str, Any]] = []
     for n in router.nodes():
         d = node_to_dict(n)
-        busy = getattr(n, "busy_until", None)  # a node that answered 503 with Retry-After
+        # a node that answered 503 with Retry-After, on a core that reports it (None until then)
+        busy = getattr(n, "busy_until", None)
         d["busy_until"] = float(busy) if isinstance(busy, (int, float)) else None
         nodes.append(d)
     keys = [affinity_to_dict(a) for a in router.affinities()]

@@ -16,7 +16,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .cli import affinity_to_dict, cluster_text, node_to_dict
+from .cli import cluster_text
+from .cli_commands import affinity_to_dict
+from .cli_util import node_to_dict
 
 #: Seconds between reloads of the page.
 REFRESH_SECONDS = 5

@@ -9,42 +9,21 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator
 
 import approute
 import pytest
+from approute import _procs
+from metrics_server import start_server, stop_server
 from promql_names import ROUTER_YAML, required_binary, selected_names
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "examples" / "prometheus" / "approute-rules.yml"
 DASHBOARD = ROOT / "examples" / "grafana" / "approute.json"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def api(base: str, path: str, **params: str) -> Any:
@@ -67,45 +46,35 @@ def scraped(tmp_path: Path) -> Iterator[Dict[str, str]]:
     r.retry("c0", code=503)
     r.report_load("a", cpu=0.5)
     r.drain("b")
-    env = dict(os.environ)
-    env.pop("APPROUTE_SHARED", None)
-    exporter = subprocess.Popen([sys.executable, "-m", "approute", "metrics", "--shared", shared,
-                                 "--listen", "127.0.0.1:0"], stderr=subprocess.PIPE, env=env)
-    procs: List[subprocess.Popen[bytes]] = [exporter]
+    exporter, target = start_server(shared)
     try:
-        assert exporter.stderr is not None
-        line = exporter.stderr.readline().decode()
-        m = re.search(r"http://(127\.0\.0\.1:\d+)/metrics", line)
-        assert m, line
-        target = m.group(1)
         (tmp_path / "prometheus.yml").write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             "rule_files: [%s]\n"
             "scrape_configs:\n"
             "  - job_name: approute\n"
             "    static_configs: [{targets: ['%s']}]\n" % (json.dumps(str(RULES)), target))
-        port = free_port()
-        log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 (closed below)
-        procs.append(subprocess.Popen(
-            [prometheus, "--config.file=%s" % (tmp_path / "prometheus.yml"),
-             "--storage.tsdb.path=%s" % (tmp_path / "data"), "--web.listen-address=127.0.0.1:%d" % port],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        port = _procs.free_tcp_port()
+        server = _procs.Proc("prometheus", [
+            prometheus, "--config.file=%s" % (tmp_path / "prometheus.yml"),
+            "--storage.tsdb.path=%s" % (tmp_path / "data"), "--web.listen-address=127.0.0.1:%d" % port],
+            tmp_path / "prometheus.log")
         base = "http://127.0.0.1:%d" % port
-        deadline = time.monotonic() + 60
-        while True:  # up, and at least 10 scrapes in (rates need two samples in their window)
+
+        def scraped_ten_times() -> bool:  # rates need two samples in their window
             try:
                 got = api(base, "query", query="count_over_time(approute_nodes[1m])")
-                if got["result"] and float(got["result"][0]["value"][1]) >= 10:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "prometheus.log").read_text()[-3000:]
-            time.sleep(0.5)
-        yield {"base": base, "instance": target}
-        log.close()
+            except OSError:  # not listening yet
+                return False
+            return bool(got["result"]) and float(got["result"][0]["value"][1]) >= 10
+
+        try:
+            _procs.wait_for(scraped_ten_times, timeout=60, interval=0.5, what="10 scrapes by Prometheus")
+            yield {"base": base, "instance": target}
+        finally:
+            server.stop()
     finally:
-        for p in reversed(procs):
-            stop(p)
+        stop_server(exporter)
         approute.Router.unlink(shared)
 
 

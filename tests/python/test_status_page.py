@@ -12,9 +12,6 @@ import html.parser
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -25,6 +22,7 @@ import approute
 import pytest
 from approute import status_page
 from headless_chromium import Chromium, find_chromium
+from metrics_server import start_server, stop_server
 from promql_names import required_binary
 
 EVIL = "<img src=x onerror=alert(1)>&\"'</td>"
@@ -159,33 +157,6 @@ def router() -> Iterator[Tuple[approute.Router, str]]:
         yield r, shared
     finally:
         approute.Router.unlink(shared)
-
-
-def start_server(shared: str) -> Tuple[subprocess.Popen[str], str]:
-    env = dict(os.environ)
-    env.pop("APPROUTE_SHARED", None)
-    proc = subprocess.Popen([sys.executable, "-m", "approute", "metrics", "--shared", shared,
-                             "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    m = re.search(r"status page http://(127\.0\.0\.1:\d+)/", line)
-    if not m:
-        proc.kill()
-        raise AssertionError("no serving line: %r %r" % (line, proc.communicate(timeout=10)))
-    return proc, m.group(1)
-
-
-def stop_server(proc: subprocess.Popen[str]) -> str:
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        raise
-    rest = proc.stderr.read() if proc.stderr else ""
-    assert proc.returncode == 0 and "Traceback" not in rest, rest
-    return rest
 
 
 def test_page_over_http(router: Tuple[approute.Router, str]) -> None:

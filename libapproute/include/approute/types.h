@@ -102,6 +102,7 @@ struct RouteRequest {
   std::string app;                          // policy name; unknown -> "default" policy
   std::string call_id;                      // required, <= 127 bytes
   std::string key;                          // affinity key; empty = no affinity
+  std::string prefer;                       // preference value for a new key (e.g. the caller's domain); empty = none
   std::vector<std::string> exclude;         // node ids never to choose for this call
   std::map<std::string, std::string> attrs; // hash inputs ("from", "to", "ruri_user") and more
 };

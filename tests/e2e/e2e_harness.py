@@ -43,7 +43,7 @@ KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 LOCAL = "127.0.0.1"
 #: node scenarios that answer calls with 200 (uas_options.xml also answers OPTIONS)
-ANSWERING = ("uas_200.xml", "uas_options.xml")
+ANSWERING = ("uas_200.xml", "uas_options.xml", "uas_flaky.xml")
 
 try:
     import approute
@@ -199,8 +199,10 @@ class Proc:
 class Node:
     """A SIPp UAS standing in for an Asterisk node."""
 
-    def __init__(self, env: "E2E", node_id: str, scenario: str = "uas_200.xml"):
+    def __init__(self, env: "E2E", node_id: str, scenario: str = "uas_200.xml",
+                 inf: Optional[Sequence[str]] = None):
         self.env = env
+        self.inf = list(inf) if inf is not None else None  # uas_flaky.xml: "ok" / "busy" per call
         self.id = node_id
         self.port = free_udp_port()
         self.uri = "sip:%s:%d" % (LOCAL, self.port)
@@ -213,6 +215,10 @@ class Node:
                 "-nostdin", "-trace_logs", "-log_file", str(self.logfile),
                 "-trace_err", "-error_file", str(self.env.dir / ("node-%s.err" % self.id)),
                 "-max_socket", "100"]
+        if self.inf is not None:
+            csv = self.env.dir / ("node-%s.csv" % self.id)
+            csv.write_text("SEQUENTIAL\n" + "\n".join(self.inf) + "\n")
+            argv += ["-inf", str(csv)]
         self.proc = Proc("node-" + self.id, argv, self.env.dir / ("node-%s.out" % self.id))
         self.env.procs.append(self.proc)
         time.sleep(0.1)
@@ -261,8 +267,9 @@ _uac_seq = itertools.count(1)
 
 class Call:
     def __init__(self, domain: str, user: str = "u", app: str = "conference",
-                 data: str = "1000", hold_ms: int = 300):
+                 data: str = "1000", hold_ms: int = 300, wait_ms: int = 0):
         self.domain, self.user, self.app, self.data, self.hold_ms = domain, user, app, data, hold_ms
+        self.wait_ms = wait_ms  # after SIPp starts the call, before its INVITE
 
 
 class UacRun:
@@ -278,7 +285,7 @@ class UacRun:
         csv = d / ("calls-%d.csv" % seq)
         lines = ["SEQUENTIAL"]
         for c in self.calls:
-            lines.append("%s;%s;%s;%s;%d" % (c.user, c.domain, c.app, c.data, c.hold_ms))
+            lines.append("%s;%s;%s;%s;%d;%d" % (c.user, c.domain, c.app, c.data, c.hold_ms, c.wait_ms))
         csv.write_text("\n".join(lines) + "\n")
         self.log = d / ("uac-%d.log" % seq)
         self.err = d / ("uac-%d.err" % seq)
@@ -340,8 +347,9 @@ class E2E:
 
     # ----- configuration ---------------------------------------------------
 
-    def add_node(self, node_id: str, scenario: str = "uas_200.xml", start: bool = True) -> Node:
-        n = Node(self, node_id, scenario)
+    def add_node(self, node_id: str, scenario: str = "uas_200.xml", start: bool = True,
+                 inf: Optional[Sequence[str]] = None) -> Node:
+        n = Node(self, node_id, scenario, inf)
         self.nodes[node_id] = n
         if start:
             n.start()

@@ -37,7 +37,7 @@ session).  Usage (from the repository root, after scripts/setup.sh):
 
 The approute package that Kamailio loads is the repository's python/approute
 (with the compiled _core of the installed package), so edits to
-python/approute/kamailio.py are measured without reinstalling; use
+python/approute/kamailio/ are measured without reinstalling; use
 --source installed for the .venv copy.
 """
 
@@ -170,7 +170,8 @@ def approute_overlay(tmp: Path, source: str) -> Tuple[str, str]:
     ov = tmp / "site" / "approute"
     ov.mkdir(parents=True)
     for f in (REPO / "python" / "approute").iterdir():
-        if f.suffix in (".py", ".pyi") or f.name == "py.typed":
+        if (f.suffix in (".py", ".pyi") or f.name == "py.typed"
+                or (f.is_dir() and (f / "__init__.py").exists())):  # subpackages
             os.symlink(f, ov / f.name)
     for f in inst.iterdir():
         if f.name.startswith("_core") and f.suffix == ".so":

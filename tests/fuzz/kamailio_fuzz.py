@@ -7,7 +7,7 @@ any header / pseudo-variable values:
 - render() never raises, and equals an independent expansion: the template's
   literal text with each {field} replaced by its value ("" when absent), its
   flag true exactly when some field had a non-empty value;
-- _check_template() and Rule() either accept or raise SettingsError;
+- check_template() and Rule() either accept or raise SettingsError;
 - the handler never crashes on an INVITE whatever its headers hold
   (do_app_routing returns through a decision, never through _crashed), and
   every header it appends is one line of printable ASCII.
@@ -117,7 +117,7 @@ def handler(key_tpl):
     """One handler (and router) for every input; the app's key template is
     swapped in when Settings would accept it (None otherwise)."""
     try:
-        kam._check_template(key_tpl, where="apps.conference: ")
+        kam.check_template(key_tpl, where="apps.conference: ")
     except kam.SettingsError:
         return None
     if not _HANDLER:
@@ -138,7 +138,7 @@ def check(tpl, values, rule_pattern, hdrs):
     if got != want:
         raise Fail("render(%r) = %r, expected %r" % (tpl, got, want))
     try:
-        kam._check_template(tpl)
+        kam.check_template(tpl)
     except kam.SettingsError:
         pass
     try:

@@ -342,10 +342,10 @@ def test_attrs_are_read_only_for_strategies_that_use_them():
     h2.router = spy2 = SpyRouter(h2.router)
     assert h2.do_app_routing(None) == kam.OK
     assert spy2.attrs[0]["from"] == "sip:alice@acme.example.com"
-    assert kam._strategy_reads_attrs({"strategy": "python:mod:Cls"})
-    assert kam._strategy_reads_attrs({"strategy": {"name": "consistent_bounded", "by": "to"}})
-    assert not kam._strategy_reads_attrs({"strategy": {"name": "consistent_bounded"}})
-    assert not kam._strategy_reads_attrs({})
+    assert kam.settings._strategy_reads_attrs({"strategy": "python:mod:Cls"})
+    assert kam.settings._strategy_reads_attrs({"strategy": {"name": "consistent_bounded", "by": "to"}})
+    assert not kam.settings._strategy_reads_attrs({"strategy": {"name": "consistent_bounded"}})
+    assert not kam.settings._strategy_reads_attrs({})
     with pytest.raises(kam.SettingsError, match="attrs"):
         kam.Settings({"router": ROUTER, "shared": None, "attrs": "sometimes"})
 

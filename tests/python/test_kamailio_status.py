@@ -284,7 +284,7 @@ def test_probe_round_sends_options_to_each_probed_node():
     assert node == "n1" and abs(float(t0) - time.time()) < 5
     assert h.on_probe_timer(None) == kam.OK  # the next round is not due yet
     assert len(ksr.sent) == 1
-    h._last_probe_round -= 5
+    h.probes.last_round -= 5
     h.on_probe_timer(None)
     assert len(ksr.sent) == 2
 
@@ -440,7 +440,7 @@ def test_publish_refused_before_the_transaction(kwargs, code, why):
     text = body() if size is None else body(pad="x" * size)
     ksr.vars["$bs"] = str(len(text))
     got, reason, _ = publish(h, ksr, text, **kwargs)
-    assert got == code and reason == kam._DEFAULT_REASONS[code]
+    assert got == code and reason == kam.DEFAULT_REASONS[code]
     assert ("t_newtran",) not in ksr.calls
     assert h.router.stats()["reports_accepted"] == 0 and h.counters["publish_%d" % code] == 1
     assert any(why in line for _, line in ksr.logs)
@@ -496,7 +496,7 @@ def test_refusal_details_are_logged_even_without_decision_lines():
         publish(h, ksr, body(), src="192.0.2.7")
     lines = [line for _, line in ksr.logs if "192.0.2.7" in line]
     assert len(lines) == 1
-    h._last_log["publish_403"] = 0.0  # a second later
+    h.ctx._last_log["publish_403"] = 0.0  # a second later
     publish(h, ksr, body(), src="192.0.2.7")
     lines = [line for _, line in ksr.logs if "192.0.2.7" in line]
     assert len(lines) == 2 and "(4 similar line(s) left out)" in lines[-1]

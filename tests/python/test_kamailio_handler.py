@@ -49,6 +49,12 @@ class FakeHdr:
         self.ksr.appended.append((k, v.strip()))
         return 1
 
+    def append_to_reply(self, text):
+        assert text.endswith("\r\n")
+        k, v = text[:-2].split(":", 1)
+        self.ksr.reply_headers.append((k, v.strip()))
+        return 1
+
 
 class FakeTM:
     def __init__(self, ksr):
@@ -86,6 +92,7 @@ class FakeKSR:
         self.vars.update(pvs)
         self.headers = []
         self.appended = []
+        self.reply_headers = []  # hdr.append_to_reply: headers of our own reply
         self.calls = []
         self.logs = []
         self.dst = None

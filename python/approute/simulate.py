@@ -437,7 +437,7 @@ def format_rooms_table(result: Dict[str, Any]) -> str:
                      str(r["max_split_rooms"]), str(r["split_participants"]), str(r["participants_refused"]),
                      str(r["new_rooms_refused"]), reasons])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.ljust(w) if i in (0, 8) else c.rjust(w)
+    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c if i == 8 else c.rjust(w)
                                    for i, (c, w) in enumerate(zip(cells, widths)))
     out = [line(headers), line(["-" * w for w in widths])]
     out += [line(r) for r in rows]

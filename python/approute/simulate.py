@@ -400,6 +400,18 @@ def _f(v: Any, digits: int = 1, pct: bool = False) -> str:
     return str(v)
 
 
+def _columns(headers: List[str], rows: List[List[str]], text_last: bool = False) -> List[str]:
+    """Aligned lines: the first column (and the last, when it is text) to
+    the left, numbers to the right, a rule under the headers."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    last = len(headers) - 1
+
+    def line(cells: List[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c if (text_last and i == last) else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+    return [line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
 def format_table(result: Dict[str, Any]) -> str:
     headers = ["strategy", "calls", "max", "mean", "p99", "max/mean", "peak util", "affinity hit",
                "bounces", "rejected", "dropped", "drained", "wall s", "calls/s"]
@@ -412,10 +424,7 @@ def format_table(result: Dict[str, Any]) -> str:
                      _f(r["affinity_hit_rate"], 1, pct=True), str(r["bounces"]), str(r["rejected"]),
                      str(r["dropped"]), drained or "-", _f(r["wall_seconds"], 2),
                      _f(r["calls_per_second"] and round(r["calls_per_second"]), 0)])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
-    out = [line(headers), line(["-" * w for w in widths])]
-    out += [line(r) for r in rows]
+    out = _columns(headers, rows)
     out.append("max/mean/p99: sessions per node (mean and p99 over samples of present nodes); "
                "max/mean: time-averaged max over mean node load (sessions / (limit x speed) when every "
                "node has a limit); peak util: sessions / (limit x speed); drained: time from a drain "
@@ -436,11 +445,7 @@ def format_rooms_table(result: Dict[str, Any]) -> str:
         rows.append([r["label"], str(r["rooms"]), str(r["calls"]), str(r["split_rooms"]),
                      str(r["max_split_rooms"]), str(r["split_participants"]), str(r["participants_refused"]),
                      str(r["new_rooms_refused"]), reasons])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c if i == 8 else c.rjust(w)
-                                   for i, (c, w) in enumerate(zip(cells, widths)))
-    out = [line(headers), line(["-" * w for w in widths])]
-    out += [line(r) for r in rows]
+    out = _columns(headers, rows, text_last=True)
     out.append("split rooms: rooms that had live participants on two nodes at some moment (their "
                "participants cannot hear each other); refused (room's node): participants refused while "
                "their room had live participants; new rooms refused: participants refused while their "

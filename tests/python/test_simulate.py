@@ -242,7 +242,7 @@ def test_rooms_example_workload_and_plot(tmp_path):
     ({"participants": [5, 2]}, "participants"),
     ({"participants": 3, "domains": 0}, "domains"),
     ({"home_share": 1.5}, "home_share"),
-    ({"people": 3}, "unknown key(s) people"),
+    ({"people": 3}, r"unknown key\(s\) people"),
 ])
 def test_rooms_spec_is_checked(rooms, message):
     wl = json.loads(json.dumps(ROOMS))

@@ -27,7 +27,7 @@ def example_configs(e2e, capacity: int) -> None:
     router = (EXAMPLES / "router.yaml").read_text()
     nodes = "".join('  - {id: %s, uri: "%s", pool: media, weight: 10, capacity: {conference: %d}}\n'
                     % (n.id, n.uri, capacity) for n in e2e.nodes.values())
-    router, count = re.subn(r"(?ms)^nodes:\n(?:  .*\n|\s*#.*\n)+", "nodes:\n" + nodes, router)
+    router, count = re.subn(r"(?m)^nodes:\n(?:  .*\n|[ \t]*#.*\n)+", "nodes:\n" + nodes, router)
     assert count == 1
     router = router.replace('allow_sources: ["10.0.0.0/8"]', 'allow_sources: ["127.0.0.1/32"]')
     e2e.router_yaml.write_text(router)
@@ -36,6 +36,14 @@ def example_configs(e2e, capacity: int) -> None:
     settings = re.sub(r"(?m)^shared: .*$", "shared: %s" % e2e.shared, settings)
     settings += "\nlog_decisions: true\n"
     e2e.settings_yaml.write_text(settings)
+
+
+def retry_after(e2e, call_id: str) -> int:
+    """The Retry-After of the call's failure answer, from the caller's log (0: none)."""
+    text = "\n".join(f.read_text(errors="replace") for f in e2e.dir.glob("uac-*.log"))
+    m = re.search(r"RESULT call_id=%s status=4\d\d \S+ \S+ retry_after=(\d*)" % re.escape(call_id), text)
+    assert m, text
+    return int(m.group(1) or 0)
 
 
 @pytest.mark.parametrize("cfg", [KAMAILIO_CFG, KAMAILIO_KEMI_CFG], ids=["python_exec", "kemi"])
@@ -71,9 +79,7 @@ def test_a_room_stays_on_its_node_and_a_full_room_refuses_with_486(e2e, cfg):
     p4 = by_user["p4"]
     assert p4.status == 486, results                 # the room is full: Busy Here
     assert e2e.tried_nodes(p4.call_id) == []         # refused by the proxy, no node tried
-    uac_log = "\n".join(f.read_text(errors="replace") for f in e2e.dir.glob("uac-*.log"))
-    m = re.search(r"RESULT call_id=%s status=486 \S+ \S+ retry_after=(\d+)" % re.escape(p4.call_id), uac_log)
-    assert m and int(m.group(1)) > 0, uac_log        # with a Retry-After
+    assert retry_after(e2e, p4.call_id) > 0          # with a Retry-After
 
     q1 = by_user["q1"]
     assert q1.status == 200, results
@@ -112,4 +118,5 @@ def test_a_node_that_bounces_a_live_room_is_not_replaced_by_another(e2e, cfg):
     p2 = results["p2"]
     assert p2.status == 486, results
     assert e2e.tried_nodes(p2.call_id) == [home]     # bounced there, not carried to the other node
+    assert retry_after(e2e, p2.call_id) > 0          # the failure route's answer has one too
     e2e.wait_idle(timeout=15)

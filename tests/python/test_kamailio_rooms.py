@@ -104,16 +104,22 @@ def test_prefer_template_is_checked():
         make(dict(ROOMS, apps={"conference": {"key": "{app_data}", "prefer": "{nonsense}"}}))
 
 
-@pytest.mark.parametrize("node_code", ["503", "408"])
-def test_failure_route_does_not_move_a_strict_key(node_code):
+@pytest.mark.parametrize("node_code, reason, code", [
+    ("503", "key_full", 486), ("503", "key_tried", 486),   # the room's node said it is full
+    ("408", "key_tried", 480), ("408", "key_down", 480),   # it did not answer
+])
+def test_failure_route_does_not_move_a_strict_key(node_code, reason, code):
     """The room's node bounced the call; retry() refuses to move the key:
-    486 to the caller, no relay to another node."""
+    486 (or 480 when the node did not answer) to the caller, no relay to
+    another node."""
     h, ksr = make(ROOMS, **{"$rU": "conf-2001"})
     assert h.do_app_routing(None) == kam.OK
-    h.router = StubRouter(h.router, refusal("key_full"))
+    h.router = StubRouter(h.router, refusal(reason))
     ksr.vars["$T_reply_code"] = node_code
+    if node_code == "408":
+        ksr.tm.timeout = True
     assert h.on_failure(None) == kam.NO_NODE
-    assert ksr.vars["$avp(approute_code)"] == 486
+    assert ksr.vars["$avp(approute_code)"] == code
     assert ksr.reply_headers == [("Retry-After", "30")]
     assert not [c for c in ksr.calls if c[0] == "t_relay"]
 

@@ -167,14 +167,18 @@ class Context:
         self.set_avp("approute_reason", reason)
         return rc
 
-    def refuse_key(self, d: Any, call_id: str, key: Optional[str], rc: int) -> int:
+    def refuse_key(self, d: Any, call_id: str, key: Optional[str], rc: int,
+                   full: bool = False) -> int:
         """The router refused a strict key's call (``d.reason`` key_full,
         key_down, key_draining, key_disabled or key_tried): the caller gets
         486 Busy Here (the room is full) or 480 Temporarily Unavailable (its
         node cannot be reached now) with a Retry-After, never 503, which
         upstream proxies fail over on (docs/design.md, "Strict keys at the
-        SIP edge"); the reason, key and node go to the log, rate-limited."""
-        code, phrase = KEY_REFUSALS.get(d.reason, (480, "Temporarily Unavailable"))
+        SIP edge"); the reason, key and node go to the log, rate-limited.
+        ``full``: the key's node itself said it is full (it answered 503 or
+        486 in the failure route): 486 whatever the router's reason."""
+        code, phrase = KEY_REFUSALS["key_full" if full else d.reason] if (full or d.reason in KEY_REFUSALS) \
+            else (480, "Temporarily Unavailable")
         self.log_limited("key_refused_" + d.reason, "refused call_id=%s key=%s: %d %s: %s" % (
             clean(call_id, 80), clean(key or "-", 80), code, d.reason, clean(d.detail, 200)))
         ra = self.settings.retry_after

@@ -78,7 +78,8 @@ class CallDialog:
         if not d.ok:
             if code >= 500 or code == 408:
                 if d.reason in KEY_REFUSALS:  # a strict key stays where its other calls are
-                    return ctx.refuse_key(d, call_id, None, NO_NODE)
+                    # the room's node answered "full" (503): the room is full
+                    return ctx.refuse_key(d, call_id, None, NO_NODE, full=code == 503)
                 return ctx.fail(503, "No Node Available", NO_NODE)
             return PASS
         ksr.seturi(ctx.pv("$ru") or ctx.pv("$ou"))

@@ -47,7 +47,7 @@ DOMAINS = ["acme.example.com", "globex.example.com", "initech.example.com",
            "umbrella.example.com", "hooli.example.com", "stark.example.com"]
 
 _DECISION_RE = re.compile(r"^\s*\d+\((\d+)\).*approute: ((?:route|retry) .*)$")
-_DETAIL_RE = re.compile(r" detail=(.*?)(?: key=\S*)?(?: code=\S*)?(?: from=\S*)?$")
+_DETAIL_RE = re.compile(r" detail=(.*?)(?: key=\S*)?(?: prefer=\S*)?(?: code=\S*)?(?: from=\S*)?$")
 
 #: what each decision reason means for a participant (the summary's words)
 WHY = {
@@ -262,7 +262,7 @@ class Demo:
         """(second, room, domain, hold ms) per participant. The first room is
         big (capacity + 2 participants from four domains within a few
         seconds), so its node fills; then rooms open at --rate per second,
-        live --hold-min..--hold-max ms, 2 to 5 participants each, mostly from
+        live --hold-min..--hold-max ms, 2 to 4 participants each, mostly from
         the room's home domain; everybody stays until the room closes."""
         a = self.args
         rnd = random.Random(a.seed + 1)
@@ -280,7 +280,7 @@ class Demo:
             room += 1
             life = rnd.uniform(a.hold_min, a.hold_max) / 1000.0
             home = rnd.choices(DOMAINS, weights)[0]
-            for j in range(rnd.randint(2, 5)):
+            for j in range(rnd.randint(2, 4)):
                 at = t if j == 0 else t + rnd.random() * life * 0.8
                 dom = home if rnd.random() < 0.7 else rnd.choice(DOMAINS)
                 out.append((at, room, dom, int((t + life - at) * 1000)))
@@ -547,13 +547,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", default=str(default_repo),
                    help="approute checkout (examples/ and tests/e2e/scenarios/)")
     p.add_argument("--duration", type=int, default=20, help="seconds over which rooms open (default 20)")
-    p.add_argument("--rate", type=float, default=0.8, help="rooms opened per second (default 0.8)")
+    p.add_argument("--rate", type=float, default=0.6, help="rooms opened per second (default 0.6)")
     p.add_argument("--hold-min", type=int, default=4000, help="shortest room life, ms")
     p.add_argument("--hold-max", type=int, default=10000, help="longest room life, ms")
     p.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
     p.add_argument("--busy", type=float, default=0.0,
                    help="share of calls the last node refuses with 503 (default 0)")
-    p.add_argument("--capacity", type=int, default=6, help="conference seats per node (default 6)")
+    p.add_argument("--capacity", type=int, default=8, help="conference seats per node (default 8)")
     p.add_argument("--headroom", type=float, default=0.2,
                    help="affinity.headroom: a node opens rooms below (1 - headroom) x capacity (default 0.2)")
     p.add_argument("--strategy", default="least_loaded", help="strategy for new domains")

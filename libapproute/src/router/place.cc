@@ -1,16 +1,21 @@
 // The placement of one call (Router::Impl::Place), in named steps:
 //
-//   BoundFor   affinity.bound: the app's candidates and the bound over them
-//   JoinKey    the key's live claim, joined when its node takes the call
-//   NextHome   the key's node above the bound: its next home within it
-//   PickNode   the strategy's node (a compact pick, else the full one),
-//              reserved; a new key is claimed in the same step
-//   ClaimFor   the key's claim for a node reserved without one
+//   BoundFor        affinity.bound: the app's candidates and the bound over them
+//   JoinKey         the key's live claim, joined when its node takes the call
+//   StrictRefusal   a strict key whose node cannot take the call: refused
+//   NextHome        the key's node above the bound: its next home within it
+//   Preferred       a new key with a preference: the preference's node
+//   PickNode        the strategy's node (a compact pick, else the full one),
+//                   reserved (within the headroom for a new key); a new key
+//                   is claimed in the same step
+//   ClaimFor        the key's claim for a node reserved without one
+//   FollowPreference  the preference follows a new key's node
 //
 // Each step takes the call's inputs (PlaceCall) and returns what it found;
 // the only state a step leaves behind is what it reserved or claimed, which
 // its result names. The callbacks handed to the placement (KeyTake,
 // Reserver) run under a table lock and only read node atomics and reserve.
+#include <cmath>
 #include <optional>
 
 #include "router/router_impl.h"
@@ -66,9 +71,11 @@ Router::Impl::Bounded Router::Impl::BoundFor(const PlaceCall& c) {
   return b;
 }
 
-bool Router::Impl::KeyTake::operator()(uint32_t slot, uint32_t epoch) {
+bool Router::Impl::KeyTake::operator()(uint32_t slot, uint32_t epoch) const {
+  asked_ = true;
+  asked_about_ = ClaimRef{slot, epoch, 0};
   if (!r_.Usable(slot, epoch, c_.p, c_.snap, c_.now) || Contains(c_.avoid, slot)) return false;
-  if (b_.on && !b_.lb.Within(slot)) {
+  if (b_.on && !c_.strict && !b_.lb.Within(slot)) {
     over_bound_ = true;
     return false;
   }
@@ -76,8 +83,10 @@ bool Router::Impl::KeyTake::operator()(uint32_t slot, uint32_t epoch) {
 }
 
 std::optional<ClaimRef> Router::Impl::JoinKey(const PlaceCall& c, KeyTake& take) {
-  // With a bound, the key's node must be known now (for its next home).
-  return placement_->JoinClaim(c.k, c.now, /*defer=*/c.p.config.affinity_bound <= 1.0, take);
+  // With a bound, the key's node must be known now (for its next home); a
+  // strict key's, to refuse the call when that node cannot take it.
+  const bool defer = c.p.config.affinity_bound <= 1.0 && !c.strict;
+  return placement_->JoinClaim(c.k, c.now, defer, take);
 }
 
 std::optional<ClaimRef> Router::Impl::NextHome(const PlaceCall& c, const Bounded& b) {
@@ -90,12 +99,23 @@ std::optional<ClaimRef> Router::Impl::NextHome(const PlaceCall& c, const Bounded
   return std::nullopt;
 }
 
+int64_t Router::Impl::HeadroomCap(const Policy& p, int64_t capacity) {
+  const double h = p.config.affinity_headroom;
+  if (h <= 0 || capacity <= 0) return capacity;
+  return static_cast<int64_t>(std::ceil((1.0 - h) * static_cast<double>(capacity) - 1e-9));
+}
+
 bool Router::Impl::Reserver::operator()(uint32_t slot, uint32_t epoch, int64_t capacity) {
   const uint32_t res = c_.p.resource;
   if (!claim_new_) return r_.placement_->Reserve(slot, res, capacity);
+  const int64_t cap = HeadroomCap(c_.p, capacity);
   auto alive = [this](uint32_t s, uint32_t e) { return r_.Usable(s, e, c_.p, c_.snap, c_.now); };
-  claimed_ = r_.placement_->ReserveAndClaim(c_.k, ClaimRef{slot, epoch, 0}, res, capacity,
+  claimed_ = r_.placement_->ReserveAndClaim(c_.k, ClaimRef{slot, epoch, 0}, res, cap,
                                             c_.p.config.affinity_grace_ms, c_.now, alive, take_);
+  if (!claimed_.has_value() && cap != capacity &&
+      r_.region_->hot(slot).sessions[res].load(std::memory_order_relaxed) < capacity) {
+    ++headroom_;  // room for a call of a key it holds, none for a new one
+  }
   return claimed_.has_value();
 }
 
@@ -203,12 +223,115 @@ Router::Impl::Picked Router::Impl::PickNode(const PlaceCall& c, Bounded& b, Rese
   return out;
 }
 
-std::string Router::Impl::NoNodeDetail(const Policy& p, const Tally& t) {
+std::string Router::Impl::NoNodeDetail(const Policy& p, const Tally& t, size_t headroom) {
   if (t.pool == 0) return Cat("pool \"", p.config.pool, "\" has no nodes");
+  const size_t full = t.full > headroom ? t.full - headroom : 0;
   return Cat("no candidate in pool \"", p.config.pool, "\" (", t.pool, " nodes: ", t.disabled, " disabled, ",
-             t.draining, " draining, ", t.down, " down, ", t.avoid, " excluded or tried, ", t.full, " full for \"",
-             p.config.resource, "\")");
+             t.draining, " draining, ", t.down, " down, ", t.avoid, " excluded or tried, ", full,
+             " full for \"", p.config.resource, "\"",
+             headroom ? Cat(", ", headroom, " above the headroom for a new key") : std::string(), ")");
 }
+
+// ---- strict keys ------------------------------------------------------------
+
+std::optional<Router::Impl::KeyRefusal> Router::Impl::StrictRefusal(const PlaceCall& c, const KeyTake& take) {
+  if (!take.asked()) return std::nullopt;  // no claim: a new key
+  AffinityTable::Hold h = placement_->HolderOf(c.k, c.now);
+  if (h.slot == kNil || h.refs <= 0) return std::nullopt;  // only its grace left: the key may move
+  // With cluster:, this host's claim may be stale (the deployment's names
+  // another node): the placement follows the deployment's claim, or the
+  // call is refused after it (Place).
+  if (h.slot != take.asked_about().slot || h.epoch != take.asked_about().epoch) return std::nullopt;
+  return Diagnose(c, h);
+}
+
+Router::Impl::KeyRefusal Router::Impl::Diagnose(const PlaceCall& c, const AffinityTable::Hold& h) {
+  const NodeView* v = h.slot == kNil ? nullptr : c.snap.At(h.slot, h.epoch);
+  std::string where = Cat("key '", c.key, "' lives on ", v != nullptr ? v->id : std::string("another node"));
+  if (h.refs > 0) where += Cat(" (", h.refs, h.refs == 1 ? " live session)" : " live sessions)");
+  if (v == nullptr) {
+    if (h.slot == kNil) return KeyRefusal{"key_full", where + ", which cannot take it"};
+    return KeyRefusal{"key_disabled", where + ", which was removed"};
+  }
+  NodeHot& n = region_->hot(h.slot);
+  const uint32_t admin = n.admin.load(std::memory_order_relaxed);
+  if (Contains(c.avoid, h.slot)) return KeyRefusal{"key_tried", where + ", which this call already tried or excludes"};
+  if (admin == static_cast<uint32_t>(AdminState::kDisabled)) return KeyRefusal{"key_disabled", where + ", which is disabled"};
+  if (v->pool != c.p.config.pool) return KeyRefusal{"key_disabled", where + ", which left pool " + c.p.config.pool};
+  if (NodeTable::LeaseExpired(n, c.now)) return KeyRefusal{"key_draining", where + ", which left (its lease ran out)"};
+  if (admin == static_cast<uint32_t>(AdminState::kDraining)) {
+    const int64_t deadline = n.drain_deadline_ms.load(std::memory_order_relaxed);
+    if (deadline != 0 && c.now >= deadline) {
+      return KeyRefusal{"key_draining", where + ", which is draining past its deadline"};
+    }
+  }
+  if (n.health.load(std::memory_order_relaxed) == static_cast<uint32_t>(Health::kDown)) {
+    return KeyRefusal{"key_down", where + ", which is down"};
+  }
+  if (HealthMonitor::Ejected(n, c.now)) return KeyRefusal{"key_down", where + ", which is ejected for errors"};
+  const uint32_t res = c.p.resource;
+  int64_t count = n.sessions[res].load(std::memory_order_relaxed);
+  if (cluster_ != nullptr) {  // the deployment's count, when Redis answers
+    const std::pair<uint32_t, uint32_t> one{h.slot, res};
+    if (std::optional<std::vector<int64_t>> counts = cluster_->DeploymentCounts({one})) count = (*counts)[0];
+  }
+  return KeyRefusal{"key_full", Cat(where, ", which is full: ", c.p.config.resource, " ", count, "/",
+                                    CapacityOf(c.snap, h.slot, h.epoch, res))};
+}
+
+absl::StatusOr<ClaimRef> Router::Impl::TakeOver(const PlaceCall& c, ClaimRef at) {
+  absl::StatusOr<AffinityTable::ClaimOutcome> claim =
+      placement_->TakeOver(c.k, at, c.p.config.affinity_grace_ms, c.now, /*force=*/false);
+  if (!claim.ok()) return claim.status();
+  return claim->ref;
+}
+
+absl::Status Router::Impl::Refuse(const PlaceCall& c, KeyRefusal no, Placed* out) {
+  counters_.KeyRefusal(c.p.app_slot, no.reason);
+  out->decision.ok = false;
+  out->decision.reason = no.reason;
+  out->decision.detail = std::move(no.detail);
+  return absl::OkStatus();
+}
+
+// ---- preferences ------------------------------------------------------------
+
+std::optional<ClaimRef> Router::Impl::Preferred(const PlaceCall& c, const Bounded& b) {
+  const PreferKey pk(c.prefer);
+  const AffinityTable::Hold h = placement_->HolderOf(AffinityKey(c.p.app_slot, pk.view()), c.now);
+  if (h.slot == kNil || !Usable(h.slot, h.epoch, c.p, c.snap, c.now) || Contains(c.avoid, h.slot)) {
+    return std::nullopt;
+  }
+  if (b.on && !b.lb.Within(h.slot)) return std::nullopt;
+  const int64_t cap = HeadroomCap(c.p, CapacityOf(c.snap, h.slot, h.epoch, c.p.resource));
+  if (!placement_->Reserve(h.slot, c.p.resource, cap)) return std::nullopt;
+  return ClaimRef{h.slot, h.epoch, 0};
+}
+
+uint64_t Router::Impl::FollowPreference(const PlaceCall& c, ClaimRef at, bool new_key) {
+  const PreferKey pk(c.prefer);
+  const AffinityKey k(c.p.app_slot, pk.view());
+  auto same = [&](uint32_t s, uint32_t e) { return s == at.slot && e == at.epoch; };
+  if (!new_key) {
+    // A known key's call holds the preference only on the preference's node.
+    std::optional<ClaimRef> held = placement_->JoinClaim(k, c.now, /*defer=*/false, same);
+    return held ? held->claim : 0;
+  }
+  // A new key: the preference is claimed for its node (moved there if it
+  // was another's). Soft: no room for the claim costs only the preference.
+  absl::StatusOr<AffinityTable::ClaimOutcome> claim =
+      placement_->TakeOver(k, ClaimRef{at.slot, at.epoch, 0}, c.p.config.affinity_grace_ms, c.now, /*force=*/true);
+  return claim.ok() && claim->ref.slot == at.slot ? claim->ref.claim : 0;
+}
+
+void Router::Impl::DropPreference(const Held& h, int64_t now) {
+  if (h.pref_claim == 0) return;
+  const PreferKey pk(h.pref_hash);
+  using Mode = AffinityTable::DropMode;
+  placement_->DropClaim(AffinityKey(h.app, pk.view()), h.pref_claim,
+                        Leaving(h.node, h.epoch, now) ? Mode::kNoGrace : Mode::kGrace, now);
+}
+
 
 absl::StatusOr<ClaimRef> Router::Impl::ClaimFor(const PlaceCall& c, ClaimRef chosen, KeyTake& take, bool* moved) {
   auto alive = [&](uint32_t s, uint32_t e) { return Usable(s, e, c.p, c.snap, c.now); };
@@ -245,9 +368,16 @@ absl::Status Router::Impl::Place(const PlaceCall& c, Placed* out) {
     ref = JoinKey(c, take);
     joined = ref.has_value();
     reason = "affinity";
+    if (!ref && c.strict) {
+      if (std::optional<KeyRefusal> no = StrictRefusal(c, take)) return Refuse(c, *std::move(no), out);
+    }
     if (!ref && take.over_bound()) {
       ref = NextHome(c, b);
       reason = "affinity_bound";
+    }
+    if (!ref && c.prefer != 0 && !take.asked()) {
+      ref = Preferred(c, b);
+      reason = "prefer";
     }
   }
   bool moved = false;
@@ -256,19 +386,41 @@ absl::Status Router::Impl::Place(const PlaceCall& c, Placed* out) {
     Reserver reserve(*this, c, c.keyed, take);
     Picked picked = PickNode(c, b, reserve);
     if (picked.ref.slot == kNil) {
+      // A strict key that lives elsewhere (another proxy's claim, unknown
+      // to this host's table): refused for its node, not for the pool.
+      if (c.strict) {
+        if (AffinityTable::Hold h = placement_->HolderOf(c.k, c.now); h.slot != kNil && h.refs > 0) {
+          return Refuse(c, Diagnose(c, h), out);
+        }
+      }
+      if (reserve.headroom() > 0) counters_.HeadroomRefusal(c.p.app_slot);
       out->decision.reason = "no_node";
-      out->decision.detail = picked.chose_none ? std::move(picked.detail) : NoNodeDetail(c.p, picked.tally);
+      out->decision.detail =
+          picked.chose_none ? std::move(picked.detail) : NoNodeDetail(c.p, picked.tally, reserve.headroom());
       return absl::OkStatus();
     }
     reason = picked.reason;
     placed = reserve.claimed() ? Claimed(*std::move(reserve.claimed()), &moved) : absl::StatusOr<ClaimRef>(picked.ref);
   } else {
-    // The key's next home within the bound (or no claim): claimed now.
+    // The key's next home within the bound, or its preference's node: claimed now.
     placed = joined ? *ref : ClaimFor(c, *ref, take, &moved);
   }
   if (!placed.ok()) return placed.status();
+  if (c.strict && placed->claim == 0) {
+    // The key is claimed for a node that cannot take this call (by another
+    // process or proxy, meanwhile): never beside it. A claim no session
+    // holds any more is taken over (the key moves); one with live
+    // sessions refuses the call.
+    const ClaimRef beside = *placed;
+    placed = TakeOver(c, beside);
+    if (!placed.ok() || placed->claim == 0) {
+      placement_->Release(beside.slot, beside.epoch, c.p.resource);
+      return Refuse(c, Diagnose(c, placement_->HolderOf(c.k, c.now)), out);
+    }
+  }
   if (moved) reason = "affinity";
   out->ref = *placed;
+  if (c.prefer != 0) out->pref_claim = FollowPreference(c, out->ref, !joined && !moved);
   const NodeView& v = c.snap.nodes[static_cast<size_t>(c.snap.index_of_slot[out->ref.slot])];
   out->decision.ok = true;
   out->decision.reason = reason;

@@ -70,6 +70,7 @@ void Router::Impl::DropRef(const Held& h, bool full, int64_t now, bool abandoned
 void Router::Impl::Release(const Held& h, int64_t now, bool abandoned) {
   placement_->EndSession(h.node, h.epoch, h.resource, AffinityKey(h.app, h.key), h.claim,
                          DropModeOf(h, false, now, abandoned), now);
+  DropPreference(h, now);
 }
 
 Decision Router::Impl::SessionDecision(const Snapshot& snap, const SessionEntry& e, const Policies& pol) {
@@ -107,6 +108,13 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   if (req.key.size() > kMaxKeyLen) {
     return absl::InvalidArgumentError(Cat("key is ", req.key.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
   }
+  if (!req.key.empty() && req.key[0] == kDerivedKeyMark) {
+    return absl::InvalidArgumentError("key must not start with the control character 0x1f");
+  }
+  if (req.prefer.size() > kMaxKeyLen) {
+    return absl::InvalidArgumentError(
+        Cat("prefer is ", req.prefer.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
+  }
   if (req.exclude.size() > static_cast<size_t>(kMaxAttemptsLimit) / 2) {
     return absl::InvalidArgumentError(
         Cat("exclude lists ", req.exclude.size(), " nodes, at most ", kMaxAttemptsLimit / 2, " are allowed"));
@@ -131,17 +139,22 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   const uint64_t call_hash = SessionTable::Hash(req.call_id);
   sessions_.Prefetch(call_hash);
   Placed placed;
-  const PlaceCall call = Call(*p, snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy");
+  const uint64_t prefer = req.prefer.empty() ? 0 : PreferHash(req.prefer);
+  const PlaceCall call = Call(*p, snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy", prefer);
   if (absl::Status s = Place(call, &placed); !s.ok()) return s;
   if (!placed.decision.ok) {
     if (std::optional<SessionEntry> e = sessions_.Get(req.call_id, now)) return SessionDecision(snap, *e, **pol);
     return placed.decision;
   }
-  auto mine = [&] { return Held{p->app_slot, p->resource, placed.ref.slot, placed.ref.epoch, placed.ref.claim, KeyCopy(req.key)}; };
+  const uint64_t pref_hash = placed.pref_claim ? call.prefer : 0;
+  auto mine = [&] {
+    return Held{p->app_slot, p->resource, placed.ref.slot, placed.ref.epoch, placed.ref.claim,
+                placed.pref_claim, pref_hash, KeyCopy(req.key)};
+  };
   SessionInit init{.call_id = req.call_id, .key = placed.ref.claim ? std::string_view(req.key) : std::string_view(),
                    .call_id_hash = call_hash,
                    .app = p->app_slot, .resource = p->resource, .node = placed.ref.slot, .epoch = placed.ref.epoch,
-                   .claim = placed.ref.claim, .created_ms = now, .expires_ms = now + p->config.session_lifetime_ms,
+                   .claim = placed.ref.claim, .pref_claim = placed.pref_claim, .pref_hash = pref_hash, .created_ms = now, .expires_ms = now + p->config.session_lifetime_ms,
                    .tried = avoid.data(), .n_tried = avoid.size(), .attrs = &req.attrs};
   SessionEntry existing;  // filled only for kDuplicate (no 500-byte zeroing per call)
   std::vector<Held> expired;
@@ -202,6 +215,7 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
     for (uint32_t i = 0; i < e.n_tried; ++i) avoid.push_back(e.tried[i]);
     e.node = kNil;
     e.claim = 0;
+    e.pref_claim = 0;
     attempt = ++e.attempt;
     attrs = SessionTable::UnpackAttrs(e.attrs);
     return false;
@@ -209,8 +223,11 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
   if (!found) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
   // Move the counts off the node that bounced, and its claim if it is full
   // (or if this unanswered call was all the claim ever had).
+  // A strict key's claim is never released for a full code: while other
+  // sessions of the key live there, the key stays (the retry is refused).
   placement_->Release(old.node, old.epoch, old.resource);
-  DropRef(old, p && p->IsFullCode(code), now, /*abandoned=*/true);
+  DropRef(old, p && p->IsFullCode(code) && !p->config.affinity_strict, now, /*abandoned=*/true);
+  DropPreference(old, now);
   if (!why.empty()) {
     Decision d;
     d.reason = "no_node";
@@ -221,25 +238,37 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
   }
   Placed placement;
   const absl::Status place_status =
-      Place(Call(*p, *snap, call_id, old.key, attrs, avoid, attempt, now, "retry"), &placement);
+      Place(Call(*p, *snap, call_id, old.key, attrs, avoid, attempt, now, "retry", old.pref_hash), &placement);
   const bool placed = place_status.ok() && placement.decision.ok;
+  if (absl::Status s = RecordRetry(call_id, now, *p, old, placement, placed); !s.ok()) return s;
+  if (!place_status.ok()) return place_status;
+  return std::move(placement.decision);
+}
+
+absl::Status Router::Impl::RecordRetry(std::string_view call_id, int64_t now, const Policy& p, const Held& old,
+                                       const Placed& placement, bool placed) {
   Held gone;
-  found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {
+  const bool found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {
     if (!placed) return true;
     e.node = placement.ref.slot;
     e.node_epoch = placement.ref.epoch;
     e.claim = placement.ref.claim;
+    e.pref_claim = placement.pref_claim;
+    e.pref_hash = placement.pref_claim ? old.pref_hash : 0;
     SetFixed(e.key, placement.ref.claim ? std::string_view(old.key) : std::string_view());
     return false;
   }, &gone);
   if (!found) {
     // Ended while we were choosing: undo the new placement.
-    if (placed) Release(Held{p->app_slot, p->resource, placement.ref.slot, placement.ref.epoch, placement.ref.claim, old.key}, now);
+    if (placed) {
+      Release(Held{p.app_slot, p.resource, placement.ref.slot, placement.ref.epoch, placement.ref.claim,
+                   placement.pref_claim, old.pref_hash, old.key},
+              now);
+    }
     return absl::NotFoundError(Cat("call_id \"", call_id, "\" ended during retry"));
   }
   if (placed) region_->node(placement.ref.slot).routed_total.fetch_add(1, std::memory_order_relaxed);
-  if (!place_status.ok()) return place_status;
-  return std::move(placement.decision);
+  return absl::OkStatus();
 }
 
 absl::Status Router::Impl::Confirm(std::string_view call_id) {

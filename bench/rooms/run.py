@@ -18,9 +18,8 @@ enforce their capacity (bench/rooms/node.py: 503 once full), three times:
             capacity in dispatcher.list), failover on 503 (-A DS_CALL_LOAD).
   approute  examples/kamailio/kamailio.cfg and approute-kamailio.yaml as
             shipped (the room is the key, the caller's domain the
-            preference), with a router.yaml whose conference app has strict
-            keys and a headroom (--headroom), least_loaded, and the nodes'
-            capacity.
+            preference), and router.yaml too (least_loaded, strict keys, a
+            headroom: --headroom), with these nodes and their capacity.
 
 Every variant gets fresh nodes and a fresh Kamailio (--children workers).
 Per variant it reports: participants (calls placed), calls completed (200),
@@ -66,7 +65,7 @@ LOCAL = "127.0.0.1"
 
 # The Kamailio CPU bench's pieces: processes, ports, CPU samples, the package overlay.
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
-from e2e_harness import Proc, free_udp_port, sip_options  # noqa: E402
+from e2e_harness import Proc, example_router, free_udp_port, sip_options  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("kambench", REPO / "bench" / "kamailio" / "run.py")
 kambench = importlib.util.module_from_spec(_spec)
@@ -91,23 +90,12 @@ def workload(args) -> List[Participant]:
     the first when it opens, the others at uniform times over its life, from
     the room's home domain (--home-share) or any of --domains; all stay
     until the room closes."""
-    rnd = random.Random(args.seed)
+    from approute.demo import room_schedule
     domains = ["d%d.example.com" % i for i in range(1, args.domains + 1)]
-    out: List[Participant] = []
-    t, room = 0.0, 1000
-    while True:
-        t += rnd.expovariate(args.room_rate)
-        if t >= args.duration:
-            break
-        room += 1
-        life = rnd.uniform(args.life_min, args.life_max)
-        home = rnd.choice(domains)
-        for i in range(rnd.randint(args.participants_min, args.participants_max)):
-            at = t if i == 0 else t + rnd.random() * life
-            dom = home if rnd.random() < args.home_share else rnd.choice(domains)
-            out.append(Participant(at, room, dom, t + life - at))
-    out.sort(key=lambda p: p.t)
-    return out
+    rooms = room_schedule(random.Random(args.seed), args.room_rate, 0.0, args.duration,
+                          (args.life_min, args.life_max), (args.participants_min, args.participants_max),
+                          domains, home_share=args.home_share)
+    return [Participant(t, room, dom, held) for t, room, dom, held in rooms]
 
 
 # --------------------------------------------------------------------------
@@ -139,22 +127,13 @@ class Run:
 
     def approute_configs(self) -> Path:
         a = self.args
-        nodes = "\n".join('  - {id: %s, uri: "sip:%s:%d", pool: media, capacity: {conference: %d}}'
-                          % (nid, LOCAL, port, a.capacity) for nid, port, _ in self.nodes)
+        # examples/kamailio/router.yaml with these nodes and --headroom
+        text = example_router([(nid, "sip:%s:%d" % (LOCAL, port), a.capacity) for nid, port, _ in self.nodes])
+        text, count = re.subn(r"headroom: [0-9.]+", "headroom: %s" % a.headroom, text)
+        if count != 1:
+            raise RuntimeError("examples/kamailio/router.yaml: no affinity headroom to set")
         router = self.dir / "router.yaml"
-        router.write_text(
-            "state: {max_nodes: 16, max_sessions: 65536, max_affinities: 65536}\n"
-            "nodes:\n%s\n"
-            "apps:\n"
-            "  conference:\n"
-            "    pool: media\n"
-            "    strategy: least_loaded\n"
-            "    resource: conference\n"
-            "    affinity: {grace: 30, strict: true, headroom: %s}\n"
-            "    retry: {codes: [503, 408], max_attempts: 3}\n"
-            "  default:\n"
-            "    pool: media\n"
-            "    strategy: round_robin\n" % (nodes, a.headroom))
+        router.write_text(text)
         self.shared = "approute-rooms-%d-%s" % (os.getpid(), uuid.uuid4().hex[:8])
         text = EXAMPLE_SETTINGS.read_text()
         text = re.sub(r"(?m)^router: .*$", "router: %s" % router, text)

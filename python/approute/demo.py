@@ -40,7 +40,7 @@ import time
 import uuid
 from collections import Counter, defaultdict, deque
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 LOCAL = "127.0.0.1"
 DOMAINS = ["acme.example.com", "globex.example.com", "initech.example.com",
@@ -64,6 +64,35 @@ WHY = {
     "key_tried": "refused (480): its room's node had already refused this call",
     "no_node": "refused (503): no node could open a new room (all full or past their headroom)",
 }
+
+
+def room_schedule(rnd: random.Random, rate: float, start: float, until: float,
+                  life: Tuple[float, float], size: Tuple[int, int], domains: Sequence[str],
+                  weights: Optional[Sequence[float]] = None, home_share: float = 0.7,
+                  join_span: float = 1.0, first_room: int = 1001) -> List[Tuple[float, int, str, float]]:
+    """Conference rooms: they open at ``rate`` per second (Poisson) from
+    ``start`` until ``until``, live ``life`` seconds (uniform) and get
+    ``size`` participants (uniform); the first calls when the room opens,
+    the others at uniform times over ``join_span`` of its life, from the
+    room's home domain (drawn from ``domains`` by ``weights``) with
+    probability ``home_share``, else from any; all stay until it closes.
+    Returns (second, room, domain, seconds held) per participant, by time.
+    (The demo and bench/rooms/run.py play these.)"""
+    out: List[Tuple[float, int, str, float]] = []
+    t, room = start, first_room - 1
+    while True:
+        t += rnd.expovariate(rate)
+        if t >= until:
+            break
+        room += 1
+        span = rnd.uniform(*life)
+        home = rnd.choices(list(domains), weights)[0]
+        for j in range(rnd.randint(*size)):
+            at = t if j == 0 else t + rnd.random() * span * join_span
+            dom = home if rnd.random() < home_share else rnd.choice(list(domains))
+            out.append((at, room, dom, t + span - at))
+    out.sort()
+    return out
 
 
 def _free_port(used: set) -> int:
@@ -265,25 +294,15 @@ class Demo:
         live --hold-min..--hold-max ms, 2 to 4 participants each, mostly from
         the room's home domain; everybody stays until the room closes."""
         a = self.args
-        rnd = random.Random(a.seed + 1)
-        weights = [6, 4, 3, 2, 2, 1]
         out = []
         life = max(a.hold_max / 1000.0, 4.0)
         for i in range(a.capacity + 2):
             t = 0.5 + i * 0.4
             out.append((t, 1001, DOMAINS[i % 4], int((0.5 + life + 2.0 - t) * 1000)))
-        t, room = 1.0, 1001
-        while True:
-            t += rnd.expovariate(a.rate)
-            if t >= a.duration:
-                break
-            room += 1
-            life = rnd.uniform(a.hold_min, a.hold_max) / 1000.0
-            home = rnd.choices(DOMAINS, weights)[0]
-            for j in range(rnd.randint(2, 4)):
-                at = t if j == 0 else t + rnd.random() * life * 0.8
-                dom = home if rnd.random() < 0.7 else rnd.choice(DOMAINS)
-                out.append((at, room, dom, int((t + life - at) * 1000)))
+        rooms = room_schedule(random.Random(a.seed + 1), a.rate, 1.0, a.duration,
+                              (a.hold_min / 1000.0, a.hold_max / 1000.0), (2, 4), DOMAINS,
+                              weights=[6, 4, 3, 2, 2, 1], join_span=0.8, first_room=1002)
+        out += [(t, room, dom, int(held * 1000)) for t, room, dom, held in rooms]
         out.sort()
         return out
 

@@ -63,6 +63,18 @@ CONFERENCE_APP = """\
 """
 
 
+def example_router(nodes: Sequence[Tuple[str, str, int]]) -> str:
+    """examples/kamailio/router.yaml as shipped, with these nodes (id, uri,
+    conference seats) in place of its own."""
+    text = (REPO / "examples" / "kamailio" / "router.yaml").read_text()
+    listed = "".join('  - {id: %s, uri: "%s", pool: media, weight: 10, capacity: {conference: %d}}\n' % n
+                     for n in nodes)
+    text, count = re.subn(r"(?m)^nodes:\n(?:  .*\n|[ \t]*#.*\n)+", "nodes:\n" + listed, text)
+    if count != 1:
+        raise RuntimeError("examples/kamailio/router.yaml: no nodes: list to replace")
+    return text
+
+
 def missing_requirements() -> Optional[str]:
     """Why the e2e tests cannot run here, or None."""
     if approute is None:

@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from e2e_harness import KAMAILIO_CFG, KAMAILIO_KEMI_CFG, REPO, Call
+from e2e_harness import KAMAILIO_CFG, KAMAILIO_KEMI_CFG, REPO, Call, example_router
 
 EXAMPLES = REPO / "examples" / "kamailio"
 
@@ -24,11 +24,7 @@ EXAMPLES = REPO / "examples" / "kamailio"
 def example_configs(e2e, capacity: int) -> None:
     """examples/kamailio/router.yaml and approute-kamailio.yaml, with this
     test's nodes (capacity ``capacity`` each), segment and file paths."""
-    router = (EXAMPLES / "router.yaml").read_text()
-    nodes = "".join('  - {id: %s, uri: "%s", pool: media, weight: 10, capacity: {conference: %d}}\n'
-                    % (n.id, n.uri, capacity) for n in e2e.nodes.values())
-    router, count = re.subn(r"(?m)^nodes:\n(?:  .*\n|[ \t]*#.*\n)+", "nodes:\n" + nodes, router)
-    assert count == 1
+    router = example_router([(n.id, n.uri, capacity) for n in e2e.nodes.values()])
     router = router.replace('allow_sources: ["10.0.0.0/8"]', 'allow_sources: ["127.0.0.1/32"]')
     e2e.router_yaml.write_text(router)
     settings = (EXAMPLES / "approute-kamailio.yaml").read_text()

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from test_kamailio_handler import ROUTER, FakeKSR, kam, make
+from test_kamailio_handler import ROUTER, kam, make
 
 ROOMS = {"rules": [{"ruri_user": "^conf-(?P<room>[0-9]+)$", "app": "conference", "data": "{room}"}],
          "apps": {"conference": {"key": "{app_data}", "prefer": "{from_domain}", "exec_app": "Conference"}}}

@@ -117,14 +117,33 @@ import os
 import traceback
 from typing import Any, Optional
 
-from .context import (BAD_REQUEST, EXHAUSTED, INTERNAL, KAMAILIO_KSR, NO_NODE, OK, PASS,
-                      UNKNOWN_APP, Context)
+from .context import BAD_REQUEST, EXHAUSTED, INTERNAL, KAMAILIO_KSR, NO_NODE, OK, PASS, UNKNOWN_APP, Context
 from .handler import Handler
-from .settings import (ATTR_PVS, ENV_CONFIG, FIELD_PVS, MATCH_FIELDS, AppOptions,
-                       ProbeOptions, PublishOptions, Rule, Settings, SettingsError,
-                       check_template, render)
-from .sip import (AUTH_HEADER, DEFAULT_REASONS, PROBE_HEADER, SAFE_VALUE_RE, STATUS_EVENT,
-                  Refused, clean, reason_phrase)
+from .settings import (
+    ATTR_PVS,
+    ENV_CONFIG,
+    FIELD_PVS,
+    MATCH_FIELDS,
+    AppOptions,
+    ProbeOptions,
+    PublishOptions,
+    Rule,
+    Settings,
+    SettingsError,
+    check_template,
+    render,
+    strategy_reads_attrs,
+)
+from .sip import (
+    AUTH_HEADER,
+    DEFAULT_REASONS,
+    PROBE_HEADER,
+    SAFE_VALUE_RE,
+    STATUS_EVENT,
+    Refused,
+    clean,
+    reason_phrase,
+)
 
 __all__ = [
     "ATTR_PVS", "AUTH_HEADER", "AppOptions", "BAD_REQUEST", "Context", "DEFAULT_REASONS",
@@ -132,7 +151,7 @@ __all__ = [
     "MATCH_FIELDS", "NO_NODE", "OK", "PASS", "PROBE_HEADER", "ProbeOptions",
     "PublishOptions", "Refused", "Rule", "SAFE_VALUE_RE", "STATUS_EVENT", "Settings",
     "SettingsError", "UNKNOWN_APP", "check_template", "clean", "create_handler", "mod_init",
-    "reason_phrase", "render",
+    "reason_phrase", "render", "strategy_reads_attrs",
 ]
 
 #: the handler of this process, once mod_init() has run

@@ -17,9 +17,12 @@ from typing import Any, Callable, Deque, Dict, Optional, Set, Tuple
 from .settings import Settings
 from .sip import Refused, check_utf8, clean
 
-try:  # only importable inside Kamailio (app_python3)
-    import KSR as KAMAILIO_KSR  # type: ignore[import-not-found]
-except ImportError:  # outside Kamailio: tests pass their own
+#: Kamailio's KSR module inside app_python3; None elsewhere (tests pass their own)
+KAMAILIO_KSR: Any
+try:
+    import KSR as _ksr  # type: ignore[import-not-found]
+    KAMAILIO_KSR = _ksr
+except ImportError:
     KAMAILIO_KSR = None
 
 # Return codes (what $rc holds after python_exec), see the package docstring.

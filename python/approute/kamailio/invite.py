@@ -10,8 +10,17 @@ from typing import Callable, Dict, Optional, Tuple
 
 import approute as _ar
 
-from .context import (BAD_REQUEST, EXHAUSTED, INTERNAL, KEY_REFUSALS, NO_NODE, OK,
-                      UNKNOWN_APP, Context, PVCache)
+from .context import (
+    BAD_REQUEST,
+    EXHAUSTED,
+    INTERNAL,
+    KEY_REFUSALS,
+    NO_NODE,
+    OK,
+    UNKNOWN_APP,
+    Context,
+    PVCache,
+)
 from .settings import ATTR_PVS, FIELD_PVS, AppOptions, render
 from .sip import SAFE_VALUE_RE, Refused, clean, in_networks
 

@@ -7,7 +7,7 @@ Every KEMI route returns 1."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from .context import NO_NODE, PASS, Context
 from .probes import Probes
@@ -109,7 +109,7 @@ class KemiRoutes:
             self.on_relay_error()
             ksr.sl.sl_reply_error()
 
-    def _kemi_in_dialog(self, method: str) -> None:
+    def _kemi_in_dialog(self, method: Optional[str]) -> None:
         """A request with a To tag."""
         ksr = self.ctx.ksr
         if ksr.rr.loose_route() > 0:

@@ -10,8 +10,16 @@ import time
 from typing import Any, Optional, Tuple
 
 from .context import INTERNAL, OK, Context
-from .sip import (AUTH_HEADER, DEFAULT_REASONS, STATUS_EVENT, Refused, clean, etag_value,
-                  in_networks, reason_phrase)
+from .sip import (
+    AUTH_HEADER,
+    DEFAULT_REASONS,
+    STATUS_EVENT,
+    Refused,
+    clean,
+    etag_value,
+    in_networks,
+    reason_phrase,
+)
 
 
 class StatusReports:
@@ -147,7 +155,7 @@ class StatusReports:
             etag = etag_value(getattr(res, "etag", None))
             granted = getattr(res, "expires", None)
             granted = int(expires if granted is None else granted)
-            headers = ("Expires: %d" % granted,)
+            headers: Tuple[str, ...] = ("Expires: %d" % granted,)
             if etag is not None:
                 headers = ("SIP-ETag: " + etag,) + headers
             self._reply(200, "OK", headers)

@@ -6,11 +6,12 @@ the setting; nothing here touches Kamailio."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from ipaddress import ip_network
 from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import approute as _ar
 
 from .sip import SAFE_VALUE_RE, Network
 
@@ -98,7 +99,7 @@ class Rule:
         try:
             self.regex = re.compile(str(pattern))
         except re.error as e:
-            raise SettingsError(where + "bad regex %r: %s" % (pattern, e))
+            raise SettingsError(where + "bad regex %r: %s" % (pattern, e)) from e
         self.field = field
         check_template(field, where=where)
         # "{ruri_user}" and the like: the subject is one PV, read directly
@@ -155,7 +156,7 @@ def _networks(raw: Any, where: str) -> Tuple[Network, ...]:
         try:
             out.append(ip_network(str(item).strip(), strict=False))
         except ValueError as e:
-            raise SettingsError("%s: %r is not a network: %s" % (where, item, e))
+            raise SettingsError("%s: %r is not a network: %s" % (where, item, e)) from e
     return tuple(out)
 
 
@@ -219,34 +220,32 @@ class ProbeOptions:
         return self.interval > 0
 
 
-#: Built-in strategies that never look at the request attributes.
-_NO_ATTR_STRATEGIES = frozenset((
-    "round_robin", "weighted_round_robin", "random", "weighted_random", "least_loaded",
-    "p2c", "latency", "priority", "utilization"))
-#: hash / consistent_bounded inputs that are not request attributes.
-_NO_ATTR_INPUTS = ("call_id", "key")
+def _option_text(value: Any) -> str:
+    """A strategy option as the YAML scalar text the core reads."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
 
 
-def _strategy_reads_attrs(app_spec: Any) -> bool:
-    """Whether an app of the router config may use route()'s attrs: hash or
-    consistent_bounded by from / to / ruri_user / attr:NAME, and any strategy
-    that is not built in (Python strategies see request.attrs)."""
+def strategy_reads_attrs(app_spec: Any) -> bool:
+    """Whether an app of the router config may use route()'s attrs, as the
+    core says (approute.strategy_request_attrs: hash or consistent_bounded by
+    from / to / ruri_user / attr:NAME, and Python strategies).  True when
+    the core cannot tell (a strategy registered on the router, a bad option:
+    loading the router reports those)."""
     if not isinstance(app_spec, dict):
         return True
     st = app_spec.get("strategy", "round_robin")
-    params: Dict[str, Any] = {}
+    options: Dict[str, str] = {}
     if isinstance(st, dict):
-        params = st
+        options = {str(k): _option_text(v) for k, v in st.items() if k != "name"}
         st = st.get("name")
     if not isinstance(st, str):
         return True
-    if st in _NO_ATTR_STRATEGIES:
-        return False
-    if st == "hash":
-        return params.get("by", "call_id") not in _NO_ATTR_INPUTS
-    if st == "consistent_bounded":
-        return params.get("by", "key") not in _NO_ATTR_INPUTS
-    return True
+    try:
+        return bool(_ar.strategy_request_attrs(st, options))
+    except (_ar.Error, ValueError):
+        return True
 
 
 #: Options of an app that has none (and no ``default`` entry): all unset.
@@ -255,17 +254,17 @@ _NO_OPTIONS = AppOptions("default", {})
 
 def _load_yaml(text: str, what: str) -> Any:
     try:
-        import yaml  # type: ignore
+        import yaml
     except ImportError:  # JSON is valid YAML
         import json
         try:
             return json.loads(text)
         except ValueError as e:
-            raise SettingsError("%s: PyYAML is not installed and the file is not JSON: %s" % (what, e))
+            raise SettingsError("%s: PyYAML is not installed and the file is not JSON: %s" % (what, e)) from e
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise SettingsError("%s: %s" % (what, e))
+        raise SettingsError("%s: %s" % (what, e)) from e
 
 
 class Settings:
@@ -439,7 +438,7 @@ class Settings:
         apps = cfg.get("apps") if cfg is not None else None
         if not isinstance(apps, dict):
             return None  # unknown or unreadable here: read them on every call
-        return {str(name): _strategy_reads_attrs(spec) for name, spec in apps.items()}
+        return {str(name): strategy_reads_attrs(spec) for name, spec in apps.items()}
 
     def make_router(self) -> Any:
         """The router this config names: loaded (file or mapping) or attached."""

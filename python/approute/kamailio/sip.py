@@ -86,7 +86,7 @@ def uri_addrs(uri: str) -> List[Tuple[str, int]]:
             ips = [str(ipaddress.ip_address(host))]
         except ValueError:
             try:
-                ips = sorted({ai[4][0] for ai in socket.getaddrinfo(host, port)})
+                ips = sorted({str(ai[4][0]) for ai in socket.getaddrinfo(host, port)})
             except OSError:
                 ips = []
         _resolved[host] = ips

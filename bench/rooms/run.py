@@ -138,7 +138,8 @@ class Run:
         text = EXAMPLE_SETTINGS.read_text()
         text = re.sub(r"(?m)^router: .*$", "router: %s" % router, text)
         text = re.sub(r"(?m)^shared: .*$", "shared: %s" % self.shared, text)
-        text = re.sub(r"(?m)^  interval: .*$", "  interval: 0", text)  # no probes: the dispatcher sends no pings
+        # no probes: the dispatcher variants send no pings either
+        text = re.sub(r"(?m)^  interval: .*$", "  interval: 0", text)
         settings = self.dir / "approute-kamailio.yaml"
         settings.write_text(text)
         return settings
@@ -166,8 +167,8 @@ class Run:
                 listing.write_text("".join("1 sip:%s:%d 0 0\n" % (LOCAL, p) for _, p, _ in self.nodes))
                 extra = ["-A", 'DS_ALG="7"', "-A", "DS_HASH_RURI_USER"]
             else:
-                listing.write_text("".join("1 sip:%s:%d 0 0 duid=%s;maxload=%d\n" % (LOCAL, p, nid, a.capacity)
-                                           for nid, p, _ in self.nodes))
+                listing.write_text("".join("1 sip:%s:%d 0 0 duid=%s;maxload=%d\n"
+                                           % (LOCAL, p, nid, a.capacity) for nid, p, _ in self.nodes))
                 extra = ["-A", 'DS_ALG="10"', "-A", "DS_CALL_LOAD"]
             argv = [KAMAILIO, "-f", str(DISPATCHER_CFG)] + common + [
                 "-A", "DS_LISTEN=udp:%s:%d" % (LOCAL, port),
@@ -181,7 +182,8 @@ class Run:
         deadline = time.monotonic() + 20
         while sip_options(port) is None:
             if not k.alive():
-                raise RuntimeError("kamailio (%s) exited:\n%s" % (self.variant, log.read_text(errors="replace")[-3000:]))
+                raise RuntimeError("kamailio (%s) exited:\n%s"
+                                   % (self.variant, log.read_text(errors="replace")[-3000:]))
             if time.monotonic() > deadline:
                 raise RuntimeError("kamailio (%s) did not answer OPTIONS; see %s" % (self.variant, log))
             time.sleep(0.2)
@@ -203,7 +205,8 @@ class Run:
         log = self.dir / "uac.log"
         timeout = int(lead + max(p.t + p.hold for p in self.calls) + 30)
         argv = [SIPP, "%s:%d" % (LOCAL, port), "-sf", str(UAC_XML), "-inf", str(csv), "-i", LOCAL,
-                "-p", str(free_udp_port()), "-m", str(len(self.calls)), "-r", str(a.launch_rate), "-rp", "1000",
+                "-p", str(free_udp_port()), "-m", str(len(self.calls)),
+                "-r", str(a.launch_rate), "-rp", "1000",
                 "-l", str(len(self.calls) + 10), "-nostdin", "-trace_logs", "-log_file", str(log),
                 "-trace_err", "-error_file", str(self.dir / "uac.err"), "-timeout", "%ds" % timeout,
                 "-timeout_error", "-max_socket", "1000"]
@@ -246,7 +249,8 @@ class Run:
                     approute.Router.unlink(self.shared)
                 except Exception:
                     pass
-        res = analyse(self.calls, t_zero, uac_log, [(nid, log) for nid, _, log in self.nodes], self.args.capacity)
+        res = analyse(self.calls, t_zero, uac_log, [(nid, log) for nid, _, log in self.nodes],
+                      self.args.capacity)
         cpu = kambench.cpu_delta(before, after)
         idle = kambench.cpu_delta(idle0, before)["cpu"] / self.args.idle  # CPU s per s, idle
         n = max(1, len(self.calls))
@@ -284,11 +288,11 @@ def analyse(calls: List[Participant], t_zero: float, uac_log: Path, nodes: List[
                 n, u, t0 = live.pop(cid)
                 intervals[u].append((t0, t, n))
                 per_node[nid].append((t, -1))
-    for cid, (n, u, t0) in live.items():  # never ended (counted to the end)
+    for n, u, t0 in live.values():  # never ended (counted to the end)
         intervals[u].append((t0, float("inf"), n))
     # split rooms: two nodes holding live participants of a room at once
     split = 0
-    for room, ivs in intervals.items():
+    for ivs in intervals.values():
         events = sorted([(s, 1, n) for s, e, n in ivs] + [(e, -1, n) for s, e, n in ivs],
                         key=lambda x: (x[0], x[1]))
         held: Dict[str, int] = defaultdict(int)
@@ -389,7 +393,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", choices=VARIANTS, help="run only this variant (repeatable)")
     ap.add_argument("--seed", type=int, default=18)
     ap.add_argument("--nodes", type=int, default=3)
-    ap.add_argument("--capacity", type=int, default=30, help="calls a node holds; beyond it answers 503 (default 30)")
+    ap.add_argument("--capacity", type=int, default=30,
+                    help="calls a node holds; beyond it answers 503 (default 30)")
     ap.add_argument("--duration", type=float, default=60, help="seconds over which rooms open (default 60)")
     ap.add_argument("--room-rate", type=float, default=1.2, help="rooms opened per second (default 1.2)")
     ap.add_argument("--life-min", type=float, default=10)
@@ -401,7 +406,8 @@ def main(argv=None) -> int:
     ap.add_argument("--headroom", type=float, default=0.2, help="approute's affinity.headroom (default 0.2)")
     ap.add_argument("--children", type=int, default=4, help="Kamailio UDP workers (default 4)")
     ap.add_argument("--launch-rate", type=int, default=200, help="SIPp call starts per second (default 200)")
-    ap.add_argument("--settle", type=float, default=3.0, help="seconds after the last call before CPU is read")
+    ap.add_argument("--settle", type=float, default=3.0,
+                    help="seconds after the last call before CPU is read")
     ap.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU measured before the load")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     ap.add_argument("--json", help="write the results to this JSON file")
@@ -420,7 +426,8 @@ def main(argv=None) -> int:
             print("%-8s %d/%d completed, split rooms %d, refused %d in room + %d new, 503 bounces %d, "
                   "max load %d, CPU %.0f us/participant" % (
                       v, r["completed"], r["participants"], r["split_rooms"], r["refused_in_room"],
-                      r["refused_new_room"], r["bounces_503"], r["max_load"], r["cpu_us_per_call"]), flush=True)
+                      r["refused_new_room"], r["bounces_503"], r["max_load"], r["cpu_us_per_call"]),
+                  flush=True)
     finally:
         if args.keep:
             print("kept %s" % tmp)
@@ -437,10 +444,12 @@ def main(argv=None) -> int:
     print()
     print(table(results, args))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": mach, "args": vars(args), "results": results}, indent=1))
+        Path(args.json).write_text(json.dumps({"machine": mach, "args": vars(args), "results": results},
+                                              indent=1))
     bad = [r for r in results if r["results"] != r["participants"]]
     for r in bad:
-        print("WARNING %s: %d of %d call results in the caller's log" % (r["variant"], r["results"], r["participants"]))
+        print("WARNING %s: %d of %d call results in the caller's log"
+              % (r["variant"], r["results"], r["participants"]))
     return 1 if bad else 0
 
 

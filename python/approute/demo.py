@@ -204,7 +204,7 @@ class Demo:
         import approute
         self.router = approute.Router.attach(self.shared)
 
-    def plan(self) -> List[tuple]:
+    def plan(self) -> List[Tuple[float, int, str, int]]:
         """(second, room, domain, hold ms) per participant. The first room is
         big (capacity + 2 participants from four domains within a few
         seconds), so its node fills; then rooms open at --rate per second,

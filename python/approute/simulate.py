@@ -33,8 +33,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 
-__all__ = ["SimulationError", "load_workload", "run", "format_table", "format_rooms_table", "write_json", "plot",
-           "main"]
+__all__ = ["SimulationError", "load_workload", "run", "format_table", "format_rooms_table", "write_json",
+           "plot", "main"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -171,10 +171,10 @@ def _rooms_spec(r: Any, where: str) -> Dict[str, Any]:
     p = r.get("participants", [2, 10])
     if isinstance(p, int) and not isinstance(p, bool):
         p = [p, p]
-    if not (isinstance(p, list) and len(p) == 2 and all(isinstance(x, int) and not isinstance(x, bool) for x in p)
-            and 1 <= p[0] <= p[1] <= 100000):
-        raise SimulationError("%s.participants: expected N or [min, max] with 1 <= min <= max <= 100000, got %r"
-                              % (where, p))
+    whole = isinstance(p, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in p)
+    if not (whole and len(p) == 2 and 1 <= p[0] <= p[1] <= 100000):
+        raise SimulationError("%s.participants: expected N or [min, max] with 1 <= min <= max <= 100000, "
+                              "got %r" % (where, p))
     domains = r.get("domains", 10)
     if isinstance(domains, bool) or not isinstance(domains, int) or not 1 <= domains <= 1000000:
         raise SimulationError("%s.domains: expected 1..1000000, got %r" % (where, domains))
@@ -182,7 +182,8 @@ def _rooms_spec(r: Any, where: str) -> Dict[str, Any]:
     if share > 1:
         raise SimulationError("%s.home_share: expected 0..1, got %r" % (where, share))
     return {"rooms_min": p[0], "rooms_max": p[1], "domains": domains, "home_share": share,
-            "key_prefix": str(r.get("prefix", "room")), "domain_prefix": str(r.get("domain_prefix", "domain"))}
+            "key_prefix": str(r.get("prefix", "room")),
+            "domain_prefix": str(r.get("domain_prefix", "domain"))}
 
 
 def _event_spec(i: int, e: Any) -> Dict[str, Any]:
@@ -215,7 +216,8 @@ def _strategy_label(s: Any) -> str:
         if "label" in s:
             return str(s["label"])
         name = str(s.get("name", "?"))
-        opts = ",".join("%s=%s" % (k, v) for k, v in sorted(s.items()) if k not in ("name", "label", "affinity"))
+        opts = ",".join("%s=%s" % (k, v) for k, v in sorted(s.items())
+                        if k not in ("name", "label", "affinity"))
         aff = s.get("affinity")
         extra = ""
         if isinstance(aff, dict) and aff:
@@ -267,8 +269,10 @@ def _plan(data: Dict[str, Any], seed: Optional[int], duration: Optional[float]) 
         peak += max(r for _, r in a["rate"]) * max(a["duration_mean"], 1.0) * per
     n_nodes = len(router.get("nodes") or []) + sum(1 for e in events if e["action"] == "join")
     state.setdefault("max_sessions", int(min(1 << 22, max(4096, 2 ** math.ceil(math.log2(peak * 3 + 1024))))))
-    room_keys = sum(int(max(r for _, r in a["rate"]) * spec["duration"]) + 16 for a in apps if "rooms_max" in a)
-    state.setdefault("max_affinities", int(min(1 << 22, max(4096, (sum(a.get("keys", 0) for a in apps) + room_keys) * 2))))
+    room_keys = sum(int(max(r for _, r in a["rate"]) * spec["duration"]) + 16
+                    for a in apps if "rooms_max" in a)
+    keys = sum(a.get("keys", 0) for a in apps) + room_keys
+    state.setdefault("max_affinities", int(min(1 << 22, max(4096, keys * 2))))
     state.setdefault("max_nodes", max(16, n_nodes + 8))
     return {"router": router, "spec": spec, "apps": [a["name"] for a in apps]}
 

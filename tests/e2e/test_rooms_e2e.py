@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from e2e_harness import KAMAILIO_CFG, KAMAILIO_KEMI_CFG, REPO, Call, example_router
 
 EXAMPLES = REPO / "examples" / "kamailio"

@@ -8,7 +8,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-
 from test_kamailio_handler import ROUTER, kam, make
 
 ROOMS = {"rules": [{"ruri_user": "^conf-(?P<room>[0-9]+)$", "app": "conference", "data": "{room}"}],
@@ -135,6 +134,7 @@ def test_kemi_failure_route_sends_the_strict_code():
 
 def test_example_settings_key_rooms_and_prefer_domains():
     from pathlib import Path
+
     import yaml
     repo = Path(__file__).resolve().parents[2]
     data = yaml.safe_load((repo / "examples" / "kamailio" / "approute-kamailio.yaml").read_text())

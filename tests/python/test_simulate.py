@@ -179,8 +179,8 @@ ROOMS = {
     "duration": 3600,
     "sample_interval": 30,
     "router": {
-        "nodes": [{"id": "r%d" % i, "uri": "sip:10.0.3.%d" % i, "pool": "media", "capacity": {"conference": 30}}
-                  for i in (1, 2, 3)],
+        "nodes": [{"id": "r%d" % i, "uri": "sip:10.0.3.%d" % i, "pool": "media",
+                   "capacity": {"conference": 30}} for i in (1, 2, 3)],
         "apps": {"conference": {"pool": "media", "resource": "conference",
                                 "affinity": {"grace": 30, "strict": True}, "retry": {"codes": [503]}}},
     },

@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 from typing import Counter as CounterT
 
-from ._procs import LOCAL, Proc, free_udp_port, sip_options, site_dirs
+# absolute: scripts/demo.sh runs this file as a script
+from approute._procs import LOCAL, Proc, free_udp_port, sip_options, site_dirs
 
 DOMAINS = ["acme.example.com", "globex.example.com", "initech.example.com",
            "umbrella.example.com", "hooli.example.com", "stark.example.com"]

@@ -64,8 +64,10 @@ NODE_PY = HERE / "node.py"
 LOCAL = "127.0.0.1"
 
 # The Kamailio CPU bench's pieces: processes, ports, CPU samples, the package overlay.
+from approute._procs import Proc, free_udp_port, sip_options  # noqa: E402
+
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
-from e2e_harness import Proc, example_router, free_udp_port, sip_options  # noqa: E402
+from e2e_harness import example_router  # noqa: E402  (the example router.yaml with other nodes)
 
 _spec = importlib.util.spec_from_file_location("kambench", REPO / "bench" / "kamailio" / "run.py")
 kambench = importlib.util.module_from_spec(_spec)

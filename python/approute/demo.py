@@ -452,6 +452,9 @@ class Demo:
               "Kamailio's log)" % refused)
         print("router after the run: sessions=%s affinities=%s (rooms kept for their grace time)"
               % (stats.get("sessions"), stats.get("affinities")))
+        if "key_refusals" in stats or "headroom_refusals" in stats:
+            print("router's own counts: key refusals %s, new keys turned away by headroom %s"
+                  % (stats.get("key_refusals") or {}, stats.get("headroom_refusals") or {}))
         ok = (int(stats.get("sessions", 1)) == 0 and sum(res.values()) == self.total_calls
               and not split and unexplained == 0)
         print("result: %s" % ("OK - every room stayed on one node, every call ended and no session is left"

@@ -58,108 +58,28 @@ responses (and checks the Via branch to ignore stray datagrams).
 
 from __future__ import annotations
 
-from .collect import (
-    _COUNT_RE as _COUNT_RE,
-)
-from .collect import (  # noqa: F401
-    Collector as Collector,
-)
-from .collect import (
-    CpuSampler as CpuSampler,
-)
-from .collect import (
-    _read_json_numbers as _read_json_numbers,
-)
-from .collect import (
-    ami_core_status as ami_core_status,
-)
-from .collect import (
-    memory_usage as memory_usage,
-)
-from .collect import (
-    parse_channel_output as parse_channel_output,
-)
-from .collect import (
-    read_channels as read_channels,
-)
+from .collect import Collector, CpuSampler, ami_core_status, memory_usage, parse_channel_output, read_channels
 from .config import (
-    _NODE_STATES as _NODE_STATES,
+    AUTH_HEADER,
+    CONTENT_TYPE,
+    EVENT,
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    T2,
+    USER_AGENT,
+    AgentConfig,
+    AgentError,
+    ChannelsConfig,
+    log,
 )
-from .config import (  # noqa: F401
-    AUTH_HEADER as AUTH_HEADER,
-)
-from .config import (
-    CONTENT_TYPE as CONTENT_TYPE,
-)
-from .config import (
-    EVENT as EVENT,
-)
-from .config import (
-    EXIT_ERROR as EXIT_ERROR,
-)
-from .config import (
-    EXIT_OK as EXIT_OK,
-)
-from .config import (
-    EXIT_USAGE as EXIT_USAGE,
-)
-from .config import (
-    T2 as T2,
-)
-from .config import (
-    USER_AGENT as USER_AGENT,
-)
-from .config import (
-    AgentConfig as AgentConfig,
-)
-from .config import (
-    AgentError as AgentError,
-)
-from .config import (
-    ChannelsConfig as ChannelsConfig,
-)
-from .config import (
-    _hostport as _hostport,
-)
-from .config import (
-    _num as _num,
-)
-from .config import (
-    _path as _path,
-)
-from .config import (
-    log as log,
-)
-from .message import (
-    _STATUS_RE as _STATUS_RE,
-)
-from .message import (  # noqa: F401
-    Response as Response,
-)
-from .message import (
-    _token as _token,
-)
-from .message import (
-    build_publish as build_publish,
-)
-from .message import (
-    default_signer as default_signer,
-)
-from .message import (
-    parse_response as parse_response,
-)
-from .message import (
-    sign_report_py as sign_report_py,
-)
-from .service import (  # noqa: F401
-    Agent as Agent,
-)
-from .service import (
-    add_arguments as add_arguments,
-)
-from .service import (
-    main as main,
-)
-from .service import (
-    run_from_args as run_from_args,
-)
+from .message import Response, build_publish, default_signer, parse_response, sign_report_py
+from .service import Agent, add_arguments, main, run_from_args
+
+__all__ = [
+    "AUTH_HEADER", "Agent", "AgentConfig", "AgentError", "CONTENT_TYPE", "ChannelsConfig",
+    "Collector", "CpuSampler", "EVENT", "EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "Response", "T2",
+    "USER_AGENT", "add_arguments", "ami_core_status", "build_publish", "default_signer", "log",
+    "main", "memory_usage", "parse_channel_output", "parse_response", "read_channels",
+    "run_from_args", "sign_report_py",
+]

@@ -398,7 +398,7 @@ def main(argv=None) -> int:
     ap.add_argument("--capacity", type=int, default=30,
                     help="calls a node holds; beyond it answers 503 (default 30)")
     ap.add_argument("--duration", type=float, default=60, help="seconds over which rooms open (default 60)")
-    ap.add_argument("--room-rate", type=float, default=1.2, help="rooms opened per second (default 1.2)")
+    ap.add_argument("--room-rate", type=float, default=1.6, help="rooms opened per second (default 1.6)")
     ap.add_argument("--life-min", type=float, default=10)
     ap.add_argument("--life-max", type=float, default=25)
     ap.add_argument("--participants-min", type=int, default=2)

@@ -236,6 +236,11 @@ approute::SimSpec SimSpecOf(const py::dict& d) {
     app.duration_min = Get<double>(a, "duration_min", 0);
     app.duration_max = Get<double>(a, "duration_max", 0);
     app.attrs = Get<std::map<std::string, std::vector<std::pair<std::string, double>>>>(a, "attrs", {});
+    app.rooms_min = Get<int64_t>(a, "rooms_min", 0);
+    app.rooms_max = Get<int64_t>(a, "rooms_max", 0);
+    app.domains = Get<int64_t>(a, "domains", app.domains);
+    app.home_share = Get<double>(a, "home_share", app.home_share);
+    app.domain_prefix = Get<std::string>(a, "domain_prefix", app.domain_prefix);
     s.apps.push_back(std::move(app));
   }
   for (py::handle h : Get<py::list>(d, "nodes", py::list())) s.nodes.push_back(SimNodeOf(py::reinterpret_borrow<py::dict>(h)));
@@ -269,6 +274,14 @@ py::dict SimResultDict(const approute::SimResult& r) {
   d["errors"] = r.errors;
   d["keyed"] = r.keyed;
   d["affinity_hits"] = r.affinity_hits;
+  d["rooms"] = r.rooms;
+  d["rooms_held"] = r.rooms_held;
+  d["split_rooms"] = r.split_rooms;
+  d["max_split_rooms"] = r.max_split_rooms;
+  d["split_participants"] = r.split_participants;
+  d["participants_refused"] = r.participants_refused;
+  d["new_rooms_refused"] = r.new_rooms_refused;
+  d["refusals"] = r.refusals;
   d["reasons"] = r.reasons;
   d["max_sessions"] = r.max_sessions;
   d["mean_sessions"] = r.mean_sessions;

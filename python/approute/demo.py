@@ -1,18 +1,25 @@
-"""approute demo: Kamailio + approute in front of three SIPp "Asterisk" nodes.
+"""approute demo: Kamailio + approute in front of three SIPp "Asterisk" nodes, hosting conference rooms.
 
 Everything runs on 127.0.0.1 with free ports in a temporary directory, and
 stops and cleans up by itself:
 
-* three SIPp UAS processes play the Asterisk nodes ast1..ast3; ast3 is
-  sometimes too loaded and answers 503, so approute retries elsewhere;
+* three SIPp UAS processes play the Asterisk nodes ast1..ast3, each with
+  --capacity conference seats (known to the router);
 * Kamailio runs examples/kamailio/kamailio.cfg (or the KEMI variant) with
-  the approute handler and a shared-memory router;
-* one SIPp UAC places calls from several domains (conference app,
-  affinity by caller domain) for --duration seconds;
-* at 40% of the run ast2 is drained (keeps its calls, takes no new
-  domains), at 70% it is enabled again;
-* a live table shows nodes, sessions, affinities and recent decisions,
-  read from the router's shared state (Router.attach) and Kamailio's log.
+  the approute handler and a shared-memory router, configured as the
+  examples are for rooms: the room (sip:conf-<room>@...) is the key, strict
+  (a room's participants all land on its node, or are refused with 486 Busy
+  Here once that node is full), the caller's domain is the preference for a
+  new room, and a headroom keeps seats free in open rooms;
+* one SIPp UAC plays the rooms: they open over --duration seconds, their
+  participants call in from several domains over the room's life and hang
+  up when it closes; the first room is a big one, so that its node fills up
+  and a participant is refused;
+* at 40% of the run ast2 is drained (keeps its rooms, opens no new ones),
+  at 70% it is enabled again;
+* a live table shows nodes, their rooms and recent decisions, read from the
+  router's shared state (Router.attach) and Kamailio's log; the summary
+  explains every participant's placement or refusal, room by room.
 
 Run it from a checkout:  scripts/demo.sh   (or python -m approute.demo --repo .)
 """
@@ -30,7 +37,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict, deque
 from pathlib import Path
-from typing import Any, Deque, Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 from typing import Counter as CounterT
 
 # absolute: scripts/demo.sh runs this file as a script
@@ -40,6 +47,52 @@ DOMAINS = ["acme.example.com", "globex.example.com", "initech.example.com",
            "umbrella.example.com", "hooli.example.com", "stark.example.com"]
 
 _DECISION_RE = re.compile(r"^\s*\d+\((\d+)\).*approute: ((?:route|retry) .*)$")
+_DETAIL_RE = re.compile(r" detail=(.*?)(?: key=\S*)?(?: prefer=\S*)?(?: code=\S*)?(?: from=\S*)?$")
+
+#: what each decision reason means for a participant (the summary's words)
+WHY = {
+    "strategy": "opened the room on the least loaded node",
+    "prefer": "opened the room beside its domain's other rooms",
+    "preference": "opened the room beside its domain's other rooms",
+    "affinity": "joined its room's node",
+    "session": "a retransmission of a routed call",
+    "retry": "placed again after a node refused it",
+    "key_full": "refused (486 Busy Here): its room's node was full",
+    "key_down": "refused (480): its room's node was down",
+    "key_draining": "refused (480): its room's node was draining past its deadline",
+    "key_disabled": "refused (480): its room's node was disabled",
+    "key_tried": "refused (480): its room's node had already refused this call",
+    "no_node": "refused (503): no node could open a new room (all full or past their headroom)",
+}
+
+
+def room_schedule(rnd: random.Random, rate: float, start: float, until: float,
+                  life: Tuple[float, float], size: Tuple[int, int], domains: Sequence[str],
+                  weights: Optional[Sequence[float]] = None, home_share: float = 0.7,
+                  join_span: float = 1.0, first_room: int = 1001) -> List[Tuple[float, int, str, float]]:
+    """Conference rooms: they open at ``rate`` per second (Poisson) from
+    ``start`` until ``until``, live ``life`` seconds (uniform) and get
+    ``size`` participants (uniform); the first calls when the room opens,
+    the others at uniform times over ``join_span`` of its life, from the
+    room's home domain (drawn from ``domains`` by ``weights``) with
+    probability ``home_share``, else from any; all stay until it closes.
+    Returns (second, room, domain, seconds held) per participant, by time.
+    (The demo and bench/rooms/run.py play these.)"""
+    out: List[Tuple[float, int, str, float]] = []
+    t, room = start, first_room - 1
+    while True:
+        t += rnd.expovariate(rate)
+        if t >= until:
+            break
+        room += 1
+        span = rnd.uniform(*life)
+        home = rnd.choices(list(domains), weights)[0]
+        for j in range(rnd.randint(*size)):
+            at = t if j == 0 else t + rnd.random() * span * join_span
+            dom = home if rnd.random() < home_share else rnd.choice(list(domains))
+            out.append((at, room, dom, t + span - at))
+    out.sort()
+    return out
 
 
 class Demo:
@@ -57,6 +110,7 @@ class Demo:
         self.events: Deque[str] = deque(maxlen=6)
         self.decisions: Deque[str] = deque(maxlen=args.recent)
         self.counts: CounterT[str] = Counter()
+        self.by_call: Dict[str, List[Tuple[str, ...]]] = defaultdict(list)  # call-id -> decisions
         self._log_pos = 0
         self.router: Any = None  # attached once Kamailio is up
         self.t0 = time.monotonic()
@@ -76,6 +130,8 @@ class Demo:
         return None
 
     def write_configs(self) -> None:
+        # examples/kamailio/router.yaml's conference app (strict rooms with a
+        # headroom), this demo's nodes and capacities
         lines = ["state: {max_nodes: 16, max_sessions: 4096, max_affinities: 4096}", "nodes:"]
         for nid, n in self.nodes.items():
             lines.append('  - {id: %s, uri: "sip:%s:%d", pool: media, weight: 1, '
@@ -86,7 +142,7 @@ class Demo:
             "    pool: media",
             "    strategy: %s" % self.args.strategy,
             "    resource: conference",
-            "    affinity: {grace: 30}",
+            "    affinity: {grace: 30, strict: true, headroom: %s}" % self.args.headroom,
             "    retry: {codes: [503, 408], max_attempts: 3}",
             "    session: {lifetime: 600}",
             "  default:",
@@ -100,9 +156,10 @@ class Demo:
             "shared: %s\n"
             "match: [header, rules, ruri_user]\n"
             "rules:\n"
-            "  - {ruri_user: '^room-(?P<room>[0-9]+)$', app: conference, data: '{room}'}\n"
+            "  - {ruri_user: '^conf-(?P<room>[0-9]+)$', app: conference, data: '{room}'}\n"
             "apps:\n"
-            "  conference: {key: '{from_domain}', exec_app: Conference}\n" % self.shared)
+            "  conference: {key: '{app_data}', prefer: '{from_domain}', exec_app: Conference}\n"
+            "log_decisions: true\n" % self.shared)
 
     def start_nodes(self) -> None:
         rnd = random.Random(self.args.seed)
@@ -148,30 +205,45 @@ class Demo:
         import approute
         self.router = approute.Router.attach(self.shared)
 
+    def plan(self) -> List[Tuple[float, int, str, int]]:
+        """(second, room, domain, hold ms) per participant. The first room is
+        big (capacity + 2 participants from four domains within a few
+        seconds), so its node fills; then rooms open at --rate per second,
+        live --hold-min..--hold-max ms, 2 to 4 participants each, mostly from
+        the room's home domain; everybody stays until the room closes."""
+        a = self.args
+        out = []
+        life = max(a.hold_max / 1000.0, 4.0)
+        for i in range(a.capacity + 2):
+            t = 0.5 + i * 0.4
+            out.append((t, 1001, DOMAINS[i % 4], int((0.5 + life + 2.0 - t) * 1000)))
+        rooms = room_schedule(random.Random(a.seed + 1), a.rate, 1.0, a.duration,
+                              (a.hold_min / 1000.0, a.hold_max / 1000.0), (2, 4), DOMAINS,
+                              weights=[6, 4, 3, 2, 2, 1], join_span=0.8, first_room=1002)
+        out += [(t, room, dom, int(held * 1000)) for t, room, dom, held in rooms]
+        out.sort()
+        return out
+
     def start_callers(self) -> Proc:
-        rnd = random.Random(self.args.seed + 1)
-        total = max(1, int(self.args.duration * self.args.rate))
-        weights = [6, 4, 3, 2, 2, 1]
+        launch = 50  # SIPp starts every call at once; each waits for its second
+        plan = self.plan()
+        lead = max([k / launch - p[0] for k, p in enumerate(plan)] + [0.0]) + 0.2
         rows = ["SEQUENTIAL"]
-        for i in range(total):
-            dom = rnd.choices(DOMAINS, weights)[0]
-            room = 1000 + DOMAINS.index(dom)
-            hold = rnd.randint(self.args.hold_min, self.args.hold_max)
-            if rnd.random() < 0.3:  # some callers dial the room directly
-                rows.append("u%d;%s;room-%d;;%d" % (i, dom, room, hold))
-            else:
-                rows.append("u%d;%s;conference;%d;%d" % (i, dom, room, hold))
+        for k, (t, room, dom, hold) in enumerate(plan):
+            wait = int((t + lead - k / launch) * 1000)
+            rows.append("p%d;%s;conf-%d;%d;%d;%d" % (k, dom, room, room, max(hold, 100), max(wait, 0)))
         inf = self.dir / "calls.csv"
         inf.write_text("\n".join(rows) + "\n")
         self.uac_log = self.dir / "uac.log"
-        self.total_calls = total
+        self.total_calls = len(plan)
+        self.rooms_planned = len({p[1] for p in plan})
+        end = max(p[0] + p[3] / 1000.0 for p in plan) + lead
         argv = [self.args.sipp, "%s:%d" % (LOCAL, self.port), "-sf",
                 str(self.scenarios / "uac.xml"), "-inf", str(inf), "-i", LOCAL,
-                "-p", str(free_udp_port()), "-m", str(total),
-                "-r", str(max(1, int(round(self.args.rate)))), "-rp", "1000",
+                "-p", str(free_udp_port()), "-m", str(len(plan)),
+                "-r", str(launch), "-rp", "1000", "-l", str(len(plan) + 10),
                 "-nostdin", "-trace_logs", "-log_file", str(self.uac_log),
-                "-timeout", "%ds" % int(self.args.duration + self.args.hold_max / 1000 + 30),
-                "-max_socket", "200"]
+                "-timeout", "%ds" % int(end + 30), "-max_socket", "200"]
         p = Proc("uac", argv, self.dir / "uac.out")
         self.procs.append(p)
         return p
@@ -195,6 +267,10 @@ class Demo:
             what = text.split()[0]
             reason = fields.get("reason", "?")
             self.counts["%s:%s" % (what, reason)] += 1
+            d = _DETAIL_RE.search(text)
+            self.by_call[fields.get("call_id", "")].append(
+                (what, reason, fields.get("node", "-"), d.group(1) if d else "", fields.get("code", ""),
+                 fields.get("from", "")))
             short = "%-5s %-9s %-22s -> %-5s %s" % (
                 what, reason, fields.get("key", fields.get("from", ""))[:22],
                 fields.get("node", "-"), ("code=" + fields["code"]) if "code" in fields else "")
@@ -244,6 +320,17 @@ class Demo:
                 n.id, n.state, n.health, sessions, answered.get(n.id, 0),
                 getattr(n, "routed_total", "-"), n.uri,
                 ("(503 sometimes)" if self.nodes.get(n.id, {}).get("flaky") else "") + " " + bar))
+        rooms: Dict[str, List[str]] = defaultdict(list)
+        try:
+            for a in self.router.affinities(app="conference"):
+                if a.sessions:
+                    rooms[a.node_id or "-"].append("%s(%d)" % (a.key, a.sessions))
+        except Exception:
+            pass
+        out.append("")
+        out.append("live rooms (participants) per node:")
+        for nid in sorted(self.nodes):
+            out.append("  %-5s %s" % (nid, " ".join(sorted(rooms.get(nid, []))) or "-"))
         out.append("")
         out.append("decisions: " + "  ".join("%s=%d" % kv for kv in sorted(self.counts.items())))
         out.append("recent decisions (worker, what, why, key, node):")
@@ -274,8 +361,8 @@ class Demo:
         self.start_kamailio()
         self.t0 = time.monotonic()
         uac = self.start_callers()
-        self.event("callers started: %d calls at %.1f/s from %d domains"
-                   % (self.total_calls, self.args.rate, len(DOMAINS)))
+        self.event("callers started: %d participants of %d rooms from %d domains"
+                   % (self.total_calls, self.rooms_planned, len(DOMAINS)))
         drained = enabled = False
         drain_node = "ast2" if "ast2" in self.nodes else None
         last_plain = 0.0
@@ -283,7 +370,7 @@ class Demo:
             elapsed = time.monotonic() - self.t0
             if drain_node and not drained and elapsed >= 0.4 * self.args.duration:
                 self.router.set_state(drain_node, "draining")
-                self.event("%s drained: keeps its calls and domains, takes no new ones"
+                self.event("%s drained: keeps its rooms and their participants, opens no new room"
                            % drain_node)
                 drained = True
             if drain_node and drained and not enabled and elapsed >= 0.7 * self.args.duration:
@@ -313,7 +400,7 @@ class Demo:
         res = self.results()
         stats = self.router.stats()
         answered = self.answered_by_node()
-        # which nodes answered each domain (from the UAS logs and the UAC log)
+        # which node answered each call (the nodes' own logs)
         node_of: Dict[str, str] = {}
         for nid, n in self.nodes.items():
             text = n["log"].read_text(errors="replace") if n["log"].exists() else ""
@@ -321,24 +408,56 @@ class Demo:
             for cid in re.findall(r"INVITE call_id=(\S+)", text):
                 if cid not in busy:
                     node_of[cid] = nid
-        per_domain: Dict[str, CounterT[str]] = defaultdict(Counter)
+        # each participant, room by room, in the order they called
+        rooms: Dict[str, List[Tuple[str, int, str]]] = defaultdict(list)
         for line in self.uac_log.read_text(errors="replace").splitlines():
-            m = re.search(r"RESULT call_id=(\S+) status=200 from=\S+@(\S+)", line)
-            if m and m.group(1) in node_of:
-                per_domain[m.group(2)][node_of[m.group(1)]] += 1
+            m = re.search(r"RESULT call_id=(\S+) status=(\d+) from=\S+@(\S+) ruri=conf-(\d+)", line)
+            if m:
+                rooms[m.group(4)].append((m.group(1), int(m.group(2)), m.group(3)))
         print("\n==== summary")
-        print("calls: %d placed, %s" % (sum(res.values()), ", ".join(
+        print("participants: %d placed, %s" % (sum(res.values()), ", ".join(
             "%d x %d" % (v, k) for k, v in sorted(res.items()))))
         print("answered per node: " + ", ".join("%s=%d" % kv for kv in sorted(answered.items())))
         print("decisions: " + ", ".join("%s=%d" % kv for kv in sorted(self.counts.items())))
-        print("calls per domain and node (affinity by caller domain):")
-        for dom in sorted(per_domain):
-            print("  %-22s %s" % (dom, ", ".join("%s=%d" % kv
-                                                 for kv in sorted(per_domain[dom].items()))))
-        print("router after the run: sessions=%s affinities=%s (kept for their grace time)"
+        print("rooms (the room is a strict key, the caller's domain a preference; "
+              "capacity %d per node, headroom %s):" % (self.args.capacity, self.args.headroom))
+        split, refused, unexplained = [], 0, 0
+        for room in sorted(rooms, key=int):
+            parts = rooms[room]
+            nodes = sorted({node_of[c] for c, st, _ in parts if st == 200 and c in node_of})
+            if len(nodes) > 1:
+                split.append(room)
+            doms = sorted({d.split(".")[0] for _, _, d in parts})
+            print("  room %s: %s, %d participants from %s" % (
+                room, "on " + ", ".join(nodes) if nodes else "never opened", len(parts), ", ".join(doms)))
+            for cid, st, dom in parts:
+                steps = self.by_call.get(cid, [])
+                words = []
+                for what, reason, node, detail, code, bounced in steps:
+                    if what == "retry" and code:
+                        words.append("%s answered %s" % (bounced or "the node", code))
+                    w = WHY.get(reason, reason)
+                    words.append(w + (" (%s)" % node if node != "-" and reason not in ("key_full",) else ""))
+                    if detail and reason.startswith(("key_", "no_node")):
+                        words.append("router: " + detail)
+                if not words:
+                    unexplained += 1
+                    words.append("no decision in Kamailio's log")
+                if st != 200:
+                    refused += 1
+                print("    %-22s %s -> %s" % (dom, "answered on %s" % node_of.get(cid, "?") if st == 200
+                                              else "refused %d" % st, "; ".join(words)))
+        print("split rooms (participants on two nodes): %s" % (", ".join(split) if split else "none"))
+        print("refused participants: %d (the caller heard the reason phrase; the detail is in "
+              "Kamailio's log)" % refused)
+        print("router after the run: sessions=%s affinities=%s (rooms kept for their grace time)"
               % (stats.get("sessions"), stats.get("affinities")))
-        ok = int(stats.get("sessions", 1)) == 0 and sum(res.values()) == self.total_calls
-        print("result: %s" % ("OK - every call ended and no session is left"
+        if "key_refusals" in stats or "headroom_refusals" in stats:
+            print("router's own counts: key refusals %s, new keys turned away by headroom %s"
+                  % (stats.get("key_refusals") or {}, stats.get("headroom_refusals") or {}))
+        ok = (int(stats.get("sessions", 1)) == 0 and sum(res.values()) == self.total_calls
+              and not split and unexplained == 0)
+        print("result: %s" % ("OK - every room stayed on one node, every call ended and no session is left"
                               if ok else "PROBLEM - see %s" % self.dir))
         if not ok:
             self.args.keep = True
@@ -368,14 +487,16 @@ def build_parser() -> argparse.ArgumentParser:
     default_repo = here.parent.parent if (here.parent.parent / "examples").exists() else Path.cwd()
     p.add_argument("--repo", default=str(default_repo),
                    help="approute checkout (examples/ and tests/e2e/scenarios/)")
-    p.add_argument("--duration", type=int, default=20, help="seconds of calls (default 20)")
-    p.add_argument("--rate", type=float, default=4.0, help="new calls per second (default 4)")
-    p.add_argument("--hold-min", type=int, default=1000, help="shortest call, ms")
-    p.add_argument("--hold-max", type=int, default=6000, help="longest call, ms")
+    p.add_argument("--duration", type=int, default=20, help="seconds over which rooms open (default 20)")
+    p.add_argument("--rate", type=float, default=0.6, help="rooms opened per second (default 0.6)")
+    p.add_argument("--hold-min", type=int, default=4000, help="shortest room life, ms")
+    p.add_argument("--hold-max", type=int, default=10000, help="longest room life, ms")
     p.add_argument("--nodes", type=int, default=3, help="number of nodes (default 3)")
-    p.add_argument("--busy", type=float, default=0.25,
-                   help="share of calls the last node refuses with 503 (default 0.25)")
-    p.add_argument("--capacity", type=int, default=40, help="conference capacity per node")
+    p.add_argument("--busy", type=float, default=0.0,
+                   help="share of calls the last node refuses with 503 (default 0)")
+    p.add_argument("--capacity", type=int, default=8, help="conference seats per node (default 8)")
+    p.add_argument("--headroom", type=float, default=0.2,
+                   help="affinity.headroom: a node opens rooms below (1 - headroom) x capacity (default 0.2)")
     p.add_argument("--strategy", default="least_loaded", help="strategy for new domains")
     p.add_argument("--kemi", action="store_true", help="use the KEMI config")
     p.add_argument("--kamailio", default=shutil.which("kamailio") or "/usr/sbin/kamailio")

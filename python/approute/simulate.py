@@ -33,7 +33,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, TextIO
 
-__all__ = ["SimulationError", "load_workload", "run", "format_table", "write_json", "plot", "main"]
+__all__ = ["SimulationError", "load_workload", "run", "format_table", "format_rooms_table", "write_json",
+           "plot", "main"]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -107,7 +108,7 @@ def _app_spec(name: str, a: Any) -> Dict[str, Any]:
     where = "workload.%s" % name
     if not isinstance(a, dict):
         raise SimulationError("%s: expected a mapping" % where)
-    unknown = set(a) - {"rate", "keys", "duration", "attrs"}
+    unknown = set(a) - {"rate", "keys", "duration", "attrs", "rooms"}
     if unknown:
         raise SimulationError("%s: unknown key(s) %s" % (where, ", ".join(sorted(unknown))))
     rate = a.get("rate", 1.0)
@@ -131,6 +132,11 @@ def _app_spec(name: str, a: Any) -> Dict[str, Any]:
         out["keys"] = int(_num(keys.get("count", 0), where + ".keys.count"))
         out["zipf"] = _num(keys.get("zipf", 1.0), where + ".keys.zipf")
         out["key_prefix"] = str(keys.get("prefix", "key"))
+    rooms = a.get("rooms")
+    if rooms is not None:
+        out.update(_rooms_spec(rooms, where + ".rooms"))
+        if keys is not None:
+            raise SimulationError("%s: rooms make their own keys (one per room): leave keys out" % where)
     dur = a.get("duration", {"dist": "exponential", "mean": 120})
     if isinstance(dur, (int, float)) and not isinstance(dur, bool):
         dur = {"dist": "exponential", "mean": dur}
@@ -153,6 +159,31 @@ def _app_spec(name: str, a: Any) -> Dict[str, Any]:
         out["attrs"][str(k)] = [(str(v), _num(w, "%s.attrs.%s.%s" % (where, k, v)))
                                 for v, w in values.items()]
     return out
+
+
+def _rooms_spec(r: Any, where: str) -> Dict[str, Any]:
+    """``rooms: {participants: [MIN, MAX] | N, domains: D, home_share: S, prefix: P, domain_prefix: Q}``."""
+    if not isinstance(r, dict):
+        raise SimulationError("%s: expected {participants: [min, max], domains: N, home_share: S}" % where)
+    unknown = set(r) - {"participants", "domains", "home_share", "prefix", "domain_prefix"}
+    if unknown:
+        raise SimulationError("%s: unknown key(s) %s" % (where, ", ".join(sorted(unknown))))
+    p = r.get("participants", [2, 10])
+    if isinstance(p, int) and not isinstance(p, bool):
+        p = [p, p]
+    whole = isinstance(p, list) and all(isinstance(x, int) and not isinstance(x, bool) for x in p)
+    if not (whole and len(p) == 2 and 1 <= p[0] <= p[1] <= 100000):
+        raise SimulationError("%s.participants: expected N or [min, max] with 1 <= min <= max <= 100000, "
+                              "got %r" % (where, p))
+    domains = r.get("domains", 10)
+    if isinstance(domains, bool) or not isinstance(domains, int) or not 1 <= domains <= 1000000:
+        raise SimulationError("%s.domains: expected 1..1000000, got %r" % (where, domains))
+    share = _num(r.get("home_share", 0.7), where + ".home_share")
+    if share > 1:
+        raise SimulationError("%s.home_share: expected 0..1, got %r" % (where, share))
+    return {"rooms_min": p[0], "rooms_max": p[1], "domains": domains, "home_share": share,
+            "key_prefix": str(r.get("prefix", "room")),
+            "domain_prefix": str(r.get("domain_prefix", "domain"))}
 
 
 def _event_spec(i: int, e: Any) -> Dict[str, Any]:
@@ -185,8 +216,13 @@ def _strategy_label(s: Any) -> str:
         if "label" in s:
             return str(s["label"])
         name = str(s.get("name", "?"))
-        opts = ",".join("%s=%s" % (k, v) for k, v in sorted(s.items()) if k not in ("name", "label"))
-        return name + ("(%s)" % opts if opts else "")
+        opts = ",".join("%s=%s" % (k, v) for k, v in sorted(s.items())
+                        if k not in ("name", "label", "affinity"))
+        aff = s.get("affinity")
+        extra = ""
+        if isinstance(aff, dict) and aff:
+            extra = " " + ",".join("%s=%s" % (k, v) for k, v in sorted(aff.items()))
+        return name + ("(%s)" % opts if opts else "") + extra
     return str(s)
 
 
@@ -229,10 +265,14 @@ def _plan(data: Dict[str, Any], seed: Optional[int], duration: Optional[float]) 
     state = router.setdefault("state", {})
     peak = 0.0
     for a in apps:
-        peak += max(r for _, r in a["rate"]) * max(a["duration_mean"], 1.0)
+        per = (a["rooms_max"] + a["rooms_min"]) / 2.0 if "rooms_max" in a else 1.0
+        peak += max(r for _, r in a["rate"]) * max(a["duration_mean"], 1.0) * per
     n_nodes = len(router.get("nodes") or []) + sum(1 for e in events if e["action"] == "join")
     state.setdefault("max_sessions", int(min(1 << 22, max(4096, 2 ** math.ceil(math.log2(peak * 3 + 1024))))))
-    state.setdefault("max_affinities", int(min(1 << 22, max(4096, sum(a.get("keys", 0) for a in apps) * 2))))
+    room_keys = sum(int(max(r for _, r in a["rate"]) * spec["duration"]) + 16
+                    for a in apps if "rooms_max" in a)
+    keys = sum(a.get("keys", 0) for a in apps) + room_keys
+    state.setdefault("max_affinities", int(min(1 << 22, max(4096, keys * 2))))
     state.setdefault("max_nodes", max(16, n_nodes + 8))
     return {"router": router, "spec": spec, "apps": [a["name"] for a in apps]}
 
@@ -245,13 +285,20 @@ def _config_with(router: Dict[str, Any], apps: Sequence[str], strategy: Any) -> 
     cfg_apps = cfg.setdefault("apps", {}) or {}
     cfg["apps"] = cfg_apps
     s = copy.deepcopy(strategy)
+    affinity = None
     if isinstance(s, dict):
         s.pop("label", None)
+        affinity = s.pop("affinity", None)
+        if affinity is not None and not isinstance(affinity, dict):
+            raise SimulationError("strategies: affinity: expected a mapping of affinity settings "
+                                  "(grace, bound, strict, headroom), got %r" % (affinity,))
     for name in apps:
         app = cfg_apps.get(name)
         if app is None:
             app = cfg_apps[name] = {}
         app["strategy"] = s
+        if affinity:  # this row's affinity settings over the app's own
+            app["affinity"] = dict(app.get("affinity") or {}, **affinity)
     return json.dumps(cfg)  # JSON is YAML
 
 
@@ -359,6 +406,18 @@ def _f(v: Any, digits: int = 1, pct: bool = False) -> str:
     return str(v)
 
 
+def _columns(headers: List[str], rows: List[List[str]], text_last: bool = False) -> List[str]:
+    """Aligned lines: the first column (and the last, when it is text) to
+    the left, numbers to the right, a rule under the headers."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    last = len(headers) - 1
+
+    def line(cells: List[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c if (text_last and i == last) else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+    return [line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows]
+
+
 def format_table(result: Dict[str, Any]) -> str:
     headers = ["strategy", "calls", "max", "mean", "p99", "max/mean", "peak util", "affinity hit",
                "bounces", "rejected", "dropped", "drained", "wall s", "calls/s"]
@@ -372,18 +431,32 @@ def format_table(result: Dict[str, Any]) -> str:
                      _f(r["affinity_hit_rate"], 1, pct=True), str(r["bounces"]), str(r["rejected"]),
                      str(r["dropped"]), drained or "-", _f(r["wall_seconds"], 2),
                      _f(r["calls_per_second"] and round(r["calls_per_second"]), 0)])
-    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-
-    def line(cells: List[str]) -> str:
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
-
-    out = [line(headers), line(["-" * w for w in widths])]
-    out += [line(r) for r in rows]
+    out = _columns(headers, rows)
     out.append("max/mean/p99: sessions per node (mean and p99 over samples of present nodes); "
                "max/mean: time-averaged max over mean node load (sessions / (limit x speed) when every "
                "node has a limit); peak util: sessions / (limit x speed); drained: time from a drain "
                "or leave event until its node held no session")
+    if any(r.get("rooms") for r in result["results"]):
+        out.append("")
+        out.append(format_rooms_table(result))
+    return "\n".join(out)
+
+
+def format_rooms_table(result: Dict[str, Any]) -> str:
+    """The room apps' figures, one row per strategy."""
+    headers = ["strategy", "rooms", "participants", "split rooms", "max split at once", "split participants",
+               "refused (room's node)", "new rooms refused", "refusal reasons"]
+    rows = []
+    for r in result["results"]:
+        reasons = ", ".join("%s %d" % kv for kv in sorted(r.get("refusals", {}).items())) or "-"
+        rows.append([r["label"], str(r["rooms"]), str(r["calls"]), str(r["split_rooms"]),
+                     str(r["max_split_rooms"]), str(r["split_participants"]), str(r["participants_refused"]),
+                     str(r["new_rooms_refused"]), reasons])
+    out = _columns(headers, rows, text_last=True)
+    out.append("split rooms: rooms that had live participants on two nodes at some moment (their "
+               "participants cannot hear each other); refused (room's node): participants refused while "
+               "their room had live participants; new rooms refused: participants refused while their "
+               "room had none")
     return "\n".join(out)
 
 
@@ -402,18 +475,40 @@ def plot(result: Dict[str, Any], path: str) -> None:
     except ImportError as e:
         raise SimulationError("plots need matplotlib (pip install matplotlib): %s" % e) from e
     rs = result["results"]
-    fig, axes = plt.subplots(len(rs), 1, figsize=(10, 2.6 * len(rs) + 0.6), sharex=True, squeeze=False)
-    for ax, r in zip(axes[:, 0], rs):
+    rooms = any(r.get("rooms") for r in rs)
+    panels = len(rs) + (1 if rooms else 0)
+    fig, axes = plt.subplots(panels, 1, figsize=(10, 2.6 * panels + 0.6), squeeze=False)
+    if rooms:  # the last panel: the rooms' figures side by side
+        ax = axes[-1, 0]
+        what = [("split_rooms", "split rooms"), ("participants_refused", "refused (room's node)"),
+                ("new_rooms_refused", "new rooms refused")]
+        width = 0.8 / len(what)
+        for i, (k, label) in enumerate(what):
+            xs = [j + (i - (len(what) - 1) / 2.0) * width for j in range(len(rs))]
+            bars = ax.bar(xs, [r[k] for r in rs], width, label=label)
+            ax.bar_label(bars, fontsize=7)
+        ax.set_xticks(range(len(rs)))
+        ax.set_xticklabels([r["label"] for r in rs], fontsize=8)
+        ax.set_ylabel("rooms / participants")
+        ax.set_title("rooms: split (must be 0 for strict keys), participants refused, new rooms refused",
+                     fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(True, axis="y", alpha=0.3)
+    for ax, r in zip(axes[:len(rs), 0], rs):
         t = r["sample_t"]
         for nid, series in zip(r["node_ids"], r["samples"]):
             ys = [float("nan") if v < 0 else v for v in series]
             if any(v == v for v in ys):
                 ax.plot(t, ys, linewidth=0.9, label=nid)
-        ax.set_title("%s — max %d, p99 %s, bounces %d, rejected %d" % (
-            r["label"], r["max_sessions"], _f(r["p99_sessions"], 0), r["bounces"], r["rejected"]), fontsize=9)
+        title = "%s — max %d, p99 %s, bounces %d, rejected %d" % (
+            r["label"], r["max_sessions"], _f(r["p99_sessions"], 0), r["bounces"], r["rejected"])
+        if r.get("rooms"):
+            title += "; split rooms %d, refused in room %d, new rooms refused %d" % (
+                r["split_rooms"], r["participants_refused"], r["new_rooms_refused"])
+        ax.set_title(title, fontsize=9)
         ax.set_ylabel("sessions")
         ax.grid(True, alpha=0.3)
-    axes[-1, 0].set_xlabel("simulated seconds")
+    axes[len(rs) - 1, 0].set_xlabel("simulated seconds")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="upper right", fontsize=7, ncol=min(8, len(labels)))

@@ -38,7 +38,7 @@ HANDLER = REPO / "examples" / "kamailio" / "approute_handler.py"
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 #: node scenarios that answer calls with 200 (uas_options.xml also answers OPTIONS)
-ANSWERING = ("uas_200.xml", "uas_options.xml")
+ANSWERING = ("uas_200.xml", "uas_options.xml", "uas_flaky.xml")
 
 try:
     import approute
@@ -67,6 +67,18 @@ CONFERENCE_APP = """\
 """
 
 
+def example_router(nodes: Sequence[Tuple[str, str, int]]) -> str:
+    """examples/kamailio/router.yaml as shipped, with these nodes (id, uri,
+    conference seats) in place of its own."""
+    text = (REPO / "examples" / "kamailio" / "router.yaml").read_text()
+    listed = "".join('  - {id: %s, uri: "%s", pool: media, weight: 10, capacity: {conference: %d}}\n' % n
+                     for n in nodes)
+    text, count = re.subn(r"(?m)^nodes:\n(?:  .*\n|[ \t]*#.*\n)+", "nodes:\n" + listed, text)
+    if count != 1:
+        raise RuntimeError("examples/kamailio/router.yaml: no nodes: list to replace")
+    return text
+
+
 def missing_requirements() -> Optional[str]:
     """Why the e2e tests cannot run here, or None."""
     if approute is None:
@@ -82,8 +94,10 @@ def missing_requirements() -> Optional[str]:
 class Node:
     """A SIPp UAS standing in for an Asterisk node."""
 
-    def __init__(self, env: "E2E", node_id: str, scenario: str = "uas_200.xml"):
+    def __init__(self, env: "E2E", node_id: str, scenario: str = "uas_200.xml",
+                 inf: Optional[Sequence[str]] = None):
         self.env = env
+        self.inf = list(inf) if inf is not None else None  # uas_flaky.xml: "ok" / "busy" per call
         self.id = node_id
         self.port = free_udp_port()
         self.uri = "sip:%s:%d" % (LOCAL, self.port)
@@ -96,6 +110,10 @@ class Node:
                 "-nostdin", "-trace_logs", "-log_file", str(self.logfile),
                 "-trace_err", "-error_file", str(self.env.dir / ("node-%s.err" % self.id)),
                 "-max_socket", "100"]
+        if self.inf is not None:
+            csv = self.env.dir / ("node-%s.csv" % self.id)
+            csv.write_text("SEQUENTIAL\n" + "\n".join(self.inf) + "\n")
+            argv += ["-inf", str(csv)]
         self.proc = Proc("node-" + self.id, argv, self.env.dir / ("node-%s.out" % self.id))
         self.env.procs.append(self.proc)
         time.sleep(0.1)
@@ -144,8 +162,9 @@ _uac_seq = itertools.count(1)
 
 class Call:
     def __init__(self, domain: str, user: str = "u", app: str = "conference",
-                 data: str = "1000", hold_ms: int = 300):
+                 data: str = "1000", hold_ms: int = 300, wait_ms: int = 0):
         self.domain, self.user, self.app, self.data, self.hold_ms = domain, user, app, data, hold_ms
+        self.wait_ms = wait_ms  # after SIPp starts the call, before its INVITE
 
 
 class UacRun:
@@ -161,7 +180,7 @@ class UacRun:
         csv = d / ("calls-%d.csv" % seq)
         lines = ["SEQUENTIAL"]
         for c in self.calls:
-            lines.append("%s;%s;%s;%s;%d" % (c.user, c.domain, c.app, c.data, c.hold_ms))
+            lines.append("%s;%s;%s;%s;%d;%d" % (c.user, c.domain, c.app, c.data, c.hold_ms, c.wait_ms))
         csv.write_text("\n".join(lines) + "\n")
         self.log = d / ("uac-%d.log" % seq)
         self.err = d / ("uac-%d.err" % seq)
@@ -223,8 +242,9 @@ class E2E:
 
     # ----- configuration ---------------------------------------------------
 
-    def add_node(self, node_id: str, scenario: str = "uas_200.xml", start: bool = True) -> Node:
-        n = Node(self, node_id, scenario)
+    def add_node(self, node_id: str, scenario: str = "uas_200.xml", start: bool = True,
+                 inf: Optional[Sequence[str]] = None) -> Node:
+        n = Node(self, node_id, scenario, inf)
         self.nodes[node_id] = n
         if start:
             n.start()

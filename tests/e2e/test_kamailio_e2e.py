@@ -8,6 +8,7 @@ handler, one shared-memory router segment, and SIPp callers.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import Counter, defaultdict
 
@@ -373,4 +374,7 @@ def test_demo_runs_and_cleans_up(tmp_path):
     out = p.stdout.decode(errors="replace")
     assert p.returncode == 0, out[-3000:]
     assert "result: OK" in out
+    # the big first room fills its node: a participant is refused with 486, no room splits
+    assert re.search(r"refused 486 -> refused \(486 Busy Here\): its room's node was full", out), out[-3000:]
+    assert "split rooms (participants on two nodes): none" in out
     assert not list(tmp_path.glob("approute-demo-*")), "demo left its directory behind"

@@ -169,3 +169,89 @@ def test_event_deadline_is_checked():
         simulate.run(dict(STEADY, events=[{"at": 1, "fail": "n1", "deadline": 5}]))
     with pytest.raises(simulate.SimulationError, match=r"events\[0\]\.deadline"):
         simulate.run(dict(STEADY, events=[{"at": 1, "drain": "n1", "deadline": -1}]))
+
+
+# --------------------------------------------------------------------------
+# rooms: the room a strict key, the caller's domain a preference, a headroom
+
+ROOMS = {
+    "seed": 3,
+    "duration": 3600,
+    "sample_interval": 30,
+    "router": {
+        "nodes": [{"id": "r%d" % i, "uri": "sip:10.0.3.%d" % i, "pool": "media",
+                   "capacity": {"conference": 30}} for i in (1, 2, 3)],
+        "apps": {"conference": {"pool": "media", "resource": "conference",
+                                "affinity": {"grace": 30, "strict": True}, "retry": {"codes": [503]}}},
+    },
+    "nodes": {"r1": {"limit": 30}, "r2": {"limit": 30}, "r3": {"limit": 30}},
+    "workload": {"conference": {
+        "rate": 0.06,
+        "duration": {"dist": "lognormal", "mean": 400, "sigma": 0.4},
+        "rooms": {"participants": [3, 10], "domains": 6, "home_share": 0.7},
+    }},
+    "strategies": [
+        {"name": "least_loaded", "label": "loose", "affinity": {"strict": False}},
+        {"name": "least_loaded", "label": "strict"},
+        {"name": "least_loaded", "label": "headroom", "affinity": {"headroom": 0.25}},
+    ],
+}
+
+
+def test_rooms_split_only_without_strict_keys_and_headroom_keeps_seats():
+    res = simulate.run(ROOMS)
+    loose, strict, headroom = res["results"]
+    for r in res["results"]:
+        assert r["errors"] == 0
+        assert r["rooms"] == loose["rooms"] > 100          # every row sees the same rooms ...
+        assert r["calls"] == loose["calls"] > 3 * r["rooms"]  # ... and the same participants
+        assert r["calls"] == r["routed"] + r["rejected"]
+        assert r["rejected"] == r["participants_refused"] + r["new_rooms_refused"]
+        assert sum(r["refusals"].values()) == r["rejected"]
+        assert r["rooms_held"] <= r["rooms"]
+        assert r["max_sessions"] <= 30
+    # as a preference the room follows the load: full rooms spill to other nodes
+    assert loose["split_rooms"] > 0 and loose["max_split_rooms"] > 0 and loose["split_participants"] > 0
+    # strict: never split, whatever the load; the full room refuses instead
+    for r in (strict, headroom):
+        assert r["split_rooms"] == r["max_split_rooms"] == r["split_participants"] == 0
+    assert strict["participants_refused"] > 0 and strict["refusals"].get("key_full", 0) > 0
+    # headroom: fewer participants turned away from their own room, paid in new rooms refused
+    assert headroom["participants_refused"] < strict["participants_refused"]
+    assert headroom["new_rooms_refused"] > strict["new_rooms_refused"]
+    text = simulate.format_table(res)
+    assert "split rooms" in text and "new rooms refused" in text and "headroom" in text
+
+
+def test_rooms_example_workload_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    out, err = io.StringIO(), io.StringIO()
+    rc = cli.main(["simulate", str(REPO / "examples" / "simulate" / "rooms.yaml"), "--duration", "3600",
+                   "--plot", str(tmp_path / "rooms.png"), "--json", str(tmp_path / "rooms.json")], out, err)
+    assert rc == 0, err.getvalue()
+    data = json.loads((tmp_path / "rooms.json").read_text())
+    by = {r["label"]: r for r in data["results"]}
+    assert by["least_loaded, not strict"]["split_rooms"] > 0
+    assert all(r["split_rooms"] == 0 for label, r in by.items() if "not strict" not in label)
+    png = (tmp_path / "rooms.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+@pytest.mark.parametrize("rooms, message", [
+    ({"participants": [5, 2]}, "participants"),
+    ({"participants": 3, "domains": 0}, "domains"),
+    ({"home_share": 1.5}, "home_share"),
+    ({"people": 3}, r"unknown key\(s\) people"),
+])
+def test_rooms_spec_is_checked(rooms, message):
+    wl = json.loads(json.dumps(ROOMS))
+    wl["workload"]["conference"]["rooms"] = rooms
+    with pytest.raises(simulate.SimulationError, match=message):
+        simulate.run(wl)
+
+
+def test_rooms_make_their_own_keys():
+    wl = json.loads(json.dumps(ROOMS))
+    wl["workload"]["conference"]["keys"] = 10
+    with pytest.raises(simulate.SimulationError, match="rooms make their own keys"):
+        simulate.run(wl)

@@ -41,6 +41,19 @@ struct SimApp {
   // Request attributes: name -> (value, weight) list; one value drawn per key
   // (per call when the app has no keys).
   std::map<std::string, std::vector<std::pair<std::string, double>>> attrs;
+  // Rooms (rooms_max > 0): each arrival opens a room, a new key
+  // "<key_prefix><n>" (`keys` and `zipf` are then unused), that lives for a
+  // drawn `duration`. rooms_min..rooms_max participants (uniform) join it:
+  // the first when it opens, the others at uniform times over its life, each
+  // calling from the room's home domain with probability home_share and
+  // otherwise from one of `domains` domains ("<domain_prefix><k>"), routed
+  // with key = the room and prefer = the caller's domain; every participant
+  // stays until the room closes. Everything about a room is drawn when it
+  // opens, so every strategy sees the same rooms and participants.
+  int64_t rooms_min = 0, rooms_max = 0;
+  int64_t domains = 10;
+  double home_share = 0.7;
+  std::string domain_prefix = "domain";
 };
 
 // What the simulation knows about a node beyond its router configuration.
@@ -86,6 +99,15 @@ struct SimResult {
   int64_t errors = 0;       // router errors (tables full, ...)
   int64_t keyed = 0;        // calls whose key already had live calls somewhere
   int64_t affinity_hits = 0;  // ... and that joined one of those nodes
+  // Room apps only (zero otherwise). A participant is one call.
+  int64_t rooms = 0;               // rooms opened (arrivals of room apps)
+  int64_t rooms_held = 0;          // rooms that ever had a live participant
+  int64_t split_rooms = 0;         // rooms that had live participants on two nodes at some moment
+  int64_t max_split_rooms = 0;     // most rooms split at one moment
+  int64_t split_participants = 0;  // participants placed beside none of their room's live participants
+  int64_t participants_refused = 0;  // refused while their room had live participants (its node full, down, ...)
+  int64_t new_rooms_refused = 0;     // refused while their room had none (opening it was refused)
+  std::map<std::string, int64_t> refusals;  // decision reasons of refused calls (no_node, key_full, ...)
   std::map<std::string, int64_t> reasons;  // decision reasons of accepted calls
   int64_t max_sessions = 0;   // most concurrent sessions seen on one node
   double mean_sessions = 0;   // mean over samples of live nodes

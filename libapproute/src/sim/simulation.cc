@@ -42,6 +42,25 @@ struct AppState {
   // attrs per key (or per call when no keys): name -> chosen value index drawn lazily
   std::vector<std::pair<std::string, std::vector<double>>> attr_cdf;  // name -> cumulative weights
   RouteRequest req;
+  // Room apps: keys (and holders) grow by one per room opened.
+  bool rooms = false;
+  std::vector<std::string> domains;
+  std::vector<uint8_t> room_flags;  // kRoomHeld | kRoomSplit, per room
+  int64_t split_now = 0;            // rooms with live participants on two nodes or more
+};
+
+constexpr uint8_t kRoomHeld = 1;   // had a live participant
+constexpr uint8_t kRoomSplit = 2;  // had live participants on two nodes at once
+
+// A participant joining a room at `t` (all drawn when the room opened).
+struct Join {
+  double t = 0;
+  double close = 0;  // the room's close: the participant's call ends then
+  int32_t app = -1;
+  int64_t room = -1;
+  int32_t domain = -1;
+  uint64_t seq = 0;  // ties in t keep the order they were drawn in
+  bool operator>(const Join& o) const { return t != o.t ? t > o.t : seq > o.seq; }
 };
 
 struct Call {
@@ -93,6 +112,18 @@ absl::Status Check(const SimSpec& spec) {
     }
     if (!(a.duration_mean > 0) && a.duration != "uniform") {
       return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".duration.mean must be > 0"));
+    }
+    if (a.rooms_max != 0) {
+      if (a.rooms_min < 1 || a.rooms_max < a.rooms_min || a.rooms_max > 100'000) {
+        return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".rooms.participants must be 1 <= min <= max <= 100000"));
+      }
+      if (a.keys != 0) return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ": rooms make their own keys (leave keys out)"));
+      if (a.domains < 1 || a.domains > 1'000'000) {
+        return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".rooms.domains must be 1..1000000"));
+      }
+      if (!(a.home_share >= 0 && a.home_share <= 1)) {
+        return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".rooms.home_share must be 0..1"));
+      }
     }
   }
   for (const SimEvent& e : spec.events) {
@@ -167,6 +198,10 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
       for (double& x : c) x = sum > 0 ? x / sum : 1.0;
       st.attr_cdf.emplace_back(name, std::move(c));
     }
+    if (st.spec->rooms_max > 0) {
+      st.rooms = true;
+      for (int64_t k = 0; k < st.spec->domains; ++k) st.domains.push_back(absl::StrCat(st.spec->domain_prefix, k + 1));
+    }
     st.req.app = st.spec->name;
     st.next = st.max_rate > 0 ? -std::log(1.0 - uni(rng)) / st.max_rate : spec.duration * 2 + 1;
   }
@@ -211,15 +246,22 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
     NodeState& n = nodes[static_cast<size_t>(c.node)];
     n.live += delta;
     if (c.key < 0) return;
-    auto& h = apps[static_cast<size_t>(c.app)].holders[static_cast<size_t>(c.key)];
-    for (auto it = h.begin(); it != h.end(); ++it) {
-      if (it->first == c.node) {
-        it->second += delta;
-        if (it->second <= 0) h.erase(it);
-        return;
-      }
+    AppState& st = apps[static_cast<size_t>(c.app)];
+    auto& h = st.holders[static_cast<size_t>(c.key)];
+    const bool split_before = h.size() > 1;
+    auto it = std::find_if(h.begin(), h.end(), [&](const auto& p) { return p.first == c.node; });
+    if (it != h.end()) {
+      it->second += delta;
+      if (it->second <= 0) h.erase(it);
+    } else if (delta > 0) {
+      h.emplace_back(c.node, delta);
     }
-    if (delta > 0) h.emplace_back(c.node, delta);
+    if (st.rooms && split_before != (h.size() > 1)) {
+      st.split_now += split_before ? -1 : 1;
+      int64_t all = 0;
+      for (const AppState& x : apps) all += x.split_now;
+      res.max_split_rooms = std::max(res.max_split_rooms, all);
+    }
   };
   auto end_call = [&](int32_t ci, bool dropped) {
     Call& c = calls[static_cast<size_t>(ci)];
@@ -248,30 +290,16 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
     return it == node_index.end() ? -1 : it->second;
   };
 
-  auto arrive = [&](AppState& st, int32_t app_idx) {
-    ++res.calls;
-    const SimApp& a = *st.spec;
-    int64_t key = -1;
-    const double call_duration = duration_of(a);
-    if (a.keys > 0) {
-      double u = uni(call_rng);
-      key = std::lower_bound(st.cdf.begin(), st.cdf.end(), u) - st.cdf.begin();
-      if (key >= a.keys) key = a.keys - 1;
-      st.req.key = st.keys[static_cast<size_t>(key)];
-    }
-    if (!st.attr_cdf.empty()) {
-      // Per key, the same values every time (a tenant lives in one region).
-      std::mt19937_64 krng(key >= 0 ? spec.seed * 1000003u + static_cast<uint64_t>(key) * 7919u + static_cast<uint64_t>(app_idx) : call_rng());
-      for (size_t i = 0; i < st.attr_cdf.size(); ++i) {
-        double u = static_cast<double>(krng() >> 11) * (1.0 / 9007199254740992.0);
-        const auto& c = st.attr_cdf[i].second;
-        size_t v = static_cast<size_t>(std::lower_bound(c.begin(), c.end(), u) - c.begin());
-        if (v >= c.size()) v = c.size() - 1;
-        st.req.attrs[st.attr_cdf[i].first] = a.attrs.at(st.attr_cdf[i].first)[v].first;
-      }
-    }
+  // Routes one call of `st` (its request filled in) and, once a node takes
+  // it, keeps it up for `call_duration`.
+  auto place = [&](AppState& st, int32_t app_idx, int64_t key, double call_duration) {
     bool hosted = key >= 0 && !st.holders[static_cast<size_t>(key)].empty();
     if (hosted) ++res.keyed;
+    auto refused = [&](const std::string& reason) {
+      ++res.rejected;
+      ++res.refusals[reason];
+      if (st.rooms) ++(hosted ? res.participants_refused : res.new_rooms_refused);
+    };
     uint64_t id = ++call_seq;
     CallId(id, &st.req.call_id);
     absl::StatusOr<Decision> d = router.Route(st.req);
@@ -279,11 +307,11 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
     while (true) {
       if (!d.ok()) {
         ++res.errors;
-        ++res.rejected;
+        refused("error");
         return;
       }
       if (!d->ok) {
-        ++res.rejected;
+        refused(d->reason);
         return;
       }
       int32_t ni = index_of(d->node_id);
@@ -307,12 +335,24 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
       }
       Call& c = calls[static_cast<size_t>(ci)];
       c = Call{app_idx, ni, key, id, true};
+      bool beside = false;
       if (hosted) {
         for (const auto& [hn, cnt] : st.holders[static_cast<size_t>(key)]) {
           if (hn == ni) {
+            beside = true;
             ++res.affinity_hits;
             break;
           }
+        }
+      }
+      if (st.rooms) {
+        uint8_t& f = st.room_flags[static_cast<size_t>(key)];
+        if (!(f & kRoomHeld)) ++res.rooms_held;
+        f |= kRoomHeld;
+        if (hosted && !beside) {
+          ++res.split_participants;
+          if (!(f & kRoomSplit)) ++res.split_rooms;
+          f |= kRoomSplit;
         }
       }
       hold(c, +1);
@@ -323,6 +363,71 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
       ends.emplace(now + call_duration, std::make_pair(ci, id));
       return;
     }
+  };
+
+  std::priority_queue<Join, std::vector<Join>, std::greater<Join>> joins;
+  uint64_t join_seq = 0;
+  // A room opens: its key, life, participants, their join times and
+  // domains, all drawn now.
+  auto open_room = [&](AppState& st, int32_t app_idx) {
+    const SimApp& a = *st.spec;
+    ++res.rooms;
+    const double life = duration_of(a);
+    const auto room = static_cast<int64_t>(st.keys.size());
+    st.keys.push_back(absl::StrCat(a.key_prefix, room + 1));
+    st.holders.emplace_back();
+    st.room_flags.push_back(0);
+    const auto span = static_cast<double>(a.rooms_max - a.rooms_min + 1);
+    const int64_t n = a.rooms_min + std::min(a.rooms_max - a.rooms_min, static_cast<int64_t>(uni(call_rng) * span));
+    const auto ndom = static_cast<double>(st.domains.size());
+    auto any_domain = [&] { return static_cast<int32_t>(std::min(ndom - 1, std::floor(uni(call_rng) * ndom))); };
+    const int32_t home = any_domain();
+    for (int64_t i = 0; i < n; ++i) {
+      Join j;
+      j.t = i == 0 ? now : now + uni(call_rng) * life;
+      j.close = now + life;
+      j.app = app_idx;
+      j.room = room;
+      j.domain = uni(call_rng) < a.home_share ? home : any_domain();
+      j.seq = ++join_seq;
+      joins.push(j);
+    }
+  };
+  auto join = [&](const Join& j) {
+    AppState& st = apps[static_cast<size_t>(j.app)];
+    ++res.calls;
+    st.req.key = st.keys[static_cast<size_t>(j.room)];
+    st.req.prefer = st.domains[static_cast<size_t>(j.domain)];
+    place(st, j.app, j.room, std::max(0.001, j.close - now));
+  };
+
+  auto arrive = [&](AppState& st, int32_t app_idx) {
+    if (st.rooms) {
+      open_room(st, app_idx);
+      return;
+    }
+    ++res.calls;
+    const SimApp& a = *st.spec;
+    int64_t key = -1;
+    const double call_duration = duration_of(a);
+    if (a.keys > 0) {
+      double u = uni(call_rng);
+      key = std::lower_bound(st.cdf.begin(), st.cdf.end(), u) - st.cdf.begin();
+      if (key >= a.keys) key = a.keys - 1;
+      st.req.key = st.keys[static_cast<size_t>(key)];
+    }
+    if (!st.attr_cdf.empty()) {
+      // Per key, the same values every time (a tenant lives in one region).
+      std::mt19937_64 krng(key >= 0 ? spec.seed * 1000003u + static_cast<uint64_t>(key) * 7919u + static_cast<uint64_t>(app_idx) : call_rng());
+      for (size_t i = 0; i < st.attr_cdf.size(); ++i) {
+        double u = static_cast<double>(krng() >> 11) * (1.0 / 9007199254740992.0);
+        const auto& c = st.attr_cdf[i].second;
+        size_t v = static_cast<size_t>(std::lower_bound(c.begin(), c.end(), u) - c.begin());
+        if (v >= c.size()) v = c.size() - 1;
+        st.req.attrs[st.attr_cdf[i].first] = a.attrs.at(st.attr_cdf[i].first)[v].first;
+      }
+    }
+    place(st, app_idx, key, call_duration);
   };
 
   auto apply_event = [&](const SimEvent& e) {
@@ -417,7 +522,9 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
     double t_ev = next_event < events.size() && events[next_event].at <= spec.duration ? events[next_event].at : kNone;
     double t_smp = next_sample <= spec.duration ? next_sample : kNone;
     double t_rep = next_report >= 0 && next_report <= spec.duration ? next_report : kNone;
-    double t = std::min({t_arr, t_end, t_ev, t_smp, t_rep});
+    // Participants of rooms opened before spec.duration still join after it.
+    double t_join = joins.empty() ? kNone : joins.top().t;
+    double t = std::min({t_arr, t_end, t_ev, t_smp, t_rep, t_join});
     if (t >= kNone) break;
     now = t;
     clock(now);
@@ -433,6 +540,10 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
     } else if (t == t_rep) {
       report();
       next_report += spec.report_interval;
+    } else if (t == t_join) {
+      Join j = joins.top();
+      joins.pop();
+      join(j);
     } else {
       AppState& st = apps[static_cast<size_t>(which)];
       double r = RateAt(st.spec->rate, now);

@@ -32,9 +32,10 @@ Settings come from the YAML file named by the environment variable
     rules:                       # R-URI user regex -> app (+ app data)
       - {ruri_user: '^conf-(?P<room>[0-9]+)$', app: conference, data: '{room}'}
     apps:                        # Kamailio-side options per router app
-      conference: {key: '{from_domain}', exec_app: Conference}
+      conference: {key: '{app_data}', prefer: '{from_domain}', exec_app: Conference}
     default_key: null            # affinity key template when the app has none
     default_app: null            # app when nothing matched (null: 404)
+    retry_after: 30              # Retry-After of a strict key's 486 / 480 (0: none)
     log_decisions: true          # one info line per decision / retry / end
     attrs: auto                  # route() attrs only for apps whose strategy
                                  # may use them (hash by from/to/..., Python
@@ -55,15 +56,19 @@ Affinity key templates combine message fields: ``{from_user}``,
 ``{ruri_domain}``, ``{call_id}``, ``{src_ip}``, ``{app}``, ``{app_data}``,
 ``{hdr:X-Tenant}`` and ``{pv:$var(x)}``; e.g. ``"{hdr:X-Tenant}/{to_user}"``.
 A key whose fields are all empty means "no affinity" for that call.
+``prefer`` templates (same fields) give ``route(prefer=)``: where a new key
+should go (the node holding that value's keys); rendered only with a key.
 
 Handler return codes (what ``$rc`` holds after ``python_exec``):
 
-* ``do_app_routing``: 1 routed ($du set, headers added); -1 no node (503),
+* ``do_app_routing``: 1 routed ($du set, headers added); -1 no node (503;
+  486 / 480 with Retry-After when a strict key's node cannot take the call),
   -2 unknown application (404), -3 router state full (503), -4 bad request
   (400), -5 internal error (500).  On a negative code ``$avp(approute_code)``
   and ``$avp(approute_reason)`` hold the reply the script should send.
 * ``on_failure``: 1 relayed to another node; 2 nothing to retry, let the
-  best reply go upstream; -1 no node left, the script should reply 503
+  best reply go upstream; -1 no node left, the script should reply 503, or
+  486 / 480 (Retry-After added) when a strict key may not move
   (``$avp(approute_code)`` / ``$avp(approute_reason)`` are set); -5 error.
 * ``on_reply``, ``on_bye_reply``, ``on_cancel``, ``on_relay_error``,
   ``on_timer`` (rtimer housekeeping: ``sweep()``): 1, or -5.

@@ -34,6 +34,18 @@ EXHAUSTED = -3
 BAD_REQUEST = -4
 INTERNAL = -5
 
+#: A strict key's refusal (router reason) -> the caller's answer. The room
+#: is full: 486 (busy here, every proxy would send it to the same node); its
+#: node is down, draining, disabled or already refused this call: 480.
+#: Never 503 (docs/design.md, "Strict keys at the SIP edge").
+KEY_REFUSALS: Dict[str, Tuple[int, str]] = {
+    "key_full": (486, "Busy Here"),
+    "key_down": (480, "Temporarily Unavailable"),
+    "key_draining": (480, "Temporarily Unavailable"),
+    "key_disabled": (480, "Temporarily Unavailable"),
+    "key_tried": (480, "Temporarily Unavailable"),
+}
+
 #: A PV cache: each pseudo-variable of the current request, read once.
 PVCache = Dict[str, Optional[str]]
 
@@ -157,6 +169,25 @@ class Context:
         self.ksr.pv.seti("$avp(approute_code)", int(sip_code))
         self.set_avp("approute_reason", reason)
         return rc
+
+    def refuse_key(self, d: Any, call_id: str, key: Optional[str], rc: int,
+                   full: bool = False) -> int:
+        """The router refused a strict key's call (``d.reason`` key_full,
+        key_down, key_draining, key_disabled or key_tried): the caller gets
+        486 Busy Here (the room is full) or 480 Temporarily Unavailable (its
+        node cannot be reached now) with a Retry-After, never 503, which
+        upstream proxies fail over on (docs/design.md, "Strict keys at the
+        SIP edge"); the reason, key and node go to the log, rate-limited.
+        ``full``: the key's node itself said it is full (it answered 503 or
+        486 in the failure route): 486 whatever the router's reason."""
+        code, phrase = KEY_REFUSALS["key_full" if full else d.reason] if (full or d.reason in KEY_REFUSALS) \
+            else (480, "Temporarily Unavailable")
+        self.log_limited("key_refused_" + d.reason, "refused call_id=%s key=%s: %d %s: %s" % (
+            clean(call_id, 80), clean(key or "-", 80), code, d.reason, clean(d.detail, 200)))
+        ra = self.settings.retry_after
+        if ra:
+            self.ksr.hdr.append_to_reply("Retry-After: %d\r\n" % ra)
+        return self.fail(code, phrase, rc)
 
     def refused(self, r: Refused, call_id: Optional[str], src: Optional[str]) -> int:
         """A request refused by a check: one rate-limited log line with the

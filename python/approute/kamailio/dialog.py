@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional, Tuple
 
 import approute as _ar
 
-from .context import INTERNAL, NO_NODE, OK, PASS, Context
+from .context import INTERNAL, KEY_REFUSALS, NO_NODE, OK, PASS, Context
 from .sip import clean, uri_addrs
 
 
@@ -77,6 +77,9 @@ class CallDialog:
         ctx.note("retry", call_id, d, " code=%d from=%s" % (code, failed_node or "-"))
         if not d.ok:
             if code >= 500 or code == 408:
+                if d.reason in KEY_REFUSALS:  # a strict key stays where its other calls are
+                    # the room's node answered "full" (503): the room is full
+                    return ctx.refuse_key(d, call_id, None, NO_NODE, full=code == 503)
                 return ctx.fail(503, "No Node Available", NO_NODE)
             return PASS
         ksr.seturi(ctx.pv("$ru") or ctx.pv("$ou"))

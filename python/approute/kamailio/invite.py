@@ -10,7 +10,17 @@ from typing import Callable, Dict, Optional, Tuple
 
 import approute as _ar
 
-from .context import BAD_REQUEST, EXHAUSTED, INTERNAL, NO_NODE, OK, UNKNOWN_APP, Context, PVCache
+from .context import (
+    BAD_REQUEST,
+    EXHAUSTED,
+    INTERNAL,
+    KEY_REFUSALS,
+    NO_NODE,
+    OK,
+    UNKNOWN_APP,
+    Context,
+    PVCache,
+)
 from .settings import ATTR_PVS, FIELD_PVS, AppOptions, render
 from .sip import SAFE_VALUE_RE, Refused, clean, in_networks
 
@@ -64,13 +74,16 @@ class InviteRouting:
                 ctx.note("route", call_id, None, " (no application matched)")
             return ctx.fail(404, "Not Found", UNKNOWN_APP)
         opts = s.options(app)
-        key = None
+        key = prefer = None
         tpl = opts.key if opts.key is not None else s.default_key
-        if tpl is not None or (data is None and opts.data is not None):
+        if tpl is not None or opts.prefer is not None or (data is None and opts.data is not None):
             look = self._lookup({"app": app, "app_data": data or ""}, vals)
             if tpl is not None:
                 text, nonempty = render(tpl, look)
                 key = text if nonempty else None
+            if opts.prefer is not None and key is not None:
+                text, nonempty = render(opts.prefer, look)
+                prefer = text if nonempty else None
             if data is None and opts.data is not None:
                 data = render(opts.data, look)[0] or None
         self._check_values(app, data, exec_app, opts)  # before anything is kept
@@ -84,7 +97,10 @@ class InviteRouting:
                 if v:
                     attrs[name] = v
         try:
-            d = ctx.router.route(app, call_id=call_id, key=key, attrs=attrs)
+            if prefer is None:
+                d = ctx.router.route(app, call_id=call_id, key=key, attrs=attrs)
+            else:
+                d = ctx.router.route(app, call_id=call_id, key=key, prefer=prefer, attrs=attrs)
         except _ar.NotFoundError as e:
             ctx.log("info", "route app=%s call_id=%s: %s" % (app, call_id, e))
             return ctx.fail(404, "Not Found", UNKNOWN_APP)
@@ -95,8 +111,10 @@ class InviteRouting:
             ctx.log("info", "route app=%s call_id=%s: %s" % (app, call_id, e))
             return ctx.fail(400, "Bad Request", BAD_REQUEST)
         if ctx.notes:
-            ctx.note("route", call_id, d, " key=%s" % (key or "-"))
+            ctx.note("route", call_id, d, " key=%s%s" % (key or "-", " prefer=" + prefer if prefer else ""))
         if not d.ok:
+            if d.reason in KEY_REFUSALS:  # a strict key whose node cannot take it
+                return ctx.refuse_key(d, call_id, key, NO_NODE)
             return ctx.fail(503, "No Node Available", NO_NODE)
         ksr = ctx.ksr
         ksr.setdsturi(d.uri)

@@ -129,8 +129,9 @@ class KemiRoutes:
         rc = self.kemi_failure()
         ctx = self.ctx
         try:
-            if rc == NO_NODE:
-                ctx.ksr.tm.t_reply(503, ctx.pv("$avp(approute_reason)") or "No Node Available")
+            if rc == NO_NODE:  # 503, or 486 / 480 for a strict key (approute_code)
+                ctx.ksr.tm.t_reply(int(ctx.pv("$avp(approute_code)") or 503),
+                                   ctx.pv("$avp(approute_reason)") or "No Node Available")
             elif rc < 0:
                 ctx.ksr.tm.t_reply(500, "Routing Error")
         except Exception as e:

@@ -123,13 +123,15 @@ class AppOptions:
             spec = {}
         if not isinstance(spec, dict):
             raise SettingsError(where + "must be a mapping")
-        unknown = set(spec) - {"key", "exec_app", "data"}
+        unknown = set(spec) - {"key", "prefer", "exec_app", "data"}
         if unknown:
             raise SettingsError(where + "unknown option(s) %s" % ", ".join(sorted(unknown)))
         self.key = None if spec.get("key") is None else str(spec["key"])
+        # where a new key should go: the node holding this value's keys (route(prefer=))
+        self.prefer = None if spec.get("prefer") is None else str(spec["prefer"])
         self.exec_app = None if spec.get("exec_app") is None else str(spec["exec_app"])
         self.data = None if spec.get("data") is None else str(spec["data"])
-        for tpl in (self.key, self.data):
+        for tpl in (self.key, self.prefer, self.data):
             if tpl is not None:
                 check_template(tpl, where=where)
 
@@ -271,7 +273,8 @@ class Settings:
     KNOWN = {"router", "shared", "headers", "match", "rules", "apps", "default_key",
              "default_app", "failure_route", "reply_route", "log_decisions",
              "health_on_timeout", "recent", "publish", "probe", "attrs",
-             "report_results", "trusted_sources", "max_ruri_user", "max_app_value"}
+             "report_results", "trusted_sources", "max_ruri_user", "max_app_value",
+             "retry_after"}
 
     def __init__(self, data: Optional[Dict[str, Any]] = None, base_dir: str = "."):
         data = dict(data or {})
@@ -339,6 +342,12 @@ class Settings:
         self.trusted_sources = _networks(data.get("trusted_sources") or [], "trusted_sources")
         self.max_ruri_user = int(_number(data, "max_ruri_user", 128, "", minimum=1))
         self.max_app_value = int(_number(data, "max_app_value", 64, "", minimum=1))
+        # Retry-After (seconds) of the 486 / 480 a strict key's refusal is
+        # answered with; 0: no header
+        ra = data.get("retry_after", 30)
+        if isinstance(ra, bool) or not isinstance(ra, int) or not 0 <= ra <= 86400:
+            raise SettingsError("retry_after: must be whole seconds, 0..86400")
+        self.retry_after = ra
         for name, o in self.apps.items():
             if o.exec_app and not SAFE_VALUE_RE.match(o.exec_app):
                 raise SettingsError("apps.%s: exec_app %r may only hold A-Z a-z 0-9 _ . -"

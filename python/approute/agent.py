@@ -20,7 +20,12 @@ sends a signed SIP PUBLISH of the ``approute-status`` event package
   jitter; a 412 (the proxy forgot the entity tag) makes the next report a
   full initial one;
 * SIGTERM (or SIGINT) sends a last PUBLISH with ``Expires: 0``: a graceful
-  leave, the proxy routes no new calls to the node.
+  leave, the proxy routes no new calls to the node;
+* when the channel source (``asterisk`` or ``ami``) cannot reach Asterisk,
+  the report says ``"health": "down"``: the node stays a member (its lease
+  is renewed) but takes no new calls, and the first report after Asterisk
+  answers again brings it back.  With ``ami`` the agent keeps one Manager
+  session open across reports.
 
 Configuration (YAML; paths are relative to the file)::
 
@@ -43,7 +48,7 @@ Configuration (YAML; paths are relative to the file)::
     backoff: {initial: 1, max: 60}   # retry delays after failed reports
     channels:                        # where the channel count comes from
       source: asterisk               # asterisk | ami | command | file | none
-      command: ["asterisk", "-rx", "core show channels count"]
+      command: ["asterisk", "-rx", "core show channels count"]   # with -C FILE for another config
       file: null                     # source file: integer or JSON object
       ami: {host: 127.0.0.1, port: 5038, username: approute, secret: "..."}
       timeout: 3
@@ -387,73 +392,160 @@ def parse_channel_output(text: str) -> Dict[str, float]:
     return out
 
 
-def ami_core_status(host: str, port: int, username: str, secret: str,
-                    timeout: float = 3.0) -> Dict[str, float]:
-    """Logs in to the Asterisk Manager Interface and asks ``CoreStatus``;
-    returns ``{"channels": CoreCurrentCalls}``."""
-    def read_block(f) -> Dict[str, str]:
+class AsteriskUnreachable(AgentError):
+    """The channel source could not reach Asterisk at all (no control socket,
+    nothing on the AMI port, no answer in time): the report then says
+    ``"health": "down"``.  An Asterisk that answers with an error (a refused
+    login, a missing permission, output that does not parse) is not this."""
+
+
+#: what manager.conf must grant the agent's AMI user for CoreStatus
+AMI_PERMISSION_HINT = ("the AMI user needs `write = reporting` (or `write = system`) "
+                       "in manager.conf for CoreStatus")
+
+
+class AmiClient:
+    """One Asterisk Manager Interface session, kept open across reports: it
+    logs in once (``Events: off``), asks ``CoreStatus`` at each report, and
+    logs in again only when Asterisk closed the connection (a restart).
+    ``close()`` logs off.  Not thread-safe: one report at a time."""
+
+    def __init__(self, host: str, port: int, username: str, secret: str, timeout: float = 3.0):
+        self.host, self.port, self.username, self.secret = host, port, username, secret
+        self.timeout = timeout
+        self.logins = 0  # sessions opened so far (one while Asterisk stays up)
+        self._sock: Optional[socket.socket] = None
+        self._file: Any = None
+        self._tag = uuid.uuid4().hex[:8]
+        self._n = 0
+
+    def _where(self) -> str:
+        return "AMI %s:%d" % (self.host, self.port)
+
+    def _read_block(self) -> Dict[str, str]:
         block: Dict[str, str] = {}
         while True:
-            line = f.readline()
+            line = self._file.readline()
             if not line:
-                raise AgentError("AMI: connection closed")
-            line = line.decode("utf-8", "replace").rstrip("\r\n")
-            if not line:
+                raise ConnectionError("connection closed by Asterisk")
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            if not text:
                 if block:
                     return block
                 continue
-            k, _, v = line.partition(":")
+            k, _, v = text.partition(":")
             block[k.strip().lower()] = v.strip()
 
-    def until(f, action_id: str) -> Dict[str, str]:
-        while True:  # skip events that slipped through
-            b = read_block(f)
+    def _action(self, action: str, **fields: str) -> Dict[str, str]:
+        """Sends one action; returns its response (events in between are skipped)."""
+        assert self._sock is not None
+        self._n += 1
+        action_id = "%s-%d" % (self._tag, self._n)
+        text = "Action: %s\r\nActionID: %s\r\n" % (action, action_id)
+        text += "".join("%s: %s\r\n" % kv for kv in fields.items())
+        self._sock.sendall((text + "\r\n").encode("utf-8"))
+        while True:
+            b = self._read_block()
             if b.get("actionid") == action_id and "response" in b:
                 return b
 
-    tag = uuid.uuid4().hex[:8]
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            f = s.makefile("rb")
-            banner = f.readline()
-            if not banner.startswith(b"Asterisk Call Manager"):
-                raise AgentError("AMI: unexpected banner %r" % banner[:60])
-            s.sendall(("Action: Login\r\nActionID: %s-1\r\nUsername: %s\r\nSecret: %s\r\n"
-                       "Events: off\r\n\r\n" % (tag, username, secret)).encode())
-            b = until(f, tag + "-1")
-            if b.get("response", "").lower() != "success":
-                raise AgentError("AMI: login refused: %s" % b.get("message", "?"))
-            s.sendall(("Action: CoreStatus\r\nActionID: %s-2\r\n\r\n" % tag).encode())
-            b = until(f, tag + "-2")
+    def _connect(self) -> None:
+        try:
+            self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
+            self._sock.settimeout(self.timeout)
+            self._file = self._sock.makefile("rb")
+            banner = self._file.readline()
+        except OSError as e:
+            self._drop()
+            raise AsteriskUnreachable("%s: %s" % (self._where(), e))
+        if not banner.startswith(b"Asterisk Call Manager"):
+            self._drop()
+            raise AgentError("%s: unexpected banner %r" % (self._where(), banner[:60]))
+        try:
+            b = self._action("Login", Username=self.username, Secret=self.secret, Events="off")
+        except OSError as e:
+            self._drop()
+            raise AsteriskUnreachable("%s: login: %s" % (self._where(), e))
+        if b.get("response", "").lower() != "success":
+            self._drop()
+            raise AgentError("%s: login refused: %s" % (self._where(), b.get("message", "?")))
+        self.logins += 1
+
+    def _drop(self) -> None:
+        for c in (self._file, self._sock):
             try:
-                s.sendall(("Action: Logoff\r\nActionID: %s-3\r\n\r\n" % tag).encode())
+                if c is not None:
+                    c.close()
             except OSError:
                 pass
-    except (OSError, socket.timeout) as e:
-        raise AgentError("AMI %s:%d: %s" % (host, port, e))
-    if b.get("response", "").lower() != "success" or "corecurrentcalls" not in b:
-        raise AgentError("AMI: CoreStatus failed: %s" % b.get("message", "?"))
+        self._sock = self._file = None
+
+    def core_status(self) -> Dict[str, float]:
+        """``{"channels": CoreCurrentCalls}``.  AsteriskUnreachable when
+        Asterisk cannot be reached; AgentError when it answers with an error
+        (a missing permission names the manager.conf setting)."""
+        for attempt in (1, 2):
+            fresh = self._sock is None
+            if fresh:
+                self._connect()
+            try:
+                b = self._action("CoreStatus")
+                break
+            except OSError as e:
+                self._drop()
+                if fresh or attempt == 2:
+                    raise AsteriskUnreachable("%s: CoreStatus: %s" % (self._where(), e))
+                # the kept session broke (Asterisk restarted): log in again once
+        if b.get("response", "").lower() != "success" or "corecurrentcalls" not in b:
+            msg = b.get("message", "?")
+            hint = "; " + AMI_PERMISSION_HINT if "permission" in msg.lower() else ""
+            raise AgentError("%s: CoreStatus refused: %s%s" % (self._where(), msg, hint))
+        try:
+            return {"channels": float(int(b["corecurrentcalls"]))}
+        except ValueError:
+            raise AgentError("%s: bad CoreCurrentCalls %r" % (self._where(), b["corecurrentcalls"]))
+
+    def close(self) -> None:
+        """Logs off (best effort) and closes the connection."""
+        if self._sock is not None:
+            try:
+                self._sock.settimeout(min(self.timeout, 1.0))
+                self._action("Logoff")
+            except (OSError, AgentError):
+                pass
+        self._drop()
+
+
+def ami_core_status(host: str, port: int, username: str, secret: str,
+                    timeout: float = 3.0) -> Dict[str, float]:
+    """One-shot: logs in to the Asterisk Manager Interface, asks
+    ``CoreStatus`` and logs off; returns ``{"channels": CoreCurrentCalls}``.
+    The agent itself keeps one session open (AmiClient)."""
+    client = AmiClient(host, port, username, secret, timeout)
     try:
-        return {"channels": float(int(b["corecurrentcalls"]))}
-    except ValueError:
-        raise AgentError("AMI: bad CoreCurrentCalls %r" % b["corecurrentcalls"])
+        return client.core_status()
+    finally:
+        client.close()
 
 
-def read_channels(cfg: ChannelsConfig) -> Dict[str, float]:
-    """The channel figures from the configured source ({} for none)."""
+def read_channels(cfg: ChannelsConfig, ami: Optional[AmiClient] = None) -> Dict[str, float]:
+    """The channel figures from the configured source ({} for none).  With
+    ``source: asterisk`` or ``ami``, a failure to reach Asterisk raises
+    AsteriskUnreachable; ``ami``: the session to use (else a one-shot one)."""
     if cfg.source == "none":
         return {}
     if cfg.source in ("asterisk", "command"):
+        # Only the asterisk source says whether Asterisk answers; any other
+        # command's failure is just a missing figure.
+        failed = AsteriskUnreachable if cfg.source == "asterisk" else AgentError
         try:
             p = subprocess.run(cfg.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, timeout=cfg.timeout)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise AgentError("%s: %s" % (" ".join(cfg.command or []), e))
+            raise failed("%s: %s" % (" ".join(cfg.command or []), e))
         if p.returncode != 0:
-            raise AgentError("%s: exit code %d: %s" % (
-                " ".join(cfg.command or []), p.returncode,
-                p.stderr.decode("utf-8", "replace").strip()[:200]))
+            out = (p.stderr or p.stdout).decode("utf-8", "replace").strip()[:200]
+            raise failed("%s: exit code %d: %s" % (" ".join(cfg.command or []), p.returncode, out))
         return parse_channel_output(p.stdout.decode("utf-8", "replace"))
     if cfg.source == "file":
         try:
@@ -461,6 +553,8 @@ def read_channels(cfg: ChannelsConfig) -> Dict[str, float]:
                 return parse_channel_output(f.read())
         except OSError as e:
             raise AgentError("channels.file: %s" % e)
+    if ami is not None:
+        return ami.core_status()
     return ami_core_status(cfg.ami_host, cfg.ami_port, cfg.ami_username, cfg.ami_secret,
                            cfg.timeout)
 
@@ -483,6 +577,50 @@ class Collector:
     def __init__(self, cfg: AgentConfig):
         self.cfg = cfg
         self.cpu = CpuSampler(cfg.proc)
+        ch = cfg.channels
+        #: the AMI session kept across reports (source: ami)
+        self.ami: Optional[AmiClient] = (
+            AmiClient(ch.ami_host, ch.ami_port, ch.ami_username, ch.ami_secret, ch.timeout)
+            if ch.source == "ami" else None)
+        #: True while the channel source cannot reach Asterisk: the reports
+        #: then carry "health": "down" (no new calls; the node stays a member)
+        self.asterisk_down = False
+        self._channel_problem: Optional[str] = None
+
+    def close(self) -> None:
+        """Ends the AMI session, if any (Logoff)."""
+        if self.ami is not None:
+            self.ami.close()
+
+    def _channels(self) -> Dict[str, float]:
+        """The channel figures; sets ``asterisk_down``.  Logs a problem when
+        it starts or changes, not at every report."""
+        try:
+            figures = read_channels(self.cfg.channels, self.ami)
+        except AsteriskUnreachable as e:
+            if not self.asterisk_down:
+                log.error("cannot reach Asterisk (%s): reporting the node down (no new calls) "
+                          "until it answers again", e)
+            self.asterisk_down = True
+            self._channel_problem = None
+            return {}
+        except AgentError as e:
+            if self.asterisk_down:
+                log.info("Asterisk answers again: reporting the node up")
+            self.asterisk_down = False
+            if str(e) != self._channel_problem:
+                log.error("channels: %s (the report goes without channel figures)", e)
+            else:
+                log.debug("channels: %s", e)
+            self._channel_problem = str(e)
+            return {}
+        if self.asterisk_down:
+            log.info("Asterisk answers again: reporting the node up")
+        if self._channel_problem is not None:
+            log.info("channels: figures back")
+        self.asterisk_down = False
+        self._channel_problem = None
+        return figures
 
     def state(self) -> Optional[str]:
         """``state_file``'s word (active or draining) when the file exists,
@@ -514,10 +652,7 @@ class Collector:
         mem = memory_usage(cfg.proc)
         if mem is not None:
             load["mem"] = round(mem, 3)
-        try:
-            load.update(read_channels(cfg.channels))
-        except AgentError as e:
-            log.warning("channels: %s", e)
+        load.update(self._channels())
         if cfg.load_file:
             try:
                 load.update(_read_json_numbers(cfg.load_file, "load_file"))
@@ -536,6 +671,8 @@ class Collector:
             report["weight"] = cfg.weight
         if cfg.capacity:
             report["capacity"] = dict(cfg.capacity)
+        if self.asterisk_down:
+            report["health"] = "down"
         report["load"] = load
         if cfg.quality_file:
             try:
@@ -669,6 +806,9 @@ class Agent:
             self.sock.close()
         except OSError:
             pass
+        close = getattr(self.collect, "close", None)
+        if close is not None:
+            close()  # the Collector's AMI session
 
     def _wait(self, seconds: float) -> None:
         """Sleeps, waking early when asked to stop."""
@@ -855,7 +995,10 @@ def run_from_args(args: argparse.Namespace, out=None, err=None) -> int:
     if args.print_only:
         collect = Collector(cfg)
         time.sleep(0.2)  # a CPU delta needs two samples
-        out.write(json.dumps(collect(), indent=2, sort_keys=True) + "\n")
+        try:
+            out.write(json.dumps(collect(), indent=2, sort_keys=True) + "\n")
+        finally:
+            collect.close()
         return EXIT_OK
     try:
         agent = Agent(cfg)

@@ -251,8 +251,8 @@ def unsafe_uses(text: str) -> List[str]:
                     bad.append("%s: header value inside %s" % (where, e))
             if "REGEX(" in arg and has(arg.split("REGEX(", 1)[1]):
                 bad.append("%s: header value inside REGEX()" % where)
-            if app == "GotoIf" and re.search(r"LEN\b.*!=", arg):
-                checked_len = True
+            if app == "GotoIf" and "LEN" in arg and re.search(r"\?:refused,", arg):
+                checked_len = True  # fails closed: only a true comparison goes on
             if app == "GotoIf" and "DIALPLAN_EXISTS(" in arg:
                 checked_allow = True
             if app == "NoOp" or not bare(arg):

@@ -53,7 +53,8 @@ def _as_dict(value: Any) -> Dict[str, Any]:
 def node_to_dict(n: Any) -> Dict[str, Any]:
     """A NodeStatus as plain JSON-able data."""
     out: Dict[str, Any] = {}
-    for field in ("id", "uri", "pool", "weight", "priority", "state", "health", "routed_total",
+    for field in ("id", "uri", "pool", "weight", "priority", "state", "health", "reported_down",
+                  "routed_total",
                   # status reports and health feedback (docs/status-package.md)
                   "origin", "lease_expires", "ejected_until", "latency_ewma_ms", "error_rate"):
         if hasattr(n, field):
@@ -116,12 +117,19 @@ def cluster_text(cluster: Dict[str, Any]) -> str:
                 cluster.get("rtt_p50_us", 0), cluster.get("rtt_p99_us", 0)))
 
 
+def _health_text(n: Dict[str, Any]) -> str:
+    """The HEALTH cell: ``down (reported)`` while the node's own report says
+    its service does not answer (its agent cannot reach Asterisk)."""
+    health = str(n.get("health", ""))
+    return health + " (reported)" if n.get("reported_down") else health
+
+
 def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]]) -> str:
     rows = []
     for n in nodes:
         rows.append([
             str(n.get("id", "")), str(n.get("pool", "")), str(n.get("state", "")),
-            str(n.get("health", "")), str(n.get("weight", "")),
+            _health_text(n), str(n.get("weight", "")),
             _fmt_counts(n.get("sessions", {})), _fmt_counts(n.get("capacity", {})),
             _fmt_counts(n.get("load", {})), str(n.get("uri", "")),
         ])

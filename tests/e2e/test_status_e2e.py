@@ -28,9 +28,9 @@ import uuid
 from collections import Counter
 from typing import Dict, Optional, Tuple
 
+import approute
 import pytest
-
-from e2e_harness import KAMAILIO_KEMI_CFG, LOCAL, Call, approute, wait_for
+from e2e_harness import KAMAILIO_KEMI_CFG, LOCAL, Call, wait_for
 
 if approute is not None:  # else the e2e fixture skips (or fails in CI) each test
     if not hasattr(approute.Router, "apply_report"):
@@ -171,7 +171,11 @@ class Publisher:
 
 def publishers(e2e, ids=None) -> Dict[str, Publisher]:
     pubs = {i: Publisher(e2e, i) for i in (ids or e2e.nodes)}
-    e2e.request.addfinalizer(lambda: [p.close() for p in pubs.values()])
+
+    def close_all() -> None:
+        for p in pubs.values():
+            p.close()
+    e2e.request.addfinalizer(close_all)
     return pubs
 
 
@@ -186,7 +190,7 @@ def start(e2e, cfg: str, children: int = 4):
         e2e.start_kamailio(children=children)
 
 
-def calls_per_node(e2e, results) -> Counter:
+def calls_per_node(e2e, results) -> Counter[str]:
     assert all(r.status == 200 for r in results), results
     return Counter(e2e.node_of(r.call_id) for r in results)
 
@@ -388,7 +392,7 @@ def test_options_probes_mark_a_dead_node_down_and_back_up(e2e, cfg):
     e2e.wait_idle()
 
 
-def calls_on(e2e, prefix: str, count: int = 4) -> Counter:
+def calls_on(e2e, prefix: str, count: int = 4) -> "Counter[str]":
     """Runs `count` short calls (domains PREFIXi.example.com) and waits for
     them to end; returns how many each node took."""
     results = e2e.run_calls([Call("%s%d.example.com" % (prefix, i), hold_ms=100)

@@ -16,11 +16,12 @@ import socket
 import sys
 import threading
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import pytest
 
 pytest.importorskip("approute.agent")
+from approute._procs import free_tcp_port  # noqa: E402
 from approute.agent import (  # noqa: E402
     Agent,
     AgentError,
@@ -29,8 +30,7 @@ from approute.agent import (  # noqa: E402
     Collector,
     read_channels,
 )
-
-from test_agent import Signer, config, fake_proc, proxy  # noqa: E402,F401  (fixtures)
+from test_agent import FakeProxy, Signer, config, write_fake_proc  # noqa: E402
 
 
 class FakeManager:
@@ -131,6 +131,18 @@ class FakeManager:
 
 
 @pytest.fixture
+def fake_proc(tmp_path):
+    return write_fake_proc(tmp_path)
+
+
+@pytest.fixture
+def proxy():
+    p = FakeProxy()
+    yield p
+    p.close()
+
+
+@pytest.fixture
 def manager():
     made: List[FakeManager] = []
 
@@ -143,24 +155,16 @@ def manager():
         m.stop()
 
 
-def ami_channels(port: int) -> dict:
+def ami_channels(port: int) -> Dict[str, Any]:
     return {"source": "ami", "timeout": 1,
             "ami": {"host": "127.0.0.1", "port": port, "username": "approute", "secret": "p"}}
 
 
-def real_agent(proxy_port: int, tmp_path: Path, channels: dict):
+def real_agent(proxy_port: int, tmp_path: Path, channels: Dict[str, Any]) -> Agent:
     """An Agent with the real Collector (figures from the fake /proc and the
     channel source), a fake signer and the fake proxy."""
     cfg = config(proxy_port, tmp_path, channels=channels)
     return Agent(cfg, sign=Signer(), rng=random.Random(3))
-
-
-def closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # --------------------------------------------------------------------------
@@ -194,7 +198,7 @@ def test_ami_errors_tell_down_from_refused(manager):
         AmiClient("127.0.0.1", m.port, "approute", "wrong", timeout=1).core_status()
     assert not isinstance(e.value, AsteriskUnreachable)
     with pytest.raises(AsteriskUnreachable):
-        AmiClient("127.0.0.1", closed_port(), "approute", "p", timeout=1).core_status()
+        AmiClient("127.0.0.1", free_tcp_port(), "approute", "p", timeout=1).core_status()
 
 
 # --------------------------------------------------------------------------
@@ -202,7 +206,7 @@ def test_ami_errors_tell_down_from_refused(manager):
 
 def test_corestatus_refused_publishes_the_report_without_channels_and_says_why_once(
         proxy, manager, tmp_path, fake_proc, caplog):
-    p = proxy()
+    p = proxy
     m = manager(permission=False)
     a = real_agent(p.port, tmp_path, ami_channels(m.port))
     try:
@@ -226,7 +230,7 @@ def test_corestatus_refused_publishes_the_report_without_channels_and_says_why_o
 
 def test_asterisk_down_publishes_health_down_then_up_when_it_answers_again(
         proxy, manager, tmp_path, fake_proc, caplog):
-    p = proxy()
+    p = proxy
     m = manager(calls=3)
     a = real_agent(p.port, tmp_path, ami_channels(m.port))
     try:
@@ -263,7 +267,7 @@ def test_asterisk_source_down_publishes_health_down(proxy, tmp_path, fake_proc):
     """`source: asterisk` with its `command:` (how a non-default -C config is
     given): `asterisk -rx` exits 1 when no Asterisk listens on the control
     socket."""
-    p = proxy()
+    p = proxy
     flag = tmp_path / "up"
     script = tmp_path / "fake-asterisk"
     script.write_text(

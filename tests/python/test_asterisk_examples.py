@@ -197,7 +197,8 @@ def header_variables(text: str) -> Set[str]:
 
 def expressions(arg: str) -> List[str]:
     """The $[...] expressions in an argument (nested brackets counted)."""
-    out, i = [], 0
+    out: List[str] = []
+    i = 0
     while True:
         i = arg.find("$[", i)
         if i < 0:

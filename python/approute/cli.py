@@ -10,7 +10,7 @@
     approute add-node ID URI --shared NAME [--pool P] [--weight W] [--capacity RES=N ...]
     approute remove-node ID --shared NAME
     approute unlink   NAME                   # remove a shared segment's name
-    approute metrics  --shared NAME [--textfile PATH | --listen ADDR:PORT]   # Prometheus
+    approute metrics  --shared NAME [--textfile PATH | --listen ADDR:PORT]   # Prometheus; status page at /
     approute simulate WORKLOAD [--plot PNG] [--json OUT]   # compare strategies offline
     approute agent    --config agent.yaml    # node agent: signed status PUBLISH
     approute sessions --shared NAME [--node N] [--app A] [--limit N] [--json]
@@ -97,7 +97,20 @@ def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]]) -> str:
         stats.get("sessions", "?"), stats.get("affinities", "?"), stats.get("nodes", "?"))
     table = format_table(rows, ["NODE", "POOL", "STATE", "HEALTH", "WEIGHT",
                                 "SESSIONS", "CAPACITY", "LOAD", "URI"])
-    return head + "\n\n" + table
+    return head + _rooms_text(stats) + "\n\n" + table
+
+
+def _rooms_text(stats: Dict[str, Any]) -> str:
+    """Strict keys refused and new keys turned away by headroom, per app (nothing when none)."""
+    lines = []
+    for app, by_reason in sorted((stats.get("key_refusals") or {}).items()):
+        counts = {r: n for r, n in by_reason.items() if n}
+        if counts:
+            lines.append("key refusals (%s): %s" % (app, _fmt_counts(counts)))
+    for app, n in sorted((stats.get("headroom_refusals") or {}).items()):
+        if n:
+            lines.append("headroom refusals (%s): %d" % (app, n))
+    return "".join("\n" + line for line in lines)
 
 
 

@@ -334,6 +334,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("state", [](const NodeStatus& n) { return Str(absl::string_view(
           approute::AdminStateName(n.spec.state).data(), approute::AdminStateName(n.spec.state).size())); })
       .def_property_readonly("health", [](const NodeStatus& n) { return std::string(approute::HealthName(n.health)); })
+      .def_property_readonly("reported_down", [](const NodeStatus& n) { return n.reported_down; },
+                             "True while the node's own report says \"health\": \"down\".")
       .def_property_readonly("capacity", [](const NodeStatus& n) { return n.spec.capacity; })
       .def_property_readonly("attrs", [](const NodeStatus& n) { return n.spec.attrs; })
       .def_property_readonly("sessions", [](const NodeStatus& n) { return n.sessions; },

@@ -82,12 +82,19 @@ def cluster_text(cluster: Dict[str, Any]) -> str:
     return line
 
 
+def _health_text(n: Dict[str, Any]) -> str:
+    """The HEALTH cell: ``down (reported)`` while the node's own report says
+    its service does not answer (its agent cannot reach Asterisk)."""
+    health = str(n.get("health", ""))
+    return health + " (reported)" if n.get("reported_down") else health
+
+
 def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]]) -> str:
     rows = []
     for n in nodes:
         rows.append([
             str(n.get("id", "")), str(n.get("pool", "")), str(n.get("state", "")),
-            str(n.get("health", "")), str(n.get("weight", "")),
+            _health_text(n), str(n.get("weight", "")),
             _fmt_counts(n.get("sessions", {})), _fmt_counts(n.get("capacity", {})),
             _fmt_counts(n.get("load", {})), str(n.get("uri", "")),
         ])

@@ -24,7 +24,8 @@ def _as_dict(value: Any) -> Dict[str, Any]:
 def node_to_dict(n: Any) -> Dict[str, Any]:
     """A NodeStatus as plain JSON-able data."""
     out: Dict[str, Any] = {}
-    for field in ("id", "uri", "pool", "weight", "priority", "state", "health", "routed_total",
+    for field in ("id", "uri", "pool", "weight", "priority", "state", "health", "reported_down",
+                  "routed_total",
                   # status reports and health feedback (docs/status-package.md)
                   "origin", "lease_expires", "ejected_until", "latency_ewma_ms", "error_rate"):
         if hasattr(n, field):

@@ -16,6 +16,7 @@ signed with approute.sign_report, exactly as the agent does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -391,6 +392,39 @@ def test_options_probes_mark_a_dead_node_down_and_back_up(e2e, cfg):
     e2e.wait_idle()
 
 
+def calls_on(e2e, prefix: str, count: int = 4) -> "Counter[str]":
+    """Runs `count` short calls (domains PREFIXi.example.com) and waits for
+    them to end; returns how many each node took."""
+    results = e2e.run_calls([Call("%s%d.example.com" % (prefix, i), hold_ms=100)
+                             for i in range(count)], rate=10)
+    e2e.wait_idle()
+    return calls_per_node(e2e, results)
+
+
+@contextlib.contextmanager
+def running_agent(e2e, tmp_path, **settings):
+    """`approute agent` (the real command) for node n1, reporting to this
+    Kamailio every 0.5 s with a 3 s lease; its log in tmp_path/agent.log.
+    Killed on the way out if the test did not stop it."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(json.dumps(dict({
+        "node": "n1", "uri": e2e.nodes["n1"].uri, "pool": "media", "weight": 1,
+        "proxy": "%s:%d" % (LOCAL, e2e.port), "bind": "%s:0" % LOCAL, "keyid": "k1",
+        "secret": SECRET, "interval": 0.5, "expires": 3}, **settings)))
+    log = open(tmp_path / "agent.log", "wb")
+    agent = subprocess.Popen([sys.executable, "-m", "approute.cli", "agent", "--config",
+                              str(cfg), "--log-level", "debug"],
+                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
+                             start_new_session=True)
+    try:
+        yield agent
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+        log.close()
+
+
 def test_agent_joins_reports_refreshes_and_leaves(e2e, tmp_path):
     e2e.add_node("n1")
     e2e.add_node("n2")
@@ -401,19 +435,9 @@ def test_agent_joins_reports_refreshes_and_leaves(e2e, tmp_path):
     channels.write_text("3 active channels\n2 active calls\n")
     quality = tmp_path / "quality.json"
     quality.write_text('{"mos": 4.3, "rtt_ms_p95": 35}')
-    cfg = tmp_path / "agent.yaml"
-    cfg.write_text(json.dumps({
-        "node": "n1", "uri": e2e.nodes["n1"].uri, "pool": "media", "weight": 1,
-        "capacity": {"channels": 100}, "proxy": "%s:%d" % (LOCAL, e2e.port),
-        "bind": "%s:0" % LOCAL, "keyid": "k1", "secret": SECRET,
-        "interval": 0.5, "expires": 3, "channels": {"source": "file", "file": str(channels)},
-        "quality_file": str(quality)}))
-    log = open(tmp_path / "agent.log", "wb")
-    agent = subprocess.Popen([sys.executable, "-m", "approute.cli", "agent", "--config",
-                              str(cfg), "--log-level", "debug"],
-                             stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ),
-                             start_new_session=True)
-    try:
+    with running_agent(e2e, tmp_path, capacity={"channels": 100},
+                       channels={"source": "file", "file": str(channels)},
+                       quality_file=str(quality)) as agent:
         wait_for(lambda: "n1" in node_ids(e2e), 5, what="the agent's node to join")
         n = e2e.router.node("n1")
         assert n.origin == "report" and n.load["channels"] == 3 and n.quality["mos"] == 4.3
@@ -424,18 +448,10 @@ def test_agent_joins_reports_refreshes_and_leaves(e2e, tmp_path):
         # the lease is 3 s: the agent keeps it alive well past that
         time.sleep(4)
         assert e2e.router.node("n1").lease_expires > time.time()
-        results = e2e.run_calls([Call("a%d.example.com" % i, hold_ms=100) for i in range(4)],
-                                rate=10)
-        assert calls_per_node(e2e, results)["n1"] >= 1
-        e2e.wait_idle()
+        assert calls_on(e2e, "a")["n1"] >= 1
 
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=10) == 0
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
-        log.close()
     # Expires: 0 -- the node takes no new calls at once and goes at the next sweep
     results = e2e.run_calls([Call("b%d.example.com" % i, hold_ms=100) for i in range(3)],
                             rate=10)
@@ -457,3 +473,42 @@ def test_cli_status_shows_reported_nodes(e2e, capsys):
     assert node["id"] == "n1" and node["origin"] == "report"
     assert node["lease_expires"] > time.time() + 100
     assert node["quality"] == {"mos": 4.1} and node["load"]["channels"] == 4
+
+
+def test_agent_reports_its_node_down_while_asterisk_is_unreachable(e2e, tmp_path):
+    """`source: asterisk` whose `asterisk -rx` cannot reach Asterisk (exit
+    1, as with no control socket): the agent's node joins through Kamailio
+    but reported down, takes no calls, keeps its lease; once the command
+    answers again the next report brings it back and it takes calls."""
+    e2e.add_node("n1")
+    e2e.add_node("n2")
+    e2e.write_config(apps_yaml=ROUND_ROBIN, configured=["n2"], router_extra=STATUS)
+    e2e.start_kamailio()
+
+    up = tmp_path / "asterisk-up"
+    fake = tmp_path / "fake-asterisk"
+    fake.write_text(
+        "import os, sys\n"
+        "if not os.path.exists(%r):\n"
+        "    sys.stderr.write('Unable to connect to remote asterisk\\n')\n"
+        "    sys.exit(1)\n"
+        "print('1 active channels')\n" % str(up))
+    command = [sys.executable, str(fake), "-rx", "core show channels count"]
+    with running_agent(e2e, tmp_path, channels={"source": "asterisk", "command": command}) as agent:
+        wait_for(lambda: "n1" in node_ids(e2e), 5, what="the agent's node to join")
+        n = e2e.router.node("n1")
+        assert n.health == "down" and n.reported_down and n.origin == "report"
+        time.sleep(4)  # past the 3 s lease: the reports keep it a member, still down
+        assert e2e.router.node("n1").lease_expires > time.time()
+        assert e2e.router.node("n1").reported_down
+        assert calls_on(e2e, "d") == Counter({"n2": 4})
+
+        up.write_text("")  # Asterisk answers again
+        wait_for(lambda: not e2e.router.node("n1").reported_down, 5,
+                 what="the node to be reported up")
+        assert e2e.router.node("n1").health == "up" and e2e.router.node("n1").load["channels"] == 1
+        assert calls_on(e2e, "u")["n1"] >= 1
+        agent.send_signal(signal.SIGTERM)
+        assert agent.wait(timeout=10) == 0
+    text = (tmp_path / "agent.log").read_text()
+    assert "cannot reach Asterisk" in text and "answers again" in text, text[-2000:]

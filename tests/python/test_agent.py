@@ -149,14 +149,19 @@ def proxy():
         p.close()
 
 
-@pytest.fixture
-def fake_proc(tmp_path):
+def write_fake_proc(tmp_path: Path) -> Path:
+    """A /proc with a stat and a meminfo of known figures (also for test_agent_asterisk.py)."""
     d = tmp_path / "proc"
     d.mkdir()
     (d / "stat").write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 100 0 100 800 0 0 0 0 0 0\n")
     (d / "meminfo").write_text("MemTotal:       1000 kB\nMemFree:         100 kB\n"
                                "MemAvailable:    250 kB\n")
     return d
+
+
+@pytest.fixture
+def fake_proc(tmp_path):
+    return write_fake_proc(tmp_path)
 
 
 class Signer:

@@ -133,3 +133,28 @@ def test_a_leave_by_report_drains_like_a_deadline_of_now() -> None:
     assert d.node_id == "ast6", "a live key of the leaving node moves at once"
     r.end("held")
     assert r.affinities(node="ast5") == []
+
+
+def test_a_node_reported_down_keeps_its_lease_but_takes_no_call() -> None:
+    """"health": "down" (the agent cannot reach Asterisk): the node stays a
+    member with its lease, takes no new call, and what the operator sees
+    says why; the next report without the field brings it back."""
+    from approute.cli import node_to_dict, status_text
+
+    r = approute.Router.from_yaml(CONF)
+    assert publish(r, report("ast5", 1)).code == 200
+    res = publish(r, report("ast5", 2, health="down"))
+    assert (res.code, res.expires) == (200, 60)
+    n = r.node("ast5")
+    assert n.health == "down" and n.reported_down and n.lease_expires is not None
+    assert not r.route("x", call_id="c1").ok
+    r.report_probe("ast5", 200, 1.0)  # its SIP port answers: the node's own word stands
+    assert r.node("ast5").health == "down"
+    text = status_text(r.stats(), [node_to_dict(x) for x in r.nodes()])
+    assert "down (reported)" in text
+    assert node_to_dict(r.node("ast5"))["reported_down"] is True
+    assert publish(r, report("ast5", 3, health="sick")).code == 400
+    assert publish(r, report("ast5", 4)).code == 200
+    n = r.node("ast5")
+    assert n.health == "up" and not n.reported_down
+    assert r.route("x", call_id="c2").node_id == "ast5"

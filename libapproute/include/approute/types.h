@@ -54,6 +54,9 @@ struct NodeSpec {
 struct NodeStatus {
   NodeSpec spec;
   Health health = Health::kUp;
+  // The node's own report says "health": "down" (its agent cannot reach the
+  // service); health is then down whatever the probes say.
+  bool reported_down = false;
   std::map<std::string, int64_t> sessions;  // resource -> live sessions (every known resource)
   std::map<std::string, double> load;       // last reported metrics
   int64_t load_updated_ms = 0;              // unix ms of the last report, 0 = never

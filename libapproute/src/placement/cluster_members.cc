@@ -55,6 +55,8 @@ std::string ClusterMembers::EncodeLocked(uint32_t slot) const {
   // Only a drain travels with the record; every other admin state is the
   // deployment's admin hash's (cluster_placement.h).
   if (hot.admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDraining)) body["state"] = "draining";
+  // The node's own "health": "down" travels too, so every proxy keeps it out.
+  if (n.report_down.load(std::memory_order_relaxed) != 0) body["health"] = "down";
   for (uint32_t r = 0; r < h.n_resources; ++r) {
     if (n.capacity[r] >= 0) body["capacity"][std::string(GetFixed(h.resource_names[r]))] = n.capacity[r];
   }

@@ -59,6 +59,7 @@ void NodeTable::WriteLocked(uint32_t s, const NodeSpec& spec, bool fresh, bool f
     n.routed_total.store(0);
     hot.health.store(static_cast<uint32_t>(Health::kUp));
     n.from_report = 0;
+    n.report_down.store(0);
     n.etag[0] = 0;
     n.last_seq = 0;
     hot.lease_expires_ms.store(0);
@@ -365,6 +366,7 @@ NodeStatus NodeTable::StatusOf(const Snapshot& snap, const NodeView& v, int64_t 
   st.spec.attrs = v.attrs;
   st.spec.state = static_cast<AdminState>(hot.admin.load(std::memory_order_relaxed));
   st.health = static_cast<Health>(hot.health.load(std::memory_order_relaxed));
+  st.reported_down = n.report_down.load(std::memory_order_relaxed) != 0;
   for (size_t r = 0; r < snap.resources.size(); ++r) {
     if (v.capacity[r] >= 0) st.spec.capacity[snap.resources[r]] = v.capacity[r];
     st.sessions[snap.resources[r]] = hot.sessions[r].load(std::memory_order_relaxed);

@@ -29,7 +29,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 14;
+inline constexpr uint32_t kLayoutVersion = 15;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -129,6 +129,9 @@ struct NodeRecord {
   // Membership by status report (registry lock held to change).
   uint32_t from_report;     // 1: joined through a status report (leases apply)
   char etag[24];            // entity tag of its current report, "" = none
+  // 1 while the node's latest report says "health": "down" (its agent cannot
+  // reach the service): health stays down whatever the probes say.
+  std::atomic<uint32_t> report_down;
   uint64_t last_seq;        // highest report seq accepted (replay protection)
   std::atomic<int64_t> first_report_ms;
   // Wall ms the latest report for the node was accepted (here, or at another

@@ -17,7 +17,7 @@ void HealthMonitor::OnProbe(uint32_t slot, int code, double rtt_ms, const Health
   if (ok) {
     n.probe_failures.store(0, std::memory_order_relaxed);
     int32_t oks = n.probe_successes.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (oks >= h.probe_up_after) {
+    if (oks >= h.probe_up_after && n.report_down.load(std::memory_order_relaxed) == 0) {
       uint32_t was = hot.health.exchange(static_cast<uint32_t>(Health::kUp), std::memory_order_relaxed);
       if (was != static_cast<uint32_t>(Health::kUp)) hot.up_since_ms.store(now, std::memory_order_relaxed);
     }
@@ -26,6 +26,16 @@ void HealthMonitor::OnProbe(uint32_t slot, int code, double rtt_ms, const Health
     n.probe_successes.store(0, std::memory_order_relaxed);
     int32_t fails = n.probe_failures.fetch_add(1, std::memory_order_relaxed) + 1;
     if (fails >= h.probe_down_after) hot.health.store(static_cast<uint32_t>(Health::kDown), std::memory_order_relaxed);
+  }
+}
+
+void HealthMonitor::OnReportedHealth(NodeRecord& n, NodeHot& hot, bool down, int64_t now) {
+  const uint32_t was = n.report_down.exchange(down ? 1 : 0, std::memory_order_relaxed);
+  if (down) {
+    hot.health.store(static_cast<uint32_t>(Health::kDown), std::memory_order_relaxed);
+  } else if (was != 0 && n.probe_failures.load(std::memory_order_relaxed) == 0) {
+    hot.health.store(static_cast<uint32_t>(Health::kUp), std::memory_order_relaxed);
+    hot.up_since_ms.store(now, std::memory_order_relaxed);
   }
 }
 

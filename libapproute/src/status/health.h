@@ -29,6 +29,12 @@ class HealthMonitor {
   // row mark the node down, up_after successes bring it back (and start its
   // slow start).
   void OnProbe(uint32_t slot, int code, double rtt_ms, const HealthConfig& h, int64_t now);
+  // What the node's own report says of its service (status report field
+  // "health"): down holds the node down whatever the probes say, until a
+  // report says up again (or leaves the field out); the node then comes back
+  // at once with a slow start, unless its latest probe failed, in which case
+  // the probes bring it back (up_after successes).
+  static void OnReportedHealth(NodeRecord& n, NodeHot& hot, bool down, int64_t now);
   // A passive result for the node in `slot`: a failure code counts towards
   // ejection, the latency and error figures are smoothed. `pool` is the
   // node's pool in `snap`.

@@ -157,7 +157,7 @@ absl::StatusOr<StatusReport> ParseReportObject(const json& j) {
   StatusReport r;
   bool has_seq = false;
   for (const auto& [k, v] : j.items()) {
-    if (k == "node" || k == "uri" || k == "pool" || k == "state") {
+    if (k == "node" || k == "uri" || k == "pool" || k == "state" || k == "health") {
       if (!v.is_string()) return Bad(Cat(k, " must be a string"));
       std::string s = v.get<std::string>();
       if (k == "node") r.node = s;
@@ -167,6 +167,10 @@ absl::StatusOr<StatusReport> ParseReportObject(const json& j) {
         if (s == "active") r.state = AdminState::kActive;
         else if (s == "draining") r.state = AdminState::kDraining;
         else return Bad(Cat("state \"", s, "\" must be active or draining"));
+      }
+      if (k == "health") {
+        if (s != "up" && s != "down") return Bad(Cat("health \"", s, "\" must be up or down"));
+        r.down = s == "down";
       }
     } else if (k == "weight") {
       if (!IsIntegerIn(v, 0, 1000000)) return Bad("weight must be an integer 0..1000000");

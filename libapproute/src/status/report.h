@@ -19,6 +19,9 @@ struct StatusReport {
   std::string uri;
   std::string pool = "default";
   std::optional<AdminState> state;  // active or draining
+  // "health": "down": the node is a member but its service does not answer
+  // (the agent cannot reach it); "up" or no field: it answers.
+  bool down = false;
   std::optional<int32_t> weight;
   std::map<std::string, int64_t> capacity;
   std::map<std::string, double> load;

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <optional>
 
+#include "status/health.h"
 #include "status/report.h"
 #include "util/str_util.h"
 
@@ -65,6 +66,7 @@ absl::Status StatusReports::WriteReportLocked(uint32_t* slot_io, const StatusRep
   n.from_report = 1;
   n.last_seq = report.seq;
   if (fresh || was_expired) region_.hot(slot).up_since_ms.store(now, std::memory_order_relaxed);
+  HealthMonitor::OnReportedHealth(n, region_.hot(slot), report.down, now);
   (void)nodes_.WriteMetricsLocked(slot, report.load, false, now);
   (void)nodes_.WriteMetricsLocked(slot, report.quality, true, now);
   nodes_.BumpGeneration();

@@ -20,7 +20,12 @@ sends a signed SIP PUBLISH of the ``approute-status`` event package
   jitter; a 412 (the proxy forgot the entity tag) makes the next report a
   full initial one;
 * SIGTERM (or SIGINT) sends a last PUBLISH with ``Expires: 0``: a graceful
-  leave, the proxy routes no new calls to the node.
+  leave, the proxy routes no new calls to the node;
+* when the channel source (``asterisk`` or ``ami``) cannot reach Asterisk,
+  the report says ``"health": "down"``: the node stays a member (its lease
+  is renewed) but takes no new calls, and the first report after Asterisk
+  answers again brings it back.  With ``ami`` the agent keeps one Manager
+  session open across reports.
 
 Configuration (YAML; paths are relative to the file)::
 
@@ -43,7 +48,7 @@ Configuration (YAML; paths are relative to the file)::
     backoff: {initial: 1, max: 60}   # retry delays after failed reports
     channels:                        # where the channel count comes from
       source: asterisk               # asterisk | ami | command | file | none
-      command: ["asterisk", "-rx", "core show channels count"]
+      command: ["asterisk", "-rx", "core show channels count"]   # with -C FILE for another config
       file: null                     # source file: integer or JSON object
       ami: {host: 127.0.0.1, port: 5038, username: approute, secret: "..."}
       timeout: 3
@@ -58,7 +63,8 @@ responses (and checks the Via branch to ignore stray datagrams).
 
 from __future__ import annotations
 
-from .collect import Collector, CpuSampler, ami_core_status, memory_usage, parse_channel_output, read_channels
+from .ami import AMI_PERMISSION_HINT, AmiClient, AsteriskUnreachable, ami_core_status
+from .collect import Collector, CpuSampler, memory_usage, parse_channel_output, read_channels
 from .config import (
     AUTH_HEADER,
     CONTENT_TYPE,
@@ -77,7 +83,8 @@ from .message import Response, build_publish, default_signer, parse_response, si
 from .service import Agent, add_arguments, main, run_from_args
 
 __all__ = [
-    "AUTH_HEADER", "Agent", "AgentConfig", "AgentError", "CONTENT_TYPE", "ChannelsConfig",
+    "AMI_PERMISSION_HINT", "AUTH_HEADER", "Agent", "AgentConfig", "AgentError", "AmiClient",
+    "AsteriskUnreachable", "CONTENT_TYPE", "ChannelsConfig",
     "Collector", "CpuSampler", "EVENT", "EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "Response", "T2",
     "USER_AGENT", "add_arguments", "ami_core_status", "build_publish", "default_signer", "log",
     "main", "memory_usage", "parse_channel_output", "parse_response", "read_channels",

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
-import uuid
 from typing import Any, Dict, Optional, Tuple
 
+from .ami import AmiClient, AsteriskUnreachable, ami_core_status
 from .config import _NODE_STATES, AgentConfig, AgentError, ChannelsConfig, log
 
 
@@ -110,76 +109,26 @@ def parse_channel_output(text: str) -> Dict[str, float]:
 
 
 
-def ami_core_status(host: str, port: int, username: str, secret: str,
-                    timeout: float = 3.0) -> Dict[str, float]:
-    """Logs in to the Asterisk Manager Interface and asks ``CoreStatus``;
-    returns ``{"channels": CoreCurrentCalls}``."""
-    def read_block(f: Any) -> Dict[str, str]:
-        block: Dict[str, str] = {}
-        while True:
-            line = f.readline()
-            if not line:
-                raise AgentError("AMI: connection closed")
-            line = line.decode("utf-8", "replace").rstrip("\r\n")
-            if not line:
-                if block:
-                    return block
-                continue
-            k, _, v = line.partition(":")
-            block[k.strip().lower()] = v.strip()
-
-    def until(f: Any, action_id: str) -> Dict[str, str]:
-        while True:  # skip events that slipped through
-            b = read_block(f)
-            if b.get("actionid") == action_id and "response" in b:
-                return b
-
-    tag = uuid.uuid4().hex[:8]
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
-            s.settimeout(timeout)
-            f = s.makefile("rb")
-            banner = f.readline()
-            if not banner.startswith(b"Asterisk Call Manager"):
-                raise AgentError("AMI: unexpected banner %r" % banner[:60])
-            s.sendall(("Action: Login\r\nActionID: %s-1\r\nUsername: %s\r\nSecret: %s\r\n"
-                       "Events: off\r\n\r\n" % (tag, username, secret)).encode())
-            b = until(f, tag + "-1")
-            if b.get("response", "").lower() != "success":
-                raise AgentError("AMI: login refused: %s" % b.get("message", "?"))
-            s.sendall(("Action: CoreStatus\r\nActionID: %s-2\r\n\r\n" % tag).encode())
-            b = until(f, tag + "-2")
-            try:
-                s.sendall(("Action: Logoff\r\nActionID: %s-3\r\n\r\n" % tag).encode())
-            except OSError:
-                pass
-    except (OSError, socket.timeout) as e:
-        raise AgentError("AMI %s:%d: %s" % (host, port, e)) from e
-    if b.get("response", "").lower() != "success" or "corecurrentcalls" not in b:
-        raise AgentError("AMI: CoreStatus failed: %s" % b.get("message", "?"))
-    try:
-        return {"channels": float(int(b["corecurrentcalls"]))}
-    except ValueError:
-        raise AgentError("AMI: bad CoreCurrentCalls %r" % b["corecurrentcalls"]) from None
-
-
-
-def read_channels(cfg: ChannelsConfig) -> Dict[str, float]:
-    """The channel figures from the configured source ({} for none)."""
+def read_channels(cfg: ChannelsConfig, ami: Optional[AmiClient] = None) -> Dict[str, float]:
+    """The channel figures from the configured source ({} for none).  With
+    ``source: asterisk`` or ``ami``, a failure to reach Asterisk raises
+    AsteriskUnreachable; ``ami``: the session to use (else a one-shot one)."""
     if cfg.source == "none":
         return {}
     if cfg.source in ("asterisk", "command"):
+        # Only the asterisk source says whether Asterisk answers; any other
+        # command's failure is just a missing figure.
         if not cfg.command:
             raise AgentError("channels: no command to run")
+        failed = AsteriskUnreachable if cfg.source == "asterisk" else AgentError
         try:
             p = subprocess.run(cfg.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                stdin=subprocess.DEVNULL, timeout=cfg.timeout)
         except (OSError, subprocess.TimeoutExpired) as e:
-            raise AgentError("%s: %s" % (" ".join(cfg.command or []), e)) from e
+            raise failed("%s: %s" % (" ".join(cfg.command or []), e)) from e
         if p.returncode != 0:
-            raise AgentError("%s: exit code %d: %s" % (
-                " ".join(cfg.command or []), p.returncode,
-                p.stderr.decode("utf-8", "replace").strip()[:200]))
+            out = (p.stderr or p.stdout).decode("utf-8", "replace").strip()[:200]
+            raise failed("%s: exit code %d: %s" % (" ".join(cfg.command or []), p.returncode, out))
         return parse_channel_output(p.stdout.decode("utf-8", "replace"))
     if cfg.source == "file":
         try:
@@ -187,9 +136,10 @@ def read_channels(cfg: ChannelsConfig) -> Dict[str, float]:
                 return parse_channel_output(f.read())
         except OSError as e:
             raise AgentError("channels.file: %s" % e) from e
+    if ami is not None:
+        return ami.core_status()
     return ami_core_status(cfg.ami_host, cfg.ami_port, cfg.ami_username, cfg.ami_secret,
                            cfg.timeout)
-
 
 
 def _read_json_numbers(path: str, what: str) -> Dict[str, float]:
@@ -211,6 +161,50 @@ class Collector:
     def __init__(self, cfg: AgentConfig):
         self.cfg = cfg
         self.cpu = CpuSampler(cfg.proc)
+        ch = cfg.channels
+        #: the AMI session kept across reports (source: ami)
+        self.ami: Optional[AmiClient] = (
+            AmiClient(ch.ami_host, ch.ami_port, ch.ami_username, ch.ami_secret, ch.timeout)
+            if ch.source == "ami" else None)
+        #: True while the channel source cannot reach Asterisk: the reports
+        #: then carry "health": "down" (no new calls; the node stays a member)
+        self.asterisk_down = False
+        self._channel_problem: Optional[str] = None
+
+    def close(self) -> None:
+        """Ends the AMI session, if any (Logoff)."""
+        if self.ami is not None:
+            self.ami.close()
+
+    def _channels(self) -> Dict[str, float]:
+        """The channel figures; sets ``asterisk_down``.  Logs a problem when
+        it starts or changes, not at every report."""
+        try:
+            figures = read_channels(self.cfg.channels, self.ami)
+        except AsteriskUnreachable as e:
+            if not self.asterisk_down:
+                log.error("cannot reach Asterisk (%s): reporting the node down (no new calls) "
+                          "until it answers again", e)
+            self.asterisk_down = True
+            self._channel_problem = None
+            return {}
+        except AgentError as e:
+            if self.asterisk_down:
+                log.info("Asterisk answers again: reporting the node up")
+            self.asterisk_down = False
+            if str(e) != self._channel_problem:
+                log.error("channels: %s (the report goes without channel figures)", e)
+            else:
+                log.debug("channels: %s", e)
+            self._channel_problem = str(e)
+            return {}
+        if self.asterisk_down:
+            log.info("Asterisk answers again: reporting the node up")
+        if self._channel_problem is not None:
+            log.info("channels: figures back")
+        self.asterisk_down = False
+        self._channel_problem = None
+        return figures
 
     def state(self) -> Optional[str]:
         """``state_file``'s word (active or draining) when the file exists,
@@ -242,10 +236,7 @@ class Collector:
         mem = memory_usage(cfg.proc)
         if mem is not None:
             load["mem"] = round(mem, 3)
-        try:
-            load.update(read_channels(cfg.channels))
-        except AgentError as e:
-            log.warning("channels: %s", e)
+        load.update(self._channels())
         if cfg.load_file:
             try:
                 load.update(_read_json_numbers(cfg.load_file, "load_file"))
@@ -264,6 +255,8 @@ class Collector:
             report["weight"] = cfg.weight
         if cfg.capacity:
             report["capacity"] = dict(cfg.capacity)
+        if self.asterisk_down:
+            report["health"] = "down"
         report["load"] = load
         if cfg.quality_file:
             try:

@@ -65,6 +65,9 @@ class Agent:
             self.sock.close()
         except OSError:
             pass
+        close = getattr(self.collect, "close", None)
+        if close is not None:
+            close()  # the Collector's AMI session
 
     def _wait(self, seconds: float) -> None:
         """Sleeps, waking early when asked to stop."""
@@ -251,7 +254,10 @@ def run_from_args(args: argparse.Namespace, out: Optional[TextIO] = None,
     if args.print_only:
         collect = Collector(cfg)
         time.sleep(0.2)  # a CPU delta needs two samples
-        out.write(json.dumps(collect(), indent=2, sort_keys=True) + "\n")
+        try:
+            out.write(json.dumps(collect(), indent=2, sort_keys=True) + "\n")
+        finally:
+            collect.close()
         return EXIT_OK
     try:
         agent = Agent(cfg)

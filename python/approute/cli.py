@@ -1,6 +1,6 @@
 """``approute`` command line: inspect and steer a running router.
 
-    approute status   --shared NAME [--json]
+    approute status   --shared NAME [--json] [--top K]   # nodes, counts, the busiest keys
     approute drain    NODE --shared NAME [--deadline S] [--wait]   # no new keys; progress
     approute enable   NODE --shared NAME     # back to active
     approute disable  NODE --shared NAME     # takes nothing new
@@ -15,6 +15,7 @@
     approute agent    --config agent.yaml    # node agent: signed status PUBLISH
     approute sessions --shared NAME [--node N] [--app A] [--limit N] [--json]
     approute end      CALL-ID --shared NAME  # end one session by hand
+    approute end      --shared NAME [--node N] [--app A] [--older-than S] [--yes]   # many
 
 ``--shared`` defaults to the environment variable APPROUTE_SHARED.
 Exit codes: 0 success, 1 error (message on stderr), 2 usage error. A reader
@@ -116,7 +117,28 @@ def cluster_text(cluster: Dict[str, Any]) -> str:
                 cluster.get("rtt_p50_us", 0), cluster.get("rtt_p99_us", 0)))
 
 
-def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]]) -> str:
+#: How many affinity keys text `status` shows (those with the most live sessions).
+TOP_KEYS = 10
+
+
+def top_keys(router: Any, n: int = TOP_KEYS) -> List[Dict[str, Any]]:
+    """The `n` affinity keys with the most live sessions (then by app, key)."""
+    lister = getattr(router, "affinities", None)
+    if lister is None or n <= 0:
+        return []
+    rows = [affinity_to_dict(a) for a in lister()]
+    rows.sort(key=lambda r: (-(r["sessions"] or 0), str(r["app"]), str(r["key"])))
+    return rows[:n]
+
+
+def keys_table(rows: List[Dict[str, Any]]) -> str:
+    table = [[str(r["app"]), str(r["key"]), r["node_id"] or "-", str(r["sessions"]),
+              _grace(r["grace_left"])] for r in rows]
+    return format_table(table, ["APP", "KEY", "NODE", "SESSIONS", "GRACE_LEFT"])
+
+
+def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]],
+                keys: Optional[List[Dict[str, Any]]] = None) -> str:
     rows = []
     for n in nodes:
         rows.append([
@@ -129,7 +151,15 @@ def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]]) -> str:
         stats.get("sessions", "?"), stats.get("affinities", "?"), stats.get("nodes", "?"))
     table = format_table(rows, ["NODE", "POOL", "STATE", "HEALTH", "WEIGHT",
                                 "SESSIONS", "CAPACITY", "LOAD", "URI"])
-    return head + "\n\n" + table
+    if not keys:
+        return head + "\n\n" + table
+    shown = len(keys)
+    total = stats.get("affinities")
+    if isinstance(total, int) and total > shown:
+        title = "top %d of %d keys by sessions (approute keys lists them all):" % (shown, total)
+    else:
+        title = "keys by sessions:"
+    return "%s\n\n%s\n\n%s\n%s" % (head, table, title, keys_table(keys))
 
 
 # --------------------------------------------------------------------------
@@ -167,6 +197,30 @@ def _read_config(path: str, err: TextIO) -> Optional[str]:
     return None
 
 
+def _error_lines(message: str, path: str) -> List[str]:
+    """The errors of a message that lists one per line; a line not naming
+    `path` continues the one before it."""
+    out: List[str] = []
+    for line in message.split("\n"):
+        if out and not line.startswith(path):
+            out[-1] += "\n" + line
+        else:
+            out.append(line)
+    return out
+
+
+def _write_error(path: str, text: str, msg: str, err: TextIO) -> None:
+    m = re.match(r"^(.*?:\d+(?::\d+)?): (.*)$", msg, re.S)
+    if m and m.group(1).startswith(path):
+        err.write("%s: error: %s\n" % (m.group(1), m.group(2)))
+    elif msg.startswith(path + ": "):
+        err.write("%s: error: %s\n" % (path, msg[len(path) + 2:]))
+    else:
+        line = _guess_line(text, msg)
+        where = "%s:%d" % (path, line) if line else path
+        err.write("%s: error: %s\n" % (where, msg))
+
+
 def check_config(path: str, text: str, err: TextIO) -> Optional[int]:
     """Errors of ``text`` on ``err``; the node count when it is valid, else None."""
     import approute
@@ -189,17 +243,9 @@ def check_config(path: str, text: str, err: TextIO) -> Optional[int]:
             checker(text, path)  # messages carry "path:line:col: ..."
         router = approute.Router.from_yaml(text, shared=None)
     except approute.Error as e:
-        msg = str(e)
-        m = re.match(r"^(.*?:\d+(?::\d+)?): (.*)$", msg, re.S)
-        if m and m.group(1).startswith(path):
-            err.write("%s: error: %s\n" % (m.group(1), m.group(2)))
-            return None
-        if msg.startswith(path + ": "):
-            err.write("%s: error: %s\n" % (path, msg[len(path) + 2:]))
-            return None
-        line = _guess_line(text, msg)
-        where = "%s:%d" % (path, line) if line else path
-        err.write("%s: error: %s\n" % (where, msg))
+        # The core lists every error it found, one per line ("path:line:col: ...").
+        for msg in _error_lines(str(e), path):
+            _write_error(path, text, msg, err)
         return None
     try:
         return len(router.nodes())
@@ -278,20 +324,72 @@ def add_session_commands(sub: Any, shared_opt: Any) -> None:
     sp.add_argument("--app", metavar="APP", help="only the sessions of this application")
     sp.add_argument("--limit", metavar="N", type=int, help="at most N sessions")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
-    sp = sub.add_parser("end", help="end one session by hand (its capacity is freed)")
-    sp.add_argument("call_id", metavar="CALL-ID")
+    sp = sub.add_parser(
+        "end", help="end sessions by hand: one call id, or every session matching filters",
+        description="Ends sessions whose BYE never reached this proxy (it went around it, or the "
+        "node answered it itself), so that their capacity is freed now rather than when their "
+        "lifetime expires. Give one CALL-ID, or filters (--node, --app, --older-than, combined "
+        "with AND): without --yes these list the sessions they match and change nothing (exit "
+        "1); with --yes they end them and print the count.")
+    sp.add_argument("call_id", metavar="CALL-ID", nargs="?", help="the session to end")
     shared_opt(sp)
+    sp.add_argument("--node", metavar="NODE", help="every session on this node")
+    sp.add_argument("--app", metavar="APP", help="every session of this application")
+    sp.add_argument("--older-than", metavar="S", type=_seconds, dest="older_than",
+                    help="every session older than S seconds")
+    sp.add_argument("--yes", action="store_true",
+                    help="end the sessions the filters match (without it: only list them)")
+
+
+def end_sessions(args: argparse.Namespace, router: Any, out: TextIO, err: TextIO) -> int:
+    """``approute end``: one call id, or the sessions matching --node/--app/--older-than."""
+    filters = args.node is not None or args.app is not None or args.older_than is not None
+    if args.call_id is not None:
+        if filters:
+            raise _Usage("give either CALL-ID or --node/--app/--older-than, not both")
+        if not args.call_id.strip():
+            raise _Usage("CALL-ID must not be empty")
+        router.end(args.call_id)  # NotFoundError: "no session ..." (exit 1)
+        out.write("%s: ended\n" % args.call_id)
+        return EXIT_OK
+    if not filters:
+        raise _Usage("give a CALL-ID, or --node, --app or --older-than to end many sessions")
+    if not hasattr(router, "sessions"):
+        err.write("approute end: error: this approute build cannot list sessions\n")
+        return EXIT_ERROR
+    if args.node is not None:
+        router.node(args.node)  # an unknown node: NotFoundError naming it
+    matched = [session_to_dict(si) for si in router.sessions(node=args.node, app=args.app)]
+    if args.older_than is not None:
+        matched = [d for d in matched
+                   if isinstance(d.get("age"), (int, float)) and d["age"] >= args.older_than]
+    what = ", ".join(w for w in (
+        "on node %s" % args.node if args.node is not None else "",
+        "of app %s" % args.app if args.app is not None else "",
+        "older than %gs" % args.older_than if args.older_than is not None else "") if w)
+    if not args.yes:
+        if matched:
+            out.write(sessions_text(matched) + "\n")
+        err.write("approute end: %d session(s) %s would be ended; nothing was changed (add --yes "
+                  "to end them)\n" % (len(matched), what))
+        return EXIT_ERROR
+    ended = gone = 0
+    for d in matched:
+        try:
+            router.end(d["call_id"])
+            ended += 1
+        except LookupError:  # it ended meanwhile (its BYE came, or it expired)
+            gone += 1
+    out.write("%d session(s) %s ended%s\n" % (ended, what, "" if not gone else
+                                              "; %d had ended meanwhile" % gone))
+    return EXIT_OK
 
 
 def run_session_command(args: argparse.Namespace, router: Any, name: str,
                         out: TextIO, err: TextIO) -> int:
     """Runs `sessions` or `end` against an attached router."""
     if args.command == "end":
-        if not args.call_id.strip():
-            raise _Usage("CALL-ID must not be empty")
-        router.end(args.call_id)  # NotFoundError: "no session ..." (exit 1)
-        out.write("%s: ended\n" % args.call_id)
-        return EXIT_OK
+        return end_sessions(args, router, out, err)
     lister = getattr(router, "sessions", None)
     if lister is None:
         err.write("approute sessions: error: this approute build cannot list sessions "
@@ -373,9 +471,7 @@ def cmd_keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         json.dump({"shared": name, "affinities": rows}, out, indent=2, sort_keys=True)
         out.write("\n")
         return EXIT_OK
-    table = [[str(r["app"]), str(r["key"]), r["node_id"] or "-", str(r["sessions"]),
-              _grace(r["grace_left"])] for r in rows]
-    out.write(format_table(table, ["APP", "KEY", "NODE", "SESSIONS", "GRACE_LEFT"]) + "\n")
+    out.write(keys_table(rows) + "\n")
     return EXIT_OK
 
 
@@ -553,7 +649,12 @@ def drain_left(router: Any, node: str) -> Optional[Dict[str, int]]:
 def drain(router: Any, node: str, deadline: Optional[float], wait: bool, interval: float,
           out: TextIO, sleep: Optional[Callable[[float], None]] = None,
           clock: Optional[Callable[[], float]] = None) -> int:
-    """``approute drain``: drains `node`, then shows what is left (until empty with `wait`)."""
+    """``approute drain``: drains `node`, then shows what is left (until empty with `wait`).
+
+    With `wait` and a `deadline`, a node still not empty when the deadline has
+    passed is an error (1): what is left is printed, and the sessions keep
+    their node until their calls end (``approute end --node`` ends them).
+    """
     import time
     sleep = sleep or time.sleep
     clock = clock or time.monotonic
@@ -573,7 +674,12 @@ def drain(router: Any, node: str, deadline: Optional[float], wait: bool, interva
             last = left
         if not wait:
             return EXIT_OK
-        sleep(interval)
+        if deadline is not None and clock() - start >= deadline:
+            out.write("%s: deadline of %gs passed with %d session(s), %d key(s) left; its keys' new "
+                      "calls go elsewhere, its sessions stay until their calls end (or: approute "
+                      "end --node %s)\n" % (node, deadline, left["sessions"], left["keys"], node))
+            return EXIT_ERROR
+        sleep(interval if deadline is None else max(0.0, min(interval, deadline - (clock() - start))))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -590,6 +696,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("status", help="nodes, sessions and affinities of a running router")
     shared_opt(sp)
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--top", type=int, default=TOP_KEYS, metavar="K",
+                    help="show the K affinity keys with the most sessions (default %d; 0: none)"
+                    % TOP_KEYS)
     for cmd, state in _STATE_COMMANDS.items():
         sp = sub.add_parser(cmd, help="set a node's admin state to %s" % state)
         sp.add_argument("node", metavar="NODE")
@@ -674,13 +783,16 @@ def _main(argv: Optional[Sequence[str]], out: TextIO, err: TextIO) -> int:
             stats = _as_dict(router.stats())
             nodes = [node_to_dict(n) for n in router.nodes()]
             cluster = _as_dict(router.cluster()) if hasattr(router, "cluster") else {}
+            if args.top < 0:
+                raise _Usage("--top must be at least 0, not %d" % args.top)
+            keys = top_keys(router, args.top)
             if args.json:
-                json.dump({"shared": name, "stats": stats, "nodes": nodes, "cluster": cluster}, out,
-                          indent=2, sort_keys=True)
+                json.dump({"shared": name, "stats": stats, "nodes": nodes, "cluster": cluster,
+                           "top_keys": keys}, out, indent=2, sort_keys=True)
                 out.write("\n")
             else:
                 line = cluster_text(cluster)
-                out.write((line + "\n" if line else "") + status_text(stats, nodes) + "\n")
+                out.write((line + "\n" if line else "") + status_text(stats, nodes, keys) + "\n")
             return EXIT_OK
         if args.command == "drain":
             return drain(router, args.node, args.deadline, args.wait, args.interval, out)

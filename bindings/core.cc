@@ -323,7 +323,7 @@ PyGetSetDef g_decision_getset[] = {
     {"node_id", [](PyObject* self, void*) { return OptStrObj(D(self).node_id); }, nullptr, "The chosen node's id, or None.", nullptr},
     {"uri", [](PyObject* self, void*) { return OptStrObj(D(self).uri); }, nullptr, "The chosen node's SIP URI, or None.", nullptr},
     {"reason", [](PyObject* self, void*) { return NewStr(D(self).reason); }, nullptr,
-     "affinity, affinity_bound, strategy, retry, session or no_node.", nullptr},
+     "affinity, affinity_bound, strategy, retry, session, no_node, or not_retryable (retry() with a code that is not a retry code).", nullptr},
     {"detail", [](PyObject* self, void*) { return NewStr(D(self).detail); }, nullptr, "Why no node was chosen (empty when ok).", nullptr},
     {"app", [](PyObject* self, void*) { return NewStr(D(self).app); }, nullptr, "The policy that decided.", nullptr},
     {"attempt", [](PyObject* self, void*) { return PyLong_FromLong(D(self).attempt); }, nullptr,

@@ -112,6 +112,7 @@ struct Decision {
   std::string node_id;
   std::string uri;
   std::string reason;  // "affinity" | "affinity_bound" (the key's next home, affinity.bound) | "strategy" | "retry" | "session" | "no_node"
+                       // | "not_retryable" (retry() with a code that is not one of the app's retry codes)
   std::string detail;  // human-readable why (always set when !ok)
   std::string app;     // the policy that decided (after default fallback)
   int attempt = 0;     // 1 for the first placement, +1 per retry

@@ -1,11 +1,15 @@
-"""router.cluster() and `approute status` with `cluster:`, against a real
-redis-server started here (free loopback port, temp dir, no persistence) and
-stopped by its pid. Skipped without redis-server unless APPROUTE_REDIS_REQUIRED=1."""
+"""router.cluster() and `approute status` with `cluster:`, and the Redis ACL user
+docs/cluster.md documents, against a real redis-server started here (free
+loopback port, temp dir, no persistence) and stopped by its pid. Skipped
+without redis-server unless APPROUTE_REDIS_REQUIRED=1."""
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -13,7 +17,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence, Set
 
 import pytest
 
@@ -27,17 +31,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def redis_url(tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def redis_server(tmp_path: Path, conf_lines: Sequence[str] = ()) -> Iterator[int]:
+    """A redis-server on a free loopback port (its port), with `conf_lines`
+    added to its configuration; stopped by its pid."""
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("APPROUTE_REDIS_REQUIRED") == "1":
             pytest.fail("redis-server not found and APPROUTE_REDIS_REQUIRED=1")
         pytest.skip("redis-server not found (install redis-server)")
     port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-                             "--save", "", "--appendonly", "no", "--loglevel", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    conf = tmp_path / "redis.conf"
+    conf.write_text("\n".join(["port %d" % port, "bind 127.0.0.1", 'dir "%s"' % tmp_path, 'save ""',
+                               "appendonly no", "loglevel warning", *conf_lines]) + "\n")
+    proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 5
         while True:
@@ -48,11 +55,17 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     pytest.fail("redis-server did not start on port %d" % port)
                 time.sleep(0.02)
-        yield "redis://127.0.0.1:%d/0" % port
+        yield port
     finally:
         os.kill(proc.pid, signal.SIGCONT)
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def redis_url(tmp_path: Path) -> Iterator[str]:
+    with redis_server(tmp_path) as port:
+        yield "redis://127.0.0.1:%d/0" % port
 
 
 def _conf(url: str) -> str:
@@ -132,3 +145,95 @@ def test_status_has_no_cluster_line_without_cluster() -> None:
         assert "approute_cluster" not in out.getvalue()
     finally:
         approute.Router.unlink(segment)
+
+
+# --------------------------------------------------------------------------
+# The ACL user docs/cluster.md ("Hardening Redis") gives approute: enough for
+# two proxies to share claims, counts and admin states, and no wider than the
+# commands approute sends.
+
+ROOT = Path(__file__).resolve().parents[2]
+NAME = "acltest"
+
+
+def documented_acl() -> str:
+    text = (ROOT / "docs/cluster.md").read_text(encoding="utf-8")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("user approute on ")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def allowed_commands(acl: str) -> Set[str]:
+    return {tok[1:].lower() for tok in acl.split() if tok.startswith("+")}
+
+
+def script_commands() -> Set[str]:
+    """What the client sends and what its Lua scripts call."""
+    scripts = (ROOT / "libapproute/src/placement/cluster_scripts.h").read_text(encoding="utf-8")
+    called = {m.lower() for m in re.findall(r"redis\.p?call\(\s*'([A-Za-z]+)'", scripts)}
+    assert {"hset", "zadd", "time"} <= called  # the pattern still finds the scripts' calls
+    return called | {"evalsha", "script|load", "select"}
+
+
+def test_the_documented_acl_names_every_command_approute_uses() -> None:
+    acl = documented_acl()
+    assert "-@all" in acl and "~{approute:prod}:*" in acl and "resetchannels" in acl
+    missing = script_commands() - allowed_commands(acl)
+    assert not missing, "docs/cluster.md's ACL lacks: %s" % sorted(missing)
+    extra = allowed_commands(acl) - script_commands()
+    assert not extra, "docs/cluster.md's ACL allows commands approute never sends: %s" % sorted(extra)
+
+
+def router_conf(url: str, proxy: str) -> str:
+    return """
+cluster: {redis: "%s", name: %s, proxy: %s, timeout_ms: 200}
+nodes:
+  - {id: a, uri: "sip:127.0.0.1:5071", pool: media, capacity: {conference: 5}}
+  - {id: b, uri: "sip:127.0.0.1:5072", pool: media, capacity: {conference: 5}}
+apps:
+  conference: {pool: media, resource: conference, strategy: round_robin, affinity: {grace: 60}}
+""" % (url, NAME, proxy)
+
+
+def two_proxies(port: int, secret: str):
+    url = "redis://approute:%s@127.0.0.1:%d/0" % (secret, port)
+    return (approute.Router.from_yaml(router_conf(url, "kam1")),
+            approute.Router.from_yaml(router_conf(url, "kam2")))
+
+
+def test_two_proxies_work_with_only_the_documented_acl(tmp_path: Path) -> None:
+    secret = secrets.token_hex(16)
+    acl = documented_acl().replace("{approute:prod}", "{approute:%s}" % NAME)
+    acl = acl.replace(">A-LONG-RANDOM-SECRET", ">" + secret)
+    with redis_server(tmp_path, ["protected-mode yes", "maxmemory-policy noeviction", "user default off", acl]) as port:
+        kam1, kam2 = two_proxies(port, secret)
+        d1 = kam1.route("conference", call_id="c1", key="tenant.example.com")
+        d2 = kam2.route("conference", call_id="c2", key="tenant.example.com")
+        assert d1.ok and d2.ok and d2.node_id == d1.node_id  # one node per key, over both
+        assert kam2.node(d1.node_id).sessions.get("conference") == 2  # counts over both
+        retried = kam1.retry("c1", code=503)
+        assert retried.ok and retried.node_id != d1.node_id
+        kam1.end("c1")
+        kam2.end("c2")
+        kam1.drain("b")
+        deadline = time.monotonic() + 5
+        while kam2.node("b").state != "draining" and time.monotonic() < deadline:
+            kam2.sweep()  # applies the deployment's admin states (about once a second)
+            time.sleep(0.1)
+        assert kam2.node("b").state == "draining"  # an admin state set at kam1
+        for r in (kam1, kam2):
+            c = r.cluster()
+            assert c["mode"] == "cluster" and c["failures"] == 0, c
+            assert c["degraded_placements"] == 0 and sorted(c["proxies"]) == ["kam1", "kam2"], c
+
+
+def test_a_user_without_a_needed_command_is_refused(tmp_path: Path) -> None:
+    secret = secrets.token_hex(16)
+    # The test above can fail: the same line without TIME (which the scripts call) breaks it.
+    acl = documented_acl().replace("{approute:prod}", "{approute:%s}" % NAME)
+    acl = acl.replace(">A-LONG-RANDOM-SECRET", ">" + secret).replace(" +time", "")
+    with redis_server(tmp_path, ["protected-mode yes", "maxmemory-policy noeviction", "user default off", acl]) as port:
+        kam1, _ = two_proxies(port, secret)
+        kam1.route("conference", call_id="c1", key="tenant.example.com")
+        c = kam1.cluster()
+        assert c["failures"] > 0 or c["degraded_placements"] > 0, c

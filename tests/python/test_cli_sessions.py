@@ -243,6 +243,16 @@ def test_status_shows_the_top_keys(segment):
     assert rc == cli.EXIT_USAGE
 
 
+def test_status_lists_no_keys_past_the_scan_limit_unless_asked(segment, monkeypatch):
+    name, router = segment
+    place(router, 6)
+    monkeypatch.setattr(cli, "TOP_KEYS_SCAN_LIMIT", 5)  # finding the busiest reads every key
+    rc, out, _ = run("status", "--shared", name)
+    assert rc == 0 and "affinities: 6" in out and "keys by sessions" not in out
+    rc, out, _ = run("status", "--shared", name, "--top", "3")
+    assert rc == 0 and "top 3 of 6 keys by sessions" in out
+
+
 def test_status_and_unlink_name_a_missing_segment_alike(monkeypatch):
     missing = "approute-pytest-missing-%s" % uuid.uuid4().hex[:8]
     rc1, _, err1 = run("status", "--shared", missing)

@@ -20,7 +20,10 @@ class Decision:
     @property
     def uri(self) -> Optional[str]: ...
     @property
-    def reason(self) -> str: ...
+    def reason(self) -> str:
+        """affinity, affinity_bound, prefer, strategy, retry, session or no_node; for a strict key
+        whose node cannot take the call (ok False): key_full, key_down, key_draining,
+        key_disabled or key_tried."""
     @property
     def detail(self) -> str: ...
     @property
@@ -207,6 +210,7 @@ class Router:
         *,
         call_id: str,
         key: Optional[str] = None,
+        prefer: Optional[str] = None,
         exclude: Iterable[str] = (),
         attrs: Optional[Mapping[str, str]] = None,
     ) -> Decision: ...

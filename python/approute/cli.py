@@ -154,6 +154,7 @@ def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]],
         stats.get("sessions", "?"), stats.get("affinities", "?"), stats.get("nodes", "?"))
     table = format_table(rows, ["NODE", "POOL", "STATE", "HEALTH", "WEIGHT",
                                 "SESSIONS", "CAPACITY", "LOAD", "URI"])
+    head += _rooms_text(stats)
     if not keys:
         return head + "\n\n" + table
     shown = len(keys)
@@ -163,6 +164,19 @@ def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]],
     else:
         title = "keys by sessions:"
     return "%s\n\n%s\n\n%s\n%s" % (head, table, title, keys_table(keys))
+
+
+def _rooms_text(stats: Dict[str, Any]) -> str:
+    """Strict keys refused and new keys turned away by headroom, per app (nothing when none)."""
+    lines = []
+    for app, by_reason in sorted((stats.get("key_refusals") or {}).items()):
+        counts = {r: n for r, n in by_reason.items() if n}
+        if counts:
+            lines.append("key refusals (%s): %s" % (app, _fmt_counts(counts)))
+    for app, n in sorted((stats.get("headroom_refusals") or {}).items()):
+        if n:
+            lines.append("headroom refusals (%s): %d" % (app, n))
+    return "".join("\n" + line for line in lines)
 
 
 # --------------------------------------------------------------------------

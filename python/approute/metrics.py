@@ -69,6 +69,13 @@ ROUTER_METRICS: Tuple[Metric, ...] = (
            labels=("app", "reason")),
     Metric("retries", "approute_retries_total", "counter", "Retries after a bounce, by app and SIP code.",
            labels=("app", "code")),
+    Metric("key_refusals", "approute_key_refusals_total", "counter",
+           "Calls of a strict key refused because the key's node could not take them, by app and reason "
+           "(key_full, key_down, key_draining, key_disabled, key_tried).",
+           labels=("app", "reason")),
+    Metric("headroom_refusals", "approute_headroom_refusals_total", "counter",
+           "Calls for a new key that found no node because affinity.headroom turned nodes away, by app.",
+           labels=("app",)),
     Metric("route_seconds", "approute_route_seconds", "histogram",
            "Time route() took, in seconds (a sample: one call in 16 per thread)."),
     Metric("processes", "approute_processes", "gauge", "Live processes registered with the state region."),

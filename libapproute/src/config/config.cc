@@ -342,7 +342,7 @@ absl::Status ParseAffinity(const Ctx& c, const YAML::Node& a, const std::string&
   app->affinity = true;
   if (a.IsNull()) return absl::OkStatus();
   AR_RETURN_IF_ERROR(c.Map(a, ap));
-  c.OnlyKeys(a, ap, {"grace", "bound"});
+  c.OnlyKeys(a, ap, {"grace", "bound", "strict", "headroom"});
   c.Field(a, "grace", [&](const YAML::Node& v) -> absl::Status {
     AR_ASSIGN(app->affinity_grace_ms, c.Seconds(v, ap + ".grace", 0, 7 * 86400));
     return absl::OkStatus();
@@ -356,6 +356,27 @@ absl::Status ParseAffinity(const Ctx& c, const YAML::Node& a, const std::string&
       return c.Error(b, ap + ".bound", Cat("value ", v, " must be > 1.0 (and at most 100): a node may take this many times the mean load"));
     }
     app->affinity_bound = v;
+    return absl::OkStatus();
+  });
+  c.Field(a, "strict", [&](const YAML::Node& st) -> absl::Status {
+    bool v = false;
+    if (!st.IsScalar() || !YAML::convert<bool>::decode(st, v)) {
+      return c.Error(st, ap + ".strict", Cat("expected true or false, got \"", Ctx::Text(st), "\""));
+    }
+    app->affinity_strict = v;
+    return absl::OkStatus();
+  });
+  c.Field(a, "headroom", [&](const YAML::Node& h) -> absl::Status {
+    double v = 0;
+    if (!h.IsScalar() || !YAML::convert<double>::decode(h, v) || !std::isfinite(v)) {
+      return c.Error(h, ap + ".headroom", Cat("expected a number in 0.0..0.99, got \"", Ctx::Text(h), "\""));
+    }
+    if (v < 0.0 || v >= 1.0) {
+      return c.Error(h, ap + ".headroom",
+                     Cat("value ", v, " must be at least 0.0 and below 1.0: the share of capacity kept "
+                         "for calls of keys a node already holds"));
+    }
+    app->affinity_headroom = v;
     return absl::OkStatus();
   });
   return absl::OkStatus();

@@ -23,6 +23,7 @@ const RedisScript& Script(const char* body) {
       {cluster_lua::kCounts, RedisScript(cluster_lua::kCounts)},
       {cluster_lua::kJoin, RedisScript(cluster_lua::kJoin)},
       {cluster_lua::kClaim, RedisScript(cluster_lua::kClaim)},
+      {cluster_lua::kHolder, RedisScript(cluster_lua::kHolder)},
       {cluster_lua::kDrop, RedisScript(cluster_lua::kDrop)},
       {cluster_lua::kEnd, RedisScript(cluster_lua::kEnd)},
       {cluster_lua::kProxies, RedisScript(cluster_lua::kProxies)},
@@ -229,6 +230,41 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const Affini
     out.moved = true;  // the caller gives `chosen` back
   }
   return out;
+}
+
+AffinityTable::Hold ClusterPlacement::HolderOf(const AffinityKey& k, int64_t now) {
+  const AffinityTable::Hold here = local_.HolderOf(k, now);
+  const std::string key = ClaimKey(k);
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kHolder), {key, proxies_key_}, {});
+  if (!r.ok() || r->type != RedisValue::Type::kArray || r->elements.size() != 2) return here;
+  const std::string& node = r->elements[0].str;
+  if (node.empty()) return AffinityTable::Hold{};
+  AffinityTable::Hold h;
+  h.refs = r->elements[1].integer;
+  h.grace_ms = here.grace_ms;
+  if (std::optional<ClaimRef> at = find_(node)) {
+    h.slot = at->slot;
+    h.epoch = at->epoch;
+  }
+  return h;
+}
+
+absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::TakeOver(const AffinityKey& k, ClaimRef chosen,
+                                                                       int64_t grace_ms, int64_t now, bool force) {
+  const std::string key = ClaimKey(k), node = NodeId(chosen.slot), grace = Cat(grace_ms),
+                    refs = Cat(affinity_.HoldOf(k).refs + 1);
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kClaim), {key, proxies_key_},
+                                     {proxy_, node, grace, lease_, refs, force ? "2" : "1"});
+  int64_t mine = 0;
+  const RedisValue* other = nullptr;
+  if (r.ok() && Pair(*r, &mine, &other) && mine != 1) {
+    // Sessions of another proxy still hold it elsewhere.
+    AffinityTable::ClaimOutcome out;
+    out.ref = ClaimRef{chosen.slot, chosen.epoch, 0};
+    return out;
+  }
+  // The deployment's claim is `chosen`'s now (or Redis is out): the same here.
+  return local_.TakeOver(k, chosen, grace_ms, now, force);
 }
 
 std::optional<ClaimRef> ClusterPlacement::Follow(const AffinityKey& k, const std::string& key, const std::string& refs,

@@ -106,6 +106,10 @@ class ClusterPlacement final : public Placement {
   std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ReserveAndClaim(
       const AffinityKey& k, ClaimRef chosen, uint32_t res, int64_t capacity, int64_t grace_ms, int64_t now,
       NodeCheck alive, NodeCheck take) override;
+  // kClaim taking over the deployment's claim (force, or held by no live
+  // proxy's session), then the same here.
+  absl::StatusOr<AffinityTable::ClaimOutcome> TakeOver(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
+                                                      int64_t now, bool force) override;
   void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) override;
   // Release and DropClaim in one round trip (kEnd) when the session holds a claim.
   void EndSession(uint32_t slot, uint32_t epoch, uint32_t res, const AffinityKey& k, uint64_t claim,
@@ -117,6 +121,9 @@ class ClusterPlacement final : public Placement {
   // proxy's: each proxy's operator sets its own).
   void SetDraining(uint32_t slot, int64_t deadline_ms) override;
   void MarkAnswered(const AffinityKey& k, uint64_t claim) override { local_.MarkAnswered(k, claim); }
+  // The deployment's claim (kHolder): its node and the live proxies'
+  // sessions on it; this host's while Redis is out.
+  AffinityTable::Hold HolderOf(const AffinityKey& k, int64_t now) override;
   void SetAdminState(uint32_t slot, AdminState state) override;
   void PublishAdmin(uint32_t slot, AdminState state);
   void NodeChanged(uint32_t slot, int64_t now) override;

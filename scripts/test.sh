@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: C++ (GoogleTest, via ctest), the same under ASan+UBSan and
+# Runs the linters (scripts/lint.sh) and every test: C++ (GoogleTest, via ctest), the same under ASan+UBSan and
 # the threads test under TSan, bounded fuzz runs (tests/fuzz/run.sh), the find_package example,
 # Python (pytest) and end-to-end (real Kamailio + SIPp on 127.0.0.1), then
 # the wheel and sdist (scripts/wheel.sh), tested as installed in a fresh venv
@@ -13,6 +13,9 @@ JOBS=${APPROUTE_JOBS:-2}
 
 echo "== setup"
 bash scripts/setup.sh
+
+echo "== lint (scripts/lint.sh: a finding fails)"
+bash scripts/lint.sh
 
 echo "== source layout: includes point down the layers (scripts/check_layers.py)"
 python3 scripts/check_layers.py

@@ -266,7 +266,8 @@ def parse_listen(value: str) -> Tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError("--listen %r: port %d is outside 0..65535" % (value, port))
     if not host:
-        raise ValueError("--listen %r: give the address to listen on (0.0.0.0 for every IPv4 address)" % value)
+        raise ValueError("--listen %r: give the address to listen on "
+                         "(0.0.0.0 for every IPv4 address)" % value)
     return host, port
 
 

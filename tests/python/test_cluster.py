@@ -11,61 +11,38 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
-import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator, Sequence, Set
-
-import pytest
+from typing import Iterator, Sequence, Set, Tuple
 
 import approute
+import pytest
 from approute import cli
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from approute._procs import start_redis
 
 
 @contextlib.contextmanager
-def redis_server(tmp_path: Path, conf_lines: Sequence[str] = ()) -> Iterator[int]:
-    """A redis-server on a free loopback port (its port), with `conf_lines`
-    added to its configuration; stopped by its pid."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+def redis_server(tmp_path: Path, extra_args: Sequence[str] = ()) -> Iterator[str]:
+    """A redis-server (its URL) with `extra_args` as configuration; stopped by its pid."""
+    if shutil.which("redis-server") is None:
         if os.environ.get("APPROUTE_REDIS_REQUIRED") == "1":
             pytest.fail("redis-server not found and APPROUTE_REDIS_REQUIRED=1")
         pytest.skip("redis-server not found (install redis-server)")
-    port = _free_port()
-    conf = tmp_path / "redis.conf"
-    conf.write_text("\n".join(["port %d" % port, "bind 127.0.0.1", 'dir "%s"' % tmp_path, 'save ""',
-                               "appendonly no", "loglevel warning", *conf_lines]) + "\n")
-    proc = subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("redis-server did not start on port %d" % port)
-                time.sleep(0.02)
-        yield port
+        proc, url = start_redis(tmp_path / "redis", extra_args=extra_args)
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
+        yield url
     finally:
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop()
 
 
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    with redis_server(tmp_path) as port:
-        yield "redis://127.0.0.1:%d/0" % port
+    with redis_server(tmp_path) as url:
+        yield url
 
 
 def _conf(url: str) -> str:
@@ -195,8 +172,14 @@ apps:
 """ % (url, NAME, proxy)
 
 
-def two_proxies(port: int, secret: str):
-    url = "redis://approute:%s@127.0.0.1:%d/0" % (secret, port)
+def acl_args(acl: str) -> Tuple[str, ...]:
+    """redis-server arguments: hardened as docs/cluster.md says, with `acl` as the only user."""
+    return ("--protected-mode", "yes", "--maxmemory-policy", "noeviction",
+            "--user", "default", "off", "--user", *acl.split()[1:])
+
+
+def two_proxies(url: str, secret: str) -> Tuple[approute.Router, approute.Router]:
+    url = url.replace("redis://", "redis://approute:%s@" % secret)
     return (approute.Router.from_yaml(router_conf(url, "kam1")),
             approute.Router.from_yaml(router_conf(url, "kam2")))
 
@@ -205,8 +188,8 @@ def test_two_proxies_work_with_only_the_documented_acl(tmp_path: Path) -> None:
     secret = secrets.token_hex(16)
     acl = documented_acl().replace("{approute:prod}", "{approute:%s}" % NAME)
     acl = acl.replace(">A-LONG-RANDOM-SECRET", ">" + secret)
-    with redis_server(tmp_path, ["protected-mode yes", "maxmemory-policy noeviction", "user default off", acl]) as port:
-        kam1, kam2 = two_proxies(port, secret)
+    with redis_server(tmp_path, acl_args(acl)) as url:
+        kam1, kam2 = two_proxies(url, secret)
         d1 = kam1.route("conference", call_id="c1", key="tenant.example.com")
         d2 = kam2.route("conference", call_id="c2", key="tenant.example.com")
         assert d1.ok and d2.ok and d2.node_id == d1.node_id  # one node per key, over both
@@ -232,8 +215,8 @@ def test_a_user_without_a_needed_command_is_refused(tmp_path: Path) -> None:
     # The test above can fail: the same line without TIME (which the scripts call) breaks it.
     acl = documented_acl().replace("{approute:prod}", "{approute:%s}" % NAME)
     acl = acl.replace(">A-LONG-RANDOM-SECRET", ">" + secret).replace(" +time", "")
-    with redis_server(tmp_path, ["protected-mode yes", "maxmemory-policy noeviction", "user default off", acl]) as port:
-        kam1, _ = two_proxies(port, secret)
+    with redis_server(tmp_path, acl_args(acl)) as url:
+        kam1, _ = two_proxies(url, secret)
         kam1.route("conference", call_id="c1", key="tenant.example.com")
         c = kam1.cluster()
         assert c["failures"] > 0 or c["degraded_placements"] > 0, c

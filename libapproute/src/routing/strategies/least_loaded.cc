@@ -23,6 +23,7 @@ namespace {
 
 class LeastLoadedStrategy final : public Strategy, public CompactStrategy {
  public:
+  std::vector<std::string> RequestAttrs() const override { return {}; }
   explicit LeastLoadedStrategy(bool relative) : relative_(relative) {}
 
   absl::StatusOr<size_t> Pick(const PickRequest& request, absl::Span<const Candidate> candidates,

@@ -7,6 +7,7 @@ namespace {
 
 class RandomStrategy final : public Strategy, public CompactStrategy {
  public:
+  std::vector<std::string> RequestAttrs() const override { return {}; }
   absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate> candidates,
                               StrategyContext& context) override {
     return static_cast<size_t>(context.Random() % candidates.size());

@@ -8,6 +8,7 @@ namespace {
 
 class RoundRobinStrategy final : public Strategy, public CompactStrategy {
  public:
+  std::vector<std::string> RequestAttrs() const override { return {}; }
   absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate> candidates,
                               StrategyContext& context) override {
     return static_cast<size_t>(context.NextTicket() % candidates.size());

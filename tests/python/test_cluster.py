@@ -193,6 +193,7 @@ def test_two_proxies_work_with_only_the_documented_acl(tmp_path: Path) -> None:
         d1 = kam1.route("conference", call_id="c1", key="tenant.example.com")
         d2 = kam2.route("conference", call_id="c2", key="tenant.example.com")
         assert d1.ok and d2.ok and d2.node_id == d1.node_id  # one node per key, over both
+        assert d1.node_id is not None
         assert kam2.node(d1.node_id).sessions.get("conference") == 2  # counts over both
         retried = kam1.retry("c1", code=503)
         assert retried.ok and retried.node_id != d1.node_id

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -103,7 +103,7 @@ def _code_lines(text: str) -> Iterator[str]:
 
 def readme_commands() -> List[str]:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    found = set()
+    found: Set[str] = set()
     for code in _code_lines(readme):
         m = re.match(r"(?:\.venv/bin/|scripts/)?approute ([a-z][a-z|-]*)", code)
         if m:

@@ -10,7 +10,7 @@
     approute add-node ID URI --shared NAME [--pool P] [--weight W] [--capacity RES=N ...]
     approute remove-node ID --shared NAME
     approute unlink   NAME                   # remove a shared segment's name
-    approute metrics  --shared NAME [--textfile PATH | --listen ADDR:PORT]   # Prometheus
+    approute metrics  --shared NAME [--textfile PATH | --listen ADDR:PORT]   # Prometheus; status page at /
     approute simulate WORKLOAD [--plot PNG] [--json OUT]   # compare strategies offline
     approute agent    --config agent.yaml    # node agent: signed status PUBLISH
     approute sessions --shared NAME [--node N] [--app A] [--limit N] [--json]

@@ -420,7 +420,12 @@ def cmd_metrics(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     if args.listen is not None:
         del router
-        return metrics.serve(args.listen, render, err)
+        from . import status_page
+
+        def page() -> str:
+            return status_page.render(status_page.snapshot(cli_util.attach(name), name))
+
+        return metrics.serve(args.listen, render, err, page=page)
     text = metrics.metrics_text({**_as_dict(router.stats()), **metrics.cluster_stats(router)},
                                 [node_to_dict(n) for n in router.nodes()])
     if args.textfile is not None:
@@ -491,6 +496,7 @@ def add_operator_commands(sub: Any, shared_opt: Callable[[argparse.ArgumentParse
     where.add_argument("--textfile", metavar="PATH",
                        help="write PATH atomically (node_exporter's textfile collector)")
     where.add_argument("--listen", metavar="ADDR:PORT",
-                       help="serve http://ADDR:PORT/metrics until SIGINT/SIGTERM")
+                       help="serve http://ADDR:PORT/metrics, and the status page (HTML) at "
+                       "http://ADDR:PORT/, until SIGINT/SIGTERM")
 
 

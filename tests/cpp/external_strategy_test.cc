@@ -1,4 +1,4 @@
-// Strategies from outside the core (issue 5): python: names, a router's own
+// Strategies from outside the core: python: names, a router's own
 // StrategyResolver, StrategyContext::Describe, seeded randomness, and the
 // workload simulator.
 #include <gtest/gtest.h>

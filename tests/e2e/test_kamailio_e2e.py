@@ -1,4 +1,4 @@
-"""Kamailio + approute + SIPp, end to end (issue 3).
+"""Kamailio + approute + SIPp, end to end.
 
 Each test builds its own little site on 127.0.0.1: SIPp UAS processes as
 "Asterisk" nodes, Kamailio with the example config and the approute

@@ -1,4 +1,4 @@
-"""A strategy written in Python, inside Kamailio, through the approute handler (issue 5).
+"""A strategy written in Python, inside Kamailio, through the approute handler.
 
 Kamailio imports the handler in its main process, which builds the router
 from router.yaml: the app's strategy is "python:e2e_tiers:Tiers", a module

@@ -1,4 +1,4 @@
-"""The SIP edge under attack (issue 9): real Kamailio + SIPp on 127.0.0.0/8.
+"""The SIP edge under attack: real Kamailio + SIPp on 127.0.0.0/8.
 
 * a PUBLISH flood (outside allow_sources, another Event, 60 KB bodies) is
   refused statelessly and leaves good calls, BYEs and probes alone;

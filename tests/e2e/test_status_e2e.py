@@ -1,4 +1,4 @@
-"""Node status end to end (issue 4): real Kamailio + SIPp on 127.0.0.1.
+"""Node status end to end: real Kamailio + SIPp on 127.0.0.1.
 
 * nodes join by PUBLISH (event package approute-status) and then take calls;
 * a node reporting high load takes fewer calls (least_loaded over the

@@ -1,4 +1,4 @@
-"""Issue 13: drains that finish (router.drain, `approute drain`), affinity.bound,
+"""Drains that finish (router.drain, `approute drain`), affinity.bound,
 strategies that refuse a call, and retry() with the original attrs."""
 from __future__ import annotations
 

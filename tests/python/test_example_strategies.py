@@ -1,4 +1,4 @@
-"""The example strategies in examples/strategies/ (issue 5), each through a real router."""
+"""The example strategies in examples/strategies/, each through a real router."""
 from __future__ import annotations
 
 import textwrap

@@ -309,7 +309,7 @@ def test_an_unlisted_app_reads_attrs_as_its_default_app_does():
 
 
 # --------------------------------------------------------------------------
-# issue 9: the caller cannot choose the application, nor end a session
+# The caller cannot choose the application, nor end a session
 # with a BYE that went elsewhere
 
 def routed(settings=None, **pvs):

@@ -273,7 +273,7 @@ def test_probe_answers_and_timeouts_drive_health():
 
 
 def test_a_local_send_failure_does_not_count_against_the_nodes():
-    # issue 9 item 5: uac_req_send failing (the proxy short of memory) says
+    # uac_req_send failing (the proxy short of memory) says
     # nothing about the nodes: no probe result, health unchanged
     h, ksr = make(settings={"probe": {"interval": 1}},
                   router=dict(ROUTER, health={"probe": {"down_after": 1, "up_after": 1}}))
@@ -376,7 +376,7 @@ def test_a_retransmitted_2xx_is_reported_once():
 
 
 # --------------------------------------------------------------------------
-# issue 9: PUBLISH refused statelessly, before anything is kept
+# PUBLISH refused statelessly, before anything is kept
 
 @pytest.mark.parametrize("kwargs, code, why", [
     ({"src": "192.0.2.7"}, 403, "allow_sources"),

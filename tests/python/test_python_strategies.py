@@ -1,4 +1,4 @@
-"""Strategies written in Python (issue 5): approute.Strategy, python: names, fallback."""
+"""Strategies written in Python: approute.Strategy, python: names, fallback."""
 from __future__ import annotations
 
 import gc

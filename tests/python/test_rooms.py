@@ -9,13 +9,11 @@ import multiprocessing as mp
 import os
 import uuid
 from collections import defaultdict
-from typing import Dict, List, Set, Tuple
-
-import pytest
+from typing import Any, Dict, List, Set, Tuple
 
 import approute
+import pytest
 from approute import cli, metrics
-
 from test_cluster import redis_url  # noqa: F401  (the fixture: a real redis-server on a free port)
 
 
@@ -69,6 +67,7 @@ def test_retry_never_moves_a_room_with_other_participants() -> None:
 def test_down_and_disabled_have_their_own_reasons() -> None:
     r = approute.Router.from_yaml(rooms_yaml("{grace: 300, strict: true}", cap=10))
     home = r.route("conference", call_id="p1", key="room").node_id
+    assert home is not None
     r.set_health(home, "down")
     assert r.route("conference", call_id="p2", key="room").reason == "key_down"
     r.set_health(home, "up")
@@ -92,9 +91,10 @@ def test_prefer_keeps_a_domains_rooms_together_and_never_refuses() -> None:
     assert r.stats()["sessions"] == 4
 
 
-def test_headroom_in_stats_status_and_metrics(tmp_path) -> None:
+def test_headroom_in_stats_status_and_metrics() -> None:
     segment = "approute-rooms-%d-%s" % (os.getpid(), uuid.uuid4().hex[:6])
-    r = approute.Router.from_yaml(rooms_yaml("{grace: 300, strict: true, headroom: 0.5}", cap=2), shared=segment)
+    conf = rooms_yaml("{grace: 300, strict: true, headroom: 0.5}", cap=2)
+    r = approute.Router.from_yaml(conf, shared=segment)
     try:
         assert r.route("conference", call_id="o1", key="room1").ok
         assert r.route("conference", call_id="o2", key="room2").ok
@@ -140,7 +140,7 @@ apps:
 """
 
 
-def _participant(segment: str, index: int, start, queue) -> None:
+def _participant(segment: str, index: int, start: Any, queue: Any) -> None:
     router = approute.Router.attach(segment)
     start.wait()
     placed = []
@@ -177,11 +177,12 @@ def test_processes_racing_on_new_rooms_follow_one_node() -> None:
         approute.Router.unlink(segment)
 
 
-def _proxy(url: str, proxy: str, start, queue) -> None:
+def _proxy(url: str, proxy: str, start: Any, queue: Any) -> None:
     segment = "approute-rooms-cl-%d" % os.getpid()
     approute.Router.unlink(segment)
     cluster = "cluster: {redis: \"%s\", name: pyrooms, proxy: %s, timeout_ms: 500}\n" % (url, proxy)
-    r = approute.Router.from_yaml(rooms_yaml("{grace: 60, strict: true}", cap=4, cluster=cluster), shared=segment)
+    conf = rooms_yaml("{grace: 60, strict: true}", cap=4, cluster=cluster)
+    r = approute.Router.from_yaml(conf, shared=segment)
     start.wait()
     out: List[Tuple[str, str, str]] = []
     for i in range(12):

@@ -1,4 +1,4 @@
-"""`approute simulate` (issue 5): determinism, outputs, the CLI, Python strategies, speed."""
+"""`approute simulate`: determinism, outputs, the CLI, Python strategies, speed."""
 from __future__ import annotations
 
 import io
@@ -131,7 +131,7 @@ def test_reference_workload_runs_a_million_calls():
     assert all(r["wall_seconds"] > 0 for r in res["results"]), res["results"]
 
 
-# Issue 13: a popular key with steady traffic used to keep a leaving node busy forever.
+# A popular key with steady traffic must not keep a leaving node busy forever.
 STEADY = {
     "seed": 3,
     "duration": 900,

@@ -115,7 +115,7 @@ def test_probes_and_outliers() -> None:
 
 
 def test_a_leave_by_report_drains_like_a_deadline_of_now() -> None:
-    """Issue 13: keys of a node that left go elsewhere at once; their claims keep no grace time."""
+    """Keys of a node that left go elsewhere at once; their claims keep no grace time."""
     conf = CONF.replace("apps:\n  default: {pool: media, strategy: round_robin}",
                         "apps:\n  default: {pool: media, strategy: round_robin, affinity: {grace: 300}}")
     r = approute.Router.from_yaml(conf)

@@ -63,7 +63,8 @@ struct AppConfig {
 struct StatusConfig {
   std::vector<std::string> allow_sources;  // CIDRs ("127.0.0.0/8", "::1/128"); empty = refuse all
   std::vector<std::string> allow_uris;     // CIDRs a reported node URI may point into; empty = allow_sources
-  // pool -> key id -> secret (HMAC-SHA256 over "<ts>.<body>").
+  // pool -> key id -> secret: HMAC-SHA256 over "<ts>\n<node>\n<etag>\n<expires>\n<body>"
+  // (approute::ReportSigningString, docs/status-package.md "Security model").
   std::map<std::string, std::map<std::string, std::string>> keys;
   int64_t replay_window_ms = 30'000;  // a signature's timestamp must be this close to now
   int64_t max_expires_s = 3600;       // longer leases are cut to this

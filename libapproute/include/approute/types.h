@@ -23,7 +23,10 @@ namespace approute {
 //   kDisabled: takes nothing new; existing sessions run out.
 enum class AdminState : uint32_t { kActive = 0, kDraining = 1, kDisabled = 2 };
 
-// Health, fed by the API today (probes and passive results later).
+// Health of a node: set through the API (Router::SetHealth) and by active
+// probe results (Router::ReportProbe, with HealthConfig's hysteresis).
+// Passive results (Router::ReportCallResult) eject outliers for a while
+// without changing it.
 //   kUp: candidate.  kSuspect: candidate only when no kUp node is.  kDown: never.
 enum class Health : uint32_t { kUp = 0, kSuspect = 1, kDown = 2 };
 

@@ -41,13 +41,17 @@ int64_t WallMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-// {flag, value} replies of kReserve and kClaim.
-bool Pair(const RedisValue& v, int64_t* flag, const RedisValue** second) {
-  if (v.type != RedisValue::Type::kArray || v.elements.size() != 2) return false;
-  *flag = v.elements[0].integer;
-  *second = &v.elements[1];
-  return true;
+// The flag of a script's {flag, value} reply (*value: the value), nullopt
+// without a reply of that shape (Redis out, or a malformed reply).
+template <typename Flag>
+std::optional<Flag> FlagOf(const absl::StatusOr<RedisValue>& r, const RedisValue** value = nullptr) {
+  if (!r.ok() || r->type != RedisValue::Type::kArray || r->elements.size() != 2) return std::nullopt;
+  if (value != nullptr) *value = &r->elements[1];
+  return cluster_lua::ParseFlag<Flag>(r->elements[0].integer);
 }
+
+// A claim's `take` that accepts no node: the call stays on its own node.
+bool NoOtherNode(uint32_t, uint32_t) { return false; }
 
 }  // namespace
 
@@ -92,32 +96,37 @@ absl::StatusOr<RedisValue> ClusterPlacement::Run(const RedisScript& s, absl::Spa
   return r;
 }
 
-namespace {
-// The JoinClaim in progress on this thread, for the Reserve its `take` makes.
-thread_local ClusterPlacement::PendingJoin* pending_join = nullptr;
-}  // namespace
-
 bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
-  PendingJoin* pj = pending_join != nullptr && pending_join->owner == this && !pending_join->ran ? pending_join : nullptr;
-  if (pj != nullptr) pj->ran = true;
   if (!local_.Reserve(slot, res, capacity)) return false;
-  return ReserveShared(slot, res, capacity, pj);
+  return ReserveShared(slot, res, capacity);
 }
 
-bool ClusterPlacement::ReserveShared(uint32_t slot, uint32_t res, int64_t capacity, PendingJoin* pj) {
-  NodeHot& n = region_.hot(slot);
-  const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
+bool ClusterPlacement::ReserveShared(uint32_t slot, uint32_t res, int64_t capacity) {
+  const int64_t share = region_.hot(slot).sessions[res].load(std::memory_order_relaxed);
   const std::string key = CountKey(slot, res), v = Cat(share), cap = Cat(capacity);
-  absl::StatusOr<RedisValue> r =
-      pj == nullptr ? Run(Script(cluster_lua::kReserve), {key, proxies_key_}, {proxy_, v, cap, lease_})
-                    : Run(Script(cluster_lua::kJoinReserve), {pj->claim_key, proxies_key_, key},
-                          {proxy_, lease_, pj->refs, NodeId(slot), v, cap});
-  int64_t ok = 0;
-  const RedisValue* other = nullptr;
-  if (pj != nullptr && r.ok() && Pair(*r, &ok, &other)) pj->outcome = ok;
-  if (!r.ok() || !Pair(*r, &ok, &other)) return KeepOffline(slot, res, capacity);
-  if (ok != 1) {  // 0: full over the deployment; 2 (kJoinReserve): the claim is not this node's, nothing reserved
-    local_.Release(slot, n.epoch.load(std::memory_order_relaxed), res);
+  const std::optional<cluster_lua::ReserveFlag> flag =
+      FlagOf<cluster_lua::ReserveFlag>(Run(Script(cluster_lua::kReserve), {key, proxies_key_}, {proxy_, v, cap, lease_}));
+  if (!flag) return KeepOffline(slot, res, capacity);
+  return Settle(slot, res, share, *flag == cluster_lua::ReserveFlag::kReserved);
+}
+
+bool ClusterPlacement::ReserveJoining(uint32_t slot, uint32_t epoch, uint32_t res, Admit admit, ClaimHold hold,
+                                      std::optional<cluster_lua::JoinReserveFlag>* flag) {
+  const std::optional<int64_t> capacity = admit(slot, epoch);
+  if (!capacity || !local_.Reserve(slot, res, *capacity)) return false;
+  const int64_t share = region_.hot(slot).sessions[res].load(std::memory_order_relaxed);
+  const std::string count = CountKey(slot, res);
+  const std::optional<cluster_lua::JoinReserveFlag> joined = FlagOf<cluster_lua::JoinReserveFlag>(
+      Run(Script(cluster_lua::kJoinReserve), {hold.key, proxies_key_, count},
+          {proxy_, lease_, hold.refs, NodeId(slot), Cat(share), Cat(*capacity)}));
+  if (flag != nullptr) *flag = joined;
+  if (!joined) return KeepOffline(slot, res, *capacity);
+  return Settle(slot, res, share, *joined == cluster_lua::JoinReserveFlag::kJoined);
+}
+
+bool ClusterPlacement::Settle(uint32_t slot, uint32_t res, int64_t share, bool reserved) {
+  if (!reserved) {  // full over the deployment, or the claim is not this node's: nothing written there
+    local_.Release(slot, region_.hot(slot).epoch.load(std::memory_order_relaxed), res);
     return false;
   }
   SharePublished(slot, res, share);
@@ -162,31 +171,31 @@ void ClusterPlacement::Release(uint32_t slot, uint32_t epoch, uint32_t res) {
   Publish(slot, res);
 }
 
-std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) {
+std::optional<ClaimRef> ClusterPlacement::JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now,
+                                                         bool defer, Admit admit) {
   const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
-  // This host's claim first: its `take` reserves through kJoinReserve, which
+  // This host's claim first, its node reserved through kJoinReserve, which
   // checks that the deployment's claim names the same node (one round trip).
-  PendingJoin pj{this, key, refs};
-  bool local_claim = false;  // `take` was asked: this host has a claim for the key
-  pending_join = &pj;
-  std::optional<ClaimRef> fast = local_.JoinClaim(k, now, false, [&](uint32_t slot, uint32_t epoch) {
+  std::optional<cluster_lua::JoinReserveFlag> shared;
+  bool local_claim = false;  // this host has a claim for the key
+  std::optional<ClaimRef> fast = affinity_.Join(k, now, [&](uint32_t slot, uint32_t epoch) {
     local_claim = true;
-    return take(slot, epoch);
+    return ReserveJoining(slot, epoch, res, admit, {key, refs}, &shared);
   });
-  pending_join = nullptr;
   if (fast) return fast;  // joined in both, or on local state while Redis is out
-  if (pj.outcome == 0) return std::nullopt;  // the key's node is full over the deployment
+  if (shared == cluster_lua::JoinReserveFlag::kFull) return std::nullopt;  // the key's node is full over the deployment
   // No claim here: the deployment's, if any, is found by ReserveAndClaim's
   // round trip (a new key costs one round trip, not three).
   if (defer && !local_claim) return std::nullopt;
   // No local claim, a node not usable here, or the deployment's claim is
-  // another node's (or gone): as without the fast path.
+  // another node's (or gone): the deployment's claim asked for first.
+  auto reserve = [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); };
   absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kJoin), {key, proxies_key_}, {proxy_, lease_, refs});
-  if (!r.ok()) return local_.JoinClaim(k, now, false, take);
+  if (!r.ok()) return affinity_.Join(k, now, reserve);
   if (r->type != RedisValue::Type::kString) {
     // No claim in the deployment. A local one (kept while Redis was out, or
     // after Redis lost its data) is taken and published again.
-    std::optional<ClaimRef> hit = local_.JoinClaim(k, now, false, take);
+    std::optional<ClaimRef> hit = affinity_.Join(k, now, reserve);
     if (hit) {
       AffinityTable::Hold hold = affinity_.HoldOf(k);
       const std::string node = NodeId(hit->slot), grace = Cat(hold.grace_ms), held = Cat(hold.refs);
@@ -195,8 +204,8 @@ std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_
     return hit;
   }
   const std::string& node = r->str;
-  std::optional<ClaimRef> hit = local_.JoinClaim(k, now, false, [&](uint32_t slot, uint32_t epoch) {
-    return GetFixed(region_.node(slot).id) == node && take(slot, epoch);
+  std::optional<ClaimRef> hit = affinity_.Join(k, now, [&](uint32_t slot, uint32_t epoch) {
+    return GetFixed(region_.node(slot).id) == node && reserve(slot, epoch);
   });
   if (!hit) {
     // Not joined here: this proxy's hold is what it really has.
@@ -207,25 +216,28 @@ std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_
 }
 
 absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const AffinityKey& k, ClaimRef chosen,
-                                                                    int64_t grace_ms, int64_t now, NodeCheck alive,
-                                                                    NodeCheck take) {
+                                                                    uint32_t res, int64_t grace_ms, int64_t now,
+                                                                    NodeCheck alive, Admit admit) {
   const std::string key = ClaimKey(k), node = NodeId(chosen.slot), grace = Cat(grace_ms),
                     refs = Cat(affinity_.HoldOf(k).refs + 1);
-  absl::StatusOr<RedisValue> r =
-      Run(Script(cluster_lua::kClaim), {key, proxies_key_}, {proxy_, node, grace, lease_, refs});
-  int64_t mine = 0;
   const RedisValue* other = nullptr;
-  if (!r.ok() || !Pair(*r, &mine, &other)) return local_.Claim(k, chosen, grace_ms, now, alive, take);
-  if (mine == 1) {
+  const std::optional<cluster_lua::ClaimFlag> flag = FlagOf<cluster_lua::ClaimFlag>(
+      Run(Script(cluster_lua::kClaim), {key, proxies_key_}, {proxy_, node, grace, lease_, refs}), &other);
+  if (!flag) {
+    // Redis out: this host's claim, a concurrent one joined as Reserve.
+    return affinity_.Claim(k, chosen, grace_ms, now, alive,
+                           [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
+  }
+  if (*flag == cluster_lua::ClaimFlag::kClaimed) {
     // The deployment's claim is `chosen`'s: a local claim for another node
     // (a stale copy) is not joined; the call stays on `chosen`.
-    return local_.Claim(k, chosen, grace_ms, now, alive, [](uint32_t, uint32_t) { return false; });
+    return affinity_.Claim(k, chosen, grace_ms, now, alive, NoOtherNode);
   }
   // Another proxy claimed the key first: the call follows its claim when
   // that node can take it here, else goes to `chosen` without the key.
   AffinityTable::ClaimOutcome out;
   out.ref = ClaimRef{chosen.slot, chosen.epoch, 0};
-  if (std::optional<ClaimRef> there = Follow(k, key, refs, other->str, grace_ms, now, alive, take)) {
+  if (std::optional<ClaimRef> there = Follow(k, {key, refs}, other->str, res, grace_ms, now, alive, admit)) {
     out.ref = *there;
     out.moved = true;  // the caller gives `chosen` back
   }
@@ -253,11 +265,9 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::TakeOver(const Aff
                                                                        int64_t grace_ms, int64_t now, bool force) {
   const std::string key = ClaimKey(k), node = NodeId(chosen.slot), grace = Cat(grace_ms),
                     refs = Cat(affinity_.HoldOf(k).refs + 1);
-  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kClaim), {key, proxies_key_},
-                                     {proxy_, node, grace, lease_, refs, force ? "2" : "1"});
-  int64_t mine = 0;
-  const RedisValue* other = nullptr;
-  if (r.ok() && Pair(*r, &mine, &other) && mine != 1) {
+  const std::optional<cluster_lua::ClaimFlag> flag = FlagOf<cluster_lua::ClaimFlag>(
+      Run(Script(cluster_lua::kClaim), {key, proxies_key_}, {proxy_, node, grace, lease_, refs, force ? "2" : "1"}));
+  if (flag == cluster_lua::ClaimFlag::kOtherClaim) {
     // Sessions of another proxy still hold it elsewhere.
     AffinityTable::ClaimOutcome out;
     out.ref = ClaimRef{chosen.slot, chosen.epoch, 0};
@@ -267,18 +277,14 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::TakeOver(const Aff
   return local_.TakeOver(k, chosen, grace_ms, now, force);
 }
 
-std::optional<ClaimRef> ClusterPlacement::Follow(const AffinityKey& k, const std::string& key, const std::string& refs,
-                                                 std::string_view node, int64_t grace_ms, int64_t now,
-                                                 NodeCheck alive, NodeCheck take) {
+std::optional<ClaimRef> ClusterPlacement::Follow(const AffinityKey& k, ClaimHold hold, std::string_view node,
+                                                 uint32_t res, int64_t grace_ms, int64_t now, NodeCheck alive,
+                                                 Admit admit) {
   std::optional<ClaimRef> there = find_(node);
   if (!there || !alive(there->slot, there->epoch)) return std::nullopt;
-  // `take` reserves through kJoinReserve: the claim is checked to be still
-  // `node`'s and this proxy's hold on it is registered, in one round trip.
-  PendingJoin pj{this, key, refs};
-  pending_join = &pj;
-  const bool taken = take(there->slot, there->epoch);
-  pending_join = nullptr;
-  if (!taken) return std::nullopt;
+  // The claim checked to be still `node`'s and this proxy's hold on it
+  // registered with the reservation, in one round trip.
+  if (!ReserveJoining(there->slot, there->epoch, res, admit, hold, nullptr)) return std::nullopt;
   // `there` is reserved now; the local claim is made for it, reusing that
   // reservation, and never moves the call to a third node.
   bool used = false;
@@ -288,49 +294,55 @@ std::optional<ClaimRef> ClusterPlacement::Follow(const AffinityKey& k, const std
     return true;
   };
   absl::StatusOr<AffinityTable::ClaimOutcome> inner =
-      local_.Claim(k, ClaimRef{there->slot, there->epoch, 0}, grace_ms, now, alive, reuse);
+      affinity_.Claim(k, ClaimRef{there->slot, there->epoch, 0}, grace_ms, now, alive, reuse);
   // No room for a local claim: the call still goes to the key's node, without it.
   return inner.ok() ? inner->ref : ClaimRef{there->slot, there->epoch, 0};
 }
 
 std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ClusterPlacement::ReserveAndClaim(
     const AffinityKey& k, ClaimRef chosen, uint32_t res, int64_t capacity, int64_t grace_ms, int64_t now,
-    NodeCheck alive, NodeCheck take) {
+    NodeCheck alive, Admit admit) {
+  using cluster_lua::ReserveClaimFlag;
   if (!local_.Reserve(chosen.slot, res, capacity)) return std::nullopt;
   NodeHot& n = region_.hot(chosen.slot);
   const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
   const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
-  absl::StatusOr<RedisValue> r =
-      Run(Script(cluster_lua::kReserveClaim), {key, proxies_key_, CountKey(chosen.slot, res)},
-          {proxy_, lease_, refs, NodeId(chosen.slot), Cat(share), Cat(capacity), Cat(grace_ms)});
-  int64_t flag = 0;
   const RedisValue* other = nullptr;
-  if (!r.ok() || !Pair(*r, &flag, &other)) {
+  const std::optional<ReserveClaimFlag> flag = FlagOf<ReserveClaimFlag>(
+      Run(Script(cluster_lua::kReserveClaim), {key, proxies_key_, CountKey(chosen.slot, res)},
+          {proxy_, lease_, refs, NodeId(chosen.slot), Cat(share), Cat(capacity), Cat(grace_ms)}),
+      &other);
+  if (!flag) {
     // Redis out: as Reserve then Claim on local state.
     if (!KeepOffline(chosen.slot, res, capacity)) return std::nullopt;
-    absl::StatusOr<AffinityTable::ClaimOutcome> c = local_.Claim(k, chosen, grace_ms, now, alive, take);
+    absl::StatusOr<AffinityTable::ClaimOutcome> c = affinity_.Claim(
+        k, chosen, grace_ms, now, alive,
+        [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
     if (!c.ok() || c->moved) Release(chosen.slot, chosen.epoch, res);
     return c;
   }
-  if (flag == 0) {  // full over the deployment: nothing was written there
-    local_.Release(chosen.slot, chosen.epoch, res);
-    return std::nullopt;
-  }
-  if (flag == 1 || flag == 3) {
-    SharePublished(chosen.slot, res, share);
-    // The deployment's claim is `chosen`'s: a stale local claim for another node is not joined.
-    absl::StatusOr<AffinityTable::ClaimOutcome> c =
-        local_.Claim(k, chosen, grace_ms, now, alive, [](uint32_t, uint32_t) { return false; });
-    if (!c.ok()) {
-      Release(chosen.slot, chosen.epoch, res);
+  switch (*flag) {
+    case ReserveClaimFlag::kFull:  // nothing was written there
+      local_.Release(chosen.slot, chosen.epoch, res);
+      return std::nullopt;
+    case ReserveClaimFlag::kClaimed:
+    case ReserveClaimFlag::kJoined: {
+      SharePublished(chosen.slot, res, share);
+      // The deployment's claim is `chosen`'s: a stale local claim for another node is not joined.
+      absl::StatusOr<AffinityTable::ClaimOutcome> c = affinity_.Claim(k, chosen, grace_ms, now, alive, NoOtherNode);
+      if (!c.ok()) {
+        Release(chosen.slot, chosen.epoch, res);
+        return c;
+      }
+      c->moved = *flag == ReserveClaimFlag::kJoined;  // joined a claim made elsewhere: an affinity hit
       return c;
     }
-    c->moved = flag == 3;  // joined a claim made elsewhere: an affinity hit
-    return c;
+    case ReserveClaimFlag::kOtherClaim:
+      break;
   }
   // The key is another node's (another proxy placed it, or placed it first):
   // the call follows that claim when its node can take it here.
-  if (std::optional<ClaimRef> there = Follow(k, key, refs, other->str, grace_ms, now, alive, take)) {
+  if (std::optional<ClaimRef> there = Follow(k, {key, refs}, other->str, res, grace_ms, now, alive, admit)) {
     local_.Release(chosen.slot, chosen.epoch, res);  // never published
     AffinityTable::ClaimOutcome out;
     out.ref = *there;
@@ -338,7 +350,7 @@ std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ClusterPlacement::Res
     return out;
   }
   // Else the call goes to `chosen` without the key, its unit now published.
-  if (!ReserveShared(chosen.slot, res, capacity, nullptr)) return std::nullopt;
+  if (!ReserveShared(chosen.slot, res, capacity)) return std::nullopt;
   AffinityTable::ClaimOutcome out;
   out.ref = ClaimRef{chosen.slot, chosen.epoch, 0};
   return out;

@@ -7,12 +7,16 @@
 //             node's capacity over every live proxy's share (one script);
 //             full there: the local unit is given back.
 //   Release   this proxy's absolute share republished.
-//   JoinClaim this host's claim for the key, its reservation made by one
-//             script that also checks that the deployment's claim names the
-//             same node (kJoinReserve); otherwise the deployment's claim
-//             (kJoin), then the local claim if it names the same node.
+//   JoinAndReserve  this host's claim for the key, its node's unit
+//             reserved by one script that also checks that the deployment's
+//             claim names the same node (kJoinReserve); otherwise the
+//             deployment's claim (kJoin), then the local claim if it names
+//             the same node, reserved as Reserve.
 //   Claim     one script: the key's live claim, or this node's claim; when
-//             another proxy claimed the key first, the call moves to its node.
+//             another proxy claimed the key first, the call moves to its node
+//             (reserved and joined by kJoinReserve).
+//   ReserveAndClaim  one script (kReserveClaim): the unit, the check that
+//             no other node holds the key's claim, and the claim.
 //   DropClaim this proxy's sessions on the claim republished; the last live
 //             holder starts the claim's grace TTL.
 //   EndSession  Release and DropClaim of one session in one script.
@@ -49,8 +53,8 @@
 // proxy that takes no call must have Sweep() called more often than every
 // kLeaseMs (the example configuration's rtimer: every 5 s) or its shares
 // stop counting.
-// Locking: Reserve runs under an affinity shard lock when it is the `take`
-// of a claim (placement.h allows it), so that lock may be held for one
+// Locking: the reservation of a join or a claim runs under an affinity
+// shard lock (AffinityTable's callbacks), so that lock may be held for one
 // round trip, at most timeout_ms.
 //
 // Thread-safety: as Placement. One Redis connection per process (redis_client.h).
@@ -68,6 +72,7 @@
 #include "approute/config.h"
 #include "placement/cluster_breaker.h"
 #include "placement/cluster_members.h"
+#include "placement/cluster_scripts.h"
 #include "placement/placement.h"
 #include "placement/redis_client.h"
 
@@ -83,29 +88,23 @@ class ClusterPlacement final : public Placement {
   // The slot and epoch of the node with this id here now, if any.
   using FindNode = std::function<std::optional<ClaimRef>(std::string_view id)>;
 
-  // A JoinClaim whose `take` reserves through kJoinReserve (cluster_placement.cc).
-  struct PendingJoin {
-    const ClusterPlacement* owner;
-    std::string claim_key, refs;
-    bool ran = false;      // its one reservation was made (or tried)
-    int64_t outcome = -1;  // kJoinReserve's flag: 1 joined, 0 full, 2 another node's claim; -1 no reply
-  };
-
   ClusterPlacement(const Region& region, AffinityTable& affinity, NodeTable& nodes, StatusReports& reports,
                    const ClusterConfig& cfg, RedisUrl url, FindNode find);
 
   bool Reserve(uint32_t slot, uint32_t res, int64_t capacity) override;
   void Release(uint32_t slot, uint32_t epoch, uint32_t res) override;
-  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) override;
-  absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
-                                                   int64_t now, NodeCheck alive, NodeCheck take) override;
+  std::optional<ClaimRef> JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now, bool defer,
+                                         Admit admit) override;
+  absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, uint32_t res,
+                                                   int64_t grace_ms, int64_t now, NodeCheck alive,
+                                                   Admit admit) override;
   // The unit, the check that no other node holds the key's claim and the
   // claim, in one round trip (kReserveClaim); a claim for another node made
   // meanwhile is followed (its node reserved and this proxy's hold on it
   // registered in one more, kJoinReserve).
   std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ReserveAndClaim(
       const AffinityKey& k, ClaimRef chosen, uint32_t res, int64_t capacity, int64_t grace_ms, int64_t now,
-      NodeCheck alive, NodeCheck take) override;
+      NodeCheck alive, Admit admit) override;
   // kClaim taking over the deployment's claim (force, or held by no live
   // proxy's session), then the same here.
   absl::StatusOr<AffinityTable::ClaimOutcome> TakeOver(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
@@ -158,17 +157,32 @@ class ClusterPlacement final : public Placement {
   bool PushAdmin();
   void PullAdmin();
   void Degraded() { region_.header().cluster.degraded_placements.fetch_add(1, std::memory_order_relaxed); }
+  // A claim in the deployment that a reservation joins: its key and the
+  // sessions this proxy will hold on it.
+  struct ClaimHold {
+    const std::string& key;
+    const std::string& refs;
+  };
   // The unit just reserved here on `slot` published in the deployment
-  // (kReserve, or kJoinReserve for `pj`); false (the unit given back) when
-  // the node is full over the deployment or, while Redis is out, above this
-  // proxy's outage share.
-  bool ReserveShared(uint32_t slot, uint32_t res, int64_t capacity, PendingJoin* pj);
-  // The key's claim for `node`, followed: that node reserved through `take`
-  // with this proxy's hold on the claim registered, and the local claim made
-  // for it; nullopt when the node cannot take the call here (nothing held).
-  std::optional<ClaimRef> Follow(const AffinityKey& k, const std::string& key, const std::string& refs,
-                                 std::string_view node, int64_t grace_ms, int64_t now, NodeCheck alive,
-                                 NodeCheck take);
+  // (kReserve); false (the unit given back) when the node is full over the
+  // deployment or, while Redis is out, above this proxy's outage share.
+  bool ReserveShared(uint32_t slot, uint32_t res, int64_t capacity);
+  // The reservation of a call joining the deployment's claim on the node in
+  // (slot, epoch): `admit`'s verdict, the unit here, then in the deployment
+  // with this proxy's hold on the claim, checked to still name that node
+  // (kJoinReserve, one round trip). *flag: the script's answer (unset
+  // without one). False: nothing held (refused, full, the claim is another
+  // node's, or over the outage share while Redis is out).
+  bool ReserveJoining(uint32_t slot, uint32_t epoch, uint32_t res, Admit admit, ClaimHold hold,
+                      std::optional<cluster_lua::JoinReserveFlag>* flag);
+  // The key's claim for `node`, followed: that node reserved with this
+  // proxy's hold on the claim (ReserveJoining) and the local claim made for
+  // it; nullopt when the node cannot take the call here (nothing held).
+  std::optional<ClaimRef> Follow(const AffinityKey& k, ClaimHold hold, std::string_view node, uint32_t res,
+                                 int64_t grace_ms, int64_t now, NodeCheck alive, Admit admit);
+  // The unit published (or kept offline) after the script's answer: given
+  // back here unless `reserved`.
+  bool Settle(uint32_t slot, uint32_t res, int64_t share, bool reserved);
   // Redis did not answer a reservation of the unit just reserved here on
   // `slot`: it stays (counted as degraded) while this proxy's count there is
   // within its outage share, else it is given back (an outage refusal).

@@ -15,11 +15,25 @@
 //                        status report at some proxy (cluster_members.h)
 //
 // Every script first renews the caller's lease (ZADD), so a proxy that
-// routes is live; the sweep renews it when idle (kRefresh).
+// routes is live; the sweep renews it when idle (kPublish, every
+// ClusterPlacement::kRefreshMs). The scripts answering {flag, value} have
+// the flag's values named by an enum below them (a reply with a flag
+// outside it is malformed: ParseFlag).
 #ifndef APPROUTE_SRC_PLACEMENT_CLUSTER_SCRIPTS_H_
 #define APPROUTE_SRC_PLACEMENT_CLUSTER_SCRIPTS_H_
 
+#include <cstdint>
+#include <optional>
+
 namespace approute::internal::cluster_lua {
+
+// The flag of a {flag, value} reply as `Flag` (an enum numbered 0..kLast),
+// nullopt when the number is not one of its values.
+template <typename Flag>
+constexpr std::optional<Flag> ParseFlag(int64_t v) {
+  if (v < 0 || v > static_cast<int64_t>(Flag::kLast)) return std::nullopt;
+  return static_cast<Flag>(v);
+}
 
 #define APPROUTE_LUA_PRELUDE                                                                    \
   "local function now_ms() local t = redis.call('TIME') "                                      \
@@ -69,7 +83,7 @@ namespace approute::internal::cluster_lua {
   "end\n"
 
 // KEYS: count, proxies. ARGV: proxy, share (with the new unit), capacity (-1
-// = unlimited), lease_ms. -> {1 reserved | 0 full, others' live shares}.
+// = unlimited), lease_ms. -> {ReserveFlag, others' live shares}.
 // A lapsed proxy's share is deleted on the way (it republishes if it comes back).
 inline constexpr char kReserve[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
@@ -77,14 +91,17 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
 local ok, others = reserve(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], now)
 return {ok and 1 or 0, others}
 )lua";
+enum class ReserveFlag : int64_t {
+  kFull = 0,      // the node is full over the deployment; nothing written
+  kReserved = 1,  // this proxy's share, with the new unit, is written
+  kLast = kReserved,
+};
 
 // A key's next call where this proxy's claim names `node`: the
 // deployment's claim checked and the unit reserved in one round trip (kJoin
 // then kReserve). KEYS: claim, proxies, count (node's). ARGV: proxy,
 // lease_ms, refs this proxy will hold, node, share (with the new unit),
-// capacity. -> {1, node} joined and reserved; {0, node} the claim is
-// node's but it is full; {2, other or ""} the deployment's claim is another
-// node's or there is none (nothing changed).
+// capacity. -> {JoinReserveFlag, the deployment's claimed node or ""}.
 inline constexpr char kJoinReserve[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
@@ -95,15 +112,18 @@ redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
 redis.call('PERSIST', KEYS[1])
 return {1, node}
 )lua";
+enum class JoinReserveFlag : int64_t {
+  kFull = 0,        // the claim is node's but node is full; nothing changed
+  kJoined = 1,      // the unit reserved and this proxy's hold on the claim set
+  kOtherClaim = 2,  // the deployment's claim is another node's, or there is none; nothing changed
+  kLast = kOtherClaim,
+};
 
 // A new key's first call placed on `node`: the deployment's claim checked,
 // the unit reserved and the key claimed in one round trip (kJoin, kReserve
 // and kClaim). KEYS: claim, proxies, count (node's). ARGV: proxy, lease_ms,
 // refs this proxy will hold, node, share (with the new unit), capacity,
-// grace_ms. -> {1, node} reserved and claimed; {3, node} reserved and the
-// key's claim, already node's, joined; {0, ""} node is full over the
-// deployment; {2, other} the key is claimed for another node. Nothing
-// changes with 0 and 2.
+// grace_ms. -> {ReserveClaimFlag, the claim's node or ""}.
 inline constexpr char kReserveClaim[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
@@ -120,6 +140,13 @@ redis.call('HSET', KEYS[1], 'node', ARGV[4], 'grace', ARGV[7], 'r:' .. ARGV[1], 
 redis.call('PERSIST', KEYS[1])
 return {1, ARGV[4]}
 )lua";
+enum class ReserveClaimFlag : int64_t {
+  kFull = 0,        // node is full over the deployment; nothing changed (value "")
+  kClaimed = 1,     // reserved and the key claimed for node
+  kOtherClaim = 2,  // the key is claimed for another node (the value); nothing changed
+  kJoined = 3,      // reserved and the key's claim, already node's (made elsewhere), joined
+  kLast = kJoined,
+};
 
 // KEYS: proxies, count keys... ARGV: proxy, lease_ms, one share per count key.
 // Sets this proxy's absolute shares (idempotent). -> the number of live proxies.
@@ -206,7 +233,7 @@ return node
 // KEYS: claim, proxies. ARGV: proxy, node, grace_ms, lease_ms, refs, and
 // optionally a takeover: "1" a claim of another node that no live proxy's
 // session holds (only its grace left) is taken over, "2" any claim is.
-// -> {1, node} claimed for `node`, or {0, other} the key's live claim.
+// -> {ClaimFlag, the claim's node}.
 inline constexpr char kClaim[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
@@ -221,6 +248,11 @@ redis.call('HSET', KEYS[1], 'node', ARGV[2], 'grace', ARGV[3], 'r:' .. ARGV[1], 
 redis.call('PERSIST', KEYS[1])
 return {1, ARGV[2]}
 )lua";
+enum class ClaimFlag : int64_t {
+  kOtherClaim = 0,  // the key's live claim is another node's (the value); nothing changed
+  kClaimed = 1,     // claimed for node (or its claim joined)
+  kLast = kClaimed,
+};
 
 // KEYS: claim, proxies. -> {node, live sessions over the live proxies} of
 // the key's claim, or {"", 0} when it has none (or its grace ran out).

@@ -5,14 +5,18 @@
 //
 // RegionPlacement is this host's state region alone. The placement that
 // spans proxies (ClusterPlacement, through Redis) implements the same calls:
-// ReserveAndClaim() is one atomic step there (check the key's claim, check
-// capacity over every proxy's share, count, claim), Reserve/Release change
-// this proxy's own share only, and SetAdminState/NodeChanged publish to the
-// others (cluster_placement.h).
+// JoinAndReserve() and ReserveAndClaim() are one atomic step each there
+// (check the key's claim, check capacity over every proxy's share, count,
+// claim or join), Reserve/Release change this proxy's own share only, and
+// SetAdminState/NodeChanged publish to the others (cluster_placement.h).
+//
+// The routing flow says which nodes may take a call (Admit); the placement
+// makes every reservation itself, so the one a join or a claim needs can be
+// a different step from a plain Reserve (the cluster's are).
 //
 // Thread-safety: every method may be called from any thread of any process
-// using the region. Callbacks run under a table lock and must only read node
-// atomics and call Reserve().
+// using the region. Admit and NodeCheck callbacks run under a table lock and
+// must only read node atomics.
 #ifndef APPROUTE_SRC_PLACEMENT_PLACEMENT_H_
 #define APPROUTE_SRC_PLACEMENT_PLACEMENT_H_
 
@@ -30,6 +34,10 @@ namespace approute::internal {
 class Placement {
  public:
   using NodeCheck = absl::FunctionRef<bool(uint32_t slot, uint32_t epoch)>;
+  // Whether the node in (slot, epoch) may take the call now (as the routing
+  // flow decides: usable, not avoided, within the load bound): its capacity
+  // for the call's resource (-1 = unlimited), or nullopt when it may not.
+  using Admit = absl::FunctionRef<std::optional<int64_t>(uint32_t slot, uint32_t epoch)>;
   virtual ~Placement() = default;
 
   // One unit of resource `res` on the node in `slot`, if it stays within
@@ -39,15 +47,22 @@ class Placement {
   // another node now.
   virtual void Release(uint32_t slot, uint32_t epoch, uint32_t res) = 0;
 
-  // The key's claim, if `take` accepts its node (usable and reserved).
-  // `defer`: when this host holds no claim for the key, a placement may
-  // leave the deployment's claim to ReserveAndClaim (which then learns of
-  // it in the same step) instead of asking for it now.
-  virtual std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) = 0;
+  // A keyed call joins the key's claim: when the key is claimed for a node
+  // that `admit` accepts, one unit of `res` is reserved there within the
+  // capacity `admit` gives, and the call holds the claim. nullopt: not
+  // joined (no claim, its node refused or full), nothing held. `defer`: when
+  // this host holds no claim for the key, a placement may leave the
+  // deployment's claim to ReserveAndClaim (which then learns of it in the
+  // same step) instead of asking for it now. This host's placement joins
+  // (AffinityTable::Join) with Reserve as the join's reservation.
+  virtual std::optional<ClaimRef> JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now, bool defer,
+                                                 Admit admit) = 0;
   // Claims the key for `chosen` (already reserved), or joins a concurrent
-  // claim (AffinityTable::Claim).
-  virtual absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
-                                                           int64_t now, NodeCheck alive, NodeCheck take) = 0;
+  // claim (AffinityTable::Claim), reserving one unit of `res` on its node
+  // when `admit` accepts it.
+  virtual absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, uint32_t res,
+                                                           int64_t grace_ms, int64_t now, NodeCheck alive,
+                                                           Admit admit) = 0;
   // A keyed call that joined no claim, placed on `chosen` by the strategy:
   // one unit of `res` there within `capacity`, and the key's claim for it,
   // or the call follows a claim made elsewhere (outcome.moved: an affinity
@@ -57,9 +72,9 @@ class Placement {
   // Reserve then Claim; a placement may do both in one step.
   virtual std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ReserveAndClaim(
       const AffinityKey& k, ClaimRef chosen, uint32_t res, int64_t capacity, int64_t grace_ms, int64_t now,
-      NodeCheck alive, NodeCheck take) {
+      NodeCheck alive, Admit admit) {
     if (!Reserve(chosen.slot, res, capacity)) return std::nullopt;
-    absl::StatusOr<AffinityTable::ClaimOutcome> c = Claim(k, chosen, grace_ms, now, alive, take);
+    absl::StatusOr<AffinityTable::ClaimOutcome> c = Claim(k, chosen, res, grace_ms, now, alive, admit);
     if (!c.ok() || c->moved) Release(chosen.slot, chosen.epoch, res);
     return c;
   }
@@ -104,6 +119,15 @@ class Placement {
   // router's sweep at most once per sweep interval host-wide, outside any
   // state change; `now` is the router's clock.
   virtual void Maintain(int64_t /*now*/) {}
+
+ protected:
+  // `admit`'s verdict on the node in (slot, epoch), then Reserve within the
+  // capacity it gives: the reservation of a join or claim that has no
+  // step of its own.
+  bool AdmitAndReserve(uint32_t slot, uint32_t epoch, uint32_t res, Admit admit) {
+    const std::optional<int64_t> capacity = admit(slot, epoch);
+    return capacity.has_value() && Reserve(slot, res, *capacity);
+  }
 };
 
 class RegionPlacement final : public Placement {
@@ -116,12 +140,15 @@ class RegionPlacement final : public Placement {
   void Release(uint32_t slot, uint32_t epoch, uint32_t res) override {
     if (slot != kNil) NodeTable::Release(region_.hot(slot), epoch, res);
   }
-  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool /*defer*/, NodeCheck take) override {
-    return affinity_.Join(k, now, take);
+  std::optional<ClaimRef> JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now, bool /*defer*/,
+                                         Admit admit) override {
+    return affinity_.Join(k, now, [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
   }
-  absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
-                                                   int64_t now, NodeCheck alive, NodeCheck take) override {
-    return affinity_.Claim(k, chosen, grace_ms, now, alive, take);
+  absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, uint32_t res,
+                                                   int64_t grace_ms, int64_t now, NodeCheck alive,
+                                                   Admit admit) override {
+    return affinity_.Claim(k, chosen, grace_ms, now, alive,
+                           [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
   }
   absl::StatusOr<AffinityTable::ClaimOutcome> TakeOver(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
                                                       int64_t now, bool force) override {

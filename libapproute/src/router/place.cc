@@ -13,7 +13,7 @@
 //
 // Each step takes the call's inputs (PlaceCall) and returns what it found;
 // the only state a step leaves behind is what it reserved or claimed, which
-// its result names. The callbacks handed to the placement (KeyTake,
+// its result names. The callbacks handed to the placement (KeyAdmit,
 // Reserver) run under a table lock and only read node atomics and reserve.
 #include <cmath>
 #include <optional>
@@ -71,22 +71,22 @@ Router::Impl::Bounded Router::Impl::BoundFor(const PlaceCall& c) {
   return b;
 }
 
-bool Router::Impl::KeyTake::operator()(uint32_t slot, uint32_t epoch) const {
+std::optional<int64_t> Router::Impl::KeyAdmit::operator()(uint32_t slot, uint32_t epoch) const {
   asked_ = true;
   asked_about_ = ClaimRef{slot, epoch, 0};
-  if (!r_.Usable(slot, epoch, c_.p, c_.snap, c_.now) || Contains(c_.avoid, slot)) return false;
+  if (!r_.Usable(slot, epoch, c_.p, c_.snap, c_.now) || Contains(c_.avoid, slot)) return std::nullopt;
   if (b_.on && !c_.strict && !b_.lb.Within(slot)) {
     over_bound_ = true;
-    return false;
+    return std::nullopt;
   }
-  return r_.placement_->Reserve(slot, c_.p.resource, r_.CapacityOf(c_.snap, slot, epoch, c_.p.resource));
+  return r_.CapacityOf(c_.snap, slot, epoch, c_.p.resource);
 }
 
-std::optional<ClaimRef> Router::Impl::JoinKey(const PlaceCall& c, KeyTake& take) {
+std::optional<ClaimRef> Router::Impl::JoinKey(const PlaceCall& c, KeyAdmit& admit) {
   // With a bound, the key's node must be known now (for its next home); a
   // strict key's, to refuse the call when that node cannot take it.
   const bool defer = c.p.config.affinity_bound <= 1.0 && !c.strict;
-  return placement_->JoinClaim(c.k, c.now, defer, take);
+  return placement_->JoinAndReserve(c.k, c.p.resource, c.now, defer, admit);
 }
 
 std::optional<ClaimRef> Router::Impl::NextHome(const PlaceCall& c, const Bounded& b) {
@@ -111,7 +111,7 @@ bool Router::Impl::Reserver::operator()(uint32_t slot, uint32_t epoch, int64_t c
   const int64_t cap = HeadroomCap(c_.p, capacity);
   auto alive = [this](uint32_t s, uint32_t e) { return r_.Usable(s, e, c_.p, c_.snap, c_.now); };
   claimed_ = r_.placement_->ReserveAndClaim(c_.k, ClaimRef{slot, epoch, 0}, res, cap,
-                                            c_.p.config.affinity_grace_ms, c_.now, alive, take_);
+                                            c_.p.config.affinity_grace_ms, c_.now, alive, admit_);
   if (!claimed_.has_value() && cap != capacity &&
       r_.region_->hot(slot).sessions[res].load(std::memory_order_relaxed) < capacity) {
     ++headroom_;  // room for a call of a key it holds, none for a new one
@@ -234,14 +234,14 @@ std::string Router::Impl::NoNodeDetail(const Policy& p, const Tally& t, size_t h
 
 // ---- strict keys ------------------------------------------------------------
 
-std::optional<Router::Impl::KeyRefusal> Router::Impl::StrictRefusal(const PlaceCall& c, const KeyTake& take) {
-  if (!take.asked()) return std::nullopt;  // no claim: a new key
+std::optional<Router::Impl::KeyRefusal> Router::Impl::StrictRefusal(const PlaceCall& c, const KeyAdmit& admit) {
+  if (!admit.asked()) return std::nullopt;  // no claim: a new key
   AffinityTable::Hold h = placement_->HolderOf(c.k, c.now);
   if (h.slot == kNil || h.refs <= 0) return std::nullopt;  // only its grace left: the key may move
   // With cluster:, this host's claim may be stale (the deployment's names
   // another node): the placement follows the deployment's claim, or the
   // call is refused after it (Place).
-  if (h.slot != take.asked_about().slot || h.epoch != take.asked_about().epoch) return std::nullopt;
+  if (h.slot != admit.asked_about().slot || h.epoch != admit.asked_about().epoch) return std::nullopt;
   return Diagnose(c, h);
 }
 
@@ -311,11 +311,15 @@ std::optional<ClaimRef> Router::Impl::Preferred(const PlaceCall& c, const Bounde
 uint64_t Router::Impl::FollowPreference(const PlaceCall& c, ClaimRef at, bool new_key) {
   const PreferKey pk(c.prefer);
   const AffinityKey k(c.p.app_slot, pk.view());
-  auto same = [&](uint32_t s, uint32_t e) { return s == at.slot && e == at.epoch; };
   if (!new_key) {
-    // A known key's call holds the preference only on the preference's node.
-    std::optional<ClaimRef> held = placement_->JoinClaim(k, c.now, /*defer=*/false, same);
-    return held ? held->claim : 0;
+    // A known key's call holds the preference on its own node only: joined
+    // there, made there when it had none (or only its grace left), never
+    // moved from another node's live rooms. No unit is reserved for it.
+    auto always = [](uint32_t, uint32_t) { return true; };
+    auto none = [](uint32_t, uint32_t) -> std::optional<int64_t> { return std::nullopt; };
+    absl::StatusOr<AffinityTable::ClaimOutcome> held =
+        placement_->Claim(k, at, c.p.resource, c.p.config.affinity_grace_ms, c.now, always, none);
+    return held.ok() && held->ref.slot == at.slot ? held->ref.claim : 0;
   }
   // A new key: the preference is claimed for its node (moved there if it
   // was another's). Soft: no room for the claim costs only the preference.
@@ -333,10 +337,10 @@ void Router::Impl::DropPreference(const Held& h, int64_t now) {
 }
 
 
-absl::StatusOr<ClaimRef> Router::Impl::ClaimFor(const PlaceCall& c, ClaimRef chosen, KeyTake& take, bool* moved) {
+absl::StatusOr<ClaimRef> Router::Impl::ClaimFor(const PlaceCall& c, ClaimRef chosen, KeyAdmit& admit, bool* moved) {
   auto alive = [&](uint32_t s, uint32_t e) { return Usable(s, e, c.p, c.snap, c.now); };
   absl::StatusOr<AffinityTable::ClaimOutcome> claim =
-      placement_->Claim(c.k, chosen, c.p.config.affinity_grace_ms, c.now, alive, take);
+      placement_->Claim(c.k, chosen, c.p.resource, c.p.config.affinity_grace_ms, c.now, alive, admit);
   if (!claim.ok()) {
     placement_->Release(chosen.slot, chosen.epoch, c.p.resource);
     return claim.status();
@@ -360,22 +364,22 @@ absl::Status Router::Impl::Place(const PlaceCall& c, Placed* out) {
   out->decision.app = c.p.config.name;
   out->decision.attempt = c.attempt;
   Bounded b = BoundFor(c);
-  KeyTake take(*this, c, b);
+  KeyAdmit admit(*this, c, b);
   std::optional<ClaimRef> ref;
   const char* reason = nullptr;
   bool joined = false;
   if (c.keyed) {
-    ref = JoinKey(c, take);
+    ref = JoinKey(c, admit);
     joined = ref.has_value();
     reason = "affinity";
     if (!ref && c.strict) {
-      if (std::optional<KeyRefusal> no = StrictRefusal(c, take)) return Refuse(c, *std::move(no), out);
+      if (std::optional<KeyRefusal> no = StrictRefusal(c, admit)) return Refuse(c, *std::move(no), out);
     }
-    if (!ref && take.over_bound()) {
+    if (!ref && admit.over_bound()) {
       ref = NextHome(c, b);
       reason = "affinity_bound";
     }
-    if (!ref && c.prefer != 0 && !take.asked()) {
+    if (!ref && c.prefer != 0 && !admit.asked()) {
       ref = Preferred(c, b);
       reason = "prefer";
     }
@@ -383,7 +387,7 @@ absl::Status Router::Impl::Place(const PlaceCall& c, Placed* out) {
   bool moved = false;
   absl::StatusOr<ClaimRef> placed = ClaimRef{};
   if (!ref) {
-    Reserver reserve(*this, c, c.keyed, take);
+    Reserver reserve(*this, c, c.keyed, admit);
     Picked picked = PickNode(c, b, reserve);
     if (picked.ref.slot == kNil) {
       // A strict key that lives elsewhere (another proxy's claim, unknown
@@ -403,7 +407,7 @@ absl::Status Router::Impl::Place(const PlaceCall& c, Placed* out) {
     placed = reserve.claimed() ? Claimed(*std::move(reserve.claimed()), &moved) : absl::StatusOr<ClaimRef>(picked.ref);
   } else {
     // The key's next home within the bound, or its preference's node: claimed now.
-    placed = joined ? *ref : ClaimFor(c, *ref, take, &moved);
+    placed = joined ? *ref : ClaimFor(c, *ref, admit, &moved);
   }
   if (!placed.ok()) return placed.status();
   if (c.strict && placed->claim == 0) {

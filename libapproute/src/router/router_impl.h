@@ -271,16 +271,16 @@ class Router::Impl {
   };
   Bounded BoundFor(const PlaceCall& c);
 
-  // Whether the key's node may take this call, reserving one unit there:
-  // usable, not avoided, within the bound (a strict key's node is never
-  // refused for the bound). Run under an affinity shard lock (placement.h);
-  // it remembers the last node it was asked about and whether the bound
-  // refused it.
-  class KeyTake {
+  // Whether the key's node may take this call (Placement::Admit): usable,
+  // not avoided, within the bound (a strict key's node is never refused for
+  // the bound); its capacity, or nullopt. Run under an affinity shard lock
+  // (placement.h); it remembers the last node it was asked about and whether
+  // the bound refused it.
+  class KeyAdmit {
    public:
-    KeyTake(Impl& r, const PlaceCall& c, const Bounded& b) : r_(r), c_(c), b_(b) {}
+    KeyAdmit(Impl& r, const PlaceCall& c, const Bounded& b) : r_(r), c_(c), b_(b) {}
     // const: a FunctionRef calls it through a const reference.
-    bool operator()(uint32_t slot, uint32_t epoch) const;
+    std::optional<int64_t> operator()(uint32_t slot, uint32_t epoch) const;
     bool over_bound() const { return over_bound_; }
     bool asked() const { return asked_; }
     ClaimRef asked_about() const { return asked_about_; }
@@ -295,7 +295,7 @@ class Router::Impl {
   };
 
   // Step 2: the key's live claim, joined (nullopt: none that takes the call).
-  std::optional<ClaimRef> JoinKey(const PlaceCall& c, KeyTake& take);
+  std::optional<ClaimRef> JoinKey(const PlaceCall& c, KeyAdmit& admit);
   // Step 3, when the bound refused the key's node: its next home within the
   // bound, reserved (nullopt: none could be).
   std::optional<ClaimRef> NextHome(const PlaceCall& c, const Bounded& b);
@@ -305,8 +305,8 @@ class Router::Impl {
   // outcome kept in `claimed`, within the app's headroom (HeadroomCap).
   class Reserver {
    public:
-    Reserver(Impl& r, const PlaceCall& c, bool claim_new, KeyTake& take)
-        : r_(r), c_(c), claim_new_(claim_new), take_(take) {}
+    Reserver(Impl& r, const PlaceCall& c, bool claim_new, KeyAdmit& admit)
+        : r_(r), c_(c), claim_new_(claim_new), admit_(admit) {}
     bool operator()(uint32_t slot, uint32_t epoch, int64_t capacity);
     std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>>& claimed() { return claimed_; }
     size_t headroom() const { return headroom_; }
@@ -315,7 +315,7 @@ class Router::Impl {
     Impl& r_;
     const PlaceCall& c_;
     const bool claim_new_;
-    KeyTake& take_;
+    KeyAdmit& admit_;
     std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> claimed_;
     size_t headroom_ = 0;  // nodes that had room, but not within the headroom for a new key
   };
@@ -357,10 +357,10 @@ class Router::Impl {
     const char* reason = "key_full";
     std::string detail;
   };
-  // After a join that failed although the key has a claim (take.asked()):
+  // After a join that failed although the key has a claim (admit.asked()):
   // the refusal while the key has live sessions; nullopt when only its
   // grace is left (the key may move).
-  std::optional<KeyRefusal> StrictRefusal(const PlaceCall& c, const KeyTake& take);
+  std::optional<KeyRefusal> StrictRefusal(const PlaceCall& c, const KeyAdmit& admit);
   KeyRefusal Diagnose(const PlaceCall& c, const AffinityTable::Hold& h);
   // A strict key's call reserved on `at` without the key's claim (the key
   // is another node's): the claim taken over for `at` when no session holds
@@ -384,7 +384,7 @@ class Router::Impl {
   // reservation made none (its next home): the claim, or the claim another
   // process made meanwhile, joined (the unit on `chosen` given back;
   // *moved set).
-  absl::StatusOr<ClaimRef> ClaimFor(const PlaceCall& c, ClaimRef chosen, KeyTake& take, bool* moved);
+  absl::StatusOr<ClaimRef> ClaimFor(const PlaceCall& c, ClaimRef chosen, KeyAdmit& admit, bool* moved);
   // The outcome of ReserveAndClaim on the strategy's node: where the call goes.
   static absl::StatusOr<ClaimRef> Claimed(absl::StatusOr<AffinityTable::ClaimOutcome> outcome, bool* moved);
 

@@ -9,7 +9,8 @@
 // instead; the router then builds the Candidate of the one it picked. The
 // pick must be the one Strategy::Pick would make from the same candidates
 // in the same order (same index, same draws from the context), so both
-// paths route alike.
+// paths route alike: the built-in strategies write their pick once and
+// derive both from it (strategies/pick_views.h).
 //
 // Owns: nothing (views over the router's per-thread scan buffers).
 // Thread-safety: as Strategy::Pick (one call per placement, any thread).
@@ -65,18 +66,6 @@ class CompactStrategy {
 
 // Draws a sampling strategy makes before it hands over to the scan.
 inline constexpr int kMaxSampleDraws = 16;
-
-// The first member `next() % members` that `probe` accepts, within
-// kMaxSampleDraws draws (round_robin's tickets, random's numbers).
-template <typename Next>
-std::optional<size_t> FirstAccepted(size_t members, MemberProbe probe, Next next) {
-  int64_t sessions, capacity;
-  for (int d = 0; d < kMaxSampleDraws; ++d) {
-    const size_t m = static_cast<size_t>(next() % members);
-    if (probe(m, &sessions, &capacity)) return m;
-  }
-  return std::nullopt;
-}
 
 // Load as a fraction of capacity (RelativeLoad of a Candidate with these figures).
 inline double RelativeLoadOf(int64_t sessions, int64_t capacity) {

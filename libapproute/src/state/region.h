@@ -306,7 +306,7 @@ struct Header {
   std::atomic<int64_t> affinity_count;
   std::atomic<int64_t> expired_sessions;
   std::atomic<int64_t> reports_accepted;
-  std::atomic<int64_t> reports_refused[8];  // by RefusalKind
+  std::atomic<int64_t> reports_refused[8];  // by Refusal (status_reports.h)
 
   // Crash recovery (owners.h, recovery.h).
   std::atomic<uint32_t> repair_holder;   // owner slot + 1 of the process recounting, 0 = none

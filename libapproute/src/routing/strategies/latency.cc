@@ -1,6 +1,7 @@
 // latency: the power of two choices on each node's EWMA of response times
 // (probe round trips and the proxy's reported call latencies). A node with no
 // sample yet counts as fastest, so it gets measured.
+#include "routing/strategies/pick_views.h"
 #include "routing/strategies/strategies.h"
 
 namespace approute::internal {

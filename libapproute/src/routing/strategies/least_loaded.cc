@@ -14,46 +14,47 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
-#include "routing/compact_pick.h"
+#include "routing/strategies/pick_views.h"
 #include "routing/strategies/strategies.h"
 #include "util/str_util.h"
 
 namespace approute::internal {
 namespace {
 
-class LeastLoadedStrategy final : public Strategy, public CompactStrategy {
+class LeastLoadedStrategy final : public BuiltinPick<LeastLoadedStrategy> {
  public:
   std::vector<std::string> RequestAttrs() const override { return {}; }
   explicit LeastLoadedStrategy(bool relative) : relative_(relative) {}
 
-  absl::StatusOr<size_t> Pick(const PickRequest& request, absl::Span<const Candidate> candidates,
-                              StrategyContext& context) override {
-    auto capacity = [&](size_t i) { return candidates[i].capacity; };
-    if (!context.Reported(request.resource)) {
-      return Choose(candidates.size(), [&](size_t i) { return static_cast<double>(candidates[i].sessions); },
-                    capacity, context);
+  // Every member's figures are read: no pick without a scan (SampledView),
+  // and a resource some node reports a load figure for needs the full
+  // candidates (StrategyContext::Load), checked before any ticket is taken.
+  template <typename View>
+  std::optional<size_t> Choose(const PickRequest& request, const View& v, StrategyContext& context) const {
+    if constexpr (!View::kSeesEvery) {
+      return std::nullopt;
+    } else {
+      auto capacity = [&](size_t i) { return v.capacity(i); };
+      if (!context.Reported(request.resource)) {
+        return MostRoom(v.size(), [&](size_t i) { return static_cast<double>(v.sessions(i)); }, capacity, context);
+      }
+      if constexpr (!View::kHasCandidates) {
+        return std::nullopt;
+      } else {
+        return MostRoom(v.size(), [&](size_t i) {
+          const Candidate& c = v.candidate(i);
+          double sessions = static_cast<double>(c.sessions);
+          double reported = context.Load(c, request.resource);
+          return std::isfinite(reported) && reported > sessions ? std::ceil(reported) : sessions;
+        }, capacity, context);
+      }
     }
-    return Choose(candidates.size(), [&](size_t i) {
-      const Candidate& c = candidates[i];
-      double sessions = static_cast<double>(c.sessions);
-      double reported = context.Load(c, request.resource);
-      return std::isfinite(reported) && reported > sessions ? std::ceil(reported) : sessions;
-    }, capacity, context);
-  }
-
-  // The same choice from the compact figures; a resource some node reports
-  // a load figure for needs the full candidates (StrategyContext::Load).
-  std::optional<size_t> PickCompact(const PickRequest& request, const Eligible& e,
-                                    StrategyContext& context) const override {
-    if (context.Reported(request.resource)) return std::nullopt;
-    return Choose(e.n, [&](size_t i) { return static_cast<double>(e.sessions[i]); },
-                  [&](size_t i) { return e.capacity[i]; }, context);
   }
 
  private:
   // The index with the most room; ties rotate through the shared ticket.
   template <typename Sessions, typename Capacity>
-  size_t Choose(size_t n, Sessions sessions, Capacity capacity, StrategyContext& context) const {
+  size_t MostRoom(size_t n, Sessions sessions, Capacity capacity, StrategyContext& context) const {
     double best = -std::numeric_limits<double>::infinity();
     size_t ties[64];
     size_t nties = 0;

@@ -45,19 +45,6 @@ class HashInput {
   bool by_key_ = false;
 };
 
-// The power of two choices: two distinct candidates drawn from `random`, the
-// one with the lower score(index) wins; ties go either way at random.
-template <typename Score>
-size_t PowerOfTwo(size_t n, uint64_t random, Score score) {
-  if (n == 1) return 0;
-  size_t a = static_cast<size_t>(random % n);
-  size_t b = static_cast<size_t>((random >> 32) % (n - 1));
-  if (b >= a) ++b;
-  double sa = score(a), sb = score(b);
-  if (sa == sb) return (random & (1ULL << 31)) ? a : b;
-  return sa < sb ? a : b;
-}
-
 // Load of a candidate as a fraction of its capacity for the app's resource;
 // with unlimited capacity, its session count scaled far below any fraction.
 double RelativeLoad(const Candidate& c);

@@ -77,8 +77,9 @@ PyGetSetDef g_decision_getset[] = {
     {"node_id", [](PyObject* self, void*) { return OptStrObj(D(self).node_id); }, nullptr, "The chosen node's id, or None.", nullptr},
     {"uri", [](PyObject* self, void*) { return OptStrObj(D(self).uri); }, nullptr, "The chosen node's SIP URI, or None.", nullptr},
     {"reason", [](PyObject* self, void*) { return NewStr(D(self).reason); }, nullptr,
-     "affinity, affinity_bound, prefer, strategy, retry, session or no_node; for a strict key whose node "
-     "cannot take the call: key_full, key_down, key_draining, key_disabled or key_tried.", nullptr},
+     "affinity, affinity_bound, prefer, strategy, retry, session or no_node; not_retryable for retry() "
+     "with a code that is not a retry code; for a strict key whose node cannot take the call: key_full, "
+     "key_down, key_draining, key_disabled or key_tried.", nullptr},
     {"detail", [](PyObject* self, void*) { return NewStr(D(self).detail); }, nullptr, "Why no node was chosen (empty when ok).", nullptr},
     {"app", [](PyObject* self, void*) { return NewStr(D(self).app); }, nullptr, "The policy that decided.", nullptr},
     {"attempt", [](PyObject* self, void*) { return PyLong_FromLong(D(self).attempt); }, nullptr,

@@ -141,9 +141,11 @@ class Proc:
 
 
 def start_redis(workdir: Path, binary: Optional[str] = None,
-                timeout: float = 5.0) -> Tuple[Proc, str]:
+                timeout: float = 5.0, extra_args: Sequence[str] = ()) -> Tuple[Proc, str]:
     """A redis-server on a free loopback TCP port, its files in ``workdir``
-    (no persistence); returns it and its URL once it accepts connections.
+    (no persistence), with ``extra_args`` (configuration directives such as
+    ``--user NAME on ...``) after its own; returns it and its URL once it
+    accepts connections.
     FileNotFoundError without redis-server, RuntimeError when it does not
     come up (it is stopped then)."""
     binary = binary or shutil.which("redis-server")
@@ -152,7 +154,7 @@ def start_redis(workdir: Path, binary: Optional[str] = None,
     port = free_tcp_port()
     workdir.mkdir(parents=True, exist_ok=True)
     argv = [binary, "--port", str(port), "--bind", LOCAL, "--dir", str(workdir), "--save", "",
-            "--appendonly", "no", "--loglevel", "warning"]
+            "--appendonly", "no", "--loglevel", "warning", *extra_args]
     proc = Proc("redis", argv, workdir / "redis.out")
 
     def up() -> bool:

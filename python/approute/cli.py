@@ -1,6 +1,6 @@
 """``approute`` command line: inspect and steer a running router.
 
-    approute status   --shared NAME [--json]
+    approute status   --shared NAME [--json] [--top K]   # nodes, counts, the busiest keys
     approute drain    NODE --shared NAME [--deadline S] [--wait]   # no new keys; progress
     approute enable   NODE --shared NAME     # back to active
     approute disable  NODE --shared NAME     # takes nothing new
@@ -15,6 +15,7 @@
     approute agent    --config agent.yaml    # node agent: signed status PUBLISH
     approute sessions --shared NAME [--node N] [--app A] [--limit N] [--json]
     approute end      CALL-ID --shared NAME  # end one session by hand
+    approute end      --shared NAME [--node N] [--app A] [--older-than S] [--yes]   # many
 
 ``--shared`` defaults to the environment variable APPROUTE_SHARED.
 Exit codes: 0 success, 1 error (message on stderr), 2 usage error. A reader
@@ -28,7 +29,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, TextIO
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO
 
 from . import cli_util
 from .cli_commands import (
@@ -36,7 +37,9 @@ from .cli_commands import (
     _version,
     add_operator_commands,
     add_session_commands,
+    keys_table,
     run_session_command,
+    top_keys,
     validate,
 )
 from .cli_util import (
@@ -45,6 +48,7 @@ from .cli_util import (
     EXIT_USAGE,
     _as_dict,
     _fmt_counts,
+    _seconds,
     _shared,
     _Usage,
     format_table,
@@ -60,6 +64,11 @@ __all__ = [
 ]
 
 _STATE_COMMANDS = {"drain": "draining", "enable": "active", "disable": "disabled"}
+#: How many affinity keys text `status` shows (those with the most live sessions).
+TOP_KEYS = 10
+#: Above this many affinities `status` lists no keys unless --top is given:
+#: finding the busiest reads every key (about 2 s per 150,000 on a busy host).
+TOP_KEYS_SCAN_LIMIT = 100_000
 
 
 # --------------------------------------------------------------------------
@@ -89,7 +98,8 @@ def _health_text(n: Dict[str, Any]) -> str:
     return health + " (reported)" if n.get("reported_down") else health
 
 
-def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]]) -> str:
+def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]],
+                keys: Optional[List[Dict[str, Any]]] = None) -> str:
     rows = []
     for n in nodes:
         rows.append([
@@ -102,7 +112,16 @@ def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]]) -> str:
         stats.get("sessions", "?"), stats.get("affinities", "?"), stats.get("nodes", "?"))
     table = format_table(rows, ["NODE", "POOL", "STATE", "HEALTH", "WEIGHT",
                                 "SESSIONS", "CAPACITY", "LOAD", "URI"])
-    return head + _rooms_text(stats) + "\n\n" + table
+    head += _rooms_text(stats)
+    if not keys:
+        return head + "\n\n" + table
+    shown = len(keys)
+    total = stats.get("affinities")
+    if isinstance(total, int) and total > shown:
+        title = "top %d of %d keys by sessions (approute keys lists them all):" % (shown, total)
+    else:
+        title = "keys by sessions:"
+    return "%s\n\n%s\n\n%s\n%s" % (head, table, title, keys_table(keys))
 
 
 def _rooms_text(stats: Dict[str, Any]) -> str:
@@ -122,16 +141,6 @@ def _rooms_text(stats: Dict[str, Any]) -> str:
 # --------------------------------------------------------------------------
 # main
 
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text) from None
-    if not (v >= 0 and v != float("inf")):
-        raise argparse.ArgumentTypeError("expected a number of seconds >= 0, got %r" % text)
-    return v
-
-
 def drain_left(router: Any, node: str) -> Optional[Dict[str, int]]:
     """Sessions and live keys still on `node`; None once the node is gone."""
     try:
@@ -146,7 +155,12 @@ def drain_left(router: Any, node: str) -> Optional[Dict[str, int]]:
 def drain(router: Any, node: str, deadline: Optional[float], wait: bool, interval: float,
           out: TextIO, sleep: Optional[Callable[[float], None]] = None,
           clock: Optional[Callable[[], float]] = None) -> int:
-    """``approute drain``: drains `node`, then shows what is left (until empty with `wait`)."""
+    """``approute drain``: drains `node`, then shows what is left (until empty with `wait`).
+
+    With `wait` and a `deadline`, a node still not empty when the deadline has
+    passed is an error (1): what is left is printed, and the sessions keep
+    their node until their calls end (``approute end --node`` ends them).
+    """
     import time
     sleep = sleep or time.sleep
     clock = clock or time.monotonic
@@ -166,7 +180,12 @@ def drain(router: Any, node: str, deadline: Optional[float], wait: bool, interva
             last = left
         if not wait:
             return EXIT_OK
-        sleep(interval)
+        if deadline is not None and clock() - start >= deadline:
+            out.write("%s: deadline of %gs passed with %d session(s), %d key(s) left; its keys' new "
+                      "calls go elsewhere, its sessions stay until their calls end (or: approute "
+                      "end --node %s)\n" % (node, deadline, left["sessions"], left["keys"], node))
+            return EXIT_ERROR
+        sleep(interval if deadline is None else max(0.0, min(interval, deadline - (clock() - start))))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("status", help="nodes, sessions and affinities of a running router")
     shared_opt(sp)
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("--top", type=int, default=None, metavar="K",
+                    help="show the K affinity keys with the most sessions (default %d, none "
+                    "above %d affinities; 0: none)" % (TOP_KEYS, TOP_KEYS_SCAN_LIMIT))
     for cmd, state in _STATE_COMMANDS.items():
         sp = sub.add_parser(cmd, help="set a node's admin state to %s" % state)
         sp.add_argument("node", metavar="NODE")
@@ -267,13 +289,20 @@ def _main(argv: Optional[Sequence[str]], out: TextIO, err: TextIO) -> int:
             stats = _as_dict(router.stats())
             nodes = [node_to_dict(n) for n in router.nodes()]
             cluster = _as_dict(router.cluster()) if hasattr(router, "cluster") else {}
+            top = args.top
+            if top is None:
+                total = stats.get("affinities")
+                top = 0 if isinstance(total, int) and total > TOP_KEYS_SCAN_LIMIT else TOP_KEYS
+            if top < 0:
+                raise _Usage("--top must be at least 0, not %d" % top)
+            keys = top_keys(router, top)
             if args.json:
-                json.dump({"shared": name, "stats": stats, "nodes": nodes, "cluster": cluster}, out,
-                          indent=2, sort_keys=True)
+                json.dump({"shared": name, "stats": stats, "nodes": nodes, "cluster": cluster,
+                           "top_keys": keys}, out, indent=2, sort_keys=True)
                 out.write("\n")
             else:
                 line = cluster_text(cluster)
-                out.write((line + "\n" if line else "") + status_text(stats, nodes) + "\n")
+                out.write((line + "\n" if line else "") + status_text(stats, nodes, keys) + "\n")
             return EXIT_OK
         if args.command == "drain":
             return drain(router, args.node, args.deadline, args.wait, args.interval, out)

@@ -15,6 +15,7 @@ from .cli_util import (
     EXIT_OK,
     _as_dict,
     _num,
+    _seconds,
     _shared,
     _Usage,
     format_table,
@@ -50,6 +51,30 @@ def _read_config(path: str, err: TextIO) -> Optional[str]:
     return None
 
 
+def _error_lines(message: str, path: str) -> List[str]:
+    """The errors of a message that lists one per line; a line not naming
+    `path` continues the one before it."""
+    out: List[str] = []
+    for line in message.split("\n"):
+        if out and not line.startswith(path):
+            out[-1] += "\n" + line
+        else:
+            out.append(line)
+    return out
+
+
+def _write_error(path: str, text: str, msg: str, err: TextIO) -> None:
+    m = re.match(r"^(.*?:\d+(?::\d+)?): (.*)$", msg, re.S)
+    if m and m.group(1).startswith(path):
+        err.write("%s: error: %s\n" % (m.group(1), m.group(2)))
+    elif msg.startswith(path + ": "):
+        err.write("%s: error: %s\n" % (path, msg[len(path) + 2:]))
+    else:
+        line = _guess_line(text, msg)
+        where = "%s:%d" % (path, line) if line else path
+        err.write("%s: error: %s\n" % (where, msg))
+
+
 def check_config(path: str, text: str, err: TextIO) -> Optional[int]:
     """Errors of ``text`` on ``err``; the node count when it is valid, else None."""
     import approute
@@ -72,17 +97,9 @@ def check_config(path: str, text: str, err: TextIO) -> Optional[int]:
             checker(text, path)  # messages carry "path:line:col: ..."
         router = approute.Router.from_yaml(text, shared=None)
     except approute.Error as e:
-        msg = str(e)
-        m = re.match(r"^(.*?:\d+(?::\d+)?): (.*)$", msg, re.S)
-        if m and m.group(1).startswith(path):
-            err.write("%s: error: %s\n" % (m.group(1), m.group(2)))
-            return None
-        if msg.startswith(path + ": "):
-            err.write("%s: error: %s\n" % (path, msg[len(path) + 2:]))
-            return None
-        line = _guess_line(text, msg)
-        where = "%s:%d" % (path, line) if line else path
-        err.write("%s: error: %s\n" % (where, msg))
+        # The core lists every error it found, one per line ("path:line:col: ...").
+        for msg in _error_lines(str(e), path):
+            _write_error(path, text, msg, err)
         return None
     try:
         return len(router.nodes())
@@ -162,20 +179,72 @@ def add_session_commands(sub: Any, shared_opt: Any) -> None:
     sp.add_argument("--app", metavar="APP", help="only the sessions of this application")
     sp.add_argument("--limit", metavar="N", type=int, help="at most N sessions")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
-    sp = sub.add_parser("end", help="end one session by hand (its capacity is freed)")
-    sp.add_argument("call_id", metavar="CALL-ID")
+    sp = sub.add_parser(
+        "end", help="end sessions by hand: one call id, or every session matching filters",
+        description="Ends sessions whose BYE never reached this proxy (it went around it, or the "
+        "node answered it itself), so that their capacity is freed now rather than when their "
+        "lifetime expires. Give one CALL-ID, or filters (--node, --app, --older-than, combined "
+        "with AND): without --yes these list the sessions they match and change nothing (exit "
+        "1); with --yes they end them and print the count.")
+    sp.add_argument("call_id", metavar="CALL-ID", nargs="?", help="the session to end")
     shared_opt(sp)
+    sp.add_argument("--node", metavar="NODE", help="every session on this node")
+    sp.add_argument("--app", metavar="APP", help="every session of this application")
+    sp.add_argument("--older-than", metavar="S", type=_seconds, dest="older_than",
+                    help="every session older than S seconds")
+    sp.add_argument("--yes", action="store_true",
+                    help="end the sessions the filters match (without it: only list them)")
+
+
+def end_sessions(args: argparse.Namespace, router: Any, out: TextIO, err: TextIO) -> int:
+    """``approute end``: one call id, or the sessions matching --node/--app/--older-than."""
+    filters = args.node is not None or args.app is not None or args.older_than is not None
+    if args.call_id is not None:
+        if filters:
+            raise _Usage("give either CALL-ID or --node/--app/--older-than, not both")
+        if not args.call_id.strip():
+            raise _Usage("CALL-ID must not be empty")
+        router.end(args.call_id)  # NotFoundError: "no session ..." (exit 1)
+        out.write("%s: ended\n" % args.call_id)
+        return EXIT_OK
+    if not filters:
+        raise _Usage("give a CALL-ID, or --node, --app or --older-than to end many sessions")
+    if not hasattr(router, "sessions"):
+        err.write("approute end: error: this approute build cannot list sessions\n")
+        return EXIT_ERROR
+    if args.node is not None:
+        router.node(args.node)  # an unknown node: NotFoundError naming it
+    matched = [session_to_dict(si) for si in router.sessions(node=args.node, app=args.app)]
+    if args.older_than is not None:
+        matched = [d for d in matched
+                   if isinstance(d.get("age"), (int, float)) and d["age"] >= args.older_than]
+    what = ", ".join(w for w in (
+        "on node %s" % args.node if args.node is not None else "",
+        "of app %s" % args.app if args.app is not None else "",
+        "older than %gs" % args.older_than if args.older_than is not None else "") if w)
+    if not args.yes:
+        if matched:
+            out.write(sessions_text(matched) + "\n")
+        err.write("approute end: %d session(s) %s would be ended; nothing was changed (add --yes "
+                  "to end them)\n" % (len(matched), what))
+        return EXIT_ERROR
+    ended = gone = 0
+    for d in matched:
+        try:
+            router.end(d["call_id"])
+            ended += 1
+        except LookupError:  # it ended meanwhile (its BYE came, or it expired)
+            gone += 1
+    out.write("%d session(s) %s ended%s\n" % (ended, what, "" if not gone else
+                                              "; %d had ended meanwhile" % gone))
+    return EXIT_OK
 
 
 def run_session_command(args: argparse.Namespace, router: Any, name: str,
                         out: TextIO, err: TextIO) -> int:
     """Runs `sessions` or `end` against an attached router."""
     if args.command == "end":
-        if not args.call_id.strip():
-            raise _Usage("CALL-ID must not be empty")
-        router.end(args.call_id)  # NotFoundError: "no session ..." (exit 1)
-        out.write("%s: ended\n" % args.call_id)
-        return EXIT_OK
+        return end_sessions(args, router, out, err)
     lister = getattr(router, "sessions", None)
     if lister is None:
         err.write("approute sessions: error: this approute build cannot list sessions "
@@ -241,6 +310,22 @@ def affinity_to_dict(a: Any) -> Dict[str, Any]:
     return {f: getattr(a, f, None) for f in ("app", "key", "node_id", "sessions", "grace_left")}
 
 
+def keys_table(rows: List[Dict[str, Any]]) -> str:
+    table = [[str(r["app"]), str(r["key"]), r["node_id"] or "-", str(r["sessions"]),
+              _grace(r["grace_left"])] for r in rows]
+    return format_table(table, ["APP", "KEY", "NODE", "SESSIONS", "GRACE_LEFT"])
+
+
+def top_keys(router: Any, n: int) -> List[Dict[str, Any]]:
+    """The `n` affinity keys with the most live sessions (then by app, key)."""
+    import heapq
+    lister = getattr(router, "affinities", None)
+    if lister is None or n <= 0:
+        return []
+    top = heapq.nsmallest(n, lister(), key=lambda a: (-(a.sessions or 0), a.app, a.key))
+    return [affinity_to_dict(a) for a in top]
+
+
 def cmd_keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Which affinity key is on which node, its live sessions and the grace left."""
     if args.limit is not None and args.limit < 1:
@@ -258,9 +343,7 @@ def cmd_keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         json.dump({"shared": name, "affinities": rows}, out, indent=2, sort_keys=True)
         out.write("\n")
         return EXIT_OK
-    table = [[str(r["app"]), str(r["key"]), r["node_id"] or "-", str(r["sessions"]),
-              _grace(r["grace_left"])] for r in rows]
-    out.write(format_table(table, ["APP", "KEY", "NODE", "SESSIONS", "GRACE_LEFT"]) + "\n")
+    out.write(keys_table(rows) + "\n")
     return EXIT_OK
 
 

@@ -80,3 +80,13 @@ def format_table(rows: List[List[str]], headers: List[str]) -> str:
     out.extend(line(r) for r in rows)
     return "\n".join(out)
 
+
+def _seconds(text: str) -> float:
+    """argparse type: a number of seconds >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a number of seconds, got %r" % text) from None
+    if not (v >= 0 and v != float("inf")):
+        raise argparse.ArgumentTypeError("expected a number of seconds >= 0, got %r" % text)
+    return v

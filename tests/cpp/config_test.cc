@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "approute/config.h"
 #include "approute/router.h"
@@ -172,6 +174,54 @@ TEST(Config, DuplicateKeysAreErrorsWithPositionAndPath) {
   // The same key in two different mappings is not a duplicate; an alias is visited once.
   EXPECT_TRUE(ParseConfig("nodes:\n  - {id: a, uri: \"sip:h\", pool: p}\n  - {id: b, uri: \"sip:h\", pool: p}\n").ok());
   EXPECT_TRUE(ParseConfig("apps:\n  x: &base {pool: p}\n  y: *base\n").ok());
+}
+
+// One run reports every error it can find, one per line in source order, as a
+// compiler does: a bad key does not hide the next one, a bad node does not hide
+// the next node, and the sections are all read.
+TEST(Config, ReportsEveryErrorInOneRun) {
+  std::string e = Err(
+      "apps:\n"
+      "  conference:\n"
+      "    strategy: fastest\n"        // 3: unknown strategy
+      "    retry: {codes: [200, 503, 999]}\n"  // 4: two bad codes
+      "nodes:\n"
+      "  - {id: a, uri: \"http://x\"}\n"  // 6: bad uri
+      "  - {id: b, uri: \"sip:h\", weight: -1, colour: red}\n"  // 7: weight and unknown key
+      "  - {id: c, uri: \"sip:h\"}\n"
+      "health: {panic_threshold: 101}\n");  // 9
+  std::vector<std::string> lines;
+  for (size_t at = 0; at <= e.size();) {
+    size_t nl = e.find('\n', at);
+    if (nl == std::string::npos) nl = e.size();
+    lines.push_back(e.substr(at, nl - at));
+    at = nl + 1;
+  }
+  ASSERT_EQ(lines.size(), 7u) << e;
+  EXPECT_NE(lines[0].find("router.yaml:3:15: apps.conference.strategy: "), std::string::npos) << e;
+  EXPECT_NE(lines[1].find("router.yaml:4:21: apps.conference.retry.codes[0]: value 200"), std::string::npos) << e;
+  EXPECT_NE(lines[2].find("router.yaml:4:31: apps.conference.retry.codes[2]: value 999"), std::string::npos) << e;
+  EXPECT_NE(lines[3].find("router.yaml:6:"), std::string::npos) << e;
+  EXPECT_NE(lines[3].find("nodes[0].uri"), std::string::npos) << e;
+  // In source order: the weight (column 35) before the unknown key (column 39).
+  EXPECT_NE(lines[4].find("nodes[1].weight: value -1 is outside"), std::string::npos) << e;
+  EXPECT_NE(lines[5].find("nodes[1].colour: unknown key"), std::string::npos) << e;
+  EXPECT_NE(lines[6].find("router.yaml:9:"), std::string::npos) << e;
+  EXPECT_NE(lines[6].find("health.panic_threshold"), std::string::npos) << e;
+  // Duplicate keys and duplicate ids are reported along with the rest.
+  e = Err("nodes:\n  - {id: a, uri: \"sip:h\"}\n  - {id: a, uri: \"sip:h\"}\n"
+          "apps:\n  x: {pool: p, pool: q}\n  y: {strategy: nope}\n");
+  EXPECT_NE(e.find("router.yaml:3:10: nodes[1].id: duplicate node id"), std::string::npos) << e;
+  EXPECT_NE(e.find("router.yaml:5:16: apps.x.pool: duplicate key"), std::string::npos) << e;
+  EXPECT_NE(e.find("router.yaml:6:17: apps.y.strategy"), std::string::npos) << e;
+  // Many errors: the first 50 and a count of the rest.
+  std::string many = "nodes:\n";
+  for (int i = 0; i < 60; ++i) many += "  - {id: n" + std::to_string(i) + ", uri: \"x\"}\n";
+  e = Err(many);
+  EXPECT_NE(e.find("router.yaml: 10 more errors not shown"), std::string::npos) << e;
+  // A config whose only error is one error still reads as one line.
+  e = Err("apps:\n  conference:\n    strategy: nope\n");
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
 }
 
 TEST(Config, EmptyDocumentIsAnError) {

@@ -162,7 +162,15 @@ TEST(Router, NonRetryableCodeEndsTheCall) {
   ASSERT_TRUE(d.ok());
   EXPECT_FALSE(d->ok);
   EXPECT_NE(d->detail.find("code 404 is not a retry code"), std::string::npos) << d->detail;
+  EXPECT_EQ(d->reason, "not_retryable");  // not "no_node": no node was looked for
   EXPECT_EQ(r->Stats().sessions, 0);
+  // An answer (200) is no retry code either.
+  MustRoute(*r, "conference", "c2", "k");
+  d = r->Retry("c2", 200);
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(d->ok);
+  EXPECT_EQ(d->reason, "not_retryable");
+  EXPECT_NE(d->detail.find("code 200 is not a retry code"), std::string::npos) << d->detail;
   EXPECT_EQ(r->Retry("c1", 503).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(r->Retry("c1", 42).status().code(), absl::StatusCode::kInvalidArgument);
 }

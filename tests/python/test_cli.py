@@ -145,6 +145,24 @@ def test_validate_duplicate_key_and_empty_file_are_errors(tmp_path) -> None:
                           "with nothing configured\n", err
 
 
+def test_validate_reports_every_error_in_one_run(tmp_path) -> None:
+    text = CONF.replace('pool: media, capacity: {conference: 5}}\n  - {id: b',
+                        'pool: media, capacity: {conference: 5}, colour: red}\n  - {id: b')
+    text = text.replace("strategy: round_robin, affinity", "strategy: fastest, affinity")
+    text = text.replace('allow_sources: ["127.0.0.0/8"]', 'allow_sources: ["127.0.0.0/99"]')
+    assert text.count("colour") == text.count("fastest") == text.count("/99") == 1
+    f = write(tmp_path, text)
+    rc, out, err = run("validate", f)
+    assert rc == 1 and out == ""
+    lines = err.splitlines()
+    assert len(lines) == 3, err
+    # In the order of the file, each with its line and column.
+    assert re.match(re.escape(f) + r":4:\d+: error: nodes\[0\]\.colour: unknown key", lines[0]), err
+    assert re.match(re.escape(f) + r":7:\d+: error: apps\.conference\.strategy: ", lines[1]), err
+    assert "fastest" in lines[1]
+    assert re.match(re.escape(f) + r":10:\d+: error: status\.allow_sources\[0\]: ", lines[2]), err
+
+
 # --------------------------------------------------------------------------
 # reload
 

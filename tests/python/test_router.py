@@ -68,6 +68,14 @@ def test_retry_excludes_tried_nodes_and_stops(router: approute.Router) -> None:
     assert router.stats()["sessions"] == 0
 
 
+def test_retry_with_a_code_that_is_not_a_retry_code(router: approute.Router) -> None:
+    router.route("conference", call_id="c1", key="k")
+    d = router.retry("c1", code=200)
+    assert not d.ok and d.reason == "not_retryable"
+    assert "code 200 is not a retry code" in d.detail
+    assert router.stats()["sessions"] == 0
+
+
 def test_end_confirm_and_counts(router: approute.Router) -> None:
     d = router.route("conference", call_id="c1", key="k")
     router.confirm("c1")

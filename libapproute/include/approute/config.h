@@ -1,8 +1,13 @@
 // approute/config.h — the YAML configuration, parsed and validated.
 //
 // ParseConfig either returns a complete, valid Config or an InvalidArgument
-// whose message names the source, line, column and key path, e.g.
+// whose message lists every error the parse found, one per line in source
+// order (at most 50, then a count), each naming the source, line, column and
+// key path, e.g.
 //   router.yaml:12:15: apps.conference.strategy: unknown strategy "fastest"
+//   router.yaml:20:7: nodes[2].weight: value -1 is outside 0..1000000
+// After an error the parse goes on with the next key or list element; a YAML
+// syntax error stops it (nothing after it can be read).
 // Nothing is applied by parsing. Thread-safety: pure functions.
 #ifndef APPROUTE_CONFIG_H_
 #define APPROUTE_CONFIG_H_

@@ -101,7 +101,9 @@ class Router {
   // tried, moves the session's counts off it, releases its claim on the key
   // when `code` is a full code, and picks again among nodes never tried for
   // the call. Non-retryable code, max_attempts reached or no node left: the
-  // session ends and ok=false. NotFound for an unknown call id.
+  // session ends and ok=false (reason "not_retryable" for a code that is not
+  // one of the app's retry codes, else "no_node"). NotFound for an unknown
+  // call id.
   absl::StatusOr<Decision> Retry(std::string_view call_id, int code = 503);
   // The call was answered (2xx): its claim on the key is a real one.
   absl::Status Confirm(std::string_view call_id);

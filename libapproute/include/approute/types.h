@@ -125,8 +125,9 @@ struct Decision {
   std::string uri;
   // "affinity" | "affinity_bound" (the key's next home, affinity.bound) |
   // "prefer" (a new key on its preference's node) | "strategy" | "retry" |
-  // "session" | "no_node" | for a strict key whose node cannot take the
-  // call (ok false): "key_full" | "key_down" | "key_draining" |
+  // "session" | "no_node" | "not_retryable" (retry() with a code that is not
+  // one of the app's retry codes) | for a strict key whose node cannot take
+  // the call (ok false): "key_full" | "key_down" | "key_draining" |
   // "key_disabled" | "key_tried" (retry(): the key's node was tried).
   std::string reason;
   std::string detail;  // human-readable why (always set when !ok)

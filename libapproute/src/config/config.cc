@@ -5,10 +5,13 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -24,7 +27,14 @@ using internal::Cat;
 using internal::Join;
 namespace {
 
-// Carries the source name and builds "source:line:col: path: message" errors.
+// At most this many errors are listed in one message; the rest are counted.
+constexpr size_t kMaxReportedErrors = 50;
+
+// Carries the source name, builds "source:line:col: path: message" errors and
+// collects them: a step that fails is recorded with Keep() and parsing goes on
+// with the next key or list element, so one run reports every error it can
+// find, as a compiler does. A step whose input is unusable (not a mapping)
+// still returns early; its siblings are parsed all the same.
 class Ctx {
  public:
   explicit Ctx(std::string_view source) : source_(source) {}
@@ -39,19 +49,54 @@ class Ctx {
         Cat(source_, ":", m.line + 1, ":", m.column + 1, ": ", path, ": ", msg));
   }
 
-  absl::Status OnlyKeys(const YAML::Node& map, std::string_view path,
-                        std::initializer_list<std::string_view> allowed) const {
+  // Records `s` when it failed; true when it did not. The collector is the
+  // only thing a parse step changes in the context, hence mutable.
+  bool Keep(absl::Status s) const {
+    if (s.ok()) return true;
+    errors_.push_back(std::move(s));
+    return false;
+  }
+  size_t error_count() const { return errors_.size(); }
+
+  // Runs `parse` on map[key] when the key is present; a failure is recorded.
+  template <typename F>
+  void Field(const YAML::Node& map, const char* key, F&& parse) const {
+    if (const YAML::Node& v = map[key]; v) Keep(parse(v));
+  }
+
+  // Every error recorded, in source order (line, then column), one per line;
+  // OK when there is none.
+  absl::Status Result() const {
+    if (errors_.empty()) return absl::OkStatus();
+    std::vector<std::pair<std::pair<long, long>, std::string>> sorted;
+    for (const absl::Status& e : errors_) {
+      std::string msg(e.message());
+      sorted.emplace_back(Position(msg), std::move(msg));
+    }
+    std::stable_sort(sorted.begin(), sorted.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::string out;
+    for (size_t i = 0; i < sorted.size() && i < kMaxReportedErrors; ++i) {
+      out += (i ? "\n" : "") + sorted[i].second;
+    }
+    if (sorted.size() > kMaxReportedErrors) {
+      out += Cat("\n", source_, ": ", sorted.size() - kMaxReportedErrors, " more errors not shown");
+    }
+    return absl::InvalidArgumentError(out);
+  }
+
+  // Records an error for every key of `map` not in `allowed`.
+  void OnlyKeys(const YAML::Node& map, std::string_view path,
+                std::initializer_list<std::string_view> allowed) const {
     for (const auto& kv : map) {
       std::string k = kv.first.Scalar();
       bool known = false;
       for (auto a : allowed) known = known || a == k;
       if (!known) {
-        return Error(kv.first, Cat(path, path.empty() ? "" : ".", k),
-                     Cat("unknown key \"", k, "\" (allowed: ", Join(allowed, ", "),
-                                  ")"));
+        Keep(Error(kv.first, Cat(path, path.empty() ? "" : ".", k),
+                   Cat("unknown key \"", k, "\" (allowed: ", Join(allowed, ", "), ")")));
       }
     }
-    return absl::OkStatus();
   }
 
   absl::Status Map(const YAML::Node& n, std::string_view path) const {
@@ -97,7 +142,27 @@ class Ctx {
   }
 
  private:
+  // (line, column) of a "source:line:col: ..." message; errors without a
+  // position sort last.
+  std::pair<long, long> Position(std::string_view msg) const {
+    constexpr long kNone = 1L << 40;
+    if (msg.substr(0, source_.size()) != source_) return {kNone, kNone};
+    msg.remove_prefix(source_.size());
+    long nums[2] = {kNone, kNone};
+    for (long& n : nums) {
+      if (msg.empty() || msg[0] != ':' || msg.size() < 2 || msg[1] < '0' || msg[1] > '9') break;
+      msg.remove_prefix(1);
+      n = 0;
+      while (!msg.empty() && msg[0] >= '0' && msg[0] <= '9' && n < kNone) {
+        n = n * 10 + (msg[0] - '0');
+        msg.remove_prefix(1);
+      }
+    }
+    return {nums[0], nums[1]};
+  }
+
   std::string source_;
+  mutable std::vector<absl::Status> errors_;
 };
 
 #define AR_ASSIGN(lhs, expr)             \
@@ -130,76 +195,97 @@ absl::Status ValidName(const Ctx& c, const YAML::Node& at, std::string_view path
 
 absl::Status ParseState(const Ctx& c, const YAML::Node& n, StateLimits* out) {
   AR_RETURN_IF_ERROR(c.Map(n, "state"));
-  AR_RETURN_IF_ERROR(c.OnlyKeys(n, "state", {"max_nodes", "max_sessions", "max_affinities"}));
-  if (n["max_nodes"]) AR_ASSIGN(out->max_nodes, c.Int(n["max_nodes"], "state.max_nodes", 1, 65536));
-  if (n["max_sessions"])
-    AR_ASSIGN(out->max_sessions, c.Int(n["max_sessions"], "state.max_sessions", 1, 1 << 24));
-  if (n["max_affinities"])
-    AR_ASSIGN(out->max_affinities, c.Int(n["max_affinities"], "state.max_affinities", 1, 1 << 24));
+  c.OnlyKeys(n, "state", {"max_nodes", "max_sessions", "max_affinities"});
+  c.Field(n, "max_nodes", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->max_nodes, c.Int(v, "state.max_nodes", 1, 65536));
+    return absl::OkStatus();
+  });
+  c.Field(n, "max_sessions", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->max_sessions, c.Int(v, "state.max_sessions", 1, 1 << 24));
+    return absl::OkStatus();
+  });
+  c.Field(n, "max_affinities", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->max_affinities, c.Int(v, "state.max_affinities", 1, 1 << 24));
+    return absl::OkStatus();
+  });
   return absl::OkStatus();
 }
 
+// A node with errors records each of them (its caller leaves the node out).
 absl::Status ParseNode(const Ctx& c, const YAML::Node& n, const std::string& path, NodeSpec* out) {
   AR_RETURN_IF_ERROR(c.Map(n, path));
-  AR_RETURN_IF_ERROR(
-      c.OnlyKeys(n, path, {"id", "uri", "pool", "weight", "priority", "capacity", "attrs", "state"}));
-  if (!n["id"]) return c.Error(n, path, "missing required key \"id\"");
-  if (!n["uri"]) return c.Error(n, path, "missing required key \"uri\"");
-  AR_ASSIGN(out->id, c.String(n["id"], path + ".id"));
-  AR_RETURN_IF_ERROR(ValidName(c, n["id"], path + ".id", "node id", out->id, kMaxNodeIdLen));
-  AR_ASSIGN(out->uri, c.String(n["uri"], path + ".uri"));
-  if (absl::Status s = ValidateSipUri(out->uri); !s.ok()) {
-    return c.Error(n["uri"], path + ".uri", internal::ToStd(s.message()));
-  }
-  if (n["pool"]) {
-    AR_ASSIGN(out->pool, c.String(n["pool"], path + ".pool"));
-    AR_RETURN_IF_ERROR(ValidName(c, n["pool"], path + ".pool", "pool", out->pool, kMaxPoolLen));
-  }
-  if (n["weight"]) {
+  c.OnlyKeys(n, path, {"id", "uri", "pool", "weight", "priority", "capacity", "attrs", "state"});
+  if (!n["id"]) c.Keep(c.Error(n, path, "missing required key \"id\""));
+  if (!n["uri"]) c.Keep(c.Error(n, path, "missing required key \"uri\""));
+  c.Field(n, "id", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->id, c.String(v, path + ".id"));
+    return ValidName(c, v, path + ".id", "node id", out->id, kMaxNodeIdLen);
+  });
+  c.Field(n, "uri", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->uri, c.String(v, path + ".uri"));
+    if (absl::Status s = ValidateSipUri(out->uri); !s.ok()) {
+      return c.Error(v, path + ".uri", internal::ToStd(s.message()));
+    }
+    return absl::OkStatus();
+  });
+  c.Field(n, "pool", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->pool, c.String(v, path + ".pool"));
+    return ValidName(c, v, path + ".pool", "pool", out->pool, kMaxPoolLen);
+  });
+  c.Field(n, "weight", [&](const YAML::Node& v) -> absl::Status {
     int64_t w;
-    AR_ASSIGN(w, c.Int(n["weight"], path + ".weight", 0, 1000000));
+    AR_ASSIGN(w, c.Int(v, path + ".weight", 0, 1000000));
     out->weight = static_cast<int32_t>(w);
-  }
-  if (n["priority"]) {
+    return absl::OkStatus();
+  });
+  c.Field(n, "priority", [&](const YAML::Node& v) -> absl::Status {
     int64_t p;
-    AR_ASSIGN(p, c.Int(n["priority"], path + ".priority", -1000000, 1000000));
+    AR_ASSIGN(p, c.Int(v, path + ".priority", -1000000, 1000000));
     out->priority = static_cast<int32_t>(p);
-  }
-  if (n["capacity"]) {
-    const YAML::Node& cap = n["capacity"];
+    return absl::OkStatus();
+  });
+  c.Field(n, "capacity", [&](const YAML::Node& cap) -> absl::Status {
     AR_RETURN_IF_ERROR(c.Map(cap, path + ".capacity"));
     for (const auto& kv : cap) {
-      std::string res = kv.first.Scalar();
-      std::string p = Cat(path, ".capacity.", res);
-      AR_RETURN_IF_ERROR(ValidName(c, kv.first, p, "resource", res, 31));
-      int64_t v;
-      AR_ASSIGN(v, c.Int(kv.second, p, 0, int64_t{1} << 40));
-      out->capacity[res] = v;
+      c.Keep([&]() -> absl::Status {
+        std::string res = kv.first.Scalar();
+        std::string p = Cat(path, ".capacity.", res);
+        AR_RETURN_IF_ERROR(ValidName(c, kv.first, p, "resource", res, 31));
+        int64_t v;
+        AR_ASSIGN(v, c.Int(kv.second, p, 0, int64_t{1} << 40));
+        out->capacity[res] = v;
+        return absl::OkStatus();
+      }());
     }
-  }
-  if (n["attrs"]) {
-    const YAML::Node& attrs = n["attrs"];
+    return absl::OkStatus();
+  });
+  c.Field(n, "attrs", [&](const YAML::Node& attrs) -> absl::Status {
     AR_RETURN_IF_ERROR(c.Map(attrs, path + ".attrs"));
     if (attrs.size() > kMaxAttrs) {
       return c.Error(attrs, path + ".attrs", Cat("at most ", kMaxAttrs, " attributes"));
     }
     for (const auto& kv : attrs) {
-      std::string k = kv.first.Scalar();
-      std::string p = Cat(path, ".attrs.", k);
-      if (k.empty() || k.size() > 31) return c.Error(kv.first, p, "attribute names have 1 to 31 characters");
-      std::string v;
-      AR_ASSIGN(v, c.String(kv.second, p));
-      if (v.size() > 95) return c.Error(kv.second, p, "attribute values have at most 95 characters");
-      out->attrs[k] = v;
+      c.Keep([&]() -> absl::Status {
+        std::string k = kv.first.Scalar();
+        std::string p = Cat(path, ".attrs.", k);
+        if (k.empty() || k.size() > 31) return c.Error(kv.first, p, "attribute names have 1 to 31 characters");
+        std::string v;
+        AR_ASSIGN(v, c.String(kv.second, p));
+        if (v.size() > 95) return c.Error(kv.second, p, "attribute values have at most 95 characters");
+        out->attrs[k] = v;
+        return absl::OkStatus();
+      }());
     }
-  }
-  if (n["state"]) {
+    return absl::OkStatus();
+  });
+  c.Field(n, "state", [&](const YAML::Node& v) -> absl::Status {
     std::string s;
-    AR_ASSIGN(s, c.String(n["state"], path + ".state"));
+    AR_ASSIGN(s, c.String(v, path + ".state"));
     absl::StatusOr<AdminState> st = ParseAdminState(s);
-    if (!st.ok()) return c.Error(n["state"], path + ".state", internal::ToStd(st.status().message()));
+    if (!st.ok()) return c.Error(v, path + ".state", internal::ToStd(st.status().message()));
     out->state = *st;
-  }
+    return absl::OkStatus();
+  });
   return absl::OkStatus();
 }
 
@@ -208,126 +294,138 @@ absl::Status ParseCodes(const Ctx& c, const YAML::Node& n, const std::string& pa
   if (!n.IsSequence()) return c.Error(n, path, "expected a list of SIP status codes");
   out->clear();
   for (size_t i = 0; i < n.size(); ++i) {
-    int64_t v;
-    AR_ASSIGN(v, c.Int(n[i], Cat(path, "[", i, "]"), 300, 699));
-    out->push_back(static_cast<int>(v));
+    absl::StatusOr<int64_t> v = c.Int(n[i], Cat(path, "[", i, "]"), 300, 699);
+    if (c.Keep(v.status())) out->push_back(static_cast<int>(*v));
   }
   return absl::OkStatus();
 }
 
+absl::Status ParseStrategy(const Ctx& c, const YAML::Node& s, const std::string& sp, AppConfig* app) {
+  if (s.IsScalar()) {
+    app->strategy = s.Scalar();
+  } else if (s.IsMap()) {
+    if (!s["name"]) return c.Error(s, sp, "a strategy mapping needs \"name\"");
+    AR_ASSIGN(app->strategy, c.String(s["name"], sp + ".name"));
+    const bool python = IsPythonStrategyName(app->strategy);
+    for (const auto& kv : s) {
+      std::string k = kv.first.Scalar();
+      if (k == "name") continue;
+      std::string v;
+      if (python && !kv.second.IsScalar()) {
+        // Options of Python strategies may be any YAML: kept as flow-style text.
+        YAML::Emitter out;
+        out.SetMapFormat(YAML::Flow);
+        out.SetSeqFormat(YAML::Flow);
+        out << kv.second;
+        v = out.c_str();
+      } else {
+        AR_ASSIGN(v, c.String(kv.second, Cat(sp, ".", k)));
+      }
+      app->strategy_params[k] = v;
+    }
+  } else {
+    return c.Error(s, sp, "expected a strategy name or {name: ..., option: value}");
+  }
+  if (IsPythonStrategyName(app->strategy)) {
+    // Resolved by the Python package when the router is built; here only the syntax.
+    if (absl::Status st = CheckPythonStrategyName(app->strategy); !st.ok()) {
+      return c.Error(s, sp, internal::ToStd(st.message()));
+    }
+  } else if (c.resolver == nullptr || !c.resolver->Knows(app->strategy)) {
+    absl::StatusOr<std::unique_ptr<Strategy>> made = MakeStrategy(app->strategy, app->strategy_params);
+    if (!made.ok()) return c.Error(s, sp, internal::ToStd(made.status().message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseAffinity(const Ctx& c, const YAML::Node& a, const std::string& ap, AppConfig* app) {
+  app->affinity = true;
+  if (a.IsNull()) return absl::OkStatus();
+  AR_RETURN_IF_ERROR(c.Map(a, ap));
+  c.OnlyKeys(a, ap, {"grace", "bound", "strict", "headroom"});
+  c.Field(a, "grace", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(app->affinity_grace_ms, c.Seconds(v, ap + ".grace", 0, 7 * 86400));
+    return absl::OkStatus();
+  });
+  c.Field(a, "bound", [&](const YAML::Node& b) -> absl::Status {
+    double v = 0;
+    if (!b.IsScalar() || !YAML::convert<double>::decode(b, v) || !std::isfinite(v)) {
+      return c.Error(b, ap + ".bound", Cat("expected a number > 1.0, got \"", Ctx::Text(b), "\""));
+    }
+    if (v <= 1.0 || v > 100.0) {
+      return c.Error(b, ap + ".bound", Cat("value ", v, " must be > 1.0 (and at most 100): a node may take this many times the mean load"));
+    }
+    app->affinity_bound = v;
+    return absl::OkStatus();
+  });
+  c.Field(a, "strict", [&](const YAML::Node& st) -> absl::Status {
+    bool v = false;
+    if (!st.IsScalar() || !YAML::convert<bool>::decode(st, v)) {
+      return c.Error(st, ap + ".strict", Cat("expected true or false, got \"", Ctx::Text(st), "\""));
+    }
+    app->affinity_strict = v;
+    return absl::OkStatus();
+  });
+  c.Field(a, "headroom", [&](const YAML::Node& h) -> absl::Status {
+    double v = 0;
+    if (!h.IsScalar() || !YAML::convert<double>::decode(h, v) || !std::isfinite(v)) {
+      return c.Error(h, ap + ".headroom", Cat("expected a number in 0.0..0.99, got \"", Ctx::Text(h), "\""));
+    }
+    if (v < 0.0 || v >= 1.0) {
+      return c.Error(h, ap + ".headroom",
+                     Cat("value ", v, " must be at least 0.0 and below 1.0: the share of capacity kept "
+                         "for calls of keys a node already holds"));
+    }
+    app->affinity_headroom = v;
+    return absl::OkStatus();
+  });
+  return absl::OkStatus();
+}
+
+// An app with errors records each of them (its caller leaves the app out).
 absl::Status ParseApp(const Ctx& c, const YAML::Node& n, const std::string& path, AppConfig* app) {
   if (n.IsNull()) return absl::OkStatus();  // `default:` with every default
   AR_RETURN_IF_ERROR(c.Map(n, path));
-  AR_RETURN_IF_ERROR(c.OnlyKeys(n, path,
-                                {"pool", "strategy", "resource", "affinity", "retry", "session"}));
-  if (n["pool"]) {
-    AR_ASSIGN(app->pool, c.String(n["pool"], path + ".pool"));
-    AR_RETURN_IF_ERROR(ValidName(c, n["pool"], path + ".pool", "pool", app->pool, kMaxPoolLen));
-  }
-  if (n["resource"]) {
-    AR_ASSIGN(app->resource, c.String(n["resource"], path + ".resource"));
-    AR_RETURN_IF_ERROR(ValidName(c, n["resource"], path + ".resource", "resource", app->resource, 31));
-  }
-  if (const YAML::Node& s = n["strategy"]; s) {
-    std::string sp = path + ".strategy";
-    if (s.IsScalar()) {
-      app->strategy = s.Scalar();
-    } else if (s.IsMap()) {
-      if (!s["name"]) return c.Error(s, sp, "a strategy mapping needs \"name\"");
-      AR_ASSIGN(app->strategy, c.String(s["name"], sp + ".name"));
-      const bool python = IsPythonStrategyName(app->strategy);
-      for (const auto& kv : s) {
-        std::string k = kv.first.Scalar();
-        if (k == "name") continue;
-        std::string v;
-        if (python && !kv.second.IsScalar()) {
-          // Options of Python strategies may be any YAML: kept as flow-style text.
-          YAML::Emitter out;
-          out.SetMapFormat(YAML::Flow);
-          out.SetSeqFormat(YAML::Flow);
-          out << kv.second;
-          v = out.c_str();
-        } else {
-          AR_ASSIGN(v, c.String(kv.second, Cat(sp, ".", k)));
-        }
-        app->strategy_params[k] = v;
-      }
-    } else {
-      return c.Error(s, sp, "expected a strategy name or {name: ..., option: value}");
-    }
-    if (IsPythonStrategyName(app->strategy)) {
-      // Resolved by the Python package when the router is built; here only the syntax.
-      if (absl::Status st = CheckPythonStrategyName(app->strategy); !st.ok()) {
-        return c.Error(s, sp, internal::ToStd(st.message()));
-      }
-    } else if (c.resolver == nullptr || !c.resolver->Knows(app->strategy)) {
-      absl::StatusOr<std::unique_ptr<Strategy>> made = MakeStrategy(app->strategy, app->strategy_params);
-      if (!made.ok()) return c.Error(s, sp, internal::ToStd(made.status().message()));
-    }
-  }
-  if (const YAML::Node& a = n["affinity"]; a) {
-    std::string ap = path + ".affinity";
-    if (a.IsNull()) {
-      app->affinity = true;
-    } else {
-      AR_RETURN_IF_ERROR(c.Map(a, ap));
-      AR_RETURN_IF_ERROR(c.OnlyKeys(a, ap, {"grace", "bound", "strict", "headroom"}));
-      app->affinity = true;
-      if (a["grace"]) AR_ASSIGN(app->affinity_grace_ms, c.Seconds(a["grace"], ap + ".grace", 0, 7 * 86400));
-      if (const YAML::Node& b = a["bound"]; b) {
-        double v = 0;
-        if (!b.IsScalar() || !YAML::convert<double>::decode(b, v) || !std::isfinite(v)) {
-          return c.Error(b, ap + ".bound", Cat("expected a number > 1.0, got \"", Ctx::Text(b), "\""));
-        }
-        if (v <= 1.0 || v > 100.0) {
-          return c.Error(b, ap + ".bound", Cat("value ", v, " must be > 1.0 (and at most 100): a node may take this many times the mean load"));
-        }
-        app->affinity_bound = v;
-      }
-      if (const YAML::Node& st = a["strict"]; st) {
-        bool v = false;
-        if (!st.IsScalar() || !YAML::convert<bool>::decode(st, v)) {
-          return c.Error(st, ap + ".strict", Cat("expected true or false, got \"", Ctx::Text(st), "\""));
-        }
-        app->affinity_strict = v;
-      }
-      if (const YAML::Node& h = a["headroom"]; h) {
-        double v = 0;
-        if (!h.IsScalar() || !YAML::convert<double>::decode(h, v) || !std::isfinite(v)) {
-          return c.Error(h, ap + ".headroom", Cat("expected a number in 0.0..0.99, got \"", Ctx::Text(h), "\""));
-        }
-        if (v < 0.0 || v >= 1.0) {
-          return c.Error(h, ap + ".headroom",
-                         Cat("value ", v, " must be at least 0.0 and below 1.0: the share of capacity kept "
-                             "for calls of keys a node already holds"));
-        }
-        app->affinity_headroom = v;
-      }
-    }
-  }
+  c.OnlyKeys(n, path, {"pool", "strategy", "resource", "affinity", "retry", "session"});
+  c.Field(n, "pool", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(app->pool, c.String(v, path + ".pool"));
+    return ValidName(c, v, path + ".pool", "pool", app->pool, kMaxPoolLen);
+  });
+  c.Field(n, "resource", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(app->resource, c.String(v, path + ".resource"));
+    return ValidName(c, v, path + ".resource", "resource", app->resource, 31);
+  });
+  c.Field(n, "strategy", [&](const YAML::Node& s) { return ParseStrategy(c, s, path + ".strategy", app); });
+  c.Field(n, "affinity", [&](const YAML::Node& a) { return ParseAffinity(c, a, path + ".affinity", app); });
   bool full_given = false;
-  if (const YAML::Node& r = n["retry"]; r) {
+  c.Field(n, "retry", [&](const YAML::Node& r) -> absl::Status {
     std::string rp = path + ".retry";
     AR_RETURN_IF_ERROR(c.Map(r, rp));
-    AR_RETURN_IF_ERROR(c.OnlyKeys(r, rp, {"codes", "full_codes", "max_attempts"}));
-    if (r["codes"]) AR_RETURN_IF_ERROR(ParseCodes(c, r["codes"], rp + ".codes", &app->retry_codes));
-    if (r["full_codes"]) {
-      AR_RETURN_IF_ERROR(ParseCodes(c, r["full_codes"], rp + ".full_codes", &app->full_codes));
+    c.OnlyKeys(r, rp, {"codes", "full_codes", "max_attempts"});
+    c.Field(r, "codes", [&](const YAML::Node& v) { return ParseCodes(c, v, rp + ".codes", &app->retry_codes); });
+    c.Field(r, "full_codes", [&](const YAML::Node& v) {
       full_given = true;
-    }
-    if (r["max_attempts"]) {
+      return ParseCodes(c, v, rp + ".full_codes", &app->full_codes);
+    });
+    c.Field(r, "max_attempts", [&](const YAML::Node& v) -> absl::Status {
       int64_t m;
-      AR_ASSIGN(m, c.Int(r["max_attempts"], rp + ".max_attempts", 1, kMaxAttemptsLimit));
+      AR_ASSIGN(m, c.Int(v, rp + ".max_attempts", 1, kMaxAttemptsLimit));
       app->max_attempts = static_cast<int>(m);
-    }
-  }
+      return absl::OkStatus();
+    });
+    return absl::OkStatus();
+  });
   if (!full_given) app->full_codes = app->retry_codes;
-  if (const YAML::Node& s = n["session"]; s) {
+  c.Field(n, "session", [&](const YAML::Node& s) -> absl::Status {
     std::string sp = path + ".session";
     AR_RETURN_IF_ERROR(c.Map(s, sp));
-    AR_RETURN_IF_ERROR(c.OnlyKeys(s, sp, {"lifetime"}));
-    if (s["lifetime"]) AR_ASSIGN(app->session_lifetime_ms, c.Seconds(s["lifetime"], sp + ".lifetime", 1, 30 * 86400));
-  }
+    c.OnlyKeys(s, sp, {"lifetime"});
+    c.Field(s, "lifetime", [&](const YAML::Node& v) -> absl::Status {
+      AR_ASSIGN(app->session_lifetime_ms, c.Seconds(v, sp + ".lifetime", 1, 30 * 86400));
+      return absl::OkStatus();
+    });
+    return absl::OkStatus();
+  });
   return absl::OkStatus();
 }
 
@@ -335,28 +433,27 @@ absl::Status ParseCidrList(const Ctx& c, const YAML::Node& n, const std::string&
                            std::vector<std::string>* out) {
   if (!n.IsSequence()) return c.Error(n, path, "expected a list of networks, e.g. [\"10.0.0.0/8\"]");
   for (size_t i = 0; i < n.size(); ++i) {
-    std::string p = Cat(path, "[", i, "]");
-    std::string v;
-    AR_ASSIGN(v, c.String(n[i], p));
-    if (absl::Status s = internal::CheckCidr(v); !s.ok()) return c.Error(n[i], p, internal::ToStd(s.message()));
-    out->push_back(v);
+    c.Keep([&]() -> absl::Status {
+      std::string p = Cat(path, "[", i, "]");
+      std::string v;
+      AR_ASSIGN(v, c.String(n[i], p));
+      if (absl::Status s = internal::CheckCidr(v); !s.ok()) return c.Error(n[i], p, internal::ToStd(s.message()));
+      out->push_back(v);
+      return absl::OkStatus();
+    }());
   }
   return absl::OkStatus();
 }
 
-absl::Status ParseStatus(const Ctx& c, const YAML::Node& n, StatusConfig* out) {
-  AR_RETURN_IF_ERROR(c.Map(n, "status"));
-  AR_RETURN_IF_ERROR(c.OnlyKeys(n, "status", {"allow_sources", "allow_uris", "keys", "replay_window", "max_expires"}));
-  if (n["allow_sources"]) AR_RETURN_IF_ERROR(ParseCidrList(c, n["allow_sources"], "status.allow_sources", &out->allow_sources));
-  if (n["allow_uris"]) AR_RETURN_IF_ERROR(ParseCidrList(c, n["allow_uris"], "status.allow_uris", &out->allow_uris));
-  if (const YAML::Node& k = n["keys"]; k) {
-    AR_RETURN_IF_ERROR(c.Map(k, "status.keys"));
-    for (const auto& pool : k) {
-      std::string pname = pool.first.Scalar();
-      std::string pp = Cat("status.keys.", pname);
-      AR_RETURN_IF_ERROR(ValidName(c, pool.first, pp, "pool", pname, kMaxPoolLen));
-      AR_RETURN_IF_ERROR(c.Map(pool.second, pp));
-      for (const auto& kv : pool.second) {
+absl::Status ParseStatusKeys(const Ctx& c, const YAML::Node& k, StatusConfig* out) {
+  AR_RETURN_IF_ERROR(c.Map(k, "status.keys"));
+  for (const auto& pool : k) {
+    std::string pname = pool.first.Scalar();
+    std::string pp = Cat("status.keys.", pname);
+    if (!c.Keep(ValidName(c, pool.first, pp, "pool", pname, kMaxPoolLen))) continue;
+    if (!c.Keep(c.Map(pool.second, pp))) continue;
+    for (const auto& kv : pool.second) {
+      c.Keep([&]() -> absl::Status {
         std::string id = kv.first.Scalar();
         std::string kp = Cat(pp, ".", id);
         AR_RETURN_IF_ERROR(ValidName(c, kv.first, kp, "key id", id, 31));
@@ -364,128 +461,184 @@ absl::Status ParseStatus(const Ctx& c, const YAML::Node& n, StatusConfig* out) {
         AR_ASSIGN(secret, c.String(kv.second, kp));
         if (secret.size() < 16) return c.Error(kv.second, kp, "a secret needs at least 16 characters");
         out->keys[pname][id] = secret;
-      }
+        return absl::OkStatus();
+      }());
     }
   }
-  if (n["replay_window"]) AR_ASSIGN(out->replay_window_ms, c.Seconds(n["replay_window"], "status.replay_window", 1, 3600));
-  if (n["max_expires"]) AR_ASSIGN(out->max_expires_s, c.Int(n["max_expires"], "status.max_expires", 1, 86400));
+  return absl::OkStatus();
+}
+
+absl::Status ParseStatus(const Ctx& c, const YAML::Node& n, StatusConfig* out) {
+  AR_RETURN_IF_ERROR(c.Map(n, "status"));
+  c.OnlyKeys(n, "status", {"allow_sources", "allow_uris", "keys", "replay_window", "max_expires"});
+  c.Field(n, "allow_sources", [&](const YAML::Node& v) {
+    return ParseCidrList(c, v, "status.allow_sources", &out->allow_sources);
+  });
+  c.Field(n, "allow_uris", [&](const YAML::Node& v) {
+    return ParseCidrList(c, v, "status.allow_uris", &out->allow_uris);
+  });
+  c.Field(n, "keys", [&](const YAML::Node& v) { return ParseStatusKeys(c, v, out); });
+  c.Field(n, "replay_window", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->replay_window_ms, c.Seconds(v, "status.replay_window", 1, 3600));
+    return absl::OkStatus();
+  });
+  c.Field(n, "max_expires", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->max_expires_s, c.Int(v, "status.max_expires", 1, 86400));
+    return absl::OkStatus();
+  });
   return absl::OkStatus();
 }
 
 absl::Status ParseCluster(const Ctx& c, const YAML::Node& n, ClusterConfig* out) {
   AR_RETURN_IF_ERROR(c.Map(n, "cluster"));
-  AR_RETURN_IF_ERROR(c.OnlyKeys(n, "cluster", {"redis", "name", "proxy", "timeout_ms", "outage_headroom",
-                                                "sentinel_password"}));
+  c.OnlyKeys(n, "cluster", {"redis", "name", "proxy", "timeout_ms", "outage_headroom", "sentinel_password"});
   out->enabled = true;
-  if (!n["redis"]) return c.Error(n, "cluster", "missing required key \"redis\" (e.g. redis://127.0.0.1:6379/0)");
-  if (!n["name"]) return c.Error(n, "cluster", "missing required key \"name\" (proxies with the same name share one state)");
-  AR_ASSIGN(out->redis, c.String(n["redis"], "cluster.redis"));
-  absl::StatusOr<internal::RedisUrl> url = internal::ParseRedisUrl(out->redis);
-  if (!url.ok()) return c.Error(n["redis"], "cluster.redis", internal::ToStd(url.status().message()));
+  if (!n["redis"]) c.Keep(c.Error(n, "cluster", "missing required key \"redis\" (e.g. redis://127.0.0.1:6379/0)"));
+  if (!n["name"]) c.Keep(c.Error(n, "cluster", "missing required key \"name\" (proxies with the same name share one state)"));
+  bool sentinel = false;
+  c.Field(n, "redis", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->redis, c.String(v, "cluster.redis"));
+    absl::StatusOr<internal::RedisUrl> u = internal::ParseRedisUrl(out->redis);
+    if (!u.ok()) return c.Error(v, "cluster.redis", internal::ToStd(u.status().message()));
+    sentinel = u->sentinel();
+    return absl::OkStatus();
+  });
   if (n["sentinel_password"]) {
-    AR_ASSIGN(out->sentinel_password, c.String(n["sentinel_password"], "cluster.sentinel_password"));
-    if (!url->sentinel()) {
-      return c.Error(n["sentinel_password"], "cluster.sentinel_password",
-                     "needs a redis+sentinel:// address in cluster.redis (the sentinels' own password)");
-    }
-    if (out->sentinel_password.empty()) return c.Error(n["sentinel_password"], "cluster.sentinel_password", "is empty");
+    c.Field(n, "sentinel_password", [&](const YAML::Node& v) -> absl::Status {
+      AR_ASSIGN(out->sentinel_password, c.String(v, "cluster.sentinel_password"));
+      if (n["redis"] && !sentinel) {
+        return c.Error(v, "cluster.sentinel_password",
+                       "needs a redis+sentinel:// address in cluster.redis (the sentinels' own password)");
+      }
+      if (out->sentinel_password.empty()) return c.Error(v, "cluster.sentinel_password", "is empty");
+      return absl::OkStatus();
+    });
   }
-  AR_ASSIGN(out->name, c.String(n["name"], "cluster.name"));
-  AR_RETURN_IF_ERROR(ValidName(c, n["name"], "cluster.name", "deployment name", out->name, 63));
+  c.Field(n, "name", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->name, c.String(v, "cluster.name"));
+    return ValidName(c, v, "cluster.name", "deployment name", out->name, 63);
+  });
   if (n["proxy"]) {
-    AR_ASSIGN(out->proxy, c.String(n["proxy"], "cluster.proxy"));
-    AR_RETURN_IF_ERROR(ValidName(c, n["proxy"], "cluster.proxy", "proxy id", out->proxy, 63));
+    c.Field(n, "proxy", [&](const YAML::Node& v) -> absl::Status {
+      AR_ASSIGN(out->proxy, c.String(v, "cluster.proxy"));
+      return ValidName(c, v, "cluster.proxy", "proxy id", out->proxy, 63);
+    });
   } else {
     char host[256] = {0};
     if (gethostname(host, sizeof host - 1) != 0 || host[0] == 0) {
-      return c.Error(n, "cluster.proxy", "not given and the host name is unknown; set cluster.proxy");
-    }
-    out->proxy = host;
-    if (ValidName(c, n, "cluster.proxy", "proxy id", out->proxy, 63).ok() == false) {
-      return c.Error(n, "cluster.proxy", Cat("not given and the host name \"", out->proxy,
-                                             "\" is not a valid proxy id; set cluster.proxy"));
+      c.Keep(c.Error(n, "cluster.proxy", "not given and the host name is unknown; set cluster.proxy"));
+    } else {
+      out->proxy = host;
+      if (ValidName(c, n, "cluster.proxy", "proxy id", out->proxy, 63).ok() == false) {
+        c.Keep(c.Error(n, "cluster.proxy", Cat("not given and the host name \"", out->proxy,
+                                               "\" is not a valid proxy id; set cluster.proxy")));
+      }
     }
   }
-  if (n["timeout_ms"]) AR_ASSIGN(out->timeout_ms, c.Int(n["timeout_ms"], "cluster.timeout_ms", 1, 10000));
-  if (n["outage_headroom"]) {
-    AR_ASSIGN(out->outage_headroom_pct, c.Int(n["outage_headroom"], "cluster.outage_headroom", 0, 100));
-  }
+  c.Field(n, "timeout_ms", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->timeout_ms, c.Int(v, "cluster.timeout_ms", 1, 10000));
+    return absl::OkStatus();
+  });
+  c.Field(n, "outage_headroom", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->outage_headroom_pct, c.Int(v, "cluster.outage_headroom", 0, 100));
+    return absl::OkStatus();
+  });
+  return absl::OkStatus();
+}
+
+// Sets *dst from m[key] when present (an integer in lo..hi); a failure is recorded.
+void IntField(const Ctx& c, const YAML::Node& m, const std::string& path, const char* key, int lo,
+              int hi, int* dst) {
+  c.Field(m, key, [&](const YAML::Node& v) -> absl::Status {
+    int64_t i;
+    AR_ASSIGN(i, c.Int(v, Cat(path, ".", key), lo, hi));
+    *dst = static_cast<int>(i);
+    return absl::OkStatus();
+  });
+}
+
+absl::Status ParseOutlier(const Ctx& c, const YAML::Node& o, HealthConfig* out) {
+  const std::string op = "health.outlier";
+  AR_RETURN_IF_ERROR(c.Map(o, op));
+  c.OnlyKeys(o, op, {"consecutive_failures", "base_ejection", "max_ejection", "max_ejected_percent",
+                     "failure_codes"});
+  IntField(c, o, op, "consecutive_failures", 1, 1000, &out->outlier_consecutive_failures);
+  IntField(c, o, op, "max_ejected_percent", 0, 100, &out->outlier_max_ejected_percent);
+  c.Field(o, "base_ejection", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->outlier_base_ejection_ms, c.Seconds(v, op + ".base_ejection", 0.001, 86400));
+    return absl::OkStatus();
+  });
+  c.Field(o, "max_ejection", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->outlier_max_ejection_ms, c.Seconds(v, op + ".max_ejection", 0.001, 86400));
+    return absl::OkStatus();
+  });
+  c.Field(o, "failure_codes", [&](const YAML::Node& fc) -> absl::Status {
+    if (!fc.IsSequence()) return c.Error(fc, op + ".failure_codes", "expected a list of SIP codes (0 = no answer)");
+    out->outlier_failure_codes.clear();
+    for (size_t i = 0; i < fc.size(); ++i) {
+      absl::StatusOr<int64_t> v = c.Int(fc[i], Cat(op, ".failure_codes[", i, "]"), 0, 699);
+      if (c.Keep(v.status())) out->outlier_failure_codes.push_back(static_cast<int>(*v));
+    }
+    return absl::OkStatus();
+  });
   return absl::OkStatus();
 }
 
 absl::Status ParseHealth(const Ctx& c, const YAML::Node& n, HealthConfig* out) {
   AR_RETURN_IF_ERROR(c.Map(n, "health"));
-  AR_RETURN_IF_ERROR(c.OnlyKeys(n, "health", {"probe", "outlier", "panic_threshold", "slow_start", "latency"}));
-  auto int_field = [&](const YAML::Node& m, const std::string& path, const char* key, int lo, int hi, int* dst) -> absl::Status {
-    if (!m[key]) return absl::OkStatus();
-    int64_t v;
-    AR_ASSIGN(v, c.Int(m[key], Cat(path, ".", key), lo, hi));
-    *dst = static_cast<int>(v);
-    return absl::OkStatus();
-  };
-  if (const YAML::Node& p = n["probe"]; p) {
+  c.OnlyKeys(n, "health", {"probe", "outlier", "panic_threshold", "slow_start", "latency"});
+  c.Field(n, "probe", [&](const YAML::Node& p) -> absl::Status {
     AR_RETURN_IF_ERROR(c.Map(p, "health.probe"));
-    AR_RETURN_IF_ERROR(c.OnlyKeys(p, "health.probe", {"down_after", "up_after"}));
-    AR_RETURN_IF_ERROR(int_field(p, "health.probe", "down_after", 1, 100, &out->probe_down_after));
-    AR_RETURN_IF_ERROR(int_field(p, "health.probe", "up_after", 1, 100, &out->probe_up_after));
-  }
-  if (const YAML::Node& o = n["outlier"]; o) {
-    const std::string op = "health.outlier";
-    AR_RETURN_IF_ERROR(c.Map(o, op));
-    AR_RETURN_IF_ERROR(c.OnlyKeys(o, op, {"consecutive_failures", "base_ejection", "max_ejection",
-                                          "max_ejected_percent", "failure_codes"}));
-    AR_RETURN_IF_ERROR(int_field(o, op, "consecutive_failures", 1, 1000, &out->outlier_consecutive_failures));
-    AR_RETURN_IF_ERROR(int_field(o, op, "max_ejected_percent", 0, 100, &out->outlier_max_ejected_percent));
-    if (o["base_ejection"]) AR_ASSIGN(out->outlier_base_ejection_ms, c.Seconds(o["base_ejection"], op + ".base_ejection", 0.001, 86400));
-    if (o["max_ejection"]) AR_ASSIGN(out->outlier_max_ejection_ms, c.Seconds(o["max_ejection"], op + ".max_ejection", 0.001, 86400));
-    if (o["failure_codes"]) {
-      const YAML::Node& fc = o["failure_codes"];
-      if (!fc.IsSequence()) return c.Error(fc, op + ".failure_codes", "expected a list of SIP codes (0 = no answer)");
-      out->outlier_failure_codes.clear();
-      for (size_t i = 0; i < fc.size(); ++i) {
-        int64_t v;
-        AR_ASSIGN(v, c.Int(fc[i], Cat(op, ".failure_codes[", i, "]"), 0, 699));
-        out->outlier_failure_codes.push_back(static_cast<int>(v));
-      }
-    }
-  }
-  AR_RETURN_IF_ERROR(int_field(n, "health", "panic_threshold", 0, 100, &out->panic_threshold));
-  if (const YAML::Node& s = n["slow_start"]; s) {
+    c.OnlyKeys(p, "health.probe", {"down_after", "up_after"});
+    IntField(c, p, "health.probe", "down_after", 1, 100, &out->probe_down_after);
+    IntField(c, p, "health.probe", "up_after", 1, 100, &out->probe_up_after);
+    return absl::OkStatus();
+  });
+  c.Field(n, "outlier", [&](const YAML::Node& o) { return ParseOutlier(c, o, out); });
+  IntField(c, n, "health", "panic_threshold", 0, 100, &out->panic_threshold);
+  c.Field(n, "slow_start", [&](const YAML::Node& s) -> absl::Status {
     AR_RETURN_IF_ERROR(c.Map(s, "health.slow_start"));
-    AR_RETURN_IF_ERROR(c.OnlyKeys(s, "health.slow_start", {"window"}));
-    if (s["window"]) AR_ASSIGN(out->slow_start_ms, c.Seconds(s["window"], "health.slow_start.window", 0, 3600));
-  }
-  if (const YAML::Node& l = n["latency"]; l) {
+    c.OnlyKeys(s, "health.slow_start", {"window"});
+    c.Field(s, "window", [&](const YAML::Node& v) -> absl::Status {
+      AR_ASSIGN(out->slow_start_ms, c.Seconds(v, "health.slow_start.window", 0, 3600));
+      return absl::OkStatus();
+    });
+    return absl::OkStatus();
+  });
+  c.Field(n, "latency", [&](const YAML::Node& l) -> absl::Status {
     AR_RETURN_IF_ERROR(c.Map(l, "health.latency"));
-    AR_RETURN_IF_ERROR(c.OnlyKeys(l, "health.latency", {"ewma_alpha"}));
-    if (l["ewma_alpha"]) {
+    c.OnlyKeys(l, "health.latency", {"ewma_alpha"});
+    c.Field(l, "ewma_alpha", [&](const YAML::Node& v) -> absl::Status {
       double a = 0;
-      if (!l["ewma_alpha"].IsScalar() || !YAML::convert<double>::decode(l["ewma_alpha"], a) || !(a > 0 && a <= 1)) {
-        return c.Error(l["ewma_alpha"], "health.latency.ewma_alpha", "expected a number in (0, 1]");
+      if (!v.IsScalar() || !YAML::convert<double>::decode(v, a) || !(a > 0 && a <= 1)) {
+        return c.Error(v, "health.latency.ewma_alpha", "expected a number in (0, 1]");
       }
       out->latency_ewma_alpha = a;
-    }
-  }
+      return absl::OkStatus();
+    });
+    return absl::OkStatus();
+  });
   return absl::OkStatus();
 }
 
 // yaml-cpp keeps both entries of a repeated mapping key and lookups see only
 // the first, so a repeated key would silently lose its second value. Walks the
-// whole document (Python strategy options included) and reports the second
+// whole document (Python strategy options included) and records every second
 // occurrence with the key path. Collections reached again through an alias
 // are visited once.
-absl::Status CheckDuplicateKeys(const Ctx& c, const YAML::Node& n, const std::string& path,
-                                std::set<size_t>* visited, int depth) {
-  if (!n.IsMap() && !n.IsSequence()) return absl::OkStatus();
-  if (depth > 64) return c.Error(n, path.empty() ? "(top level)" : path, "nested more than 64 levels deep");
+void CheckDuplicateKeys(const Ctx& c, const YAML::Node& n, const std::string& path,
+                        std::set<size_t>* visited, int depth) {
+  if (!n.IsMap() && !n.IsSequence()) return;
+  if (depth > 64) {
+    c.Keep(c.Error(n, path.empty() ? "(top level)" : path, "nested more than 64 levels deep"));
+    return;
+  }
   if (YAML::Mark m = n.Mark(); !m.is_null() && !visited->insert(static_cast<size_t>(m.pos)).second) {
-    return absl::OkStatus();
+    return;
   }
   if (n.IsSequence()) {
-    for (size_t i = 0; i < n.size(); ++i) {
-      AR_RETURN_IF_ERROR(CheckDuplicateKeys(c, n[i], Cat(path, "[", i, "]"), visited, depth + 1));
-    }
-    return absl::OkStatus();
+    for (size_t i = 0; i < n.size(); ++i) CheckDuplicateKeys(c, n[i], Cat(path, "[", i, "]"), visited, depth + 1);
+    return;
   }
   std::map<std::string, YAML::Mark> seen;
   for (const auto& kv : n) {
@@ -494,12 +647,56 @@ absl::Status CheckDuplicateKeys(const Ctx& c, const YAML::Node& n, const std::st
     if (kv.first.IsScalar()) {
       auto [it, fresh] = seen.emplace(key, kv.first.Mark());
       if (!fresh) {
-        return c.Error(kv.first, kp,
-                       Cat("duplicate key \"", key, "\" (first at line ", it->second.line + 1, ", column ", it->second.column + 1,
-                           "); YAML keeps only one of them"));
+        c.Keep(c.Error(kv.first, kp,
+                       Cat("duplicate key \"", key, "\" (first at line ", it->second.line + 1, ", column ",
+                           it->second.column + 1, "); YAML keeps only one of them")));
       }
     }
-    AR_RETURN_IF_ERROR(CheckDuplicateKeys(c, kv.second, kp, visited, depth + 1));
+    CheckDuplicateKeys(c, kv.second, kp, visited, depth + 1);
+  }
+}
+
+void ParseNodes(const Ctx& c, const YAML::Node& nodes, Config* cfg, std::set<std::string>* resources) {
+  if (!nodes.IsSequence()) {
+    c.Keep(c.Error(nodes, "nodes", "expected a list of nodes"));
+    return;
+  }
+  std::map<std::string, size_t> seen;
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    NodeSpec spec;
+    std::string path = Cat("nodes[", i, "]");
+    const size_t errors = c.error_count();
+    c.Keep(ParseNode(c, nodes[i], path, &spec));
+    if (c.error_count() != errors) continue;  // reported; left out
+    if (auto it = seen.find(spec.id); it != seen.end()) {
+      c.Keep(c.Error(nodes[i]["id"], path + ".id",
+                     Cat("duplicate node id \"", spec.id, "\" (first at nodes[", it->second, "])")));
+      continue;
+    }
+    seen[spec.id] = i;
+    for (const auto& [r, v] : spec.capacity) resources->insert(r);
+    cfg->nodes.push_back(std::move(spec));
+  }
+  if (static_cast<int64_t>(cfg->nodes.size()) > cfg->state.max_nodes) {
+    c.Keep(c.Error(nodes, "nodes", Cat(cfg->nodes.size(), " nodes exceed state.max_nodes = ",
+                                       cfg->state.max_nodes)));
+  }
+}
+
+absl::Status ParseApps(const Ctx& c, const YAML::Node& apps, Config* cfg, std::set<std::string>* resources) {
+  AR_RETURN_IF_ERROR(c.Map(apps, "apps"));
+  if (apps.size() > kMaxApps) return c.Error(apps, "apps", Cat("at most ", kMaxApps, " apps"));
+  for (const auto& kv : apps) {
+    AppConfig app;
+    app.name = kv.first.Scalar();
+    std::string path = Cat("apps.", app.name);
+    const size_t errors = c.error_count();
+    c.Keep(ValidName(c, kv.first, path, "app name", app.name, kMaxAppNameLen));
+    app.retry_codes = {503};
+    c.Keep(ParseApp(c, kv.second, path, &app));
+    if (c.error_count() != errors) continue;  // reported; left out
+    resources->insert(app.resource);
+    cfg->apps[app.name] = std::move(app);
   }
   return absl::OkStatus();
 }
@@ -536,58 +733,25 @@ absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view sourc
                     "nothing configured"));
   }
   AR_RETURN_IF_ERROR(c.Map(root, "(top level)"));
-  {
-    std::set<size_t> visited;
-    AR_RETURN_IF_ERROR(CheckDuplicateKeys(c, root, "", &visited, 0));
-  }
-  AR_RETURN_IF_ERROR(c.OnlyKeys(root, "", {"state", "nodes", "apps", "status", "health", "cluster"}));
   try {
-    if (root["state"]) AR_RETURN_IF_ERROR(ParseState(c, root["state"], &cfg.state));
-    if (root["status"]) AR_RETURN_IF_ERROR(ParseStatus(c, root["status"], &cfg.status));
-    if (root["health"]) AR_RETURN_IF_ERROR(ParseHealth(c, root["health"], &cfg.health));
-    if (root["cluster"]) AR_RETURN_IF_ERROR(ParseCluster(c, root["cluster"], &cfg.cluster));
+    std::set<size_t> visited;
+    CheckDuplicateKeys(c, root, "", &visited, 0);
+    c.OnlyKeys(root, "", {"state", "nodes", "apps", "status", "health", "cluster"});
+    c.Field(root, "state", [&](const YAML::Node& v) { return ParseState(c, v, &cfg.state); });
+    c.Field(root, "status", [&](const YAML::Node& v) { return ParseStatus(c, v, &cfg.status); });
+    c.Field(root, "health", [&](const YAML::Node& v) { return ParseHealth(c, v, &cfg.health); });
+    c.Field(root, "cluster", [&](const YAML::Node& v) { return ParseCluster(c, v, &cfg.cluster); });
     std::set<std::string> resources{std::string(kDefaultResource)};
-    if (const YAML::Node& nodes = root["nodes"]; nodes && !nodes.IsNull()) {
-      if (!nodes.IsSequence()) return c.Error(nodes, "nodes", "expected a list of nodes");
-      std::map<std::string, size_t> seen;
-      for (size_t i = 0; i < nodes.size(); ++i) {
-        NodeSpec spec;
-        std::string path = Cat("nodes[", i, "]");
-        AR_RETURN_IF_ERROR(ParseNode(c, nodes[i], path, &spec));
-        if (auto it = seen.find(spec.id); it != seen.end()) {
-          return c.Error(nodes[i]["id"], path + ".id",
-                         Cat("duplicate node id \"", spec.id, "\" (first at nodes[", it->second, "])"));
-        }
-        seen[spec.id] = i;
-        for (const auto& [r, v] : spec.capacity) resources.insert(r);
-        cfg.nodes.push_back(std::move(spec));
-      }
-      if (static_cast<int64_t>(cfg.nodes.size()) > cfg.state.max_nodes) {
-        return c.Error(nodes, "nodes", Cat(cfg.nodes.size(), " nodes exceed state.max_nodes = ",
-                                                    cfg.state.max_nodes));
-      }
-    }
-    if (const YAML::Node& apps = root["apps"]; apps && !apps.IsNull()) {
-      AR_RETURN_IF_ERROR(c.Map(apps, "apps"));
-      if (apps.size() > kMaxApps) return c.Error(apps, "apps", Cat("at most ", kMaxApps, " apps"));
-      for (const auto& kv : apps) {
-        AppConfig app;
-        app.name = kv.first.Scalar();
-        std::string path = Cat("apps.", app.name);
-        AR_RETURN_IF_ERROR(ValidName(c, kv.first, path, "app name", app.name, kMaxAppNameLen));
-        app.retry_codes = {503};
-        AR_RETURN_IF_ERROR(ParseApp(c, kv.second, path, &app));
-        resources.insert(app.resource);
-        cfg.apps[app.name] = std::move(app);
-      }
-    }
+    if (const YAML::Node& nodes = root["nodes"]; nodes && !nodes.IsNull()) ParseNodes(c, nodes, &cfg, &resources);
+    if (const YAML::Node& apps = root["apps"]; apps && !apps.IsNull()) c.Keep(ParseApps(c, apps, &cfg, &resources));
     if (resources.size() > kMaxResources) {
-      return c.Error(root, "(resources)", Cat(resources.size(), " distinct resources, at most ",
-                                                       kMaxResources, " are supported"));
+      c.Keep(c.Error(root, "(resources)", Cat(resources.size(), " distinct resources, at most ",
+                                              kMaxResources, " are supported")));
     }
   } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(Cat(source, ":", e.mark.line + 1, ": ", e.msg));
+    c.Keep(absl::InvalidArgumentError(Cat(source, ":", e.mark.line + 1, ": ", e.msg)));
   }
+  AR_RETURN_IF_ERROR(c.Result());
   return cfg;
 }
 

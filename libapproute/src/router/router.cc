@@ -196,6 +196,7 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
   SlotList avoid;
   int attempt = 0;
   std::string why;
+  const char* reason = "no_node";  // or "not_retryable": the code does not ask for another node
   std::map<std::string, std::string> attrs;  // the original request's, for the strategy
   // Take the bounced node off the session (or end it when it cannot go on).
   bool found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {
@@ -207,6 +208,7 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
       why = "the call's app is no longer configured";
     } else if (!p->IsRetryCode(code)) {
       why = Cat("code ", code, " is not a retry code of app \"", p->config.name, "\"");
+      reason = "not_retryable";
     } else if (e.attempt >= p->config.max_attempts) {
       why = Cat("max_attempts (", p->config.max_attempts, ") reached for app \"", p->config.name, "\"");
     }
@@ -230,7 +232,7 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
   DropPreference(old, now);
   if (!why.empty()) {
     Decision d;
-    d.reason = "no_node";
+    d.reason = reason;
     d.detail = why;
     d.attempt = attempt;
     if (p) d.app = p->config.name;

@@ -39,6 +39,14 @@ uint32_t BucketCount(uint32_t capacity) {
 
 std::string ErrnoText(int err) { return std::string(strerror(err)); }
 
+// A segment's name in messages, as users give it ("approute", not the
+// "/approute" that NormaliseName makes for shm_open), so that every command
+// names it alike.
+std::string_view Shown(std::string_view shm_name) {
+  if (!shm_name.empty() && shm_name[0] == '/') shm_name.remove_prefix(1);
+  return shm_name;
+}
+
 }  // namespace
 
 void RobustMutex::Init() {
@@ -125,19 +133,19 @@ absl::Status Region::Check(const char* base, size_t size, const std::string& nam
   auto* h = reinterpret_cast<const Header*>(base);
   if (size < sizeof(uint64_t) * 2 || h->magic != kMagic) {
     return absl::FailedPreconditionError(
-        Cat("shared segment '", name, "' is not an approute state region (bad magic)"));
+        Cat("shared segment '", Shown(name), "' is not an approute state region (bad magic)"));
   }
   if (h->layout_version != kLayoutVersion || h->header_size != sizeof(Header) ||
       h->session_entry_size != sizeof(SessionEntry) ||
       h->affinity_entry_size != sizeof(AffinityEntry) ||
       h->node_record_size != sizeof(NodeRecord) || h->node_hot_size != sizeof(NodeHot)) {
     return absl::FailedPreconditionError(Cat(
-        "shared segment '", name, "' has layout version ", h->layout_version,
+        "shared segment '", Shown(name), "' has layout version ", h->layout_version,
         ", this library uses ", kLayoutVersion,
         " (record sizes differ); stop its users and remove it with Router.unlink"));
   }
   if (h->total_size != size) {
-    return absl::FailedPreconditionError(Cat("shared segment '", name, "' is ", size,
+    return absl::FailedPreconditionError(Cat("shared segment '", Shown(name), "' is ", size,
                                                       " bytes, its header says ", h->total_size));
   }
   return absl::OkStatus();
@@ -220,7 +228,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::OpenShared(const std::string& ra
       int err = errno;
       close(fd);
       shm_unlink(name->c_str());
-      return absl::ResourceExhaustedError(Cat("cannot size shared segment '", *name,
+      return absl::ResourceExhaustedError(Cat("cannot size shared segment '", Shown(*name),
                                                        "' to ", size, " bytes: ", ErrnoText(err)));
     }
     void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -229,7 +237,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::OpenShared(const std::string& ra
       int err = errno;
       shm_unlink(name->c_str());
       return absl::ResourceExhaustedError(
-          Cat("cannot map shared segment '", *name, "': ", ErrnoText(err)));
+          Cat("cannot map shared segment '", Shown(*name), "': ", ErrnoText(err)));
     }
     AdviseHugePages(p, size);
     Initialise(static_cast<char*>(p), limits, size);
@@ -238,7 +246,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::OpenShared(const std::string& ra
   }
   if (errno != EEXIST) {
     return absl::PermissionDeniedError(
-        Cat("cannot create shared segment '", *name, "': ", ErrnoText(errno)));
+        Cat("cannot create shared segment '", Shown(*name), "': ", ErrnoText(errno)));
   }
   *created = false;
   absl::StatusOr<std::unique_ptr<Region>> r = AttachShared(*name);
@@ -247,7 +255,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::OpenShared(const std::string& ra
   if (have.max_nodes != limits.max_nodes || have.max_sessions != limits.max_sessions ||
       have.max_affinities != limits.max_affinities) {
     return absl::FailedPreconditionError(Cat(
-        "shared segment '", *name, "' was created with state {max_nodes: ", have.max_nodes,
+        "shared segment '", Shown(*name), "' was created with state {max_nodes: ", have.max_nodes,
         ", max_sessions: ", have.max_sessions, ", max_affinities: ", have.max_affinities,
         "} but the configuration asks for {max_nodes: ", limits.max_nodes,
         ", max_sessions: ", limits.max_sessions, ", max_affinities: ", limits.max_affinities,
@@ -262,10 +270,10 @@ absl::StatusOr<std::unique_ptr<Region>> Region::AttachShared(const std::string& 
   int fd = shm_open(name->c_str(), O_RDWR, 0);
   if (fd < 0) {
     if (errno == ENOENT) {
-      return absl::NotFoundError(Cat("no shared segment named '", *name, "'"));
+      return absl::NotFoundError(Cat("no shared segment named '", Shown(*name), "'"));
     }
     return absl::PermissionDeniedError(
-        Cat("cannot open shared segment '", *name, "': ", ErrnoText(errno)));
+        Cat("cannot open shared segment '", Shown(*name), "': ", ErrnoText(errno)));
   }
   // The creator may still be sizing and initialising it: wait a little.
   struct stat st {};
@@ -289,7 +297,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::AttachShared(const std::string& 
   close(fd);
   if (p == MAP_FAILED) {
     return absl::FailedPreconditionError(Cat(
-        "shared segment '", *name,
+        "shared segment '", Shown(*name),
         "' was never initialised (its creator died?); remove it with Router.unlink"));
   }
   absl::Status ok = Check(static_cast<char*>(p), size, *name);
@@ -307,7 +315,7 @@ absl::StatusOr<bool> Region::Unlink(const std::string& raw_name) {
   if (shm_unlink(name->c_str()) == 0) return true;
   if (errno == ENOENT) return false;
   return absl::PermissionDeniedError(
-      Cat("cannot remove shared segment '", *name, "': ", ErrnoText(errno)));
+      Cat("cannot remove shared segment '", Shown(*name), "': ", ErrnoText(errno)));
 }
 
 }  // namespace approute::internal

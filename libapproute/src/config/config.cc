@@ -104,7 +104,7 @@ class Ctx {
   do {                                   \
     auto _r = (expr);                    \
     if (!_r.ok()) return _r.status();    \
-    lhs = *std::move(_r);                \
+    (lhs) = *std::move(_r);              \
   } while (0)
 #define AR_RETURN_IF_ERROR(expr)         \
   do {                                   \
@@ -374,7 +374,7 @@ absl::Status ParseCluster(const Ctx& c, const YAML::Node& n, ClusterConfig* out)
       return c.Error(n, "cluster.proxy", "not given and the host name is unknown; set cluster.proxy");
     }
     out->proxy = host;
-    if (ValidName(c, n, "cluster.proxy", "proxy id", out->proxy, 63).ok() == false) {
+    if (!ValidName(c, n, "cluster.proxy", "proxy id", out->proxy, 63).ok()) {
       return c.Error(n, "cluster.proxy", Cat("not given and the host name \"", out->proxy,
                                              "\" is not a valid proxy id; set cluster.proxy"));
     }

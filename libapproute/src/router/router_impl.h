@@ -227,11 +227,11 @@ class Router::Impl {
 
   // Picks a node for one placement, affinity first, then the strategy, and
   // reserves its capacity (and the key's claim). Caller is inside an Op.
-  // Fills *out (a fresh Placed) in place: its Decision is moved only once
-  // more, into the caller's result.
+  // Fills *result (a fresh Placed) in place: its Decision is moved only
+  // once more, into the caller's result.
   absl::Status Place(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
                      const std::map<std::string, std::string>& attrs, const SlotList& avoid, int attempt,
-                     int64_t now, const char* strategy_reason, Placed* out);
+                     int64_t now, const char* strategy_reason, Placed* result);
 
   // Gives back what a removed session or an undone placement held.
   // `abandoned`: the session ended unanswered (AffinityTable::DropMode::kAbandoned).
@@ -443,6 +443,7 @@ class Router::Impl {
       return (f.app.empty() || names.App(e.app) == f.app) && (f.node.empty() || names.NodeId(e.node, e.node_epoch) == f.node);
     }, f.limit);
     std::vector<SessionInfo> out;
+    out.reserve(rows.size());
     for (const SessionRow& r : rows) {
       out.push_back(SessionInfo{r.call_id, names.App(r.app), names.NodeId(r.node, r.epoch), r.key, r.created_ms,
                                 r.expires_ms, r.attempt, r.confirmed});
@@ -455,6 +456,7 @@ class Router::Impl {
       return (f.app.empty() || names.App(e.app) == f.app) && (f.node.empty() || names.NodeId(e.node, e.node_epoch) == f.node);
     }, f.limit);
     std::vector<AffinityInfo> out;
+    out.reserve(rows.size());
     for (const AffinityRow& r : rows) {
       out.push_back(AffinityInfo{names.App(r.app), r.key, names.NodeId(r.node, r.epoch), r.refs,
                                  r.refs > 0 ? 0 : r.expires_ms});

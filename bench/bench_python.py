@@ -5,7 +5,8 @@ The plain-Python baseline implements the same policy the approute run uses
 pool, a session dict), but per process: it shares nothing. approute runs
 with its state in a shared-memory segment, as under Kamailio.
 
-    .venv/bin/python bench/bench_python.py [--calls 200000] [--nodes 64] [--rounds 5] [--in-flight 100] [--clock cpu|wall]
+    .venv/bin/python bench/bench_python.py [--calls 200000] [--nodes 64] [--rounds 5] \
+        [--in-flight 100] [--clock cpu|wall]
 
 Two runs: each call routed then ended at once, and `--in-flight` calls kept
 live across calls (call i ends when call i + N is routed). Prints the median
@@ -110,7 +111,8 @@ def main() -> None:
     ap.add_argument("--nodes", type=int, default=64)
     ap.add_argument("--keys", type=int, default=1000, help="distinct affinity keys (domains)")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--in-flight", type=int, default=100, help="live calls kept across calls in the second run")
+    ap.add_argument("--in-flight", type=int, default=100,
+                    help="live calls kept across calls in the second run")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                     help="cpu: the process's CPU time (default); wall: the wall clock")
     ap.add_argument("--ir", choices=("plain", "approute"),

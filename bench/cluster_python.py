@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,6 +30,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import approute
+from approute._procs import start_redis
 
 NODES = "".join('  - {id: ast%d, uri: "sip:10.0.0.%d:5060"}\n' % (i, i) for i in range(1, 5))
 APPS = ("apps:\n"
@@ -39,26 +38,7 @@ APPS = ("apps:\n"
         "  plain: {strategy: random, resource: conference}\n")
 
 
-def start_redis(tmp: Path) -> (subprocess.Popen, str):
-    binary = shutil.which("redis-server")
-    if binary is None:
-        sys.exit("redis-server not found (apt-get install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp),
-                             "--save", "", "--appendonly", "no", "--loglevel", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    end = time.monotonic() + 5
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, "redis://127.0.0.1:%d/0" % port
-        except OSError:
-            if time.monotonic() > end or proc.poll() is not None:
-                proc.terminate()
-                sys.exit("redis-server did not start")
-            time.sleep(0.05)
+
 
 
 def measure(router, app: str, calls: int, new_keys: bool, tag: str) -> List[float]:
@@ -88,7 +68,10 @@ def main() -> int:
     ap.add_argument("--timeout-ms", type=int, default=50, help="cluster.timeout_ms (default 50)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="approute-clbench-"))
-    proc, url = start_redis(tmp)
+    try:
+        proc, url = start_redis(tmp)
+    except (FileNotFoundError, RuntimeError) as e:
+        sys.exit(str(e))
     try:
         cluster_yaml = ("cluster: {redis: \"%s\", name: bench, proxy: py1, timeout_ms: %d}\nnodes:\n%s%s"
                         % (url, a.timeout_ms, NODES, APPS))
@@ -114,8 +97,7 @@ def main() -> int:
             print("| %s | %.0f | %.0f | %.1f | %.1f | %.1f |" % (
                 name, q(cv, 0.5), q(cv, 0.99), statistics.mean(trips[name]), q(lv, 0.5), q(lv, 0.99)))
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -131,7 +131,8 @@ def main() -> None:
         extra = "" if "consistent_bounded" not in s else (
             f"  at placement: max chosen/mean {res['placed_ratio']:.3f}, bound (1.25) "
             + ("held at every placement" if res["bound_ok"] else "BROKEN"))
-        print(f"{s:<50} {res['max_mean']:>9.3f} {res['worst']:>7.3f} {res['calls']:>7} {res['rejected']:>9}{extra}")
+        print(f"{s:<50} {res['max_mean']:>9.3f} {res['worst']:>7.3f} {res['calls']:>7} "
+              f"{res['rejected']:>9}{extra}")
 
 
 if __name__ == "__main__":

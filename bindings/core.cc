@@ -543,6 +543,8 @@ PYBIND11_MODULE(_core, m) {
             d["repaired_counts"] = s.repaired_counts;
             d["decisions"] = s.decisions;
             d["retries"] = s.retries;
+            d["key_refusals"] = s.key_refusals;
+            d["headroom_refusals"] = s.headroom_refusals;
             py::dict buckets;
             for (const auto& [le, n] : s.route_seconds.buckets) buckets[py::float_(le)] = n;
             py::dict hist;
@@ -650,6 +652,14 @@ PYBIND11_MODULE(_core, m) {
       "ts, node, etag (SIP-If-Match), expires and body. approute.sign_report fills node from the body.");
   approute_py::BindStrategies(m);
   m.def("strategies", &approute::StrategyNames, "Names of the built-in and registered strategies.");
+  m.def("strategy_request_attrs", [](const std::string& name, const approute::StrategyParams& options) {
+        absl::StatusOr<std::vector<std::string>> attrs = approute::StrategyRequestAttrs(name, options);
+        Check(attrs.status());
+        return *attrs;
+      }, py::arg("name"), py::arg("options") = approute::StrategyParams{},
+      "The route() attributes (attrs keys) the strategy `name` with `options` (values as YAML scalar "
+      "text) may read: [] for none, ['*'] for any (Python strategies). InvalidArgumentError when "
+      "the name or an option is unknown.");
   m.def("validate_config", [](const std::string& text, const std::string& source) {
         Check(approute::ParseConfig(text, source).status(), true);
       }, py::arg("text"), py::arg("source") = "<yaml>",

@@ -77,7 +77,8 @@ PyGetSetDef g_decision_getset[] = {
     {"node_id", [](PyObject* self, void*) { return OptStrObj(D(self).node_id); }, nullptr, "The chosen node's id, or None.", nullptr},
     {"uri", [](PyObject* self, void*) { return OptStrObj(D(self).uri); }, nullptr, "The chosen node's SIP URI, or None.", nullptr},
     {"reason", [](PyObject* self, void*) { return NewStr(D(self).reason); }, nullptr,
-     "affinity, affinity_bound, strategy, retry, session or no_node.", nullptr},
+     "affinity, affinity_bound, prefer, strategy, retry, session or no_node; for a strict key whose node "
+     "cannot take the call: key_full, key_down, key_draining, key_disabled or key_tried.", nullptr},
     {"detail", [](PyObject* self, void*) { return NewStr(D(self).detail); }, nullptr, "Why no node was chosen (empty when ok).", nullptr},
     {"app", [](PyObject* self, void*) { return NewStr(D(self).app); }, nullptr, "The policy that decided.", nullptr},
     {"attempt", [](PyObject* self, void*) { return PyLong_FromLong(D(self).attempt); }, nullptr,
@@ -126,7 +127,7 @@ bool Utf8(PyObject* o, const char* what, std::string_view* out) {
 // interned by the compiler, so they usually match by identity; any other str
 // is compared by value.
 struct KwNames {
-  PyObject *call_id = nullptr, *key = nullptr, *exclude = nullptr, *attrs = nullptr;
+  PyObject *call_id = nullptr, *key = nullptr, *exclude = nullptr, *attrs = nullptr, *prefer = nullptr;
 };
 KwNames g_kw;
 
@@ -179,9 +180,10 @@ auto MaybeNoGil(const PyRouter& r, F&& f) {
 
 // Fills `req` from route()'s arguments and routes it: the body of route()
 // once the keywords are sorted out.
-PyObject* RouteWith(PyObject* self, PyObject* app, PyObject* call_id, PyObject* key, PyObject* exclude,
-                    PyObject* attrs, approute::RouteRequest& req) {
+PyObject* RouteWith(PyObject* self, PyObject* app, PyObject* call_id, PyObject* key, PyObject* prefer,
+                    PyObject* exclude, PyObject* attrs, approute::RouteRequest& req) {
   req.key.clear();
+  req.prefer.clear();
   req.exclude.clear();
   req.attrs.clear();
   std::string_view v;
@@ -192,6 +194,10 @@ PyObject* RouteWith(PyObject* self, PyObject* app, PyObject* call_id, PyObject* 
   if (key != nullptr && key != Py_None) {
     if (!Utf8(key, "key", &v)) return nullptr;
     req.key.assign(v);
+  }
+  if (prefer != nullptr && prefer != Py_None) {
+    if (!Utf8(prefer, "prefer", &v)) return nullptr;
+    req.prefer.assign(v);
   }
   if (exclude != nullptr && exclude != Py_None) {
     if (PyUnicode_Check(exclude)) {
@@ -243,7 +249,7 @@ PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, Py
       PyErr_Format(PyExc_TypeError, "route() takes the app as its only positional argument (%zd given)", nargs);
       return nullptr;
     }
-    PyObject *call_id = nullptr, *key = nullptr, *exclude = nullptr, *attrs = nullptr;
+    PyObject *call_id = nullptr, *key = nullptr, *prefer = nullptr, *exclude = nullptr, *attrs = nullptr;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     for (Py_ssize_t i = 0; i < nkw; ++i) {
       PyObject* name = PyTuple_GET_ITEM(kwnames, i);
@@ -252,12 +258,14 @@ PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, Py
                        : name == g_kw.key     ? &key
                        : name == g_kw.exclude ? &exclude
                        : name == g_kw.attrs   ? &attrs
+                       : name == g_kw.prefer  ? &prefer
                                               : nullptr;
       if (dst != nullptr) *dst = value;
       else if (PyUnicode_CompareWithASCIIString(name, "call_id") == 0) call_id = value;
       else if (PyUnicode_CompareWithASCIIString(name, "key") == 0) key = value;
       else if (PyUnicode_CompareWithASCIIString(name, "exclude") == 0) exclude = value;
       else if (PyUnicode_CompareWithASCIIString(name, "attrs") == 0) attrs = value;
+      else if (PyUnicode_CompareWithASCIIString(name, "prefer") == 0) prefer = value;
       else {
         PyErr_Format(PyExc_TypeError, "route() got an unexpected keyword argument '%U'", name);
         return nullptr;
@@ -277,14 +285,14 @@ PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, Py
     thread_local Reused reused;
     if (reused.busy) {
       approute::RouteRequest own;
-      return RouteWith(self, args[0], call_id, key, exclude, attrs, own);
+      return RouteWith(self, args[0], call_id, key, prefer, exclude, attrs, own);
     }
     struct Busy {
       bool& flag;
       ~Busy() { flag = false; }
     } busy{reused.busy};
     reused.busy = true;
-    return RouteWith(self, args[0], call_id, key, exclude, attrs, reused.req);
+    return RouteWith(self, args[0], call_id, key, prefer, exclude, attrs, reused.req);
   });
 }
 
@@ -314,7 +322,7 @@ PyObject* FastEnd(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyOb
 
 PyMethodDef g_route_def = {
     "route", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(FastRoute)), METH_FASTCALL | METH_KEYWORDS,
-    "route(app, *, call_id, key=None, exclude=(), attrs=None) -> Decision\n\n"
+    "route(app, *, call_id, key=None, prefer=None, exclude=(), attrs=None) -> Decision\n\n"
     "Choose a node for a new call (docs/design.md, \"Routing flow\")."};
 PyMethodDef g_end_def = {
     "end", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(FastEnd)), METH_FASTCALL | METH_KEYWORDS,
@@ -338,7 +346,8 @@ void AddDecisionType(py::module_& m) {
 void AddFastMethods(py::handle router_type) {
   g_router_type = reinterpret_cast<PyTypeObject*>(router_type.ptr());
   for (auto [slot, name] : {std::pair{&g_kw.call_id, "call_id"}, std::pair{&g_kw.key, "key"},
-                             std::pair{&g_kw.exclude, "exclude"}, std::pair{&g_kw.attrs, "attrs"}}) {
+                             std::pair{&g_kw.exclude, "exclude"}, std::pair{&g_kw.attrs, "attrs"},
+                             std::pair{&g_kw.prefer, "prefer"}}) {
     *slot = PyUnicode_InternFromString(name);  // kept for the life of the process
     if (*slot == nullptr) throw py::error_already_set();
   }

@@ -39,7 +39,7 @@ if [ ${#sdists[@]} -ne 1 ]; then
   exit 1
 fi
 listing=$(tar tzf "${sdists[0]}" | cut -d/ -f2- | sort)
-for f in PKG-INFO pyproject.toml CMakeLists.txt cmake/StaticDeps.cmake cmake/approuteConfig.cmake.in \
+for f in PKG-INFO pyproject.toml VERSION CMakeLists.txt cmake/StaticDeps.cmake cmake/approuteConfig.cmake.in \
          libapproute/CMakeLists.txt bindings/CMakeLists.txt bindings/core.cc python/approute/__init__.py \
          examples/kamailio/approute_handler.py README.md; do
   grep -qxF "$f" <<<"$listing" || { echo "test-wheel: ${sdists[0]} lacks $f" >&2; exit 1; }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every test: the linters (scripts/lint.sh), C++ (GoogleTest, via
+# Runs the linters (scripts/lint.sh) and every test: C++ (GoogleTest, via
 # ctest), the same under ASan+UBSan and the threads test under TSan, bounded
 # fuzz runs (tests/fuzz/run.sh), the find_package example,
 # Python (pytest) and end-to-end (real Kamailio + SIPp on 127.0.0.1), then
@@ -15,7 +15,7 @@ JOBS=${APPROUTE_JOBS:-2}
 echo "== setup"
 bash scripts/setup.sh
 
-echo "== lint: layers, C++ format and static analysis (scripts/lint.sh)"
+echo "== lint (scripts/lint.sh: layers, C++ format and static analysis, Python; a finding fails)"
 bash scripts/lint.sh
 
 echo "== C++ build and tests"

@@ -6,7 +6,7 @@ private router with three nodes; each call is do_app_routing + on_reply +
 on_bye, as in run.py's load (R-URI user "bench": app `default`,
 round_robin, the example settings' rules).  Inside Kamailio the same
 work costs 10-15x more (see docs/BENCHMARKS.md, "Kamailio CPU per call"):
-use this to compare versions of python/approute/kamailio.py, not to predict
+use this to compare versions of python/approute/kamailio/, not to predict
 Kamailio's CPU.
 
     .venv/bin/python bench/kamailio/handler_micro.py [--calls N] [--pkg DIR]
@@ -40,7 +40,7 @@ def overlay() -> str:
     atexit.register(shutil.rmtree, str(d), True)
     (d / "approute").mkdir()
     for f in (REPO / "python" / "approute").iterdir():
-        if f.suffix in (".py", ".pyi"):
+        if f.suffix in (".py", ".pyi") or (f.is_dir() and (f / "__init__.py").exists()):
             os.symlink(f, d / "approute" / f.name)
     for f in inst.iterdir():
         if f.name.startswith("_core") and f.suffix == ".so":
@@ -106,6 +106,7 @@ def main() -> int:
                    "apps": {"default": {"pool": "media", "strategy": "round_robin",
                                         "retry": {"codes": [503, 408], "max_attempts": 3}}}},
         "shared": None,
+        "default_app": "default",  # "bench" is not an app: routed as the fallback
         "rules": [{"ruri_user": "^conf-(?P<room>[0-9]+)$", "app": "conference", "data": "{room}"},
                   {"ruri_user": "^q-(?P<queue>[a-z0-9]+)$", "app": "queue", "data": "{queue}"}],
         "apps": {"conference": {"key": "{from_domain}", "exec_app": "Conference"},
@@ -121,7 +122,7 @@ def main() -> int:
             ksr.v["$ci"] = "%s-%d" % (tag, i)
             a = pc()
             if h.do_app_routing(None) != kam.OK:
-                raise SystemExit("do_app_routing failed")
+                raise SystemExit("do_app_routing failed: %s" % (ksr.v.get("$avp(approute_reason)"),))
             b = pc()
             h.on_reply(None)
             c = pc()

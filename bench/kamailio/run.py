@@ -37,7 +37,7 @@ session).  Usage (from the repository root, after scripts/setup.sh):
 
 The approute package that Kamailio loads is the repository's python/approute
 (with the compiled _core of the installed package), so edits to
-python/approute/kamailio.py are measured without reinstalling; use
+python/approute/kamailio/ are measured without reinstalling; use
 --source installed for the .venv copy.
 """
 
@@ -59,6 +59,10 @@ import uuid
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+# processes and ports (free ports, processes in their own session stopped by
+# pid, a one-shot OPTIONS to see Kamailio is up, redis-server)
+from approute._procs import LOCAL, Proc, free_udp_port, sip_options, start_redis
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 KAMAILIO_CFG = REPO / "examples" / "kamailio" / "kamailio.cfg"
@@ -68,16 +72,7 @@ UAC_XML = HERE / "uac.xml"
 UAS_XML = HERE / "uas.xml"
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
-LOCAL = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-# --------------------------------------------------------------------------
-# processes and ports: the end-to-end harness's (free ports, processes in their
-# own session stopped by pid, a one-shot OPTIONS to see Kamailio is up)
-
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-from e2e_harness import Proc, free_udp_port, sip_options  # noqa: E402
 
 
 def _stat_fields(pid: int) -> Optional[List[str]]:
@@ -170,7 +165,8 @@ def approute_overlay(tmp: Path, source: str) -> Tuple[str, str]:
     ov = tmp / "site" / "approute"
     ov.mkdir(parents=True)
     for f in (REPO / "python" / "approute").iterdir():
-        if f.suffix in (".py", ".pyi") or f.name == "py.typed":
+        if (f.suffix in (".py", ".pyi") or f.name == "py.typed"
+                or (f.is_dir() and (f / "__init__.py").exists())):  # subpackages
             os.symlink(f, ov / f.name)
     for f in inst.iterdir():
         if f.name.startswith("_core") and f.suffix == ".so":
@@ -262,29 +258,11 @@ class Bench:
     def start_redis(self) -> None:
         """A redis-server on a free loopback port in the temporary directory
         (no persistence), for --cluster; stopped by its pid in close()."""
-        binary = shutil.which("redis-server")
-        if binary is None:
-            raise RuntimeError("--cluster needs redis-server (apt-get install redis-server)")
-        import socket
-        with socket.socket() as sk:
-            sk.bind((LOCAL, 0))
-            port = sk.getsockname()[1]
-        rdir = self.tmp / "redis"
-        rdir.mkdir()
-        argv = [binary, "--port", str(port), "--bind", LOCAL, "--dir", str(rdir), "--save", "",
-                "--appendonly", "no", "--loglevel", "warning"]
-        self.redis = Proc("redis", argv, self.tmp / "redis.out")
+        try:
+            self.redis, self.redis_url = start_redis(self.tmp / "redis")
+        except FileNotFoundError as e:
+            raise RuntimeError("--cluster needs redis-server: %s" % e) from e
         self.procs.append(self.redis)
-        end = time.monotonic() + 5
-        while True:
-            try:
-                socket.create_connection((LOCAL, port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > end or not self.redis.alive():
-                    raise RuntimeError("redis-server did not start; see %s" % (self.tmp / "redis.out"))
-                time.sleep(0.05)
-        self.redis_url = "redis://%s:%d/0" % (LOCAL, port)
 
     # ----- pool --------------------------------------------------------------
 
@@ -565,7 +543,8 @@ def machine() -> Dict[str, str]:
 
 def report(results: List[Dict], args, mach: Dict[str, str], command: str, ds_ping: int = 0) -> str:
     L = []
-    L.append("machine: %s, %s cores, %s, kernel %s" % (mach["cpu"], mach["cores"], mach["os"], mach["kernel"]))
+    L.append("machine: %s, %s cores, %s, kernel %s"
+             % (mach["cpu"], mach["cores"], mach["os"], mach["kernel"]))
     L.append("         %s, SIPp %s, Python %s; loadavg at start %s" % (
         mach["kamailio"], mach["sipp"], mach["python"], mach["loadavg"]))
     L.append("tree: %s" % mach["git"])
@@ -648,8 +627,8 @@ def profile_report(results: List[Dict], mode: str, top: int = 30) -> str:
         L.append("| per routed call (routing, reply, BYE, failure, CANCEL) | %d | %.1f |"
                  % (routed, whole / routed * 1e6))
         return "\n".join(L)
-    import pstats
     import io
+    import pstats
     files = []
     for d in dirs:
         files += sorted(d.glob("worker-*.pstats"))
@@ -669,21 +648,26 @@ def profile_report(results: List[Dict], mode: str, top: int = 30) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", type=int, default=3, help="runs per variant, alternating A B A B ... (default 3)")
+    ap.add_argument("--runs", type=int, default=3,
+                    help="runs per variant, alternating A B A B ... (default 3)")
     ap.add_argument("--calls", type=int, default=3000, help="calls per measured run (default 3000)")
     ap.add_argument("--rate", type=int, default=200, help="calls per second (default 200)")
     ap.add_argument("--hold-ms", type=int, default=100, help="hold time before BYE, ms (default 100)")
-    ap.add_argument("--warmup", type=int, default=200, help="warm-up calls before each measurement (default 200)")
+    ap.add_argument("--warmup", type=int, default=200,
+                    help="warm-up calls before each measurement (default 200)")
     ap.add_argument("--children", type=int, default=4, help="Kamailio UDP workers, both variants (default 4)")
     ap.add_argument("--settle", type=float, default=6.0,
                     help="seconds before and after the load inside each run (default 6: tm's 5 s wait timer)")
-    ap.add_argument("--idle", type=float, default=2.0, help="seconds of idle CPU measured after each run (default 2)")
+    ap.add_argument("--idle", type=float, default=2.0,
+                    help="seconds of idle CPU measured after each run (default 2)")
     ap.add_argument("--app", choices=("default", "conference"), default="default",
-                    help="approute app: default = round_robin, no affinity (default); conference = least_loaded + affinity")
+                    help="approute app: default = round_robin, no affinity (default); "
+                         "conference = least_loaded + affinity")
     ap.add_argument("--log-decisions", choices=("default", "on", "off"), default="default",
                     help="approute handler's log_decisions (default: as in the example settings, i.e. off)")
     ap.add_argument("--source", choices=("repo", "installed"), default="repo",
-                    help="approute Python files Kamailio loads: the repository's (default) or the installed ones")
+                    help="approute Python files Kamailio loads: the repository's (default) or "
+                         "the installed ones")
     ap.add_argument("--only", choices=("A", "B"), help="run only one variant")
     ap.add_argument("--cluster", action="store_true",
                     help="A with cluster: on a redis-server started here (the cluster placement)")
@@ -716,7 +700,7 @@ def main(argv=None) -> int:
         bench.write_configs()
         order = [args.only] if args.only else ["A", "B"]
         n = 0
-        for i in range(args.runs):
+        for _ in range(args.runs):
             for v in order:
                 n += 1
                 r = bench.run_one(n, v)

@@ -45,7 +45,8 @@ class BusinessRules(approute.Strategy):
             hours = r.get("hours")
             if hours is not None and not (isinstance(hours, list) and len(hours) == 2):
                 raise ValueError("rules[%d].hours: expected [start, end]" % i)
-            self.rules.append((r.get("tier"), hours, {str(k): str(v) for k, v in (r.get("attrs") or {}).items()}))
+            attrs = {str(k): str(v) for k, v in (r.get("attrs") or {}).items()}
+            self.rules.append((r.get("tier"), hours, attrs))
         self.tiers = {str(k): str(v) for k, v in (tiers or {}).items()}
         self.default_tier = str(default_tier)
         self.utc_offset = float(utc_offset)

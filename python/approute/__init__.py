@@ -10,7 +10,10 @@ See docs/design.md ("Public contract") for the contract and README.md for the co
 """
 from __future__ import annotations
 
+from importlib import metadata as _metadata
+
 from ._core import (
+    REFUSE,
     AffinityInfo,
     AlreadyExistsError,
     Candidate,
@@ -21,7 +24,6 @@ from ._core import (
     InvalidArgumentError,
     NodeStatus,
     NotFoundError,
-    REFUSE,
     PermissionError,
     ReportResult,
     ResourceExhaustedError,
@@ -30,11 +32,15 @@ from ._core import (
     Strategy,
     StrategyRequest,
     strategies,
+    strategy_request_attrs,
     validate_config,
 )
 from .signing import sign_report
 
-__version__ = "0.1.0"
+try:  # the installed distribution's, which is VERSION's (pyproject.toml reads it)
+    __version__ = _metadata.version("approute")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "AffinityInfo",
@@ -57,5 +63,6 @@ __all__ = [
     "StrategyRequest",
     "sign_report",
     "strategies",
+    "strategy_request_attrs",
     "validate_config",
 ]

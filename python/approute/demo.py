@@ -25,87 +25,21 @@ import random
 import re
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter, defaultdict, deque
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Deque, Dict, List, Optional
+from typing import Counter as CounterT
 
-LOCAL = "127.0.0.1"
+# absolute: scripts/demo.sh runs this file as a script
+from approute._procs import LOCAL, Proc, free_udp_port, sip_options, site_dirs
+
 DOMAINS = ["acme.example.com", "globex.example.com", "initech.example.com",
            "umbrella.example.com", "hooli.example.com", "stark.example.com"]
 
 _DECISION_RE = re.compile(r"^\s*\d+\((\d+)\).*approute: ((?:route|retry) .*)$")
-
-
-def _free_port(used: set) -> int:
-    while True:
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind((LOCAL, 0))
-            port = s.getsockname()[1]
-        finally:
-            s.close()
-        if port not in used:
-            used.add(port)
-            return port
-
-
-def _options_ping(port: int) -> bool:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind((LOCAL, 0))
-        s.settimeout(0.3)
-        lp = s.getsockname()[1]
-        cid = uuid.uuid4().hex
-        msg = ("OPTIONS sip:%s:%d SIP/2.0\r\nVia: SIP/2.0/UDP %s:%d;branch=z9hG4bK%s\r\n"
-               "From: <sip:demo@%s>;tag=%s\r\nTo: <sip:%s:%d>\r\nCall-ID: %s\r\n"
-               "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-               % (LOCAL, port, LOCAL, lp, cid[:12], LOCAL, cid[:6], LOCAL, port, cid))
-        s.sendto(msg.encode(), (LOCAL, port))
-        s.recvfrom(4096)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-class Proc:
-    """A process started by the demo, stopped by its pid."""
-
-    def __init__(self, argv: List[str], log: Path, env=None):
-        self.log = log
-        self._f = open(log, "ab")
-        self.p = subprocess.Popen(argv, stdout=self._f, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        self.pid = self.p.pid
-
-    def alive(self) -> bool:
-        return self.p.poll() is None
-
-    def stop(self, timeout: float = 8.0) -> None:
-        if self.p.poll() is None:
-            try:
-                os.kill(self.pid, signal.SIGTERM)
-                self.p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.pid, signal.SIGKILL)  # own session: pgid == pid
-                except ProcessLookupError:
-                    pass
-                self.p.wait(timeout=5)
-            except ProcessLookupError:
-                pass
-        try:  # Kamailio workers left behind by a main process that died first
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._f.close()
 
 
 class Demo:
@@ -116,16 +50,15 @@ class Demo:
         self.examples = self.repo / "examples" / "kamailio"
         self.dir = Path(tempfile.mkdtemp(prefix="approute-demo-"))
         self.shared = "approute-demo-%d" % os.getpid()
-        self.ports: set = set()
         self.procs: List[Proc] = []
-        self.nodes: Dict[str, dict] = {}
+        self.nodes: Dict[str, Dict[str, Any]] = {}
         self.kamailio: Optional[Proc] = None
         self.kamailio_log = self.dir / "kamailio.log"
-        self.events: deque = deque(maxlen=6)
-        self.decisions: deque = deque(maxlen=args.recent)
-        self.counts: Counter = Counter()
+        self.events: Deque[str] = deque(maxlen=6)
+        self.decisions: Deque[str] = deque(maxlen=args.recent)
+        self.counts: CounterT[str] = Counter()
         self._log_pos = 0
-        self.router = None
+        self.router: Any = None  # attached once Kamailio is up
         self.t0 = time.monotonic()
         self.tty = sys.stdout.isatty() and not args.no_live
 
@@ -175,7 +108,7 @@ class Demo:
         rnd = random.Random(self.args.seed)
         for i in range(1, self.args.nodes + 1):
             nid = "ast%d" % i
-            self.nodes[nid] = {"port": _free_port(self.ports),
+            self.nodes[nid] = {"port": free_udp_port(),
                                "flaky": i == self.args.nodes and self.args.busy > 0}
         for nid, n in self.nodes.items():
             log = self.dir / ("%s.log" % nid)
@@ -189,40 +122,25 @@ class Demo:
                 argv += ["-sf", str(self.scenarios / "uas_flaky.xml"), "-inf", str(inf)]
             else:
                 argv += ["-sf", str(self.scenarios / "uas_200.xml")]
-            self.procs.append(Proc(argv, self.dir / ("%s.out" % nid)))
-
-    def site_dirs(self) -> str:
-        import site
-        import approute
-        dirs = [str(Path(approute.__file__).resolve().parent.parent)]
-        try:
-            dirs += site.getsitepackages()
-        except AttributeError:
-            pass
-        dirs += [p for p in sys.path if p.endswith("site-packages")]
-        out: List[str] = []
-        for d in dirs:
-            if os.path.isdir(d) and d not in out:
-                out.append(d)
-        return os.pathsep.join(out)
+            self.procs.append(Proc(nid, argv, self.dir / ("%s.out" % nid)))
 
     def start_kamailio(self) -> None:
-        self.port = _free_port(self.ports)
+        self.port = free_udp_port()
         run = self.dir / "run"
         run.mkdir(exist_ok=True)
         cfg = self.examples / ("kamailio-kemi.cfg" if self.args.kemi else "kamailio.cfg")
         env = dict(os.environ)
         env["APPROUTE_KAMAILIO_CONFIG"] = str(self.dir / "approute-kamailio.yaml")
-        env["APPROUTE_SITE_DIRS"] = self.site_dirs()
+        env["APPROUTE_SITE_DIRS"] = site_dirs()
         argv = [self.args.kamailio, "-f", str(cfg), "-DD", "-E", "-m", "64", "-M", "8",
                 "-P", str(run / "kamailio.pid"), "-Y", str(run),
                 "-A", "APPROUTE_LISTEN=udp:%s:%d" % (LOCAL, self.port),
                 "-A", 'APPROUTE_HANDLER="%s"' % (self.examples / "approute_handler.py"),
                 "-A", "APPROUTE_CHILDREN=4", "-A", "APPROUTE_FR_TIMER=1000"]
-        self.kamailio = Proc(argv, self.kamailio_log, env=env)
+        self.kamailio = Proc("kamailio", argv, self.kamailio_log, env=env)
         self.procs.append(self.kamailio)
         deadline = time.monotonic() + 15
-        while not _options_ping(self.port):
+        while sip_options(self.port) is None:
             if not self.kamailio.alive() or time.monotonic() > deadline:
                 tail = self.kamailio_log.read_text(errors="replace").splitlines()[-20:]
                 raise RuntimeError("Kamailio did not start:\n" + "\n".join(tail))
@@ -249,12 +167,12 @@ class Demo:
         self.total_calls = total
         argv = [self.args.sipp, "%s:%d" % (LOCAL, self.port), "-sf",
                 str(self.scenarios / "uac.xml"), "-inf", str(inf), "-i", LOCAL,
-                "-p", str(_free_port(self.ports)), "-m", str(total),
+                "-p", str(free_udp_port()), "-m", str(total),
                 "-r", str(max(1, int(round(self.args.rate)))), "-rp", "1000",
                 "-nostdin", "-trace_logs", "-log_file", str(self.uac_log),
                 "-timeout", "%ds" % int(self.args.duration + self.args.hold_max / 1000 + 30),
                 "-max_socket", "200"]
-        p = Proc(argv, self.dir / "uac.out")
+        p = Proc("uac", argv, self.dir / "uac.out")
         self.procs.append(p)
         return p
 
@@ -292,8 +210,9 @@ class Demo:
             out[nid] = text.count("INVITE call_id=") - text.count("BUSY call_id=")
         return out
 
-    def results(self) -> Counter:
-        c: Counter = Counter()
+    def results(self) -> CounterT[int]:
+        """Final status code -> calls, from the caller's log."""
+        c: CounterT[int] = Counter()
         try:
             for line in self.uac_log.read_text(errors="replace").splitlines():
                 m = re.search(r"RESULT call_id=\S+ status=(\d+)", line)
@@ -402,7 +321,7 @@ class Demo:
             for cid in re.findall(r"INVITE call_id=(\S+)", text):
                 if cid not in busy:
                     node_of[cid] = nid
-        per_domain: Dict[str, Counter] = defaultdict(Counter)
+        per_domain: Dict[str, CounterT[str]] = defaultdict(Counter)
         for line in self.uac_log.read_text(errors="replace").splitlines():
             m = re.search(r"RESULT call_id=(\S+) status=200 from=\S+@(\S+)", line)
             if m and m.group(1) in node_of:
@@ -473,7 +392,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     demo = Demo(args)
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)

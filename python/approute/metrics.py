@@ -2,7 +2,8 @@
 
     approute metrics --shared NAME                      # print once
     approute metrics --shared NAME --textfile PATH      # node_exporter textfile collector
-    approute metrics --shared NAME --listen 127.0.0.1:9464   # serve /metrics until SIGINT/SIGTERM
+    approute metrics --shared NAME --listen 127.0.0.1:9464   # serve /metrics and the status
+                                                        # page (/) until SIGINT/SIGTERM
 
 Router-wide figures come from ``router.stats()`` and are described once, in
 :data:`ROUTER_METRICS`: to expose a new counter of the core, add one
@@ -23,6 +24,16 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PAGE_CONTENT_TYPE = "text/html; charset=utf-8"
+#: Sent with the status page: only its inline style and a data: icon may load,
+#: no script runs, whatever the router's state holds.
+PAGE_HEADERS: Tuple[Tuple[str, str], ...] = (
+    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+                                "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+)
 
 Labels = Tuple[Tuple[str, str], ...]
 Sample = Tuple[str, Labels, float]  # (suffix, labels, value); suffix "" or "_bucket" / "_sum" / "_count"
@@ -69,6 +80,13 @@ ROUTER_METRICS: Tuple[Metric, ...] = (
            labels=("app", "reason")),
     Metric("retries", "approute_retries_total", "counter", "Retries after a bounce, by app and SIP code.",
            labels=("app", "code")),
+    Metric("key_refusals", "approute_key_refusals_total", "counter",
+           "Calls of a strict key refused because the key's node could not take them, by app and reason "
+           "(key_full, key_down, key_draining, key_disabled, key_tried).",
+           labels=("app", "reason")),
+    Metric("headroom_refusals", "approute_headroom_refusals_total", "counter",
+           "Calls for a new key that found no node because affinity.headroom turned nodes away, by app.",
+           labels=("app",)),
     Metric("route_seconds", "approute_route_seconds", "histogram",
            "Time route() took, in seconds (a sample: one call in 16 per thread)."),
     Metric("processes", "approute_processes", "gauge", "Live processes registered with the state region."),
@@ -206,6 +224,7 @@ def metrics_text(stats: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]]) -
     cap: List[Tuple[Labels, Any]] = []
     load: List[Tuple[Labels, Any]] = []
     up: List[Tuple[Labels, Any]] = []
+    ejected: List[Tuple[Labels, Any]] = []
     state: List[Tuple[Labels, Any]] = []
     weight: List[Tuple[Labels, Any]] = []
     routed: List[Tuple[Labels, Any]] = []
@@ -214,10 +233,12 @@ def metrics_text(stats: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]]) -
         for res, v in sorted(dict(n.get("sessions") or {}).items()):
             sess.append(((("node", nid), ("pool", str(n.get("pool", ""))), ("resource", res)), v))
         for res, v in sorted(dict(n.get("capacity") or {}).items()):
-            cap.append(((("node", nid), ("resource", res)), v))
+            cap.append(((("node", nid), ("pool", str(n.get("pool", ""))), ("resource", res)), v))
         for k, v in sorted(dict(n.get("load") or {}).items()):
             load.append(((("node", nid), ("metric", metric_name(str(k)))), v))
         up.append(((("node", nid),), 1 if n.get("health") == "up" else 0))
+        # the core sets ejected_until only while the ejection lasts
+        ejected.append(((("node", nid),), 0 if n.get("ejected_until") is None else 1))
         for s in ("active", "draining", "disabled"):
             state.append(((("node", nid), ("state", s)), 1 if n.get("state") == s else 0))
         weight.append(((("node", nid),), n.get("weight")))
@@ -226,6 +247,8 @@ def metrics_text(stats: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]]) -
     per_node("approute_node_capacity", "gauge", "Configured capacity of a node, per resource.", cap)
     per_node("approute_node_load", "gauge", "Last load report of a node, per metric.", load)
     per_node("approute_node_up", "gauge", "1 when the node's health is up.", up)
+    per_node("approute_node_ejected", "gauge",
+             "1 while outlier detection keeps the node out (failed calls), else 0.", ejected)
     per_node("approute_node_state", "gauge", "Admin state of a node (1 for the current state).", state)
     per_node("approute_node_weight", "gauge", "Configured weight of a node.", weight)
     per_node("approute_node_routed_total", "counter", "Calls routed to a node since it joined.", routed)
@@ -259,7 +282,8 @@ def parse_listen(value: str) -> Tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError("--listen %r: port %d is outside 0..65535" % (value, port))
     if not host:
-        raise ValueError("--listen %r: give the address to listen on (0.0.0.0 for every IPv4 address)" % value)
+        raise ValueError("--listen %r: give the address to listen on "
+                         "(0.0.0.0 for every IPv4 address)" % value)
     return host, port
 
 
@@ -275,22 +299,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _respond(self, body: bool) -> None:
         path = self.path.split("?", 1)[0]
+        server: MetricsServer = self.server  # type: ignore[assignment]
+        render: Optional[Callable[[], str]] = None
+        ctype = "text/plain; charset=utf-8"
+        headers: Tuple[Tuple[str, str], ...] = ()
         if path == "/metrics":
+            render, ctype = server.render, CONTENT_TYPE
+        elif path == "/" and server.page is not None:
+            render, ctype, headers = server.page, PAGE_CONTENT_TYPE, PAGE_HEADERS
+        if render is not None:
             try:
-                payload = self.server.render().encode("utf-8")  # type: ignore[attr-defined]
-                code, ctype = 200, CONTENT_TYPE
+                payload, code = render().encode("utf-8"), 200
             except Exception as e:  # the router is gone or unreadable: say so, keep serving
                 payload = ("approute: cannot read the router: %s\n" % e).encode("utf-8")
-                code, ctype = 503, "text/plain; charset=utf-8"
+                code, ctype, headers = 503, "text/plain; charset=utf-8", ()
                 self.log_error("%s", e)
         elif path == "/":
-            payload = b"approute metrics: see /metrics\n"
-            code, ctype = 200, "text/plain; charset=utf-8"
+            payload, code = b"approute metrics: see /metrics\n", 200
         else:
-            payload = b"not found; metrics are at /metrics\n"
-            code, ctype = 404, "text/plain; charset=utf-8"
+            payload, code = b"not found; metrics are at /metrics\n", 404
         self.send_response(code)
         self.send_header("Content-Type", ctype)
+        for name, value in headers:
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         if body:
@@ -304,10 +335,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class MetricsServer(http.server.HTTPServer):
-    """Serves one request at a time: a scrape costs one pass over the node table."""
+    """Serves one request at a time: a scrape costs one pass over the node table.
 
-    def __init__(self, address: Tuple[str, int], render: Callable[[], str]) -> None:
+    ``render`` gives /metrics; ``page``, when given, the HTML status page at /.
+    """
+
+    def __init__(self, address: Tuple[str, int], render: Callable[[], str],
+                 page: Optional[Callable[[], str]] = None) -> None:
         self.render = render
+        self.page = page
         host = address[0]
         if ":" in host:
             self.address_family = socket.AF_INET6
@@ -320,10 +356,12 @@ class MetricsServer(http.server.HTTPServer):
 
 
 def serve(listen: str, render: Callable[[], str], err: TextIO,
-          ready: Optional[Callable[[str], None]] = None) -> int:
-    """Serves /metrics until SIGINT or SIGTERM; returns the exit code."""
+          ready: Optional[Callable[[str], None]] = None,
+          page: Optional[Callable[[], str]] = None) -> int:
+    """Serves /metrics (and the status page at / with ``page``) until SIGINT or SIGTERM;
+    returns the exit code."""
     host, port = parse_listen(listen)
-    server = MetricsServer((host, port), render)
+    server = MetricsServer((host, port), render, page)
     bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
     shown = ("[%s]:%d" if ":" in bound_host else "%s:%d") % (bound_host, bound_port)
     stopping = threading.Event()
@@ -335,7 +373,8 @@ def serve(listen: str, render: Callable[[], str], err: TextIO,
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        err.write("approute metrics: serving http://%s/metrics\n" % shown)
+        err.write("approute metrics: serving http://%s/metrics%s\n"
+                  % (shown, "" if page is None else ", status page http://%s/" % shown))
         err.flush()
         if ready is not None:
             ready(shown)

@@ -51,11 +51,11 @@ class SimulationError(ValueError):
 # --------------------------------------------------------------------------
 # workload
 
-def _yaml():
+def _yaml() -> Any:
     try:
-        import yaml  # type: ignore
+        import yaml
     except ImportError as e:  # pragma: no cover - PyYAML is a dependency
-        raise SimulationError("PyYAML is required to read workloads: %s" % e)
+        raise SimulationError("PyYAML is required to read workloads: %s" % e) from e
     return yaml
 
 
@@ -88,7 +88,7 @@ def _start_ms(v: Any) -> int:
     try:
         t = time.strptime(str(v).replace("Z", ""), "%Y-%m-%dT%H:%M:%S")
     except ValueError:
-        raise SimulationError("start: expected unix seconds or YYYY-MM-DDTHH:MM:SSZ, got %r" % (v,))
+        raise SimulationError("start: expected unix seconds or YYYY-MM-DDTHH:MM:SSZ, got %r" % (v,)) from None
     return int(calendar.timegm(t) * 1000)
 
 
@@ -150,7 +150,8 @@ def _app_spec(name: str, a: Any) -> Dict[str, Any]:
             values = {str(v): 1.0 for v in values}
         if not isinstance(values, dict) or not values:
             raise SimulationError("%s.attrs.%s: expected {value: weight} or a list of values" % (where, k))
-        out["attrs"][str(k)] = [(str(v), _num(w, "%s.attrs.%s.%s" % (where, k, v))) for v, w in values.items()]
+        out["attrs"][str(k)] = [(str(v), _num(w, "%s.attrs.%s.%s" % (where, k, v)))
+                                for v, w in values.items()]
     return out
 
 
@@ -214,7 +215,8 @@ def _plan(data: Dict[str, Any], seed: Optional[int], duration: Optional[float]) 
     events = [_event_spec(i, e) for i, e in enumerate(data.get("events") or [])]
     spec = {
         "seed": int(seed if seed is not None else data.get("seed", 1)),
-        "duration": _num(duration if duration is not None else data.get("duration", 3600), "duration", positive=True),
+        "duration": _num(duration if duration is not None else data.get("duration", 3600), "duration",
+                         positive=True),
         "sample_interval": _num(data.get("sample_interval", 10), "sample_interval", positive=True),
         "report_interval": _num(data.get("report_interval", 0), "report_interval"),
         "start_ms": _start_ms(data.get("start")),
@@ -362,15 +364,20 @@ def format_table(result: Dict[str, Any]) -> str:
                "bounces", "rejected", "dropped", "drained", "wall s", "calls/s"]
     rows = []
     for r in result["results"]:
-        drained = ", ".join("%s %s" % (d["node"], "never (%d left)" % d["left_at_end"] if d["empty_after"] is None
-                                       else "%.0fs" % d["empty_after"]) for d in r.get("drains", []))
+        drained = ", ".join(
+            "%s %s" % (d["node"], "never (%d left)" % d["left_at_end"] if d["empty_after"] is None
+                       else "%.0fs" % d["empty_after"]) for d in r.get("drains", []))
         rows.append([r["label"], str(r["calls"]), str(r["max_sessions"]), _f(r["mean_sessions"]),
                      _f(r["p99_sessions"], 0), _f(r.get("balance"), 2), _f(r["max_util"], 0, pct=True),
                      _f(r["affinity_hit_rate"], 1, pct=True), str(r["bounces"]), str(r["rejected"]),
                      str(r["dropped"]), drained or "-", _f(r["wall_seconds"], 2),
                      _f(r["calls_per_second"] and round(r["calls_per_second"]), 0)])
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    def line(cells: List[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+
     out = [line(headers), line(["-" * w for w in widths])]
     out += [line(r) for r in rows]
     out.append("max/mean/p99: sessions per node (mean and p99 over samples of present nodes); "
@@ -393,7 +400,7 @@ def plot(result: Dict[str, Any], path: str) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as e:
-        raise SimulationError("plots need matplotlib (pip install matplotlib): %s" % e)
+        raise SimulationError("plots need matplotlib (pip install matplotlib): %s" % e) from e
     rs = result["results"]
     fig, axes = plt.subplots(len(rs), 1, figsize=(10, 2.6 * len(rs) + 0.6), sharex=True, squeeze=False)
     for ax, r in zip(axes[:, 0], rs):
@@ -464,7 +471,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             try:
                 import matplotlib  # noqa: F401
             except ImportError as e:
-                raise SimulationError("--plot needs matplotlib (pip install matplotlib): %s" % e)
+                raise SimulationError("--plot needs matplotlib (pip install matplotlib): %s" % e) from e
         result = run(args.workload, strategies, args.seed, args.duration, _Bar(err) if show else None)
         out.write(format_table(result) + "\n")
         if args.json:

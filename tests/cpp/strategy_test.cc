@@ -5,6 +5,7 @@
 #include <map>
 
 #include "approute/router.h"
+#include "approute/strategy.h"
 #include "test_util.h"
 
 namespace approute {
@@ -193,6 +194,43 @@ TEST(P2C, BeatsRandomOnMaxLoad) {
   }
   EXPECT_LT(p2c, rnd) << "p2c " << p2c / 5.0 << " vs random " << rnd / 5.0;
   EXPECT_LE(p2c / 5.0, 20 * 1.3);
+}
+
+// What each strategy says it reads of the request: callers collect only that.
+TEST(RequestAttrs, BuiltInsSayWhatTheyRead) {
+  using Attrs = std::vector<std::string>;
+  auto attrs = [](std::string_view name, const StrategyParams& params = {}) {
+    absl::StatusOr<Attrs> a = StrategyRequestAttrs(name, params);
+    EXPECT_TRUE(a.ok()) << name << ": " << a.status();
+    return a.ok() ? *a : Attrs{"<error>"};
+  };
+  for (const char* name : {"round_robin", "weighted_round_robin", "random", "weighted_random",
+                           "priority", "least_loaded", "p2c", "utilization", "latency"}) {
+    EXPECT_EQ(attrs(name), Attrs{}) << name;
+  }
+  EXPECT_EQ(attrs("hash"), Attrs{}) << "by call_id";
+  EXPECT_EQ(attrs("hash", {{"by", "key"}}), Attrs{});
+  EXPECT_EQ(attrs("hash", {{"by", "from"}}), Attrs{"from"});
+  EXPECT_EQ(attrs("hash", {{"by", "attr:tenant"}}), Attrs{"tenant"});
+  EXPECT_EQ(attrs("consistent_bounded"), Attrs{}) << "by key";
+  EXPECT_EQ(attrs("consistent_bounded", {{"by", "to"}}), Attrs{"to"});
+  EXPECT_EQ(attrs("python:mod.sub:Cls"), Attrs{std::string(kAnyRequestAttr)});
+  EXPECT_EQ(StrategyRequestAttrs("nope", {}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(StrategyRequestAttrs("hash", {{"by", "nope"}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(StrategyRequestAttrs("python:bad name", {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// A strategy that does not say may read any attribute.
+TEST(RequestAttrs, DefaultIsAny) {
+  struct First final : Strategy {
+    absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate>,
+                                StrategyContext&) override {
+      return size_t{0};
+    }
+  };
+  EXPECT_EQ(First().RequestAttrs(), std::vector<std::string>{std::string(kAnyRequestAttr)});
 }
 
 }  // namespace

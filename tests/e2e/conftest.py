@@ -7,7 +7,6 @@ import os
 import sys
 
 import pytest
-
 from e2e_harness import E2E, missing_requirements
 
 

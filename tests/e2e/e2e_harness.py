@@ -1,4 +1,5 @@
-"""End-to-end harness (used by conftest.py and the tests): Kamailio (app_python3 + approute) in front of SIPp nodes.
+"""End-to-end harness (used by conftest.py and the tests): Kamailio (app_python3 +
+approute) in front of SIPp nodes.
 
 Everything runs on 127.0.0.1 with free ports and per-test temporary
 directories.  Processes are started by this harness and stopped by pid
@@ -21,16 +22,11 @@ import itertools
 import os
 import re
 import shutil
-import signal
-import site
-import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
-
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -41,14 +37,22 @@ HANDLER = REPO / "examples" / "kamailio" / "approute_handler.py"
 
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
-LOCAL = "127.0.0.1"
 #: node scenarios that answer calls with 200 (uas_options.xml also answers OPTIONS)
 ANSWERING = ("uas_200.xml", "uas_options.xml")
 
 try:
     import approute
+
+    # the shared helpers, also used from here by the tests
+    from approute._procs import LOCAL as LOCAL
+    from approute._procs import Proc as Proc
+    from approute._procs import free_udp_port as free_udp_port
+    from approute._procs import sip_options as sip_options
+    from approute._procs import site_dirs as site_dirs
+    from approute._procs import wait_for as wait_for
 except ImportError:  # pragma: no cover - reported by the fixture as a skip
-    approute = None
+    approute = None  # type: ignore[assignment]
+    LOCAL = "127.0.0.1"
 
 
 #: The router's conference app in the tests: round robin, affinity by the
@@ -70,127 +74,6 @@ def missing_requirements() -> Optional[str]:
     if not os.path.exists(KAMAILIO) or not os.path.exists(SIPP):
         return "kamailio and sipp are required"
     return None
-
-
-# --------------------------------------------------------------------------
-# small utilities
-
-_used_ports: set = set()
-
-
-def free_udp_port() -> int:
-    """A UDP port on 127.0.0.1 that is free now (and not handed out before)."""
-    for _ in range(100):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            s.bind((LOCAL, 0))
-            port = s.getsockname()[1]
-        finally:
-            s.close()
-        if port not in _used_ports and port > 1024:
-            _used_ports.add(port)
-            return port
-    raise RuntimeError("no free UDP port")
-
-
-def site_dirs() -> str:
-    """Where the embedded interpreter should find approute (and its deps)."""
-    dirs: List[str] = []
-    pkg_parent = str(Path(approute.__file__).resolve().parent.parent)
-    dirs.append(pkg_parent)
-    try:
-        dirs.extend(site.getsitepackages())
-    except AttributeError:  # pragma: no cover
-        pass
-    for p in sys.path:
-        if p.endswith("site-packages") and p not in dirs:
-            dirs.append(p)
-    out: List[str] = []
-    for d in dirs:
-        if d and os.path.isdir(d) and d not in out:
-            out.append(d)
-    return os.pathsep.join(out)
-
-
-def wait_for(pred, timeout: float, interval: float = 0.05, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
-        time.sleep(interval)
-
-
-def sip_options(port: int, timeout: float = 0.3) -> Optional[str]:
-    """Sends one OPTIONS to the proxy; returns the status line or None."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind((LOCAL, 0))
-        s.settimeout(timeout)
-        lport = s.getsockname()[1]
-        cid = uuid.uuid4().hex
-        msg = (
-            "OPTIONS sip:%s:%d SIP/2.0\r\n"
-            "Via: SIP/2.0/UDP %s:%d;branch=z9hG4bK%s\r\n"
-            "From: <sip:probe@%s>;tag=%s\r\n"
-            "To: <sip:%s:%d>\r\n"
-            "Call-ID: %s\r\n"
-            "CSeq: 1 OPTIONS\r\n"
-            "Max-Forwards: 70\r\n"
-            "Content-Length: 0\r\n\r\n"
-            % (LOCAL, port, LOCAL, lport, cid[:16], LOCAL, cid[:8], LOCAL, port, cid)
-        )
-        s.sendto(msg.encode(), (LOCAL, port))
-        data, _ = s.recvfrom(65535)
-        return data.decode(errors="replace").split("\r\n", 1)[0]
-    except (socket.timeout, OSError):
-        return None
-    finally:
-        s.close()
-
-
-class Proc:
-    """A child process we started; stopped by its pid (and its own group)."""
-
-    def __init__(self, name: str, argv: Sequence[str], log: Path, env=None, cwd=None):
-        self.name = name
-        self.argv = list(argv)
-        self.log = log
-        self._logf = open(log, "ab")
-        self.p = subprocess.Popen(
-            self.argv, stdout=self._logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, cwd=cwd, start_new_session=True)
-        self.pid = self.p.pid
-
-    def alive(self) -> bool:
-        return self.p.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> Optional[int]:
-        if self.p.poll() is None:
-            try:
-                os.kill(self.pid, sig)
-            except ProcessLookupError:
-                pass
-            try:
-                self.p.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.pid, signal.SIGKILL)  # our own session: pgid == pid
-                except ProcessLookupError:
-                    pass
-                self.p.wait(timeout=5)
-        # leftover workers of this group (if the main process died first)
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        self._logf.close()
-        return self.p.returncode
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL, timeout=5)
 
 
 # --------------------------------------------------------------------------
@@ -220,7 +103,7 @@ class Node:
 
     def invites(self) -> List[Tuple[str, str, str]]:
         """(call_id, app, data) of every INVITE this node received."""
-        out = []
+        out: List[Tuple[str, str, str]] = []
         if not self.logfile.exists():
             return out
         for line in self.logfile.read_text(errors="replace").splitlines():
@@ -307,7 +190,7 @@ class UacRun:
             self.proc.p.wait(timeout=self.timeout + 10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            raise AssertionError("SIPp UAC did not finish in %ss" % self.timeout)
+            raise AssertionError("SIPp UAC did not finish in %ss" % self.timeout) from None
         self.elapsed = time.monotonic() - self.started
         self.proc.stop()
         results = self.results()
@@ -336,7 +219,7 @@ class E2E:
         self.router_yaml = self.dir / "router.yaml"
         self.settings_yaml = self.dir / "approute-kamailio.yaml"
         self.fr_timer = 1000
-        self._router = None
+        self._router: Any = None
 
     # ----- configuration ---------------------------------------------------
 
@@ -406,10 +289,12 @@ class E2E:
         self.kamailio = Proc("kamailio", argv, self.kamailio_log, env=env, cwd=str(self.dir))
         self.procs.append(self.kamailio)
 
-        def ready():
-            if not self.kamailio.alive():
+        kamailio = self.kamailio
+
+        def ready() -> bool:
+            if not kamailio.alive():
                 raise AssertionError("kamailio exited (rc=%s):\n%s"
-                                     % (self.kamailio.p.returncode, self.log_tail()))
+                                     % (kamailio.p.returncode, self.log_tail()))
             return sip_options(self.port) is not None
         wait_for(ready, timeout, interval=0.2, what="kamailio to answer OPTIONS")
         return self.kamailio
@@ -425,9 +310,9 @@ class E2E:
         lines = self.kamailio_log.read_text(errors="replace").splitlines()
         return "\n".join(lines[-n:])
 
-    def decisions(self) -> List[dict]:
+    def decisions(self) -> List[Dict[str, Any]]:
         """approute decision lines from the Kamailio log, with worker pid."""
-        out = []
+        out: List[Dict[str, Any]] = []
         if not self.kamailio_log.exists():
             return out
         pat = re.compile(r"^\s*\d+\((\d+)\).*approute: (route|retry) (.*)$")
@@ -435,7 +320,7 @@ class E2E:
             m = pat.match(line)
             if not m:
                 continue
-            d = {"pid": int(m.group(1)), "what": m.group(2)}
+            d: Dict[str, Any] = {"pid": int(m.group(1)), "what": m.group(2)}
             for kv in m.group(3).split():
                 if "=" in kv:
                     k, v = kv.split("=", 1)

@@ -9,15 +9,12 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-
+from approute._procs import start_redis
 from e2e_harness import CONFERENCE_APP, E2E, Call, wait_for
 
 # Random placement: two proxies on their own would scatter a domain.
@@ -26,32 +23,15 @@ RANDOM_CONFERENCE = CONFERENCE_APP.replace("strategy: round_robin", "strategy: r
 
 @pytest.fixture
 def redis_url(tmp_path: Path):
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         if os.environ.get("APPROUTE_REDIS_REQUIRED") == "1":
             pytest.fail("redis-server not found and APPROUTE_REDIS_REQUIRED=1")
         pytest.skip("redis-server not found (install redis-server)")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    rdir = tmp_path / "redis"
-    rdir.mkdir()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(rdir),
-                             "--save", "", "--appendonly", "no", "--loglevel", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, url = start_redis(tmp_path / "redis")
     try:
-        def up():
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                return True
-            except OSError:
-                assert proc.poll() is None, "redis-server exited"
-                return False
-        wait_for(up, 5, what="redis-server")
-        yield "redis://127.0.0.1:%d/0" % port
+        yield url
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop()
 
 
 @pytest.fixture
@@ -85,8 +65,10 @@ def test_each_domain_on_one_node_over_both_proxies(pair):
     configure(apps_yaml=RANDOM_CONFERENCE)
     start()
     domains = ["d%d.example.com" % i for i in range(6)]
-    run1 = one.start_calls([Call(d, user="a%d" % i, hold_ms=1500) for i in range(3) for d in domains], rate=20)
-    run2 = two.start_calls([Call(d, user="b%d" % i, hold_ms=1500) for i in range(3) for d in domains], rate=20)
+    run1 = one.start_calls([Call(d, user="a%d" % i, hold_ms=1500) for i in range(3) for d in domains],
+                           rate=20)
+    run2 = two.start_calls([Call(d, user="b%d" % i, hold_ms=1500) for i in range(3) for d in domains],
+                           rate=20)
     results = run1.wait() + run2.wait()
     assert [r.status for r in results] == [200] * 36, results
     by_domain = defaultdict(set)
@@ -150,7 +132,7 @@ def test_a_node_that_publishes_to_one_proxy_takes_calls_through_the_other(pair):
 
         def refused_at_two() -> bool:
             res = two.run_calls([Call("q%d.example.com" % next(tries), hold_ms=50)], rate=10)
-            return res[0].status != 200
+            return bool(res[0].status != 200)
         wait_for(refused_at_two, 8, interval=0.5, what="kam2 refusing new calls for n1")
         wait_for(lambda: "n1" not in {n.id for n in two.router.nodes()}, 12, interval=0.5,
                  what="n1 removed at kam2")

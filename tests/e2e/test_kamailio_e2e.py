@@ -12,7 +12,6 @@ import time
 from collections import Counter, defaultdict
 
 import pytest
-
 from e2e_harness import CONFERENCE_APP, KAMAILIO_KEMI_CFG, Call, wait_for
 
 

@@ -9,6 +9,7 @@ has its own copy; each call takes the GIL only around select().
 from __future__ import annotations
 
 from collections import Counter
+from typing import Dict, Set
 
 import e2e_harness
 from e2e_harness import Call
@@ -65,7 +66,7 @@ def test_python_strategy_routes_calls_inside_kamailio(e2e, monkeypatch):
     results = e2e.run_calls(calls, rate=10)
 
     assert [r.status for r in results] == [200] * len(calls), results
-    by_domain = {}
+    by_domain: Dict[str, Set[str]] = {}
     for r in results:
         by_domain.setdefault(r.domain, set()).add(e2e.node_of(r.call_id))
     for d, nodes in by_domain.items():

@@ -27,9 +27,9 @@ import uuid
 from collections import Counter
 from typing import Dict, Optional, Tuple
 
+import approute
 import pytest
-
-from e2e_harness import KAMAILIO_KEMI_CFG, LOCAL, Call, approute, wait_for
+from e2e_harness import KAMAILIO_KEMI_CFG, LOCAL, Call, wait_for
 
 if approute is not None:  # else the e2e fixture skips (or fails in CI) each test
     if not hasattr(approute.Router, "apply_report"):
@@ -170,7 +170,11 @@ class Publisher:
 
 def publishers(e2e, ids=None) -> Dict[str, Publisher]:
     pubs = {i: Publisher(e2e, i) for i in (ids or e2e.nodes)}
-    e2e.request.addfinalizer(lambda: [p.close() for p in pubs.values()])
+
+    def close_all() -> None:
+        for p in pubs.values():
+            p.close()
+    e2e.request.addfinalizer(close_all)
     return pubs
 
 
@@ -185,7 +189,7 @@ def start(e2e, cfg: str, children: int = 4):
         e2e.start_kamailio(children=children)
 
 
-def calls_per_node(e2e, results) -> Counter:
+def calls_per_node(e2e, results) -> Counter[str]:
     assert all(r.status == 200 for r in results), results
     return Counter(e2e.node_of(r.call_id) for r in results)
 

@@ -7,7 +7,7 @@ any header / pseudo-variable values:
 - render() never raises, and equals an independent expansion: the template's
   literal text with each {field} replaced by its value ("" when absent), its
   flag true exactly when some field had a non-empty value;
-- _check_template() and Rule() either accept or raise SettingsError;
+- check_template() and Rule() either accept or raise SettingsError;
 - the handler never crashes on an INVITE whatever its headers hold
   (do_app_routing returns through a decision, never through _crashed), and
   every header it appends is one line of printable ASCII.
@@ -21,6 +21,10 @@ from __future__ import annotations
 import os
 import re
 import sys
+from typing import Any, List
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from fake_ksr import FakeKSR  # noqa: E402  (tests/python: the handler tests' fake)
 
 try:
     import atheris
@@ -64,60 +68,14 @@ def reference_render(tpl, lookup):
     return "".join(out), seen
 
 
-class PV:
-    def __init__(self, ksr):
-        self.ksr = ksr
-
-    def get(self, name):
-        if name.startswith("$hdr("):
-            return self.ksr.headers.get(name[5:-1].lower())
-        return self.ksr.vars.get(name)
-
-    def sets(self, name, value):
-        self.ksr.vars[name] = str(value)
-
-    def seti(self, name, value):
-        self.ksr.vars[name] = int(value)
-
-
-class Hdr:
-    def __init__(self, ksr):
-        self.ksr = ksr
-
-    def is_present(self, name):
-        return 1 if name.lower() in self.ksr.headers else -1
-
-    def remove(self, name):
-        self.ksr.headers.pop(name.lower(), None)
-        return 1
-
-    def append(self, text):
-        self.ksr.appended.append(text)
-        return 1
-
-
-class KSR:
-    def __init__(self, pvs, headers):
-        self.vars, self.headers, self.appended, self.logs = dict(pvs), dict(headers), [], []
-        self.pv, self.hdr = PV(self), Hdr(self)
-
-    def setdsturi(self, uri):
-        return 1
-
-    def err(self, s):
-        self.logs.append(("err", s))
-
-    warn = info = dbg = lambda self, s: None
-
-
-_HANDLER = []
+_HANDLER: List[Any] = []
 
 
 def handler(key_tpl):
     """One handler (and router) for every input; the app's key template is
     swapped in when Settings would accept it (None otherwise)."""
     try:
-        kam._check_template(key_tpl, where="apps.conference: ")
+        kam.check_template(key_tpl, where="apps.conference: ")
     except kam.SettingsError:
         return None
     if not _HANDLER:
@@ -125,20 +83,20 @@ def handler(key_tpl):
             "router": ROUTER, "shared": None,
             "rules": [{"ruri_user": "^room-(?P<room>[^@]*)$", "app": "conference", "data": "{room}"}],
             "apps": {"conference": {"key": "{from_domain}", "exec_app": "Conf"}}})
-        _HANDLER.append(kam.create_handler(settings, ksr=KSR({}, {})))
+        _HANDLER.append(kam.create_handler(settings, ksr=FakeKSR.with_pvs({})))
     h = _HANDLER[0]
     h.settings.options("conference").key = key_tpl
     return h
 
 
 def check(tpl, values, rule_pattern, hdrs):
-    lookup = lambda name: values.get(name)
+    lookup = values.get
     got = kam.render(tpl, lookup)
     want = reference_render(tpl, lookup)
     if got != want:
         raise Fail("render(%r) = %r, expected %r" % (tpl, got, want))
     try:
-        kam._check_template(tpl)
+        kam.check_template(tpl)
     except kam.SettingsError:
         pass
     try:
@@ -148,15 +106,15 @@ def check(tpl, values, rule_pattern, hdrs):
     h = handler(tpl)
     if h is None:
         return
-    ksr = KSR({"$ci": values.get("call_id") or "c", "$rU": values.get("ruri_user"),
+    ksr = FakeKSR.with_pvs({"$ci": values.get("call_id") or "c", "$rU": values.get("ruri_user"),
                "$fd": values.get("from_domain"), "$fu": values.get("from_uri"),
-               "$si": "127.0.0.1", "$rm": "INVITE"}, {k.lower(): v for k, v in hdrs.items()})
+               "$si": "127.0.0.1", "$rm": "INVITE"}, hdrs)
     h.ksr = ksr
     rc = h.do_app_routing()
     errs = [s for lvl, s in ksr.logs if lvl == "err" and "failed:" in s]
     if errs:
         raise Fail("do_app_routing crashed: %s (template %r, values %r)" % (errs, tpl, values))
-    for text in ksr.appended:
+    for text in ksr.appended_text:
         if not text.endswith("\r\n") or not PRINTABLE.match(text[:-2]):
             raise Fail("appended header is not one printable line: %r" % text)
     if rc == kam.OK:
@@ -177,7 +135,8 @@ def one_input(data):
         if fdp.ConsumeBool():
             values[name] = fdp.ConsumeUnicodeNoSurrogates(40) if fdp.ConsumeBool() else fdp.ConsumeString(200)
     rule_pattern = fdp.ConsumeUnicodeNoSurrogates(16)
-    hdrs = {"X-Room": fdp.ConsumeUnicodeNoSurrogates(60), "X-Approute-App": fdp.ConsumeUnicodeNoSurrogates(30)}
+    hdrs = {"X-Room": fdp.ConsumeUnicodeNoSurrogates(60),
+            "X-Approute-App": fdp.ConsumeUnicodeNoSurrogates(30)}
     if "ruri_user" in values and fdp.ConsumeBool():
         values["ruri_user"] = "room-" + values["ruri_user"]
     # Nothing is swallowed: Rule() reports a bad regex as SettingsError, so a
@@ -186,13 +145,15 @@ def one_input(data):
 
 
 def run_hypothesis(n):
-    from hypothesis import given, settings, strategies as st, HealthCheck
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
     field = st.sampled_from(FIELDS).map(lambda f: "{%s}" % f)
     tpl = st.lists(st.one_of(field, st.text(max_size=12)), max_size=6).map("".join)
     values = st.dictionaries(st.sampled_from(FIELDS), st.text(max_size=200), max_size=len(FIELDS))
 
     @settings(max_examples=n, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-    @given(tpl, values, st.text(max_size=16), st.dictionaries(st.sampled_from(["X-Room", "X-Approute-App"]), st.text(max_size=60)))
+    @given(tpl, values, st.text(max_size=16),
+           st.dictionaries(st.sampled_from(["X-Room", "X-Approute-App"]), st.text(max_size=60)))
     def prop(t, v, p, hd):
         check(t, v, p, hd)
 

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import pytest
 
@@ -61,23 +61,30 @@ class Request:
     def h(self, name: str) -> Optional[str]:
         return self.headers.get(name.lower())
 
+    def v(self, name: str) -> str:
+        """A header that must be there."""
+        value = self.h(name)
+        assert value is not None, "no %s header" % name
+        return value
+
     @property
     def branch(self) -> str:
-        return self.h("via").split("branch=", 1)[1].split(";", 1)[0]
+        return self.v("via").split("branch=", 1)[1].split(";", 1)[0]
 
     @property
     def cseq(self) -> int:
-        return int(self.h("cseq").split()[0])
+        return int(self.v("cseq").split()[0])
 
-    def report(self) -> dict:
-        return json.loads(self.body)
+    def report(self) -> Dict[str, Any]:
+        data: Dict[str, Any] = json.loads(self.body)
+        return data
 
 
 def response(req: Request, code: int, reason: str, *extra: str, branch: Optional[str] = None) -> bytes:
-    via = req.h("via") if branch is None else req.h("via").replace(req.branch, branch)
-    lines = ["SIP/2.0 %d %s" % (code, reason), "Via: " + via, "From: " + req.h("from"),
-             "To: %s;tag=proxy1" % req.h("to"), "Call-ID: " + req.h("call-id"),
-             "CSeq: " + req.h("cseq")] + list(extra) + ["Content-Length: 0"]
+    via = req.v("via") if branch is None else req.v("via").replace(req.branch, branch)
+    lines = ["SIP/2.0 %d %s" % (code, reason), "Via: " + via, "From: " + req.v("from"),
+             "To: %s;tag=proxy1" % req.h("to"), "Call-ID: " + req.v("call-id"),
+             "CSeq: " + req.v("cseq")] + list(extra) + ["Content-Length: 0"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
@@ -214,7 +221,7 @@ def test_build_publish_is_a_well_formed_request():
     assert req.h("x-approute-auth") == "keyid=k1,ts=5,sig=00"
     assert req.h("content-type") == "application/json"
     assert req.h("max-forwards") == "70"
-    assert int(req.h("content-length")) == len(body.encode("utf-8"))  # bytes, not chars
+    assert int(req.v("content-length")) == len(body.encode("utf-8"))  # bytes, not chars
     assert req.body == body
     assert b"\r\n\r\n" in data and b"\n\n" not in data.replace(b"\r\n", b"")
     # refresh / remove: no body, no Content-Type, no If-Match without an etag
@@ -224,16 +231,18 @@ def test_build_publish_is_a_well_formed_request():
     req = Request(data)
     assert req.h("content-type") is None and req.h("sip-if-match") is None
     assert req.h("content-length") == "0" and req.body == ""
-    assert req.h("via").startswith("SIP/2.0/UDP [::1]:5;")
+    assert req.v("via").startswith("SIP/2.0/UDP [::1]:5;")
 
 
 def test_parse_response_reads_status_etag_expires_and_checks_the_branch():
     raw = (b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 1.2.3.4:5;branch=z9hG4bKabc;rport=5\r\n"
            b"SIP-ETag: 5f2a\r\nExpires: 30\r\nContent-Length: 0\r\n\r\n")
     r = parse_response(raw, "z9hG4bKabc")
+    assert r is not None
     assert (r.code, r.reason, r.etag, r.expires) == (200, "OK", "5f2a", 30)
     assert parse_response(raw, "z9hG4bKother") is None
     r = parse_response(b"SIP/2.0 403 bad signature\r\nVia: x;branch=b\r\n\r\n", "b")
+    assert r is not None
     assert (r.code, r.reason, r.etag, r.expires) == (403, "bad signature", None, None)
     assert parse_response(b"PUBLISH sip:x SIP/2.0\r\n\r\n") is None
     assert parse_response(b"\x00\xffgarbage") is None
@@ -247,9 +256,9 @@ def test_signature_format_and_value():
     r = sign_report_py("", keyid="k1", secret="s3cret", ts=1700000000, node="a", etag="e1", expires=60)
     want = hmac.new(b"s3cret", b"1700000000\na\ne1\n60\n", hashlib.sha256).hexdigest()
     assert r == "keyid=k1,ts=1700000000,sig=" + want
-    assert r != sign_report_py("", keyid="k1", secret="s3cret", ts=1700000000, node="b", etag="e1", expires=60)
-    assert r != sign_report_py("", keyid="k1", secret="s3cret", ts=1700000000, node="a", etag="e2", expires=60)
-    assert r != sign_report_py("", keyid="k1", secret="s3cret", ts=1700000000, node="a", etag="e1", expires=0)
+    for node, etag, expires in (("b", "e1", 60), ("a", "e2", 60), ("a", "e1", 0)):
+        assert r != sign_report_py("", keyid="k1", secret="s3cret", ts=1700000000, node=node, etag=etag,
+                                   expires=expires)
     now = int(time.time())
     ts = int(sign_report_py("", keyid="k", secret="s", node="a").split(",")[1][3:])
     assert abs(ts - now) <= 2
@@ -262,8 +271,9 @@ def test_python_signature_matches_the_core():
         pytest.skip("this approute build has no sign_report")
     for body, node, etag, expires in (("", "ast5", "e1", 60), ('{"node":"ast5","seq":1}', None, "", 3600),
                                       ("caf\u00e9", "n", "", 0)):
-        assert core(body, keyid="k1", secret="s3cret", node=node, etag=etag, expires=expires, ts=1700000000) == \
-            sign_report_py(body, keyid="k1", secret="s3cret", node=node, etag=etag, expires=expires, ts=1700000000)
+        kw: Dict[str, Any] = dict(keyid="k1", secret="s3cret", node=node, etag=etag, expires=expires,
+                                  ts=1700000000)
+        assert core(body, **kw) == sign_report_py(body, **kw)
 
 
 # --------------------------------------------------------------------------
@@ -304,7 +314,8 @@ def test_real_proc_figures_are_fractions():
     time.sleep(0.2)
     v = cpu.sample()
     assert v is None or 0.0 <= v <= 1.0
-    assert 0.0 < memory_usage() < 1.0
+    mem = memory_usage()
+    assert mem is not None and 0.0 < mem < 1.0
 
 
 def test_channel_sources_command_and_file(tmp_path):
@@ -401,17 +412,18 @@ def test_config_errors(tmp_path):
     v6 = AgentConfig(dict(ok, proxy="[2001:db8::1]:5070"))
     assert v6.proxy == ("2001:db8::1", 5070) and v6.bind == ("::", 0)
     assert v6.publish_uri == "sip:a@[2001:db8::1]:5070"
-    for change, msg in [({"node": None}, "node: required"),
-                        ({"secret_file": "x"}, "exactly one"),
-                        ({"secret": None}, "exactly one"),
-                        ({"uri": "http://x"}, "not a SIP URI"),
-                        ({"interval": 60, "expires": 30}, "longer than interval"),
-                        ({"proxy": "a:b:c:d"}, "host"),
-                        ({"state": "gone"}, "state"),
-                        ({"channels": {"source": "smoke"}}, "channels.source"),
-                        ({"channels": {"source": "command"}}, "channels.command"),
-                        ({"colour": 1}, "unknown setting")]:
-        data = dict(ok)
+    changes: List[Any] = [({"node": None}, "node: required"),
+                          ({"secret_file": "x"}, "exactly one"),
+                          ({"secret": None}, "exactly one"),
+                          ({"uri": "http://x"}, "not a SIP URI"),
+                          ({"interval": 60, "expires": 30}, "longer than interval"),
+                          ({"proxy": "a:b:c:d"}, "host"),
+                          ({"state": "gone"}, "state"),
+                          ({"channels": {"source": "smoke"}}, "channels.source"),
+                          ({"channels": {"source": "command"}}, "channels.command"),
+                          ({"colour": 1}, "unknown setting")]
+    for change, msg in changes:
+        data: Dict[str, Any] = dict(ok)
         data.update(change)
         data = {k: v for k, v in data.items() if v is not None}
         with pytest.raises(AgentError, match=msg):
@@ -493,6 +505,7 @@ def test_412_resends_a_full_initial_publish_at_once(proxy, tmp_path, fake_proc):
 
 
 def test_repeated_412_backs_off(proxy, tmp_path, fake_proc):
+    p: FakeProxy
     p = proxy(lambda req, n: [response(req, 412, "Conditional Request Failed")] if n
               else p.ok(req, n))
     a, _, _ = make_agent(p.port, tmp_path)
@@ -505,6 +518,7 @@ def test_repeated_412_backs_off(proxy, tmp_path, fake_proc):
 
 
 def test_lost_datagrams_are_retransmitted(proxy, tmp_path, fake_proc):
+    p: FakeProxy
     p = proxy(lambda req, n: [] if n < 2 else p.ok(req, n))  # drop two copies
     a, _, _ = make_agent(p.port, tmp_path)
     try:
@@ -535,6 +549,7 @@ def test_stray_and_provisional_responses_are_ignored(proxy, tmp_path, fake_proc)
 
 
 def test_no_answer_backs_off_exponentially_with_a_cap(proxy, tmp_path, fake_proc):
+    p: FakeProxy
     p = proxy(lambda req, n: [])
     a, _, _ = make_agent(p.port, tmp_path, transaction_timeout=0.15)
     try:
@@ -563,6 +578,7 @@ def test_no_proxy_at_all_is_not_fatal(tmp_path, fake_proc):
 
 
 def test_refused_report_is_retried_with_backoff(proxy, tmp_path, fake_proc, caplog):
+    p: FakeProxy
     p = proxy(lambda req, n: [response(req, 403, "bad signature")] if n == 0 else p.ok(req, n))
     a, _, _ = make_agent(p.port, tmp_path)
     try:
@@ -578,6 +594,7 @@ def test_refused_report_is_retried_with_backoff(proxy, tmp_path, fake_proc, capl
 
 
 def test_granted_lease_shortens_the_refresh_interval(proxy, tmp_path, fake_proc):
+    p: FakeProxy
     p = proxy(lambda req, n: [response(req, 200, "OK", "SIP-ETag: e", "Expires: 1")])
     a, _, _ = make_agent(p.port, tmp_path, interval=3, expires=10)
     try:
@@ -654,8 +671,8 @@ def test_agent_process_leaves_on_sigterm(proxy, tmp_path):
     assert reqs[-1].h("expires") == "0" and reqs[-1].h("sip-if-match")
     auth = reqs[0].h("x-approute-auth")
     ts = auth.split(",")[1][3:]
-    want = hmac.new(b"s3cret", ("%s\n%s\n\n%s\n%s" % (ts, "ast9", reqs[0].h("expires"), reqs[0].body)).encode(),
-                    hashlib.sha256)
+    signed = "%s\n%s\n\n%s\n%s" % (ts, "ast9", reqs[0].h("expires"), reqs[0].body)
+    want = hmac.new(b"s3cret", signed.encode(), hashlib.sha256)
     assert auth == "keyid=k1,ts=%s,sig=%s" % (ts, want.hexdigest())
 
 

@@ -9,18 +9,16 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
-import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 import approute
-from approute import cli, metrics
+import pytest
+from approute import cli, cli_util, metrics
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -128,7 +126,8 @@ def test_no_warning_where_the_config_is_deliberate(tmp_path) -> None:
     # "calls" without any capacity: both are normal.
     text = CONF.replace('keys: {media: {k1: "0123456789abcdef-media"}}',
                         'keys: {media: {k1: "0123456789abcdef-media"}, dyn: {k2: "another-secret-16chars"}}')
-    text = text.replace("  default:", "  queue: {pool: dyn}\n  calls: {pool: media, resource: calls}\n  default:")
+    text = text.replace("  default:",
+                        "  queue: {pool: dyn}\n  calls: {pool: media, resource: calls}\n  default:")
     rc, out, err = run("validate", "--strict", write(tmp_path, text))
     assert (rc, err) == (0, "")
 
@@ -253,14 +252,15 @@ def test_unlink(segment) -> None:
 
 class _Affinity:
     def __init__(self, app: str, key: str, node_id, sessions: int, grace_left) -> None:
-        self.app, self.key, self.node_id, self.sessions, self.grace_left = app, key, node_id, sessions, grace_left
+        self.app, self.key, self.node_id = app, key, node_id
+        self.sessions, self.grace_left = sessions, grace_left
 
 
 class _FakeRouter:
     """Stands for the attached router: records what keys asked for."""
 
     def __init__(self) -> None:
-        self.calls: List[dict] = []
+        self.calls: List[Dict[str, Any]] = []
 
     def node(self, id: str):
         if id != "ast1":
@@ -274,7 +274,7 @@ class _FakeRouter:
 
 def test_keys_output_and_arguments_passed(monkeypatch) -> None:
     fake = _FakeRouter()
-    monkeypatch.setattr(cli, "_attach", lambda name: fake)
+    monkeypatch.setattr(cli_util, "attach", lambda name: fake)
     rc, out, err = run("keys", "--shared", "x", "--app", "conference", "--node", "ast1", "--limit", "5")
     assert rc == 0, err
     assert fake.calls == [{"app": "conference", "node": "ast1", "limit": 5}]
@@ -288,7 +288,7 @@ def test_keys_output_and_arguments_passed(monkeypatch) -> None:
                                                 "sessions": 0, "grace_left": 12.34}
     rc, _, err = run("keys", "--shared", "x", "--node", "zz")
     assert rc == 1 and 'no node "zz"' in err and len(fake.calls) == 2
-    monkeypatch.setattr(cli, "_attach", lambda name: object())
+    monkeypatch.setattr(cli_util, "attach", lambda name: object())
     rc, _, err = run("keys", "--shared", "x")
     assert rc == 1 and "no Router.affinities()" in err
 
@@ -349,7 +349,8 @@ def test_metrics_parse_with_counters_typed_as_counters(segment) -> None:
     for name in ("approute_sessions_expired", "approute_reports", "approute_node_routed"):
         assert fam[name].type == "counter", name
         assert all(s.name == name + "_total" for s in fam[name].samples)
-    reports = {(s.labels.get("result"), s.labels.get("reason")): s.value for s in fam["approute_reports"].samples}
+    reports = {(s.labels.get("result"), s.labels.get("reason")): s.value
+               for s in fam["approute_reports"].samples}
     assert reports[("accepted", None)] == 0 and reports[("refused", "signature")] == 1
     assert not any(f.type == "gauge" and f.name.endswith("_total") for f in fam.values())
     assert "# TYPE approute_expired_sessions" not in out  # the old gauge names are gone
@@ -454,7 +455,7 @@ def test_metrics_listen_on_a_busy_port_is_an_error(segment) -> None:
     assert rc == 1 and "Address already in use" in err
 
 
-def _start_server(segment: str) -> Tuple[subprocess.Popen, str]:
+def _start_server(segment: str) -> Tuple["subprocess.Popen[str]", str]:
     proc = subprocess.Popen([sys.executable, "-m", "approute", "metrics", "--shared", segment,
                              "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=cli_env())

@@ -11,7 +11,7 @@ from typing import List, Tuple
 import pytest
 
 approute = pytest.importorskip("approute")
-from approute import cli  # noqa: E402
+from approute import cli, cli_util  # noqa: E402
 
 CONF = textwrap.dedent(
     """
@@ -131,8 +131,8 @@ def test_sessions_without_core_support_says_so(segment, monkeypatch):
             if attr == "sessions":
                 raise AttributeError(attr)
             return getattr(self.real, attr)
-    real_attach = cli._attach
-    monkeypatch.setattr(cli, "_attach", lambda n: NoSessions(real_attach(n)))
+    real_attach = cli_util.attach
+    monkeypatch.setattr(cli_util, "attach", lambda n: NoSessions(real_attach(n)))
     rc, out, err = run("sessions", "--shared", name)
     assert rc == cli.EXIT_ERROR and out == ""
     assert "cannot list sessions" in err

@@ -7,52 +7,30 @@ import io
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import time
 import uuid
 from pathlib import Path
 from typing import Iterator
 
-import pytest
-
 import approute
+import pytest
 from approute import cli
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from approute._procs import start_redis
 
 
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         if os.environ.get("APPROUTE_REDIS_REQUIRED") == "1":
             pytest.fail("redis-server not found and APPROUTE_REDIS_REQUIRED=1")
         pytest.skip("redis-server not found (install redis-server)")
-    port = _free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(tmp_path),
-                             "--save", "", "--appendonly", "no", "--loglevel", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    pytest.fail("redis-server did not start on port %d" % port)
-                time.sleep(0.02)
-        yield "redis://127.0.0.1:%d/0" % port
+        proc, url = start_redis(tmp_path / "redis")
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    try:
+        yield url
     finally:
-        os.kill(proc.pid, signal.SIGCONT)
-        proc.terminate()
-        proc.wait(timeout=10)
+        proc.stop()
 
 
 def _conf(url: str) -> str:

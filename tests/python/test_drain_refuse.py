@@ -5,9 +5,8 @@ from __future__ import annotations
 import io
 import textwrap
 
-import pytest
-
 import approute
+import pytest
 from approute import cli
 
 CONF = textwrap.dedent(
@@ -36,6 +35,7 @@ def router(strategy: str = "least_loaded", **kw) -> approute.Router:
 def test_drain_with_deadline_empties_the_node():
     r = router()
     x = r.route("conference", call_id="c1", key="k").node_id
+    assert x is not None
     r.drain(x, deadline=10)
     assert r.node(x).state == "draining"
     assert r.route("conference", call_id="c2", key="k").node_id == x  # before the deadline
@@ -51,6 +51,7 @@ def test_drain_with_deadline_empties_the_node():
 def test_draining_again_without_deadline_keeps_the_deadline():
     r = router()
     x = r.route("conference", call_id="c1", key="k").node_id
+    assert x is not None
     r.drain(x, deadline=10)
     r.drain(x)  # e.g. `approute drain NODE --wait` to watch progress
     r._set_time(1_800_000_010)
@@ -60,6 +61,7 @@ def test_draining_again_without_deadline_keeps_the_deadline():
 def test_drain_without_deadline_releases_a_key_when_its_last_session_ends():
     r = router()
     x = r.route("conference", call_id="c1", key="k").node_id
+    assert x is not None
     r.drain(x)
     r.end("c1")
     assert r.affinities(node=x) == []  # no grace time on a draining node
@@ -79,6 +81,7 @@ def test_drain_bad_deadline_is_an_error_and_changes_nothing(bad):
 def test_cli_drain_waits_until_the_node_is_empty():
     r = router()
     x = r.route("conference", call_id="c1", key="k").node_id
+    assert x is not None
     r.route("conference", call_id="c2", key="k")
     now = [0.0]
     ended = iter(["c1", "c2"])
@@ -115,7 +118,8 @@ def test_affinity_bound_spreads_a_popular_key_over_few_nodes():
 
 def test_affinity_bound_must_exceed_one():
     with pytest.raises(approute.ConfigError, match=r"affinity\.bound"):
-        approute.Router.from_yaml(CONF.replace("STRATEGY", "round_robin").replace("{grace: 60}", "{grace: 60, bound: 1}"))
+        approute.Router.from_yaml(CONF.replace("STRATEGY", "round_robin")
+                                  .replace("{grace: 60}", "{grace: 60, bound: 1}"))
 
 
 class Recorder(approute.Strategy):

@@ -5,9 +5,8 @@ import textwrap
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 import approute
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "strategies"
 
@@ -55,6 +54,7 @@ def test_tenant_cap_keeps_a_tenant_together_up_to_the_cap():
     r._set_time(1_000_000 + 601)
     used = {n.id: n.sessions["conference"] for n in r.nodes()}
     late = r.route("conference", call_id="a-late", key="acme").node_id
+    assert late is not None
     assert used[late] == min(used.values())
     # no key: the fallback (least_loaded) picks
     assert r.route("conference", call_id="nokey").ok
@@ -64,7 +64,8 @@ def test_prefer_region_matches_the_callers_region():
     r = router_with('"python:prefer_region:PreferRegion"', NODES)
     eu = [r.route("conference", call_id="e%d" % i, attrs={"region": "eu"}).node_id for i in range(6)]
     us = [r.route("conference", call_id="u%d" % i, attrs={"region": "us"}).node_id for i in range(6)]
-    assert set(eu) == {"n1", "n2"} and Counter(eu) == Counter({"n1": 3, "n2": 3})  # least loaded within region
+    # least loaded within region
+    assert set(eu) == {"n1", "n2"} and Counter(eu) == Counter({"n1": 3, "n2": 3})
     assert set(us) == {"n3", "n4"}
     # nobody in the region: least loaded of all
     assert r.route("conference", call_id="x", attrs={"region": "ap"}).ok
@@ -103,7 +104,7 @@ def test_business_rules_by_tier_and_time_of_day():
     at_hour(r, 20)
     assert r.route("conference", call_id="s2", key="example.com").node_id in ("n2", "n3")  # silver, evening
     at_hour(r, 23)
-    assert r.route("conference", call_id="b2", key="small.org").node_id == "n4"         # night (wraps midnight)
+    assert r.route("conference", call_id="b2", key="small.org").node_id == "n4"  # night (wraps midnight)
     assert r.route("conference", call_id="g2", key="acme.com").node_id == "n1"          # gold beats night
 
 

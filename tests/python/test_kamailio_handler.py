@@ -5,116 +5,16 @@ These run in a second; the Kamailio + SIPp tests are test_kamailio_e2e.py.
 
 from __future__ import annotations
 
-import pytest
+from typing import Any, Dict
 
+import pytest
 
 approute = pytest.importorskip("approute")
 kam = pytest.importorskip("approute.kamailio")
 
+from fake_ksr import FakeKSR  # noqa: E402  (tests/python)
 
-class FakePV:
-    def __init__(self, ksr):
-        self.ksr = ksr
-
-    def get(self, name):
-        if name.startswith("$hdr("):
-            h = name[5:-1].lower()
-            for k, v in self.ksr.headers:
-                if k.lower() == h:
-                    return v
-            return None
-        return self.ksr.vars.get(name)
-
-    def sets(self, name, value):
-        self.ksr.vars[name] = str(value)
-
-    def seti(self, name, value):
-        self.ksr.vars[name] = int(value)
-
-
-class FakeHdr:
-    def __init__(self, ksr):
-        self.ksr = ksr
-
-    def is_present(self, name):
-        return 1 if any(k.lower() == name.lower() for k, _ in self.ksr.headers) else -1
-
-    def remove(self, name):
-        self.ksr.headers = [(k, v) for k, v in self.ksr.headers if k.lower() != name.lower()]
-        return 1
-
-    def append(self, text):
-        assert text.endswith("\r\n")
-        k, v = text[:-2].split(":", 1)
-        self.ksr.appended.append((k, v.strip()))
-        return 1
-
-
-class FakeTM:
-    def __init__(self, ksr):
-        self.ksr = ksr
-        self.canceled = False
-        self.timeout = False
-
-    def t_is_canceled(self):
-        return 1 if self.canceled else -1
-
-    def t_branch_timeout(self):
-        return 1 if self.timeout else -1
-
-    def t_on_failure(self, name):
-        self.ksr.calls.append(("t_on_failure", name))
-        return 1
-
-    def t_relay(self):
-        self.ksr.calls.append(("t_relay", self.ksr.dst))
-        return 1
-
-    def t_reply(self, code, reason):
-        self.ksr.calls.append(("t_reply", code, reason))
-        return 1
-
-
-class FakeKSR:
-    def __init__(self, **pvs):
-        self.vars = {"$ci": "call-1", "$fU": "alice", "$fd": "acme.example.com",
-                     "$fu": "sip:alice@acme.example.com", "$tU": "conference",
-                     "$td": "service.example.com", "$tu": "sip:conference@service.example.com",
-                     "$rU": "conference", "$rd": "service.example.com",
-                     "$ru": "sip:conference@service.example.com", "$si": "127.0.0.1",
-                     "$rm": "INVITE"}
-        self.vars.update(pvs)
-        self.headers = []
-        self.appended = []
-        self.calls = []
-        self.logs = []
-        self.dst = None
-        self.pv = FakePV(self)
-        self.hdr = FakeHdr(self)
-        self.tm = FakeTM(self)
-
-    def setdsturi(self, uri):
-        self.dst = uri
-        return 1
-
-    def seturi(self, uri):
-        self.vars["$ru"] = uri
-        return 1
-
-    def err(self, s):
-        self.logs.append(("err", s))
-
-    def warn(self, s):
-        self.logs.append(("warn", s))
-
-    def info(self, s):
-        self.logs.append(("info", s))
-
-    def dbg(self, s):
-        self.logs.append(("dbg", s))
-
-
-ROUTER = {
+ROUTER: Dict[str, Any] = {
     "nodes": [
         {"id": "n1", "uri": "sip:127.0.0.1:5071", "pool": "media"},
         {"id": "n2", "uri": "sip:127.0.0.1:5072", "pool": "media"},
@@ -310,7 +210,7 @@ def counting(ksr):
     return reads
 
 
-HASH_ROUTER = {
+HASH_ROUTER: Dict[str, Any] = {
     "nodes": ROUTER["nodes"],
     "apps": {
         "conference": ROUTER["apps"]["conference"],
@@ -342,10 +242,10 @@ def test_attrs_are_read_only_for_strategies_that_use_them():
     h2.router = spy2 = SpyRouter(h2.router)
     assert h2.do_app_routing(None) == kam.OK
     assert spy2.attrs[0]["from"] == "sip:alice@acme.example.com"
-    assert kam._strategy_reads_attrs({"strategy": "python:mod:Cls"})
-    assert kam._strategy_reads_attrs({"strategy": {"name": "consistent_bounded", "by": "to"}})
-    assert not kam._strategy_reads_attrs({"strategy": {"name": "consistent_bounded"}})
-    assert not kam._strategy_reads_attrs({})
+    assert kam.strategy_reads_attrs({"strategy": "python:mod:Cls"})
+    assert kam.strategy_reads_attrs({"strategy": {"name": "consistent_bounded", "by": "to"}})
+    assert not kam.strategy_reads_attrs({"strategy": {"name": "consistent_bounded"}})
+    assert not kam.strategy_reads_attrs({})
     with pytest.raises(kam.SettingsError, match="attrs"):
         kam.Settings({"router": ROUTER, "shared": None, "attrs": "sometimes"})
 

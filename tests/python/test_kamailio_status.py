@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Dict
 
 import pytest
 
@@ -16,60 +17,9 @@ kam = pytest.importorskip("approute.kamailio")
 if not hasattr(approute.Router, "apply_report"):
     pytest.skip("this approute build has no status reports", allow_module_level=True)
 
-from test_kamailio_handler import FakeKSR  # noqa: E402  (same directory)
+from fake_ksr import FakeKSR as StatusKSR  # noqa: E402  (tests/python)
 
 SECRET = "0123456789abcdef-media"
-
-
-class FakeSL:
-    def __init__(self, ksr):
-        self.ksr = ksr
-
-    def send_reply(self, code, reason):
-        self.ksr.replies.append((code, reason, list(self.ksr.reply_headers)))
-        self.ksr.reply_headers.clear()
-        return 1
-
-    sl_send_reply = send_reply
-
-
-class FakeUAC:
-    def __init__(self, ksr):
-        self.ksr = ksr
-        self.fail = False
-
-    def uac_req_send(self):
-        req = {k[9:-1]: v for k, v in self.ksr.vars.items() if k.startswith("$uac_req(")}
-        self.ksr.sent.append(req)
-        return -1 if self.fail else 1
-
-
-class StatusKSR(FakeKSR):
-    def __init__(self, **pvs):
-        super().__init__(**pvs)
-        self.replies = []
-        self.reply_headers = []
-        self.sent = []
-        self.newtran = 1
-        self.sl = FakeSL(self)
-        self.uac = FakeUAC(self)
-        self.hdr.append_to_reply = self._append_to_reply
-        self.tm.t_newtran = self._t_newtran
-        self.tm.t_set_fr = self._t_set_fr
-
-    def _append_to_reply(self, text):
-        assert text.endswith("\r\n") and "\r\n" not in text[:-2]
-        k, v = text[:-2].split(":", 1)
-        self.reply_headers.append((k, v.strip()))
-        return 1
-
-    def _t_newtran(self):
-        self.calls.append(("t_newtran",))
-        return self.newtran
-
-    def _t_set_fr(self, fr_inv, fr):
-        self.calls.append(("t_set_fr", fr_inv, fr))
-        return 1
 
 
 ROUTER = {
@@ -101,7 +51,7 @@ def body(node="ast5", seq=1, **extra):
 
 
 # Entity tag -> node, so a refresh without a body is signed for its node.
-ETAG_NODES: dict = {}
+ETAG_NODES: Dict[str, str] = {}
 
 
 def sign(text, *, if_match=None, expires="60", default_expires=3600):
@@ -116,8 +66,8 @@ def sign(text, *, if_match=None, expires="60", default_expires=3600):
                                 expires=lease)
 
 
-def publish(h, ksr, text, *, expires="60", if_match=None, auth=True, default_expires=3600, event="approute-status",
-            ctype="application/json", src="127.0.0.1"):
+def publish(h, ksr, text, *, expires="60", if_match=None, auth=True, default_expires=3600,
+            event="approute-status", ctype="application/json", src="127.0.0.1"):
     ksr.headers = [("Event", event)]
     if expires is not None:
         ksr.headers.append(("Expires", expires))
@@ -241,7 +191,7 @@ def test_malformed_expires_is_400():
 
 def test_retransmission_is_not_applied_twice():
     h, ksr = make()
-    ksr.newtran = -1  # tm: this request already has a transaction
+    ksr.tm.newtran = -1  # tm: this request already has a transaction
     ksr.headers = [("Event", "approute-status")]
     assert h.on_publish(None) == kam.OK
     assert ksr.replies == []
@@ -284,7 +234,7 @@ def test_probe_round_sends_options_to_each_probed_node():
     assert node == "n1" and abs(float(t0) - time.time()) < 5
     assert h.on_probe_timer(None) == kam.OK  # the next round is not due yet
     assert len(ksr.sent) == 1
-    h._last_probe_round -= 5
+    h.probes.last_round -= 5
     h.on_probe_timer(None)
     assert len(ksr.sent) == 2
 
@@ -440,7 +390,7 @@ def test_publish_refused_before_the_transaction(kwargs, code, why):
     text = body() if size is None else body(pad="x" * size)
     ksr.vars["$bs"] = str(len(text))
     got, reason, _ = publish(h, ksr, text, **kwargs)
-    assert got == code and reason == kam._DEFAULT_REASONS[code]
+    assert got == code and reason == kam.DEFAULT_REASONS[code]
     assert ("t_newtran",) not in ksr.calls
     assert h.router.stats()["reports_accepted"] == 0 and h.counters["publish_%d" % code] == 1
     assert any(why in line for _, line in ksr.logs)
@@ -496,7 +446,7 @@ def test_refusal_details_are_logged_even_without_decision_lines():
         publish(h, ksr, body(), src="192.0.2.7")
     lines = [line for _, line in ksr.logs if "192.0.2.7" in line]
     assert len(lines) == 1
-    h._last_log["publish_403"] = 0.0  # a second later
+    h.ctx._last_log["publish_403"] = 0.0  # a second later
     publish(h, ksr, body(), src="192.0.2.7")
     lines = [line for _, line in ksr.logs if "192.0.2.7" in line]
     assert len(lines) == 2 and "(4 similar line(s) left out)" in lines[-1]

@@ -1,9 +1,8 @@
 """router.sessions() and router.affinities(): what an operator lists."""
 from __future__ import annotations
 
-import pytest
-
 import approute
+import pytest
 
 CONF = """
 nodes:

@@ -9,10 +9,10 @@ import multiprocessing as mp
 import os
 import uuid
 from collections import Counter, defaultdict
-
-import pytest
+from typing import Any, Optional
 
 import approute
+import pytest
 
 CONF = """
 nodes:
@@ -37,7 +37,7 @@ KEYS = 30
 def worker(segment: str, index: int, attach: bool, queue) -> None:
     router = approute.Router.attach(segment) if attach else approute.Router.from_yaml(CONF, shared=segment)
     placed = []
-    rr = Counter()
+    rr: Counter[Optional[str]] = Counter()
     for i in range(CALLS):
         call_id = f"p{index}-{i}"
         key = f"tenant{(i * 7 + index) % KEYS}.example.com"
@@ -58,7 +58,7 @@ def test_processes_share_one_state(start: str) -> None:
     segment = f"approute-mp-{os.getpid()}-{uuid.uuid4().hex[:6]}"
     parent = approute.Router.from_yaml(CONF, shared=segment)
     try:
-        ctx = mp.get_context(start)
+        ctx: Any = mp.get_context(start)  # fork or spawn
         queue = ctx.Queue()
         # With fork the children attach by name; with spawn they load the same YAML (restart path).
         procs = [ctx.Process(target=worker, args=(segment, i, start == "fork", queue)) for i in range(PROCS)]
@@ -69,8 +69,8 @@ def test_processes_share_one_state(start: str) -> None:
             p.join(timeout=60)
             assert p.exitcode == 0
         key_nodes = defaultdict(set)
-        live = Counter()
-        rr_total = Counter()
+        live: Counter[str] = Counter()
+        rr_total: Counter[Optional[str]] = Counter()
         for placed, rr in results:
             for key, node, is_live in placed:
                 key_nodes[key].add(node)

@@ -10,9 +10,8 @@ import textwrap
 import threading
 import uuid
 
-import pytest
-
 import approute
+import pytest
 
 CONF = textwrap.dedent(
     """
@@ -77,6 +76,7 @@ class Recorder(approute.Strategy):
         super().__init__()
         self.answer = answer
         self.calls = []
+        self.extra = ""
 
     def select(self, request, candidates):
         self.calls.append((request, list(candidates)))
@@ -91,12 +91,14 @@ def test_select_sees_request_and_candidates_and_decides():
     d = router.route("conference", call_id="c1", key="acme", attrs={"region": "us"})
     assert (d.ok, d.node_id, d.reason) == (True, "b", "strategy")
     req, cands = rec.calls[-1]
-    assert (req.app, req.resource, req.call_id, req.key, req.attempt) == ("conference", "conference", "c1", "acme", 1)
+    assert (req.app, req.resource, req.call_id, req.key, req.attempt) == (
+        "conference", "conference", "c1", "acme", 1)
     assert req.attrs == {"region": "us"}
     assert req.now == pytest.approx(1_800_000_000.5)
     assert [c.id for c in cands] == ["a", "b", "c"]  # pool media only
     a, b = cands[0], cands[1]
-    assert (a.uri, a.pool, a.state, a.health, a.weight, a.priority) == ("sip:10.0.0.1:5060", "media", "active", "up", 1, 0)
+    assert (a.uri, a.pool, a.state, a.health, a.weight, a.priority) == (
+        "sip:10.0.0.1:5060", "media", "active", "up", 1, 0)
     assert a.attrs == {"region": "eu"} and a.capacity == {"conference": 2}
     assert (a.used, a.limit, a.free, a.resource) == (0, 2, 2, "conference")
     assert b.load == {"cpu": 0.25} and b.load_updated == pytest.approx(1_800_000_000.5)
@@ -228,7 +230,7 @@ def test_register_strategy_then_reload():
     with pytest.raises(ValueError, match="built-in"):
         router.register_strategy("round_robin", Recorder(lambda r, cs: None))
     with pytest.raises(TypeError):
-        router.register_strategy("other", object())
+        router.register_strategy("other", object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="fallback"):
         router.register_strategy("other", Recorder(lambda r, cs: None), fallback="nope")
 
@@ -252,9 +254,9 @@ def test_threads_route_through_a_python_strategy_and_exit_cleanly():
     def work(t):
         try:
             for i in range(50):
-                d = router.route("conference", call_id="t%d-%d" % (t, i))
+                d = router.route("conference", call_id="t%d-%d" % (t, i))  # noqa: F821  (del below)
                 assert d.ok
-                router.end("t%d-%d" % (t, i))
+                router.end("t%d-%d" % (t, i))  # noqa: F821
         except Exception as e:  # pragma: no cover - reported below
             errors.append(e)
 

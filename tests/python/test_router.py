@@ -5,9 +5,8 @@ import os
 import textwrap
 import uuid
 
-import pytest
-
 import approute
+import pytest
 
 CONF = textwrap.dedent(
     """
@@ -121,6 +120,7 @@ def test_node_registry(router: approute.Router) -> None:
 
 def test_disabled_and_draining(router: approute.Router) -> None:
     d = router.route("conference", call_id="c1", key="held")
+    assert d.node_id is not None
     router.set_state(d.node_id, "draining")
     assert router.route("conference", call_id="c2", key="held").node_id == d.node_id
     assert router.route("conference", call_id="c3", key="fresh").node_id != d.node_id
@@ -136,11 +136,13 @@ def test_disabled_and_draining(router: approute.Router) -> None:
         (lambda r: r.route("conference", call_id="x" * 200), approute.InvalidArgumentError, "at most 127"),
         (lambda r: r.retry("c", code=503), approute.NotFoundError, "no session"),
         (lambda r: r.retry("c", code=42), approute.InvalidArgumentError, "not a SIP status code"),
-        (lambda r: r.add_node("ast1", "sip:10.0.0.9"), approute.AlreadyExistsError, 'node "ast1" already exists'),
+        (lambda r: r.add_node("ast1", "sip:10.0.0.9"), approute.AlreadyExistsError,
+         'node "ast1" already exists'),
         (lambda r: r.add_node("bad id", "sip:10.0.0.9"), approute.InvalidArgumentError, 'node id "bad id"'),
         (lambda r: r.add_node("x", "http://example.com"), approute.InvalidArgumentError, "malformed SIP URI"),
         (lambda r: r.add_node("x", "sip:10.0.0.9", weight=-1), approute.InvalidArgumentError, "weight"),
-        (lambda r: r.set_state("ast1", "sleepy"), approute.InvalidArgumentError, 'unknown admin state "sleepy"'),
+        (lambda r: r.set_state("ast1", "sleepy"), approute.InvalidArgumentError,
+         'unknown admin state "sleepy"'),
         (lambda r: r.set_health("ast1", "meh"), approute.InvalidArgumentError, 'unknown health "meh"'),
         (lambda r: r.set_state("ghost", "draining"), approute.NotFoundError, 'no node "ghost"'),
         (lambda r: r.report_load("ast1", cpu="high"), approute.InvalidArgumentError, "cpu must be a number"),
@@ -167,7 +169,8 @@ def test_unknown_app_uses_default_or_fails() -> None:
 
 def test_config_errors_name_file_line_and_key(tmp_path) -> None:
     bad = tmp_path / "router.yaml"
-    bad.write_text("nodes:\n  - {id: a, uri: \"sip:10.0.0.1\"}\napps:\n  conference:\n    strategy: fastest\n")
+    bad.write_text("nodes:\n  - {id: a, uri: \"sip:10.0.0.1\"}\n"
+                   "apps:\n  conference:\n    strategy: fastest\n")
     with pytest.raises(approute.ConfigError) as info:
         approute.Router.from_file(str(bad))
     msg = str(info.value)
@@ -181,6 +184,7 @@ def test_config_errors_name_file_line_and_key(tmp_path) -> None:
 
 def test_reload_keeps_sessions_and_rejects_bad_config(router: approute.Router) -> None:
     d = router.route("conference", call_id="c1", key="k")
+    assert d.node_id is not None
     keep = [line for line in CONF.splitlines() if "ast3" not in line or d.node_id == "ast3"]
     router.reload("\n".join(keep))
     assert router.node(d.node_id).sessions["conference"] == 1
@@ -193,6 +197,7 @@ def test_shared_segment_attach_and_unlink(segment: str) -> None:
     a = approute.Router.from_yaml(CONF, shared=segment)
     assert a.shared == segment
     d = a.route("conference", call_id="c1", key="k")
+    assert d.node_id is not None
     b = approute.Router.attach(segment)
     assert b.node(d.node_id).sessions["conference"] == 1
     assert b.route("conference", call_id="c2", key="k").node_id == d.node_id
@@ -218,6 +223,20 @@ def test_strategies_listed() -> None:
     for s in ("round_robin", "weighted_round_robin", "random", "weighted_random",
               "priority", "hash", "least_loaded", "p2c"):
         assert s in names
+
+
+def test_strategy_request_attrs_says_what_each_strategy_reads() -> None:
+    for name in ("round_robin", "least_loaded", "p2c", "latency"):
+        assert approute.strategy_request_attrs(name) == [], name
+    assert approute.strategy_request_attrs("hash") == []  # by call_id
+    assert approute.strategy_request_attrs("hash", {"by": "from"}) == ["from"]
+    assert approute.strategy_request_attrs("hash", {"by": "attr:tenant"}) == ["tenant"]
+    assert approute.strategy_request_attrs("consistent_bounded", {"by": "to"}) == ["to"]
+    assert approute.strategy_request_attrs("python:pkg.mod:Cls") == ["*"]
+    with pytest.raises(approute.InvalidArgumentError, match="fastest"):
+        approute.strategy_request_attrs("fastest")
+    with pytest.raises(approute.InvalidArgumentError, match="by"):
+        approute.strategy_request_attrs("hash", {"by": "nothing"})
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from approute import cli, simulate
 
 REPO = Path(__file__).resolve().parents[2]

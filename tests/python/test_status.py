@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import time
-
-import pytest
+from typing import Dict
 
 import approute
+import pytest
 
 SECRET = "0123456789abcdef-media"
 CONF = f"""
@@ -26,7 +26,7 @@ def report(node: str, seq: int, **extra) -> str:
 
 
 # Entity tag -> node, so a refresh without a body is signed for its node.
-ETAG_NODES: dict = {}
+ETAG_NODES: Dict[str, str] = {}
 
 
 def publish(router: approute.Router, body: str, *, expires: int = 60, if_match=None, secret=SECRET,
@@ -89,7 +89,8 @@ def test_unsigned_and_replayed() -> None:
     assert r.apply_report(body, expires=60, source="127.0.0.1", auth=auth).code == 200
     replay = r.apply_report(body, expires=60, source="127.0.0.1", auth=auth)
     assert replay.code == 403 and "seq 5" in replay.reason
-    old = approute.sign_report(report("a", 6), keyid="k1", secret=SECRET, expires=60, ts=int(time.time()) - 600)
+    old = approute.sign_report(report("a", 6), keyid="k1", secret=SECRET, expires=60,
+                               ts=int(time.time()) - 600)
     assert r.apply_report(report("a", 6), expires=60, source="127.0.0.1", auth=old).code == 403
 
 

@@ -39,6 +39,15 @@ struct AppConfig {
   // candidates; otherwise the call goes to the key's next home, its
   // rendezvous-hash order over the nodes within the bound.
   double affinity_bound = 0;
+  // `affinity.strict`: while a key has live sessions on a node, every new
+  // call of the key goes to that node or to no node (route() answers ok =
+  // false, reason key_full, key_down, key_draining, key_disabled or
+  // key_tried); a key with no live session (only its grace left) may move.
+  bool affinity_strict = false;
+  // `affinity.headroom` (0 <= h < 1): a node takes a call for a new key only
+  // while its count for `resource` is below (1 - h) x capacity; calls of
+  // keys it already holds may fill it to capacity.
+  double affinity_headroom = 0;
   std::vector<int> retry_codes;   // codes that make retry() pick again (default 503)
   std::vector<int> full_codes;    // codes that release the node's claim on the key (default: retry_codes)
   int max_attempts = 3;           // placements per call, first one included (1..16)

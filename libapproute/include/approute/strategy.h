@@ -18,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -85,6 +86,9 @@ struct PickRequest {
   int attempt = 1;
 };
 
+// RequestAttrs() of a strategy that may read any request attribute.
+inline constexpr std::string_view kAnyRequestAttr = "*";
+
 class Strategy {
  public:
   virtual ~Strategy() = default;
@@ -93,6 +97,13 @@ class Strategy {
   virtual absl::StatusOr<size_t> Pick(const PickRequest& request,
                                       absl::Span<const Candidate> candidates,
                                       StrategyContext& context) = 0;
+  // The request attributes (keys of PickRequest::attrs) Pick() may read:
+  // empty when it reads none, {kAnyRequestAttr} when it may read any. A
+  // caller that collects the attributes for each call (the Kamailio handler
+  // reads them from the SIP message) collects only these. The default is
+  // {kAnyRequestAttr}: a strategy that does not say, e.g. one written in
+  // Python, is given them all. Never fails; the same for the object's life.
+  virtual std::vector<std::string> RequestAttrs() const { return {std::string(kAnyRequestAttr)}; }
 };
 
 // Options for a strategy as written in YAML (`strategy: {name: hash, by: from}`),
@@ -111,6 +122,11 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(std::string_view name,
 absl::Status RegisterStrategy(std::string name, StrategyFactory factory);
 // The names MakeStrategy knows, sorted.
 std::vector<std::string> StrategyNames();
+// RequestAttrs() of the strategy MakeStrategy(name, params) builds; for a
+// Python strategy name (which only the Python package builds), {kAnyRequestAttr}.
+// InvalidArgument as MakeStrategy when the name or a parameter is unknown.
+absl::StatusOr<std::vector<std::string>> StrategyRequestAttrs(std::string_view name,
+                                                              const StrategyParams& params);
 
 // Strategies written in Python are named "python:package.module:ClassName".
 // Only the Python package can build them (through a StrategyResolver); the

@@ -104,7 +104,13 @@ std::string SignReport(std::string_view body, std::string_view keyid, std::strin
 struct RouteRequest {
   std::string app;                          // policy name; unknown -> "default" policy
   std::string call_id;                      // required, <= 127 bytes
-  std::string key;                          // affinity key; empty = no affinity
+  std::string key;                          // affinity key; empty = no affinity; never starts with byte 0x1f
+  // A preference for a new key (e.g. the caller's domain): a key seen for
+  // the first time goes to the node that holds the app's preference value,
+  // if that node can take it within the app's bound and headroom; else the
+  // strategy picks and the preference follows. Soft: never refuses a call.
+  // Empty = none; used only with a key, for an app with affinity.
+  std::string prefer;
   std::vector<std::string> exclude;         // node ids never to choose for this call
   std::map<std::string, std::string> attrs; // hash inputs ("from", "to", "ruri_user") and more
 };
@@ -114,7 +120,12 @@ struct Decision {
   bool ok = false;
   std::string node_id;
   std::string uri;
-  std::string reason;  // "affinity" | "affinity_bound" (the key's next home, affinity.bound) | "strategy" | "retry" | "session" | "no_node"
+  // "affinity" | "affinity_bound" (the key's next home, affinity.bound) |
+  // "prefer" (a new key on its preference's node) | "strategy" | "retry" |
+  // "session" | "no_node" | for a strict key whose node cannot take the
+  // call (ok false): "key_full" | "key_down" | "key_draining" |
+  // "key_disabled" | "key_tried" (retry(): the key's node was tried).
+  std::string reason;
   std::string detail;  // human-readable why (always set when !ok)
   std::string app;     // the policy that decided (after default fallback)
   int attempt = 0;     // 1 for the first placement, +1 per retry
@@ -137,6 +148,11 @@ struct RouterStats {
   // codes were seen), from every process sharing the region.
   std::map<std::string, std::map<std::string, int64_t>> decisions;
   std::map<std::string, std::map<std::string, int64_t>> retries;
+  // Calls of a strict key refused, by app and reason (key_full, key_down,
+  // key_draining, key_disabled, key_tried), and calls for a new key that
+  // found no node because affinity.headroom turned nodes away, by app.
+  std::map<std::string, std::map<std::string, int64_t>> key_refusals;
+  std::map<std::string, int64_t> headroom_refusals;
   // A sample of route() latencies (one call in 16 per thread): cumulative
   // counts by upper bound in seconds (the last is +infinity), sum, count.
   struct Histogram {

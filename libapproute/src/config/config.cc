@@ -271,7 +271,7 @@ absl::Status ParseApp(const Ctx& c, const YAML::Node& n, const std::string& path
       app->affinity = true;
     } else {
       AR_RETURN_IF_ERROR(c.Map(a, ap));
-      AR_RETURN_IF_ERROR(c.OnlyKeys(a, ap, {"grace", "bound"}));
+      AR_RETURN_IF_ERROR(c.OnlyKeys(a, ap, {"grace", "bound", "strict", "headroom"}));
       app->affinity = true;
       if (a["grace"]) AR_ASSIGN(app->affinity_grace_ms, c.Seconds(a["grace"], ap + ".grace", 0, 7 * 86400));
       if (const YAML::Node& b = a["bound"]; b) {
@@ -283,6 +283,25 @@ absl::Status ParseApp(const Ctx& c, const YAML::Node& n, const std::string& path
           return c.Error(b, ap + ".bound", Cat("value ", v, " must be > 1.0 (and at most 100): a node may take this many times the mean load"));
         }
         app->affinity_bound = v;
+      }
+      if (const YAML::Node& st = a["strict"]; st) {
+        bool v = false;
+        if (!st.IsScalar() || !YAML::convert<bool>::decode(st, v)) {
+          return c.Error(st, ap + ".strict", Cat("expected true or false, got \"", Ctx::Text(st), "\""));
+        }
+        app->affinity_strict = v;
+      }
+      if (const YAML::Node& h = a["headroom"]; h) {
+        double v = 0;
+        if (!h.IsScalar() || !YAML::convert<double>::decode(h, v) || !std::isfinite(v)) {
+          return c.Error(h, ap + ".headroom", Cat("expected a number in 0.0..0.99, got \"", Ctx::Text(h), "\""));
+        }
+        if (v < 0.0 || v >= 1.0) {
+          return c.Error(h, ap + ".headroom",
+                         Cat("value ", v, " must be at least 0.0 and below 1.0: the share of capacity kept "
+                             "for calls of keys a node already holds"));
+        }
+        app->affinity_headroom = v;
       }
     }
   }

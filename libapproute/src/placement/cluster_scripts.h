@@ -40,15 +40,18 @@ constexpr std::optional<Flag> ParseFlag(int64_t v) {
   "return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"                     \
   "local function live(z, p, now) local s = redis.call('ZSCORE', z, p) "                       \
   "return s and tonumber(s) > now end\n"                                                        \
-  "local function claim_node(c, z, now)\n"                                                      \
-  "  local node = redis.call('HGET', c, 'node')\n"                                             \
-  "  if not node then return nil end\n"                                                         \
-  "  if redis.call('PTTL', c) > 0 then return node end\n"                                      \
+  "local function held(c, z, now)\n"                                                           \
   "  local kv = redis.call('HGETALL', c)\n"                                                     \
   "  for i = 1, #kv, 2 do\n"                                                                    \
   "    local f = kv[i]\n"                                                                       \
-  "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return node end\n" \
+  "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return true end\n" \
   "  end\n"                                                                                     \
+  "  return false\n"                                                                            \
+  "end\n"                                                                                       \
+  "local function claim_node(c, z, now)\n"                                                      \
+  "  local node = redis.call('HGET', c, 'node')\n"                                             \
+  "  if not node then return nil end\n"                                                         \
+  "  if redis.call('PTTL', c) > 0 or held(c, z, now) then return node end\n"                   \
   "  return nil\n"                                                                              \
   "end\n"                                                                                       \
   "local function reserve(n, z, p, share, cap, now)\n"                                         \
@@ -227,13 +230,19 @@ redis.call('PERSIST', KEYS[1])
 return node
 )lua";
 
-// KEYS: claim, proxies. ARGV: proxy, node, grace_ms, lease_ms, refs.
+// KEYS: claim, proxies. ARGV: proxy, node, grace_ms, lease_ms, refs, and
+// optionally a takeover: "1" a claim of another node that no live proxy's
+// session holds (only its grace left) is taken over, "2" any claim is.
 // -> {ClaimFlag, the claim's node}.
 inline constexpr char kClaim[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
 local node = claim_node(KEYS[1], KEYS[2], now)
-if node and node ~= ARGV[2] then return {0, node} end
+if node and node ~= ARGV[2] then
+  local takeover = ARGV[6] == '2' or (ARGV[6] == '1' and not held(KEYS[1], KEYS[2], now))
+  if not takeover then return {0, node} end
+  node = nil
+end
 if not node then redis.call('DEL', KEYS[1]) end
 redis.call('HSET', KEYS[1], 'node', ARGV[2], 'grace', ARGV[3], 'r:' .. ARGV[1], ARGV[5])
 redis.call('PERSIST', KEYS[1])
@@ -244,6 +253,21 @@ enum class ClaimFlag : int64_t {
   kClaimed = 1,     // claimed for node (or its claim joined)
   kLast = kClaimed,
 };
+
+// KEYS: claim, proxies. -> {node, live sessions over the live proxies} of
+// the key's claim, or {"", 0} when it has none (or its grace ran out).
+inline constexpr char kHolder[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+local node = claim_node(KEYS[1], KEYS[2], now)
+if not node then return {'', 0} end
+local total = 0
+local kv = redis.call('HGETALL', KEYS[1])
+for i = 1, #kv, 2 do
+  local f = kv[i]
+  if string.sub(f, 1, 2) == 'r:' and live(KEYS[2], string.sub(f, 3), now) then total = total + tonumber(kv[i + 1]) end
+end
+return {node, total}
+)lua";
 
 // KEYS: claim, proxies. ARGV: proxy, lease_ms, refs this proxy holds now,
 // release (1: the claim goes for every proxy), no grace (1: an unanswered

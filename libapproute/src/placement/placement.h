@@ -57,6 +57,10 @@ class Placement {
   // (AffinityTable::Join) with Reserve as the join's reservation.
   virtual std::optional<ClaimRef> JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now, bool defer,
                                                  Admit admit) = 0;
+  // The key's claim joined when `take` accepts its node, the placement
+  // reserving nothing (for a claim whose call holds its unit already, or
+  // needs none: a preference). `defer` as JoinAndReserve.
+  virtual std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) = 0;
   // Claims the key for `chosen` (already reserved), or joins a concurrent
   // claim (AffinityTable::Claim), reserving one unit of `res` on its node
   // when `admit` accepts it.
@@ -78,6 +82,12 @@ class Placement {
     if (!c.ok() || c->moved) Release(chosen.slot, chosen.epoch, res);
     return c;
   }
+  // Claims the key for `chosen` (already reserved, or needing no unit)
+  // whatever node holds it now when `force`; else only when no session
+  // holds the key's claim any more (its grace time left at most): claim 0
+  // in the outcome when sessions still hold it elsewhere.
+  virtual absl::StatusOr<AffinityTable::ClaimOutcome> TakeOver(const AffinityKey& k, ClaimRef chosen,
+                                                              int64_t grace_ms, int64_t now, bool force) = 0;
   // Drops a session's reference on its claim, then as `mode` says
   // (AffinityTable::DropMode: grace, no grace for a leaving node, release
   // for a full node, abandoned for a call that was never answered).
@@ -90,6 +100,10 @@ class Placement {
     Release(slot, epoch, res);
     if (claim != 0) DropClaim(k, claim, mode, now);
   }
+  // The key's claim as the routing flow must respect it: its node and the
+  // live sessions holding it (the deployment's, with cluster:); no node
+  // (slot kNil) when the key has no claim or its grace ran out.
+  virtual AffinityTable::Hold HolderOf(const AffinityKey& k, int64_t now) = 0;
   // A session holding the claim was answered.
   virtual void MarkAnswered(const AffinityKey& k, uint64_t claim) = 0;
   // Deletes the claims on (slot, epoch) that no session holds (in their
@@ -134,16 +148,27 @@ class RegionPlacement final : public Placement {
                                          Admit admit) override {
     return affinity_.Join(k, now, [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
   }
+  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool /*defer*/, NodeCheck take) override {
+    return affinity_.Join(k, now, take);
+  }
   absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, uint32_t res,
                                                    int64_t grace_ms, int64_t now, NodeCheck alive,
                                                    Admit admit) override {
     return affinity_.Claim(k, chosen, grace_ms, now, alive,
                            [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
   }
+  absl::StatusOr<AffinityTable::ClaimOutcome> TakeOver(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
+                                                      int64_t now, bool force) override {
+    // AffinityTable::Claim rebinds a claim whose holder is not `alive`, and
+    // one that is alive but held by no session.
+    auto holder_counts = [force](uint32_t, uint32_t) { return !force; };
+    return affinity_.Claim(k, chosen, grace_ms, now, holder_counts, [](uint32_t, uint32_t) { return false; });
+  }
   void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) override {
     affinity_.Drop(k, claim, mode, now);
   }
   void MarkAnswered(const AffinityKey& k, uint64_t claim) override { affinity_.MarkAnswered(k, claim); }
+  AffinityTable::Hold HolderOf(const AffinityKey& k, int64_t now) override { return affinity_.HoldOf(k, now); }
   int64_t ForgetIdleClaims(uint32_t slot, uint32_t epoch) override { return affinity_.ForgetIdle(slot, epoch); }
   void SetAdminState(uint32_t slot, AdminState state) override {
     NodeHot& n = region_.hot(slot);

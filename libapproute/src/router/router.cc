@@ -1,5 +1,5 @@
 // The routing flow: route, retry, confirm, end, and the sweep that expires
-// what was never ended. Everything it reads or changes lives in components:
+// what was never ended (the placement of one call is in place.cc). Everything it reads or changes lives in components:
 //
 //   node_table.h      nodes, admin state, counts, capacities, leases, snapshots
 //   session_table.h   call id -> session
@@ -18,12 +18,9 @@
 // node ever holds more sessions than its capacity across processes. Every
 // change of a count or a table runs inside an Owners::Op, so a process
 // killed half-way is found and its half-done change recounted away.
-#include <limits>
+#include <chrono>
 #include <optional>
 
-#include <chrono>
-
-#include "routing/load_bound.h"
 #include "router/router_impl.h"
 
 namespace approute {
@@ -49,252 +46,6 @@ absl::Status CheckCallId(std::string_view call_id) {
 
 }  // namespace
 
-bool Router::Impl::Usable(uint32_t slot, uint32_t epoch, const Policy& p, const Snapshot& snap, int64_t now) {
-  if (slot == kNil || slot >= region_->max_nodes()) return false;
-  NodeHot& n = region_->hot(slot);
-  if (n.epoch.load(std::memory_order_relaxed) != epoch) return false;
-  uint32_t admin = n.admin.load(std::memory_order_relaxed);
-  if (admin == static_cast<uint32_t>(AdminState::kDisabled)) return false;
-  if (admin == static_cast<uint32_t>(AdminState::kDraining)) {
-    int64_t deadline = n.drain_deadline_ms.load(std::memory_order_relaxed);
-    if (deadline != 0 && now >= deadline) return false;  // past its drain deadline: its keys go elsewhere
-  }
-  if (n.health.load(std::memory_order_relaxed) == static_cast<uint32_t>(Health::kDown)) return false;
-  if (NodeTable::LeaseExpired(n, now) || HealthMonitor::Ejected(n, now)) return false;
-  const NodeView* v = snap.At(slot, epoch);
-  return v != nullptr && v->pool == p.config.pool;
-}
-
-int64_t Router::Impl::CapacityOf(const Snapshot& snap, uint32_t slot, uint32_t epoch, uint32_t res) const {
-  const NodeView* v = snap.At(slot, epoch);
-  return v ? v->capacity[res] : 0;
-}
-
-void Router::Impl::Candidates(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now,
-                              CandidateList* out, Tally* tally) {
-  const PoolView* pv = snap.Pool(p.config.pool);
-  if (pv == nullptr) {
-    out->list.clear();
-    return;
-  }
-  if (out->pool != pv || out->router != id_ || out->generation != snap.generation) {
-    *out = CandidateList{std::move(out->list), pv, id_, snap.generation, 0};
-  }
-  const bool panic = p.health.panic_threshold > 0 && health_.Panic(snap, snap.by_pool.at(p.config.pool), p.health, now);
-  CandidateSink sink(out, *pv, snap.resources.size());
-  ScanPool(*pv, &region_->hot(0), p.resource, avoid, panic, now, sink, tally);
-}
-
-Router::Impl::CompactOutcome Router::Impl::PickCompact(const Policy& p, const Snapshot& snap, const SlotList& avoid,
-                                                      int64_t now, const PickRequest& pr, StrategyContext& ctx,
-                                                      const char* strategy_reason, ReserveFn reserve_fn,
-                                                      Placed* out, Tally* t) {
-  const PoolView* pvp = snap.Pool(p.config.pool);
-  if (pvp == nullptr) {
-    *t = Tally{};
-    return CompactOutcome::kPicked;  // no pool: no node
-  }
-  const PoolView& pv = *pvp;
-  const uint32_t res = p.resource;
-  const bool panic = p.health.panic_threshold > 0 && health_.Panic(snap, snap.by_pool.at(p.config.pool), p.health, now);
-  NodeHot* hot = &region_->hot(0);
-  const int64_t* caps = pv.CapacityRow(res);
-  const bool slow_start = p.health.slow_start_ms > 0;
-  auto reserve = [&](size_t member, int64_t capacity) {
-    const uint32_t slot = pv.slot[member];
-    if (!reserve_fn(slot, pv.epoch[member], capacity)) return false;
-    out->ref = ClaimRef{slot, pv.epoch[member], 0};
-    out->decision.reason = strategy_reason;
-    return true;
-  };
-  // A draw first: no scan while the members it draws can take the call. A
-  // drawn member that cannot be reserved (filled meanwhile) or sits out its
-  // slow start costs another draw; a few failed draws hand over to the scan.
-  auto probe = [&](size_t m, int64_t* s, int64_t* c) {
-    *c = caps[m];
-    return CheckMember(hot[pv.slot[m]], pv.slot[m], pv.epoch[m], caps[m], res, avoid, panic, false, now, s) ==
-           Verdict::kTake;
-  };
-  for (int draw = 0; draw < 4; ++draw) {
-    std::optional<size_t> m = p.compact->PickSampled(pr, pv.slot.size(), probe, ctx);
-    if (!m.has_value() || *m >= pv.slot.size()) break;
-    if (slow_start && HealthMonitor::SkipForSlowStart(hot[pv.slot[*m]], p.health, now, UniformFrom(ThreadRandom()))) {
-      continue;
-    }
-    if (reserve(*m, caps[*m])) return CompactOutcome::kPicked;
-  }
-  static thread_local EligibleList eligible_tl;
-  EligibleList& el = eligible_tl;
-  EligibleSink sink(&el);
-  ScanPool(pv, hot, res, avoid, panic, now, sink, t);
-  // As the full path: a pick that cannot be reserved (filled up by another
-  // process meanwhile, or skipped for slow start) leaves the list.
-  while (el.n > 0) {
-    std::optional<size_t> pick = p.compact->PickCompact(pr, el.View(), ctx);
-    if (!pick.has_value()) return CompactOutcome::kNeedsFull;
-    if (*pick >= el.n) {
-      out->decision.reason = "no_node";
-      out->decision.detail = Cat("strategy ", p.config.strategy, " chose no node: index out of range");
-      return CompactOutcome::kChoseNone;
-    }
-    const uint32_t member = el.member[*pick];
-    if (el.n > 1 && slow_start &&
-        HealthMonitor::SkipForSlowStart(hot[pv.slot[member]], p.health, now, UniformFrom(ThreadRandom()))) {
-      el.Erase(*pick);
-      continue;
-    }
-    if (reserve(member, el.capacity[*pick])) return CompactOutcome::kPicked;
-    ++t->full;  // filled up by another process meanwhile
-    el.Erase(*pick);
-  }
-  return CompactOutcome::kPicked;  // nobody left: no node
-}
-
-absl::Status Router::Impl::Place(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
-                             const std::map<std::string, std::string>& attrs, const SlotList& avoid, int attempt,
-                             int64_t now, const char* strategy_reason, Placed* result) {
-  Placed& out = *result;
-  out.decision.app = p.config.name;
-  out.decision.attempt = attempt;
-  const uint32_t res = p.resource;
-  const bool use_aff = p.config.affinity && !key.empty();
-  const AffinityKey k(p.app_slot, use_aff ? key : std::string_view());
-  // The candidate list: a per-thread buffer, looked up only when a list is
-  // built (an affinity hit builds none, and a TLS lookup in a shared object
-  // is a call). It keeps its pool's ready-made entries between calls.
-  CandidateList* cbuf = nullptr;
-  auto buffer = [&cbuf]() -> CandidateList& {
-    static thread_local CandidateList cands_tl;
-    if (cbuf == nullptr) cbuf = &cands_tl;
-    return *cbuf;
-  };
-  Tally t;
-  bool have_cands = false;
-  // affinity.bound: the candidates' loads decide whether a hit may be taken.
-  const double bound = use_aff ? p.config.affinity_bound : 0;
-  LoadBound lb;
-  if (bound > 1.0) {
-    Candidates(p, snap, avoid, now, &buffer(), &t);
-    have_cands = true;
-    lb = LoadBound(cbuf->list, bound, k.hash);
-  }
-  bool over_bound = false;  // the key's node was usable but above the bound
-  auto admit = [&](uint32_t slot, uint32_t epoch) -> std::optional<int64_t> {
-    if (!Usable(slot, epoch, p, snap, now) || Contains(avoid, slot)) return std::nullopt;
-    if (bound > 1.0 && !lb.Within(slot)) {
-      over_bound = true;
-      return std::nullopt;
-    }
-    return CapacityOf(snap, slot, epoch, res);
-  };
-  bool joined = false;
-  if (use_aff) {
-    // With a bound, the key's node must be known now (for its next home).
-    if (std::optional<ClaimRef> hit = placement_->JoinAndReserve(k, res, now, bound <= 1.0, admit)) {
-      out.ref = *hit;
-      out.decision.reason = "affinity";
-      joined = true;
-    } else if (over_bound) {
-      // The key's node is above the bound: its next home within the bound.
-      for (const LoadBound::Entry& e : lb.NextHomes()) {
-        const Candidate& c = cbuf->list[e.index];
-        if (placement_->Reserve(c.slot, res, c.capacity)) {
-          out.ref = ClaimRef{c.slot, snap.nodes[static_cast<size_t>(snap.index_of_slot[c.slot])].epoch, 0};
-          out.decision.reason = "affinity_bound";
-          break;
-        }
-      }
-    }
-  }
-  // A keyed call that joined no claim: the strategy's node is reserved and
-  // the key claimed for it in one step (Placement::ReserveAndClaim).
-  const bool claim_new = use_aff && !joined && out.ref.slot == kNil;
-  auto alive = [&](uint32_t slot, uint32_t epoch) { return Usable(slot, epoch, p, snap, now); };
-  std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> claimed;
-  auto reserve = [&](uint32_t slot, uint32_t epoch, int64_t capacity) {
-    if (!claim_new) return placement_->Reserve(slot, res, capacity);
-    claimed = placement_->ReserveAndClaim(k, ClaimRef{slot, epoch, 0}, res, capacity, p.config.affinity_grace_ms,
-                                          now, alive, admit);
-    return claimed.has_value();
-  };
-  if (out.ref.slot == kNil) {
-    RegionStrategyContext ctx(*region_, nodes_, p.app_slot, snap, now, seeded_ ? &rng_ : nullptr);
-    PickRequest pr{.app = p.config.name, .resource = p.config.resource, .call_id = call_id,
-                   .key = key, .attrs = &attrs, .attempt = attempt};
-    CompactOutcome compact = CompactOutcome::kNeedsFull;
-    if (!have_cands && p.compact != nullptr) {
-      compact = PickCompact(p, snap, avoid, now, pr, ctx, strategy_reason, reserve, &out, &t);
-      if (compact == CompactOutcome::kChoseNone) return absl::OkStatus();
-    }
-    if (compact == CompactOutcome::kNeedsFull) {
-      CandidateList& cl = buffer();
-      std::vector<Candidate>& cands = cl.list;
-      if (!have_cands) Candidates(p, snap, avoid, now, &cl, &t);
-      while (!cands.empty()) {
-        absl::StatusOr<size_t> pick = p.strategy->Pick(pr, absl::MakeConstSpan(cands), ctx);
-        if (!pick.ok() || *pick >= cands.size()) {
-          out.decision.reason = "no_node";
-          out.decision.detail = Cat("strategy ", p.config.strategy, " chose no node: ",
-                                    pick.ok() ? "index out of range" : pick.status().message());
-          return absl::OkStatus();
-        }
-        const Candidate& c = cands[*pick];
-        const NodeHot& n = region_->hot(c.slot);
-        if (cands.size() > 1 && p.health.slow_start_ms > 0 &&
-            HealthMonitor::SkipForSlowStart(n, p.health, now, UniformFrom(ThreadRandom()))) {
-          cl.Erase(*pick);
-          continue;
-        }
-        const uint32_t epoch = snap.nodes[static_cast<size_t>(snap.index_of_slot[c.slot])].epoch;
-        if (reserve(c.slot, epoch, c.capacity)) {
-          out.ref = ClaimRef{c.slot, epoch, 0};
-          out.decision.reason = strategy_reason;
-          break;
-        }
-        ++t.full;  // filled up by another process meanwhile
-        cl.Erase(*pick);
-      }
-    }
-    if (out.ref.slot == kNil) {
-      out.decision.reason = "no_node";
-      out.decision.detail =
-          t.pool == 0 ? Cat("pool \"", p.config.pool, "\" has no nodes")
-                      : Cat("no candidate in pool \"", p.config.pool, "\" (", t.pool, " nodes: ", t.disabled,
-                            " disabled, ", t.draining, " draining, ", t.down, " down, ", t.avoid,
-                            " excluded or tried, ", t.full, " full for \"", p.config.resource, "\")");
-      return absl::OkStatus();
-    }
-  }
-  if (claimed.has_value()) {
-    // Reserved and claimed in one step; nothing is held on error or when the
-    // call followed another node's claim.
-    if (!claimed->ok()) return claimed->status();
-    if ((*claimed)->moved) out.decision.reason = "affinity";
-    out.ref = (*claimed)->ref;
-  } else if (use_aff && !joined) {
-    {
-      // The key's next home within the bound (or no claim): claimed now.
-      ClaimRef chosen = out.ref;
-      absl::StatusOr<AffinityTable::ClaimOutcome> c =
-          placement_->Claim(k, chosen, res, p.config.affinity_grace_ms, now, alive, admit);
-      if (!c.ok()) {
-        placement_->Release(chosen.slot, chosen.epoch, res);
-        return c.status();
-      }
-      if (c->moved) {
-        placement_->Release(chosen.slot, chosen.epoch, res);
-        out.decision.reason = "affinity";
-      }
-      out.ref = c->ref;
-    }
-  }
-  const NodeView& v = snap.nodes[static_cast<size_t>(snap.index_of_slot[out.ref.slot])];
-  out.decision.ok = true;
-  out.decision.node_id = v.id;
-  out.decision.uri = v.uri;
-  return absl::OkStatus();
-}
-
 bool Router::Impl::Leaving(uint32_t slot, uint32_t epoch, int64_t now) const {
   if (slot == kNil || slot >= region_->max_nodes()) return false;
   const NodeHot& n = region_->hot(slot);
@@ -319,6 +70,7 @@ void Router::Impl::DropRef(const Held& h, bool full, int64_t now, bool abandoned
 void Router::Impl::Release(const Held& h, int64_t now, bool abandoned) {
   placement_->EndSession(h.node, h.epoch, h.resource, AffinityKey(h.app, h.key), h.claim,
                          DropModeOf(h, false, now, abandoned), now);
+  DropPreference(h, now);
 }
 
 Decision Router::Impl::SessionDecision(const Snapshot& snap, const SessionEntry& e, const Policies& pol) {
@@ -356,6 +108,13 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   if (req.key.size() > kMaxKeyLen) {
     return absl::InvalidArgumentError(Cat("key is ", req.key.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
   }
+  if (!req.key.empty() && req.key[0] == kDerivedKeyMark) {
+    return absl::InvalidArgumentError("key must not start with the control character 0x1f");
+  }
+  if (req.prefer.size() > kMaxKeyLen) {
+    return absl::InvalidArgumentError(
+        Cat("prefer is ", req.prefer.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
+  }
   if (req.exclude.size() > static_cast<size_t>(kMaxAttemptsLimit) / 2) {
     return absl::InvalidArgumentError(
         Cat("exclude lists ", req.exclude.size(), " nodes, at most ", kMaxAttemptsLimit / 2, " are allowed"));
@@ -380,18 +139,22 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   const uint64_t call_hash = SessionTable::Hash(req.call_id);
   sessions_.Prefetch(call_hash);
   Placed placed;
-  if (absl::Status s = Place(*p, snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy", &placed); !s.ok()) {
-    return s;
-  }
+  const uint64_t prefer = req.prefer.empty() ? 0 : PreferHash(req.prefer);
+  const PlaceCall call = Call(*p, snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy", prefer);
+  if (absl::Status s = Place(call, &placed); !s.ok()) return s;
   if (!placed.decision.ok) {
     if (std::optional<SessionEntry> e = sessions_.Get(req.call_id, now)) return SessionDecision(snap, *e, **pol);
     return placed.decision;
   }
-  auto mine = [&] { return Held{p->app_slot, p->resource, placed.ref.slot, placed.ref.epoch, placed.ref.claim, KeyCopy(req.key)}; };
+  const uint64_t pref_hash = placed.pref_claim ? call.prefer : 0;
+  auto mine = [&] {
+    return Held{p->app_slot, p->resource, placed.ref.slot, placed.ref.epoch, placed.ref.claim,
+                placed.pref_claim, pref_hash, KeyCopy(req.key)};
+  };
   SessionInit init{.call_id = req.call_id, .key = placed.ref.claim ? std::string_view(req.key) : std::string_view(),
                    .call_id_hash = call_hash,
                    .app = p->app_slot, .resource = p->resource, .node = placed.ref.slot, .epoch = placed.ref.epoch,
-                   .claim = placed.ref.claim, .created_ms = now, .expires_ms = now + p->config.session_lifetime_ms,
+                   .claim = placed.ref.claim, .pref_claim = placed.pref_claim, .pref_hash = pref_hash, .created_ms = now, .expires_ms = now + p->config.session_lifetime_ms,
                    .tried = avoid.data(), .n_tried = avoid.size(), .attrs = &req.attrs};
   SessionEntry existing;  // filled only for kDuplicate (no 500-byte zeroing per call)
   std::vector<Held> expired;
@@ -452,6 +215,7 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
     for (uint32_t i = 0; i < e.n_tried; ++i) avoid.push_back(e.tried[i]);
     e.node = kNil;
     e.claim = 0;
+    e.pref_claim = 0;
     attempt = ++e.attempt;
     attrs = SessionTable::UnpackAttrs(e.attrs);
     return false;
@@ -459,8 +223,11 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
   if (!found) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
   // Move the counts off the node that bounced, and its claim if it is full
   // (or if this unanswered call was all the claim ever had).
+  // A strict key's claim is never released for a full code: while other
+  // sessions of the key live there, the key stays (the retry is refused).
   placement_->Release(old.node, old.epoch, old.resource);
-  DropRef(old, p && p->IsFullCode(code), now, /*abandoned=*/true);
+  DropRef(old, p && p->IsFullCode(code) && !p->config.affinity_strict, now, /*abandoned=*/true);
+  DropPreference(old, now);
   if (!why.empty()) {
     Decision d;
     d.reason = "no_node";
@@ -470,25 +237,38 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
     return d;
   }
   Placed placement;
-  const absl::Status place_status = Place(*p, *snap, call_id, old.key, attrs, avoid, attempt, now, "retry", &placement);
+  const absl::Status place_status =
+      Place(Call(*p, *snap, call_id, old.key, attrs, avoid, attempt, now, "retry", old.pref_hash), &placement);
   const bool placed = place_status.ok() && placement.decision.ok;
+  if (absl::Status s = RecordRetry(call_id, now, *p, old, placement, placed); !s.ok()) return s;
+  if (!place_status.ok()) return place_status;
+  return std::move(placement.decision);
+}
+
+absl::Status Router::Impl::RecordRetry(std::string_view call_id, int64_t now, const Policy& p, const Held& old,
+                                       const Placed& placement, bool placed) {
   Held gone;
-  found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {
+  const bool found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {
     if (!placed) return true;
     e.node = placement.ref.slot;
     e.node_epoch = placement.ref.epoch;
     e.claim = placement.ref.claim;
+    e.pref_claim = placement.pref_claim;
+    e.pref_hash = placement.pref_claim ? old.pref_hash : 0;
     SetFixed(e.key, placement.ref.claim ? std::string_view(old.key) : std::string_view());
     return false;
   }, &gone);
   if (!found) {
     // Ended while we were choosing: undo the new placement.
-    if (placed) Release(Held{p->app_slot, p->resource, placement.ref.slot, placement.ref.epoch, placement.ref.claim, old.key}, now);
+    if (placed) {
+      Release(Held{p.app_slot, p.resource, placement.ref.slot, placement.ref.epoch, placement.ref.claim,
+                   placement.pref_claim, old.pref_hash, old.key},
+              now);
+    }
     return absl::NotFoundError(Cat("call_id \"", call_id, "\" ended during retry"));
   }
   if (placed) region_->node(placement.ref.slot).routed_total.fetch_add(1, std::memory_order_relaxed);
-  if (!place_status.ok()) return place_status;
-  return std::move(placement.decision);
+  return absl::OkStatus();
 }
 
 absl::Status Router::Impl::Confirm(std::string_view call_id) {

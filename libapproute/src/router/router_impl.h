@@ -30,6 +30,7 @@
 #include "state/node_table.h"
 #include "state/owners.h"
 #include "placement/placement.h"
+#include "routing/load_bound.h"
 #include "routing/policies.h"
 #include "state/recovery.h"
 #include "state/region.h"
@@ -196,42 +197,202 @@ class Router::Impl {
     return *cache.snap;
   }
 
-  // ---- placing one call ----------------------------------------------------
+  // ---- placing one call (place.cc) ----------------------------------------
 
   struct Placed {
     Decision decision;
     ClaimRef ref;
+    uint64_t pref_claim = 0;  // the preference claim the call holds (0: none)
   };
+
+  // One placement's inputs, fixed for all of its steps.
+  struct PlaceCall {
+    const Policy& p;
+    const Snapshot& snap;
+    std::string_view call_id, key;
+    const std::map<std::string, std::string>& attrs;
+    const SlotList& avoid;
+    int attempt = 1;
+    int64_t now = 0;
+    const char* strategy_reason = "strategy";  // "strategy", or "retry" for retry()
+    bool keyed = false;                        // the app has affinity and the call a key
+    AffinityKey k;                             // (app, key), or (app, "") when not keyed
+    bool strict = false;                       // keyed, of an app with affinity.strict
+    uint64_t prefer = 0;                       // keyed: PreferHash of the call's `prefer` (0: none)
+  };
+
+  static PlaceCall Call(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
+                        const std::map<std::string, std::string>& attrs, const SlotList& avoid, int attempt,
+                        int64_t now, const char* strategy_reason, uint64_t prefer_hash) {
+    const bool keyed = p.config.affinity && !key.empty();
+    return PlaceCall{p,
+                     snap,
+                     call_id,
+                     key,
+                     attrs,
+                     avoid,
+                     attempt,
+                     now,
+                     strategy_reason,
+                     keyed,
+                     AffinityKey(p.app_slot, keyed ? key : std::string_view()),
+                     keyed && p.config.affinity_strict,
+                     keyed ? prefer_hash : 0};
+  }
 
   // A claimed node still serves the app's pool and is not out for health,
   // admin state or lease (whatever this call avoids is checked separately).
   bool Usable(uint32_t slot, uint32_t epoch, const Policy& p, const Snapshot& snap, int64_t now);
   int64_t CapacityOf(const Snapshot& snap, uint32_t slot, uint32_t epoch, uint32_t res) const;
+  // The slot's node's incarnation in `snap` (the slot is one of its nodes).
+  static uint32_t EpochOf(const Snapshot& snap, uint32_t slot) {
+    return snap.nodes[static_cast<size_t>(snap.index_of_slot[slot])].epoch;
+  }
 
   // The pool's nodes that may take a new key: not disabled, draining, down,
   // ejected, avoided or full; suspect ones only when no node is up.
   void Candidates(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now, CandidateList* out,
                   Tally* t);
+  // This thread's candidate list (a TLS lookup in a shared object is a
+  // call: looked up only when a list is built). It keeps its pool's
+  // ready-made entries between calls.
+  static CandidateList& CandidateBuffer() {
+    static thread_local CandidateList cands_tl;
+    return cands_tl;
+  }
+
+  // Step 1, affinity.bound: the app's candidates and the bound over them,
+  // built only for a keyed call of an app with a bound (`on`).
+  struct Bounded {
+    bool on = false;
+    LoadBound lb;
+    CandidateList* cands = nullptr;  // the candidates the bound was built from (when on)
+    Tally tally;
+  };
+  Bounded BoundFor(const PlaceCall& c);
+
+  // Whether the key's node may take this call (Placement::Admit: its
+  // capacity, or nullopt): usable, not avoided, within the bound (a strict
+  // key's node is never refused for the bound). The placement reserves the
+  // unit. Run under an affinity shard lock (placement.h); it remembers the
+  // last node it was asked about and whether the bound refused it.
+  class KeyTake {
+   public:
+    KeyTake(Impl& r, const PlaceCall& c, const Bounded& b) : r_(r), c_(c), b_(b) {}
+    // const: a FunctionRef calls it through a const reference.
+    std::optional<int64_t> operator()(uint32_t slot, uint32_t epoch) const;
+    bool over_bound() const { return over_bound_; }
+    bool asked() const { return asked_; }
+    ClaimRef asked_about() const { return asked_about_; }
+
+   private:
+    Impl& r_;
+    const PlaceCall& c_;
+    const Bounded& b_;
+    mutable bool over_bound_ = false;  // the key's node was usable but above the bound
+    mutable bool asked_ = false;       // the key has a claim (its node was asked about)
+    mutable ClaimRef asked_about_;     // that node
+  };
+
+  // Step 2: the key's live claim, joined (nullopt: none that takes the call).
+  std::optional<ClaimRef> JoinKey(const PlaceCall& c, KeyTake& take);
+  // Step 3, when the bound refused the key's node: its next home within the
+  // bound, reserved (nullopt: none could be).
+  std::optional<ClaimRef> NextHome(const PlaceCall& c, const Bounded& b);
+
+  // Reserves the node a strategy picked; for a new key (`claim_new`) the
+  // key's claim is made in the same step (Placement::ReserveAndClaim), its
+  // outcome kept in `claimed`, within the app's headroom (HeadroomCap).
+  class Reserver {
+   public:
+    Reserver(Impl& r, const PlaceCall& c, bool claim_new, KeyTake& take)
+        : r_(r), c_(c), claim_new_(claim_new), take_(take) {}
+    bool operator()(uint32_t slot, uint32_t epoch, int64_t capacity);
+    std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>>& claimed() { return claimed_; }
+    size_t headroom() const { return headroom_; }
+
+   private:
+    Impl& r_;
+    const PlaceCall& c_;
+    const bool claim_new_;
+    KeyTake& take_;
+    std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> claimed_;
+    size_t headroom_ = 0;  // nodes that had room, but not within the headroom for a new key
+  };
+  // The count a node may reach with a call for a new key: capacity with no
+  // headroom (or unlimited), else ceil((1 - headroom) x capacity), so the
+  // call is taken while the count before it is below (1 - headroom) x capacity.
+  static int64_t HeadroomCap(const Policy& p, int64_t capacity);
+
+  // Step 4: the strategy's node, reserved through a Reserver.
+  struct Picked {
+    ClaimRef ref;                   // slot kNil: no node
+    const char* reason = nullptr;   // the strategy reason when a node was picked
+    bool chose_none = false;        // the strategy returned no valid index (`detail` says so)
+    std::string detail;
+    Tally tally;                    // why members were left out
+  };
+  Picked PickNode(const PlaceCall& c, Bounded& b, Reserver& reserve);
+  // The full pick: the strategy over full candidates (already in `cl` when
+  // `built`), until a pick is reserved or none is left.
+  void PickFull(const PlaceCall& c, const PickRequest& pr, StrategyContext& ctx, CandidateList& cl, bool built,
+                Reserver& reserve, Picked* out);
   // A pick through the strategy's compact pick (Policy::compact): a draw
   // without a scan (PickSampled) when the strategy has one, else a scan
   // into compact arrays (PickCompact). kPicked
   // (out->ref is set, or no member could be reserved), kChoseNone (the
-  // strategy returned no valid index: out->decision says so) or kNeedsFull
+  // strategy returned no valid index: out->detail says so) or kNeedsFull
   // (the strategy wants full candidates for this call; nothing was drawn).
-  // `reserve_fn(slot, epoch, capacity)` reserves the picked node (false: full).
   enum class CompactOutcome { kPicked, kChoseNone, kNeedsFull };
-  using ReserveFn = absl::FunctionRef<bool(uint32_t slot, uint32_t epoch, int64_t capacity)>;
-  CompactOutcome PickCompact(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now,
-                             const PickRequest& pr, StrategyContext& ctx, const char* strategy_reason,
-                             ReserveFn reserve_fn, Placed* out, Tally* t);
+  CompactOutcome PickCompact(const PlaceCall& c, const PickRequest& pr, StrategyContext& ctx, Reserver& reserve,
+                             Picked* out);
+  // The decision's detail when no node could be picked (`headroom`: nodes
+  // turned away for a new key by the headroom).
+  static std::string NoNodeDetail(const Policy& p, const Tally& t, size_t headroom);
+
+  // Strict keys. Why the key's node cannot take this call: a Decision
+  // reason (key_full, key_down, key_draining, key_disabled, key_tried) and a
+  // detail naming the key and its node.
+  struct KeyRefusal {
+    const char* reason = "key_full";
+    std::string detail;
+  };
+  // After a join that failed although the key has a claim (take.asked()):
+  // the refusal while the key has live sessions; nullopt when only its
+  // grace is left (the key may move).
+  std::optional<KeyRefusal> StrictRefusal(const PlaceCall& c, const KeyTake& take);
+  KeyRefusal Diagnose(const PlaceCall& c, const AffinityTable::Hold& h);
+  // A strict key's call reserved on `at` without the key's claim (the key
+  // is another node's): the claim taken over for `at` when no session holds
+  // it any more; claim 0 when sessions still do.
+  absl::StatusOr<ClaimRef> TakeOver(const PlaceCall& c, ClaimRef at);
+  // Fills the refused decision and counts it.
+  absl::Status Refuse(const PlaceCall& c, KeyRefusal no, Placed* out);
+
+  // Preferences. A new key's preferred node: the node that holds the
+  // app's preference value, if it is usable, not avoided, within the bound,
+  // and takes the call within the headroom (a unit reserved there).
+  std::optional<ClaimRef> Preferred(const PlaceCall& c, const Bounded& b);
+  // After the call was placed on `at`: a new key's node becomes (or stays)
+  // the preference's, a call of a known key holds the preference only when
+  // it is on the preference's node. The preference claim held, or 0.
+  uint64_t FollowPreference(const PlaceCall& c, ClaimRef at, bool new_key);
+  // A session's reference on its preference claim given back.
+  void DropPreference(const Held& h, int64_t now);
+
+  // Step 5: the key's claim for the node the call holds a unit on, when the
+  // reservation made none (its next home): the claim, or the claim another
+  // process made meanwhile, joined (the unit on `chosen` given back;
+  // *moved set).
+  absl::StatusOr<ClaimRef> ClaimFor(const PlaceCall& c, ClaimRef chosen, KeyTake& take, bool* moved);
+  // The outcome of ReserveAndClaim on the strategy's node: where the call goes.
+  static absl::StatusOr<ClaimRef> Claimed(absl::StatusOr<AffinityTable::ClaimOutcome> outcome, bool* moved);
 
   // Picks a node for one placement, affinity first, then the strategy, and
   // reserves its capacity (and the key's claim). Caller is inside an Op.
-  // Fills *result (a fresh Placed) in place: its Decision is moved only
-  // once more, into the caller's result.
-  absl::Status Place(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
-                     const std::map<std::string, std::string>& attrs, const SlotList& avoid, int attempt,
-                     int64_t now, const char* strategy_reason, Placed* result);
+  // Fills *out (a fresh Placed) in place: its Decision is moved only once
+  // more, into the caller's result.
+  absl::Status Place(const PlaceCall& c, Placed* out);
 
   // Gives back what a removed session or an undone placement held.
   // `abandoned`: the session ended unanswered (AffinityTable::DropMode::kAbandoned).
@@ -252,6 +413,11 @@ class Router::Impl {
 
   absl::StatusOr<Decision> Retry(std::string_view call_id, int code);  // RetryFlow, counted
   absl::StatusOr<Decision> RetryFlow(std::string_view call_id, int code, uint32_t* app);
+  // A retried call's new placement recorded on its session, or the session
+  // ended when no node took it (`placed` false). NotFound when the call
+  // ended meanwhile: the new placement is undone.
+  absl::Status RecordRetry(std::string_view call_id, int64_t now, const Policy& p, const Held& old,
+                           const Placed& placement, bool placed);
 
   absl::Status Confirm(std::string_view call_id);
 

@@ -140,6 +140,17 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategyWith(StrategyResolver* res
   return MakeStrategy(name, params);
 }
 
+absl::StatusOr<std::vector<std::string>> StrategyRequestAttrs(std::string_view name,
+                                                              const StrategyParams& params) {
+  if (IsPythonStrategyName(name)) {
+    if (absl::Status s = CheckPythonStrategyName(name); !s.ok()) return s;
+    return std::vector<std::string>{std::string(kAnyRequestAttr)};
+  }
+  absl::StatusOr<std::unique_ptr<Strategy>> strategy = MakeStrategy(name, params);
+  if (!strategy.ok()) return strategy.status();
+  return (*strategy)->RequestAttrs();
+}
+
 namespace internal {
 
 absl::Status CheckParams(std::string_view strategy, const StrategyParams& params,
@@ -180,6 +191,11 @@ std::string_view HashInput::Of(const PickRequest& request) const {
     if (it != request.attrs->end() && !it->second.empty()) return it->second;
   }
   return request.call_id;
+}
+
+std::vector<std::string> HashInput::Attrs() const {
+  if (attr_.empty()) return {};
+  return {attr_};
 }
 
 double RelativeLoad(const Candidate& c) { return RelativeLoadOf(c.sessions, c.capacity); }

@@ -31,6 +31,18 @@ void PruneChain(Shard<AffinityEntry>& sh, Header& h, uint64_t hash, int64_t now)
 
 }  // namespace
 
+uint64_t PreferHash(std::string_view prefer) {
+  const uint64_t h = XXH3_64bits_withSeed(prefer.data(), prefer.size(), 0x7072656665720000ULL);
+  return h != 0 ? h : 1;
+}
+
+PreferKey::PreferKey(uint64_t prefer_hash) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  text[0] = kDerivedKeyMark;
+  text[1] = 'p';
+  for (int i = 0; i < 16; ++i) text[2 + i] = kHex[(prefer_hash >> (60 - 4 * i)) & 0xF];
+}
+
 AffinityKey::AffinityKey(uint32_t a, std::string_view k)
     : app(a), key(k), hash(XXH3_64bits_withSeed(k.data(), k.size(), 0x9E3779B97F4A7C15ULL + a)) {}
 
@@ -160,12 +172,13 @@ bool AffinityTable::Drop(const AffinityKey& k, uint64_t claim, DropMode mode, in
   return false;
 }
 
-AffinityTable::Hold AffinityTable::HoldOf(const AffinityKey& k) {
+AffinityTable::Hold AffinityTable::HoldOf(const AffinityKey& k, int64_t now) {
   Header& h = region_.header();
   LockedShard<AffinityEntry> sh(region_, h.affinity_shards[ShardOf(k.hash)]);
   uint32_t* link = sh.Find(k.hash, [&](const AffinityEntry& e) { return e.app == k.app && GetFixed(e.key) == k.key; });
-  if (link == nullptr) return Hold{};
-  return Hold{sh.at(*link).refs, sh.at(*link).grace_ms};
+  if (link == nullptr || Lapsed(sh.at(*link), now)) return Hold{};
+  const AffinityEntry& e = sh.at(*link);
+  return Hold{e.refs, e.grace_ms, e.node, e.node_epoch};
 }
 
 int64_t AffinityTable::Sweep(size_t s, int64_t now, uint32_t max_buckets) {
@@ -203,7 +216,7 @@ std::vector<AffinityRow> AffinityTable::List(int64_t now, absl::FunctionRef<bool
   for (size_t s = 0; s < kShards; ++s) {
     LockedShard<AffinityEntry> sh(region_, region_.header().affinity_shards[s]);
     sh.ForEach([&](const AffinityEntry& e) {
-      if (Lapsed(e, now) || !keep(e) || (limit != 0 && out.size() >= limit)) return;
+      if (Lapsed(e, now) || e.key[0] == kDerivedKeyMark || !keep(e) || (limit != 0 && out.size() >= limit)) return;
       out.push_back(AffinityRow{e.app, std::string(GetFixed(e.key)), e.node, e.node_epoch, e.refs, e.expires_ms});
     });
   }

@@ -25,6 +25,22 @@
 
 namespace approute::internal {
 
+// Keys given to route() never start with this byte; keys the router derives
+// (PreferKey) always do, so the two never meet in the table.
+inline constexpr char kDerivedKeyMark = '\x1f';
+
+// An app's preference value (route()'s `prefer`) is kept as a claim like a
+// key's, under a key derived from the value's hash: the node that holds it,
+// a reference per session placed under it on that node, and a grace time.
+// Sessions keep the hash (SessionEntry::pref_hash), so the key can be
+// rebuilt when they end.
+uint64_t PreferHash(std::string_view prefer);  // never 0
+struct PreferKey {
+  explicit PreferKey(uint64_t prefer_hash);
+  std::string_view view() const { return std::string_view(text, sizeof(text)); }
+  char text[18];  // the mark, 'p', 16 hex digits
+};
+
 struct AffinityKey {
   uint32_t app = 0;
   std::string_view key;
@@ -90,12 +106,14 @@ class AffinityTable {
   void MarkAnswered(const AffinityKey& k, uint64_t claim);
 
   // The key's claim here: live sessions holding it (0: none, or in its grace
-  // time) and its grace time.
+  // time), its grace time and its node.
   struct Hold {
     int64_t refs = 0;
     int64_t grace_ms = 0;
+    uint32_t slot = kNil, epoch = 0;  // the claim's node (kNil: no claim)
   };
-  Hold HoldOf(const AffinityKey& k);
+  // A claim past its grace time counts as none (now = 0: any claim still in the table).
+  Hold HoldOf(const AffinityKey& k, int64_t now = 0);
 
   // Deletes every claim on (slot, epoch) that no session holds; returns how many.
   int64_t ForgetIdle(uint32_t slot, uint32_t epoch);
@@ -104,6 +122,7 @@ class AffinityTable {
   // max_buckets 0, else those of the next max_buckets buckets.
   int64_t Sweep(size_t s, int64_t now, uint32_t max_buckets = 0);
 
+  // The claims `keep` accepts, derived keys (PreferKey) left out.
   std::vector<AffinityRow> List(int64_t now, absl::FunctionRef<bool(const AffinityEntry&)> keep, size_t limit);
 
  private:

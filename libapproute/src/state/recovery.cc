@@ -29,6 +29,7 @@ RecountResult Recount(const Region& region, int64_t now_ms) {
         if (n.in_use && n.epoch == e.node_epoch) ++counts[size_t{e.node} * kMaxResources + e.resource];
       }
       if (e.claim != 0) ++refs[e.claim];
+      if (e.pref_claim != 0) ++refs[e.pref_claim];  // preference claims are counted like key claims
     });
   }
   for (uint32_t slot = 0; slot < max_nodes; ++slot) {

@@ -29,7 +29,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 13;
+inline constexpr uint32_t kLayoutVersion = 14;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -176,16 +176,21 @@ static_assert(offsetof(NodeHot, sessions) + 4 * sizeof(int64_t) == 64, "resource
 static_assert(sizeof(NodeHot) % 64 == 0);
 
 // Decision reasons counted per app (stats.h has the names).
-inline constexpr size_t kReasons = 5;      // affinity, strategy, retry, session, no_node
+inline constexpr size_t kReasons = 6;      // affinity, strategy, retry, session, no_node, prefer
 inline constexpr size_t kRetryCodes = 8;   // distinct retry codes counted per app; more go to "other"
 // route() latency histogram: upper bounds 1 us * 2^i, i < kLatencyBuckets - 1, then +Inf.
 inline constexpr size_t kLatencyBuckets = 16;
+
+// Why a strict key's call was refused (stats.h has the names).
+inline constexpr size_t kKeyRefusals = 5;  // key_full, key_down, key_draining, key_disabled, key_tried
 
 // Counters every process adds to (Prometheus counters: they only grow).
 struct AppCounters {
   std::atomic<int64_t> decisions[kReasons];
   std::atomic<int32_t> retry_code[kRetryCodes];  // 0 = free
   std::atomic<int64_t> retries[kRetryCodes + 1];  // the last one: codes that did not fit
+  std::atomic<int64_t> key_refusals[kKeyRefusals];
+  std::atomic<int64_t> headroom_refusals;  // new keys that found no node because headroom turned nodes away
 };
 
 struct AppSlot {
@@ -217,6 +222,11 @@ struct SessionEntry {
   uint32_t node;      // node slot
   uint32_t node_epoch;
   uint64_t claim;     // affinity claim this session holds a reference on (0 = none)
+  // The app's preference claim this session holds a reference on (0 =
+  // none), under the key derived from the hash of the call's `prefer`
+  // value (affinity_table.h, PreferKey).
+  uint64_t pref_claim;
+  uint64_t pref_hash;
   int64_t created_ms;
   int64_t expires_ms;
   int32_t attempt;

@@ -26,6 +26,8 @@ void SessionTable::HeldBy(const SessionEntry& e, Held* out) {
   out->node = e.node;
   out->epoch = e.node_epoch;
   out->claim = e.claim;
+  out->pref_claim = e.pref_claim;
+  out->pref_hash = e.pref_hash;
   out->key.Set(GetFixed(e.key));
 }
 
@@ -78,6 +80,8 @@ SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, Ses
   e.node = init.node;
   e.node_epoch = init.epoch;
   e.claim = init.claim;
+  e.pref_claim = init.pref_claim;
+  e.pref_hash = init.pref_hash;
   PackAttrs(init.attrs, e.attrs);
   e.created_ms = init.created_ms;
   e.expires_ms = init.expires_ms;

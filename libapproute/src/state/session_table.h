@@ -51,6 +51,7 @@ class KeyCopy {
 struct Held {
   uint32_t app = 0, resource = 0, node = kNil, epoch = 0;
   uint64_t claim = 0;
+  uint64_t pref_claim = 0, pref_hash = 0;  // the preference claim held (0: none) and its value's hash
   KeyCopy key;
 };
 
@@ -60,6 +61,7 @@ struct SessionInit {
   uint64_t call_id_hash = 0;      // Hash(call_id) when the caller has it; 0: computed by Add
   uint32_t app = 0, resource = 0, node = kNil, epoch = 0;
   uint64_t claim = 0;
+  uint64_t pref_claim = 0, pref_hash = 0;  // the preference claim the session holds (0: none)
   int64_t created_ms = 0, expires_ms = 0;
   const uint32_t* tried = nullptr;  // nodes to record as already tried
   size_t n_tried = 0;

@@ -6,14 +6,35 @@
 
 namespace approute::internal {
 
-void RouterCounters::Decision(uint32_t app, std::string_view reason) {
-  if (app >= kMaxApps) return;
-  for (size_t i = 0; i < kReasons; ++i) {
-    if (kReasonNames[i] == reason) {
-      region_.header().apps[app].counters.decisions[i].fetch_add(1, std::memory_order_relaxed);
-      return;
-    }
+namespace {
+
+// The index of `name` in `names`, or -1.
+template <size_t N>
+int IndexOf(const std::string_view (&names)[N], std::string_view name) {
+  for (size_t i = 0; i < N; ++i) {
+    if (names[i] == name) return static_cast<int>(i);
   }
+  return -1;
+}
+
+}  // namespace
+
+void RouterCounters::Decision(uint32_t app, std::string_view reason) {
+  const int i = IndexOf(kReasonNames, reason);
+  if (app < kMaxApps && i >= 0) {
+    region_.header().apps[app].counters.decisions[i].fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void RouterCounters::KeyRefusal(uint32_t app, std::string_view reason) {
+  const int i = IndexOf(kKeyRefusalNames, reason);
+  if (app < kMaxApps && i >= 0) {
+    region_.header().apps[app].counters.key_refusals[i].fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void RouterCounters::HeadroomRefusal(uint32_t app) {
+  if (app < kMaxApps) region_.header().apps[app].counters.headroom_refusals.fetch_add(1, std::memory_order_relaxed);
 }
 
 void RouterCounters::Retry(uint32_t app, int code) {
@@ -47,6 +68,8 @@ void RouterCounters::Reset(AppCounters& c) {
   for (auto& d : c.decisions) d.store(0, std::memory_order_relaxed);
   for (auto& r : c.retry_code) r.store(0, std::memory_order_relaxed);
   for (auto& r : c.retries) r.store(0, std::memory_order_relaxed);
+  for (auto& k : c.key_refusals) k.store(0, std::memory_order_relaxed);
+  c.headroom_refusals.store(0, std::memory_order_relaxed);
 }
 
 void RouterCounters::Fill(const std::vector<std::string>& app_names, RouterStats* s) const {
@@ -61,6 +84,11 @@ void RouterCounters::Fill(const std::vector<std::string>& app_names, RouterStats
       int32_t code = c.retry_code[i].load(std::memory_order_relaxed);
       if (code != 0) s->retries[app_names[a]][std::to_string(code)] = c.retries[i].load(std::memory_order_relaxed);
     }
+    for (size_t i = 0; i < kKeyRefusals; ++i) {
+      s->key_refusals[app_names[a]][std::string(kKeyRefusalNames[i])] =
+          c.key_refusals[i].load(std::memory_order_relaxed);
+    }
+    s->headroom_refusals[app_names[a]] = c.headroom_refusals.load(std::memory_order_relaxed);
     int64_t other = c.retries[kRetryCodes].load(std::memory_order_relaxed);
     if (other != 0) s->retries[app_names[a]]["other"] = other;
   }

@@ -1,5 +1,6 @@
 // stats.h — the router's Prometheus-style counters in the state region:
-// decisions by app and reason, retries by app and SIP code, and a sampled
+// decisions by app and reason, retries by app and SIP code, strict keys
+// refused by app and reason, new keys turned away by headroom, and a sampled
 // histogram of route() latency. Every process adds to the same counters, so
 // `approute metrics` shows the whole proxy, not one worker.
 //
@@ -21,7 +22,10 @@
 namespace approute::internal {
 
 inline constexpr std::string_view kReasonNames[kReasons] = {"affinity", "strategy", "retry", "session",
-                                                            "no_node"};
+                                                            "no_node", "prefer"};
+// Why a strict key's call was refused (Decision::reason), in AppCounters order.
+inline constexpr std::string_view kKeyRefusalNames[kKeyRefusals] = {"key_full", "key_down", "key_draining",
+                                                                    "key_disabled", "key_tried"};
 // One route() in this many is timed (two clock reads cost about 5% of a route).
 inline constexpr uint32_t kLatencySampleEvery = 16;
 
@@ -31,6 +35,10 @@ class RouterCounters {
 
   // Counts one decision of app slot `app` by its reason ("affinity", ...).
   void Decision(uint32_t app, std::string_view reason);
+  // Counts one refusal of a strict key's call (reason one of kKeyRefusalNames).
+  void KeyRefusal(uint32_t app, std::string_view reason);
+  // Counts one call for a new key that found no node because affinity.headroom turned nodes away.
+  void HeadroomRefusal(uint32_t app);
   // Counts one retry() of app slot `app` with SIP code `code`.
   void Retry(uint32_t app, int code);
   // Whether this route() call should be timed: about 1 in
@@ -45,7 +53,7 @@ class RouterCounters {
   void RouteLatency(int64_t ns);
   // Zeroes an app slot's counters (the slot is given to another app).
   static void Reset(AppCounters& c);
-  // Fills stats.decisions, stats.retries and stats.route_seconds.
+  // Fills stats.decisions, retries, key_refusals, headroom_refusals and route_seconds.
   void Fill(const std::vector<std::string>& app_names, RouterStats* stats) const;
 
  private:

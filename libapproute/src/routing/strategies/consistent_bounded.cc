@@ -22,6 +22,7 @@ namespace {
 
 class ConsistentBoundedStrategy final : public Strategy {
  public:
+  std::vector<std::string> RequestAttrs() const override { return input_.Attrs(); }
   ConsistentBoundedStrategy(HashInput input, double epsilon, int replicas)
       : input_(std::move(input)), epsilon_(epsilon), replicas_(replicas) {}
 

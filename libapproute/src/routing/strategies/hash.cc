@@ -18,6 +18,7 @@ namespace {
 
 class HashStrategy final : public Strategy {
  public:
+  std::vector<std::string> RequestAttrs() const override { return input_.Attrs(); }
   explicit HashStrategy(HashInput input) : input_(std::move(input)) {}
 
   absl::StatusOr<size_t> Pick(const PickRequest& request, absl::Span<const Candidate> candidates,

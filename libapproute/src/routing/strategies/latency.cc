@@ -9,6 +9,7 @@ namespace {
 
 class LatencyStrategy final : public Strategy {
  public:
+  std::vector<std::string> RequestAttrs() const override { return {}; }
   absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate> candidates,
                               StrategyContext& context) override {
     return PowerOfTwo(candidates.size(), context.Random(),

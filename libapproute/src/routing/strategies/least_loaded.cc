@@ -23,6 +23,7 @@ namespace {
 
 class LeastLoadedStrategy final : public BuiltinPick<LeastLoadedStrategy> {
  public:
+  std::vector<std::string> RequestAttrs() const override { return {}; }
   explicit LeastLoadedStrategy(bool relative) : relative_(relative) {}
 
   // Every member's figures are read: no pick without a scan (SampledView),

@@ -10,6 +10,7 @@ namespace {
 
 class P2CStrategy final : public BuiltinPick<P2CStrategy> {
  public:
+  std::vector<std::string> RequestAttrs() const override { return {}; }
   template <typename View>
   std::optional<size_t> Choose(const PickRequest&, const View& v, StrategyContext& context) const {
     Two t;

@@ -7,6 +7,7 @@ namespace {
 
 class RandomStrategy final : public BuiltinPick<RandomStrategy> {
  public:
+  std::vector<std::string> RequestAttrs() const override { return {}; }
   template <typename View>
   std::optional<size_t> Choose(const PickRequest&, const View& v, StrategyContext& context) const {
     return v.DrawOne([&] { return context.Random(); });

@@ -12,6 +12,7 @@ namespace {
 
 class RoundRobinStrategy final : public BuiltinPick<RoundRobinStrategy> {
  public:
+  std::vector<std::string> RequestAttrs() const override { return {}; }
   template <typename View>
   std::optional<size_t> Choose(const PickRequest&, const View& v, StrategyContext& context) const {
     return v.DrawOne([&] { return context.NextTicket(); });

@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "approute/strategy.h"
@@ -36,6 +37,8 @@ class HashInput {
   static absl::StatusOr<HashInput> Parse(std::string_view strategy, const StrategyParams& params,
                                          std::string_view default_by);
   std::string_view Of(const PickRequest& request) const;
+  // The request attribute Of() reads ({} for call_id and key).
+  std::vector<std::string> Attrs() const;
 
  private:
   std::string attr_;  // attribute name; empty: call id or key

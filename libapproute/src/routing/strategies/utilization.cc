@@ -19,6 +19,7 @@ namespace {
 
 class UtilizationStrategy final : public Strategy {
  public:
+  std::vector<std::string> RequestAttrs() const override { return {}; }
   UtilizationStrategy(std::string metric, double penalty, int64_t blackout_ms, int64_t expiry_ms)
       : metric_(std::move(metric)), penalty_(penalty), blackout_ms_(blackout_ms), expiry_ms_(expiry_ms) {}
 

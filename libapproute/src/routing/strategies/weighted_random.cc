@@ -6,6 +6,7 @@ namespace {
 
 class WeightedRandomStrategy final : public Strategy {
  public:
+  std::vector<std::string> RequestAttrs() const override { return {}; }
   absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate> candidates,
                               StrategyContext& context) override {
     uint64_t total = 0;

@@ -11,6 +11,7 @@ namespace {
 
 class WeightedRoundRobinStrategy final : public Strategy {
  public:
+  std::vector<std::string> RequestAttrs() const override { return {}; }
   absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate> candidates,
                               StrategyContext& context) override {
     size_t best = candidates.size();

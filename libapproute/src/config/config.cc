@@ -169,7 +169,7 @@ class Ctx {
   do {                                   \
     auto _r = (expr);                    \
     if (!_r.ok()) return _r.status();    \
-    lhs = *std::move(_r);                \
+    (lhs) = *std::move(_r);              \
   } while (0)
 #define AR_RETURN_IF_ERROR(expr)         \
   do {                                   \

@@ -177,40 +177,57 @@ std::optional<ClaimRef> ClusterPlacement::JoinAndReserve(const AffinityKey& k, u
   // This host's claim first, its node reserved through kJoinReserve, which
   // checks that the deployment's claim names the same node (one round trip).
   std::optional<cluster_lua::JoinReserveFlag> shared;
+  auto fast = [&](uint32_t slot, uint32_t epoch) {
+    return ReserveJoining(slot, epoch, res, admit, {key, refs}, &shared);
+  };
+  auto reserve = [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); };
+  return Join(k, now, defer, {key, refs}, fast, reserve, &shared);
+}
+
+std::optional<ClaimRef> ClusterPlacement::JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) {
+  const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
+  return Join(k, now, defer, {key, refs}, take, take, nullptr);
+}
+
+std::optional<ClaimRef> ClusterPlacement::Join(const AffinityKey& k, int64_t now, bool defer, ClaimHold hold,
+                                               NodeCheck fast_take, NodeCheck take,
+                                               const std::optional<cluster_lua::JoinReserveFlag>* shared) {
   bool local_claim = false;  // this host has a claim for the key
   std::optional<ClaimRef> fast = affinity_.Join(k, now, [&](uint32_t slot, uint32_t epoch) {
     local_claim = true;
-    return ReserveJoining(slot, epoch, res, admit, {key, refs}, &shared);
+    return fast_take(slot, epoch);
   });
   if (fast) return fast;  // joined in both, or on local state while Redis is out
-  if (shared == cluster_lua::JoinReserveFlag::kFull) return std::nullopt;  // the key's node is full over the deployment
+  if (shared != nullptr && *shared == cluster_lua::JoinReserveFlag::kFull) {
+    return std::nullopt;  // the key's node is full over the deployment
+  }
   // No claim here: the deployment's, if any, is found by ReserveAndClaim's
   // round trip (a new key costs one round trip, not three).
   if (defer && !local_claim) return std::nullopt;
   // No local claim, a node not usable here, or the deployment's claim is
   // another node's (or gone): the deployment's claim asked for first.
-  auto reserve = [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); };
-  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kJoin), {key, proxies_key_}, {proxy_, lease_, refs});
-  if (!r.ok()) return affinity_.Join(k, now, reserve);
+  absl::StatusOr<RedisValue> r =
+      Run(Script(cluster_lua::kJoin), {hold.key, proxies_key_}, {proxy_, lease_, hold.refs});
+  if (!r.ok()) return affinity_.Join(k, now, take);
   if (r->type != RedisValue::Type::kString) {
     // No claim in the deployment. A local one (kept while Redis was out, or
     // after Redis lost its data) is taken and published again.
-    std::optional<ClaimRef> hit = affinity_.Join(k, now, reserve);
+    std::optional<ClaimRef> hit = affinity_.Join(k, now, take);
     if (hit) {
-      AffinityTable::Hold hold = affinity_.HoldOf(k);
-      const std::string node = NodeId(hit->slot), grace = Cat(hold.grace_ms), held = Cat(hold.refs);
-      (void)Run(Script(cluster_lua::kClaim), {key, proxies_key_}, {proxy_, node, grace, lease_, held});
+      AffinityTable::Hold held_here = affinity_.HoldOf(k);
+      const std::string node = NodeId(hit->slot), grace = Cat(held_here.grace_ms), held = Cat(held_here.refs);
+      (void)Run(Script(cluster_lua::kClaim), {hold.key, proxies_key_}, {proxy_, node, grace, lease_, held});
     }
     return hit;
   }
   const std::string& node = r->str;
   std::optional<ClaimRef> hit = affinity_.Join(k, now, [&](uint32_t slot, uint32_t epoch) {
-    return GetFixed(region_.node(slot).id) == node && reserve(slot, epoch);
+    return GetFixed(region_.node(slot).id) == node && take(slot, epoch);
   });
   if (!hit) {
     // Not joined here: this proxy's hold is what it really has.
     const std::string held = Cat(affinity_.HoldOf(k).refs);
-    (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_}, {proxy_, lease_, held, "0"});
+    (void)Run(Script(cluster_lua::kDrop), {hold.key, proxies_key_}, {proxy_, lease_, held, "0"});
   }
   return hit;
 }

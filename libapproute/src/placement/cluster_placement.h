@@ -96,6 +96,9 @@ class ClusterPlacement final : public Placement {
   void Release(uint32_t slot, uint32_t epoch, uint32_t res) override;
   std::optional<ClaimRef> JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now, bool defer,
                                          Admit admit) override;
+  // As JoinAndReserve, `take` deciding (and reserving nothing through
+  // kJoinReserve): kJoin when this host has no claim for the key's node.
+  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) override;
   absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, uint32_t res,
                                                    int64_t grace_ms, int64_t now, NodeCheck alive,
                                                    Admit admit) override;
@@ -182,6 +185,13 @@ class ClusterPlacement final : public Placement {
   // node's, or over the outage share while Redis is out).
   bool ReserveJoining(uint32_t slot, uint32_t epoch, uint32_t res, Admit admit, ClaimHold hold,
                       std::optional<cluster_lua::JoinReserveFlag>* flag);
+  // The join of JoinAndReserve and JoinClaim: this host's claim first, its
+  // node taken by `fast_take`; then (unless deferred, or `shared`, the
+  // fast take's kJoinReserve answer, says the node is full) the
+  // deployment's claim (kJoin) and this host's claim for the same node,
+  // taken by `take`.
+  std::optional<ClaimRef> Join(const AffinityKey& k, int64_t now, bool defer, ClaimHold hold, NodeCheck fast_take,
+                               NodeCheck take, const std::optional<cluster_lua::JoinReserveFlag>* shared);
   // The key's claim for `node`, followed: that node reserved with this
   // proxy's hold on the claim (ReserveJoining) and the local claim made for
   // it; nullopt when the node cannot take the call here (nothing held).

@@ -57,6 +57,10 @@ class Placement {
   // (AffinityTable::Join) with Reserve as the join's reservation.
   virtual std::optional<ClaimRef> JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now, bool defer,
                                                  Admit admit) = 0;
+  // The key's claim joined when `take` accepts its node, the placement
+  // reserving nothing (for a claim whose call holds its unit already, or
+  // needs none: a preference). `defer` as JoinAndReserve.
+  virtual std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) = 0;
   // Claims the key for `chosen` (already reserved), or joins a concurrent
   // claim (AffinityTable::Claim), reserving one unit of `res` on its node
   // when `admit` accepts it.
@@ -143,6 +147,9 @@ class RegionPlacement final : public Placement {
   std::optional<ClaimRef> JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now, bool /*defer*/,
                                          Admit admit) override {
     return affinity_.Join(k, now, [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
+  }
+  std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool /*defer*/, NodeCheck take) override {
+    return affinity_.Join(k, now, take);
   }
   absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, uint32_t res,
                                                    int64_t grace_ms, int64_t now, NodeCheck alive,

@@ -623,6 +623,7 @@ class Router::Impl {
       return (f.app.empty() || names.App(e.app) == f.app) && (f.node.empty() || names.NodeId(e.node, e.node_epoch) == f.node);
     }, f.limit);
     std::vector<SessionInfo> out;
+    out.reserve(rows.size());
     for (const SessionRow& r : rows) {
       out.push_back(SessionInfo{r.call_id, names.App(r.app), names.NodeId(r.node, r.epoch), r.key, r.created_ms,
                                 r.expires_ms, r.attempt, r.confirmed});
@@ -635,6 +636,7 @@ class Router::Impl {
       return (f.app.empty() || names.App(e.app) == f.app) && (f.node.empty() || names.NodeId(e.node, e.node_epoch) == f.node);
     }, f.limit);
     std::vector<AffinityInfo> out;
+    out.reserve(rows.size());
     for (const AffinityRow& r : rows) {
       out.push_back(AffinityInfo{names.App(r.app), r.key, names.NodeId(r.node, r.epoch), r.refs,
                                  r.refs > 0 ? 0 : r.expires_ms});

@@ -233,6 +233,7 @@ absl::StatusOr<std::vector<uint32_t>> NodeTable::MetricIndexesLocked(const std::
 absl::Status NodeTable::WriteMetricsLocked(uint32_t s, const std::map<std::string, double>& metrics, bool quality,
                                            int64_t now) {
   std::vector<std::string> names;
+  names.reserve(metrics.size());
   for (const auto& [k, v] : metrics) names.push_back(k);
   absl::StatusOr<std::vector<uint32_t>> idx = MetricIndexesLocked(names);
   if (!idx.ok()) return idx.status();

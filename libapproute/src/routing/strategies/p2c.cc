@@ -13,10 +13,10 @@ class P2CStrategy final : public BuiltinPick<P2CStrategy> {
   std::vector<std::string> RequestAttrs() const override { return {}; }
   template <typename View>
   std::optional<size_t> Choose(const PickRequest&, const View& v, StrategyContext& context) const {
-    const std::optional<Two> t = v.DrawTwo(context);
-    if (!t) return std::nullopt;
-    return LowerOfTwo(t->a.member, t->b.member, t->tie_to_a, RelativeLoadOf(t->a.sessions, t->a.capacity),
-                      RelativeLoadOf(t->b.sessions, t->b.capacity));
+    Two t;
+    if (!v.DrawTwo(context, &t)) return std::nullopt;
+    return LowerOfTwo(t.a.member, t.b.member, t.tie_to_a, RelativeLoadOf(t.a.sessions, t.a.capacity),
+                      RelativeLoadOf(t.b.sessions, t.b.capacity));
   }
 };
 

@@ -18,7 +18,8 @@
 //   candidate(i)          the Candidate (CandidateView only: kHasCandidates)
 //   DrawOne(next)         a member from next() % members, among those that
 //                         can take the call; nullopt: the draws missed
-//   DrawTwo(context)      two distinct members (p2c), see Two
+//   DrawTwo(context, &two)  two distinct members (p2c), see Two; false:
+//                         the draws found fewer than two
 //
 // Owns: nothing. Thread-safety: as Strategy::Pick.
 #ifndef APPROUTE_SRC_ROUTING_STRATEGIES_PICK_VIEWS_H_
@@ -37,16 +38,17 @@
 namespace approute::internal {
 
 // A member drawn, with its count and capacity of the app's resource.
+// Filled by the draw (no initializers: a pick's draws are its hot path).
 struct Drawn {
-  size_t member = 0;
-  int64_t sessions = 0;
-  int64_t capacity = 0;
+  size_t member;
+  int64_t sessions;
+  int64_t capacity;
 };
 // Two distinct members drawn uniformly (the same one twice when there is
 // only one), and which of them a tie goes to (a random bit).
 struct Two {
   Drawn a, b;
-  bool tie_to_a = false;
+  bool tie_to_a;
 };
 
 // The members of a list (every one can take the call): each draw is one
@@ -90,11 +92,13 @@ class ListDraws {
   std::optional<size_t> DrawOne(Next next) const {
     return OneOfList(self().size(), next());
   }
-  std::optional<Two> DrawTwo(StrategyContext& context) const {
-    size_t a, b;
-    bool tie_to_a;
-    TwoOfList(self().size(), context.Random(), &a, &b, &tie_to_a);
-    return Two{{a, self().sessions(a), self().capacity(a)}, {b, self().sessions(b), self().capacity(b)}, tie_to_a};
+  bool DrawTwo(StrategyContext& context, Two* t) const {
+    TwoOfList(self().size(), context.Random(), &t->a.member, &t->b.member, &t->tie_to_a);
+    t->a.sessions = self().sessions(t->a.member);
+    t->a.capacity = self().capacity(t->a.member);
+    t->b.sessions = self().sessions(t->b.member);
+    t->b.capacity = self().capacity(t->b.member);
+    return true;
   }
 
  private:
@@ -117,13 +121,15 @@ class CandidateView : public ListDraws<CandidateView> {
 class EligibleView : public ListDraws<EligibleView> {
  public:
   static constexpr bool kHasCandidates = false;
+  // A copy of the pointers, not a reference: a scan over them keeps them in
+  // registers.
   explicit EligibleView(const Eligible& e) : e_(e) {}
   size_t size() const { return e_.n; }
   int64_t sessions(size_t i) const { return e_.sessions[i]; }
   int64_t capacity(size_t i) const { return e_.capacity[i]; }
 
  private:
-  const Eligible& e_;
+  const Eligible e_;
 };
 
 // The pool's `members` through `probe`: a draw lands on a member, which
@@ -148,22 +154,22 @@ class SampledView {
   }
   // Members drawn uniformly until two distinct ones are accepted (uniform
   // among the distinct pairs of accepted members); each random number gives
-  // two draws (its halves). nullopt: fewer than two members, or the draws
+  // two draws (its halves). False: fewer than two members, or the draws
   // found fewer than two.
-  std::optional<Two> DrawTwo(StrategyContext& context) const {
-    if (members_ < 2) return std::nullopt;
-    Drawn got[2];
+  bool DrawTwo(StrategyContext& context, Two* t) const {
+    if (members_ < 2) return false;
+    Drawn* got[2] = {&t->a, &t->b};
     int k = 0;
     uint64_t r = 0;
     for (int d = 0; d < kMaxSampleDraws && k < 2; ++d) {
       if (d % 2 == 0) r = context.Random();
       const uint64_t half = d % 2 == 0 ? (r & 0xffffffffULL) : (r >> 32);
       const size_t m = OneOfList(members_, half);
-      if (k == 1 && m == got[0].member) continue;
-      if (probe_(m, &got[k].sessions, &got[k].capacity)) got[k++].member = m;
+      if (k == 1 && m == t->a.member) continue;
+      if (probe_(m, &got[k]->sessions, &got[k]->capacity)) got[k++]->member = m;
     }
-    if (k < 2) return std::nullopt;
-    return Two{got[0], got[1], (r & (1ULL << 31)) != 0};
+    t->tie_to_a = (r & (1ULL << 31)) != 0;
+    return k == 2;
   }
 
  private:

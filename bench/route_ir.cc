@@ -75,6 +75,7 @@ int main(int argc, char** argv) {
   ns.reserve(50000);
   Loop(**r, ids, 50000, "conference", aff, &ns);
   std::sort(ns.begin(), ns.end());
-  std::printf("%lld %lld\n", static_cast<long long>(ns[ns.size() / 2]), static_cast<long long>(ns[ns.size() * 99 / 100]));
+  std::printf("%lld %lld\n", static_cast<long long>(ns[ns.size() / 2]),
+              static_cast<long long>(ns[ns.size() * 99 / 100]));
   return 0;
 }

@@ -13,8 +13,8 @@ namespace {
 using approute::Router;
 using approute::RouteRequest;
 
-const char* kStrategies[] = {"round_robin", "weighted_round_robin", "random", "weighted_random",
-                             "priority",    "hash",                 "least_loaded", "p2c"};
+const char* kStrategies[] = {"round_robin", "weighted_round_robin", "random", "weighted_random", "priority",
+                             "hash",        "least_loaded",         "p2c"};
 
 std::string Yaml(int nodes, const std::string& strategy, bool affinity, int grace) {
   std::string y = "state: {max_nodes: 1100, max_sessions: 4096, max_affinities: 4096}\nnodes:\n";
@@ -102,10 +102,16 @@ void StrategyArgs(benchmark::internal::Benchmark* b) {
 }
 
 BENCHMARK(BM_RouteEnd)->Apply(StrategyArgs)->ArgNames({"strategy", "nodes", "shared"});
-BENCHMARK(BM_AffinityHit)->ArgsProduct({{8, 64, 1024}, {0, 1}})->ArgNames({"nodes", "shared"})
-    ->Repetitions(5)->ReportAggregatesOnly(true);
-BENCHMARK(BM_AffinityMiss)->ArgsProduct({{64}, {0, 1}})->ArgNames({"nodes", "shared"})
-    ->Repetitions(5)->ReportAggregatesOnly(true);
+BENCHMARK(BM_AffinityHit)
+    ->ArgsProduct({{8, 64, 1024}, {0, 1}})
+    ->ArgNames({"nodes", "shared"})
+    ->Repetitions(5)
+    ->ReportAggregatesOnly(true);
+BENCHMARK(BM_AffinityMiss)
+    ->ArgsProduct({{64}, {0, 1}})
+    ->ArgNames({"nodes", "shared"})
+    ->Repetitions(5)
+    ->ReportAggregatesOnly(true);
 
 }  // namespace
 

@@ -25,8 +25,7 @@ std::string Yaml(int64_t max_sessions) {
   std::string y = "state: {max_nodes: 64, max_sessions: " + std::to_string(max_sessions) +
                   ", max_affinities: " + std::to_string(max_sessions) + "}\nnodes:\n";
   for (int i = 0; i < 16; ++i) {
-    y += "  - {id: n" + std::to_string(i) + ", uri: \"sip:10.0.0." + std::to_string(i + 1) +
-         ":5060\", pool: media}\n";
+    y += "  - {id: n" + std::to_string(i) + ", uri: \"sip:10.0.0." + std::to_string(i + 1) + ":5060\", pool: media}\n";
   }
   y += "apps:\n  conference: {pool: media, strategy: least_loaded, affinity: {grace: 0}}\n";
   return y;
@@ -122,7 +121,9 @@ int main(int argc, char** argv) {
   using approute::internal::SessionEntry;
   std::printf("entries: session %zu B, affinity %zu B; %d route+end samples per size, each a new call and key\n\n",
               sizeof(SessionEntry), sizeof(AffinityEntry), samples);
-  std::printf("| live sessions (own key each) | route+end median | p99 | p99 vs 1k | p99.9 | max | region | bytes per live session + key | create | fill |\n");
+  std::printf(
+      "| live sessions (own key each) | route+end median | p99 | p99 vs 1k | p99.9 | max | region | bytes per live "
+      "session + key | create | fill |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
   for (const Row& w : rows) {
     std::printf("| %lld | %.2f us | %.2f us | %.2fx | %.1f us | %.0f us | %.1f MB | %.0f | %.1f ms | %.2f s |\n",

@@ -8,13 +8,13 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <time.h>
 #include <atomic>
 #include <cmath>
-#include <string_view>
 #include <memory>
 #include <optional>
 #include <string>
-#include <time.h>
+#include <string_view>
 
 #include "approute/config.h"
 #include "approute/router.h"
@@ -53,13 +53,26 @@ std::string Str(absl::string_view v) { return std::string(v.data(), v.size()); }
 [[noreturn]] void approute_py::Raise(const absl::Status& s, bool config) {
   PyObject* type = g_err.base;
   switch (s.code()) {
-    case absl::StatusCode::kInvalidArgument: type = config ? g_err.config : g_err.invalid; break;
-    case absl::StatusCode::kNotFound: type = g_err.not_found; break;
-    case absl::StatusCode::kResourceExhausted: type = g_err.exhausted; break;
-    case absl::StatusCode::kFailedPrecondition: type = g_err.precondition; break;
-    case absl::StatusCode::kAlreadyExists: type = g_err.exists; break;
-    case absl::StatusCode::kPermissionDenied: type = g_err.permission; break;
-    default: break;
+    case absl::StatusCode::kInvalidArgument:
+      type = config ? g_err.config : g_err.invalid;
+      break;
+    case absl::StatusCode::kNotFound:
+      type = g_err.not_found;
+      break;
+    case absl::StatusCode::kResourceExhausted:
+      type = g_err.exhausted;
+      break;
+    case absl::StatusCode::kFailedPrecondition:
+      type = g_err.precondition;
+      break;
+    case absl::StatusCode::kAlreadyExists:
+      type = g_err.exists;
+      break;
+    case absl::StatusCode::kPermissionDenied:
+      type = g_err.permission;
+      break;
+    default:
+      break;
   }
   PyErr_SetString(type, Str(s.message()).c_str());
   throw py::error_already_set();
@@ -171,11 +184,9 @@ std::shared_ptr<PyRouter> Make(
 
 approute::AdminState State(const std::string& s) { return Take(approute::ParseAdminState(s)); }
 
-
 NodeSpec Spec(const std::string& id, const std::string& uri, const std::string& pool, int weight,
               const std::optional<std::map<std::string, int64_t>>& capacity,
-              const std::optional<std::map<std::string, std::string>>& attrs, int priority,
-              const std::string& state) {
+              const std::optional<std::map<std::string, std::string>>& attrs, int priority, const std::string& state) {
   NodeSpec spec;
   spec.id = id;
   spec.uri = uri;
@@ -190,14 +201,13 @@ NodeSpec Spec(const std::string& id, const std::string& uri, const std::string& 
 
 // add_node / update_node: the same arguments, a different core call.
 auto NodeMethod(absl::Status (approute::Router::*method)(const NodeSpec&)) {
-  return [method](PyRouter& self, const std::string& id, const std::string& uri, const std::string& pool,
-                  int weight, std::optional<std::map<std::string, int64_t>> capacity,
+  return [method](PyRouter& self, const std::string& id, const std::string& uri, const std::string& pool, int weight,
+                  std::optional<std::map<std::string, int64_t>> capacity,
                   std::optional<std::map<std::string, std::string>> attrs, int priority, const std::string& state) {
     NodeSpec spec = Spec(id, uri, pool, weight, capacity, attrs, priority, state);
     CallNoGil([&] { return ((*self.router).*method)(spec); });
   };
 }
-
 
 // ---- simulation: dict <-> SimSpec / SimResult -------------------------------
 
@@ -243,7 +253,8 @@ approute::SimSpec SimSpecOf(const py::dict& d) {
     app.domain_prefix = Get<std::string>(a, "domain_prefix", app.domain_prefix);
     s.apps.push_back(std::move(app));
   }
-  for (py::handle h : Get<py::list>(d, "nodes", py::list())) s.nodes.push_back(SimNodeOf(py::reinterpret_borrow<py::dict>(h)));
+  for (py::handle h : Get<py::list>(d, "nodes", py::list()))
+    s.nodes.push_back(SimNodeOf(py::reinterpret_borrow<py::dict>(h)));
   for (py::handle h : Get<py::list>(d, "events", py::list())) {
     py::dict e = py::reinterpret_borrow<py::dict>(h);
     approute::SimEvent ev;
@@ -254,7 +265,8 @@ approute::SimSpec SimSpecOf(const py::dict& d) {
     if (e.contains("spec") && !e["spec"].is_none()) {
       py::dict n = py::reinterpret_borrow<py::dict>(e["spec"]);
       ev.spec = Spec(ev.node, Get<std::string>(n, "uri", ""), Get<std::string>(n, "pool", "default"),
-                     Get<int>(n, "weight", 1), Get<std::optional<std::map<std::string, int64_t>>>(n, "capacity", std::nullopt),
+                     Get<int>(n, "weight", 1),
+                     Get<std::optional<std::map<std::string, int64_t>>>(n, "capacity", std::nullopt),
                      Get<std::optional<std::map<std::string, std::string>>>(n, "attrs", std::nullopt),
                      Get<int>(n, "priority", 0), Get<std::string>(n, "state", "active"));
       ev.sim = SimNodeOf(n);
@@ -310,14 +322,13 @@ PYBIND11_MODULE(_core, m) {
     return t;
   };
   g_err.base = new_exc("Error", PyExc_Exception, nullptr, "Base of every approute error.");
-  g_err.invalid = new_exc("InvalidArgumentError", g_err.base, PyExc_ValueError,
-                          "A bad argument; the message names it.");
+  g_err.invalid =
+      new_exc("InvalidArgumentError", g_err.base, PyExc_ValueError, "A bad argument; the message names it.");
   g_err.config = new_exc("ConfigError", g_err.invalid, nullptr,
                          "An invalid configuration; the message names source:line:column and key.");
-  g_err.not_found = new_exc("NotFoundError", g_err.base, PyExc_LookupError,
-                            "Unknown node, call id, app or shared segment.");
-  g_err.exhausted = new_exc("ResourceExhaustedError", g_err.base, nullptr,
-                            "A table of the state region is full.");
+  g_err.not_found =
+      new_exc("NotFoundError", g_err.base, PyExc_LookupError, "Unknown node, call id, app or shared segment.");
+  g_err.exhausted = new_exc("ResourceExhaustedError", g_err.base, nullptr, "A table of the state region is full.");
   g_err.precondition = new_exc("FailedPreconditionError", g_err.base, nullptr,
                                "The state is not what the call needs (e.g. a segment of another layout).");
   g_err.exists = new_exc("AlreadyExistsError", g_err.base, nullptr, "The node id is taken.");
@@ -331,40 +342,53 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("pool", [](const NodeStatus& n) { return n.spec.pool; })
       .def_property_readonly("weight", [](const NodeStatus& n) { return n.spec.weight; })
       .def_property_readonly("priority", [](const NodeStatus& n) { return n.spec.priority; })
-      .def_property_readonly("state", [](const NodeStatus& n) { return Str(absl::string_view(
-          approute::AdminStateName(n.spec.state).data(), approute::AdminStateName(n.spec.state).size())); })
+      .def_property_readonly("state",
+                             [](const NodeStatus& n) {
+                               return Str(absl::string_view(approute::AdminStateName(n.spec.state).data(),
+                                                            approute::AdminStateName(n.spec.state).size()));
+                             })
       .def_property_readonly("health", [](const NodeStatus& n) { return std::string(approute::HealthName(n.health)); })
-      .def_property_readonly("reported_down", [](const NodeStatus& n) { return n.reported_down; },
-                             "True while the node's own report says \"health\": \"down\".")
+      .def_property_readonly(
+          "reported_down", [](const NodeStatus& n) { return n.reported_down; },
+          "True while the node's own report says \"health\": \"down\".")
       .def_property_readonly("capacity", [](const NodeStatus& n) { return n.spec.capacity; })
       .def_property_readonly("attrs", [](const NodeStatus& n) { return n.spec.attrs; })
-      .def_property_readonly("sessions", [](const NodeStatus& n) { return n.sessions; },
-                             "Live sessions per resource.")
-      .def_property_readonly("load", [](const NodeStatus& n) { return n.load; },
-                             "Metrics from the last report_load().")
-      .def_property_readonly("load_updated", [](const NodeStatus& n) -> py::object {
-        if (n.load_updated_ms == 0) return py::none();
-        return py::float_(static_cast<double>(n.load_updated_ms) / 1000.0);
-      })
+      .def_property_readonly(
+          "sessions", [](const NodeStatus& n) { return n.sessions; }, "Live sessions per resource.")
+      .def_property_readonly(
+          "load", [](const NodeStatus& n) { return n.load; }, "Metrics from the last report_load().")
+      .def_property_readonly("load_updated",
+                             [](const NodeStatus& n) -> py::object {
+                               if (n.load_updated_ms == 0) return py::none();
+                               return py::float_(static_cast<double>(n.load_updated_ms) / 1000.0);
+                             })
       .def_property_readonly("routed_total", [](const NodeStatus& n) { return n.routed_total; })
-      .def_property_readonly("quality", [](const NodeStatus& n) { return n.quality; },
-                             "Quality figures from the last status report (mos, rtt_ms_p50, ...).")
-      .def_property_readonly("origin", [](const NodeStatus& n) { return n.origin; }, "config, api or report.")
-      .def_property_readonly("lease_expires", [](const NodeStatus& n) -> py::object {
-        if (n.lease_expires_ms == 0) return py::none();
-        return py::float_(static_cast<double>(n.lease_expires_ms) / 1000.0);
-      }, "Unix time the node's status lease ends (None: no lease).")
-      .def_property_readonly("ejected_until", [](const NodeStatus& n) -> py::object {
-        if (n.ejected_until_ms == 0) return py::none();
-        return py::float_(static_cast<double>(n.ejected_until_ms) / 1000.0);
-      }, "Unix time outlier ejection ends (None: not ejected).")
+      .def_property_readonly(
+          "quality", [](const NodeStatus& n) { return n.quality; },
+          "Quality figures from the last status report (mos, rtt_ms_p50, ...).")
+      .def_property_readonly(
+          "origin", [](const NodeStatus& n) { return n.origin; }, "config, api or report.")
+      .def_property_readonly(
+          "lease_expires",
+          [](const NodeStatus& n) -> py::object {
+            if (n.lease_expires_ms == 0) return py::none();
+            return py::float_(static_cast<double>(n.lease_expires_ms) / 1000.0);
+          },
+          "Unix time the node's status lease ends (None: no lease).")
+      .def_property_readonly(
+          "ejected_until",
+          [](const NodeStatus& n) -> py::object {
+            if (n.ejected_until_ms == 0) return py::none();
+            return py::float_(static_cast<double>(n.ejected_until_ms) / 1000.0);
+          },
+          "Unix time outlier ejection ends (None: not ejected).")
       .def_property_readonly("latency_ewma_ms", [](const NodeStatus& n) { return n.latency_ewma_ms; })
       .def_property_readonly("error_rate", [](const NodeStatus& n) { return n.error_rate; })
       .def("__repr__", [](const NodeStatus& n) {
         int64_t total = 0;
         for (const auto& [r, v] : n.sessions) total += v;
-        return "NodeStatus(id='" + n.spec.id + "', uri='" + n.spec.uri + "', pool='" + n.spec.pool +
-               "', state='" + std::string(approute::AdminStateName(n.spec.state)) + "', health='" +
+        return "NodeStatus(id='" + n.spec.id + "', uri='" + n.spec.uri + "', pool='" + n.spec.pool + "', state='" +
+               std::string(approute::AdminStateName(n.spec.state)) + "', health='" +
                std::string(approute::HealthName(n.health)) + "', sessions=" + std::to_string(total) + ")";
       });
 
@@ -372,16 +396,18 @@ PYBIND11_MODULE(_core, m) {
   py::class_<SessionRow>(m, "SessionInfo", "One live session (a snapshot).")
       .def_property_readonly("call_id", [](const SessionRow& s) { return s.row.call_id; })
       .def_property_readonly("app", [](const SessionRow& s) { return s.row.app; })
-      .def_property_readonly("node_id", [opt_str](const SessionRow& s) { return opt_str(s.row.node_id); },
-                             "None while a retry is choosing, or when its node was removed.")
-      .def_property_readonly("key", [opt_str](const SessionRow& s) { return opt_str(s.row.key); },
-                             "The affinity key whose claim it holds, or None.")
-      .def_property_readonly("age", [](const SessionRow& s) {
-        return static_cast<double>(s.now_ms - s.row.created_ms) / 1000.0;
-      }, "Seconds since it was routed (when it was listed).")
-      .def_property_readonly("expires_in", [](const SessionRow& s) {
-        return static_cast<double>(s.row.expires_ms - s.now_ms) / 1000.0;
-      }, "Seconds until its lifetime ends if it is never ended.")
+      .def_property_readonly(
+          "node_id", [opt_str](const SessionRow& s) { return opt_str(s.row.node_id); },
+          "None while a retry is choosing, or when its node was removed.")
+      .def_property_readonly(
+          "key", [opt_str](const SessionRow& s) { return opt_str(s.row.key); },
+          "The affinity key whose claim it holds, or None.")
+      .def_property_readonly(
+          "age", [](const SessionRow& s) { return static_cast<double>(s.now_ms - s.row.created_ms) / 1000.0; },
+          "Seconds since it was routed (when it was listed).")
+      .def_property_readonly(
+          "expires_in", [](const SessionRow& s) { return static_cast<double>(s.row.expires_ms - s.now_ms) / 1000.0; },
+          "Seconds until its lifetime ends if it is never ended.")
       .def_property_readonly("attempt", [](const SessionRow& s) { return s.row.attempt; })
       .def_property_readonly("confirmed", [](const SessionRow& s) { return s.row.confirmed; })
       .def("__repr__", [](const SessionRow& s) {
@@ -392,20 +418,24 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("app", [](const AffinityRow& a) { return a.row.app; })
       .def_property_readonly("key", [](const AffinityRow& a) { return a.row.key; })
       .def_property_readonly("node_id", [opt_str](const AffinityRow& a) { return opt_str(a.row.node_id); })
-      .def_property_readonly("sessions", [](const AffinityRow& a) { return a.row.sessions; },
-                             "Live sessions holding the claim.")
-      .def_property_readonly("grace_left", [](const AffinityRow& a) -> py::object {
-        if (a.row.expires_ms == 0) return py::none();
-        return py::float_(std::max(0.0, static_cast<double>(a.row.expires_ms - a.now_ms) / 1000.0));
-      }, "Seconds of grace time left; None while sessions hold it.")
+      .def_property_readonly(
+          "sessions", [](const AffinityRow& a) { return a.row.sessions; }, "Live sessions holding the claim.")
+      .def_property_readonly(
+          "grace_left",
+          [](const AffinityRow& a) -> py::object {
+            if (a.row.expires_ms == 0) return py::none();
+            return py::float_(std::max(0.0, static_cast<double>(a.row.expires_ms - a.now_ms) / 1000.0));
+          },
+          "Seconds of grace time left; None while sessions hold it.")
       .def("__repr__", [](const AffinityRow& a) {
         return "AffinityInfo(app='" + a.row.app + "', key='" + a.row.key + "', node_id='" + a.row.node_id +
                "', sessions=" + std::to_string(a.row.sessions) + ")";
       });
 
   py::class_<approute::ReportResult>(m, "ReportResult", "The outcome of a status report, as a SIP response.")
-      .def_property_readonly("code", [](const approute::ReportResult& r) { return r.code; },
-                             "200, 400 (malformed), 403 (refused), 412 (unknown entity tag) or 503 (no room).")
+      .def_property_readonly(
+          "code", [](const approute::ReportResult& r) { return r.code; },
+          "200, 400 (malformed), 403 (refused), 412 (unknown entity tag) or 503 (no room).")
       .def_property_readonly("reason", [](const approute::ReportResult& r) { return r.reason; })
       .def_property_readonly("etag", [](const approute::ReportResult& r) { return r.etag; })
       .def_property_readonly("node_id", [](const approute::ReportResult& r) { return r.node_id; })
@@ -415,49 +445,63 @@ PYBIND11_MODULE(_core, m) {
                "', node_id='" + r.node_id + "', expires=" + std::to_string(r.expires) + ")";
       });
 
-  py::class_<PyRouter, std::shared_ptr<PyRouter>> router_cls(m, "Router", "Routes calls to nodes; see docs/design.md, \"Public contract\".");
+  py::class_<PyRouter, std::shared_ptr<PyRouter>> router_cls(
+      m, "Router", "Routes calls to nodes; see docs/design.md, \"Public contract\".");
   router_cls
-      .def_static("from_yaml", [](const std::string& text, std::optional<std::string> shared,
-                                  std::optional<std::map<std::string, py::object>> strategies,
-                                  std::optional<uint64_t> seed, bool upkeep) {
+      .def_static(
+          "from_yaml",
+          [](const std::string& text, std::optional<std::string> shared,
+             std::optional<std::map<std::string, py::object>> strategies, std::optional<uint64_t> seed, bool upkeep) {
             return Make([&](approute::RouterOptions o) { return approute::Router::FromYaml(text, std::move(o)); },
                         shared, true, strategies, seed, upkeep);
-          }, py::arg("text"), py::kw_only(), py::arg("shared") = py::none(),
-          py::arg("strategies") = py::none(), py::arg("seed") = py::none(), py::arg("upkeep") = false,
+          },
+          py::arg("text"), py::kw_only(), py::arg("shared") = py::none(), py::arg("strategies") = py::none(),
+          py::arg("seed") = py::none(), py::arg("upkeep") = false,
           "Build a router from YAML text. shared: a segment name to create or attach (all "
           "processes using the name share one state); None for private state. strategies: "
           "{name: approute.Strategy} this router's configuration may name. seed: reproducible "
           "random choices (tests, simulations). upkeep: a thread sweeps every second (keeps the "
           "cluster lease of a process that routes rarely); never in a process that forks afterwards.")
-      .def_static("from_file", [](const std::string& path, std::optional<std::string> shared,
-                                  std::optional<std::map<std::string, py::object>> strategies,
-                                  std::optional<uint64_t> seed, bool upkeep) {
+      .def_static(
+          "from_file",
+          [](const std::string& path, std::optional<std::string> shared,
+             std::optional<std::map<std::string, py::object>> strategies, std::optional<uint64_t> seed, bool upkeep) {
             return Make([&](approute::RouterOptions o) { return approute::Router::FromFile(path, std::move(o)); },
                         shared, true, strategies, seed, upkeep);
-          }, py::arg("path"), py::kw_only(), py::arg("shared") = py::none(),
-          py::arg("strategies") = py::none(), py::arg("seed") = py::none(), py::arg("upkeep") = false,
+          },
+          py::arg("path"), py::kw_only(), py::arg("shared") = py::none(), py::arg("strategies") = py::none(),
+          py::arg("seed") = py::none(), py::arg("upkeep") = false,
           "Build a router from a YAML file; errors name the file and line. upkeep: as from_yaml.")
-      .def_static("attach", [](const std::string& shared) {
+      .def_static(
+          "attach",
+          [](const std::string& shared) {
             return Make([&](approute::RouterOptions o) { return approute::Router::Attach(shared, std::move(o)); },
                         shared, false);
-          }, py::arg("shared"), "Attach the state (and stored configuration) of a running router.")
-      .def_static("unlink", [](const std::string& shared) { return Take(approute::Router::Unlink(shared)); },
-                  py::arg("shared"), "Remove a shared segment's name; False if there was none.")
-      .def("retry", [](PyRouter& self, const std::string& call_id, int code) {
+          },
+          py::arg("shared"), "Attach the state (and stored configuration) of a running router.")
+      .def_static(
+          "unlink", [](const std::string& shared) { return Take(approute::Router::Unlink(shared)); }, py::arg("shared"),
+          "Remove a shared segment's name; False if there was none.")
+      .def(
+          "retry",
+          [](PyRouter& self, const std::string& call_id, int code) {
             absl::StatusOr<Decision> d;
             {
               py::gil_scoped_release nogil;
               d = self.router->Retry(call_id, code);
             }
             return py::reinterpret_steal<py::object>(MakeDecision(Take(std::move(d))));
-          }, py::arg("call_id"), py::kw_only(), py::arg("code") = 503,
+          },
+          py::arg("call_id"), py::kw_only(), py::arg("code") = 503,
           "The call's node bounced it with `code`: pick a node never tried for this call.")
-      .def("confirm", [](PyRouter& self, const std::string& call_id) {
-            CallNoGil([&] { return self.router->Confirm(call_id); });
-          }, py::arg("call_id"), "The call was answered: its claim on the key is a real one.")
-      .def("abandon", [](PyRouter& self, const std::string& call_id) {
-            CallNoGil([&] { return self.router->Abandon(call_id); });
-          }, py::arg("call_id"),
+      .def(
+          "confirm",
+          [](PyRouter& self, const std::string& call_id) { CallNoGil([&] { return self.router->Confirm(call_id); }); },
+          py::arg("call_id"), "The call was answered: its claim on the key is a real one.")
+      .def(
+          "abandon",
+          [](PyRouter& self, const std::string& call_id) { CallNoGil([&] { return self.router->Abandon(call_id); }); },
+          py::arg("call_id"),
           "The call ended unanswered (CANCEL, failure, relay error): as end(), but a claim no answered "
           "call ever held goes at once instead of entering its grace time.")
       .def("add_node", NodeMethod(&approute::Router::AddNode), py::arg("id"), py::arg("uri"), py::kw_only(),
@@ -468,14 +512,20 @@ PYBIND11_MODULE(_core, m) {
            py::arg("pool") = "default", py::arg("weight") = 1, py::arg("capacity") = py::none(),
            py::arg("attrs") = py::none(), py::arg("priority") = 0, py::arg("state") = "active",
            "Replace a node's settings, keeping its sessions.")
-      .def("remove_node", [](PyRouter& self, const std::string& id) {
-            CallNoGil([&] { return self.router->RemoveNode(id); });
-          }, py::arg("id"))
-      .def("set_state", [](PyRouter& self, const std::string& id, const std::string& state) {
+      .def(
+          "remove_node",
+          [](PyRouter& self, const std::string& id) { CallNoGil([&] { return self.router->RemoveNode(id); }); },
+          py::arg("id"))
+      .def(
+          "set_state",
+          [](PyRouter& self, const std::string& id, const std::string& state) {
             approute::AdminState st = State(state);
             CallNoGil([&] { return self.router->SetState(id, st); });
-          }, py::arg("id"), py::arg("state"), "active | draining | disabled")
-      .def("drain", [](PyRouter& self, const std::string& id, std::optional<double> deadline) {
+          },
+          py::arg("id"), py::arg("state"), "active | draining | disabled")
+      .def(
+          "drain",
+          [](PyRouter& self, const std::string& id, std::optional<double> deadline) {
             std::optional<int64_t> ms;
             if (deadline) {
               if (!std::isfinite(*deadline) || *deadline < 0) {
@@ -485,15 +535,21 @@ PYBIND11_MODULE(_core, m) {
               ms = static_cast<int64_t>(std::llround(*deadline * 1000.0));
             }
             CallNoGil([&] { return self.router->Drain(id, ms); });
-          }, py::arg("id"), py::arg("deadline") = py::none(),
+          },
+          py::arg("id"), py::arg("deadline") = py::none(),
           "Drain a node: no new keys; a key whose last session ends is released at once. After\n"
           "`deadline` seconds (None: never) its keys' new calls go elsewhere, so it empties within\n"
           "the deadline plus its longest call.")
-      .def("set_health", [](PyRouter& self, const std::string& id, const std::string& health) {
+      .def(
+          "set_health",
+          [](PyRouter& self, const std::string& id, const std::string& health) {
             approute::Health h = Take(approute::ParseHealth(health));
             CallNoGil([&] { return self.router->SetHealth(id, h); });
-          }, py::arg("id"), py::arg("health"), "up | suspect | down")
-      .def("report_load", [](PyRouter& self, const std::string& id, const py::kwargs& metrics) {
+          },
+          py::arg("id"), py::arg("health"), "up | suspect | down")
+      .def(
+          "report_load",
+          [](PyRouter& self, const std::string& id, const py::kwargs& metrics) {
             std::map<std::string, double> m;
             for (const auto& [k, v] : metrics) {
               std::string name = py::cast<std::string>(k);
@@ -504,9 +560,12 @@ PYBIND11_MODULE(_core, m) {
               m[name] = py::cast<double>(v);
             }
             CallNoGil([&] { return self.router->ReportLoad(id, m); });
-          }, py::arg("id"), "Record a node's load, e.g. report_load('ast1', cpu=0.4, channels=120).")
-      .def("apply_report", [](PyRouter& self, std::string body, int64_t expires, std::string source,
-                              std::optional<std::string> auth, std::optional<std::string> if_match) {
+          },
+          py::arg("id"), "Record a node's load, e.g. report_load('ast1', cpu=0.4, channels=120).")
+      .def(
+          "apply_report",
+          [](PyRouter& self, std::string body, int64_t expires, std::string source, std::optional<std::string> auth,
+             std::optional<std::string> if_match) {
             approute::ReportRequest req;
             req.body = std::move(body);
             req.expires = expires;
@@ -515,31 +574,43 @@ PYBIND11_MODULE(_core, m) {
             if (if_match) req.if_match = *if_match;
             py::gil_scoped_release nogil;
             return self.router->ApplyReport(req);
-          }, py::arg("body"), py::kw_only(), py::arg("expires"), py::arg("source"),
-          py::arg("auth") = py::none(), py::arg("if_match") = py::none(),
+          },
+          py::arg("body"), py::kw_only(), py::arg("expires"), py::arg("source"), py::arg("auth") = py::none(),
+          py::arg("if_match") = py::none(),
           "Apply a status report (SIP PUBLISH, Event: approute-status). Returns the SIP outcome; "
           "anything but 200 changed nothing.")
-      .def("report_probe", [](PyRouter& self, const std::string& id, int code, double rtt_ms) {
+      .def(
+          "report_probe",
+          [](PyRouter& self, const std::string& id, int code, double rtt_ms) {
             CallNoGil([&] { return self.router->ReportProbe(id, code, rtt_ms); });
-          }, py::arg("id"), py::arg("code"), py::arg("rtt_ms") = 0.0,
-          "An OPTIONS probe's result: code 0 = no answer.")
-      .def("report_result", [](PyRouter& self, const std::string& id, int code, double latency_ms) {
+          },
+          py::arg("id"), py::arg("code"), py::arg("rtt_ms") = 0.0, "An OPTIONS probe's result: code 0 = no answer.")
+      .def(
+          "report_result",
+          [](PyRouter& self, const std::string& id, int code, double latency_ms) {
             CallNoGil([&] { return self.router->ReportCallResult(id, code, latency_ms); });
-          }, py::arg("id"), py::arg("code"), py::arg("latency_ms") = 0.0,
+          },
+          py::arg("id"), py::arg("code"), py::arg("latency_ms") = 0.0,
           "A final response (or 0 for a timeout) the proxy saw from a node: outlier detection, latency.")
-      .def("node", [](PyRouter& self, const std::string& id) {
+      .def(
+          "node",
+          [](PyRouter& self, const std::string& id) {
             absl::StatusOr<NodeStatus> n;
             {
               py::gil_scoped_release nogil;
               n = self.router->Node(id);
             }
             return Take(std::move(n));
-          }, py::arg("id"))
-      .def("nodes", [](PyRouter& self) {
-            py::gil_scoped_release nogil;
-            return self.router->Nodes();
-          })
-      .def("stats", [](PyRouter& self) {
+          },
+          py::arg("id"))
+      .def("nodes",
+           [](PyRouter& self) {
+             py::gil_scoped_release nogil;
+             return self.router->Nodes();
+           })
+      .def(
+          "stats",
+          [](PyRouter& self) {
             approute::RouterStats s;
             {
               py::gil_scoped_release nogil;
@@ -573,11 +644,14 @@ PYBIND11_MODULE(_core, m) {
             hist["count"] = s.route_seconds.count;
             d["route_seconds"] = hist;
             return d;
-          }, "Router-wide counts: nodes, sessions, affinities, capacities, expired_sessions, "
-             "processes (live, registered), repairs and repaired_counts (recounts after a process died "
-             "inside a state change), decisions {app: {reason: n}}, retries {app: {code: n}} and "
-             "route_seconds (a sampled histogram: buckets {upper bound: cumulative count}, sum, count).")
-      .def("cluster", [](PyRouter& self) {
+          },
+          "Router-wide counts: nodes, sessions, affinities, capacities, expired_sessions, "
+          "processes (live, registered), repairs and repaired_counts (recounts after a process died "
+          "inside a state change), decisions {app: {reason: n}}, retries {app: {code: n}} and "
+          "route_seconds (a sampled histogram: buckets {upper bound: cumulative count}, sum, count).")
+      .def(
+          "cluster",
+          [](PyRouter& self) {
             approute::ClusterStatus c;
             {
               py::gil_scoped_release nogil;
@@ -599,42 +673,62 @@ PYBIND11_MODULE(_core, m) {
             d["lease_age_ms"] = c.lease_age_ms;
             d["warning"] = c.warning;
             return d;
-          }, "The state shared with the deployment's other proxies (cluster: in the YAML): mode "
-             "(local, cluster, degraded), name, proxy, proxies (live, asks Redis), last_sync_ms, "
-             "degraded_placements, outage_refusals (past the outage share), round_trips, failures, "
-             "rtt_p50_us and rtt_p99_us (this host), primary (the Redis primary of this process's "
-             "connection), lease_age_ms (since this host last renewed its lease, -1 = not yet) and "
-             "warning (non-empty when the lease is close to lapsing).")
-      .def("sessions", [](PyRouter& self, std::optional<std::string> node, std::optional<std::string> app,
-                          std::optional<int64_t> limit) {
+          },
+          "The state shared with the deployment's other proxies (cluster: in the YAML): mode "
+          "(local, cluster, degraded), name, proxy, proxies (live, asks Redis), last_sync_ms, "
+          "degraded_placements, outage_refusals (past the outage share), round_trips, failures, "
+          "rtt_p50_us and rtt_p99_us (this host), primary (the Redis primary of this process's "
+          "connection), lease_age_ms (since this host last renewed its lease, -1 = not yet) and "
+          "warning (non-empty when the lease is close to lapsing).")
+      .def(
+          "sessions",
+          [](PyRouter& self, std::optional<std::string> node, std::optional<std::string> app,
+             std::optional<int64_t> limit) {
             return List(self, Filter(app, node, limit), &approute::Router::Sessions);
-          }, py::kw_only(), py::arg("node") = py::none(), py::arg("app") = py::none(), py::arg("limit") = py::none(),
+          },
+          py::kw_only(), py::arg("node") = py::none(), py::arg("app") = py::none(), py::arg("limit") = py::none(),
           "Live sessions (optionally of one node or app, at most limit): a list of SessionInfo.")
-      .def("affinities", [](PyRouter& self, std::optional<std::string> app, std::optional<std::string> node,
-                            std::optional<int64_t> limit) {
+      .def(
+          "affinities",
+          [](PyRouter& self, std::optional<std::string> app, std::optional<std::string> node,
+             std::optional<int64_t> limit) {
             return List(self, Filter(app, node, limit), &approute::Router::Affinities);
-          }, py::kw_only(), py::arg("app") = py::none(), py::arg("node") = py::none(), py::arg("limit") = py::none(),
+          },
+          py::kw_only(), py::arg("app") = py::none(), py::arg("node") = py::none(), py::arg("limit") = py::none(),
           "Affinity claims (optionally of one app or node, at most limit): a list of AffinityInfo.")
-      .def("reload", [](PyRouter& self, const std::string& text) {
+      .def(
+          "reload",
+          [](PyRouter& self, const std::string& text) {
             CallNoGil([&] { return self.router->Reload(text); }, /*config=*/true);
-          }, py::arg("text"), "Apply a new YAML configuration; sessions of remaining nodes are kept.")
-      .def("sweep", [](PyRouter& self) {
+          },
+          py::arg("text"), "Apply a new YAML configuration; sessions of remaining nodes are kept.")
+      .def(
+          "sweep",
+          [](PyRouter& self) {
             py::gil_scoped_release nogil;
             return self.router->Sweep();
-          }, "Expire sessions past their lifetime and affinities past their grace; returns sessions expired.")
-      .def_property_readonly("shared", [](const PyRouter& self) -> py::object {
+          },
+          "Expire sessions past their lifetime and affinities past their grace; returns sessions expired.")
+      .def_property_readonly(
+          "shared",
+          [](const PyRouter& self) -> py::object {
             const std::string& n = self.router->shared_name();
             if (n.empty()) return py::none();
             return py::str(n.substr(1));
-          }, "The shared segment's name, or None for private state.")
-      .def("register_strategy", [](PyRouter& self, const std::string& name, py::object strategy,
-                                   const std::string& fallback) {
+          },
+          "The shared segment's name, or None for private state.")
+      .def(
+          "register_strategy",
+          [](PyRouter& self, const std::string& name, py::object strategy, const std::string& fallback) {
             self.strategies->Register(name, std::move(strategy), fallback);
-          }, py::arg("name"), py::arg("strategy"), py::kw_only(), py::arg("fallback") = "",
+          },
+          py::arg("name"), py::arg("strategy"), py::kw_only(), py::arg("fallback") = "",
           "Make an approute.Strategy instance available to this router's configuration as "
           "`name` (then reload() a configuration naming it). This process only; other "
           "processes use strategy: \"python:module:Class\".")
-      .def("_simulate", [](PyRouter& self, const py::dict& spec, py::object progress) {
+      .def(
+          "_simulate",
+          [](PyRouter& self, const py::dict& spec, py::object progress) {
             approute::SimSpec s = SimSpecOf(spec);
             std::function<bool(double)> cb;
             if (!progress.is_none()) {
@@ -653,40 +747,52 @@ PYBIND11_MODULE(_core, m) {
             absl::StatusOr<approute::SimResult> r;
             {
               py::gil_scoped_release nogil;
-              r = approute::Simulate(*self.router, s, [&clock](int64_t ms) { clock->store(ms, std::memory_order_relaxed); }, cb);
+              r = approute::Simulate(
+                  *self.router, s, [&clock](int64_t ms) { clock->store(ms, std::memory_order_relaxed); }, cb);
             }
             if (PyErr_Occurred()) throw py::error_already_set();
             return SimResultDict(Take(std::move(r)));
-          }, py::arg("spec"), py::arg("progress") = py::none(),
+          },
+          py::arg("spec"), py::arg("progress") = py::none(),
           "Internal (approute.simulate): replay a workload on this router's virtual clock.")
-      .def("_set_time", [](PyRouter& self, double seconds) {
-            self.fake_ms->store(static_cast<int64_t>(seconds * 1000.0));
-          }, py::arg("seconds"), "Test hook: freeze this router's clock at `seconds` (unix time).")
-      .def("_clear_time", [](PyRouter& self) { self.fake_ms->store(-1); }, "Test hook: back to the real clock.");
+      .def(
+          "_set_time",
+          [](PyRouter& self, double seconds) { self.fake_ms->store(static_cast<int64_t>(seconds * 1000.0)); },
+          py::arg("seconds"), "Test hook: freeze this router's clock at `seconds` (unix time).")
+      .def(
+          "_clear_time", [](PyRouter& self) { self.fake_ms->store(-1); }, "Test hook: back to the real clock.");
 
   approute_py::AddFastMethods(router_cls);  // route() and end()
 
-  m.def("sign_report", [](const std::string& body, const std::string& keyid, const std::string& secret,
-                          const std::string& node, const std::string& etag, int64_t expires,
-                          std::optional<int64_t> ts) {
+  m.def(
+      "sign_report",
+      [](const std::string& body, const std::string& keyid, const std::string& secret, const std::string& node,
+         const std::string& etag, int64_t expires, std::optional<int64_t> ts) {
         int64_t t = ts ? *ts : RealNowMs() / 1000;
         return approute::SignReport(body, keyid, secret, t, node, etag, expires);
-      }, py::arg("body"), py::kw_only(), py::arg("keyid"), py::arg("secret"), py::arg("node"),
-      py::arg("etag") = "", py::arg("expires") = 3600, py::arg("ts") = py::none(),
+      },
+      py::arg("body"), py::kw_only(), py::arg("keyid"), py::arg("secret"), py::arg("node"), py::arg("etag") = "",
+      py::arg("expires") = 3600, py::arg("ts") = py::none(),
       "The X-Approute-Auth header value for a status report: keyid=K,ts=T,sig=HMAC-SHA256 hex over "
       "ts, node, etag (SIP-If-Match), expires and body. approute.sign_report fills node from the body.");
   approute_py::BindStrategies(m);
   m.def("strategies", &approute::StrategyNames, "Names of the built-in and registered strategies.");
-  m.def("strategy_request_attrs", [](const std::string& name, const approute::StrategyParams& options) {
+  m.def(
+      "strategy_request_attrs",
+      [](const std::string& name, const approute::StrategyParams& options) {
         absl::StatusOr<std::vector<std::string>> attrs = approute::StrategyRequestAttrs(name, options);
         Check(attrs.status());
         return *attrs;
-      }, py::arg("name"), py::arg("options") = approute::StrategyParams{},
+      },
+      py::arg("name"), py::arg("options") = approute::StrategyParams{},
       "The route() attributes (attrs keys) the strategy `name` with `options` (values as YAML scalar "
       "text) may read: [] for none, ['*'] for any (Python strategies). InvalidArgumentError when "
       "the name or an option is unknown.");
-  m.def("validate_config", [](const std::string& text, const std::string& source) {
+  m.def(
+      "validate_config",
+      [](const std::string& text, const std::string& source) {
         Check(approute::ParseConfig(text, source).status(), true);
-      }, py::arg("text"), py::arg("source") = "<yaml>",
+      },
+      py::arg("text"), py::arg("source") = "<yaml>",
       "Raise ConfigError (with source:line:column and key) if `text` is not a valid configuration.");
 }

@@ -42,12 +42,13 @@ using approute::Decision;
 // cost as much as the routing. Attributes are made on access.
 
 struct DecisionObject {
-  PyObject_HEAD
-  Decision d;
+  PyObject_HEAD Decision d;
 };
 PyTypeObject* g_decision_type = nullptr;
 
-PyObject* NewStr(const std::string& v) { return PyUnicode_FromStringAndSize(v.data(), static_cast<Py_ssize_t>(v.size())); }
+PyObject* NewStr(const std::string& v) {
+  return PyUnicode_FromStringAndSize(v.data(), static_cast<Py_ssize_t>(v.size()));
+}
 PyObject* OptStrObj(const std::string& v) {
   if (v.empty()) Py_RETURN_NONE;
   return NewStr(v);
@@ -73,14 +74,19 @@ PyObject* DecisionRepr(PyObject* self) {
 int DecisionBool(PyObject* self) { return D(self).ok ? 1 : 0; }
 
 PyGetSetDef g_decision_getset[] = {
-    {"ok", [](PyObject* self, void*) { return PyBool_FromLong(D(self).ok); }, nullptr, "True when a node was chosen.", nullptr},
-    {"node_id", [](PyObject* self, void*) { return OptStrObj(D(self).node_id); }, nullptr, "The chosen node's id, or None.", nullptr},
-    {"uri", [](PyObject* self, void*) { return OptStrObj(D(self).uri); }, nullptr, "The chosen node's SIP URI, or None.", nullptr},
+    {"ok", [](PyObject* self, void*) { return PyBool_FromLong(D(self).ok); }, nullptr, "True when a node was chosen.",
+     nullptr},
+    {"node_id", [](PyObject* self, void*) { return OptStrObj(D(self).node_id); }, nullptr,
+     "The chosen node's id, or None.", nullptr},
+    {"uri", [](PyObject* self, void*) { return OptStrObj(D(self).uri); }, nullptr,
+     "The chosen node's SIP URI, or None.", nullptr},
     {"reason", [](PyObject* self, void*) { return NewStr(D(self).reason); }, nullptr,
      "affinity, affinity_bound, prefer, strategy, retry, session or no_node; not_retryable for retry() "
      "with a code that is not a retry code; for a strict key whose node cannot take the call: key_full, "
-     "key_down, key_draining, key_disabled or key_tried.", nullptr},
-    {"detail", [](PyObject* self, void*) { return NewStr(D(self).detail); }, nullptr, "Why no node was chosen (empty when ok).", nullptr},
+     "key_down, key_draining, key_disabled or key_tried.",
+     nullptr},
+    {"detail", [](PyObject* self, void*) { return NewStr(D(self).detail); }, nullptr,
+     "Why no node was chosen (empty when ok).", nullptr},
     {"app", [](PyObject* self, void*) { return NewStr(D(self).app); }, nullptr, "The policy that decided.", nullptr},
     {"attempt", [](PyObject* self, void*) { return PyLong_FromLong(D(self).attempt); }, nullptr,
      "1 for the first placement, +1 per retry.", nullptr},
@@ -93,17 +99,15 @@ PyObject* DecisionNew(PyTypeObject*, PyObject*, PyObject*) {
   return nullptr;
 }
 
-PyType_Slot g_decision_slots[] = {
-    {Py_tp_new, reinterpret_cast<void*>(DecisionNew)},
-    {Py_tp_dealloc, reinterpret_cast<void*>(DecisionDealloc)},
-    {Py_tp_repr, reinterpret_cast<void*>(DecisionRepr)},
-    {Py_tp_getset, g_decision_getset},
-    {Py_nb_bool, reinterpret_cast<void*>(DecisionBool)},
-    {Py_tp_doc, const_cast<char*>("What route() or retry() decided.")},
-    {0, nullptr}};
+PyType_Slot g_decision_slots[] = {{Py_tp_new, reinterpret_cast<void*>(DecisionNew)},
+                                  {Py_tp_dealloc, reinterpret_cast<void*>(DecisionDealloc)},
+                                  {Py_tp_repr, reinterpret_cast<void*>(DecisionRepr)},
+                                  {Py_tp_getset, g_decision_getset},
+                                  {Py_nb_bool, reinterpret_cast<void*>(DecisionBool)},
+                                  {Py_tp_doc, const_cast<char*>("What route() or retry() decided.")},
+                                  {0, nullptr}};
 
-PyType_Spec g_decision_spec = {"approute.Decision", sizeof(DecisionObject), 0,
-                               Py_TPFLAGS_DEFAULT, g_decision_slots};
+PyType_Spec g_decision_spec = {"approute.Decision", sizeof(DecisionObject), 0, Py_TPFLAGS_DEFAULT, g_decision_slots};
 
 // ---- route() and end() ------------------------------------------------------
 // METH_FASTCALL methods that parse their few arguments directly.
@@ -261,12 +265,18 @@ PyObject* FastRoute(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, Py
                        : name == g_kw.attrs   ? &attrs
                        : name == g_kw.prefer  ? &prefer
                                               : nullptr;
-      if (dst != nullptr) *dst = value;
-      else if (PyUnicode_CompareWithASCIIString(name, "call_id") == 0) call_id = value;
-      else if (PyUnicode_CompareWithASCIIString(name, "key") == 0) key = value;
-      else if (PyUnicode_CompareWithASCIIString(name, "exclude") == 0) exclude = value;
-      else if (PyUnicode_CompareWithASCIIString(name, "attrs") == 0) attrs = value;
-      else if (PyUnicode_CompareWithASCIIString(name, "prefer") == 0) prefer = value;
+      if (dst != nullptr)
+        *dst = value;
+      else if (PyUnicode_CompareWithASCIIString(name, "call_id") == 0)
+        call_id = value;
+      else if (PyUnicode_CompareWithASCIIString(name, "key") == 0)
+        key = value;
+      else if (PyUnicode_CompareWithASCIIString(name, "exclude") == 0)
+        exclude = value;
+      else if (PyUnicode_CompareWithASCIIString(name, "attrs") == 0)
+        attrs = value;
+      else if (PyUnicode_CompareWithASCIIString(name, "prefer") == 0)
+        prefer = value;
       else {
         PyErr_Format(PyExc_TypeError, "route() got an unexpected keyword argument '%U'", name);
         return nullptr;
@@ -321,10 +331,10 @@ PyObject* FastEnd(PyObject* self, PyObject* const* args, Py_ssize_t nargsf, PyOb
   });
 }
 
-PyMethodDef g_route_def = {
-    "route", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(FastRoute)), METH_FASTCALL | METH_KEYWORDS,
-    "route(app, *, call_id, key=None, prefer=None, exclude=(), attrs=None) -> Decision\n\n"
-    "Choose a node for a new call (docs/design.md, \"Routing flow\")."};
+PyMethodDef g_route_def = {"route", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(FastRoute)),
+                           METH_FASTCALL | METH_KEYWORDS,
+                           "route(app, *, call_id, key=None, prefer=None, exclude=(), attrs=None) -> Decision\n\n"
+                           "Choose a node for a new call (docs/design.md, \"Routing flow\")."};
 PyMethodDef g_end_def = {
     "end", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(FastEnd)), METH_FASTCALL | METH_KEYWORDS,
     "end(call_id) -> None\n\nThe call ended: its counts drop; its affinity enters its grace time."};
@@ -346,9 +356,9 @@ void AddDecisionType(py::module_& m) {
 
 void AddFastMethods(py::handle router_type) {
   g_router_type = reinterpret_cast<PyTypeObject*>(router_type.ptr());
-  for (auto [slot, name] : {std::pair{&g_kw.call_id, "call_id"}, std::pair{&g_kw.key, "key"},
-                             std::pair{&g_kw.exclude, "exclude"}, std::pair{&g_kw.attrs, "attrs"},
-                             std::pair{&g_kw.prefer, "prefer"}}) {
+  for (auto [slot, name] :
+       {std::pair{&g_kw.call_id, "call_id"}, std::pair{&g_kw.key, "key"}, std::pair{&g_kw.exclude, "exclude"},
+        std::pair{&g_kw.attrs, "attrs"}, std::pair{&g_kw.prefer, "prefer"}}) {
     *slot = PyUnicode_InternFromString(name);  // kept for the life of the process
     if (*slot == nullptr) throw py::error_already_set();
   }

@@ -62,8 +62,7 @@ struct RequestView {
   int64_t now_ms = 0;
 };
 
-CandidateView ViewOf(const approute::Candidate& c, const approute::PickRequest& req,
-                     approute::StrategyContext& ctx) {
+CandidateView ViewOf(const approute::Candidate& c, const approute::PickRequest& req, approute::StrategyContext& ctx) {
   approute::NodeStatus st = ctx.Describe(c);
   CandidateView v;
   v.id = std::string(c.id);
@@ -118,9 +117,8 @@ py::object& Refuse() { return *RefuseSlot(); }
 // built-in when the object fails.
 class PyStrategyAdapter final : public approute::Strategy {
  public:
-  PyStrategyAdapter(std::string name, std::shared_ptr<PyStrategyBase> obj,
-                    std::unique_ptr<approute::Strategy> fallback, std::string fallback_name,
-                    std::string load_error, double log_interval)
+  PyStrategyAdapter(std::string name, std::shared_ptr<PyStrategyBase> obj, std::unique_ptr<approute::Strategy> fallback,
+                    std::string fallback_name, std::string load_error, double log_interval)
       : name_(std::move(name)),
         obj_(std::move(obj)),
         fallback_(std::move(fallback)),
@@ -129,8 +127,7 @@ class PyStrategyAdapter final : public approute::Strategy {
         log_interval_(log_interval) {}
   ~PyStrategyAdapter() override { ReleaseWithGil(obj_); }
 
-  absl::StatusOr<size_t> Pick(const approute::PickRequest& req,
-                              absl::Span<const approute::Candidate> cands,
+  absl::StatusOr<size_t> Pick(const approute::PickRequest& req, absl::Span<const approute::Candidate> cands,
                               approute::StrategyContext& ctx) override {
     std::optional<size_t> chosen;
     bool refused = false;
@@ -315,8 +312,8 @@ absl::StatusOr<std::unique_ptr<approute::Strategy>> PyResolver::Make(std::string
     fallback = "round_robin";
     fb = approute::MakeStrategy(fallback, {});
   }
-  auto adapter = std::make_unique<PyStrategyAdapter>(std::string(name), std::move(obj), *std::move(fb),
-                                                     fallback, error, log_interval);
+  auto adapter = std::make_unique<PyStrategyAdapter>(std::string(name), std::move(obj), *std::move(fb), fallback, error,
+                                                     log_interval);
   return std::unique_ptr<approute::Strategy>(std::move(adapter));
 }
 
@@ -380,24 +377,31 @@ The class attribute ``fallback`` names the built-in used then ("round_robin").
       .def_readonly("health", &CandidateView::health, "up | suspect | down")
       .def_readonly("resource", &CandidateView::resource, "The app's resource.")
       .def_readonly("used", &CandidateView::used, "Live sessions of the app's resource.")
-      .def_property_readonly("limit", [](const CandidateView& v) -> py::object {
+      .def_property_readonly(
+          "limit",
+          [](const CandidateView& v) -> py::object {
             return v.limit < 0 ? py::object(py::none()) : py::object(py::int_(v.limit));
-          }, "Capacity for the app's resource, or None when unlimited.")
-      .def_property_readonly("free", [](const CandidateView& v) -> py::object {
+          },
+          "Capacity for the app's resource, or None when unlimited.")
+      .def_property_readonly(
+          "free",
+          [](const CandidateView& v) -> py::object {
             return v.limit < 0 ? py::object(py::none()) : py::object(py::int_(v.limit - v.used));
-          }, "Room left for the app's resource, or None when unlimited.")
+          },
+          "Room left for the app's resource, or None when unlimited.")
       .def_readonly("total_sessions", &CandidateView::total)
       .def_property_readonly("attrs", [](const CandidateView& v) { return v.attrs; })
-      .def_property_readonly("sessions", [](const CandidateView& v) { return v.sessions; },
-                             "Live sessions per resource.")
-      .def_property_readonly("capacity", [](const CandidateView& v) { return v.capacity; },
-                             "Capacity per resource (absent = unlimited).")
-      .def_property_readonly("load", [](const CandidateView& v) { return v.load; },
-                             "Metrics of the last load report.")
-      .def_property_readonly("load_updated", [](const CandidateView& v) -> py::object {
-            if (v.load_updated_ms == 0) return py::none();
-            return py::float_(static_cast<double>(v.load_updated_ms) / 1000.0);
-          })
+      .def_property_readonly(
+          "sessions", [](const CandidateView& v) { return v.sessions; }, "Live sessions per resource.")
+      .def_property_readonly(
+          "capacity", [](const CandidateView& v) { return v.capacity; }, "Capacity per resource (absent = unlimited).")
+      .def_property_readonly(
+          "load", [](const CandidateView& v) { return v.load; }, "Metrics of the last load report.")
+      .def_property_readonly("load_updated",
+                             [](const CandidateView& v) -> py::object {
+                               if (v.load_updated_ms == 0) return py::none();
+                               return py::float_(static_cast<double>(v.load_updated_ms) / 1000.0);
+                             })
       .def_readonly("routed_total", &CandidateView::routed_total)
       .def("__repr__", [](const CandidateView& v) {
         return "Candidate(id='" + v.id + "', used=" + std::to_string(v.used) +
@@ -408,14 +412,18 @@ The class attribute ``fallback`` names the built-in used then ("round_robin").
       .def_readonly("app", &RequestView::app)
       .def_readonly("resource", &RequestView::resource)
       .def_readonly("call_id", &RequestView::call_id)
-      .def_property_readonly("key", [](const RequestView& r) -> py::object {
+      .def_property_readonly(
+          "key",
+          [](const RequestView& r) -> py::object {
             return r.key.empty() ? py::object(py::none()) : py::object(py::str(r.key));
-          }, "The affinity key, or None.")
-      .def_property_readonly("attrs", [](const RequestView& r) { return r.attrs; },
-                             "The route() attributes (empty on retry).")
+          },
+          "The affinity key, or None.")
+      .def_property_readonly(
+          "attrs", [](const RequestView& r) { return r.attrs; }, "The route() attributes (empty on retry).")
       .def_readonly("attempt", &RequestView::attempt, "1 for the first placement, +1 per retry.")
-      .def_property_readonly("now", [](const RequestView& r) { return static_cast<double>(r.now_ms) / 1000.0; },
-                             "The router's clock, unix seconds (virtual in simulations).")
+      .def_property_readonly(
+          "now", [](const RequestView& r) { return static_cast<double>(r.now_ms) / 1000.0; },
+          "The router's clock, unix seconds (virtual in simulations).")
       .def("__repr__", [](const RequestView& r) {
         return "StrategyRequest(app='" + r.app + "', call_id='" + r.call_id + "', key='" + r.key +
                "', attempt=" + std::to_string(r.attempt) + ")";

@@ -58,17 +58,16 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "error: %s\n", std::string(d.status().message()).c_str());
       return 1;
     }
-    std::printf("%-8s %-20s -> %-6s %-26s %s\n", req.call_id.c_str(), req.key.c_str(),
-                d->ok ? d->node_id.c_str() : "-", d->ok ? d->uri.c_str() : d->detail.c_str(),
-                d->reason.c_str());
+    std::printf("%-8s %-20s -> %-6s %-26s %s\n", req.call_id.c_str(), req.key.c_str(), d->ok ? d->node_id.c_str() : "-",
+                d->ok ? d->uri.c_str() : d->detail.c_str(), d->reason.c_str());
     if (d->ok) calls.push_back(req.call_id);
   }
   if (!calls.empty()) {
     absl::StatusOr<approute::Decision> d = (*router)->Retry(calls[0], 503);
     if (d.ok()) {
       std::printf("%-8s bounced 503           -> %-6s %-26s %s (attempt %d)\n", calls[0].c_str(),
-                  d->ok ? d->node_id.c_str() : "-", d->ok ? d->uri.c_str() : d->detail.c_str(),
-                  d->reason.c_str(), d->attempt);
+                  d->ok ? d->node_id.c_str() : "-", d->ok ? d->uri.c_str() : d->detail.c_str(), d->reason.c_str(),
+                  d->attempt);
       if (!d->ok) calls.erase(calls.begin());
     }
   }

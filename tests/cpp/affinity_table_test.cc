@@ -10,8 +10,12 @@ namespace {
 
 using AffinityTableTest = testing::RegionTest;
 
-auto Yes() { return [](uint32_t, uint32_t) { return true; }; }
-auto No() { return [](uint32_t, uint32_t) { return false; }; }
+auto Yes() {
+  return [](uint32_t, uint32_t) { return true; };
+}
+auto No() {
+  return [](uint32_t, uint32_t) { return false; };
+}
 
 TEST_F(AffinityTableTest, ClaimThenJoin) {
   AffinityTable t(*region_);
@@ -27,7 +31,8 @@ TEST_F(AffinityTableTest, ClaimThenJoin) {
   EXPECT_EQ(j->claim, c->ref.claim);
   EXPECT_FALSE(t.Join(k, 0, No()).has_value()) << "a node the caller cannot use is not joined";
   EXPECT_FALSE(t.Join(AffinityKey(2, "example.com"), 0, Yes()).has_value()) << "keys are per app";
-  auto rows = t.List(0, [](const AffinityEntry&) { return true; }, 0);
+  auto rows = t.List(
+      0, [](const AffinityEntry&) { return true; }, 0);
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].refs, 2);
 }
@@ -61,7 +66,8 @@ TEST_F(AffinityTableTest, DropStartsGraceAndReleaseDeletes) {
   auto c = t.Claim(k, ClaimRef{3, 1, 0}, 1000, 0, Yes(), Yes());
   ASSERT_TRUE(c.ok());
   t.Drop(k, c->ref.claim, false, 50);
-  auto rows = t.List(50, [](const AffinityEntry&) { return true; }, 0);
+  auto rows = t.List(
+      50, [](const AffinityEntry&) { return true; }, 0);
   ASSERT_EQ(rows.size(), 1u);
   EXPECT_EQ(rows[0].expires_ms, 1050) << "kept for its grace time";
   EXPECT_TRUE(t.Join(k, 500, Yes()).has_value()) << "a call within the grace time comes back";

@@ -62,14 +62,17 @@ TEST(ClusterConfig, ErrorsNamePositionAndKey) {
   EXPECT_EQ(Err("cluster:\n  redis: \"http://h\"\n  name: prod\n"),
             "router.yaml:2:10: cluster.redis: redis address \"http://h\": expected redis://host[:port][/db], "
             "unix:///path or redis+sentinel://host:port,.../primary[/db] (rediss:// TLS is not supported)");
-  EXPECT_EQ(Err("cluster:\n  redis: \"redis://h:99999\"\n  name: prod\n"),
-            "router.yaml:2:10: cluster.redis: redis address \"redis://h:99999\": port \"99999\" is not a number 1..65535");
-  EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: \"a b\"\n"),
-            "router.yaml:3:9: cluster.name: deployment name \"a b\" may only contain letters, digits, '_', '-', '.' and ':'");
+  EXPECT_EQ(
+      Err("cluster:\n  redis: \"redis://h:99999\"\n  name: prod\n"),
+      "router.yaml:2:10: cluster.redis: redis address \"redis://h:99999\": port \"99999\" is not a number 1..65535");
+  EXPECT_EQ(
+      Err("cluster:\n  redis: \"redis://h\"\n  name: \"a b\"\n"),
+      "router.yaml:3:9: cluster.name: deployment name \"a b\" may only contain letters, digits, '_', '-', '.' and ':'");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  timeout_ms: 0\n"),
             "router.yaml:4:15: cluster.timeout_ms: value 0 is outside 1..10000");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  timeout: 5\n"),
-            "router.yaml:4:3: cluster.timeout: unknown key \"timeout\" (allowed: redis, name, proxy, timeout_ms, outage_headroom, "
+            "router.yaml:4:3: cluster.timeout: unknown key \"timeout\" (allowed: redis, name, proxy, timeout_ms, "
+            "outage_headroom, "
             "sentinel_password)");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  outage_headroom: 101\n"),
             "router.yaml:4:20: cluster.outage_headroom: value 101 is outside 0..100");
@@ -121,13 +124,15 @@ TEST(RedisUrl, ErrorsSayWhatIsWrong) {
   EXPECT_EQ(msg("redis://"), "redis address \"redis://\": no host");
   EXPECT_EQ(msg("redis://h:"), "redis address \"redis://h:\": empty port after ':'");
   EXPECT_EQ(msg("redis://h/x"), "redis address \"redis://h/x\": database \"x\" is not a number 0..1048576");
-  EXPECT_EQ(msg("redis://pw@h"), "redis address \"redis://pw@h\": credentials must be written user:password@ or :password@");
+  EXPECT_EQ(msg("redis://pw@h"),
+            "redis address \"redis://pw@h\": credentials must be written user:password@ or :password@");
   EXPECT_EQ(msg("redis://:@h"), "redis address \"redis://:@h\": empty password after ':'");
   EXPECT_EQ(msg("redis://:a%4@h"), "redis address \"redis://:a%4@h\": bad %-escape in the password");
   EXPECT_EQ(msg("redis://[::1"), "redis address \"redis://[::1\": IPv6 address without ']'");
   EXPECT_EQ(msg("redis://h h"), "redis address \"redis://h h\": host \"h h\" has a character that is not allowed");
-  EXPECT_EQ(msg("unix://run/x.sock"),
-            "redis address \"unix://run/x.sock\": a unix socket needs an absolute path, e.g. unix:///run/redis/redis.sock");
+  EXPECT_EQ(
+      msg("unix://run/x.sock"),
+      "redis address \"unix://run/x.sock\": a unix socket needs an absolute path, e.g. unix:///run/redis/redis.sock");
   EXPECT_EQ(msg("unix:///x.sock?db"), "redis address \"unix:///x.sock?db\": parameter \"db\" has no value");
   EXPECT_EQ(msg("unix:///x.sock?tls=1"),
             "redis address \"unix:///x.sock?tls=1\": unknown parameter \"tls\" (allowed: db, password, user)");

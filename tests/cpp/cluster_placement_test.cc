@@ -8,12 +8,12 @@
 #include <algorithm>
 #include <chrono>
 #include <functional>
-#include <thread>
 #include <map>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "approute/router.h"
@@ -129,7 +129,8 @@ TEST(ClusterPlacement, TwoProxiesPutEachKeyOnOneNode) {
   std::vector<std::string> yamls{Yaml(srv, "keys", "kam1", -1), Yaml(srv, "keys", "kam2", -1)};
   auto out = RunProxies(yamls, [](Router& r, int proxy, std::vector<std::string>* lines) {
     for (int i = 0; i < 300; ++i) {
-      RouteRequest req{.app = "conf", .call_id = "p" + std::to_string(proxy) + "-" + std::to_string(i),
+      RouteRequest req{.app = "conf",
+                       .call_id = "p" + std::to_string(proxy) + "-" + std::to_string(i),
                        .key = "room" + std::to_string(i % 40)};
       absl::StatusOr<Decision> d = r.Route(req);
       if (!d.ok() || !d->ok) {
@@ -194,7 +195,8 @@ TEST(ClusterPlacement, CapacityHoldsOverBothProxies) {
   for (const auto& [node, n] : per_node) EXPECT_LE(n, kCap) << node;
   EXPECT_GT(of_first, 0);
   EXPECT_LT(of_first, 4 * kCap) << "one proxy took every place: the other must have been refused by the count";
-  for (int i = 1; i <= 4; ++i) EXPECT_EQ(DeploymentSum(srv, "cap", "ast" + std::to_string(i)), 0) << "ended calls leave no share";
+  for (int i = 1; i <= 4; ++i)
+    EXPECT_EQ(DeploymentSum(srv, "cap", "ast" + std::to_string(i)), 0) << "ended calls leave no share";
 }
 
 TEST(ClusterPlacement, StoppedRedisAddsBoundedLatencyAndCallsStillRoute) {
@@ -458,10 +460,11 @@ TEST(ClusterPlacement, RouteAndEndFiguresAgainstLocal) {
       EXPECT_LT(trips, int64_t{5} * kCalls / 2) << "a known key costs 2 round trips";
     }
     EXPECT_EQ(cluster.router->Cluster().degraded_placements, 0);
-    std::printf("route+end %s: cluster p50 %lld us p99 %lld us (%.1f round trips/call), local p50 %lld us p99 %lld us\n",
-                app, static_cast<long long>(q(c_us, 0.5)), static_cast<long long>(q(c_us, 0.99)),
-                static_cast<double>(trips) / kCalls, static_cast<long long>(q(l_us, 0.5)),
-                static_cast<long long>(q(l_us, 0.99)));
+    std::printf(
+        "route+end %s: cluster p50 %lld us p99 %lld us (%.1f round trips/call), local p50 %lld us p99 %lld us\n", app,
+        static_cast<long long>(q(c_us, 0.5)), static_cast<long long>(q(c_us, 0.99)),
+        static_cast<double>(trips) / kCalls, static_cast<long long>(q(l_us, 0.5)),
+        static_cast<long long>(q(l_us, 0.99)));
   }
 }
 
@@ -480,7 +483,8 @@ TEST(ClusterPlacement, ADrainOnOneProxyHoldsOnTheOther) {
     return n.ok() ? n->spec.state : AdminState::kActive;
   };
   EXPECT_TRUE(Eventually(*p2.router, 3000, [&] {
-    return state_at(*p2.router, "ast1") == AdminState::kDraining && state_at(*p2.router, "ast2") == AdminState::kDisabled;
+    return state_at(*p2.router, "ast1") == AdminState::kDraining &&
+           state_at(*p2.router, "ast2") == AdminState::kDisabled;
   }));
   EXPECT_EQ(state_at(*p2.router, "ast3"), AdminState::kActive);
   for (int i = 0; i < 50; ++i) {
@@ -601,7 +605,9 @@ std::string ReportYaml(const RedisServer& srv, const std::string& deployment, co
          "status:\n"
          "  allow_sources: [\"127.0.0.0/8\"]\n"
          "  allow_uris: [\"127.0.0.0/8\"]\n"
-         "  keys: {media: {k1: \"" + kSecret + "\"}}\n"
+         "  keys: {media: {k1: \"" +
+         kSecret +
+         "\"}}\n"
          "  max_expires: 600\n";
 }
 
@@ -611,15 +617,18 @@ int64_t NowSeconds() {
 
 ReportResult Report(Router& r, const std::string& node, const std::string& body, int64_t expires,
                     const std::string& if_match = "") {
-  ReportRequest req{.body = body, .expires = expires, .source = "127.0.0.1",
+  ReportRequest req{.body = body,
+                    .expires = expires,
+                    .source = "127.0.0.1",
                     .auth = SignReport(body, "k1", kSecret, NowSeconds(), node, if_match, expires),
                     .if_match = if_match};
   return r.ApplyReport(req);
 }
 
 std::string JoinBody(const std::string& node, int seq, int cap) {
-  return "{\"node\": \"" + node + "\", \"uri\": \"sip:127.0.0.1:5070\", \"pool\": \"media\", \"seq\": " + std::to_string(seq) + ", \"capacity\": {\"conference\": " +
-         std::to_string(cap) + "}, \"load\": {\"cpu\": 0.25}}";
+  return "{\"node\": \"" + node +
+         "\", \"uri\": \"sip:127.0.0.1:5070\", \"pool\": \"media\", \"seq\": " + std::to_string(seq) +
+         ", \"capacity\": {\"conference\": " + std::to_string(cap) + "}, \"load\": {\"cpu\": 0.25}}";
 }
 
 std::optional<NodeStatus> Find(Router& r, const std::string& id) {
@@ -705,8 +714,11 @@ TEST(ClusterPlacement, ANewKeyCostsOneRoundTripAndAKeyPlacedElsewhereIsFollowed)
               Decision d = route(a, "known" + std::to_string(i), "room-1");
               EXPECT_EQ(d.node_id, first.node_id);
               EXPECT_EQ(d.reason, "affinity");
-            }), 1) << "a known key: one round trip";
-  EXPECT_EQ(fewest([&](int i) { ASSERT_TRUE(a.End("known" + std::to_string(i)).ok()); }), 1) << "an end: one round trip";
+            }),
+            1)
+      << "a known key: one round trip";
+  EXPECT_EQ(fewest([&](int i) { ASSERT_TRUE(a.End("known" + std::to_string(i)).ok()); }), 1)
+      << "an end: one round trip";
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(a.End("new" + std::to_string(i)).ok());
   // The other proxy has no claim of its own for room-1: its first call finds
   // the deployment's in the reservation's round trip and follows it.
@@ -716,7 +728,8 @@ TEST(ClusterPlacement, ANewKeyCostsOneRoundTripAndAKeyPlacedElsewhereIsFollowed)
     EXPECT_EQ(d.reason, "affinity") << "call " << i;
   }
   internal::RedisClient c(*internal::ParseRedisUrl(pair.srv.url()), 1000);
-  absl::StatusOr<internal::RedisValue> held = c.Command({"HGET", internal::DeploymentPrefix("trips") + "c:conf|room-1", "r:kam2"});
+  absl::StatusOr<internal::RedisValue> held =
+      c.Command({"HGET", internal::DeploymentPrefix("trips") + "c:conf|room-1", "r:kam2"});
   ASSERT_TRUE(held.ok());
   EXPECT_EQ(held->str, "6") << "kam2's sessions on the claim are registered";
   EXPECT_EQ(DeploymentTotal(pair.srv, "trips"), 7) << "every call's unit counted once, none on a node left behind";
@@ -764,9 +777,8 @@ TEST(ClusterPlacement, ANodeThatJoinsByReportAtOneProxyJoinsAll) {
   // An update (seq 2, capacity 3) at kam1 reaches kam2.
   ReportResult update = Report(*p1.router, "dyn1", JoinBody("dyn1", 2, 3), 60);
   ASSERT_EQ(update.code, 200) << update.reason;
-  EXPECT_TRUE(Eventually(*p2.router, 3000, [&] {
-    return Find(*p2.router, "dyn1")->spec.capacity.at("conference") == 3;
-  }));
+  EXPECT_TRUE(
+      Eventually(*p2.router, 3000, [&] { return Find(*p2.router, "dyn1")->spec.capacity.at("conference") == 3; }));
 
   // A refresh at kam2 with the entity tag kam1 gave: accepted, and the new
   // lease and entity tag reach kam1.
@@ -787,8 +799,7 @@ TEST(ClusterPlacement, ANodeThatJoinsByReportAtOneProxyJoinsAll) {
     const bool refused = RouteMedia(*p2.router, call).empty();
     (void)p2.router->End(call);
     return refused;
-  }))
-      << "kam2 still sends new calls to a node that left at kam1";
+  })) << "kam2 still sends new calls to a node that left at kam1";
   EXPECT_TRUE(Find(*p2.router, "dyn1").has_value()) << "its call m1 is still up at kam2";
   ASSERT_TRUE(p2.router->End("m1").ok());
   EXPECT_TRUE(Eventually(*p2.router, 3000, [&] { return !Find(*p2.router, "dyn1").has_value(); }));
@@ -852,7 +863,8 @@ TEST(ClusterPlacement, APrivateRegionRoutesThroughRedis) {
 
 TEST(ClusterPlacement, ReloadCannotChangeTheClusterSection) {
   // The connection opens on first use: no server is needed to build or reload.
-  const std::string a = "cluster: {redis: \"redis://127.0.0.1:1\", name: one, proxy: kam1}\nnodes: [{id: n, uri: \"sip:10.0.0.1\"}]\n";
+  const std::string a =
+      "cluster: {redis: \"redis://127.0.0.1:1\", name: one, proxy: kam1}\nnodes: [{id: n, uri: \"sip:10.0.0.1\"}]\n";
   absl::StatusOr<std::unique_ptr<Router>> r = Router::FromYaml(a);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE((*r)->Reload(a, "router.yaml").ok());

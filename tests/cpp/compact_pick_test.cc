@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "region_fixture.h"
 #include "router/candidate_scan.h"
 #include "routing/compact_pick.h"
-#include "region_fixture.h"
 
 namespace approute::internal {
 namespace {
@@ -24,7 +24,8 @@ namespace {
 // both paths the same draws.
 class ScriptedContext final : public StrategyContext {
  public:
-  ScriptedContext(uint64_t seed, bool reported) : rng_(seed), reported_(reported), first_(seed * 7919), ticket_(first_) {}
+  ScriptedContext(uint64_t seed, bool reported)
+      : rng_(seed), reported_(reported), first_(seed * 7919), ticket_(first_) {}
   double Load(const Candidate& c, std::string_view) override {
     return reported_ ? static_cast<double>(c.slot % 7) : std::numeric_limits<double>::quiet_NaN();
   }
@@ -94,9 +95,7 @@ TEST(CompactPick, RoundRobinPicksAsItsFullPick) { ExpectSamePicks("round_robin",
 TEST(CompactPick, P2CPicksAsItsFullPick) { ExpectSamePicks("p2c", {}); }
 TEST(CompactPick, RandomPicksAsItsFullPick) { ExpectSamePicks("random", {}); }
 TEST(CompactPick, LeastLoadedPicksAsItsFullPick) { ExpectSamePicks("least_loaded", {}); }
-TEST(CompactPick, LeastLoadedRelativePicksAsItsFullPick) {
-  ExpectSamePicks("least_loaded", {{"mode", "relative"}});
-}
+TEST(CompactPick, LeastLoadedRelativePicksAsItsFullPick) { ExpectSamePicks("least_loaded", {{"mode", "relative"}}); }
 
 TEST(CompactPick, LeastLoadedAsksForFullCandidatesWhenANodeReportsTheResource) {
   absl::StatusOr<std::unique_ptr<Strategy>> made = MakeStrategy("least_loaded", {});
@@ -130,8 +129,8 @@ struct Pool {
   // One sampled pick of `strategy` over this pool.
   std::optional<size_t> Draw(const CompactStrategy& strategy, StrategyContext& ctx) {
     PickRequest req{.app = "conf", .resource = "conference", .call_id = "c1"};
-    return strategy.PickSampled(req, accept.size(),
-                                [&](size_t x, int64_t* s, int64_t* cap) { return Probe(x, s, cap); }, ctx);
+    return strategy.PickSampled(
+        req, accept.size(), [&](size_t x, int64_t* s, int64_t* cap) { return Probe(x, s, cap); }, ctx);
   }
 };
 
@@ -267,11 +266,11 @@ TEST_F(CandidateScanTest, CompactAndFullScansAgreeOnEveryMemberAndTheTally) {
     for (int i = 0; i < kNodes; ++i) {
       NodeHot& n = Hot("n" + std::to_string(i));
       const uint64_t r = rng();
-      n.admin.store(r % 9 == 0 ? static_cast<uint32_t>(AdminState::kDisabled)
+      n.admin.store(r % 9 == 0   ? static_cast<uint32_t>(AdminState::kDisabled)
                     : r % 9 == 1 ? static_cast<uint32_t>(AdminState::kDraining)
                                  : static_cast<uint32_t>(AdminState::kActive));
       const uint64_t h = (r >> 8) % 10;
-      n.health.store(h == 0 ? static_cast<uint32_t>(Health::kDown)
+      n.health.store(h == 0   ? static_cast<uint32_t>(Health::kDown)
                      : h <= 2 ? static_cast<uint32_t>(Health::kSuspect)
                               : static_cast<uint32_t>(Health::kUp));
       n.lease_expires_ms.store((r >> 16) % 8 == 0 ? now - 1 : (r >> 16) % 8 == 1 ? now + 5000 : 0);
@@ -307,8 +306,8 @@ TEST_F(CandidateScanTest, CompactAndFullScansAgreeOnEveryMemberAndTheTally) {
     total_kept += compact.n;
     if (compact.n > 0 && tc.suspect == 0) {
       for (size_t i = 0; i < compact.n; ++i) {
-        if (Hot(std::string(pv.proto[compact.member[i]].id)).health.load() ==
-            static_cast<uint32_t>(Health::kSuspect) && !panic) {
+        if (Hot(std::string(pv.proto[compact.member[i]].id)).health.load() == static_cast<uint32_t>(Health::kSuspect) &&
+            !panic) {
           ++total_suspect_tier;  // admitted by the second pass
           break;
         }

@@ -104,8 +104,8 @@ TEST(Config, MalformedUris) {
     std::string e = Err(std::string("nodes:\n  - {id: a, uri: \"") + uri + "\"}\n");
     EXPECT_NE(e.find("nodes[0].uri"), std::string::npos) << uri << ": " << e;
   }
-  for (const char* uri : {"sip:10.0.0.1:5060", "sips:ast1.example.com", "sip:conference@ast5.example.com:5080;transport=tcp",
-                          "sip:[2001:db8::1]:5060"}) {
+  for (const char* uri : {"sip:10.0.0.1:5060", "sips:ast1.example.com",
+                          "sip:conference@ast5.example.com:5080;transport=tcp", "sip:[2001:db8::1]:5060"}) {
     EXPECT_TRUE(ValidateSipUri(uri).ok()) << uri << ": " << ValidateSipUri(uri);
   }
 }
@@ -129,11 +129,13 @@ TEST(Config, MissingRequiredKeysAndBadValues) {
   EXPECT_NE(Err("nodes:\n  - {id: a}\n").find("missing required key \"uri\""), std::string::npos);
   EXPECT_NE(Err("nodes:\n  - {id: \"a b\", uri: \"sip:h\"}\n").find("node id \"a b\""), std::string::npos);
   EXPECT_NE(Err("nodes:\n  - {id: a, uri: \"sip:h\", weight: -1}\n").find("outside 0..1000000"), std::string::npos);
-  EXPECT_NE(Err("nodes:\n  - {id: a, uri: \"sip:h\", state: sleeping}\n").find("unknown admin state"), std::string::npos);
+  EXPECT_NE(Err("nodes:\n  - {id: a, uri: \"sip:h\", state: sleeping}\n").find("unknown admin state"),
+            std::string::npos);
   EXPECT_NE(Err("apps:\n  x:\n    retry: {max_attempts: 40}\n").find("apps.x.retry.max_attempts"), std::string::npos);
   EXPECT_NE(Err("apps:\n  x:\n    retry: {codes: [200]}\n").find("outside 300..699"), std::string::npos);
   EXPECT_NE(Err("state: {max_sessions: 0}\n").find("state.max_sessions"), std::string::npos);
-  EXPECT_NE(Err("nodes:\n  - {id: a, uri: \"sip:h\"}\nstate: {max_nodes: 0}\n").find("state.max_nodes"), std::string::npos);
+  EXPECT_NE(Err("nodes:\n  - {id: a, uri: \"sip:h\"}\nstate: {max_nodes: 0}\n").find("state.max_nodes"),
+            std::string::npos);
 }
 
 TEST(Config, YamlSyntaxErrorHasPosition) {
@@ -158,7 +160,8 @@ TEST(Config, DuplicateKeysAreErrorsWithPositionAndPath) {
   // yaml-cpp itself keeps the first value and drops the second without a word.
   std::string e = Err("nodes: []\napps:\n  conference:\n    pool: media\n    pool: other\n");
   EXPECT_NE(e.find("router.yaml:5:5: apps.conference.pool: duplicate key \"pool\" (first at line 4, column 5)"),
-            std::string::npos) << e;
+            std::string::npos)
+      << e;
   e = Err("apps: {}\nnodes: []\napps: {}\n");
   EXPECT_NE(e.find("router.yaml:3:1: apps: duplicate key"), std::string::npos) << e;
   // Inside a list item, in flow style.
@@ -180,16 +183,16 @@ TEST(Config, DuplicateKeysAreErrorsWithPositionAndPath) {
 // compiler does: a bad key does not hide the next one, a bad node does not hide
 // the next node, and the sections are all read.
 TEST(Config, ReportsEveryErrorInOneRun) {
-  std::string e = Err(
-      "apps:\n"
-      "  conference:\n"
-      "    strategy: fastest\n"        // 3: unknown strategy
-      "    retry: {codes: [200, 503, 999]}\n"  // 4: two bad codes
-      "nodes:\n"
-      "  - {id: a, uri: \"http://x\"}\n"  // 6: bad uri
-      "  - {id: b, uri: \"sip:h\", weight: -1, colour: red}\n"  // 7: weight and unknown key
-      "  - {id: c, uri: \"sip:h\"}\n"
-      "health: {panic_threshold: 101}\n");  // 9
+  std::string e =
+      Err("apps:\n"
+          "  conference:\n"
+          "    strategy: fastest\n"                // 3: unknown strategy
+          "    retry: {codes: [200, 503, 999]}\n"  // 4: two bad codes
+          "nodes:\n"
+          "  - {id: a, uri: \"http://x\"}\n"                        // 6: bad uri
+          "  - {id: b, uri: \"sip:h\", weight: -1, colour: red}\n"  // 7: weight and unknown key
+          "  - {id: c, uri: \"sip:h\"}\n"
+          "health: {panic_threshold: 101}\n");  // 9
   std::vector<std::string> lines;
   for (size_t at = 0; at <= e.size();) {
     size_t nl = e.find('\n', at);
@@ -209,7 +212,8 @@ TEST(Config, ReportsEveryErrorInOneRun) {
   EXPECT_NE(lines[6].find("router.yaml:9:"), std::string::npos) << e;
   EXPECT_NE(lines[6].find("health.panic_threshold"), std::string::npos) << e;
   // Duplicate keys and duplicate ids are reported along with the rest.
-  e = Err("nodes:\n  - {id: a, uri: \"sip:h\"}\n  - {id: a, uri: \"sip:h\"}\n"
+  e =
+      Err("nodes:\n  - {id: a, uri: \"sip:h\"}\n  - {id: a, uri: \"sip:h\"}\n"
           "apps:\n  x: {pool: p, pool: q}\n  y: {strategy: nope}\n");
   EXPECT_NE(e.find("router.yaml:3:10: nodes[1].id: duplicate node id"), std::string::npos) << e;
   EXPECT_NE(e.find("router.yaml:5:16: apps.x.pool: duplicate key"), std::string::npos) << e;

@@ -14,8 +14,8 @@
 namespace approute {
 namespace {
 
-using testing::ManualClock;
 using testing::MakeRouter;
+using testing::ManualClock;
 using testing::MustRoute;
 using testing::Sessions;
 

@@ -24,15 +24,15 @@ TEST(PythonStrategyName, Syntax) {
   EXPECT_FALSE(IsPythonStrategyName("round_robin"));
   EXPECT_TRUE(CheckPythonStrategyName("python:pkg.mod:Cls").ok());
   EXPECT_TRUE(CheckPythonStrategyName("python:m:Outer.Inner").ok());
-  for (const char* bad : {"python:", "python:mod", "python::Cls", "python:mod:", "python:1mod:Cls",
-                          "python:mod:Cls:x", "python:a..b:C", "python:mod:C-D", "pythonmod:C"}) {
+  for (const char* bad : {"python:", "python:mod", "python::Cls", "python:mod:", "python:1mod:Cls", "python:mod:Cls:x",
+                          "python:a..b:C", "python:mod:C-D", "pythonmod:C"}) {
     EXPECT_FALSE(CheckPythonStrategyName(bad).ok()) << bad;
   }
 }
 
 TEST(PythonStrategyName, ConfigChecksSyntaxAndKeepsAnyYamlOption) {
-  absl::StatusOr<Config> c = ParseConfig(PoolYaml(2,
-      "    strategy: {name: \"python:tiers:Tiers\", cap: 5, rules: [{tier: gold, hours: [8, 18]}]}\n"));
+  absl::StatusOr<Config> c = ParseConfig(
+      PoolYaml(2, "    strategy: {name: \"python:tiers:Tiers\", cap: 5, rules: [{tier: gold, hours: [8, 18]}]}\n"));
   ASSERT_TRUE(c.ok()) << c.status();
   const AppConfig& app = c->apps.at("app");
   EXPECT_EQ(app.strategy, "python:tiers:Tiers");
@@ -55,8 +55,7 @@ TEST(PythonStrategyName, ARouterWithoutResolverSaysWhy) {
 class LastStrategy final : public Strategy {
  public:
   explicit LastStrategy(NodeStatus* seen) : seen_(seen) {}
-  absl::StatusOr<size_t> Pick(const PickRequest& req, absl::Span<const Candidate> c,
-                              StrategyContext& ctx) override {
+  absl::StatusOr<size_t> Pick(const PickRequest& req, absl::Span<const Candidate> c, StrategyContext& ctx) override {
     *seen_ = ctx.Describe(c.back());
     seen_->spec.pool += "|" + std::string(req.resource);
     return c.size() - 1;
@@ -69,8 +68,7 @@ class LastStrategy final : public Strategy {
 class TestResolver final : public StrategyResolver {
  public:
   bool Knows(std::string_view name) const override { return name == "mine"; }
-  absl::StatusOr<std::unique_ptr<Strategy>> Make(std::string_view, const StrategyParams& params,
-                                                 bool strict) override {
+  absl::StatusOr<std::unique_ptr<Strategy>> Make(std::string_view, const StrategyParams& params, bool strict) override {
     ++made;
     strict_seen += strict ? 1 : 0;
     if (params.count("fail")) return absl::InvalidArgumentError("told to fail");
@@ -84,8 +82,8 @@ TEST(StrategyResolver, ConsultedFirstAndBuiltOncePerConfiguration) {
   auto res = std::make_shared<TestResolver>();
   RouterOptions o;
   o.strategies = res;
-  std::string yaml = PoolYaml(3, "    strategy: mine\n    resource: conference\n",
-                              "capacity: {conference: 4}, attrs: {region: eu}");
+  std::string yaml =
+      PoolYaml(3, "    strategy: mine\n    resource: conference\n", "capacity: {conference: 4}, attrs: {region: eu}");
   auto r = MakeRouter(yaml, o);
   ASSERT_NE(r, nullptr);
   EXPECT_EQ(res->made, 1);

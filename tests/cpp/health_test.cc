@@ -11,8 +11,8 @@
 namespace approute {
 namespace {
 
-using testing::ManualClock;
 using testing::MakeRouter;
+using testing::ManualClock;
 using testing::MustRoute;
 
 const char* kSecret = "0123456789abcdef-media";
@@ -22,9 +22,11 @@ std::string StatusYaml(const std::string& extra_apps = "", const std::string& he
              "status:\n"
              "  allow_sources: [\"127.0.0.0/8\", \"::1\"]\n"
              "  allow_uris: [\"127.0.0.0/8\", \"10.0.0.0/8\"]\n"
-             "  keys: {media: {k1: \"") + kSecret + "\"}}\n"
-             "  replay_window: 30\n"
-             "  max_expires: 600\n" +
+             "  keys: {media: {k1: \"") +
+         kSecret +
+         "\"}}\n"
+         "  replay_window: 30\n"
+         "  max_expires: 600\n" +
          health +
          "nodes:\n"
          "  - {id: static1, uri: \"sip:10.0.0.1:5060\", pool: media}\n"
@@ -41,18 +43,20 @@ class StatusTest : public ::testing::Test {
     router_ = MakeRouter(StatusYaml(), o);
   }
   int64_t Ts() const { return clock_.ms->load() / 1000; }
-  std::string Body(const std::string& node, const std::string& uri, uint64_t seq,
-                   const std::string& extra = "") const {
-    return "{\"node\": \"" + node + "\", \"uri\": \"" + uri + "\", \"pool\": \"media\", \"seq\": " +
-           std::to_string(seq) + extra + "}";
+  std::string Body(const std::string& node, const std::string& uri, uint64_t seq, const std::string& extra = "") const {
+    return "{\"node\": \"" + node + "\", \"uri\": \"" + uri +
+           "\", \"pool\": \"media\", \"seq\": " + std::to_string(seq) + extra + "}";
   }
   // Signs for `node` (default: the node the body names, else ast5).
   ReportResult Send(const std::string& body, int64_t expires = 60, const std::string& if_match = "",
                     const std::string& source = "127.0.0.1", const std::string& secret = kSecret,
                     std::string node = "") {
     if (node.empty()) node = NodeOf(body);
-    ReportRequest r{.body = body, .expires = expires, .source = source,
-                    .auth = SignReport(body, "k1", secret, Ts(), node, if_match, expires), .if_match = if_match};
+    ReportRequest r{.body = body,
+                    .expires = expires,
+                    .source = source,
+                    .auth = SignReport(body, "k1", secret, Ts(), node, if_match, expires),
+                    .if_match = if_match};
     return router_->ApplyReport(r);
   }
   static std::string NodeOf(const std::string& body) {
@@ -108,11 +112,15 @@ TEST_F(StatusTest, RefusedReportsChangeNothingAndAreCounted) {
   EXPECT_EQ(f.code, 403);
   EXPECT_EQ(f.reason, "bad signature");
   // Tampered body: signature over another body.
-  ReportRequest t{.body = Body("ast5", "sip:127.0.0.1:5099", 1), .expires = 60, .source = "127.0.0.1",
+  ReportRequest t{.body = Body("ast5", "sip:127.0.0.1:5099", 1),
+                  .expires = 60,
+                  .source = "127.0.0.1",
                   .auth = SignReport(body, "k1", kSecret, Ts(), "ast5", "", 60)};
   EXPECT_EQ(router_->ApplyReport(t).code, 403);
   // Stale timestamp.
-  ReportRequest stale{.body = body, .expires = 60, .source = "127.0.0.1",
+  ReportRequest stale{.body = body,
+                      .expires = 60,
+                      .source = "127.0.0.1",
                       .auth = SignReport(body, "k1", kSecret, Ts() - 120, "ast5", "", 60)};
   ReportResult st = router_->ApplyReport(stale);
   EXPECT_EQ(st.code, 403);
@@ -186,8 +194,11 @@ TEST_F(StatusTest, ASignatureIsBoundToItsNodeEntityTagAndLease) {
   EXPECT_EQ(router_->Node("ast6")->lease_expires_ms, clock_.ms->load() + 60'000) << "nothing changed";
   EXPECT_EQ(router_->Node("ast5")->lease_expires_ms, clock_.ms->load() + 60'000);
   // A body signed for one node does not pass for another node's entity tag.
-  ReportRequest as_other{.body = "", .expires = 60, .source = "127.0.0.1",
-                         .auth = SignReport("", "k1", kSecret, Ts(), "ast5", b.etag, 60), .if_match = b.etag};
+  ReportRequest as_other{.body = "",
+                         .expires = 60,
+                         .source = "127.0.0.1",
+                         .auth = SignReport("", "k1", kSecret, Ts(), "ast5", b.etag, 60),
+                         .if_match = b.etag};
   EXPECT_EQ(router_->ApplyReport(as_other).code, 403);
   // The genuine refresh still works.
   ReportRequest genuine{.body = "", .expires = 60, .source = "127.0.0.1", .auth = seen, .if_match = a.etag};
@@ -221,7 +232,8 @@ TEST_F(StatusTest, ExpiresZeroIsAGracefulLeave) {
 TEST_F(StatusTest, StateDrainingInAReportDrains) {
   ASSERT_EQ(Send(Body("ast5", "sip:127.0.0.1:5071", 1)).code, 200);
   Decision d;
-  for (int i = 0; i < 4 && d.node_id != "ast5"; ++i) d = MustRoute(*router_, "conference", "k" + std::to_string(i), "dom" + std::to_string(i));
+  for (int i = 0; i < 4 && d.node_id != "ast5"; ++i)
+    d = MustRoute(*router_, "conference", "k" + std::to_string(i), "dom" + std::to_string(i));
   ASSERT_EQ(d.node_id, "ast5");
   ASSERT_EQ(Send(Body("ast5", "sip:127.0.0.1:5071", 2, ", \"state\": \"draining\"")).code, 200);
   EXPECT_EQ(router_->Node("ast5")->spec.state, AdminState::kDraining);
@@ -263,7 +275,10 @@ TEST(Health, ConsecutiveFailuresEjectForGrowingTimeWithinTheCap) {
   ManualClock clock;
   RouterOptions o;
   o.now_ms = clock.fn();
-  auto r = MakeRouter(OutlierPool(4, "  outlier: {consecutive_failures: 3, base_ejection: 10, max_ejection: 25, max_ejected_percent: 50}\n"), o);
+  auto r = MakeRouter(
+      OutlierPool(
+          4, "  outlier: {consecutive_failures: 3, base_ejection: 10, max_ejection: 25, max_ejected_percent: 50}\n"),
+      o);
   auto fail = [&](const char* n, int times) {
     for (int i = 0; i < times; ++i) ASSERT_TRUE(r->ReportCallResult(n, 0, 0).ok());
   };
@@ -322,11 +337,11 @@ TEST(Health, SlowStartRampsAReturningNode) {
     }
     return n0 / 2000.0;
   };
-  double early = share("e");   // ~5% of its normal 50%
+  double early = share("e");  // ~5% of its normal 50%
   clock.Advance(50'000);
   double middle = share("m");  // ~50% of its normal share
   clock.Advance(60'000);
-  double after = share("a");   // full share
+  double after = share("a");  // full share
   EXPECT_LT(early, 0.08);
   EXPECT_NEAR(middle, 0.33, 0.05);  // n0 keeps a pick half the time: 0.5*0.5 / (0.5*0.5 + 0.5)
   EXPECT_NEAR(after, 0.5, 0.01);
@@ -341,7 +356,8 @@ TEST(LoadAware, UtilizationSendsFewerCallsToABusyNode) {
       "  - {id: busy, uri: \"sip:10.0.0.1\"}\n"
       "  - {id: idle, uri: \"sip:10.0.0.2\"}\n"
       "  - {id: silent, uri: \"sip:10.0.0.3\"}\n"
-      "apps:\n  default: {strategy: {name: utilization, blackout: 5, expiry: 60}}\n", o);
+      "apps:\n  default: {strategy: {name: utilization, blackout: 5, expiry: 60}}\n",
+      o);
   ASSERT_TRUE(r->ReportLoad("busy", {{"cpu", 0.8}}).ok());
   ASSERT_TRUE(r->ReportLoad("idle", {{"cpu", 0.2}}).ok());
   // Within the blackout every node gets the mean weight: an even spread.
@@ -395,8 +411,7 @@ TEST(LoadAware, LeastLoadedUsesReportedChannelCounts) {
 }
 
 TEST(LoadAware, ConsistentBoundedKeepsMaxWithinEpsilonOfMean) {
-  auto r = MakeRouter(
-      testing::PoolYaml(10, "    strategy: {name: consistent_bounded, by: key, epsilon: 0.25}\n"));
+  auto r = MakeRouter(testing::PoolYaml(10, "    strategy: {name: consistent_bounded, by: key, epsilon: 0.25}\n"));
   // Zipf-like keys: a few tenants bring most calls.
   std::map<std::string, int> load;
   int calls = 0;
@@ -426,12 +441,15 @@ TEST(Config, StatusAndHealthSectionsAreValidated) {
   EXPECT_NE(err("status: {allow_sources: [\"10.0.0.0/33\"]}\n").find("status.allow_sources[0]"), std::string::npos);
   EXPECT_NE(err("status: {allow_sources: [\"nonsense\"]}\n").find("not an IPv4 or IPv6 network"), std::string::npos);
   EXPECT_NE(err("status: {keys: {media: {k1: short}}}\n").find("at least 16 characters"), std::string::npos);
-  EXPECT_NE(err("health: {outlier: {consecutive_failures: 0}}\n").find("health.outlier.consecutive_failures"), std::string::npos);
+  EXPECT_NE(err("health: {outlier: {consecutive_failures: 0}}\n").find("health.outlier.consecutive_failures"),
+            std::string::npos);
   EXPECT_NE(err("health: {panic_threshold: 150}\n").find("health.panic_threshold"), std::string::npos);
   EXPECT_NE(err("health: {slow_start: {window: -1}}\n").find("health.slow_start.window"), std::string::npos);
   EXPECT_NE(err("apps: {x: {strategy: {name: consistent_bounded, epsilon: 0}}}\n").find("epsilon"), std::string::npos);
   EXPECT_NE(err("apps: {x: {strategy: {name: utilization, blackout: -3}}}\n").find("blackout"), std::string::npos);
-  EXPECT_EQ(err("status: {allow_sources: [\"10.0.0.0/8\", \"::1/128\"]}\nhealth: {panic_threshold: 50, slow_start: {window: 30}}\n"), "");
+  EXPECT_EQ(err("status: {allow_sources: [\"10.0.0.0/8\", \"::1/128\"]}\nhealth: {panic_threshold: 50, slow_start: "
+                "{window: 30}}\n"),
+            "");
 }
 
 }  // namespace

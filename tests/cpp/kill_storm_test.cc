@@ -7,8 +7,8 @@
 // Each worker writes a call id to its log *before* routing it, so the test
 // knows every call that may have been placed. The number of kills is
 // APPROUTE_KILLS (default 300).
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -172,11 +172,11 @@ TEST_F(KillStormTest, CountsReturnToZeroAfterRandomKills) {
   }
   std::string detail;
   for (const auto& [k, v] : left) detail += k + "=" + std::to_string(v) + " ";
-  std::printf("kill storm: %d kills, %lld calls logged, %lld ended afterwards, %lld recounts correcting %lld "
-              "counts, counts left %lld\n",
-              kills, static_cast<long long>(calls), static_cast<long long>(ended),
-              static_cast<long long>(st.repairs), static_cast<long long>(st.repaired_counts),
-              static_cast<long long>(total_left));
+  std::printf(
+      "kill storm: %d kills, %lld calls logged, %lld ended afterwards, %lld recounts correcting %lld "
+      "counts, counts left %lld\n",
+      kills, static_cast<long long>(calls), static_cast<long long>(ended), static_cast<long long>(st.repairs),
+      static_cast<long long>(st.repaired_counts), static_cast<long long>(total_left));
   EXPECT_GT(calls, kills) << "the workers barely routed anything";
   EXPECT_EQ(total_left, 0) << "counts no session record explains: " << detail;
   EXPECT_EQ(st.sessions, 0);
@@ -191,7 +191,8 @@ TEST_F(KillStormTest, CountsReturnToZeroAfterRandomKills) {
     absl::StatusOr<std::unique_ptr<Router>> r = Router::Attach(name_);
     if (!r.ok()) _exit(2);
     for (int i = 0; i < 1000; ++i) {
-      RouteRequest req{.app = "conference", .call_id = "fresh-" + std::to_string(i),
+      RouteRequest req{.app = "conference",
+                       .call_id = "fresh-" + std::to_string(i),
                        .key = "tenant" + std::to_string(i % 40) + ".example.com"};
       absl::StatusOr<Decision> d = (*r)->Route(req);
       if (!d.ok() || !d->ok) _exit(3);

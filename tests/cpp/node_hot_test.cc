@@ -13,9 +13,9 @@
 #include <vector>
 
 #include "approute/router.h"
-#include "state/recovery.h"
 #include "region_fixture.h"
 #include "routing/strategy_context.h"
+#include "state/recovery.h"
 #include "test_util.h"
 
 namespace approute::internal {

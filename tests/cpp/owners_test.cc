@@ -6,8 +6,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "state/recovery.h"
 #include "region_fixture.h"
+#include "state/recovery.h"
 #include "state/session_table.h"
 
 namespace approute::internal {

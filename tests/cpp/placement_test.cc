@@ -23,16 +23,14 @@ class PlacementTest : public testing::RegionTest {
     affinity_ = std::make_unique<AffinityTable>(*region_);
     placement_ = std::make_unique<RegionPlacement>(*region_, *affinity_);
   }
-  ClaimRef Ref(const std::string& id) {
-    return ClaimRef{Slot(id), Hot(id).epoch.load(), 0};
-  }
+  ClaimRef Ref(const std::string& id) { return ClaimRef{Slot(id), Hot(id).epoch.load(), 0}; }
   int64_t Count(const std::string& id) { return Hot(id).sessions[res_].load(); }
   // The key claimed for `id` by a call already reserved there.
   void ClaimFor(const AffinityKey& k, const std::string& id) {
     ASSERT_TRUE(placement_->Reserve(Slot(id), res_, 2));
     auto never = [](uint32_t, uint32_t) -> std::optional<int64_t> { return std::nullopt; };
-    absl::StatusOr<AffinityTable::ClaimOutcome> c =
-        placement_->Claim(k, Ref(id), res_, 1000, 0, [](uint32_t, uint32_t) { return true; }, never);
+    absl::StatusOr<AffinityTable::ClaimOutcome> c = placement_->Claim(
+        k, Ref(id), res_, 1000, 0, [](uint32_t, uint32_t) { return true; }, never);
     ASSERT_TRUE(c.ok()) << c.status();
     ASSERT_FALSE(c->moved);
   }

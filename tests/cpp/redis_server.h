@@ -37,12 +37,12 @@ inline bool RedisRequired() {
 }
 
 // Skips (or fails, when required) the calling test if there is no server binary.
-#define APPROUTE_NEED_REDIS()                                                                  \
-  do {                                                                                         \
-    if (::approute::testing::RedisServerBinary().empty()) {                                    \
+#define APPROUTE_NEED_REDIS()                                                                                     \
+  do {                                                                                                            \
+    if (::approute::testing::RedisServerBinary().empty()) {                                                       \
       if (::approute::testing::RedisRequired()) FAIL() << "redis-server not found and APPROUTE_REDIS_REQUIRED=1"; \
-      GTEST_SKIP() << "redis-server not found (install redis-server, or set APPROUTE_REDIS_SERVER)"; \
-    }                                                                                          \
+      GTEST_SKIP() << "redis-server not found (install redis-server, or set APPROUTE_REDIS_SERVER)";              \
+    }                                                                                                             \
   } while (0)
 
 inline int FreeLoopbackPort() {
@@ -106,10 +106,27 @@ class RedisServer {
       if (fixed_port && attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
       port_ = fixed_port ? fixed_port : FreeLoopbackPort();
       if (port_ == 0) continue;
-      std::vector<std::string> args{RedisServerBinary(), "--port", std::to_string(port_), "--bind", "127.0.0.1",
-                                    "--unixsocket", socket_path(), "--unixsocketperm", "700", "--dir", dir_,
-                                    "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
-                                    "--logfile", dir_ + "/redis.log"};
+      std::vector<std::string> args{RedisServerBinary(),
+                                    "--port",
+                                    std::to_string(port_),
+                                    "--bind",
+                                    "127.0.0.1",
+                                    "--unixsocket",
+                                    socket_path(),
+                                    "--unixsocketperm",
+                                    "700",
+                                    "--dir",
+                                    dir_,
+                                    "--save",
+                                    "",
+                                    "--appendonly",
+                                    "no",
+                                    "--daemonize",
+                                    "no",
+                                    "--loglevel",
+                                    "warning",
+                                    "--logfile",
+                                    dir_ + "/redis.log"};
       args.insert(args.end(), extra_.begin(), extra_.end());
       pid_t pid = fork();
       if (pid == 0) {
@@ -131,7 +148,8 @@ class RedisServer {
     kill(pid_, SIGCONT);
     kill(pid_, SIGTERM);
     int st = 0;
-    for (int i = 0; i < 500 && waitpid(pid_, &st, WNOHANG) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < 500 && waitpid(pid_, &st, WNOHANG) == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (waitpid(pid_, &st, WNOHANG) == 0) {
       kill(pid_, SIGKILL);
       waitpid(pid_, &st, 0);

@@ -22,22 +22,29 @@
 namespace approute {
 namespace {
 
-using testing::ManualClock;
 using testing::MakeRouter;
+using testing::ManualClock;
 using testing::MustRoute;
 using testing::Sessions;
 
 // Two nodes, least_loaded: without strict keys a busy room spills to b.
 std::string Rooms(const std::string& affinity, int cap = 2, const std::string& extra_app = "") {
   return "nodes:\n"
-         "  - {id: a, uri: \"sip:10.0.0.1:5060\", capacity: {conference: " + std::to_string(cap) + "}}\n"
-         "  - {id: b, uri: \"sip:10.0.0.2:5060\", capacity: {conference: " + std::to_string(cap) + "}}\n"
+         "  - {id: a, uri: \"sip:10.0.0.1:5060\", capacity: {conference: " +
+         std::to_string(cap) +
+         "}}\n"
+         "  - {id: b, uri: \"sip:10.0.0.2:5060\", capacity: {conference: " +
+         std::to_string(cap) +
+         "}}\n"
          "apps:\n"
          "  conference:\n"
          "    strategy: least_loaded\n"
          "    resource: conference\n"
-         "    affinity: " + affinity + "\n"
-         "    retry: {codes: [503, 486], full_codes: [503], max_attempts: 3}\n" + extra_app;
+         "    affinity: " +
+         affinity +
+         "\n"
+         "    retry: {codes: [503, 486], full_codes: [503], max_attempts: 3}\n" +
+         extra_app;
 }
 
 Decision Route(Router& r, const std::string& call_id, const std::string& key, const std::string& prefer = "",
@@ -268,13 +275,14 @@ TEST(Rooms, BadArgumentsAreErrors) {
 TEST(Rooms, ProcessesRacingOnANewRoomAllFollowOneNode) {
   const std::string name = "/approute-rooms-" + std::to_string(getpid());
   (void)Router::Unlink(name);
-  auto parent = MakeRouter("nodes:\n"
-                           "  - {id: a, uri: \"sip:10.0.0.1\", capacity: {conference: 200}}\n"
-                           "  - {id: b, uri: \"sip:10.0.0.2\", capacity: {conference: 200}}\n"
-                           "  - {id: c, uri: \"sip:10.0.0.3\", capacity: {conference: 200}}\n"
-                           "apps:\n  conference: {strategy: random, resource: conference,"
-                           " affinity: {grace: 60, strict: true}}\n",
-                           RouterOptions{.shared = name});
+  auto parent = MakeRouter(
+      "nodes:\n"
+      "  - {id: a, uri: \"sip:10.0.0.1\", capacity: {conference: 200}}\n"
+      "  - {id: b, uri: \"sip:10.0.0.2\", capacity: {conference: 200}}\n"
+      "  - {id: c, uri: \"sip:10.0.0.3\", capacity: {conference: 200}}\n"
+      "apps:\n  conference: {strategy: random, resource: conference,"
+      " affinity: {grace: 60, strict: true}}\n",
+      RouterOptions{.shared = name});
   ASSERT_NE(parent, nullptr);
   constexpr int kProcs = 6, kRooms = 30;
   int go[2];
@@ -291,8 +299,10 @@ TEST(Rooms, ProcessesRacingOnANewRoomAllFollowOneNode) {
       if (!r.ok()) _exit(3);
       std::ofstream out(dir + "/approute-rooms-" + std::to_string(getpid()));
       for (int room = 0; room < kRooms; ++room) {
-        RouteRequest req{.app = "conference", .call_id = "p" + std::to_string(p) + "-" + std::to_string(room),
-                         .key = "room" + std::to_string(room), .prefer = "dom" + std::to_string(p)};
+        RouteRequest req{.app = "conference",
+                         .call_id = "p" + std::to_string(p) + "-" + std::to_string(room),
+                         .key = "room" + std::to_string(room),
+                         .prefer = "dom" + std::to_string(p)};
         absl::StatusOr<Decision> d = (*r)->Route(req);
         if (!d.ok()) _exit(4);
         out << req.key << " " << (d->ok ? d->node_id : "-" + d->reason) << "\n";
@@ -329,7 +339,8 @@ TEST(Rooms, TwoProxiesNeverSplitARoom) {
   testing::RedisServer srv;
   ASSERT_TRUE(srv.Start());
   auto yaml = [&](const std::string& proxy) {
-    return "cluster: {redis: \"" + srv.url() + "\", name: rooms, proxy: " + proxy + ", timeout_ms: 500}\n"
+    return "cluster: {redis: \"" + srv.url() + "\", name: rooms, proxy: " + proxy +
+           ", timeout_ms: 500}\n"
            "nodes:\n"
            "  - {id: ast1, uri: \"sip:10.0.0.1\", capacity: {conference: 6}}\n"
            "  - {id: ast2, uri: \"sip:10.0.0.2\", capacity: {conference: 6}}\n"
@@ -355,7 +366,8 @@ TEST(Rooms, TwoProxiesNeverSplitARoom) {
       std::ofstream out(dir + "/approute-rooms-c" + std::to_string(getpid()));
       // 6 rooms x 4 participants per proxy: 48 participants for 18 seats.
       for (int i = 0; i < 24; ++i) {
-        RouteRequest req{.app = "conference", .call_id = "k" + std::to_string(p) + "-" + std::to_string(i),
+        RouteRequest req{.app = "conference",
+                         .call_id = "k" + std::to_string(p) + "-" + std::to_string(i),
                          .key = "room" + std::to_string(i % 6)};
         absl::StatusOr<Decision> d = (*r)->Route(req);
         if (!d.ok()) _exit(4);
@@ -386,7 +398,8 @@ TEST(Rooms, TwoProxiesNeverSplitARoom) {
       ++placed;
     }
   }
-  for (const auto& [room, nodes] : nodes_of) EXPECT_EQ(nodes.size(), 1u) << room << " spans " << nodes.size() << " nodes";
+  for (const auto& [room, nodes] : nodes_of)
+    EXPECT_EQ(nodes.size(), 1u) << room << " spans " << nodes.size() << " nodes";
   EXPECT_LE(placed, 18) << "capacity holds over both proxies";
   EXPECT_GT(reasons["key_full"], 0) << "full rooms refuse their participants";
   for (const auto& [reason, n] : reasons) {
@@ -405,8 +418,12 @@ TEST(Rooms, ProxiesShareGraceOnlyRoomsAndPreferences) {
     return "cluster: {redis: \"" + srv.url() + "\", name: turns" + std::to_string(cap) + ", proxy: " + proxy +
            ", timeout_ms: 500}\n"
            "nodes:\n"
-           "  - {id: ast1, uri: \"sip:10.0.0.1\", capacity: {conference: " + std::to_string(cap) + "}}\n"
-           "  - {id: ast2, uri: \"sip:10.0.0.2\", capacity: {conference: " + std::to_string(cap) + "}}\n"
+           "  - {id: ast1, uri: \"sip:10.0.0.1\", capacity: {conference: " +
+           std::to_string(cap) +
+           "}}\n"
+           "  - {id: ast2, uri: \"sip:10.0.0.2\", capacity: {conference: " +
+           std::to_string(cap) +
+           "}}\n"
            "apps:\n  conference: {strategy: least_loaded, resource: conference,"
            " affinity: {grace: 60, strict: true}}\n";
   };

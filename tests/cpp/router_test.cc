@@ -9,8 +9,8 @@
 namespace approute {
 namespace {
 
-using testing::ManualClock;
 using testing::MakeRouter;
+using testing::ManualClock;
 using testing::MustRoute;
 using testing::PoolYaml;
 using testing::Sessions;
@@ -315,7 +315,8 @@ TEST(Router, ReloadKeepsSessionsAndAffinitiesOfRemainingNodes) {
   std::string y = kConference;
   // Drop a node that is not d's; change d's weight.
   std::string gone = d.node_id == "a3" ? "a2" : "a3";
-  std::string line = "  - {id: " + gone + ", uri: \"sip:10.0.0." + gone.substr(1) + ":5060\", pool: media, capacity: {conference: 3}}\n";
+  std::string line = "  - {id: " + gone + ", uri: \"sip:10.0.0." + gone.substr(1) +
+                     ":5060\", pool: media, capacity: {conference: 3}}\n";
   size_t at = y.find(line);
   ASSERT_NE(at, std::string::npos);
   y.erase(at, line.size());

@@ -30,15 +30,14 @@ inline constexpr char kSentinelPassword[] = "spw";
 // One sentinel process.
 class SentinelProcess {
  public:
-  SentinelProcess(const std::string& dir, const std::string& name, int primary_port, int quorum)
-      : dir_(dir) {
+  SentinelProcess(const std::string& dir, const std::string& name, int primary_port, int quorum) : dir_(dir) {
     for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) {
       port_ = FreeLoopbackPort();
       const std::string conf = dir_ + "/sentinel-" + std::to_string(port_) + ".conf";
       {
         std::ofstream f(conf);
-        f << "port " << port_ << "\nbind 127.0.0.1\ndaemonize no\ndir " << dir_ << "\nlogfile " << dir_
-          << "/sentinel-" << port_ << ".log\nrequirepass " << kSentinelPassword << "\n"
+        f << "port " << port_ << "\nbind 127.0.0.1\ndaemonize no\ndir " << dir_ << "\nlogfile " << dir_ << "/sentinel-"
+          << port_ << ".log\nrequirepass " << kSentinelPassword << "\n"
           << "sentinel sentinel-pass " << kSentinelPassword << "\n"
           << "sentinel monitor " << name << " 127.0.0.1 " << primary_port << " " << quorum << "\n"
           << "sentinel auth-pass " << name << " " << kDataPassword << "\n"
@@ -68,7 +67,8 @@ class SentinelProcess {
     if (pid_ <= 0) return;
     kill(pid_, SIGTERM);
     int st = 0;
-    for (int i = 0; i < 300 && waitpid(pid_, &st, WNOHANG) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < 300 && waitpid(pid_, &st, WNOHANG) == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
     if (waitpid(pid_, &st, WNOHANG) == 0) {
       kill(pid_, SIGKILL);
       waitpid(pid_, &st, 0);
@@ -104,8 +104,7 @@ class SentinelGroup {
  public:
   static constexpr char kName[] = "mymaster";
 
-  SentinelGroup()
-      : primary_({"--requirepass", kDataPassword, "--masterauth", kDataPassword}) {
+  SentinelGroup() : primary_({"--requirepass", kDataPassword, "--masterauth", kDataPassword}) {
     char tmpl[] = "/tmp/approute-sentinel-XXXXXX";
     if (mkdtemp(tmpl) != nullptr) dir_ = tmpl;
   }
@@ -122,11 +121,13 @@ class SentinelGroup {
   // Returns "" or what did not come up.
   std::string Start(int n = 3) {
     if (!primary_.Start()) return "the primary did not start";
-    replica_ = std::make_unique<RedisServer>(std::vector<std::string>{
-        "--requirepass", kDataPassword, "--masterauth", kDataPassword, "--replicaof", "127.0.0.1",
-        std::to_string(primary_.port())});
+    replica_ = std::make_unique<RedisServer>(std::vector<std::string>{"--requirepass", kDataPassword, "--masterauth",
+                                                                      kDataPassword, "--replicaof", "127.0.0.1",
+                                                                      std::to_string(primary_.port())});
     if (!replica_->Start()) return "the replica did not start";
-    if (!WaitFor([&] { return Info(replica_->port(), "replication").find("master_link_status:up") != std::string::npos; }, 10000)) {
+    if (!WaitFor(
+            [&] { return Info(replica_->port(), "replication").find("master_link_status:up") != std::string::npos; },
+            10000)) {
       return "the replica did not sync with the primary";
     }
     for (int i = 0; i < n; ++i) {
@@ -134,15 +135,17 @@ class SentinelGroup {
       if (!sentinels_.back()->running()) return "a sentinel did not start";
     }
     const size_t others = static_cast<size_t>(n - 1);
-    bool ok = WaitFor([&] {
-      for (const auto& s : sentinels_) {
-        std::unique_ptr<internal::RedisClient> c = s->Client();
-        absl::StatusOr<internal::RedisValue> r = c->Command({"SENTINEL", "replicas", kName});
-        absl::StatusOr<internal::RedisValue> o = c->Command({"SENTINEL", "sentinels", kName});
-        if (!r.ok() || !o.ok() || r->elements.empty() || o->elements.size() < others) return false;
-      }
-      return true;
-    }, 20000);
+    bool ok = WaitFor(
+        [&] {
+          for (const auto& s : sentinels_) {
+            std::unique_ptr<internal::RedisClient> c = s->Client();
+            absl::StatusOr<internal::RedisValue> r = c->Command({"SENTINEL", "replicas", kName});
+            absl::StatusOr<internal::RedisValue> o = c->Command({"SENTINEL", "sentinels", kName});
+            if (!r.ok() || !o.ok() || r->elements.empty() || o->elements.size() < others) return false;
+          }
+          return true;
+        },
+        20000);
     return ok ? "" : "the sentinels did not find the replica and each other within 20 s";
   }
 
@@ -159,7 +162,8 @@ class SentinelGroup {
 
   // The primary's port as the first sentinel names it now (0: no answer).
   int NamedPrimaryPort() {
-    absl::StatusOr<internal::RedisValue> r = sentinels_[0]->Client()->Command({"SENTINEL", "get-master-addr-by-name", kName});
+    absl::StatusOr<internal::RedisValue> r =
+        sentinels_[0]->Client()->Command({"SENTINEL", "get-master-addr-by-name", kName});
     if (!r.ok() || r->elements.size() != 2) return 0;
     return std::atoi(r->elements[1].str.c_str());
   }
@@ -171,9 +175,9 @@ class SentinelGroup {
 
   // INFO <section> of the data server on `port` ("" when it does not answer).
   static std::string Info(int port, const std::string& section) {
-    internal::RedisClient c(*internal::ParseRedisUrl("redis://:" + std::string(kDataPassword) + "@127.0.0.1:" +
-                                                     std::to_string(port)),
-                            1000);
+    internal::RedisClient c(
+        *internal::ParseRedisUrl("redis://:" + std::string(kDataPassword) + "@127.0.0.1:" + std::to_string(port)),
+        1000);
     absl::StatusOr<internal::RedisValue> r = c.Command({"INFO", section});
     return r.ok() ? r->str : "";
   }

@@ -178,10 +178,11 @@ class TwoProxies {
   TwoProxies(const std::string& url, const std::string& tag) {
     for (int i = 0; i < 2; ++i) {
       std::ostringstream y;
-      y << "cluster: {redis: \"" << url << "\", sentinel_password: " << testing::kSentinelPassword
-        << ", name: fo" << tag << ", proxy: kam" << i << ", timeout_ms: 300}\n"
+      y << "cluster: {redis: \"" << url << "\", sentinel_password: " << testing::kSentinelPassword << ", name: fo"
+        << tag << ", proxy: kam" << i << ", timeout_ms: 300}\n"
         << "nodes:\n";
-      for (int n = 1; n <= 4; ++n) y << "  - {id: ast" << n << ", uri: \"sip:10.0.0." << n << "\", capacity: {conference: 1000}}\n";
+      for (int n = 1; n <= 4; ++n)
+        y << "  - {id: ast" << n << ", uri: \"sip:10.0.0." << n << "\", capacity: {conference: 1000}}\n";
       y << "apps:\n  conf: {strategy: random, resource: conference, affinity: {grace: 30}}\n";
       seg_[i] = "/approute-sentinel-" + std::to_string(getpid()) + "-" + tag + std::to_string(i);
       (void)Router::Unlink(seg_[i]);
@@ -328,7 +329,8 @@ void FailoverWithTraffic(bool kill) {
 
   // Traffic held: each proxy's sweep (polled) republishes; the counts equal the live calls.
   px.Pause();
-  const int64_t degraded = px.router(0).Cluster().degraded_placements + px.router(1).Cluster().degraded_placements - degraded0;
+  const int64_t degraded =
+      px.router(0).Cluster().degraded_placements + px.router(1).Cluster().degraded_placements - degraded0;
   double converged = -1;
   std::string why;
   while (SecondsSince(t0) < 60) {
@@ -354,15 +356,16 @@ void FailoverWithTraffic(bool kill) {
   (void)px.router(1).Sweep();
   EXPECT_EQ(px.CountsMismatch(0), "");
   EXPECT_EQ(px.CountsMismatch(1), "");
-  for (const auto& [key, nodes] : px.NodesPerKey()) EXPECT_EQ(nodes.size(), 1u) << key << " is live on " << nodes.size() << " nodes";
+  for (const auto& [key, nodes] : px.NodesPerKey())
+    EXPECT_EQ(nodes.size(), 1u) << key << " is live on " << nodes.size() << " nodes";
   if (kill) {
     EXPECT_GT(degraded, 0) << "calls routed on local state while no primary existed are counted";
   }
-  std::printf("[figures] %s: proxies followed in %.2f / %.2f s, %lld degraded placements, counts equal after %.2f s, "
-              "%lld calls routed, %lld failed\n",
-              kill ? "SIGKILL of the primary" : "SENTINEL FAILOVER", followed[0], followed[1],
-              static_cast<long long>(degraded), converged, static_cast<long long>(px.routed()),
-              static_cast<long long>(px.failed()));
+  std::printf(
+      "[figures] %s: proxies followed in %.2f / %.2f s, %lld degraded placements, counts equal after %.2f s, "
+      "%lld calls routed, %lld failed\n",
+      kill ? "SIGKILL of the primary" : "SENTINEL FAILOVER", followed[0], followed[1], static_cast<long long>(degraded),
+      converged, static_cast<long long>(px.routed()), static_cast<long long>(px.failed()));
 }
 
 TEST(SentinelFailover, TwoProxiesFollowAKilledPrimaryAndConverge) {

@@ -132,9 +132,16 @@ TEST_F(SessionTableTest, ModifyAndFull) {
   std::vector<Held> expired;
   ASSERT_EQ(t.Add(Init("c1", 1, 0), 0, &existing, &expired), SessionTable::Insert::kInserted);
   Held h;
-  EXPECT_TRUE(t.Modify("c1", 0, [](SessionEntry& e) { e.node = 9; return false; }, &h));
+  EXPECT_TRUE(t.Modify(
+      "c1", 0,
+      [](SessionEntry& e) {
+        e.node = 9;
+        return false;
+      },
+      &h));
   EXPECT_EQ(t.Get("c1", 0)->node, 9u);
-  EXPECT_TRUE(t.Modify("c1", 0, [](SessionEntry&) { return true; }, &h));
+  EXPECT_TRUE(t.Modify(
+      "c1", 0, [](SessionEntry&) { return true; }, &h));
   EXPECT_EQ(h.node, 9u);
   EXPECT_FALSE(t.Get("c1", 0).has_value());
   // Fill the table: some shard fills first and then refuses.
@@ -182,10 +189,23 @@ TEST_F(SessionTableTest, ListFilters) {
     ASSERT_EQ(t.Add(Init("c" + std::to_string(i), static_cast<uint32_t>(i % 2), 0), 0, &existing, &expired),
               SessionTable::Insert::kInserted);
   }
-  EXPECT_EQ(t.List(0, [](const SessionEntry&) { return true; }, 0).size(), 5u);
-  EXPECT_EQ(t.List(0, [](const SessionEntry& e) { return e.node == 1; }, 0).size(), 2u);
-  EXPECT_EQ(t.List(0, [](const SessionEntry&) { return true; }, 3).size(), 3u);
-  EXPECT_EQ(t.List(5000, [](const SessionEntry&) { return true; }, 0).size(), 0u) << "expired are not listed";
+  EXPECT_EQ(t.List(
+                 0, [](const SessionEntry&) { return true; }, 0)
+                .size(),
+            5u);
+  EXPECT_EQ(t.List(
+                 0, [](const SessionEntry& e) { return e.node == 1; }, 0)
+                .size(),
+            2u);
+  EXPECT_EQ(t.List(
+                 0, [](const SessionEntry&) { return true; }, 3)
+                .size(),
+            3u);
+  EXPECT_EQ(t.List(
+                 5000, [](const SessionEntry&) { return true; }, 0)
+                .size(),
+            0u)
+      << "expired are not listed";
 }
 
 }  // namespace

@@ -39,7 +39,8 @@ std::string WeightedPool(const std::string& strategy) {
          "  - {id: w3, uri: \"sip:10.0.0.3\", pool: media, weight: 3}\n"
          "  - {id: w4, uri: \"sip:10.0.0.4\", pool: media, weight: 4}\n"
          "  - {id: w0, uri: \"sip:10.0.0.5\", pool: media, weight: 0}\n"
-         "apps:\n  app: {pool: media, strategy: " + strategy + "}\n";
+         "apps:\n  app: {pool: media, strategy: " +
+         strategy + "}\n";
 }
 
 TEST(RoundRobin, SpreadsExactlyEvenly) {
@@ -141,8 +142,10 @@ TEST(Hash, RemovingANodeMovesOnlyItsKeys) {
     RouteRequest req{.app = "app", .call_id = "a" + t, .attrs = {{"tenant", t}}};
     std::string now = r->Route(req)->node_id;
     ASSERT_TRUE(r->End(req.call_id).ok());
-    if (node == "n3") ++on_removed;
-    else if (now != node) ++moved;
+    if (node == "n3")
+      ++on_removed;
+    else if (now != node)
+      ++moved;
   }
   EXPECT_EQ(moved, 0) << "keys of remaining nodes stay put";
   EXPECT_NEAR(on_removed / 4000.0, 1.0 / 8, 0.03);
@@ -204,8 +207,8 @@ TEST(RequestAttrs, BuiltInsSayWhatTheyRead) {
     EXPECT_TRUE(a.ok()) << name << ": " << a.status();
     return a.ok() ? *a : Attrs{"<error>"};
   };
-  for (const char* name : {"round_robin", "weighted_round_robin", "random", "weighted_random",
-                           "priority", "least_loaded", "p2c", "utilization", "latency"}) {
+  for (const char* name : {"round_robin", "weighted_round_robin", "random", "weighted_random", "priority",
+                           "least_loaded", "p2c", "utilization", "latency"}) {
     EXPECT_EQ(attrs(name), Attrs{}) << name;
   }
   EXPECT_EQ(attrs("hash"), Attrs{}) << "by call_id";
@@ -216,17 +219,14 @@ TEST(RequestAttrs, BuiltInsSayWhatTheyRead) {
   EXPECT_EQ(attrs("consistent_bounded", {{"by", "to"}}), Attrs{"to"});
   EXPECT_EQ(attrs("python:mod.sub:Cls"), Attrs{std::string(kAnyRequestAttr)});
   EXPECT_EQ(StrategyRequestAttrs("nope", {}).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(StrategyRequestAttrs("hash", {{"by", "nope"}}).status().code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(StrategyRequestAttrs("python:bad name", {}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(StrategyRequestAttrs("hash", {{"by", "nope"}}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(StrategyRequestAttrs("python:bad name", {}).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // A strategy that does not say may read any attribute.
 TEST(RequestAttrs, DefaultIsAny) {
   struct First final : Strategy {
-    absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate>,
-                                StrategyContext&) override {
+    absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate>, StrategyContext&) override {
       return size_t{0};
     }
   };

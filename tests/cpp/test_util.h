@@ -28,8 +28,7 @@ inline std::unique_ptr<Router> MakeRouter(const std::string& yaml, RouterOptions
   return r.ok() ? *std::move(r) : nullptr;
 }
 
-inline Decision MustRoute(Router& r, const std::string& app, const std::string& call_id,
-                          const std::string& key = "") {
+inline Decision MustRoute(Router& r, const std::string& app, const std::string& call_id, const std::string& key = "") {
   RouteRequest req;
   req.app = app;
   req.call_id = call_id;
@@ -53,8 +52,8 @@ inline std::string PoolYaml(int n, const std::string& app_body, const std::strin
   std::string y = state.empty() ? "" : "state: " + state + "\n";
   y += "nodes:\n";
   for (int i = 0; i < n; ++i) {
-    y += "  - {id: n" + std::to_string(i) + ", uri: \"sip:10.0.0." + std::to_string(i + 1) +
-         ":5060\", pool: media" + (node_extra.empty() ? "" : ", " + node_extra) + "}\n";
+    y += "  - {id: n" + std::to_string(i) + ", uri: \"sip:10.0.0." + std::to_string(i + 1) + ":5060\", pool: media" +
+         (node_extra.empty() ? "" : ", " + node_extra) + "}\n";
   }
   y += "apps:\n  app:\n    pool: media\n" + app_body;
   return y;

@@ -48,8 +48,8 @@ std::string Yaml() {
 
 struct Counts {
   std::atomic<int> live[kNodes] = {};
-  std::atomic<int> over{0};       // times a caller saw more live calls on a node than its capacity
-  std::atomic<int> errors{0};     // a method returned an error status
+  std::atomic<int> over{0};    // times a caller saw more live calls on a node than its capacity
+  std::atomic<int> errors{0};  // a method returned an error status
   std::atomic<int64_t> placed{0};
   std::atomic<int64_t> retried{0};
 };
@@ -62,7 +62,10 @@ void Worker(Router& r, int t, Counts& c) {
   std::vector<std::pair<std::string, int>> live;  // call id, node index
   auto take = [&](const std::string& call, const Decision& d) {
     int n = NodeIndex(d.node_id);
-    if (n < 0) { ++c.errors; return; }
+    if (n < 0) {
+      ++c.errors;
+      return;
+    }
     if (c.live[n].fetch_add(1) + 1 > kCapacity) ++c.over;
     live.emplace_back(call, n);
     ++c.placed;
@@ -78,7 +81,10 @@ void Worker(Router& r, int t, Counts& c) {
     req.call_id = "t" + std::to_string(t) + "-c" + std::to_string(i);
     if (req.app == "conf") req.key = "room" + std::to_string(i % 5);  // keys shared by every thread
     absl::StatusOr<Decision> d = r.Route(req);
-    if (!d.ok()) { ++c.errors; continue; }
+    if (!d.ok()) {
+      ++c.errors;
+      continue;
+    }
     if (d->ok) {
       take(req.call_id, *d);
       if (i % 4 == 0) {
@@ -86,7 +92,10 @@ void Worker(Router& r, int t, Counts& c) {
         --c.live[live.back().second];
         live.pop_back();
         absl::StatusOr<Decision> rd = r.Retry(req.call_id, i % 8 == 0 ? 503 : 486);
-        if (!rd.ok()) { ++c.errors; continue; }
+        if (!rd.ok()) {
+          ++c.errors;
+          continue;
+        }
         ++c.retried;
         if (rd->ok) take(req.call_id, *rd);
         // else: the session ended with the retry.

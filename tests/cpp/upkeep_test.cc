@@ -33,7 +33,8 @@ std::string Yaml(const std::string& redis, const std::string& proxy) {
 // This proxy's lease deadline in the deployment (nullopt: none).
 std::optional<double> Lease(RedisServer& srv, const std::string& proxy) {
   internal::RedisClient c(*internal::ParseRedisUrl(srv.url()), 1000);
-  absl::StatusOr<internal::RedisValue> r = c.Command({"ZSCORE", internal::DeploymentPrefix("upkeep") + "proxies", proxy});
+  absl::StatusOr<internal::RedisValue> r =
+      c.Command({"ZSCORE", internal::DeploymentPrefix("upkeep") + "proxies", proxy});
   if (!r.ok() || r->type != internal::RedisValue::Type::kString) return std::nullopt;
   return std::stod(r->str);
 }
@@ -42,7 +43,8 @@ TEST(Upkeep, KeepsTheLeaseOfARouterThatRoutesNothing) {
   APPROUTE_NEED_REDIS();
   RedisServer srv;
   ASSERT_TRUE(srv.Start());
-  absl::StatusOr<std::unique_ptr<Router>> kept = Router::FromYaml(Yaml(srv.url(), "kept"), RouterOptions{.upkeep_interval_ms = 50});
+  absl::StatusOr<std::unique_ptr<Router>> kept =
+      Router::FromYaml(Yaml(srv.url(), "kept"), RouterOptions{.upkeep_interval_ms = 50});
   absl::StatusOr<std::unique_ptr<Router>> idle = Router::FromYaml(Yaml(srv.url(), "idle"));
   ASSERT_TRUE(kept.ok()) << kept.status();
   ASSERT_TRUE(idle.ok()) << idle.status();
@@ -99,7 +101,7 @@ TEST(Upkeep, AForkedCopyOfTheTickerNeitherJoinsNorAborts) {
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
   const int64_t before = t->ticks();
   while (t->ticks() == before) std::this_thread::sleep_for(std::chrono::milliseconds(1));  // the parent's still ticks
-  t.reset();  // stops and joins
+  t.reset();                                                                               // stops and joins
 }
 
 }  // namespace

@@ -32,7 +32,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   o.now_ms = [] { return int64_t{1'700'000'000'000}; };
   absl::StatusOr<std::unique_ptr<approute::Router>> r = approute::Router::FromYaml(yaml, o, "<fuzz>");
   if (!r.ok()) approute::fuzz::Fail("FromYaml refused what ParseConfig accepted", r.status().ToString());
-  if (static_cast<size_t>((*r)->Stats().nodes) != c->nodes.size()) approute::fuzz::Fail("node count differs from the config");
+  if (static_cast<size_t>((*r)->Stats().nodes) != c->nodes.size())
+    approute::fuzz::Fail("node count differs from the config");
   std::string before = approute::fuzz::Describe(**r);
   absl::Status st = (*r)->Reload(yaml, "<fuzz>");
   if (!st.ok()) approute::fuzz::Fail("Reload of the same text failed", st.ToString());

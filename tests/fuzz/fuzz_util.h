@@ -21,10 +21,10 @@ inline std::string Describe(const Router& r) {
   for (const NodeStatus& n : nodes) by_id[n.spec.id] = &n;
   for (const auto& [id, n] : by_id) {
     const NodeSpec& s = n->spec;
-    o << id << '|' << s.uri << '|' << s.pool << '|' << s.weight << '|' << s.priority << '|'
-      << static_cast<int>(s.state) << '|' << static_cast<int>(n->health) << '|' << n->origin << '|'
-      << n->lease_expires_ms << '|' << n->load_updated_ms << '|' << n->routed_total << '|'
-      << n->ejected_until_ms << '|' << n->latency_ewma_ms << '|' << n->error_rate;
+    o << id << '|' << s.uri << '|' << s.pool << '|' << s.weight << '|' << s.priority << '|' << static_cast<int>(s.state)
+      << '|' << static_cast<int>(n->health) << '|' << n->origin << '|' << n->lease_expires_ms << '|'
+      << n->load_updated_ms << '|' << n->routed_total << '|' << n->ejected_until_ms << '|' << n->latency_ewma_ms << '|'
+      << n->error_rate;
     for (const auto& [k, v] : s.capacity) o << " cap:" << k << '=' << v;
     for (const auto& [k, v] : s.attrs) o << " attr:" << k << '=' << v;
     for (const auto& [k, v] : n->sessions) o << " ses:" << k << '=' << v;
@@ -33,8 +33,8 @@ inline std::string Describe(const Router& r) {
     o << '\n';
   }
   RouterStats st = r.Stats();
-  o << "nodes=" << st.nodes << " sessions=" << st.sessions << " affinities=" << st.affinities
-    << " max=" << st.max_nodes << '/' << st.max_sessions << '/' << st.max_affinities << '\n';
+  o << "nodes=" << st.nodes << " sessions=" << st.sessions << " affinities=" << st.affinities << " max=" << st.max_nodes
+    << '/' << st.max_sessions << '/' << st.max_affinities << '\n';
   return o.str();
 }
 

@@ -16,10 +16,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string host = approute::SipUriHost(uri);
   if (st.ok()) {
     if (uri.size() > 255) approute::fuzz::Fail("accepted a URI longer than 255 bytes", std::string(uri));
-    if (!uri.starts_with("sip:") && !uri.starts_with("sips:")) approute::fuzz::Fail("accepted a non-sip scheme", std::string(uri));
+    if (!uri.starts_with("sip:") && !uri.starts_with("sips:"))
+      approute::fuzz::Fail("accepted a non-sip scheme", std::string(uri));
     if (host.empty()) approute::fuzz::Fail("accepted URI with an empty host", std::string(uri));
-    if (uri.find(host) == std::string_view::npos) approute::fuzz::Fail("host is not part of the URI", std::string(uri), host);
-    if (host.find_first_of(" \t\r\n@;?") != std::string::npos) approute::fuzz::Fail("host holds a separator", std::string(uri), host);
+    if (uri.find(host) == std::string_view::npos)
+      approute::fuzz::Fail("host is not part of the URI", std::string(uri), host);
+    if (host.find_first_of(" \t\r\n@;?") != std::string::npos)
+      approute::fuzz::Fail("host holds a separator", std::string(uri), host);
   }
   return 0;
 }

@@ -66,8 +66,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     node = (mode & 32) ? in.ConsumeRandomLengthString(70) : kIds[in.ConsumeIntegralInRange<int>(0, 3)];
     std::string uri = in.ConsumeRandomLengthString(64);
     std::string rest = in.ConsumeRandomLengthString(256);
-    req.body = "{\"node\": \"" + node + "\", \"uri\": \"" + uri + "\", \"pool\": \"media\", \"seq\": " +
-               std::to_string(in.ConsumeIntegral<uint32_t>()) + (rest.empty() ? "" : ", " + rest) + "}";
+    req.body = "{\"node\": \"" + node + "\", \"uri\": \"" + uri +
+               "\", \"pool\": \"media\", \"seq\": " + std::to_string(in.ConsumeIntegral<uint32_t>()) +
+               (rest.empty() ? "" : ", " + rest) + "}";
     if (mode & 64) req.body.clear();  // a refresh or leave carries no body
   } else {
     node = in.ConsumeRandomLengthString(70);
@@ -84,11 +85,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   approute::ReportResult res = r.ApplyReport(req);
   const std::string after = approute::fuzz::Describe(r);
   switch (res.code) {
-    case 200: case 400: case 403: case 412: case 503: break;
-    default: approute::fuzz::Fail("unexpected response code", std::to_string(res.code), res.reason);
+    case 200:
+    case 400:
+    case 403:
+    case 412:
+    case 503:
+      break;
+    default:
+      approute::fuzz::Fail("unexpected response code", std::to_string(res.code), res.reason);
   }
   if (res.code != 200) {
-    if (before != after) approute::fuzz::Fail(("a refused report changed the router: " + res.reason).c_str(), before, after);
+    if (before != after)
+      approute::fuzz::Fail(("a refused report changed the router: " + res.reason).c_str(), before, after);
     if (res.reason.empty()) approute::fuzz::Fail("a refusal without a reason");
     return 0;
   }

@@ -53,9 +53,9 @@ struct AppConfig {
   // while its count for `resource` is below (1 - h) x capacity; calls of
   // keys it already holds may fill it to capacity.
   double affinity_headroom = 0;
-  std::vector<int> retry_codes;   // codes that make retry() pick again (default 503)
-  std::vector<int> full_codes;    // codes that release the node's claim on the key (default: retry_codes)
-  int max_attempts = 3;           // placements per call, first one included (1..16)
+  std::vector<int> retry_codes;  // codes that make retry() pick again (default 503)
+  std::vector<int> full_codes;   // codes that release the node's claim on the key (default: retry_codes)
+  int max_attempts = 3;          // placements per call, first one included (1..16)
   int64_t session_lifetime_ms = 4 * 3600 * 1000;  // a session never ended expires after this
 };
 
@@ -72,12 +72,12 @@ struct StatusConfig {
 
 // Active probes, passive outlier detection, panic mode and slow start.
 struct HealthConfig {
-  int probe_down_after = 3;   // consecutive failed probes before a node is down
-  int probe_up_after = 2;     // consecutive good probes before it is up again
+  int probe_down_after = 3;  // consecutive failed probes before a node is down
+  int probe_up_after = 2;    // consecutive good probes before it is up again
   int outlier_consecutive_failures = 5;
   int64_t outlier_base_ejection_ms = 30'000;  // ejection = base x number of ejections so far
   int64_t outlier_max_ejection_ms = 300'000;
-  int outlier_max_ejected_percent = 50;       // never eject more of a pool than this
+  int outlier_max_ejected_percent = 50;                              // never eject more of a pool than this
   std::vector<int> outlier_failure_codes = {0, 408, 500, 502, 504};  // 0 = no answer
   int panic_threshold = 0;    // % of a pool healthy below which health is ignored; 0 = never
   int64_t slow_start_ms = 0;  // a node that comes back ramps its share over this window; 0 = off
@@ -87,14 +87,14 @@ struct HealthConfig {
 // Several proxies routing as one through Redis (docs/cluster.md). Absent
 // from the YAML: `enabled` is false and this host's region is the only state.
 struct ClusterConfig {
-  bool enabled = false;   // `cluster:` present
+  bool enabled = false;  // `cluster:` present
   // redis://[[user]:password@]host[:port][/db], unix:///path[?db=N&password=P], or
   // redis+sentinel://[[user]:password@]host:26379,host:26379,.../primary-name[/db]
   std::string redis;
   std::string sentinel_password;  // the sentinels' own AUTH password (redis+sentinel:// only; "" = none)
-  std::string name;       // deployment name: proxies with the same name share one state
-  std::string proxy;      // this proxy's id in the deployment (default: the host name)
-  int64_t timeout_ms = 5; // per Redis round trip; past it the call routes on local state
+  std::string name;               // deployment name: proxies with the same name share one state
+  std::string proxy;              // this proxy's id in the deployment (default: the host name)
+  int64_t timeout_ms = 5;         // per Redis round trip; past it the call routes on local state
   // While Redis is out, this proxy holds on a node at most its share at the
   // last sync plus this percentage of the node's capacity split over the
   // proxies seen then (rounded up), and never more than the capacity.
@@ -115,8 +115,7 @@ struct Config {
 absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view source = "<yaml>");
 // The same, where apps may also name the strategies `resolver` knows.
 // "python:module:Class" names are always accepted when their syntax is valid.
-absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view source,
-                                   const StrategyResolver* resolver);
+absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view source, const StrategyResolver* resolver);
 absl::StatusOr<Config> LoadConfigFile(const std::string& path);
 
 // Validates one node the way the config does (id, SIP URI, weight, capacity).

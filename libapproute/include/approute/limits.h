@@ -18,9 +18,9 @@ inline constexpr size_t kMaxPoolLen = 63;
 inline constexpr size_t kMaxCallIdLen = 127;
 inline constexpr size_t kMaxKeyLen = 127;
 inline constexpr size_t kMaxAppNameLen = 47;
-inline constexpr size_t kMaxResources = 16;   // distinct resource names per region
-inline constexpr size_t kMaxAttrs = 8;        // attributes per node
-inline constexpr size_t kMaxMetrics = 16;     // distinct load metric names per region
+inline constexpr size_t kMaxResources = 16;  // distinct resource names per region
+inline constexpr size_t kMaxAttrs = 8;       // attributes per node
+inline constexpr size_t kMaxMetrics = 16;    // distinct load metric names per region
 inline constexpr size_t kMaxApps = 64;
 inline constexpr int kMaxAttemptsLimit = 16;
 

@@ -75,15 +75,12 @@ class Router {
   // Parses and validates `yaml`, then creates or attaches the region and
   // applies the configuration (as Reload does when the region already holds
   // one). Limits from `state:` must match an existing segment's.
-  static absl::StatusOr<std::unique_ptr<Router>> FromYaml(std::string_view yaml,
-                                                          RouterOptions options = {},
+  static absl::StatusOr<std::unique_ptr<Router>> FromYaml(std::string_view yaml, RouterOptions options = {},
                                                           std::string_view source = "<yaml>");
-  static absl::StatusOr<std::unique_ptr<Router>> FromFile(const std::string& path,
-                                                          RouterOptions options = {});
+  static absl::StatusOr<std::unique_ptr<Router>> FromFile(const std::string& path, RouterOptions options = {});
   // Attaches an existing segment and its stored configuration. NotFound if no
   // such segment; FailedPrecondition if its layout is not this library's.
-  static absl::StatusOr<std::unique_ptr<Router>> Attach(const std::string& shared,
-                                                        RouterOptions options = {});
+  static absl::StatusOr<std::unique_ptr<Router>> Attach(const std::string& shared, RouterOptions options = {});
   // Removes a segment's name. Returns false when there was none. Processes
   // that have it mapped keep using it.
   static absl::StatusOr<bool> Unlink(const std::string& shared);
@@ -172,6 +169,7 @@ class Router {
   const std::string& shared_name() const;
 
   class Impl;
+
  private:
   explicit Router(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;

@@ -80,52 +80,51 @@ struct SimEvent {
 
 struct SimSpec {
   uint64_t seed = 1;
-  double duration = 3600;         // simulated seconds of arrivals (calls then run out)
-  double sample_interval = 10;    // seconds between per-node samples
-  double report_interval = 0;     // seconds between load reports (cpu, sessions); 0 = none
+  double duration = 3600;            // simulated seconds of arrivals (calls then run out)
+  double sample_interval = 10;       // seconds between per-node samples
+  double report_interval = 0;        // seconds between load reports (cpu, sessions); 0 = none
   int64_t start_ms = 1767225600000;  // the virtual clock at t = 0 (2026-01-01T00:00:00Z)
   int bounce_code = 503;
   std::vector<SimApp> apps;
-  std::vector<SimNode> nodes;     // nodes of the router configuration
+  std::vector<SimNode> nodes;  // nodes of the router configuration
   std::vector<SimEvent> events;
 };
 
 struct SimResult {
-  int64_t calls = 0;        // arrivals
-  int64_t routed = 0;       // calls that were placed and accepted by a node
-  int64_t rejected = 0;     // no node (first try, or every retry bounced)
-  int64_t bounces = 0;      // times a full node bounced a call
-  int64_t dropped = 0;      // calls cut by a node failing or being removed
-  int64_t errors = 0;       // router errors (tables full, ...)
-  int64_t keyed = 0;        // calls whose key already had live calls somewhere
+  int64_t calls = 0;          // arrivals
+  int64_t routed = 0;         // calls that were placed and accepted by a node
+  int64_t rejected = 0;       // no node (first try, or every retry bounced)
+  int64_t bounces = 0;        // times a full node bounced a call
+  int64_t dropped = 0;        // calls cut by a node failing or being removed
+  int64_t errors = 0;         // router errors (tables full, ...)
+  int64_t keyed = 0;          // calls whose key already had live calls somewhere
   int64_t affinity_hits = 0;  // ... and that joined one of those nodes
   // Room apps only (zero otherwise). A participant is one call.
-  int64_t rooms = 0;               // rooms opened (arrivals of room apps)
-  int64_t rooms_held = 0;          // rooms that ever had a live participant
-  int64_t split_rooms = 0;         // rooms that had live participants on two nodes at some moment
-  int64_t max_split_rooms = 0;     // most rooms split at one moment
-  int64_t split_participants = 0;  // participants placed beside none of their room's live participants
-  int64_t participants_refused = 0;  // refused while their room had live participants (its node full, down, ...)
-  int64_t new_rooms_refused = 0;     // refused while their room had none (opening it was refused)
+  int64_t rooms = 0;                        // rooms opened (arrivals of room apps)
+  int64_t rooms_held = 0;                   // rooms that ever had a live participant
+  int64_t split_rooms = 0;                  // rooms that had live participants on two nodes at some moment
+  int64_t max_split_rooms = 0;              // most rooms split at one moment
+  int64_t split_participants = 0;           // participants placed beside none of their room's live participants
+  int64_t participants_refused = 0;         // refused while their room had live participants (its node full, down, ...)
+  int64_t new_rooms_refused = 0;            // refused while their room had none (opening it was refused)
   std::map<std::string, int64_t> refusals;  // decision reasons of refused calls (no_node, key_full, ...)
-  std::map<std::string, int64_t> reasons;  // decision reasons of accepted calls
-  int64_t max_sessions = 0;   // most concurrent sessions seen on one node
-  double mean_sessions = 0;   // mean over samples of live nodes
-  double p99_sessions = 0;    // 99th percentile over samples of live nodes
-  double max_util = -1;       // max sessions / (limit x speed); -1 when no node has a limit
+  std::map<std::string, int64_t> reasons;   // decision reasons of accepted calls
+  int64_t max_sessions = 0;                 // most concurrent sessions seen on one node
+  double mean_sessions = 0;                 // mean over samples of live nodes
+  double p99_sessions = 0;                  // 99th percentile over samples of live nodes
+  double max_util = -1;                     // max sessions / (limit x speed); -1 when no node has a limit
   double mean_util = -1;
-  std::vector<std::string> node_ids;           // every node that ever existed
-  std::vector<double> sample_t;                // seconds
-  std::vector<std::vector<int32_t>> samples;   // [node][sample]: sessions, -1 = absent
-  std::map<std::string, int64_t> placed;       // node -> calls accepted
+  std::vector<std::string> node_ids;          // every node that ever existed
+  std::vector<double> sample_t;               // seconds
+  std::vector<std::vector<int32_t>> samples;  // [node][sample]: sessions, -1 = absent
+  std::map<std::string, int64_t> placed;      // node -> calls accepted
   double wall_seconds = 0;
 };
 
 // Runs `spec` through `router`. `set_clock(ms)` must set what the router's
 // now_ms returns. `progress(fraction)` is called now and then (it may return
 // false to stop: Cancelled). InvalidArgument for a bad spec.
-absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
-                                   const std::function<void(int64_t)>& set_clock,
+absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const std::function<void(int64_t)>& set_clock,
                                    const std::function<bool(double)>& progress = nullptr);
 
 }  // namespace approute

@@ -28,14 +28,14 @@ namespace approute {
 
 // One node that may take the call, with the figures strategies need.
 struct Candidate {
-  uint32_t slot = 0;            // stable index of the node in the state region
+  uint32_t slot = 0;  // stable index of the node in the state region
   std::string_view id;
   std::string_view uri;
   int32_t weight = 1;
   int32_t priority = 0;
-  int64_t sessions = 0;         // live sessions of the app's resource on this node
-  int64_t capacity = -1;        // capacity for that resource, -1 = unlimited
-  int64_t total_sessions = 0;   // live sessions over all resources
+  int64_t sessions = 0;                                       // live sessions of the app's resource on this node
+  int64_t capacity = -1;                                      // capacity for that resource, -1 = unlimited
+  int64_t total_sessions = 0;                                 // live sessions over all resources
   const std::map<std::string, std::string>* attrs = nullptr;  // the node's attributes
 };
 
@@ -94,8 +94,7 @@ class Strategy {
   virtual ~Strategy() = default;
   // Returns an index into `candidates` (never empty when called), or an error
   // that routing reports as no_node with the message.
-  virtual absl::StatusOr<size_t> Pick(const PickRequest& request,
-                                      absl::Span<const Candidate> candidates,
+  virtual absl::StatusOr<size_t> Pick(const PickRequest& request, absl::Span<const Candidate> candidates,
                                       StrategyContext& context) = 0;
   // The request attributes (keys of PickRequest::attrs) Pick() may read:
   // empty when it reads none, {kAnyRequestAttr} when it may read any. A
@@ -110,14 +109,12 @@ class Strategy {
 // every value as its scalar text.
 using StrategyParams = std::map<std::string, std::string>;
 
-using StrategyFactory =
-    std::function<absl::StatusOr<std::unique_ptr<Strategy>>(const StrategyParams&)>;
+using StrategyFactory = std::function<absl::StatusOr<std::unique_ptr<Strategy>>(const StrategyParams&)>;
 
 // Built-in names: round_robin, weighted_round_robin, random, weighted_random,
 // priority, hash, least_loaded, p2c, utilization, latency, consistent_bounded.
 // Returns InvalidArgument naming the strategy or the parameter when either is unknown.
-absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(std::string_view name,
-                                                       const StrategyParams& params);
+absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(std::string_view name, const StrategyParams& params);
 // Adds a strategy for every router of this process. AlreadyExists if taken.
 absl::Status RegisterStrategy(std::string name, StrategyFactory factory);
 // The names MakeStrategy knows, sorted.
@@ -125,8 +122,7 @@ std::vector<std::string> StrategyNames();
 // RequestAttrs() of the strategy MakeStrategy(name, params) builds; for a
 // Python strategy name (which only the Python package builds), {kAnyRequestAttr}.
 // InvalidArgument as MakeStrategy when the name or a parameter is unknown.
-absl::StatusOr<std::vector<std::string>> StrategyRequestAttrs(std::string_view name,
-                                                              const StrategyParams& params);
+absl::StatusOr<std::vector<std::string>> StrategyRequestAttrs(std::string_view name, const StrategyParams& params);
 
 // Strategies written in Python are named "python:package.module:ClassName".
 // Only the Python package can build them (through a StrategyResolver); the
@@ -148,16 +144,13 @@ class StrategyResolver {
   // Builds the strategy of one app. `strict` is true while a configuration is
   // being loaded (an error rejects it) and false when a process rebuilds its
   // policies from the stored configuration (a resolver may degrade instead).
-  virtual absl::StatusOr<std::unique_ptr<Strategy>> Make(std::string_view name,
-                                                         const StrategyParams& params,
+  virtual absl::StatusOr<std::unique_ptr<Strategy>> Make(std::string_view name, const StrategyParams& params,
                                                          bool strict) = 0;
 };
 
 // Builds `name` through `resolver` when it knows it, else through MakeStrategy.
-absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategyWith(StrategyResolver* resolver,
-                                                           std::string_view name,
-                                                           const StrategyParams& params,
-                                                           bool strict);
+absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategyWith(StrategyResolver* resolver, std::string_view name,
+                                                           const StrategyParams& params, bool strict);
 
 }  // namespace approute
 

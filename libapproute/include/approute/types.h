@@ -40,12 +40,12 @@ inline constexpr std::string_view kDefaultResource = "calls";
 
 // A node as configured. Strings are bounded (see limits in router.h).
 struct NodeSpec {
-  std::string id;                          // [A-Za-z0-9_.:-]{1,63}
-  std::string uri;                         // a sip: or sips: URI, validated
+  std::string id;   // [A-Za-z0-9_.:-]{1,63}
+  std::string uri;  // a sip: or sips: URI, validated
   std::string pool = "default";
-  int32_t weight = 1;                      // >= 0; 0 takes no calls from weighted strategies
-  int32_t priority = 0;                    // lower is preferred by `priority`
-  std::map<std::string, int64_t> capacity; // resource -> max concurrent sessions; absent = unlimited
+  int32_t weight = 1;                       // >= 0; 0 takes no calls from weighted strategies
+  int32_t priority = 0;                     // lower is preferred by `priority`
+  std::map<std::string, int64_t> capacity;  // resource -> max concurrent sessions; absent = unlimited
   std::map<std::string, std::string> attrs;
   AdminState state = AdminState::kActive;
 };
@@ -72,11 +72,11 @@ struct NodeStatus {
 // One status report (SIP PUBLISH, event package approute-status), as the
 // proxy received it. See docs/status-package.md.
 struct ReportRequest {
-  std::string body;      // JSON; empty for a refresh (with if_match)
+  std::string body;        // JSON; empty for a refresh (with if_match)
   int64_t expires = 3600;  // the Expires header: the lease in seconds; 0 = leave
-  std::string source;    // the sender's IP address
-  std::string auth;      // X-Approute-Auth: "keyid=K,ts=UNIX,sig=HEX"
-  std::string if_match;  // SIP-If-Match, empty for an initial report
+  std::string source;      // the sender's IP address
+  std::string auth;        // X-Approute-Auth: "keyid=K,ts=UNIX,sig=HEX"
+  std::string if_match;    // SIP-If-Match, empty for an initial report
 };
 
 // The outcome as a SIP response: 200 (etag set), 400 malformed, 403 refused,
@@ -84,7 +84,7 @@ struct ReportRequest {
 // anything unless code is 200.
 struct ReportResult {
   int code = 0;
-  std::string reason;   // what was wrong, fit for a reason phrase
+  std::string reason;  // what was wrong, fit for a reason phrase
   std::string etag;
   std::string node_id;
   int64_t expires = 0;  // lease granted (seconds)
@@ -105,17 +105,17 @@ std::string SignReport(std::string_view body, std::string_view keyid, std::strin
 
 // What the caller knows about one request.
 struct RouteRequest {
-  std::string app;                          // policy name; unknown -> "default" policy
-  std::string call_id;                      // required, <= 127 bytes
-  std::string key;                          // affinity key; empty = no affinity; never starts with byte 0x1f
+  std::string app;      // policy name; unknown -> "default" policy
+  std::string call_id;  // required, <= 127 bytes
+  std::string key;      // affinity key; empty = no affinity; never starts with byte 0x1f
   // A preference for a new key (e.g. the caller's domain): a key seen for
   // the first time goes to the node that holds the app's preference value,
   // if that node can take it within the app's bound and headroom; else the
   // strategy picks and the preference follows. Soft: never refuses a call.
   // Empty = none; used only with a key, for an app with affinity.
   std::string prefer;
-  std::vector<std::string> exclude;         // node ids never to choose for this call
-  std::map<std::string, std::string> attrs; // hash inputs ("from", "to", "ruri_user") and more
+  std::vector<std::string> exclude;          // node ids never to choose for this call
+  std::map<std::string, std::string> attrs;  // hash inputs ("from", "to", "ruri_user") and more
 };
 
 // The answer. When ok is false, node_id and uri are empty and detail says why.
@@ -139,11 +139,11 @@ struct Decision {
 struct RouterStats {
   int64_t nodes = 0;
   int64_t sessions = 0;
-  int64_t affinities = 0;     // live claims (held, or within their grace time)
+  int64_t affinities = 0;  // live claims (held, or within their grace time)
   int64_t max_nodes = 0;
   int64_t max_sessions = 0;
   int64_t max_affinities = 0;
-  int64_t expired_sessions = 0;   // sessions ended by lifetime expiry, ever
+  int64_t expired_sessions = 0;  // sessions ended by lifetime expiry, ever
   int64_t reports_accepted = 0;
   // Refused status reports by why: source, signature, replay, takeover, uri, malformed, etag, full.
   std::map<std::string, int64_t> reports_refused;
@@ -171,16 +171,16 @@ struct RouterStats {
 
 // Router::Cluster(): the state shared with the deployment's other proxies.
 struct ClusterStatus {
-  std::string mode = "local";  // "local" (no cluster:), "cluster", "degraded" (Redis out: local state only)
-  std::string name;            // deployment
-  std::string proxy;           // this proxy's id
+  std::string mode = "local";        // "local" (no cluster:), "cluster", "degraded" (Redis out: local state only)
+  std::string name;                  // deployment
+  std::string proxy;                 // this proxy's id
   std::vector<std::string> proxies;  // live proxies of the deployment (empty while Redis is out)
   int64_t last_sync_ms = 0;          // wall clock of the host's last good Redis round trip, 0 = never
   int64_t degraded_placements = 0;   // reservations made on local state alone, ever (this host)
-  int64_t outage_refusals = 0;       // reservations refused while Redis was out: past this proxy's outage share (this host)
-  int64_t round_trips = 0;           // good Redis round trips, ever (this host)
-  int64_t failures = 0;              // failed or timed-out ones, ever (this host)
-  int64_t rtt_p50_us = 0;            // round trip quantiles, power-of-two bucket bounds; 0 = none yet
+  int64_t outage_refusals = 0;  // reservations refused while Redis was out: past this proxy's outage share (this host)
+  int64_t round_trips = 0;      // good Redis round trips, ever (this host)
+  int64_t failures = 0;         // failed or timed-out ones, ever (this host)
+  int64_t rtt_p50_us = 0;       // round trip quantiles, power-of-two bucket bounds; 0 = none yet
   int64_t rtt_p99_us = 0;
   // The Redis primary this process last connected to ("host:port" or the
   // socket path; "" = none yet): with redis+sentinel://, the one the
@@ -207,8 +207,8 @@ struct ListFilter {
 struct SessionInfo {
   std::string call_id;
   std::string app;
-  std::string node_id;   // empty while a retry is choosing, or when its node was removed
-  std::string key;       // the affinity key the session holds a claim on; empty = none
+  std::string node_id;  // empty while a retry is choosing, or when its node was removed
+  std::string key;      // the affinity key the session holds a claim on; empty = none
   int64_t created_ms = 0;
   int64_t expires_ms = 0;
   int attempt = 0;
@@ -219,8 +219,8 @@ struct SessionInfo {
 struct AffinityInfo {
   std::string app;
   std::string key;
-  std::string node_id;   // empty when its node was removed
-  int64_t sessions = 0;  // live sessions holding it
+  std::string node_id;     // empty when its node was removed
+  int64_t sessions = 0;    // live sessions holding it
   int64_t expires_ms = 0;  // end of its grace time; 0 while sessions > 0
 };
 

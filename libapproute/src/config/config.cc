@@ -45,8 +45,7 @@ class Ctx {
   absl::Status Error(const YAML::Node& at, std::string_view path, std::string_view msg) const {
     YAML::Mark m = at.Mark();
     if (m.is_null()) return absl::InvalidArgumentError(Cat(source_, ": ", path, ": ", msg));
-    return absl::InvalidArgumentError(
-        Cat(source_, ":", m.line + 1, ":", m.column + 1, ": ", path, ": ", msg));
+    return absl::InvalidArgumentError(Cat(source_, ":", m.line + 1, ":", m.column + 1, ": ", path, ": ", msg));
   }
 
   // Records `s` when it failed; true when it did not. The collector is the
@@ -73,8 +72,7 @@ class Ctx {
       std::string msg(e.message());
       sorted.emplace_back(Position(msg), std::move(msg));
     }
-    std::stable_sort(sorted.begin(), sorted.end(),
-                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::stable_sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
     std::string out;
     for (size_t i = 0; i < sorted.size() && i < kMaxReportedErrors; ++i) {
       out += (i ? "\n" : "") + sorted[i].second;
@@ -86,8 +84,7 @@ class Ctx {
   }
 
   // Records an error for every key of `map` not in `allowed`.
-  void OnlyKeys(const YAML::Node& map, std::string_view path,
-                std::initializer_list<std::string_view> allowed) const {
+  void OnlyKeys(const YAML::Node& map, std::string_view path, std::initializer_list<std::string_view> allowed) const {
     for (const auto& kv : map) {
       std::string k = kv.first.Scalar();
       bool known = false;
@@ -109,8 +106,7 @@ class Ctx {
     return n.Scalar();
   }
 
-  absl::StatusOr<int64_t> Int(const YAML::Node& n, std::string_view path, int64_t lo,
-                              int64_t hi) const {
+  absl::StatusOr<int64_t> Int(const YAML::Node& n, std::string_view path, int64_t lo, int64_t hi) const {
     int64_t v = 0;
     if (!n.IsScalar() || !YAML::convert<int64_t>::decode(n, v)) {
       return Error(n, path, Cat("expected an integer, got \"", Text(n), "\""));
@@ -122,8 +118,7 @@ class Ctx {
   }
 
   // Seconds (integer or decimal) as milliseconds.
-  absl::StatusOr<int64_t> Seconds(const YAML::Node& n, std::string_view path, double lo,
-                                  double hi) const {
+  absl::StatusOr<int64_t> Seconds(const YAML::Node& n, std::string_view path, double lo, double hi) const {
     double v = 0;
     if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) || !std::isfinite(v)) {
       return Error(n, path, Cat("expected a number of seconds, got \"", Text(n), "\""));
@@ -165,29 +160,28 @@ class Ctx {
   mutable std::vector<absl::Status> errors_;
 };
 
-#define AR_ASSIGN(lhs, expr)             \
-  do {                                   \
-    auto _r = (expr);                    \
-    if (!_r.ok()) return _r.status();    \
-    (lhs) = *std::move(_r);              \
+#define AR_ASSIGN(lhs, expr)          \
+  do {                                \
+    auto _r = (expr);                 \
+    if (!_r.ok()) return _r.status(); \
+    (lhs) = *std::move(_r);           \
   } while (0)
-#define AR_RETURN_IF_ERROR(expr)         \
-  do {                                   \
-    absl::Status _s = (expr);            \
-    if (!_s.ok()) return _s;             \
+#define AR_RETURN_IF_ERROR(expr) \
+  do {                           \
+    absl::Status _s = (expr);    \
+    if (!_s.ok()) return _s;     \
   } while (0)
 
-absl::Status ValidName(const Ctx& c, const YAML::Node& at, std::string_view path,
-                       std::string_view what, std::string_view v, size_t max) {
+absl::Status ValidName(const Ctx& c, const YAML::Node& at, std::string_view path, std::string_view what,
+                       std::string_view v, size_t max) {
   if (v.empty() || v.size() > max) {
     return c.Error(at, path, Cat(what, " must have 1 to ", max, " characters"));
   }
   for (char ch : v) {
-    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '-' || ch == '.' || ch == ':';
+    bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+              ch == '-' || ch == '.' || ch == ':';
     if (!ok) {
-      return c.Error(at, path,
-                     Cat(what, " \"", v, "\" may only contain letters, digits, '_', '-', '.' and ':'"));
+      return c.Error(at, path, Cat(what, " \"", v, "\" may only contain letters, digits, '_', '-', '.' and ':'"));
     }
   }
   return absl::OkStatus();
@@ -289,8 +283,7 @@ absl::Status ParseNode(const Ctx& c, const YAML::Node& n, const std::string& pat
   return absl::OkStatus();
 }
 
-absl::Status ParseCodes(const Ctx& c, const YAML::Node& n, const std::string& path,
-                        std::vector<int>* out) {
+absl::Status ParseCodes(const Ctx& c, const YAML::Node& n, const std::string& path, std::vector<int>* out) {
   if (!n.IsSequence()) return c.Error(n, path, "expected a list of SIP status codes");
   out->clear();
   for (size_t i = 0; i < n.size(); ++i) {
@@ -353,7 +346,9 @@ absl::Status ParseAffinity(const Ctx& c, const YAML::Node& a, const std::string&
       return c.Error(b, ap + ".bound", Cat("expected a number > 1.0, got \"", Ctx::Text(b), "\""));
     }
     if (v <= 1.0 || v > 100.0) {
-      return c.Error(b, ap + ".bound", Cat("value ", v, " must be > 1.0 (and at most 100): a node may take this many times the mean load"));
+      return c.Error(
+          b, ap + ".bound",
+          Cat("value ", v, " must be > 1.0 (and at most 100): a node may take this many times the mean load"));
     }
     app->affinity_bound = v;
     return absl::OkStatus();
@@ -373,7 +368,8 @@ absl::Status ParseAffinity(const Ctx& c, const YAML::Node& a, const std::string&
     }
     if (v < 0.0 || v >= 1.0) {
       return c.Error(h, ap + ".headroom",
-                     Cat("value ", v, " must be at least 0.0 and below 1.0: the share of capacity kept "
+                     Cat("value ", v,
+                         " must be at least 0.0 and below 1.0: the share of capacity kept "
                          "for calls of keys a node already holds"));
     }
     app->affinity_headroom = v;
@@ -429,8 +425,7 @@ absl::Status ParseApp(const Ctx& c, const YAML::Node& n, const std::string& path
   return absl::OkStatus();
 }
 
-absl::Status ParseCidrList(const Ctx& c, const YAML::Node& n, const std::string& path,
-                           std::vector<std::string>* out) {
+absl::Status ParseCidrList(const Ctx& c, const YAML::Node& n, const std::string& path, std::vector<std::string>* out) {
   if (!n.IsSequence()) return c.Error(n, path, "expected a list of networks, e.g. [\"10.0.0.0/8\"]");
   for (size_t i = 0; i < n.size(); ++i) {
     c.Keep([&]() -> absl::Status {
@@ -471,12 +466,10 @@ absl::Status ParseStatusKeys(const Ctx& c, const YAML::Node& k, StatusConfig* ou
 absl::Status ParseStatus(const Ctx& c, const YAML::Node& n, StatusConfig* out) {
   AR_RETURN_IF_ERROR(c.Map(n, "status"));
   c.OnlyKeys(n, "status", {"allow_sources", "allow_uris", "keys", "replay_window", "max_expires"});
-  c.Field(n, "allow_sources", [&](const YAML::Node& v) {
-    return ParseCidrList(c, v, "status.allow_sources", &out->allow_sources);
-  });
-  c.Field(n, "allow_uris", [&](const YAML::Node& v) {
-    return ParseCidrList(c, v, "status.allow_uris", &out->allow_uris);
-  });
+  c.Field(n, "allow_sources",
+          [&](const YAML::Node& v) { return ParseCidrList(c, v, "status.allow_sources", &out->allow_sources); });
+  c.Field(n, "allow_uris",
+          [&](const YAML::Node& v) { return ParseCidrList(c, v, "status.allow_uris", &out->allow_uris); });
   c.Field(n, "keys", [&](const YAML::Node& v) { return ParseStatusKeys(c, v, out); });
   c.Field(n, "replay_window", [&](const YAML::Node& v) -> absl::Status {
     AR_ASSIGN(out->replay_window_ms, c.Seconds(v, "status.replay_window", 1, 3600));
@@ -494,7 +487,8 @@ absl::Status ParseCluster(const Ctx& c, const YAML::Node& n, ClusterConfig* out)
   c.OnlyKeys(n, "cluster", {"redis", "name", "proxy", "timeout_ms", "outage_headroom", "sentinel_password"});
   out->enabled = true;
   if (!n["redis"]) c.Keep(c.Error(n, "cluster", "missing required key \"redis\" (e.g. redis://127.0.0.1:6379/0)"));
-  if (!n["name"]) c.Keep(c.Error(n, "cluster", "missing required key \"name\" (proxies with the same name share one state)"));
+  if (!n["name"])
+    c.Keep(c.Error(n, "cluster", "missing required key \"name\" (proxies with the same name share one state)"));
   bool sentinel = false;
   c.Field(n, "redis", [&](const YAML::Node& v) -> absl::Status {
     AR_ASSIGN(out->redis, c.String(v, "cluster.redis"));
@@ -530,8 +524,9 @@ absl::Status ParseCluster(const Ctx& c, const YAML::Node& n, ClusterConfig* out)
     } else {
       out->proxy = host;
       if (ValidName(c, n, "cluster.proxy", "proxy id", out->proxy, 63).ok() == false) {
-        c.Keep(c.Error(n, "cluster.proxy", Cat("not given and the host name \"", out->proxy,
-                                               "\" is not a valid proxy id; set cluster.proxy")));
+        c.Keep(c.Error(
+            n, "cluster.proxy",
+            Cat("not given and the host name \"", out->proxy, "\" is not a valid proxy id; set cluster.proxy")));
       }
     }
   }
@@ -547,8 +542,7 @@ absl::Status ParseCluster(const Ctx& c, const YAML::Node& n, ClusterConfig* out)
 }
 
 // Sets *dst from m[key] when present (an integer in lo..hi); a failure is recorded.
-void IntField(const Ctx& c, const YAML::Node& m, const std::string& path, const char* key, int lo,
-              int hi, int* dst) {
+void IntField(const Ctx& c, const YAML::Node& m, const std::string& path, const char* key, int lo, int hi, int* dst) {
   c.Field(m, key, [&](const YAML::Node& v) -> absl::Status {
     int64_t i;
     AR_ASSIGN(i, c.Int(v, Cat(path, ".", key), lo, hi));
@@ -560,8 +554,7 @@ void IntField(const Ctx& c, const YAML::Node& m, const std::string& path, const 
 absl::Status ParseOutlier(const Ctx& c, const YAML::Node& o, HealthConfig* out) {
   const std::string op = "health.outlier";
   AR_RETURN_IF_ERROR(c.Map(o, op));
-  c.OnlyKeys(o, op, {"consecutive_failures", "base_ejection", "max_ejection", "max_ejected_percent",
-                     "failure_codes"});
+  c.OnlyKeys(o, op, {"consecutive_failures", "base_ejection", "max_ejection", "max_ejected_percent", "failure_codes"});
   IntField(c, o, op, "consecutive_failures", 1, 1000, &out->outlier_consecutive_failures);
   IntField(c, o, op, "max_ejected_percent", 0, 100, &out->outlier_max_ejected_percent);
   c.Field(o, "base_ejection", [&](const YAML::Node& v) -> absl::Status {
@@ -626,8 +619,8 @@ absl::Status ParseHealth(const Ctx& c, const YAML::Node& n, HealthConfig* out) {
 // whole document (Python strategy options included) and records every second
 // occurrence with the key path. Collections reached again through an alias
 // are visited once.
-void CheckDuplicateKeys(const Ctx& c, const YAML::Node& n, const std::string& path,
-                        std::set<size_t>* visited, int depth) {
+void CheckDuplicateKeys(const Ctx& c, const YAML::Node& n, const std::string& path, std::set<size_t>* visited,
+                        int depth) {
   if (!n.IsMap() && !n.IsSequence()) return;
   if (depth > 64) {
     c.Keep(c.Error(n, path.empty() ? "(top level)" : path, "nested more than 64 levels deep"));
@@ -678,8 +671,7 @@ void ParseNodes(const Ctx& c, const YAML::Node& nodes, Config* cfg, std::set<std
     cfg->nodes.push_back(std::move(spec));
   }
   if (static_cast<int64_t>(cfg->nodes.size()) > cfg->state.max_nodes) {
-    c.Keep(c.Error(nodes, "nodes", Cat(cfg->nodes.size(), " nodes exceed state.max_nodes = ",
-                                       cfg->state.max_nodes)));
+    c.Keep(c.Error(nodes, "nodes", Cat(cfg->nodes.size(), " nodes exceed state.max_nodes = ", cfg->state.max_nodes)));
   }
 }
 
@@ -707,30 +699,28 @@ absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view sourc
   return ParseConfig(yaml, source, nullptr);
 }
 
-absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view source,
-                                   const StrategyResolver* resolver) {
+absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view source, const StrategyResolver* resolver) {
   Ctx c(source);
   c.resolver = resolver;
   YAML::Node root;
   try {
     root = YAML::Load(std::string(yaml));
   } catch (const YAML::ParserException& e) {
-    return absl::InvalidArgumentError(Cat(source, ":", e.mark.line + 1, ":",
-                                                   e.mark.column + 1, ": YAML syntax error: ", e.msg));
+    return absl::InvalidArgumentError(
+        Cat(source, ":", e.mark.line + 1, ":", e.mark.column + 1, ": YAML syntax error: ", e.msg));
   }
   Config cfg;
   cfg.text = std::string(yaml);
   if (cfg.text.size() >= internal::kConfigBytes) {
-    return absl::InvalidArgumentError(Cat(source, ": configuration is ", cfg.text.size(),
-                                                   " bytes, at most ", internal::kConfigBytes - 1,
-                                                   " are stored"));
+    return absl::InvalidArgumentError(Cat(source, ": configuration is ", cfg.text.size(), " bytes, at most ",
+                                          internal::kConfigBytes - 1, " are stored"));
   }
   if (!root.IsDefined() || root.IsNull()) {
     // An empty file, only comments, or a bare "---": almost always a truncated or
     // wrong file. A router with nothing configured is written "{}".
-    return absl::InvalidArgumentError(
-        Cat(source, ": the configuration is empty (no YAML document); write {} for a router with "
-                    "nothing configured"));
+    return absl::InvalidArgumentError(Cat(source,
+                                          ": the configuration is empty (no YAML document); write {} for a router with "
+                                          "nothing configured"));
   }
   AR_RETURN_IF_ERROR(c.Map(root, "(top level)"));
   try {
@@ -745,8 +735,8 @@ absl::StatusOr<Config> ParseConfig(std::string_view yaml, std::string_view sourc
     if (const YAML::Node& nodes = root["nodes"]; nodes && !nodes.IsNull()) ParseNodes(c, nodes, &cfg, &resources);
     if (const YAML::Node& apps = root["apps"]; apps && !apps.IsNull()) c.Keep(ParseApps(c, apps, &cfg, &resources));
     if (resources.size() > kMaxResources) {
-      c.Keep(c.Error(root, "(resources)", Cat(resources.size(), " distinct resources, at most ",
-                                              kMaxResources, " are supported")));
+      c.Keep(c.Error(root, "(resources)",
+                     Cat(resources.size(), " distinct resources, at most ", kMaxResources, " are supported")));
     }
   } catch (const YAML::Exception& e) {
     c.Keep(absl::InvalidArgumentError(Cat(source, ":", e.mark.line + 1, ": ", e.msg)));
@@ -770,8 +760,8 @@ absl::Status ValidateNodeSpec(const NodeSpec& spec) {
     return absl::InvalidArgumentError(Cat("node \"", spec.id, "\": ", field, ": ", msg));
   };
   if (absl::Status s = ValidName(c, none, "id", "node id", spec.id, kMaxNodeIdLen); !s.ok()) {
-    return absl::InvalidArgumentError(Cat("node id \"", spec.id, "\" is invalid: must have 1 to ",
-                                                   kMaxNodeIdLen, " characters of [A-Za-z0-9_.:-]"));
+    return absl::InvalidArgumentError(
+        Cat("node id \"", spec.id, "\" is invalid: must have 1 to ", kMaxNodeIdLen, " characters of [A-Za-z0-9_.:-]"));
   }
   if (absl::Status s = ValidateSipUri(spec.uri); !s.ok()) return fail("uri", internal::ToStd(s.message()));
   if (absl::Status s = ValidName(c, none, "pool", "pool", spec.pool, kMaxPoolLen); !s.ok()) {
@@ -786,7 +776,8 @@ absl::Status ValidateNodeSpec(const NodeSpec& spec) {
   }
   if (spec.attrs.size() > kMaxAttrs) return fail("attrs", Cat("at most ", kMaxAttrs, " attributes"));
   for (const auto& [k, v] : spec.attrs) {
-    if (k.empty() || k.size() > 31) return fail("attrs", Cat("attribute name \"", k, "\" must have 1 to 31 characters"));
+    if (k.empty() || k.size() > 31)
+      return fail("attrs", Cat("attribute name \"", k, "\" must have 1 to 31 characters"));
     if (v.size() > 95) return fail("attrs", Cat("attribute ", k, " is longer than 95 characters"));
   }
   return absl::OkStatus();

@@ -35,9 +35,9 @@ std::optional<Record> Decode(const std::string& text) {
   if (!j.is_object()) return std::nullopt;
   const auto seq = j.find("seq"), at = j.find("at"), lease = j.find("lease"), etag = j.find("etag"),
              report = j.find("report");
-  if (seq == j.end() || !seq->is_number_unsigned() || at == j.end() || !at->is_number_integer() ||
-      lease == j.end() || !lease->is_number_integer() || etag == j.end() || !etag->is_string() ||
-      report == j.end() || !report->is_string()) {
+  if (seq == j.end() || !seq->is_number_unsigned() || at == j.end() || !at->is_number_integer() || lease == j.end() ||
+      !lease->is_number_integer() || etag == j.end() || !etag->is_string() || report == j.end() ||
+      !report->is_string()) {
     return std::nullopt;
   }
   return Record{seq->get<uint64_t>(), at->get<int64_t>(), lease->get<int64_t>(), etag->get<std::string>(),
@@ -50,17 +50,22 @@ std::string ClusterMembers::EncodeLocked(uint32_t slot) const {
   const Header& h = region_.header();
   const NodeRecord& n = region_.node(slot);
   const NodeHot& hot = region_.hot(slot);
-  json body = {{"node", GetFixed(n.id)}, {"uri", GetFixed(n.uri)}, {"pool", GetFixed(n.pool)},
-               {"weight", n.weight},     {"seq", n.last_seq}};
+  json body = {{"node", GetFixed(n.id)},
+               {"uri", GetFixed(n.uri)},
+               {"pool", GetFixed(n.pool)},
+               {"weight", n.weight},
+               {"seq", n.last_seq}};
   // Only a drain travels with the record; every other admin state is the
   // deployment's admin hash's (cluster_placement.h).
-  if (hot.admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDraining)) body["state"] = "draining";
+  if (hot.admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDraining))
+    body["state"] = "draining";
   // The node's own "health": "down" travels too, so every proxy keeps it out.
   if (n.report_down.load(std::memory_order_relaxed) != 0) body["health"] = "down";
   for (uint32_t r = 0; r < h.n_resources; ++r) {
     if (n.capacity[r] >= 0) body["capacity"][std::string(GetFixed(h.resource_names[r]))] = n.capacity[r];
   }
-  const uint64_t load = hot.load_mask.load(std::memory_order_relaxed), quality = hot.quality_mask.load(std::memory_order_relaxed);
+  const uint64_t load = hot.load_mask.load(std::memory_order_relaxed),
+                 quality = hot.quality_mask.load(std::memory_order_relaxed);
   for (uint32_t i = 0; i < h.n_metrics; ++i) {
     const uint64_t bit = uint64_t{1} << i;
     if ((load | quality) & bit) {

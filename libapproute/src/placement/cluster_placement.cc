@@ -38,7 +38,8 @@ const RedisScript& Script(const char* body) {
 }
 
 int64_t WallMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 // The flag of a script's {flag, value} reply (*value: the value), nullopt
@@ -104,8 +105,8 @@ bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
 bool ClusterPlacement::ReserveShared(uint32_t slot, uint32_t res, int64_t capacity) {
   const int64_t share = region_.hot(slot).sessions[res].load(std::memory_order_relaxed);
   const std::string key = CountKey(slot, res), v = Cat(share), cap = Cat(capacity);
-  const std::optional<cluster_lua::ReserveFlag> flag =
-      FlagOf<cluster_lua::ReserveFlag>(Run(Script(cluster_lua::kReserve), {key, proxies_key_}, {proxy_, v, cap, lease_}));
+  const std::optional<cluster_lua::ReserveFlag> flag = FlagOf<cluster_lua::ReserveFlag>(
+      Run(Script(cluster_lua::kReserve), {key, proxies_key_}, {proxy_, v, cap, lease_}));
   if (!flag) return KeepOffline(slot, res, capacity);
   return Settle(slot, res, share, *flag == cluster_lua::ReserveFlag::kReserved);
 }
@@ -116,9 +117,9 @@ bool ClusterPlacement::ReserveJoining(uint32_t slot, uint32_t epoch, uint32_t re
   if (!capacity || !local_.Reserve(slot, res, *capacity)) return false;
   const int64_t share = region_.hot(slot).sessions[res].load(std::memory_order_relaxed);
   const std::string count = CountKey(slot, res);
-  const std::optional<cluster_lua::JoinReserveFlag> joined = FlagOf<cluster_lua::JoinReserveFlag>(
-      Run(Script(cluster_lua::kJoinReserve), {hold.key, proxies_key_, count},
-          {proxy_, lease_, hold.refs, NodeId(slot), Cat(share), Cat(*capacity)}));
+  const std::optional<cluster_lua::JoinReserveFlag> joined =
+      FlagOf<cluster_lua::JoinReserveFlag>(Run(Script(cluster_lua::kJoinReserve), {hold.key, proxies_key_, count},
+                                               {proxy_, lease_, hold.refs, NodeId(slot), Cat(share), Cat(*capacity)}));
   if (flag != nullptr) *flag = joined;
   if (!joined) return KeepOffline(slot, res, *capacity);
   return Settle(slot, res, share, *joined == cluster_lua::JoinReserveFlag::kJoined);
@@ -171,8 +172,8 @@ void ClusterPlacement::Release(uint32_t slot, uint32_t epoch, uint32_t res) {
   Publish(slot, res);
 }
 
-std::optional<ClaimRef> ClusterPlacement::JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now,
-                                                         bool defer, Admit admit) {
+std::optional<ClaimRef> ClusterPlacement::JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now, bool defer,
+                                                         Admit admit) {
   const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
   // This host's claim first, its node reserved through kJoinReserve, which
   // checks that the deployment's claim names the same node (one round trip).
@@ -206,8 +207,7 @@ std::optional<ClaimRef> ClusterPlacement::Join(const AffinityKey& k, int64_t now
   if (defer && !local_claim) return std::nullopt;
   // No local claim, a node not usable here, or the deployment's claim is
   // another node's (or gone): the deployment's claim asked for first.
-  absl::StatusOr<RedisValue> r =
-      Run(Script(cluster_lua::kJoin), {hold.key, proxies_key_}, {proxy_, lease_, hold.refs});
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kJoin), {hold.key, proxies_key_}, {proxy_, lease_, hold.refs});
   if (!r.ok()) return affinity_.Join(k, now, take);
   if (r->type != RedisValue::Type::kString) {
     // No claim in the deployment. A local one (kept while Redis was out, or
@@ -232,9 +232,9 @@ std::optional<ClaimRef> ClusterPlacement::Join(const AffinityKey& k, int64_t now
   return hit;
 }
 
-absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const AffinityKey& k, ClaimRef chosen,
-                                                                    uint32_t res, int64_t grace_ms, int64_t now,
-                                                                    NodeCheck alive, Admit admit) {
+absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const AffinityKey& k, ClaimRef chosen, uint32_t res,
+                                                                    int64_t grace_ms, int64_t now, NodeCheck alive,
+                                                                    Admit admit) {
   const std::string key = ClaimKey(k), node = NodeId(chosen.slot), grace = Cat(grace_ms),
                     refs = Cat(affinity_.HoldOf(k).refs + 1);
   const RedisValue* other = nullptr;
@@ -332,9 +332,9 @@ std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ClusterPlacement::Res
   if (!flag) {
     // Redis out: as Reserve then Claim on local state.
     if (!KeepOffline(chosen.slot, res, capacity)) return std::nullopt;
-    absl::StatusOr<AffinityTable::ClaimOutcome> c = affinity_.Claim(
-        k, chosen, grace_ms, now, alive,
-        [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
+    absl::StatusOr<AffinityTable::ClaimOutcome> c =
+        affinity_.Claim(k, chosen, grace_ms, now, alive,
+                        [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
     if (!c.ok() || c->moved) Release(chosen.slot, chosen.epoch, res);
     return c;
   }
@@ -401,7 +401,8 @@ void ClusterPlacement::EndSession(uint32_t slot, uint32_t epoch, uint32_t res, c
   NodeHot& n = region_.hot(slot);
   const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
   const std::string count = CountKey(slot, res), key = ClaimKey(k), v = Cat(share);
-  if (!Run(Script(cluster_lua::kEnd), {proxies_key_, count, key}, {proxy_, lease_, v, drop[0], drop[1], drop[2]}).ok()) {
+  if (!Run(Script(cluster_lua::kEnd), {proxies_key_, count, key}, {proxy_, lease_, v, drop[0], drop[1], drop[2]})
+           .ok()) {
     return;  // Maintain republishes the share; the claim's hold is set again by its next call
   }
   SharePublished(slot, res, share);
@@ -524,21 +525,24 @@ void ClusterPlacement::PullAdmin() {
   for (size_t i = 0; i + 1 < r->elements.size(); i += 2) {
     std::optional<ClaimRef> at = find_(r->elements[i].str);
     uint32_t v = 0;
-    if (!at || !absl::SimpleAtoi(r->elements[i + 1].str, &v) || v > static_cast<uint32_t>(AdminState::kDisabled)) continue;
+    if (!at || !absl::SimpleAtoi(r->elements[i + 1].str, &v) || v > static_cast<uint32_t>(AdminState::kDisabled))
+      continue;
     NodeHot& n = region_.hot(at->slot);
     if (n.admin.load(std::memory_order_relaxed) != v) n.admin.store(v, std::memory_order_relaxed);
   }
 }
 
 bool ClusterPlacement::RepublishClaims(int64_t now) {
-  std::vector<AffinityRow> rows = affinity_.List(now, [](const AffinityEntry& e) { return e.refs > 0; }, 0);
+  std::vector<AffinityRow> rows = affinity_.List(
+      now, [](const AffinityEntry& e) { return e.refs > 0; }, 0);
   std::vector<RedisClient::EvalCall> calls;
   for (const AffinityRow& row : rows) {
     if (row.node == kNil || region_.node(row.node).epoch != row.epoch) continue;
     const AffinityKey k(row.app, row.key);
     const AffinityTable::Hold hold = affinity_.HoldOf(k);
     if (hold.refs <= 0) continue;
-    calls.push_back({{ClaimKey(k), proxies_key_}, {proxy_, NodeId(row.node), Cat(hold.grace_ms), lease_, Cat(hold.refs)}});
+    calls.push_back(
+        {{ClaimKey(k), proxies_key_}, {proxy_, NodeId(row.node), Cat(hold.grace_ms), lease_, Cat(hold.refs)}});
   }
   constexpr size_t kBatch = 512;
   for (size_t at = 0; at < calls.size(); at += kBatch) {
@@ -550,8 +554,8 @@ bool ClusterPlacement::RepublishClaims(int64_t now) {
       breaker_.OnFailure();
       return false;
     }
-    breaker_.OnSuccess(std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count(),
-                       WallMs());
+    breaker_.OnSuccess(
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count(), WallMs());
   }
   return true;
 }

@@ -100,19 +100,20 @@ class ClusterPlacement final : public Placement {
   // kJoinReserve): kJoin when this host has no claim for the key's node.
   std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool defer, NodeCheck take) override;
   absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, uint32_t res,
-                                                   int64_t grace_ms, int64_t now, NodeCheck alive,
-                                                   Admit admit) override;
+                                                    int64_t grace_ms, int64_t now, NodeCheck alive,
+                                                    Admit admit) override;
   // The unit, the check that no other node holds the key's claim and the
   // claim, in one round trip (kReserveClaim); a claim for another node made
   // meanwhile is followed (its node reserved and this proxy's hold on it
   // registered in one more, kJoinReserve).
-  std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ReserveAndClaim(
-      const AffinityKey& k, ClaimRef chosen, uint32_t res, int64_t capacity, int64_t grace_ms, int64_t now,
-      NodeCheck alive, Admit admit) override;
+  std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ReserveAndClaim(const AffinityKey& k, ClaimRef chosen,
+                                                                             uint32_t res, int64_t capacity,
+                                                                             int64_t grace_ms, int64_t now,
+                                                                             NodeCheck alive, Admit admit) override;
   // kClaim taking over the deployment's claim (force, or held by no live
   // proxy's session), then the same here.
   absl::StatusOr<AffinityTable::ClaimOutcome> TakeOver(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
-                                                      int64_t now, bool force) override;
+                                                       int64_t now, bool force) override;
   void DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) override;
   // Release and DropClaim in one round trip (kEnd) when the session holds a claim.
   void EndSession(uint32_t slot, uint32_t epoch, uint32_t res, const AffinityKey& k, uint64_t claim,
@@ -211,8 +212,7 @@ class ClusterPlacement final : public Placement {
     region_.node(slot).synced_share[res].store(share, std::memory_order_relaxed);
   }
   // Drops the local claim; -> kDrop's refs held, release and no-grace arguments.
-  std::array<std::string, 3> DropLocal(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode,
-                                       int64_t now);
+  std::array<std::string, 3> DropLocal(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now);
   bool RunMembers(const std::vector<std::pair<std::string, std::string>>& records, int64_t now, bool all,
                   RedisValue* reply);
   std::string CountKey(uint32_t slot, uint32_t res) const;
@@ -228,7 +228,7 @@ class ClusterPlacement final : public Placement {
   FindNode find_;
   RedisClient client_;
   ClusterBreaker breaker_;
-  std::atomic<int64_t> primaries_seen_{0};  // client_.primary_changes() at the last republish after a failover
+  std::atomic<int64_t> primaries_seen_{0};      // client_.primary_changes() at the last republish after a failover
   std::atomic<int64_t> primary_checked_ms_{0};  // monotonic ms of this process's last RecheckPrimary
 };
 

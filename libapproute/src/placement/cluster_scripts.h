@@ -35,51 +35,53 @@ constexpr std::optional<Flag> ParseFlag(int64_t v) {
   return static_cast<Flag>(v);
 }
 
-#define APPROUTE_LUA_PRELUDE                                                                    \
-  "local function now_ms() local t = redis.call('TIME') "                                      \
-  "return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"                     \
-  "local function live(z, p, now) local s = redis.call('ZSCORE', z, p) "                       \
-  "return s and tonumber(s) > now end\n"                                                        \
-  "local function held(c, z, now)\n"                                                           \
-  "  local kv = redis.call('HGETALL', c)\n"                                                     \
-  "  for i = 1, #kv, 2 do\n"                                                                    \
-  "    local f = kv[i]\n"                                                                       \
-  "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return true end\n" \
-  "  end\n"                                                                                     \
-  "  return false\n"                                                                            \
-  "end\n"                                                                                       \
-  "local function claim_node(c, z, now)\n"                                                      \
-  "  local node = redis.call('HGET', c, 'node')\n"                                             \
-  "  if not node then return nil end\n"                                                         \
-  "  if redis.call('PTTL', c) > 0 or held(c, z, now) then return node end\n"                   \
-  "  return nil\n"                                                                              \
-  "end\n"                                                                                       \
-  "local function reserve(n, z, p, share, cap, now)\n"                                         \
-  "  local others = 0\n"                                                                        \
-  "  local kv = redis.call('HGETALL', n)\n"                                                     \
-  "  for i = 1, #kv, 2 do\n"                                                                    \
-  "    if kv[i] ~= p then\n"                                                                   \
-  "      if live(z, kv[i], now) then others = others + tonumber(kv[i + 1])\n"                  \
-  "      else redis.call('HDEL', n, kv[i]) end\n"                                              \
-  "    end\n"                                                                                   \
-  "  end\n"                                                                                     \
-  "  if tonumber(cap) >= 0 and others + tonumber(share) > tonumber(cap) then return false, others end\n" \
-  "  redis.call('HSET', n, p, share)\n"                                                         \
-  "  return true, others\n"                                                                     \
-  "end\n"                                                                                       \
-  "local function drop_claim(c, z, p, held, release, no_grace, now)\n"                          \
-  "  if release == '1' then redis.call('DEL', c) return 1 end\n"                                \
-  "  if not redis.call('HGET', c, 'node') then return 1 end\n"                                  \
-  "  if tonumber(held) > 0 then redis.call('HSET', c, 'r:' .. p, held) return 1 end\n"          \
-  "  redis.call('HDEL', c, 'r:' .. p)\n"                                                        \
-  "  local kv = redis.call('HGETALL', c)\n"                                                     \
-  "  for i = 1, #kv, 2 do\n"                                                                    \
-  "    local f = kv[i]\n"                                                                       \
-  "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return 1 end\n" \
-  "  end\n"                                                                                     \
-  "  local g = tonumber(redis.call('HGET', c, 'grace') or '0')\n"                               \
-  "  if g <= 0 or no_grace == '1' then redis.call('DEL', c) else redis.call('PEXPIRE', c, g) end\n" \
-  "  return 1\n"                                                                                \
+#define APPROUTE_LUA_PRELUDE                                                                                         \
+  "local function now_ms() local t = redis.call('TIME') "                                                            \
+  "return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) end\n"                                           \
+  "local function live(z, p, now) local s = redis.call('ZSCORE', z, p) "                                             \
+  "return s and tonumber(s) > now end\n"                                                                             \
+  "local function held(c, z, now)\n"                                                                                 \
+  "  local kv = redis.call('HGETALL', c)\n"                                                                          \
+  "  for i = 1, #kv, 2 do\n"                                                                                         \
+  "    local f = kv[i]\n"                                                                                            \
+  "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return "   \
+  "true end\n"                                                                                                       \
+  "  end\n"                                                                                                          \
+  "  return false\n"                                                                                                 \
+  "end\n"                                                                                                            \
+  "local function claim_node(c, z, now)\n"                                                                           \
+  "  local node = redis.call('HGET', c, 'node')\n"                                                                   \
+  "  if not node then return nil end\n"                                                                              \
+  "  if redis.call('PTTL', c) > 0 or held(c, z, now) then return node end\n"                                         \
+  "  return nil\n"                                                                                                   \
+  "end\n"                                                                                                            \
+  "local function reserve(n, z, p, share, cap, now)\n"                                                               \
+  "  local others = 0\n"                                                                                             \
+  "  local kv = redis.call('HGETALL', n)\n"                                                                          \
+  "  for i = 1, #kv, 2 do\n"                                                                                         \
+  "    if kv[i] ~= p then\n"                                                                                         \
+  "      if live(z, kv[i], now) then others = others + tonumber(kv[i + 1])\n"                                        \
+  "      else redis.call('HDEL', n, kv[i]) end\n"                                                                    \
+  "    end\n"                                                                                                        \
+  "  end\n"                                                                                                          \
+  "  if tonumber(cap) >= 0 and others + tonumber(share) > tonumber(cap) then return false, others end\n"             \
+  "  redis.call('HSET', n, p, share)\n"                                                                              \
+  "  return true, others\n"                                                                                          \
+  "end\n"                                                                                                            \
+  "local function drop_claim(c, z, p, held, release, no_grace, now)\n"                                               \
+  "  if release == '1' then redis.call('DEL', c) return 1 end\n"                                                     \
+  "  if not redis.call('HGET', c, 'node') then return 1 end\n"                                                       \
+  "  if tonumber(held) > 0 then redis.call('HSET', c, 'r:' .. p, held) return 1 end\n"                               \
+  "  redis.call('HDEL', c, 'r:' .. p)\n"                                                                             \
+  "  local kv = redis.call('HGETALL', c)\n"                                                                          \
+  "  for i = 1, #kv, 2 do\n"                                                                                         \
+  "    local f = kv[i]\n"                                                                                            \
+  "    if string.sub(f, 1, 2) == 'r:' and tonumber(kv[i + 1]) > 0 and live(z, string.sub(f, 3), now) then return 1 " \
+  "end\n"                                                                                                            \
+  "  end\n"                                                                                                          \
+  "  local g = tonumber(redis.call('HGET', c, 'grace') or '0')\n"                                                    \
+  "  if g <= 0 or no_grace == '1' then redis.call('DEL', c) else redis.call('PEXPIRE', c, g) end\n"                  \
+  "  return 1\n"                                                                                                     \
   "end\n"
 
 // KEYS: count, proxies. ARGV: proxy, share (with the new unit), capacity (-1

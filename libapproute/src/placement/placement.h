@@ -25,8 +25,8 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
-#include "state/affinity_table.h"
 #include "approute/types.h"
+#include "state/affinity_table.h"
 #include "state/node_table.h"
 
 namespace approute::internal {
@@ -65,8 +65,8 @@ class Placement {
   // claim (AffinityTable::Claim), reserving one unit of `res` on its node
   // when `admit` accepts it.
   virtual absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, uint32_t res,
-                                                           int64_t grace_ms, int64_t now, NodeCheck alive,
-                                                           Admit admit) = 0;
+                                                            int64_t grace_ms, int64_t now, NodeCheck alive,
+                                                            Admit admit) = 0;
   // A keyed call that joined no claim, placed on `chosen` by the strategy:
   // one unit of `res` there within `capacity`, and the key's claim for it,
   // or the call follows a claim made elsewhere (outcome.moved: an affinity
@@ -74,9 +74,11 @@ class Placement {
   // `chosen` included unless it is the claim's node). nullopt: `chosen` is
   // full, nothing is held. An error: nothing is held. The default is
   // Reserve then Claim; a placement may do both in one step.
-  virtual std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ReserveAndClaim(
-      const AffinityKey& k, ClaimRef chosen, uint32_t res, int64_t capacity, int64_t grace_ms, int64_t now,
-      NodeCheck alive, Admit admit) {
+  virtual std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ReserveAndClaim(const AffinityKey& k,
+                                                                                     ClaimRef chosen, uint32_t res,
+                                                                                     int64_t capacity, int64_t grace_ms,
+                                                                                     int64_t now, NodeCheck alive,
+                                                                                     Admit admit) {
     if (!Reserve(chosen.slot, res, capacity)) return std::nullopt;
     absl::StatusOr<AffinityTable::ClaimOutcome> c = Claim(k, chosen, res, grace_ms, now, alive, admit);
     if (!c.ok() || c->moved) Release(chosen.slot, chosen.epoch, res);
@@ -86,8 +88,8 @@ class Placement {
   // whatever node holds it now when `force`; else only when no session
   // holds the key's claim any more (its grace time left at most): claim 0
   // in the outcome when sessions still hold it elsewhere.
-  virtual absl::StatusOr<AffinityTable::ClaimOutcome> TakeOver(const AffinityKey& k, ClaimRef chosen,
-                                                              int64_t grace_ms, int64_t now, bool force) = 0;
+  virtual absl::StatusOr<AffinityTable::ClaimOutcome> TakeOver(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
+                                                               int64_t now, bool force) = 0;
   // Drops a session's reference on its claim, then as `mode` says
   // (AffinityTable::DropMode: grace, no grace for a leaving node, release
   // for a full node, abandoned for a call that was never answered).
@@ -146,19 +148,20 @@ class RegionPlacement final : public Placement {
   }
   std::optional<ClaimRef> JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now, bool /*defer*/,
                                          Admit admit) override {
-    return affinity_.Join(k, now, [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
+    return affinity_.Join(k, now,
+                          [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
   }
   std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool /*defer*/, NodeCheck take) override {
     return affinity_.Join(k, now, take);
   }
   absl::StatusOr<AffinityTable::ClaimOutcome> Claim(const AffinityKey& k, ClaimRef chosen, uint32_t res,
-                                                   int64_t grace_ms, int64_t now, NodeCheck alive,
-                                                   Admit admit) override {
+                                                    int64_t grace_ms, int64_t now, NodeCheck alive,
+                                                    Admit admit) override {
     return affinity_.Claim(k, chosen, grace_ms, now, alive,
                            [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
   }
   absl::StatusOr<AffinityTable::ClaimOutcome> TakeOver(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
-                                                      int64_t now, bool force) override {
+                                                       int64_t now, bool force) override {
     // AffinityTable::Claim rebinds a claim whose holder is not `alive`, and
     // one that is alive but held by no session.
     auto holder_counts = [force](uint32_t, uint32_t) { return !force; };

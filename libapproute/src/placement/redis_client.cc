@@ -72,8 +72,9 @@ ReplyPtr ArgvCommand(redisContext* c, absl::Span<const std::string_view> argv) {
     ptrs.push_back(a.data());
     lens.push_back(a.size());
   }
-  return ReplyPtr(static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data())),
-                  freeReplyObject);
+  return ReplyPtr(
+      static_cast<redisReply*>(redisCommandArgv(c, static_cast<int>(argv.size()), ptrs.data(), lens.data())),
+      freeReplyObject);
 }
 
 // The primary's address as the sentinel at `s` names it, within `deadline`
@@ -82,14 +83,16 @@ absl::StatusOr<RedisEndpoint> AskSentinel(const RedisEndpoint& s, const std::str
                                           Steady::time_point deadline) {
   const std::string where = Cat("sentinel ", s.host, ":", s.port);
   auto left = [&] {
-    return std::max<int64_t>(1, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Steady::now()).count());
+    return std::max<int64_t>(1,
+                             std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Steady::now()).count());
   };
   std::unique_ptr<redisContext, void (*)(redisContext*)> c(redisConnectWithTimeout(s.host.c_str(), s.port, Tv(left())),
-                                                          redisFree);
+                                                           redisFree);
   if (c == nullptr) return absl::UnavailableError(Cat(where, ": cannot allocate a connection"));
   if (c->err) return absl::UnavailableError(Cat(where, ": ", c->errstr));
   auto ask = [&](absl::Span<const std::string_view> argv) -> absl::StatusOr<ReplyPtr> {
-    if (redisSetTimeout(c.get(), Tv(left())) != REDIS_OK) return absl::UnavailableError(Cat(where, ": cannot set the timeout"));
+    if (redisSetTimeout(c.get(), Tv(left())) != REDIS_OK)
+      return absl::UnavailableError(Cat(where, ": cannot set the timeout"));
     ReplyPtr r = ArgvCommand(c.get(), argv);
     if (r == nullptr) return absl::UnavailableError(Cat(where, ": ", c->errstr));
     if (r->type == REDIS_REPLY_ERROR) return absl::UnavailableError(Cat(where, ": ", std::string_view(r->str, r->len)));
@@ -99,8 +102,8 @@ absl::StatusOr<RedisEndpoint> AskSentinel(const RedisEndpoint& s, const std::str
     absl::StatusOr<ReplyPtr> a = ask({std::string_view("AUTH"), std::string_view(password)});
     if (!a.ok()) return a.status();
   }
-  absl::StatusOr<ReplyPtr> r = ask({std::string_view("SENTINEL"), std::string_view("get-master-addr-by-name"),
-                                    std::string_view(name)});
+  absl::StatusOr<ReplyPtr> r =
+      ask({std::string_view("SENTINEL"), std::string_view("get-master-addr-by-name"), std::string_view(name)});
   if (!r.ok()) return r.status();
   const redisReply& v = **r;
   if (v.type == REDIS_REPLY_NIL) return absl::UnavailableError(Cat(where, ": knows no primary named \"", name, "\""));
@@ -148,7 +151,8 @@ absl::StatusOr<RedisEndpoint> RedisClient::AskSentinelsLocked() {
       why += Cat(why.empty() ? "" : "; ", "no time left within ", timeout_ms_, " ms");
       break;
     }
-    absl::StatusOr<RedisEndpoint> p = AskSentinel(url_.sentinels[at], url_.sentinel_password, url_.master_name, deadline);
+    absl::StatusOr<RedisEndpoint> p =
+        AskSentinel(url_.sentinels[at], url_.sentinel_password, url_.master_name, deadline);
     if (p.ok()) {
       next_sentinel_ = at;
       return p;
@@ -176,7 +180,8 @@ bool RedisClient::RecheckPrimary() {
     if (next_sentinel_ == at) next_sentinel_ = (at + 1) % url_.sentinels.size();  // ask another one next time
     return false;
   }
-  if (Cat(named->host, ":", named->port) == connected || primary_ != connected || !ctx_ || pid_ != getpid()) return false;
+  if (Cat(named->host, ":", named->port) == connected || primary_ != connected || !ctx_ || pid_ != getpid())
+    return false;
   DropLocked();
   return true;
 }
@@ -216,7 +221,8 @@ absl::Status RedisClient::ConnectLocked() {
   std::unique_ptr<redisContext, Free> owned(c);
   const std::string where = url_.unix_socket ? url_.path : Cat(at.host, ":", at.port);
   if (c->err) return absl::UnavailableError(Cat("redis: cannot connect to ", where, ": ", c->errstr));
-  if (redisSetTimeout(c, tv) != REDIS_OK) return absl::UnavailableError(Cat("redis: cannot set the timeout on ", where));
+  if (redisSetTimeout(c, tv) != REDIS_OK)
+    return absl::UnavailableError(Cat("redis: cannot set the timeout on ", where));
   ctx_ = std::move(owned);
   pid_ = me;
   ++connects_;
@@ -295,19 +301,21 @@ absl::StatusOr<RedisValue> RedisClient::Eval(const RedisScript& script, absl::Sp
       r.status().message().substr(0, 15) != "redis: NOSCRIPT") {
     return r;
   }
-  absl::StatusOr<RedisValue> loaded = RunLocked({std::string_view("SCRIPT"), std::string_view("LOAD"), std::string_view(script.body)});
+  absl::StatusOr<RedisValue> loaded =
+      RunLocked({std::string_view("SCRIPT"), std::string_view("LOAD"), std::string_view(script.body)});
   if (!loaded.ok()) return loaded.status();
   ++script_loads_;
   return RunLocked(argv);
 }
 
 absl::StatusOr<std::vector<absl::StatusOr<RedisValue>>> RedisClient::EvalMany(const RedisScript& script,
-                                                                                absl::Span<const EvalCall> calls) {
+                                                                              absl::Span<const EvalCall> calls) {
   std::vector<absl::StatusOr<RedisValue>> out;
   absl::MutexLock l(&mu_);
   if (absl::Status s = ConnectLocked(); !s.ok()) return s;
   if (calls.empty()) return out;
-  absl::StatusOr<RedisValue> loaded = RunLocked({std::string_view("SCRIPT"), std::string_view("LOAD"), std::string_view(script.body)});
+  absl::StatusOr<RedisValue> loaded =
+      RunLocked({std::string_view("SCRIPT"), std::string_view("LOAD"), std::string_view(script.body)});
   if (!loaded.ok()) return loaded.status();
   for (const EvalCall& c : calls) {
     const std::string nkeys = Cat(c.keys.size());

@@ -107,7 +107,7 @@ class RedisClient {
     std::vector<std::string> keys, args;
   };
   absl::StatusOr<std::vector<absl::StatusOr<RedisValue>>> EvalMany(const RedisScript& script,
-                                                                    absl::Span<const EvalCall> calls);
+                                                                   absl::Span<const EvalCall> calls);
 
   // Diagnostics (tests): connections opened by this process, scripts loaded
   // after NOSCRIPT, and the process that opened the current connection (0: none).

@@ -17,9 +17,9 @@
 #include "absl/container/inlined_vector.h"
 #include "approute/strategy.h"
 #include "routing/compact_pick.h"
-#include "status/health.h"
 #include "state/node_table.h"
 #include "state/region.h"
+#include "status/health.h"
 
 namespace approute::internal {
 
@@ -157,7 +157,8 @@ enum class Verdict { kTake, kGone, kDisabled, kDraining, kDown, kSuspect, kAvoid
 // its lease, down, ejected (unless `panic`), suspect (unless
 // `admit_suspect`), avoided or full. With kTake, *sessions is its count.
 [[gnu::always_inline]] inline Verdict CheckMember(NodeHot& n, uint32_t slot, uint32_t epoch, int64_t cap, uint32_t res,
-                           const SlotList& avoid, bool panic, bool admit_suspect, int64_t now, int64_t* sessions) {
+                                                  const SlotList& avoid, bool panic, bool admit_suspect, int64_t now,
+                                                  int64_t* sessions) {
   if (n.epoch.load(std::memory_order_relaxed) != epoch) return Verdict::kGone;
   const uint32_t admin = n.admin.load(std::memory_order_relaxed);
   const uint32_t health = n.health.load(std::memory_order_relaxed);
@@ -166,7 +167,8 @@ enum class Verdict { kTake, kGone, kDisabled, kDraining, kDown, kSuspect, kAvoid
   static_assert(static_cast<uint32_t>(AdminState::kActive) == 0 && static_cast<uint32_t>(Health::kUp) == 0);
   // The common case (active, up, no lease or ejection to look at) is one test.
   if ((admin | health) != 0 || lease != 0 || ejected != 0) [[unlikely]] {
-    if (admin == static_cast<uint32_t>(AdminState::kDisabled) || (lease != 0 && lease <= now)) return Verdict::kDisabled;
+    if (admin == static_cast<uint32_t>(AdminState::kDisabled) || (lease != 0 && lease <= now))
+      return Verdict::kDisabled;
     if (admin == static_cast<uint32_t>(AdminState::kDraining)) return Verdict::kDraining;
     if (!panic) {
       if (health == static_cast<uint32_t>(Health::kDown) || (ejected != 0 && HealthMonitor::Ejected(n, now))) {
@@ -175,7 +177,8 @@ enum class Verdict { kTake, kGone, kDisabled, kDraining, kDown, kSuspect, kAvoid
       if (health == static_cast<uint32_t>(Health::kSuspect) && !admit_suspect) return Verdict::kSuspect;
     }
   }
-  if (!avoid.empty() && Contains(avoid, slot)) [[unlikely]] return Verdict::kAvoid;
+  if (!avoid.empty() && Contains(avoid, slot)) [[unlikely]]
+    return Verdict::kAvoid;
   const int64_t s = n.sessions[res].load(std::memory_order_relaxed);
   if (cap >= 0 && s >= cap) return Verdict::kFull;
   *sessions = s;
@@ -204,14 +207,29 @@ void ScanPool(const PoolView& pv, NodeHot* hot, uint32_t res, const SlotList& av
       NodeHot& n = hot[slot];
       int64_t s = 0;
       switch (CheckMember(n, slot, epochs[i], caps[i], res, avoid, panic, tier == 1, now, &s)) {
-        case Verdict::kTake: sink.Add(i, n, s, caps[i]); break;
-        case Verdict::kGone: break;
-        case Verdict::kDisabled: ++t.disabled; break;
-        case Verdict::kDraining: ++t.draining; break;
-        case Verdict::kDown: ++t.down; break;
-        case Verdict::kSuspect: ++t.suspect; break;
-        case Verdict::kAvoid: ++t.avoid; break;
-        case Verdict::kFull: ++t.full; break;
+        case Verdict::kTake:
+          sink.Add(i, n, s, caps[i]);
+          break;
+        case Verdict::kGone:
+          break;
+        case Verdict::kDisabled:
+          ++t.disabled;
+          break;
+        case Verdict::kDraining:
+          ++t.draining;
+          break;
+        case Verdict::kDown:
+          ++t.down;
+          break;
+        case Verdict::kSuspect:
+          ++t.suspect;
+          break;
+        case Verdict::kAvoid:
+          ++t.avoid;
+          break;
+        case Verdict::kFull:
+          ++t.full;
+          break;
       }
     }
     sink.End();

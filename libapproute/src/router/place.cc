@@ -110,8 +110,8 @@ bool Router::Impl::Reserver::operator()(uint32_t slot, uint32_t epoch, int64_t c
   if (!claim_new_) return r_.placement_->Reserve(slot, res, capacity);
   const int64_t cap = HeadroomCap(c_.p, capacity);
   auto alive = [this](uint32_t s, uint32_t e) { return r_.Usable(s, e, c_.p, c_.snap, c_.now); };
-  claimed_ = r_.placement_->ReserveAndClaim(c_.k, ClaimRef{slot, epoch, 0}, res, cap,
-                                            c_.p.config.affinity_grace_ms, c_.now, alive, admit_);
+  claimed_ = r_.placement_->ReserveAndClaim(c_.k, ClaimRef{slot, epoch, 0}, res, cap, c_.p.config.affinity_grace_ms,
+                                            c_.now, alive, admit_);
   if (!claimed_.has_value() && cap != capacity &&
       r_.region_->hot(slot).sessions[res].load(std::memory_order_relaxed) < capacity) {
     ++headroom_;  // room for a call of a key it holds, none for a new one
@@ -119,8 +119,8 @@ bool Router::Impl::Reserver::operator()(uint32_t slot, uint32_t epoch, int64_t c
   return claimed_.has_value();
 }
 
-Router::Impl::CompactOutcome Router::Impl::PickCompact(const PlaceCall& c, const PickRequest& pr,
-                                                      StrategyContext& ctx, Reserver& reserve, Picked* out) {
+Router::Impl::CompactOutcome Router::Impl::PickCompact(const PlaceCall& c, const PickRequest& pr, StrategyContext& ctx,
+                                                       Reserver& reserve, Picked* out) {
   const Policy& p = c.p;
   const PoolView* pvp = c.snap.Pool(p.config.pool);
   if (pvp == nullptr) return CompactOutcome::kPicked;  // no pool: no node
@@ -189,8 +189,8 @@ void Router::Impl::PickFull(const PlaceCall& c, const PickRequest& pr, StrategyC
     absl::StatusOr<size_t> pick = c.p.strategy->Pick(pr, absl::MakeConstSpan(cands), ctx);
     if (!pick.ok() || *pick >= cands.size()) {
       out->chose_none = true;
-      out->detail = Cat("strategy ", c.p.config.strategy, " chose no node: ",
-                        pick.ok() ? "index out of range" : pick.status().message());
+      out->detail = Cat("strategy ", c.p.config.strategy,
+                        " chose no node: ", pick.ok() ? "index out of range" : pick.status().message());
       return;
     }
     const Candidate& cand = cands[*pick];
@@ -214,8 +214,12 @@ Router::Impl::Picked Router::Impl::PickNode(const PlaceCall& c, Bounded& b, Rese
   Picked out;
   if (b.on) out.tally = b.tally;
   RegionStrategyContext ctx(*region_, nodes_, c.p.app_slot, c.snap, c.now, seeded_ ? &rng_ : nullptr);
-  PickRequest pr{.app = c.p.config.name, .resource = c.p.config.resource, .call_id = c.call_id,
-                 .key = c.key, .attrs = &c.attrs, .attempt = c.attempt};
+  PickRequest pr{.app = c.p.config.name,
+                 .resource = c.p.config.resource,
+                 .call_id = c.call_id,
+                 .key = c.key,
+                 .attrs = &c.attrs,
+                 .attempt = c.attempt};
   if (!b.on && c.p.compact != nullptr && PickCompact(c, pr, ctx, reserve, &out) != CompactOutcome::kNeedsFull) {
     return out;
   }
@@ -227,8 +231,8 @@ std::string Router::Impl::NoNodeDetail(const Policy& p, const Tally& t, size_t h
   if (t.pool == 0) return Cat("pool \"", p.config.pool, "\" has no nodes");
   const size_t full = t.full > headroom ? t.full - headroom : 0;
   return Cat("no candidate in pool \"", p.config.pool, "\" (", t.pool, " nodes: ", t.disabled, " disabled, ",
-             t.draining, " draining, ", t.down, " down, ", t.avoid, " excluded or tried, ", full,
-             " full for \"", p.config.resource, "\"",
+             t.draining, " draining, ", t.down, " down, ", t.avoid, " excluded or tried, ", full, " full for \"",
+             p.config.resource, "\"",
              headroom ? Cat(", ", headroom, " above the headroom for a new key") : std::string(), ")");
 }
 
@@ -256,7 +260,8 @@ Router::Impl::KeyRefusal Router::Impl::Diagnose(const PlaceCall& c, const Affini
   NodeHot& n = region_->hot(h.slot);
   const uint32_t admin = n.admin.load(std::memory_order_relaxed);
   if (Contains(c.avoid, h.slot)) return KeyRefusal{"key_tried", where + ", which this call already tried or excludes"};
-  if (admin == static_cast<uint32_t>(AdminState::kDisabled)) return KeyRefusal{"key_disabled", where + ", which is disabled"};
+  if (admin == static_cast<uint32_t>(AdminState::kDisabled))
+    return KeyRefusal{"key_disabled", where + ", which is disabled"};
   if (v->pool != c.p.config.pool) return KeyRefusal{"key_disabled", where + ", which left pool " + c.p.config.pool};
   if (NodeTable::LeaseExpired(n, c.now)) return KeyRefusal{"key_draining", where + ", which left (its lease ran out)"};
   if (admin == static_cast<uint32_t>(AdminState::kDraining)) {
@@ -335,7 +340,6 @@ void Router::Impl::DropPreference(const Held& h, int64_t now) {
   placement_->DropClaim(AffinityKey(h.app, pk.view()), h.pref_claim,
                         Leaving(h.node, h.epoch, now) ? Mode::kNoGrace : Mode::kGrace, now);
 }
-
 
 absl::StatusOr<ClaimRef> Router::Impl::ClaimFor(const PlaceCall& c, ClaimRef chosen, KeyAdmit& admit, bool* moved) {
   auto alive = [&](uint32_t s, uint32_t e) { return Usable(s, e, c.p, c.snap, c.now); };

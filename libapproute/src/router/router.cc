@@ -26,7 +26,7 @@
 namespace approute {
 namespace {
 
-constexpr int64_t kSweepIntervalMs = 100;       // one shard of each table per interval, router-wide
+constexpr int64_t kSweepIntervalMs = 100;  // one shard of each table per interval, router-wide
 // Buckets of that shard per visit: the whole shard while a table holds up to
 // 131,072 entries (8,192 a shard); above, a slice, so a call never waits
 // ~1 ms behind a full-shard walk. Each shard is visited every 1.6 s, so at a million sessions (65,536
@@ -56,7 +56,7 @@ bool Router::Impl::Leaving(uint32_t slot, uint32_t epoch, int64_t now) const {
 
 AffinityTable::DropMode Router::Impl::DropModeOf(const Held& h, bool full, int64_t now, bool abandoned) const {
   using Mode = AffinityTable::DropMode;
-  return full                             ? Mode::kRelease
+  return full                            ? Mode::kRelease
          : Leaving(h.node, h.epoch, now) ? Mode::kNoGrace  // a drain ends: no grace on a leaving node
          : abandoned                     ? Mode::kAbandoned
                                          : Mode::kGrace;
@@ -97,8 +97,8 @@ absl::StatusOr<Decision> Router::Impl::Route(const RouteRequest& req) {
   absl::StatusOr<Decision> d = RouteFlow(req, &app);
   if (d.ok()) counters_.Decision(app, d->reason);
   if (timed) {
-    counters_.RouteLatency(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                               std::chrono::steady_clock::now() - t0).count());
+    counters_.RouteLatency(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
   }
   return d;
 }
@@ -106,7 +106,8 @@ absl::StatusOr<Decision> Router::Impl::Route(const RouteRequest& req) {
 absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32_t* app) {
   if (absl::Status s = CheckCallId(req.call_id); !s.ok()) return s;
   if (req.key.size() > kMaxKeyLen) {
-    return absl::InvalidArgumentError(Cat("key is ", req.key.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
+    return absl::InvalidArgumentError(
+        Cat("key is ", req.key.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
   }
   if (!req.key.empty() && req.key[0] == kDerivedKeyMark) {
     return absl::InvalidArgumentError("key must not start with the control character 0x1f");
@@ -124,7 +125,8 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   if (!pol.ok()) return pol.status();
   const Policy* p = (*pol)->Find(req.app);
   if (p != nullptr) *app = p->app_slot;
-  if (p == nullptr) return absl::NotFoundError(Cat("unknown app \"", req.app, "\" and no \"default\" app is configured"));
+  if (p == nullptr)
+    return absl::NotFoundError(Cat("unknown app \"", req.app, "\" and no \"default\" app is configured"));
   const Snapshot& snap = CachedSnapshot(cache);
   const int64_t now = now_();
   Maintain(now);  // outside the op: it may wait for every op to finish
@@ -148,14 +150,24 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   }
   const uint64_t pref_hash = placed.pref_claim ? call.prefer : 0;
   auto mine = [&] {
-    return Held{p->app_slot, p->resource, placed.ref.slot, placed.ref.epoch, placed.ref.claim,
-                placed.pref_claim, pref_hash, KeyCopy(req.key)};
+    return Held{p->app_slot,      p->resource,       placed.ref.slot, placed.ref.epoch,
+                placed.ref.claim, placed.pref_claim, pref_hash,       KeyCopy(req.key)};
   };
-  SessionInit init{.call_id = req.call_id, .key = placed.ref.claim ? std::string_view(req.key) : std::string_view(),
+  SessionInit init{.call_id = req.call_id,
+                   .key = placed.ref.claim ? std::string_view(req.key) : std::string_view(),
                    .call_id_hash = call_hash,
-                   .app = p->app_slot, .resource = p->resource, .node = placed.ref.slot, .epoch = placed.ref.epoch,
-                   .claim = placed.ref.claim, .pref_claim = placed.pref_claim, .pref_hash = pref_hash, .created_ms = now, .expires_ms = now + p->config.session_lifetime_ms,
-                   .tried = avoid.data(), .n_tried = avoid.size(), .attrs = &req.attrs};
+                   .app = p->app_slot,
+                   .resource = p->resource,
+                   .node = placed.ref.slot,
+                   .epoch = placed.ref.epoch,
+                   .claim = placed.ref.claim,
+                   .pref_claim = placed.pref_claim,
+                   .pref_hash = pref_hash,
+                   .created_ms = now,
+                   .expires_ms = now + p->config.session_lifetime_ms,
+                   .tried = avoid.data(),
+                   .n_tried = avoid.size(),
+                   .attrs = &req.attrs};
   SessionEntry existing;  // filled only for kDuplicate (no 500-byte zeroing per call)
   std::vector<Held> expired;
   SessionTable::Insert r = sessions_.Add(init, now, &existing, &expired);
@@ -184,7 +196,8 @@ absl::StatusOr<Decision> Router::Impl::Retry(std::string_view call_id, int code)
 
 absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int code, uint32_t* app) {
   if (absl::Status s = CheckCallId(call_id); !s.ok()) return s;
-  if (code < 100 || code > 699) return absl::InvalidArgumentError(Cat("code ", code, " is not a SIP status code (100..699)"));
+  if (code < 100 || code > 699)
+    return absl::InvalidArgumentError(Cat("code ", code, " is not a SIP status code (100..699)"));
   absl::StatusOr<std::shared_ptr<const Policies>> pol = policies_.Get();
   if (!pol.ok()) return pol.status();
   std::shared_ptr<const Snapshot> snap = GetSnapshot();
@@ -196,32 +209,35 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
   SlotList avoid;
   int attempt = 0;
   std::string why;
-  const char* reason = "no_node";  // or "not_retryable": the code does not ask for another node
+  const char* reason = "no_node";            // or "not_retryable": the code does not ask for another node
   std::map<std::string, std::string> attrs;  // the original request's, for the strategy
   // Take the bounced node off the session (or end it when it cannot go on).
-  bool found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {
-    old = SessionTable::HeldBy(e);
-    p = (*pol)->by_slot[e.app];
-    *app = e.app;
-    attempt = e.attempt;
-    if (!p) {
-      why = "the call's app is no longer configured";
-    } else if (!p->IsRetryCode(code)) {
-      why = Cat("code ", code, " is not a retry code of app \"", p->config.name, "\"");
-      reason = "not_retryable";
-    } else if (e.attempt >= p->config.max_attempts) {
-      why = Cat("max_attempts (", p->config.max_attempts, ") reached for app \"", p->config.name, "\"");
-    }
-    if (!why.empty()) return true;
-    if (e.node != kNil && e.n_tried < static_cast<uint32_t>(kMaxAttemptsLimit)) e.tried[e.n_tried++] = e.node;
-    for (uint32_t i = 0; i < e.n_tried; ++i) avoid.push_back(e.tried[i]);
-    e.node = kNil;
-    e.claim = 0;
-    e.pref_claim = 0;
-    attempt = ++e.attempt;
-    attrs = SessionTable::UnpackAttrs(e.attrs);
-    return false;
-  }, &ended);
+  bool found = sessions_.Modify(
+      call_id, now,
+      [&](SessionEntry& e) {
+        old = SessionTable::HeldBy(e);
+        p = (*pol)->by_slot[e.app];
+        *app = e.app;
+        attempt = e.attempt;
+        if (!p) {
+          why = "the call's app is no longer configured";
+        } else if (!p->IsRetryCode(code)) {
+          why = Cat("code ", code, " is not a retry code of app \"", p->config.name, "\"");
+          reason = "not_retryable";
+        } else if (e.attempt >= p->config.max_attempts) {
+          why = Cat("max_attempts (", p->config.max_attempts, ") reached for app \"", p->config.name, "\"");
+        }
+        if (!why.empty()) return true;
+        if (e.node != kNil && e.n_tried < static_cast<uint32_t>(kMaxAttemptsLimit)) e.tried[e.n_tried++] = e.node;
+        for (uint32_t i = 0; i < e.n_tried; ++i) avoid.push_back(e.tried[i]);
+        e.node = kNil;
+        e.claim = 0;
+        e.pref_claim = 0;
+        attempt = ++e.attempt;
+        attrs = SessionTable::UnpackAttrs(e.attrs);
+        return false;
+      },
+      &ended);
   if (!found) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
   // Move the counts off the node that bounced, and its claim if it is full
   // (or if this unanswered call was all the claim ever had).
@@ -250,16 +266,19 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int c
 absl::Status Router::Impl::RecordRetry(std::string_view call_id, int64_t now, const Policy& p, const Held& old,
                                        const Placed& placement, bool placed) {
   Held gone;
-  const bool found = sessions_.Modify(call_id, now, [&](SessionEntry& e) {
-    if (!placed) return true;
-    e.node = placement.ref.slot;
-    e.node_epoch = placement.ref.epoch;
-    e.claim = placement.ref.claim;
-    e.pref_claim = placement.pref_claim;
-    e.pref_hash = placement.pref_claim ? old.pref_hash : 0;
-    SetFixed(e.key, placement.ref.claim ? std::string_view(old.key) : std::string_view());
-    return false;
-  }, &gone);
+  const bool found = sessions_.Modify(
+      call_id, now,
+      [&](SessionEntry& e) {
+        if (!placed) return true;
+        e.node = placement.ref.slot;
+        e.node_epoch = placement.ref.epoch;
+        e.claim = placement.ref.claim;
+        e.pref_claim = placement.pref_claim;
+        e.pref_hash = placement.pref_claim ? old.pref_hash : 0;
+        SetFixed(e.key, placement.ref.claim ? std::string_view(old.key) : std::string_view());
+        return false;
+      },
+      &gone);
   if (!found) {
     // Ended while we were choosing: undo the new placement.
     if (placed) {

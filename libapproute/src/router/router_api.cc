@@ -79,9 +79,9 @@ absl::Status Router::Reload(std::string_view yaml, std::string_view source) {
     StateLimits have = impl_->limits();
     if (cfg->state.max_nodes != have.max_nodes || cfg->state.max_sessions != have.max_sessions ||
         cfg->state.max_affinities != have.max_affinities) {
-      return absl::FailedPreconditionError(Cat(
-          source, ": state limits cannot change on reload (the region has max_nodes ", have.max_nodes,
-          ", max_sessions ", have.max_sessions, ", max_affinities ", have.max_affinities, ")"));
+      return absl::FailedPreconditionError(
+          Cat(source, ": state limits cannot change on reload (the region has max_nodes ", have.max_nodes,
+              ", max_sessions ", have.max_sessions, ", max_affinities ", have.max_affinities, ")"));
     }
     if (absl::Status s = impl_->CheckClusterUnchanged(cfg->cluster, source); !s.ok()) return s;
     if (absl::Status s = impl_->Prepare(*cfg, source); !s.ok()) return s;
@@ -95,12 +95,24 @@ absl::StatusOr<Decision> Router::Route(const RouteRequest& request) {
 absl::StatusOr<Decision> Router::Retry(std::string_view call_id, int code) {
   return Guard([&] { return impl_->Retry(call_id, code); });
 }
-absl::Status Router::Confirm(std::string_view call_id) { return Guard([&] { return impl_->Confirm(call_id); }); }
-absl::Status Router::End(std::string_view call_id) { return Guard([&] { return impl_->End(call_id, false); }); }
-absl::Status Router::Abandon(std::string_view call_id) { return Guard([&] { return impl_->End(call_id, true); }); }
-absl::Status Router::AddNode(const NodeSpec& spec) { return Guard([&] { return impl_->nodes().Add(spec); }); }
-absl::Status Router::UpdateNode(const NodeSpec& spec) { return Guard([&] { return impl_->nodes().Update(spec); }); }
-absl::Status Router::RemoveNode(std::string_view id) { return Guard([&] { return impl_->nodes().Remove(id); }); }
+absl::Status Router::Confirm(std::string_view call_id) {
+  return Guard([&] { return impl_->Confirm(call_id); });
+}
+absl::Status Router::End(std::string_view call_id) {
+  return Guard([&] { return impl_->End(call_id, false); });
+}
+absl::Status Router::Abandon(std::string_view call_id) {
+  return Guard([&] { return impl_->End(call_id, true); });
+}
+absl::Status Router::AddNode(const NodeSpec& spec) {
+  return Guard([&] { return impl_->nodes().Add(spec); });
+}
+absl::Status Router::UpdateNode(const NodeSpec& spec) {
+  return Guard([&] { return impl_->nodes().Update(spec); });
+}
+absl::Status Router::RemoveNode(std::string_view id) {
+  return Guard([&] { return impl_->nodes().Remove(id); });
+}
 absl::Status Router::Drain(std::string_view id, std::optional<int64_t> deadline_ms) {
   if (deadline_ms && *deadline_ms < 0) {
     return absl::InvalidArgumentError(Cat("drain deadline must be >= 0 ms, got ", *deadline_ms));
@@ -117,7 +129,9 @@ absl::Status Router::SetHealth(std::string_view id, Health health) {
 absl::Status Router::ReportLoad(std::string_view id, const std::map<std::string, double>& metrics) {
   return Guard([&] { return impl_->ReportLoad(id, metrics); });
 }
-absl::StatusOr<NodeStatus> Router::Node(std::string_view id) const { return Guard([&] { return impl_->Node(id); }); }
+absl::StatusOr<NodeStatus> Router::Node(std::string_view id) const {
+  return Guard([&] { return impl_->Node(id); });
+}
 ReportResult Router::ApplyReport(const ReportRequest& report) {
   try {
     return impl_->ApplyReport(report);
@@ -136,23 +150,47 @@ absl::Status Router::ReportCallResult(std::string_view id, int code, double late
 // Views return plain values: on an unexpected exception they return what
 // they have (empty), never throw.
 std::vector<NodeStatus> Router::Nodes() const {
-  try { return impl_->Nodes(); } catch (...) { return {}; }
+  try {
+    return impl_->Nodes();
+  } catch (...) {
+    return {};
+  }
 }
 ClusterStatus Router::Cluster() const {
-  try { return impl_->ClusterView(); } catch (...) { return {}; }
+  try {
+    return impl_->ClusterView();
+  } catch (...) {
+    return {};
+  }
 }
 
 RouterStats Router::Stats() const {
-  try { return impl_->Stats(); } catch (...) { return {}; }
+  try {
+    return impl_->Stats();
+  } catch (...) {
+    return {};
+  }
 }
 std::vector<SessionInfo> Router::Sessions(const ListFilter& filter) const {
-  try { return impl_->Sessions(filter); } catch (...) { return {}; }
+  try {
+    return impl_->Sessions(filter);
+  } catch (...) {
+    return {};
+  }
 }
 std::vector<AffinityInfo> Router::Affinities(const ListFilter& filter) const {
-  try { return impl_->Affinities(filter); } catch (...) { return {}; }
+  try {
+    return impl_->Affinities(filter);
+  } catch (...) {
+    return {};
+  }
 }
 int64_t Router::Sweep() {
-  try { return impl_->Sweep(); } catch (...) { return 0; }
+  try {
+    return impl_->Sweep();
+  } catch (...) {
+    return 0;
+  }
 }
 const std::string& Router::shared_name() const { return impl_->name(); }
 

@@ -9,9 +9,9 @@
 #ifndef APPROUTE_SRC_ROUTER_ROUTER_IMPL_H_
 #define APPROUTE_SRC_ROUTER_ROUTER_IMPL_H_
 
+#include <time.h>
 #include <mutex>
 #include <shared_mutex>
-#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -22,24 +22,24 @@
 #include <vector>
 
 #include "absl/container/inlined_vector.h"
-#include "state/affinity_table.h"
-#include "router/candidate_scan.h"
 #include "approute/router.h"
 #include "placement/cluster_placement.h"
-#include "status/health.h"
-#include "state/node_table.h"
-#include "state/owners.h"
 #include "placement/placement.h"
+#include "router/candidate_scan.h"
 #include "routing/load_bound.h"
 #include "routing/policies.h"
+#include "routing/strategy_context.h"
+#include "state/affinity_table.h"
+#include "state/node_table.h"
+#include "state/owners.h"
 #include "state/recovery.h"
 #include "state/region.h"
 #include "state/session_table.h"
 #include "state/stats.h"
+#include "status/health.h"
 #include "status/status_reports.h"
 #include "util/str_util.h"
 #include "util/ticker.h"
-#include "routing/strategy_context.h"
 
 namespace approute {
 
@@ -110,12 +110,13 @@ class Router::Impl {
     absl::StatusOr<RedisUrl> url = ParseRedisUrl(c.redis);
     if (!url.ok()) return url.status();
     url->sentinel_password = c.sentinel_password;
-    auto cp = std::make_unique<ClusterPlacement>(*region_, affinity_, nodes_, reports_, c, *std::move(url), [this](std::string_view id) -> std::optional<ClaimRef> {
-      std::shared_ptr<const Snapshot> snap = GetSnapshot();
-      const NodeView* v = snap->Find(id);
-      if (v == nullptr) return std::nullopt;
-      return ClaimRef{v->slot, v->epoch, 0};
-    });
+    auto cp = std::make_unique<ClusterPlacement>(*region_, affinity_, nodes_, reports_, c, *std::move(url),
+                                                 [this](std::string_view id) -> std::optional<ClaimRef> {
+                                                   std::shared_ptr<const Snapshot> snap = GetSnapshot();
+                                                   const NodeView* v = snap->Find(id);
+                                                   if (v == nullptr) return std::nullopt;
+                                                   return ClaimRef{v->slot, v->epoch, 0};
+                                                 });
     cluster_ = cp.get();
     placement_ = std::move(cp);
     return absl::OkStatus();
@@ -340,11 +341,11 @@ class Router::Impl {
 
   // Step 4: the strategy's node, reserved through a Reserver.
   struct Picked {
-    ClaimRef ref;                   // slot kNil: no node
-    const char* reason = nullptr;   // the strategy reason when a node was picked
-    bool chose_none = false;        // the strategy returned no valid index (`detail` says so)
+    ClaimRef ref;                  // slot kNil: no node
+    const char* reason = nullptr;  // the strategy reason when a node was picked
+    bool chose_none = false;       // the strategy returned no valid index (`detail` says so)
     std::string detail;
-    Tally tally;                    // why members were left out
+    Tally tally;  // why members were left out
   };
   Picked PickNode(const PlaceCall& c, Bounded& b, Reserver& reserve);
   // The full pick: the strategy over full candidates (already in `cl` when
@@ -484,7 +485,8 @@ class Router::Impl {
     // Draining again without a deadline keeps the one set before (an
     // operator watching progress must not cancel it).
     int64_t deadline = deadline_after_ms < 0 ? 0 : std::max<int64_t>(1, now + deadline_after_ms);
-    if (deadline_after_ms < 0 && (*n)->admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDraining)) {
+    if (deadline_after_ms < 0 &&
+        (*n)->admin.load(std::memory_order_relaxed) == static_cast<uint32_t>(AdminState::kDraining)) {
       deadline = (*n)->drain_deadline_ms.load(std::memory_order_relaxed);
     }
     placement_->SetDraining(slot, deadline);
@@ -498,8 +500,10 @@ class Router::Impl {
     return absl::OkStatus();
   }
   absl::Status ReportProbe(std::string_view id, int code, double rtt_ms) {
-    if (code < 0 || code > 699) return absl::InvalidArgumentError(Cat("probe code ", code, " is not 0 (no answer) or a SIP status code"));
-    if (!std::isfinite(rtt_ms) || rtt_ms < 0) return absl::InvalidArgumentError("probe rtt_ms must be a finite number >= 0");
+    if (code < 0 || code > 699)
+      return absl::InvalidArgumentError(Cat("probe code ", code, " is not 0 (no answer) or a SIP status code"));
+    if (!std::isfinite(rtt_ms) || rtt_ms < 0)
+      return absl::InvalidArgumentError("probe rtt_ms must be a finite number >= 0");
     uint32_t slot = kNil;
     absl::StatusOr<NodeHot*> rec = Live(id, &slot);
     if (!rec.ok()) return rec.status();
@@ -509,8 +513,10 @@ class Router::Impl {
     return absl::OkStatus();
   }
   absl::Status ReportCallResult(std::string_view id, int code, double latency_ms) {
-    if (code < 0 || code > 699) return absl::InvalidArgumentError(Cat("result code ", code, " is not 0 (no answer) or a SIP status code"));
-    if (!std::isfinite(latency_ms) || latency_ms < 0) return absl::InvalidArgumentError("latency_ms must be a finite number >= 0");
+    if (code < 0 || code > 699)
+      return absl::InvalidArgumentError(Cat("result code ", code, " is not 0 (no answer) or a SIP status code"));
+    if (!std::isfinite(latency_ms) || latency_ms < 0)
+      return absl::InvalidArgumentError("latency_ms must be a finite number >= 0");
     std::shared_ptr<const Snapshot> snap = GetSnapshot();
     const NodeView* v = snap->Find(id);
     if (v == nullptr) return absl::NotFoundError(Cat("no node \"", id, "\""));
@@ -590,7 +596,8 @@ class Router::Impl {
     s.max_affinities = static_cast<int64_t>(H().max_affinities);
     s.expired_sessions = H().expired_sessions.load(std::memory_order_relaxed);
     s.reports_accepted = H().reports_accepted.load(std::memory_order_relaxed);
-    for (int i = 0; i < 8; ++i) s.reports_refused[kRefusalNames[i]] = H().reports_refused[i].load(std::memory_order_relaxed);
+    for (int i = 0; i < 8; ++i)
+      s.reports_refused[kRefusalNames[i]] = H().reports_refused[i].load(std::memory_order_relaxed);
     s.processes = owners_.LiveCount();
     s.repairs = static_cast<int64_t>(H().repairs.load(std::memory_order_relaxed));
     s.repaired_counts = H().recounted_drift.load(std::memory_order_relaxed);
@@ -607,7 +614,9 @@ class Router::Impl {
   struct Names {
     std::shared_ptr<const Policies> pol;
     std::shared_ptr<const Snapshot> snap;
-    std::string App(uint32_t a) const { return pol && a < kMaxApps && pol->by_slot[a] ? pol->by_slot[a]->config.name : ""; }
+    std::string App(uint32_t a) const {
+      return pol && a < kMaxApps && pol->by_slot[a] ? pol->by_slot[a]->config.name : "";
+    }
     std::string NodeId(uint32_t s, uint32_t e) const {
       const NodeView* v = snap->At(s, e);
       return v ? v->id : "";
@@ -619,9 +628,13 @@ class Router::Impl {
   }
   std::vector<SessionInfo> Sessions(const ListFilter& f) {
     Names names = CurrentNames();
-    std::vector<SessionRow> rows = sessions_.List(now_(), [&](const SessionEntry& e) {
-      return (f.app.empty() || names.App(e.app) == f.app) && (f.node.empty() || names.NodeId(e.node, e.node_epoch) == f.node);
-    }, f.limit);
+    std::vector<SessionRow> rows = sessions_.List(
+        now_(),
+        [&](const SessionEntry& e) {
+          return (f.app.empty() || names.App(e.app) == f.app) &&
+                 (f.node.empty() || names.NodeId(e.node, e.node_epoch) == f.node);
+        },
+        f.limit);
     std::vector<SessionInfo> out;
     out.reserve(rows.size());
     for (const SessionRow& r : rows) {
@@ -632,14 +645,18 @@ class Router::Impl {
   }
   std::vector<AffinityInfo> Affinities(const ListFilter& f) {
     Names names = CurrentNames();
-    std::vector<AffinityRow> rows = affinity_.List(now_(), [&](const AffinityEntry& e) {
-      return (f.app.empty() || names.App(e.app) == f.app) && (f.node.empty() || names.NodeId(e.node, e.node_epoch) == f.node);
-    }, f.limit);
+    std::vector<AffinityRow> rows = affinity_.List(
+        now_(),
+        [&](const AffinityEntry& e) {
+          return (f.app.empty() || names.App(e.app) == f.app) &&
+                 (f.node.empty() || names.NodeId(e.node, e.node_epoch) == f.node);
+        },
+        f.limit);
     std::vector<AffinityInfo> out;
     out.reserve(rows.size());
     for (const AffinityRow& r : rows) {
-      out.push_back(AffinityInfo{names.App(r.app), r.key, names.NodeId(r.node, r.epoch), r.refs,
-                                 r.refs > 0 ? 0 : r.expires_ms});
+      out.push_back(
+          AffinityInfo{names.App(r.app), r.key, names.NodeId(r.node, r.epoch), r.refs, r.refs > 0 ? 0 : r.expires_ms});
     }
     return out;
   }

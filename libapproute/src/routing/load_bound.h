@@ -28,9 +28,9 @@ class LoadBound {
  public:
   struct Entry {
     uint32_t slot = 0;
-    size_t index = 0;      // in the candidate list it was built from
+    size_t index = 0;  // in the candidate list it was built from
     bool within = false;
-    uint64_t rank = 0;     // the key's rendezvous score for the node
+    uint64_t rank = 0;  // the key's rendezvous score for the node
   };
 
   LoadBound() = default;

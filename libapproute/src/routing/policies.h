@@ -14,11 +14,11 @@
 #ifndef APPROUTE_SRC_ROUTING_POLICIES_H_
 #define APPROUTE_SRC_ROUTING_POLICIES_H_
 
-#include <mutex>
-#include <shared_mutex>
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,9 +28,9 @@
 #include "approute/config.h"
 #include "approute/strategy.h"
 #include "routing/compact_pick.h"
-#include "util/net.h"
 #include "state/node_table.h"
 #include "state/region.h"
+#include "util/net.h"
 
 namespace approute::internal {
 

@@ -1,8 +1,8 @@
 // The strategy registry and the small shared helpers of strategies.
 #include "approute/strategy.h"
 
-#include <mutex>
 #include <algorithm>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -41,8 +41,7 @@ Registry& GetRegistry() {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(std::string_view name,
-                                                       const StrategyParams& params) {
+absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(std::string_view name, const StrategyParams& params) {
   Registry& r = GetRegistry();
   StrategyFactory f;
   {
@@ -51,8 +50,7 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategy(std::string_view name,
     if (it == r.factories.end()) {
       std::vector<std::string> names;
       for (const auto& [n, _] : r.factories) names.push_back(n);
-      return absl::InvalidArgumentError(Cat("unknown strategy \"", name,
-                                                     "\" (known: ", Join(names, ", "), ")"));
+      return absl::InvalidArgumentError(Cat("unknown strategy \"", name, "\" (known: ", Join(names, ", "), ")"));
     }
     f = it->second;
   }
@@ -118,30 +116,27 @@ bool DottedIdentifier(std::string_view s) {
 absl::Status CheckPythonStrategyName(std::string_view name) {
   std::string_view rest = name.substr(std::min(name.size(), kPythonStrategyPrefix.size()));
   size_t colon = rest.find(':');
-  if (!IsPythonStrategyName(name) || colon == std::string_view::npos ||
-      !DottedIdentifier(rest.substr(0, colon)) || !DottedIdentifier(rest.substr(colon + 1))) {
-    return absl::InvalidArgumentError(Cat("Python strategy \"", name,
-                                          "\" must look like python:package.module:ClassName"));
+  if (!IsPythonStrategyName(name) || colon == std::string_view::npos || !DottedIdentifier(rest.substr(0, colon)) ||
+      !DottedIdentifier(rest.substr(colon + 1))) {
+    return absl::InvalidArgumentError(
+        Cat("Python strategy \"", name, "\" must look like python:package.module:ClassName"));
   }
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategyWith(StrategyResolver* resolver,
-                                                           std::string_view name,
-                                                           const StrategyParams& params,
-                                                           bool strict) {
+absl::StatusOr<std::unique_ptr<Strategy>> MakeStrategyWith(StrategyResolver* resolver, std::string_view name,
+                                                           const StrategyParams& params, bool strict) {
   if (resolver != nullptr && resolver->Knows(name)) return resolver->Make(name, params, strict);
   if (IsPythonStrategyName(name)) {
     if (absl::Status s = CheckPythonStrategyName(name); !s.ok()) return s;
-    return absl::FailedPreconditionError(Cat(
-        "strategy ", name, " is written in Python: only routers made by the approute Python "
-        "package (approute.Router) can load it"));
+    return absl::FailedPreconditionError(Cat("strategy ", name,
+                                             " is written in Python: only routers made by the approute Python "
+                                             "package (approute.Router) can load it"));
   }
   return MakeStrategy(name, params);
 }
 
-absl::StatusOr<std::vector<std::string>> StrategyRequestAttrs(std::string_view name,
-                                                              const StrategyParams& params) {
+absl::StatusOr<std::vector<std::string>> StrategyRequestAttrs(std::string_view name, const StrategyParams& params) {
   if (IsPythonStrategyName(name)) {
     if (absl::Status s = CheckPythonStrategyName(name); !s.ok()) return s;
     return std::vector<std::string>{std::string(kAnyRequestAttr)};
@@ -157,10 +152,9 @@ absl::Status CheckParams(std::string_view strategy, const StrategyParams& params
                          std::initializer_list<std::string_view> allowed) {
   for (const auto& [k, v] : params) {
     if (std::find(allowed.begin(), allowed.end(), k) == allowed.end()) {
-      return absl::InvalidArgumentError(Cat(
-          "strategy ", strategy, " has no option \"", k, "\"",
-          allowed.size() ? Cat(" (options: ", Join(allowed, ", "), ")")
-                         : std::string(" (it takes none)")));
+      return absl::InvalidArgumentError(
+          Cat("strategy ", strategy, " has no option \"", k, "\"",
+              allowed.size() ? Cat(" (options: ", Join(allowed, ", "), ")") : std::string(" (it takes none)")));
     }
   }
   return absl::OkStatus();
@@ -178,8 +172,8 @@ absl::StatusOr<HashInput> HashInput::Parse(std::string_view strategy, const Stra
   } else if (by.rfind("attr:", 0) == 0 && by.size() > 5) {
     in.attr_ = by.substr(5);
   } else if (by != "call_id") {
-    return absl::InvalidArgumentError(Cat("strategy ", strategy, ": by \"", by,
-                                          "\" is not one of call_id, key, from, to, ruri_user, attr:NAME"));
+    return absl::InvalidArgumentError(
+        Cat("strategy ", strategy, ": by \"", by, "\" is not one of call_id, key, from, to, ruri_user, attr:NAME"));
   }
   return in;
 }

@@ -22,8 +22,8 @@ inline double UniformFrom(uint64_t r) { return static_cast<double>(r >> 11) * (1
 
 class RegionStrategyContext final : public StrategyContext {
  public:
-  RegionStrategyContext(const Region& region, const NodeTable& nodes, uint32_t app, const Snapshot& snap,
-                        int64_t now, std::atomic<uint64_t>* seeded)
+  RegionStrategyContext(const Region& region, const NodeTable& nodes, uint32_t app, const Snapshot& snap, int64_t now,
+                        std::atomic<uint64_t>* seeded)
       : region_(region), nodes_(nodes), app_(app), snap_(snap), now_(now), seeded_(seeded) {}
 
   double Load(const Candidate& c, std::string_view metric) override;

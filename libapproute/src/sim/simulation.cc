@@ -34,8 +34,8 @@ double RateAt(const std::vector<std::pair<double, double>>& r, double t) {
 struct AppState {
   const SimApp* spec = nullptr;
   double max_rate = 0;
-  double next = 0;                  // next candidate arrival (thinning)
-  std::vector<double> cdf;          // key popularity
+  double next = 0;          // next candidate arrival (thinning)
+  std::vector<double> cdf;  // key popularity
   std::vector<std::string> keys;
   // Per key: nodes holding live calls of it, with counts.
   std::vector<std::vector<std::pair<int32_t, int32_t>>> holders;
@@ -101,11 +101,12 @@ absl::Status Check(const SimSpec& spec) {
     if (a.rate.empty()) return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".rate is empty"));
     for (size_t i = 0; i < a.rate.size(); ++i) {
       if (a.rate[i].second < 0 || (i > 0 && a.rate[i].first <= a.rate[i - 1].first)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "apps.", a.name, ".rate: points must have increasing times and rates >= 0"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("apps.", a.name, ".rate: points must have increasing times and rates >= 0"));
       }
     }
-    if (a.keys < 0 || a.keys > 10'000'000) return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".keys must be 0..10000000"));
+    if (a.keys < 0 || a.keys > 10'000'000)
+      return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".keys must be 0..10000000"));
     if (a.duration != "exponential" && a.duration != "lognormal" && a.duration != "fixed" && a.duration != "uniform") {
       return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".duration.dist \"", a.duration,
                                                      "\" is not exponential, lognormal, fixed or uniform"));
@@ -115,9 +116,12 @@ absl::Status Check(const SimSpec& spec) {
     }
     if (a.rooms_max != 0) {
       if (a.rooms_min < 1 || a.rooms_max < a.rooms_min || a.rooms_max > 100'000) {
-        return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".rooms.participants must be 1 <= min <= max <= 100000"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("apps.", a.name, ".rooms.participants must be 1 <= min <= max <= 100000"));
       }
-      if (a.keys != 0) return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ": rooms make their own keys (leave keys out)"));
+      if (a.keys != 0)
+        return absl::InvalidArgumentError(
+            absl::StrCat("apps.", a.name, ": rooms make their own keys (leave keys out)"));
       if (a.domains < 1 || a.domains > 1'000'000) {
         return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".rooms.domains must be 1..1000000"));
       }
@@ -130,8 +134,9 @@ absl::Status Check(const SimSpec& spec) {
     static const char* kActions[] = {"join", "fail", "recover", "drain", "enable", "disable", "leave", "remove"};
     if (std::find_if(std::begin(kActions), std::end(kActions), [&](const char* a) { return e.action == a; }) ==
         std::end(kActions)) {
-      return absl::InvalidArgumentError(absl::StrCat("event at ", e.at, "s: unknown action \"", e.action,
-                                                     "\" (join, fail, recover, drain, enable, disable, leave, remove)"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("event at ", e.at, "s: unknown action \"", e.action,
+                       "\" (join, fail, recover, drain, enable, disable, leave, remove)"));
     }
   }
   return absl::OkStatus();
@@ -139,8 +144,7 @@ absl::Status Check(const SimSpec& spec) {
 
 }  // namespace
 
-absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
-                                   const std::function<void(int64_t)>& set_clock,
+absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const std::function<void(int64_t)>& set_clock,
                                    const std::function<bool(double)>& progress) {
   if (absl::Status s = Check(spec); !s.ok()) return s;
   const auto wall0 = std::chrono::steady_clock::now();
@@ -188,7 +192,8 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
       }
       for (double& c : st.cdf) c /= sum;
       st.keys.resize(static_cast<size_t>(st.spec->keys));
-      for (int64_t k = 0; k < st.spec->keys; ++k) st.keys[static_cast<size_t>(k)] = absl::StrCat(st.spec->key_prefix, k + 1);
+      for (int64_t k = 0; k < st.spec->keys; ++k)
+        st.keys[static_cast<size_t>(k)] = absl::StrCat(st.spec->key_prefix, k + 1);
       st.holders.resize(static_cast<size_t>(st.spec->keys));
     }
     for (const auto& [name, values] : st.spec->attrs) {
@@ -418,7 +423,9 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
     }
     if (!st.attr_cdf.empty()) {
       // Per key, the same values every time (a tenant lives in one region).
-      std::mt19937_64 krng(key >= 0 ? spec.seed * 1000003u + static_cast<uint64_t>(key) * 7919u + static_cast<uint64_t>(app_idx) : call_rng());
+      std::mt19937_64 krng(key >= 0 ? spec.seed * 1000003u + static_cast<uint64_t>(key) * 7919u +
+                                          static_cast<uint64_t>(app_idx)
+                                    : call_rng());
       for (size_t i = 0; i < st.attr_cdf.size(); ++i) {
         double u = static_cast<double>(krng() >> 11) * (1.0 / 9007199254740992.0);
         const auto& c = st.attr_cdf[i].second;
@@ -448,8 +455,8 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
     } else if (e.action == "recover") {
       s = router.SetHealth(e.node, Health::kUp);
     } else if (e.action == "drain") {
-      s = router.Drain(e.node, e.deadline >= 0 ? std::optional<int64_t>(static_cast<int64_t>(e.deadline * 1000))
-                                               : std::nullopt);
+      s = router.Drain(
+          e.node, e.deadline >= 0 ? std::optional<int64_t>(static_cast<int64_t>(e.deadline * 1000)) : std::nullopt);
     } else if (e.action == "enable") {
       s = router.SetState(e.node, AdminState::kActive);
       n.leaving = false;
@@ -473,7 +480,8 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec,
 
   auto sample = [&](double t) {
     res.sample_t.push_back(t);
-    if (res.samples.size() < nodes.size()) res.samples.resize(nodes.size(), std::vector<int32_t>(res.sample_t.size() - 1, -1));
+    if (res.samples.size() < nodes.size())
+      res.samples.resize(nodes.size(), std::vector<int32_t>(res.sample_t.size() - 1, -1));
     for (size_t i = 0; i < nodes.size(); ++i) {
       const NodeState& n = nodes[i];
       int32_t v = n.present ? static_cast<int32_t>(n.live) : -1;

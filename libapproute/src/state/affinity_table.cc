@@ -60,9 +60,10 @@ std::optional<ClaimRef> AffinityTable::Join(const AffinityKey& k, int64_t now,
   return ClaimRef{e.node, e.node_epoch, e.claim};
 }
 
-absl::StatusOr<AffinityTable::ClaimOutcome> AffinityTable::Claim(
-    const AffinityKey& k, ClaimRef chosen, int64_t grace_ms, int64_t now,
-    absl::FunctionRef<bool(uint32_t, uint32_t)> alive, absl::FunctionRef<bool(uint32_t, uint32_t)> take) {
+absl::StatusOr<AffinityTable::ClaimOutcome> AffinityTable::Claim(const AffinityKey& k, ClaimRef chosen,
+                                                                 int64_t grace_ms, int64_t now,
+                                                                 absl::FunctionRef<bool(uint32_t, uint32_t)> alive,
+                                                                 absl::FunctionRef<bool(uint32_t, uint32_t)> take) {
   Header& h = region_.header();
   LockedShard<AffinityEntry> sh(region_, h.affinity_shards[ShardOf(k.hash)]);
   ClaimOutcome out;
@@ -130,8 +131,7 @@ absl::StatusOr<AffinityTable::ClaimOutcome> AffinityTable::Claim(
     }
   }
   if (i == kNil) {
-    return absl::ResourceExhaustedError(
-        Cat("affinity table is full (state.max_affinities = ", h.max_affinities, ")"));
+    return absl::ResourceExhaustedError(Cat("affinity table is full (state.max_affinities = ", h.max_affinities, ")"));
   }
   AffinityEntry& e = sh.at(i);
   e.app = k.app;
@@ -146,9 +146,8 @@ void AffinityTable::MarkAnswered(const AffinityKey& k, uint64_t claim) {
   if (claim == 0) return;
   Header& h = region_.header();
   LockedShard<AffinityEntry> sh(region_, h.affinity_shards[ShardOf(k.hash)]);
-  uint32_t* link = sh.Find(k.hash, [&](const AffinityEntry& e) {
-    return e.app == k.app && e.claim == claim && GetFixed(e.key) == k.key;
-  });
+  uint32_t* link = sh.Find(
+      k.hash, [&](const AffinityEntry& e) { return e.app == k.app && e.claim == claim && GetFixed(e.key) == k.key; });
   if (link != nullptr) sh.at(*link).answered = 1;
 }
 
@@ -156,14 +155,13 @@ bool AffinityTable::Drop(const AffinityKey& k, uint64_t claim, DropMode mode, in
   if (claim == 0) return false;
   Header& h = region_.header();
   LockedShard<AffinityEntry> sh(region_, h.affinity_shards[ShardOf(k.hash)]);
-  uint32_t* link = sh.Find(k.hash, [&](const AffinityEntry& e) {
-    return e.app == k.app && e.claim == claim && GetFixed(e.key) == k.key;
-  });
+  uint32_t* link = sh.Find(
+      k.hash, [&](const AffinityEntry& e) { return e.app == k.app && e.claim == claim && GetFixed(e.key) == k.key; });
   if (link == nullptr) return false;  // rebound or released since
   AffinityEntry& e = sh.at(*link);
   if (e.refs > 0) --e.refs;
-  if (mode == DropMode::kRelease ||
-      (e.refs == 0 && (e.grace_ms == 0 || mode == DropMode::kNoGrace || (mode == DropMode::kAbandoned && !e.answered)))) {
+  if (mode == DropMode::kRelease || (e.refs == 0 && (e.grace_ms == 0 || mode == DropMode::kNoGrace ||
+                                                     (mode == DropMode::kAbandoned && !e.answered)))) {
     sh.Unlink(link);
     h.affinity_count.fetch_sub(1, std::memory_order_relaxed);
     return true;

@@ -74,8 +74,8 @@ class AffinityTable {
                                absl::FunctionRef<bool(uint32_t slot, uint32_t epoch)> take);
 
   struct ClaimOutcome {
-    ClaimRef ref;            // where the call goes and the claim it holds (claim 0: none)
-    bool moved = false;      // joined another process's claim: `chosen`'s reservation must be given back
+    ClaimRef ref;        // where the call goes and the claim it holds (claim 0: none)
+    bool moved = false;  // joined another process's claim: `chosen`'s reservation must be given back
   };
   // After the strategy chose (and reserved) `chosen`: claims the key for it.
   // If another process claimed it meanwhile for a node `alive` accepts and

@@ -128,8 +128,10 @@ absl::Status NodeTable::ApplyConfigLocked(const Config& cfg) {
   size_t freed = 0, free_slots = 0;
   for (uint32_t s = 0; s < max_nodes(); ++s) {
     const NodeRecord& n = node(s);
-    if (!n.in_use) ++free_slots;
-    else if (n.from_config && !wanted.count(std::string(GetFixed(n.id)))) ++freed;
+    if (!n.in_use)
+      ++free_slots;
+    else if (n.from_config && !wanted.count(std::string(GetFixed(n.id))))
+      ++freed;
   }
   if (new_nodes > free_slots + freed) {
     return absl::ResourceExhaustedError(Cat("the configuration adds ", new_nodes,
@@ -199,7 +201,9 @@ absl::Status NodeTable::CheckMetrics(const std::map<std::string, double>& metric
     for (char c : k) {
       ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '.');
     }
-    if (!ok) return absl::InvalidArgumentError(Cat(what, " metric name \"", k, "\" must be 1 to 31 characters of [A-Za-z0-9_.]"));
+    if (!ok)
+      return absl::InvalidArgumentError(
+          Cat(what, " metric name \"", k, "\" must be 1 to 31 characters of [A-Za-z0-9_.]"));
     if (!std::isfinite(v)) return absl::InvalidArgumentError(Cat(what, " metric ", k, " is not a finite number"));
   }
   return absl::OkStatus();
@@ -211,16 +215,19 @@ absl::StatusOr<std::vector<uint32_t>> NodeTable::MetricIndexesLocked(const std::
   std::vector<std::string> fresh;
   for (const auto& k : names) {
     uint32_t i = kNil;
-    for (uint32_t m = 0; m < h.n_metrics; ++m) if (GetFixed(h.metric_names[m]) == k) i = m;
+    for (uint32_t m = 0; m < h.n_metrics; ++m)
+      if (GetFixed(h.metric_names[m]) == k) i = m;
     if (i == kNil && std::find(fresh.begin(), fresh.end(), k) == fresh.end()) fresh.push_back(k);
     idx.push_back(i);
   }
   if (h.n_metrics + fresh.size() > kMaxMetrics) {
-    return absl::ResourceExhaustedError(Cat("at most ", kMaxMetrics, " distinct load and quality metric names per router"));
+    return absl::ResourceExhaustedError(
+        Cat("at most ", kMaxMetrics, " distinct load and quality metric names per router"));
   }
   for (size_t j = 0; j < names.size(); ++j) {
     if (idx[j] != kNil) continue;
-    for (uint32_t m = 0; m < h.n_metrics && idx[j] == kNil; ++m) if (GetFixed(h.metric_names[m]) == names[j]) idx[j] = m;
+    for (uint32_t m = 0; m < h.n_metrics && idx[j] == kNil; ++m)
+      if (GetFixed(h.metric_names[m]) == names[j]) idx[j] = m;
     if (idx[j] == kNil) {
       SetFixed(h.metric_names[h.n_metrics], names[j]);
       idx[j] = h.n_metrics++;

@@ -115,8 +115,7 @@ class NodeTable {
   // with nothing registered, when they do not fit.
   absl::StatusOr<std::vector<uint32_t>> MetricIndexesLocked(const std::vector<std::string>& names);
   // Replaces one kind of figures (load or quality) of slot `s`.
-  absl::Status WriteMetricsLocked(uint32_t s, const std::map<std::string, double>& metrics, bool quality,
-                                  int64_t now);
+  absl::Status WriteMetricsLocked(uint32_t s, const std::map<std::string, double>& metrics, bool quality, int64_t now);
   // Applies the configuration's nodes: removes config nodes that are gone,
   // updates the rest in place (keeping counts), adds new ones. Checks first;
   // nothing changes on error.

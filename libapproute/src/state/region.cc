@@ -136,17 +136,15 @@ absl::Status Region::Check(const char* base, size_t size, const std::string& nam
         Cat("shared segment '", Shown(name), "' is not an approute state region (bad magic)"));
   }
   if (h->layout_version != kLayoutVersion || h->header_size != sizeof(Header) ||
-      h->session_entry_size != sizeof(SessionEntry) ||
-      h->affinity_entry_size != sizeof(AffinityEntry) ||
+      h->session_entry_size != sizeof(SessionEntry) || h->affinity_entry_size != sizeof(AffinityEntry) ||
       h->node_record_size != sizeof(NodeRecord) || h->node_hot_size != sizeof(NodeHot)) {
-    return absl::FailedPreconditionError(Cat(
-        "shared segment '", Shown(name), "' has layout version ", h->layout_version,
-        ", this library uses ", kLayoutVersion,
-        " (record sizes differ); stop its users and remove it with Router.unlink"));
+    return absl::FailedPreconditionError(
+        Cat("shared segment '", Shown(name), "' has layout version ", h->layout_version, ", this library uses ",
+            kLayoutVersion, " (record sizes differ); stop its users and remove it with Router.unlink"));
   }
   if (h->total_size != size) {
-    return absl::FailedPreconditionError(Cat("shared segment '", Shown(name), "' is ", size,
-                                                      " bytes, its header says ", h->total_size));
+    return absl::FailedPreconditionError(
+        Cat("shared segment '", Shown(name), "' is ", size, " bytes, its header says ", h->total_size));
   }
   return absl::OkStatus();
 }
@@ -155,24 +153,20 @@ absl::StatusOr<std::string> Region::NormaliseName(std::string_view name) {
   std::string_view n = name;
   if (!n.empty() && n[0] == '/') n.remove_prefix(1);
   if (n.empty() || n.size() > 200) {
-    return absl::InvalidArgumentError(
-        Cat("shared segment name '", name, "' must have 1 to 200 characters"));
+    return absl::InvalidArgumentError(Cat("shared segment name '", name, "' must have 1 to 200 characters"));
   }
   for (char c : n) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '-' || c == '.';
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.';
     if (!ok) {
-      return absl::InvalidArgumentError(Cat(
-          "shared segment name '", name, "' may only contain letters, digits, '_', '-' and '.'"));
+      return absl::InvalidArgumentError(
+          Cat("shared segment name '", name, "' may only contain letters, digits, '_', '-' and '.'"));
     }
   }
   return Cat("/", n);
 }
 
-Region::Region(char* base, size_t size, std::string name)
-    : base_(base), size_(size), name_(std::move(name)) {
-  Bind();
-}
+Region::Region(char* base, size_t size, std::string name) : base_(base), size_(size), name_(std::move(name)) { Bind(); }
 
 Region::~Region() { munmap(base_, size_); }
 
@@ -207,16 +201,14 @@ absl::StatusOr<std::unique_ptr<Region>> Region::CreatePrivate(const StateLimits&
   size_t size = ComputeLayout(limits, &probe);
   void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) {
-    return absl::ResourceExhaustedError(
-        Cat("cannot map ", size, " bytes for the state region: ", ErrnoText(errno)));
+    return absl::ResourceExhaustedError(Cat("cannot map ", size, " bytes for the state region: ", ErrnoText(errno)));
   }
   AdviseHugePages(p, size);
   Initialise(static_cast<char*>(p), limits, size);
   return std::unique_ptr<Region>(new Region(static_cast<char*>(p), size, ""));
 }
 
-absl::StatusOr<std::unique_ptr<Region>> Region::OpenShared(const std::string& raw_name,
-                                                           const StateLimits& limits,
+absl::StatusOr<std::unique_ptr<Region>> Region::OpenShared(const std::string& raw_name, const StateLimits& limits,
                                                            bool* created) {
   absl::StatusOr<std::string> name = NormaliseName(raw_name);
   if (!name.ok()) return name.status();
@@ -228,16 +220,15 @@ absl::StatusOr<std::unique_ptr<Region>> Region::OpenShared(const std::string& ra
       int err = errno;
       close(fd);
       shm_unlink(name->c_str());
-      return absl::ResourceExhaustedError(Cat("cannot size shared segment '", Shown(*name),
-                                                       "' to ", size, " bytes: ", ErrnoText(err)));
+      return absl::ResourceExhaustedError(
+          Cat("cannot size shared segment '", Shown(*name), "' to ", size, " bytes: ", ErrnoText(err)));
     }
     void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     close(fd);
     if (p == MAP_FAILED) {
       int err = errno;
       shm_unlink(name->c_str());
-      return absl::ResourceExhaustedError(
-          Cat("cannot map shared segment '", Shown(*name), "': ", ErrnoText(err)));
+      return absl::ResourceExhaustedError(Cat("cannot map shared segment '", Shown(*name), "': ", ErrnoText(err)));
     }
     AdviseHugePages(p, size);
     Initialise(static_cast<char*>(p), limits, size);
@@ -245,8 +236,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::OpenShared(const std::string& ra
     return std::unique_ptr<Region>(new Region(static_cast<char*>(p), size, *name));
   }
   if (errno != EEXIST) {
-    return absl::PermissionDeniedError(
-        Cat("cannot create shared segment '", Shown(*name), "': ", ErrnoText(errno)));
+    return absl::PermissionDeniedError(Cat("cannot create shared segment '", Shown(*name), "': ", ErrnoText(errno)));
   }
   *created = false;
   absl::StatusOr<std::unique_ptr<Region>> r = AttachShared(*name);
@@ -254,12 +244,12 @@ absl::StatusOr<std::unique_ptr<Region>> Region::OpenShared(const std::string& ra
   StateLimits have = (*r)->limits();
   if (have.max_nodes != limits.max_nodes || have.max_sessions != limits.max_sessions ||
       have.max_affinities != limits.max_affinities) {
-    return absl::FailedPreconditionError(Cat(
-        "shared segment '", Shown(*name), "' was created with state {max_nodes: ", have.max_nodes,
-        ", max_sessions: ", have.max_sessions, ", max_affinities: ", have.max_affinities,
-        "} but the configuration asks for {max_nodes: ", limits.max_nodes,
-        ", max_sessions: ", limits.max_sessions, ", max_affinities: ", limits.max_affinities,
-        "}; stop its users and remove it with Router.unlink to change capacities"));
+    return absl::FailedPreconditionError(
+        Cat("shared segment '", Shown(*name), "' was created with state {max_nodes: ", have.max_nodes,
+            ", max_sessions: ", have.max_sessions, ", max_affinities: ", have.max_affinities,
+            "} but the configuration asks for {max_nodes: ", limits.max_nodes, ", max_sessions: ", limits.max_sessions,
+            ", max_affinities: ", limits.max_affinities,
+            "}; stop its users and remove it with Router.unlink to change capacities"));
   }
   return r;
 }
@@ -272,8 +262,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::AttachShared(const std::string& 
     if (errno == ENOENT) {
       return absl::NotFoundError(Cat("no shared segment named '", Shown(*name), "'"));
     }
-    return absl::PermissionDeniedError(
-        Cat("cannot open shared segment '", Shown(*name), "': ", ErrnoText(errno)));
+    return absl::PermissionDeniedError(Cat("cannot open shared segment '", Shown(*name), "': ", ErrnoText(errno)));
   }
   // The creator may still be sizing and initialising it: wait a little.
   struct stat st {};
@@ -297,8 +286,7 @@ absl::StatusOr<std::unique_ptr<Region>> Region::AttachShared(const std::string& 
   close(fd);
   if (p == MAP_FAILED) {
     return absl::FailedPreconditionError(Cat(
-        "shared segment '", Shown(*name),
-        "' was never initialised (its creator died?); remove it with Router.unlink"));
+        "shared segment '", Shown(*name), "' was never initialised (its creator died?); remove it with Router.unlink"));
   }
   absl::Status ok = Check(static_cast<char*>(p), size, *name);
   if (!ok.ok()) {
@@ -314,8 +302,7 @@ absl::StatusOr<bool> Region::Unlink(const std::string& raw_name) {
   if (!name.ok()) return name.status();
   if (shm_unlink(name->c_str()) == 0) return true;
   if (errno == ENOENT) return false;
-  return absl::PermissionDeniedError(
-      Cat("cannot remove shared segment '", Shown(*name), "': ", ErrnoText(errno)));
+  return absl::PermissionDeniedError(Cat("cannot remove shared segment '", Shown(*name), "': ", ErrnoText(errno)));
 }
 
 }  // namespace approute::internal

@@ -36,8 +36,8 @@ inline constexpr size_t kConfigBytes = 256 * 1024;
 inline constexpr size_t kAttrKeyLen = 32;
 inline constexpr size_t kAttrValLen = 96;
 inline constexpr size_t kSessionAttrsLen = 128;  // request attrs kept per session
-inline constexpr size_t kNameLen = 32;  // resource and metric names
-inline constexpr size_t kMaxOwners = 1024;  // processes using one region at once
+inline constexpr size_t kNameLen = 32;           // resource and metric names
+inline constexpr size_t kMaxOwners = 1024;       // processes using one region at once
 
 static_assert(std::atomic<int64_t>::is_always_lock_free);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
@@ -96,8 +96,8 @@ class LockGuard {
 // One process using the region (owners.h). pid 0 = free slot.
 struct OwnerRecord {
   std::atomic<int32_t> pid;
-  std::atomic<int32_t> in_op;     // threads of this process inside a state change
-  std::atomic<uint64_t> start;    // the process's start time (/proc/PID/stat), against pid reuse
+  std::atomic<int32_t> in_op;   // threads of this process inside a state change
+  std::atomic<uint64_t> start;  // the process's start time (/proc/PID/stat), against pid reuse
   uint64_t pad[6];
 };
 
@@ -127,12 +127,12 @@ struct NodeRecord {
   std::atomic<int64_t> load_updated_ms;
 
   // Membership by status report (registry lock held to change).
-  uint32_t from_report;     // 1: joined through a status report (leases apply)
-  char etag[24];            // entity tag of its current report, "" = none
+  uint32_t from_report;  // 1: joined through a status report (leases apply)
+  char etag[24];         // entity tag of its current report, "" = none
   // 1 while the node's latest report says "health": "down" (its agent cannot
   // reach the service): health stays down whatever the probes say.
   std::atomic<uint32_t> report_down;
-  uint64_t last_seq;        // highest report seq accepted (replay protection)
+  uint64_t last_seq;  // highest report seq accepted (replay protection)
   std::atomic<int64_t> first_report_ms;
   // Wall ms the latest report for the node was accepted (here, or at another
   // proxy of the cluster and merged): orders reports for one node, with last_seq.
@@ -179,8 +179,8 @@ static_assert(offsetof(NodeHot, sessions) + 4 * sizeof(int64_t) == 64, "resource
 static_assert(sizeof(NodeHot) % 64 == 0);
 
 // Decision reasons counted per app (stats.h has the names).
-inline constexpr size_t kReasons = 6;      // affinity, strategy, retry, session, no_node, prefer
-inline constexpr size_t kRetryCodes = 8;   // distinct retry codes counted per app; more go to "other"
+inline constexpr size_t kReasons = 6;     // affinity, strategy, retry, session, no_node, prefer
+inline constexpr size_t kRetryCodes = 8;  // distinct retry codes counted per app; more go to "other"
 // route() latency histogram: upper bounds 1 us * 2^i, i < kLatencyBuckets - 1, then +Inf.
 inline constexpr size_t kLatencyBuckets = 16;
 
@@ -190,7 +190,7 @@ inline constexpr size_t kKeyRefusals = 5;  // key_full, key_down, key_draining, 
 // Counters every process adds to (Prometheus counters: they only grow).
 struct AppCounters {
   std::atomic<int64_t> decisions[kReasons];
-  std::atomic<int32_t> retry_code[kRetryCodes];  // 0 = free
+  std::atomic<int32_t> retry_code[kRetryCodes];   // 0 = free
   std::atomic<int64_t> retries[kRetryCodes + 1];  // the last one: codes that did not fit
   std::atomic<int64_t> key_refusals[kKeyRefusals];
   std::atomic<int64_t> headroom_refusals;  // new keys that found no node because headroom turned nodes away
@@ -224,7 +224,7 @@ struct SessionEntry {
   uint32_t resource;  // resource index
   uint32_t node;      // node slot
   uint32_t node_epoch;
-  uint64_t claim;     // affinity claim this session holds a reference on (0 = none)
+  uint64_t claim;  // affinity claim this session holds a reference on (0 = none)
   // The app's preference claim this session holds a reference on (0 =
   // none), under the key derived from the hash of the call's `prefer`
   // value (affinity_table.h, PreferKey).
@@ -248,11 +248,11 @@ struct AffinityEntry {
   uint32_t app;
   uint32_t node;
   uint32_t node_epoch;
-  uint32_t answered;    // 1 once a session holding the claim was answered (confirmed)
-  uint64_t claim;       // unique id of this claim; sessions refer to it
-  int64_t refs;         // live sessions holding the claim
+  uint32_t answered;  // 1 once a session holding the claim was answered (confirmed)
+  uint64_t claim;     // unique id of this claim; sessions refer to it
+  int64_t refs;       // live sessions holding the claim
   int64_t grace_ms;
-  int64_t expires_ms;   // INT64_MAX while refs > 0
+  int64_t expires_ms;  // INT64_MAX while refs > 0
   char key[kMaxKeyLen + 1];
 };
 
@@ -317,7 +317,7 @@ struct Header {
   std::atomic<uint64_t> repairs;         // recounts done
   std::atomic<int64_t> owner_check_ms;   // last check for dead owners
   std::atomic<int64_t> recounted_drift;  // counts corrected by recounts, ever (absolute)
-  LatencyHistogram route_latency;          // a sample of route() calls (stats.h)
+  LatencyHistogram route_latency;        // a sample of route() calls (stats.h)
   OwnerRecord owners[kMaxOwners];
   ClusterRecord cluster;
 
@@ -348,8 +348,7 @@ class Region {
   // Opens `name`, creating and initialising it with `limits` if absent.
   // `created` tells which happened. When it existed, its limits must equal
   // `limits` (FailedPrecondition otherwise).
-  static absl::StatusOr<std::unique_ptr<Region>> OpenShared(const std::string& name,
-                                                            const StateLimits& limits,
+  static absl::StatusOr<std::unique_ptr<Region>> OpenShared(const std::string& name, const StateLimits& limits,
                                                             bool* created);
   // Attaches an existing segment, whatever its limits.
   static absl::StatusOr<std::unique_ptr<Region>> AttachShared(const std::string& name);
@@ -368,7 +367,9 @@ class Region {
   StateLimits limits() const;
 
   template <typename T>
-  T* at(uint64_t off) const { return reinterpret_cast<T*>(base_ + off); }
+  T* at(uint64_t off) const {
+    return reinterpret_cast<T*>(base_ + off);
+  }
 
  private:
   Region(char* base, size_t size, std::string name);

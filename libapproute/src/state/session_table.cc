@@ -88,7 +88,8 @@ SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, Ses
   e.attempt = 1;
   e.confirmed = 0;
   e.n_tried = 0;
-  for (size_t t = 0; t < init.n_tried && t < static_cast<size_t>(kMaxAttemptsLimit); ++t) e.tried[e.n_tried++] = init.tried[t];
+  for (size_t t = 0; t < init.n_tried && t < static_cast<size_t>(kMaxAttemptsLimit); ++t)
+    e.tried[e.n_tried++] = init.tried[t];
   sh.Commit(i, h);
   return Insert::kInserted;
 }

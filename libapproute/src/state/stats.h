@@ -21,8 +21,8 @@
 
 namespace approute::internal {
 
-inline constexpr std::string_view kReasonNames[kReasons] = {"affinity", "strategy", "retry", "session",
-                                                            "no_node", "prefer"};
+inline constexpr std::string_view kReasonNames[kReasons] = {"affinity", "strategy", "retry",
+                                                            "session",  "no_node",  "prefer"};
 // Why a strict key's call was refused (Decision::reason), in AppCounters order.
 inline constexpr std::string_view kKeyRefusalNames[kKeyRefusals] = {"key_full", "key_down", "key_draining",
                                                                     "key_disabled", "key_tried"};

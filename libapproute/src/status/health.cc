@@ -53,8 +53,8 @@ void HealthMonitor::OnResult(uint32_t slot, const Snapshot& snap, const std::vec
                              double latency_ms, const HealthConfig& h, int64_t now) {
   NodeRecord& n = region_.node(slot);
   NodeHot& hot = region_.hot(slot);
-  bool failed = std::find(h.outlier_failure_codes.begin(), h.outlier_failure_codes.end(), code) !=
-                h.outlier_failure_codes.end();
+  bool failed =
+      std::find(h.outlier_failure_codes.begin(), h.outlier_failure_codes.end(), code) != h.outlier_failure_codes.end();
   double a = h.latency_ewma_alpha;
   double err = n.error_ewma.load(std::memory_order_relaxed);
   n.error_ewma.store(a * (failed ? 1.0 : 0.0) + (1 - a) * err, std::memory_order_relaxed);

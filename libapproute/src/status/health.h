@@ -38,8 +38,8 @@ class HealthMonitor {
   // A passive result for the node in `slot`: a failure code counts towards
   // ejection, the latency and error figures are smoothed. `pool` is the
   // node's pool in `snap`.
-  void OnResult(uint32_t slot, const Snapshot& snap, const std::vector<size_t>& pool, int code,
-                double latency_ms, const HealthConfig& h, int64_t now);
+  void OnResult(uint32_t slot, const Snapshot& snap, const std::vector<size_t>& pool, int code, double latency_ms,
+                const HealthConfig& h, int64_t now);
 
   // True while outlier detection keeps the node out; the first check after
   // the ejection ends starts its slow start.

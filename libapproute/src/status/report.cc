@@ -5,8 +5,8 @@
 #include <openssl/hmac.h>
 
 #include <cmath>
-#include <vector>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -147,8 +147,10 @@ namespace {
 constexpr uint64_t kMaxJsonInt = (uint64_t{1} << 53) - 1;
 
 bool IsIntegerIn(const json& v, int64_t lo, uint64_t hi) {
-  if (v.is_number_unsigned()) return v.get<uint64_t>() <= hi && (lo <= 0 || v.get<uint64_t>() >= static_cast<uint64_t>(lo));
-  if (v.is_number_integer()) return v.get<int64_t>() >= lo && (v.get<int64_t>() < 0 || static_cast<uint64_t>(v.get<int64_t>()) <= hi);
+  if (v.is_number_unsigned())
+    return v.get<uint64_t>() <= hi && (lo <= 0 || v.get<uint64_t>() >= static_cast<uint64_t>(lo));
+  if (v.is_number_integer())
+    return v.get<int64_t>() >= lo && (v.get<int64_t>() < 0 || static_cast<uint64_t>(v.get<int64_t>()) <= hi);
   return false;
 }
 
@@ -164,9 +166,12 @@ absl::StatusOr<StatusReport> ParseReportObject(const json& j) {
       if (k == "uri") r.uri = s;
       if (k == "pool") r.pool = s;
       if (k == "state") {
-        if (s == "active") r.state = AdminState::kActive;
-        else if (s == "draining") r.state = AdminState::kDraining;
-        else return Bad(Cat("state \"", s, "\" must be active or draining"));
+        if (s == "active")
+          r.state = AdminState::kActive;
+        else if (s == "draining")
+          r.state = AdminState::kDraining;
+        else
+          return Bad(Cat("state \"", s, "\" must be active or draining"));
       }
       if (k == "health") {
         if (s != "up" && s != "down") return Bad(Cat("health \"", s, "\" must be up or down"));
@@ -214,8 +219,10 @@ absl::StatusOr<Credential> ParseCredential(std::string_view header) {
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(part, absl::MaxSplits('=', 1));
     absl::string_view k = absl::StripAsciiWhitespace(kv.first);
     absl::string_view v = absl::StripAsciiWhitespace(kv.second);
-    if (k == "keyid") c.keyid = std::string(v);
-    else if (k == "sig") c.sig = absl::AsciiStrToLower(v);
+    if (k == "keyid")
+      c.keyid = std::string(v);
+    else if (k == "sig")
+      c.sig = absl::AsciiStrToLower(v);
     else if (k == "ts") {
       if (!absl::SimpleAtoi(v, &c.ts)) return Bad("X-Approute-Auth ts is not an integer");
       has_ts = true;
@@ -230,8 +237,8 @@ absl::StatusOr<Credential> ParseCredential(std::string_view header) {
 std::string HmacSha256Hex(std::string_view key, std::string_view data) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), reinterpret_cast<const unsigned char*>(data.data()),
+       data.size(), out, &len);
   return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(out), len));
 }
 

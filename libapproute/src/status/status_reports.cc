@@ -99,8 +99,9 @@ ReportResult StatusReports::Apply(const ReportRequest& req, const Policies& pol,
     slot = FindEtagLocked(req.if_match);
     if (slot == kNil) return Refuse(kEtag, 412, Cat("no report with entity tag ", req.if_match));
     if (report && report->node != GetFixed(region_.node(slot).id)) {
-      return Refuse(kMalformed, 400, Cat("the report is for node ", report->node, " but the entity tag is node ",
-                                         GetFixed(region_.node(slot).id), "'s"));
+      return Refuse(kMalformed, 400,
+                    Cat("the report is for node ", report->node, " but the entity tag is node ",
+                        GetFixed(region_.node(slot).id), "'s"));
     }
   } else if (report) {
     slot = nodes_.FindLocked(report->node);
@@ -110,14 +111,16 @@ ReportResult StatusReports::Apply(const ReportRequest& req, const Policies& pol,
   auto keys = pol.status.keys.find(pool);
   if (keys == pol.status.keys.end()) return Refuse(kSignature, 403, Cat("no status key configured for pool ", pool));
   auto key = keys->second.find(cred->keyid);
-  if (key == keys->second.end()) return Refuse(kSignature, 403, Cat("unknown key id ", cred->keyid, " for pool ", pool));
+  if (key == keys->second.end())
+    return Refuse(kSignature, 403, Cat("unknown key id ", cred->keyid, " for pool ", pool));
   if (cred->ts > INT64_MAX / 1000 || cred->ts < INT64_MIN / 1000 ||
       std::llabs(cred->ts * 1000 - now) > pol.status.replay_window_ms) {
     return Refuse(kReplay, 403, Cat("timestamp ", cred->ts, " is outside the replay window"));
   }
   // The signature binds the node, the entity tag and the lease to the body.
   std::string node = report ? report->node : std::string(GetFixed(region_.node(slot).id));
-  std::string expect = HmacSha256Hex(key->second, ReportSigningString(cred->ts, node, req.if_match, req.expires, req.body));
+  std::string expect =
+      HmacSha256Hex(key->second, ReportSigningString(cred->ts, node, req.if_match, req.expires, req.body));
   if (!SignaturesEqual(expect, cred->sig)) return Refuse(kSignature, 403, "bad signature");
 
   if (report) {

@@ -17,8 +17,8 @@
 #include <string>
 
 #include "approute/types.h"
-#include "state/node_table.h"
 #include "routing/policies.h"
+#include "state/node_table.h"
 #include "status/report.h"
 
 namespace approute::internal {
@@ -26,7 +26,7 @@ namespace approute::internal {
 // Why a report was refused; the index into Header::reports_refused.
 enum Refusal { kSource, kSignature, kReplay, kTakeover, kUri, kMalformed, kEtag, kFull };
 inline constexpr const char* kRefusalNames[] = {"source", "signature", "replay", "takeover",
-                                                "uri",    "malformed", "etag",  "full"};
+                                                "uri",    "malformed", "etag",   "full"};
 
 class StatusReports {
  public:

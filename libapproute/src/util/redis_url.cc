@@ -85,7 +85,8 @@ absl::Status ParseHostPort(std::string_view url, std::string_view hostport, int 
   out->port = default_port;
   if (!portpart.empty()) {
     int64_t p = 0;
-    if (!ParseInt(portpart, 1, 65535, &p)) return Bad(url, Cat(what, "port \"", portpart, "\" is not a number 1..65535"));
+    if (!ParseInt(portpart, 1, 65535, &p))
+      return Bad(url, Cat(what, "port \"", portpart, "\" is not a number 1..65535"));
     out->port = static_cast<int>(p);
   }
   return absl::OkStatus();
@@ -115,7 +116,8 @@ absl::StatusOr<RedisUrl> ParseSentinel(std::string_view url, std::string_view re
   for (char ch : name) {
     bool ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '.' ||
               ch == '-' || ch == '_';
-    if (!ok) return Bad(url, Cat("primary name \"", name, "\" has a character that is not allowed (letters, digits, . - _)"));
+    if (!ok)
+      return Bad(url, Cat("primary name \"", name, "\" has a character that is not allowed (letters, digits, . - _)"));
   }
   out.master_name = std::string(name);
   if (!dbpart.empty() && !ParseInt(dbpart, 0, kMaxDb, &out.db)) {
@@ -137,7 +139,8 @@ absl::StatusOr<RedisUrl> ParseRedisUrl(std::string_view url) {
       query = rest.substr(q + 1);
       rest = rest.substr(0, q);
     }
-    if (rest.empty() || rest[0] != '/') return Bad(url, "a unix socket needs an absolute path, e.g. unix:///run/redis/redis.sock");
+    if (rest.empty() || rest[0] != '/')
+      return Bad(url, "a unix socket needs an absolute path, e.g. unix:///run/redis/redis.sock");
     if (rest.size() > 107) return Bad(url, "the socket path is longer than 107 bytes");
     out.path = std::string(rest);
     while (!query.empty()) {

@@ -32,7 +32,7 @@ struct RedisUrl {
   bool unix_socket = false;
   std::string host;  // TCP: without brackets for IPv6
   int port = 6379;
-  std::string path;  // unix socket path
+  std::string path;      // unix socket path
   std::string user;      // "" = AUTH with the password only (Redis < 6 style)
   std::string password;  // "" = no AUTH
   int64_t db = 0;

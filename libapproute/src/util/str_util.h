@@ -12,7 +12,9 @@
 namespace approute::internal {
 
 template <typename T>
-const T& ToAlphaNum(const T& v) { return v; }
+const T& ToAlphaNum(const T& v) {
+  return v;
+}
 inline absl::string_view ToAlphaNum(std::string_view v) { return absl::string_view(v.data(), v.size()); }
 inline std::string_view ToStd(absl::string_view v) { return std::string_view(v.data(), v.size()); }
 

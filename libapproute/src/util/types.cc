@@ -7,18 +7,24 @@ namespace approute {
 
 std::string_view AdminStateName(AdminState s) {
   switch (s) {
-    case AdminState::kActive: return "active";
-    case AdminState::kDraining: return "draining";
-    case AdminState::kDisabled: return "disabled";
+    case AdminState::kActive:
+      return "active";
+    case AdminState::kDraining:
+      return "draining";
+    case AdminState::kDisabled:
+      return "disabled";
   }
   return "unknown";
 }
 
 std::string_view HealthName(Health h) {
   switch (h) {
-    case Health::kUp: return "up";
-    case Health::kSuspect: return "suspect";
-    case Health::kDown: return "down";
+    case Health::kUp:
+      return "up";
+    case Health::kSuspect:
+      return "suspect";
+    case Health::kDown:
+      return "down";
   }
   return "unknown";
 }

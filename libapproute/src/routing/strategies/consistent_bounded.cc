@@ -14,8 +14,8 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/synchronization/mutex.h"
-#include "util/str_util.h"
 #include "routing/strategies/strategies.h"
+#include "util/str_util.h"
 
 namespace approute::internal {
 namespace {
@@ -33,8 +33,7 @@ class ConsistentBoundedStrategy final : public Strategy {
     if (ring->points.empty()) return absl::UnavailableError("every candidate has weight 0");
     int64_t total = 0;
     for (const Candidate& c : candidates) total += c.sessions;
-    double bound = std::ceil((1.0 + epsilon_) * static_cast<double>(total + 1) /
-                             static_cast<double>(ring->members));
+    double bound = std::ceil((1.0 + epsilon_) * static_cast<double>(total + 1) / static_cast<double>(ring->members));
     uint64_t h = XXH3_64bits(input.data(), input.size());
     auto it = std::lower_bound(ring->points.begin(), ring->points.end(), std::make_pair(h, size_t{0}));
     for (size_t step = 0; step < ring->points.size(); ++step, ++it) {
@@ -95,12 +94,14 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeConsistentBounded(const StrategyPa
   int replicas = 40;
   if (auto it = params.find("epsilon"); it != params.end()) {
     if (!absl::SimpleAtod(ToAlphaNum(it->second), &epsilon) || !(epsilon > 0 && epsilon <= 10)) {
-      return absl::InvalidArgumentError(Cat("strategy consistent_bounded: epsilon \"", it->second, "\" must be in (0, 10]"));
+      return absl::InvalidArgumentError(
+          Cat("strategy consistent_bounded: epsilon \"", it->second, "\" must be in (0, 10]"));
     }
   }
   if (auto it = params.find("replicas"); it != params.end()) {
     if (!absl::SimpleAtoi(ToAlphaNum(it->second), &replicas) || replicas < 1 || replicas > 1000) {
-      return absl::InvalidArgumentError(Cat("strategy consistent_bounded: replicas \"", it->second, "\" must be 1..1000"));
+      return absl::InvalidArgumentError(
+          Cat("strategy consistent_bounded: replicas \"", it->second, "\" must be 1..1000"));
     }
   }
   absl::StatusOr<HashInput> input = HashInput::Parse("consistent_bounded", params, "key");

@@ -36,17 +36,21 @@ class LeastLoadedStrategy final : public BuiltinPick<LeastLoadedStrategy> {
     } else {
       auto capacity = [&](size_t i) { return v.capacity(i); };
       if (!context.Reported(request.resource)) {
-        return MostRoom(v.size(), [&](size_t i) { return static_cast<double>(v.sessions(i)); }, capacity, context);
+        return MostRoom(
+            v.size(), [&](size_t i) { return static_cast<double>(v.sessions(i)); }, capacity, context);
       }
       if constexpr (!View::kHasCandidates) {
         return std::nullopt;
       } else {
-        return MostRoom(v.size(), [&](size_t i) {
-          const Candidate& c = v.candidate(i);
-          double sessions = static_cast<double>(c.sessions);
-          double reported = context.Load(c, request.resource);
-          return std::isfinite(reported) && reported > sessions ? std::ceil(reported) : sessions;
-        }, capacity, context);
+        return MostRoom(
+            v.size(),
+            [&](size_t i) {
+              const Candidate& c = v.candidate(i);
+              double sessions = static_cast<double>(c.sessions);
+              double reported = context.Load(c, request.resource);
+              return std::isfinite(reported) && reported > sessions ? std::ceil(reported) : sessions;
+            },
+            capacity, context);
       }
     }
   }
@@ -86,8 +90,7 @@ absl::StatusOr<std::unique_ptr<Strategy>> MakeLeastLoaded(const StrategyParams& 
   std::string mode = "absolute";
   if (auto it = params.find("mode"); it != params.end()) mode = it->second;
   if (mode != "absolute" && mode != "relative") {
-    return absl::InvalidArgumentError(
-        Cat("strategy least_loaded: mode \"", mode, "\" is not absolute or relative"));
+    return absl::InvalidArgumentError(Cat("strategy least_loaded: mode \"", mode, "\" is not absolute or relative"));
   }
   return std::make_unique<LeastLoadedStrategy>(mode == "relative");
 }

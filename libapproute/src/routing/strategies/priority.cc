@@ -9,8 +9,7 @@ namespace {
 class PriorityStrategy final : public Strategy {
  public:
   std::vector<std::string> RequestAttrs() const override { return {}; }
-  absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate> candidates,
-                              StrategyContext&) override {
+  absl::StatusOr<size_t> Pick(const PickRequest&, absl::Span<const Candidate> candidates, StrategyContext&) override {
     size_t best = 0;
     for (size_t i = 1; i < candidates.size(); ++i) {
       const Candidate& c = candidates[i];

@@ -11,8 +11,8 @@
 #include <cmath>
 
 #include "absl/strings/numbers.h"
-#include "util/str_util.h"
 #include "routing/strategies/strategies.h"
+#include "util/str_util.h"
 
 namespace approute::internal {
 namespace {
@@ -79,7 +79,8 @@ absl::StatusOr<double> Number(const StrategyParams& p, const char* key, double d
   if (it == p.end()) return def;
   double v = 0;
   if (!absl::SimpleAtod(ToAlphaNum(it->second), &v) || !(v >= lo && v <= hi)) {
-    return absl::InvalidArgumentError(Cat("strategy utilization: ", key, " \"", it->second, "\" must be a number in ", lo, "..", hi));
+    return absl::InvalidArgumentError(
+        Cat("strategy utilization: ", key, " \"", it->second, "\" must be a number in ", lo, "..", hi));
   }
   return v;
 }
@@ -87,13 +88,15 @@ absl::StatusOr<double> Number(const StrategyParams& p, const char* key, double d
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Strategy>> MakeUtilization(const StrategyParams& params) {
-  if (absl::Status s = CheckParams("utilization", params, {"metric", "error_penalty", "blackout", "expiry"}); !s.ok()) return s;
+  if (absl::Status s = CheckParams("utilization", params, {"metric", "error_penalty", "blackout", "expiry"}); !s.ok())
+    return s;
   std::string metric = "cpu";
   if (auto it = params.find("metric"); it != params.end()) metric = it->second;
   absl::StatusOr<double> penalty = Number(params, "error_penalty", 1.0, 0, 1000);
   absl::StatusOr<double> blackout = Number(params, "blackout", 10, 0, 3600);
   absl::StatusOr<double> expiry = Number(params, "expiry", 180, 1, 86400);
-  for (const auto* st : {&penalty, &blackout, &expiry}) if (!st->ok()) return st->status();
+  for (const auto* st : {&penalty, &blackout, &expiry})
+    if (!st->ok()) return st->status();
   return std::make_unique<UtilizationStrategy>(metric, *penalty, static_cast<int64_t>(*blackout * 1000),
                                                static_cast<int64_t>(*expiry * 1000));
 }

@@ -523,7 +523,7 @@ absl::Status ParseCluster(const Ctx& c, const YAML::Node& n, ClusterConfig* out)
       c.Keep(c.Error(n, "cluster.proxy", "not given and the host name is unknown; set cluster.proxy"));
     } else {
       out->proxy = host;
-      if (ValidName(c, n, "cluster.proxy", "proxy id", out->proxy, 63).ok() == false) {
+      if (!ValidName(c, n, "cluster.proxy", "proxy id", out->proxy, 63).ok()) {
         c.Keep(c.Error(
             n, "cluster.proxy",
             Cat("not given and the host name \"", out->proxy, "\" is not a valid proxy id; set cluster.proxy")));

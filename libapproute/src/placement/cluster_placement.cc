@@ -42,12 +42,13 @@ int64_t WallMs() {
       .count();
 }
 
-// The flag of a script's {flag, value} reply (*value: the value), nullopt
-// without a reply of that shape (Redis out, or a malformed reply).
+// The flag of a script's {flag, value} reply (*value: a copy of the value's
+// string, as the reply is usually a temporary), nullopt without a reply of
+// that shape (Redis out, or a malformed reply).
 template <typename Flag>
-std::optional<Flag> FlagOf(const absl::StatusOr<RedisValue>& r, const RedisValue** value = nullptr) {
+std::optional<Flag> FlagOf(const absl::StatusOr<RedisValue>& r, std::string* value = nullptr) {
   if (!r.ok() || r->type != RedisValue::Type::kArray || r->elements.size() != 2) return std::nullopt;
-  if (value != nullptr) *value = &r->elements[1];
+  if (value != nullptr) *value = r->elements[1].str;
   return cluster_lua::ParseFlag<Flag>(r->elements[0].integer);
 }
 
@@ -237,7 +238,7 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const Affini
                                                                     Admit admit) {
   const std::string key = ClaimKey(k), node = NodeId(chosen.slot), grace = Cat(grace_ms),
                     refs = Cat(affinity_.HoldOf(k).refs + 1);
-  const RedisValue* other = nullptr;
+  std::string other;
   const std::optional<cluster_lua::ClaimFlag> flag = FlagOf<cluster_lua::ClaimFlag>(
       Run(Script(cluster_lua::kClaim), {key, proxies_key_}, {proxy_, node, grace, lease_, refs}), &other);
   if (!flag) {
@@ -254,7 +255,7 @@ absl::StatusOr<AffinityTable::ClaimOutcome> ClusterPlacement::Claim(const Affini
   // that node can take it here, else goes to `chosen` without the key.
   AffinityTable::ClaimOutcome out;
   out.ref = ClaimRef{chosen.slot, chosen.epoch, 0};
-  if (std::optional<ClaimRef> there = Follow(k, {key, refs}, other->str, res, grace_ms, now, alive, admit)) {
+  if (std::optional<ClaimRef> there = Follow(k, {key, refs}, other, res, grace_ms, now, alive, admit)) {
     out.ref = *there;
     out.moved = true;  // the caller gives `chosen` back
   }
@@ -324,7 +325,7 @@ std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ClusterPlacement::Res
   NodeHot& n = region_.hot(chosen.slot);
   const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
   const std::string key = ClaimKey(k), refs = Cat(affinity_.HoldOf(k).refs + 1);
-  const RedisValue* other = nullptr;
+  std::string other;
   const std::optional<ReserveClaimFlag> flag = FlagOf<ReserveClaimFlag>(
       Run(Script(cluster_lua::kReserveClaim), {key, proxies_key_, CountKey(chosen.slot, res)},
           {proxy_, lease_, refs, NodeId(chosen.slot), Cat(share), Cat(capacity), Cat(grace_ms)}),
@@ -359,7 +360,7 @@ std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ClusterPlacement::Res
   }
   // The key is another node's (another proxy placed it, or placed it first):
   // the call follows that claim when its node can take it here.
-  if (std::optional<ClaimRef> there = Follow(k, {key, refs}, other->str, res, grace_ms, now, alive, admit)) {
+  if (std::optional<ClaimRef> there = Follow(k, {key, refs}, other, res, grace_ms, now, alive, admit)) {
     local_.Release(chosen.slot, chosen.epoch, res);  // never published
     AffinityTable::ClaimOutcome out;
     out.ref = *there;

@@ -14,7 +14,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 echo "setup: build and test tools into $VENV (pip)"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-  "scikit-build-core>=0.10" "pybind11>=3" "pytest>=7" "hypothesis>=6" "PyYAML>=5" "matplotlib>=3.5" "prometheus-client>=0.16" "promql-parser>=0.12"
+  "scikit-build-core>=0.10" "pybind11>=3" "pytest>=7" "hypothesis>=6" "PyYAML>=5" "matplotlib>=3.5" "prometheus-client>=0.16" "promql-parser>=0.12" "pytest-timeout>=2.1"
 # The linters of scripts/lint.sh, pinned: a new release may find new things.
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
   "ruff==0.17.6" "mypy==2.4.1" "types-PyYAML==6.0.12.20261122"

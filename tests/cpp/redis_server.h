@@ -21,6 +21,8 @@
 #include <thread>
 #include <vector>
 
+#include "server_child.h"
+
 namespace approute::testing {
 
 inline std::string RedisServerBinary() {
@@ -130,6 +132,7 @@ class RedisServer {
       args.insert(args.end(), extra_.begin(), extra_.end());
       pid_t pid = fork();
       if (pid == 0) {
+        ::approute::testing::PrepareServerChild();
         std::vector<char*> argv;
         for (std::string& s : args) argv.push_back(s.data());
         argv.push_back(nullptr);

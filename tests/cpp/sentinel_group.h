@@ -47,6 +47,7 @@ class SentinelProcess {
       }
       pid_t pid = fork();
       if (pid == 0) {
+        ::approute::testing::PrepareServerChild();
         std::string bin = RedisServerBinary(), flag = "--sentinel";
         std::vector<char*> argv{bin.data(), const_cast<char*>(conf.c_str()), flag.data(), nullptr};
         execv(argv[0], argv.data());

@@ -149,7 +149,7 @@ class RegionPlacement final : public Placement {
   std::optional<ClaimRef> JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now, bool /*defer*/,
                                          Admit admit) override {
     return affinity_.Join(k, now,
-                          [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
+                          [&](uint32_t slot, uint32_t epoch) { return ReserveAdmitted(slot, epoch, res, admit); });
   }
   std::optional<ClaimRef> JoinClaim(const AffinityKey& k, int64_t now, bool /*defer*/, NodeCheck take) override {
     return affinity_.Join(k, now, take);
@@ -158,7 +158,7 @@ class RegionPlacement final : public Placement {
                                                     int64_t grace_ms, int64_t now, NodeCheck alive,
                                                     Admit admit) override {
     return affinity_.Claim(k, chosen, grace_ms, now, alive,
-                           [&](uint32_t slot, uint32_t epoch) { return AdmitAndReserve(slot, epoch, res, admit); });
+                           [&](uint32_t slot, uint32_t epoch) { return ReserveAdmitted(slot, epoch, res, admit); });
   }
   absl::StatusOr<AffinityTable::ClaimOutcome> TakeOver(const AffinityKey& k, ClaimRef chosen, int64_t grace_ms,
                                                        int64_t now, bool force) override {
@@ -186,6 +186,13 @@ class RegionPlacement final : public Placement {
   void NodeChanged(uint32_t, int64_t) override {}  // this host's processes read the region directly
 
  private:
+  // AdmitAndReserve without the virtual call: a join's reservation is on
+  // every keyed call's path.
+  bool ReserveAdmitted(uint32_t slot, uint32_t epoch, uint32_t res, Admit admit) {
+    const std::optional<int64_t> capacity = admit(slot, epoch);
+    return capacity.has_value() && NodeTable::TryReserve(region_.hot(slot), res, *capacity);
+  }
+
   const Region& region_;
   AffinityTable& affinity_;
 };

@@ -2,8 +2,8 @@
 // why a call would go where it would go now, and why every other node of
 // the pool would not take it.
 //
-// Explain runs the steps of the routing flow (docs/design.md, "Routing
-// flow") with the same predicates and the same strategy, but reserves,
+// Explain runs the steps of the routing flow (docs/design.md,
+// "Routing flow") with the same predicates and the same strategy, but reserves,
 // claims and counts nothing, advances no shared strategy cursor and writes
 // nothing to Redis. The trace is a picture of one moment: a route() made
 // right after it may decide otherwise when the counts move meanwhile (or a

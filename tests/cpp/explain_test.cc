@@ -9,6 +9,8 @@
 
 #include "approute/explain.h"
 #include "approute/router.h"
+#include "placement/redis_client.h"
+#include "redis_server.h"
 #include "test_util.h"
 
 namespace approute {
@@ -283,6 +285,53 @@ TEST(ExplainTest, EveryReasonHasANameAndText) {
     EXPECT_TRUE(seen.count(n)) << n;
   }
   EXPECT_EQ(seen.size(), 12u) << "a new reason needs its test here";
+}
+
+}  // namespace
+}  // namespace approute
+
+namespace approute {
+namespace {
+
+int64_t RedisWrites(testing::RedisServer& srv) {
+  internal::RedisClient c(*internal::ParseRedisUrl(srv.url()), 1000);
+  absl::StatusOr<internal::RedisValue> r = c.Command({"INFO", "persistence"});
+  if (!r.ok()) return -1;
+  const std::string& text = r->str;
+  const std::string field = "rdb_changes_since_last_save:";
+  const size_t at = text.find(field);
+  return at == std::string::npos ? -1 : std::stoll(text.substr(at + field.size()));
+}
+
+// With cluster:, the key's claim is the deployment's (another proxy's call
+// shows), and a trace writes nothing to Redis.
+TEST(ExplainTest, ClusterReadsTheDeploymentAndWritesNothing) {
+  APPROUTE_NEED_REDIS();
+  testing::RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  auto yaml = [&](const std::string& proxy) {
+    return Yaml("    strategy: least_loaded\n    affinity: {grace: 60, strict: true}\n",
+                "cluster: {redis: \"" + srv.url() + "\", name: explain, proxy: " + proxy + ", timeout_ms: 500}\n");
+  };
+  auto kam1 = MakeRouter(yaml("kam1"));
+  auto kam2 = MakeRouter(yaml("kam2"));
+  ASSERT_NE(kam1, nullptr);
+  ASSERT_NE(kam2, nullptr);
+  const Decision d = MustRoute(*kam1, "app", "c1", "room1");
+  MustRoute(*kam1, "app", "c2", "room1");  // its node is full now (2 calls)
+  MustRoute(*kam2, "app", "c3", "room2");
+  const int64_t before = RedisWrites(srv);
+  ASSERT_GE(before, 0);
+  ExplainTrace t;
+  for (int i = 0; i < 10; ++i) t = MustExplain(*kam2, {.key = "room1"});
+  MustExplain(*kam2, {.key = "room9"});
+  MustExplain(*kam1, {.call_id = "c1"});
+  EXPECT_EQ(RedisWrites(srv), before) << "explain wrote to Redis";
+  EXPECT_EQ(t.affinity.node, d.node_id) << "kam2 sees kam1's claim";
+  EXPECT_EQ(t.affinity.live_sessions, 2);
+  EXPECT_EQ(t.affinity.outcome, "refused");
+  EXPECT_EQ(t.decision.reason, "key_full");
+  EXPECT_NE(t.decision.detail.find("2/2"), std::string::npos) << t.decision.detail;
 }
 
 }  // namespace

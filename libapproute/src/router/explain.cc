@@ -3,8 +3,9 @@
 // The steps are the flow's own (BoundFor, the KeyAdmit predicate, Diagnose,
 // PreferredNode, the pool scan, PickFull with the app's strategy); what
 // differs is only that nothing is taken: the scan's verdicts are recorded
-// (ExplainSink), a reservation is NodeTable::HasRoom (within HeadroomCap for
-// a new key, as the Reserver), and the strategy sees a dry-run context (no
+// (ExplainSink), a reservation is NodeTable::HasRoom over the counts the
+// real one tests (DryCounts: the deployment's with cluster:), within
+// HeadroomCap for a new key as the Reserver, and the strategy sees a dry-run context (no
 // ticket taken, shared slots copied). No Owners::Op is entered: nothing is
 // changed that a dead process could leave half-done.
 #include <algorithm>
@@ -53,8 +54,23 @@ const std::vector<std::string>& ExclusionNames() {
   return names;
 }
 
+Router::Impl::DryCounts::DryCounts(Impl& r, const Policy& p, const Snapshot& snap) : r_(r), res_(p.resource) {
+  const PoolView* pv = snap.Pool(p.config.pool);
+  if (r.cluster_ == nullptr || pv == nullptr) return;
+  std::vector<std::pair<uint32_t, uint32_t>> want;
+  for (uint32_t slot : pv->slot) want.emplace_back(slot, res_);
+  if (std::optional<std::vector<int64_t>> counts = r.cluster_->DeploymentCounts(want)) {
+    for (size_t i = 0; i < want.size(); ++i) deployment_[want[i].first] = (*counts)[i];
+  }
+}
+
+int64_t Router::Impl::DryCounts::Of(uint32_t slot) const {
+  if (auto it = deployment_.find(slot); it != deployment_.end()) return it->second;
+  return r_.region_->hot(slot).sessions[res_].load(std::memory_order_relaxed);
+}
+
 ExplainNode Router::Impl::ExplainMember(const PlaceCall& c, const PoolView& pv, size_t i, Verdict v,
-                                        const SlotList& excluded) {
+                                        const SlotList& excluded, const DryCounts& counts) {
   const uint32_t slot = pv.slot[i];
   const NodeHot& n = region_->hot(slot);
   const NodeView* view = c.snap.At(slot, pv.epoch[i]);
@@ -62,15 +78,18 @@ ExplainNode Router::Impl::ExplainMember(const PlaceCall& c, const PoolView& pv, 
   out.id = view != nullptr ? view->id : std::string();
   out.state = AdminStateName(static_cast<AdminState>(n.admin.load(std::memory_order_relaxed)));
   out.health = HealthName(static_cast<Health>(n.health.load(std::memory_order_relaxed)));
-  out.sessions = n.sessions[c.p.resource].load(std::memory_order_relaxed);
+  out.sessions = counts.Of(slot);
   out.capacity = pv.CapacityRow(c.p.resource)[i];
   Exclusion e = Exclusion::kNone;
   std::string more;
   switch (v) {
     case Verdict::kTake:
       out.candidate = true;
-      // A new key's call is reserved within the headroom (the Reserver).
-      if (c.keyed && !NodeTable::HasRoom(n, c.p.resource, HeadroomCap(c.p, out.capacity))) {
+      if (!counts.Room(slot, out.capacity)) {  // full by the deployment's count (cluster:): its pick fails
+        e = Exclusion::kFull;
+        more = Cat(": ", Count(c.p.config.resource, out.sessions, out.capacity), " over the deployment");
+      } else if (c.keyed && !counts.Room(slot, HeadroomCap(c.p, out.capacity))) {
+        // A new key's call is reserved within the headroom (the Reserver).
         e = Exclusion::kHeadroom;
         more = Cat(": ", Count(c.p.config.resource, out.sessions, out.capacity), ", a new key up to ",
                    HeadroomCap(c.p, out.capacity));
@@ -177,6 +196,7 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
   }
 
   // The pool as the scan sees it.
+  const DryCounts counts(*this, *p, *snap);
   const PoolView* pv = snap->Pool(p->config.pool);
   t.panic = Panic(*p, *snap, now);
   if (t.panic) t.steps.push_back("the pool is in panic (health.panic_threshold): health is ignored");
@@ -184,7 +204,8 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
     ExplainSink sink;
     Tally tally;
     ScanPool(*pv, &region_->hot(0), p->resource, avoid, t.panic, now, sink, &tally);
-    for (size_t i = 0; i < pv->slot.size(); ++i) t.nodes.push_back(ExplainMember(c, *pv, i, sink.At(i), excluded));
+    for (size_t i = 0; i < pv->slot.size(); ++i)
+      t.nodes.push_back(ExplainMember(c, *pv, i, sink.At(i), excluded, counts));
   }
 
   // Affinity: the key's claim, its node's verdict (KeyAdmit, as the join asks it).
@@ -211,7 +232,7 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
       const std::string where = Cat(
           "key '", key, "' lives on ", a.node,
           h.refs > 0 ? Cat(" (", h.refs, " live session(s))") : Cat(" (in its grace, ", a.grace_left_ms, " ms left)"));
-      if (cap.has_value() && NodeTable::HasRoom(region_->hot(h.slot), p->resource, *cap)) {
+      if (cap.has_value() && counts.Room(h.slot, *cap)) {
         a.outcome = "join";
         a.detail = Cat(where, ": it takes the call");
         ref = ClaimRef{h.slot, h.epoch, 0};
@@ -229,7 +250,7 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
         a.detail = Cat(where, ", which is above the load bound (", a.bound, " x the mean)");
         for (const LoadBound::Entry& e : b.lb.NextHomes()) {
           const Candidate& cand = b.cands->list[e.index];
-          if (NodeTable::HasRoom(region_->hot(cand.slot), p->resource, cand.capacity)) {
+          if (counts.Room(cand.slot, cand.capacity)) {
             ref = ClaimRef{cand.slot, EpochOf(*snap, cand.slot), 0};
             reason = "affinity_bound";
             a.detail += Cat(": its next home within the bound is ", cand.id);
@@ -253,7 +274,7 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
     std::string why;
     std::optional<ClaimRef> at = PreferredNode(c, b, &cap, &why);
     const NodeView* v = at ? snap->At(at->slot, at->epoch) : nullptr;
-    if (at && NodeTable::HasRoom(region_->hot(at->slot), p->resource, cap)) {
+    if (at && counts.Room(at->slot, cap)) {
       ref = at;
       reason = "prefer";
       t.steps.push_back(Cat("prefer: ", v ? v->id : "?", " holds the preference and takes the call"));
@@ -288,9 +309,8 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
   }
   size_t headroom = 0;
   auto dry_reserve = [&](uint32_t slot, uint32_t, int64_t capacity) {
-    const NodeHot& n = region_->hot(slot);
-    if (!NodeTable::HasRoom(n, p->resource, capacity)) return false;
-    if (c.keyed && !NodeTable::HasRoom(n, p->resource, HeadroomCap(*p, capacity))) {
+    if (!counts.Room(slot, capacity)) return false;
+    if (c.keyed && !counts.Room(slot, HeadroomCap(*p, capacity))) {
       ++headroom;
       return false;
     }
@@ -312,8 +332,7 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
     Exclusion e = s.outcome;
     // The dry reservation said no for lack of room, or only of headroom.
     if (e == Exclusion::kFull && c.keyed &&
-        NodeTable::HasRoom(region_->hot(s.slot), p->resource,
-                           CapacityOf(*snap, s.slot, EpochOf(*snap, s.slot), p->resource))) {
+        counts.Room(s.slot, CapacityOf(*snap, s.slot, EpochOf(*snap, s.slot), p->resource))) {
       e = Exclusion::kHeadroom;
     }
     t.picks.push_back(ExplainPick{v ? v->id : "", e == Exclusion::kNone ? "taken" : RowOf(e).name});

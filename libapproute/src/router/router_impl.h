@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/functional/function_ref.h"
 #include "approute/explain.h"
@@ -455,8 +456,22 @@ class Router::Impl {
 
   // The placement a call would get now, traced, as a dry run (approute/explain.h).
   absl::StatusOr<ExplainTrace> Explain(const ExplainRequest& req);
+  // The counts a dry run's reservation tests, per slot: with cluster:, the
+  // deployment's (as the reservation in Redis counts), else this host's.
+  class DryCounts {
+   public:
+    DryCounts(Impl& r, const Policy& p, const Snapshot& snap);
+    int64_t Of(uint32_t slot) const;
+    bool Room(uint32_t slot, int64_t cap) const { return NodeTable::HasRoom(Of(slot), cap); }
+
+   private:
+    Impl& r_;
+    uint32_t res_;
+    absl::flat_hash_map<uint32_t, int64_t> deployment_;
+  };
   // The trace's row for member i of pool `pv` with its scan verdict.
-  ExplainNode ExplainMember(const PlaceCall& c, const PoolView& pv, size_t i, Verdict v, const SlotList& excluded);
+  ExplainNode ExplainMember(const PlaceCall& c, const PoolView& pv, size_t i, Verdict v, const SlotList& excluded,
+                            const DryCounts& counts);
 
   absl::StatusOr<Decision> Retry(std::string_view call_id, int code);  // RetryFlow, counted
   absl::StatusOr<Decision> RetryFlow(std::string_view call_id, int code, uint32_t* app);

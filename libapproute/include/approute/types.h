@@ -194,6 +194,10 @@ struct ClusterStatus {
   // stop counting in the deployment. Route calls, call Sweep() more often,
   // or turn on RouterOptions::upkeep_interval_ms.
   std::string warning;
+  // Why Redis is out while degraded (one round trip is tried to find out),
+  // e.g. "redis: cannot connect to 127.0.0.1:6390: Connection refused";
+  // otherwise this process's last failed round trip ("" = none).
+  std::string last_error;
 };
 
 // Which sessions or affinities to list: empty strings match everything.

@@ -111,9 +111,10 @@ def demo_plan(duration: float, rate: float, capacity: int, hold_min: int, hold_m
         if t >= end:
             break
         out.append((t, 1001, DOMAINS[i % 4], int(max(0.1, min(0.5 + life + 2.0, end) - t) * 1000)))
-    shortest = hold_min / 1000.0
-    rooms = room_schedule(random.Random(seed + 1), rate, 1.0, max(1.0, end - shortest),
-                          (shortest, hold_max / 1000.0), (2, 4), DOMAINS,
+    # rooms open at `rate` until a second before the end; those opened late
+    # are cut short so that they close by the end
+    rooms = room_schedule(random.Random(seed + 1), rate, 1.0, max(1.0, end - 1.0),
+                          (hold_min / 1000.0, hold_max / 1000.0), (2, 4), DOMAINS,
                           weights=[6, 4, 3, 2, 2, 1], join_span=0.8, first_room=1002, close_by=end)
     out += [(t, room, dom, int(held * 1000)) for t, room, dom, held in rooms]
     out.sort()
@@ -301,9 +302,9 @@ class Demo:
         --duration seconds: the calls are placed across the run and every
         room has closed by its end. The first room is big (capacity + 2
         participants from four domains within a few seconds), so its node
-        fills; then rooms open at --rate per second until the shortest room
-        life (--hold-min) before the end, live --hold-min..--hold-max ms
-        (cut at the end of the run), 2 to 4 participants each, mostly from
+        fills; then rooms open at --rate per second until a second before
+        the end, live --hold-min..--hold-max ms (cut short at the end of the
+        run), 2 to 4 participants each, mostly from
         the room's home domain; everybody stays until the room closes."""
         return demo_plan(self.args.duration, self.args.rate, self.args.capacity,
                          self.args.hold_min, self.args.hold_max, self.args.seed)

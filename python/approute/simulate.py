@@ -555,8 +555,9 @@ def plot_figure(result: Dict[str, Any]) -> Any:
             ax.axvline(e["at"], color="0.35", linewidth=0.8, linestyle="--", alpha=0.8)
             ax.annotate("%s %s" % (e["node"], EVENT_WORDS.get(e["action"], e["action"])),
                         xy=(e["at"], 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
-                        textcoords="offset points", fontsize=7, color="0.25", rotation=90,
-                        va="top", ha="left")
+                        textcoords="offset points", fontsize=7, color="0.15", rotation=90,
+                        va="top", ha="left",
+                        bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
         title = "%s — max %d, p99 %s, bounces %d, rejected %d, dropped %d" % (
             r["label"], r["max_sessions"], _f(r["p99_sessions"], 0), r["bounces"], r["rejected"],
             r.get("dropped", 0))

@@ -537,7 +537,7 @@ def plot_figure(result: Dict[str, Any]) -> Any:
         ax.set_ylabel("rooms / participants")
         ax.set_title("rooms: split (must be 0 for strict keys), participants refused, new rooms refused",
                      fontsize=10)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=False)
+        ax.legend(fontsize=9, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=len(what), frameon=False)
         ax.grid(True, axis="y", alpha=0.3)
     for ax, r in zip(axes[:len(rs), 0], rs):
         t = r["sample_t"]
@@ -558,12 +558,14 @@ def plot_figure(result: Dict[str, Any]) -> Any:
                         textcoords="offset points", fontsize=7, color="0.15", rotation=90,
                         va="top", ha="left",
                         bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})
-        title = "%s — max %d, p99 %s, bounces %d, rejected %d, dropped %d" % (
-            r["label"], r["max_sessions"], _f(r["p99_sessions"], 0), r["bounces"], r["rejected"],
-            r.get("dropped", 0))
+        figures = "max %d, p99 %s, bounces %d, rejected %d, dropped %d" % (
+            r["max_sessions"], _f(r["p99_sessions"], 0), r["bounces"], r["rejected"], r.get("dropped", 0))
         if r.get("rooms"):
-            title += "; split rooms %d, refused in room %d, new rooms refused %d" % (
+            figures += "; split rooms %d, refused in room %d, new rooms refused %d" % (
                 r["split_rooms"], r["participants_refused"], r["new_rooms_refused"])
+        title = "%s — %s" % (r["label"], figures)
+        if len(title) > 110:  # a second line rather than a title running off the figure
+            title = "%s\n%s" % (r["label"], figures)
         ax.set_title(title, fontsize=10, loc="left")
         ax.set_ylabel("sessions")
         ax.set_xlim(t[0] if t else 0, t[-1] if t else 1)

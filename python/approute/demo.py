@@ -529,11 +529,16 @@ class Demo:
         if self.drained_at is not None:
             drain = ("ast2", self.drained_at, self.enabled_at if self.enabled_at is not None else -1.0)
         moves: List[Tuple[str, str, str, str, float, str, str]] = []
+        opened_after_503: List[str] = []
         for room in sorted(rooms, key=int):
             parts = rooms[room]
             nodes = sorted({node_of[c] for c, st, _ in parts if st == 200 and c in node_of})
             answered_calls = [span[c] + (c,) for c, st, _ in parts if st == 200 and c in span]
             room_moved, room_split = room_moves(answered_calls, node_of, self.by_call, drain)
+            if answered_calls:  # the room's first participant: did a 503 send it elsewhere?
+                first = min(answered_calls)[2]
+                if any(st[0] == "retry" and st[4] == "503" for st in self.by_call.get(first, [])):
+                    opened_after_503.append(room)
             moves += [(room,) + mv for mv in room_moved]
             if room_split:
                 split.append(room)
@@ -569,6 +574,10 @@ class Demo:
             print("room moves: none (a strict room stays on its node while it has participants; a "
                   "503 releases a room only when the bounced call is its only one, the drain moves "
                   "no live room)")
+        if opened_after_503:
+            print("rooms opened on another node after their first call's node answered 503: %s (the "
+                  "bounce released that node's claim; nobody was in the room yet, so nothing moved)"
+                  % ", ".join(opened_after_503))
         # the clock: calls planned within --duration, and when the demo saw them routed
         seen = sorted(self.placed_at.values())
         d = float(self.args.duration)

@@ -17,6 +17,7 @@
 #include <string_view>
 
 #include "approute/config.h"
+#include "approute/redis_check.h"
 #include "approute/router.h"
 #include "approute/simulation.h"
 #include "approute/strategy.h"
@@ -158,6 +159,27 @@ approute::RouterOptions Options(const std::optional<std::string>& shared,
   return o;
 }
 
+// A router built with `cluster:` whose Redis did not answer starts on this
+// host's state alone: say so on the "approute" logger (Kamailio's handler
+// forwards it to Kamailio's log), with the error, instead of starting silently.
+void WarnIfDegraded(const approute::Router& router) {
+  approute::ClusterStatus c;
+  {
+    py::gil_scoped_release nogil;
+    c = router.Cluster();
+  }
+  if (c.mode != "degraded") return;
+  std::string msg = "cluster " + c.name + ": Redis did not answer at start (" +
+                    (c.last_error.empty() ? std::string("no round trip yet") : c.last_error) + "): proxy " + c.proxy +
+                    " routes on this host's state only (mode degraded) until it does; check cluster.redis "
+                    "(approute validate --check-redis)";
+  try {
+    py::module_::import("logging").attr("getLogger")("approute").attr("warning")(msg);
+  } catch (py::error_already_set&) {
+    // logging itself failed: the state is still visible in cluster() and the metrics
+  }
+}
+
 std::shared_ptr<PyRouter> Make(
     const std::function<absl::StatusOr<std::unique_ptr<approute::Router>>(approute::RouterOptions)>& f,
     const std::optional<std::string>& shared, bool config,
@@ -179,6 +201,7 @@ std::shared_ptr<PyRouter> Make(
     r = f(std::move(o));
   }
   pr->router = Take(std::move(r), config);
+  if (config) WarnIfDegraded(*pr->router);
   return pr;
 }
 
@@ -778,6 +801,7 @@ PYBIND11_MODULE(_core, m) {
             d["primary"] = c.primary;
             d["lease_age_ms"] = c.lease_age_ms;
             d["warning"] = c.warning;
+            d["last_error"] = c.last_error;
             return d;
           },
           "The state shared with the deployment's other proxies (cluster: in the YAML): mode "
@@ -785,7 +809,8 @@ PYBIND11_MODULE(_core, m) {
           "degraded_placements, outage_refusals (past the outage share), round_trips, failures, "
           "rtt_p50_us and rtt_p99_us (this host), primary (the Redis primary of this process's "
           "connection), lease_age_ms (since this host last renewed its lease, -1 = not yet) and "
-          "warning (non-empty when the lease is close to lapsing).")
+          "warning (non-empty when the lease is close to lapsing), last_error (this process's last failed "
+          "Redis round trip, \"\" = none).")
       .def(
           "sessions",
           [](PyRouter& self, std::optional<std::string> node, std::optional<std::string> app,
@@ -903,4 +928,27 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("text"), py::arg("source") = "<yaml>",
       "Raise ConfigError (with source:line:column and key) if `text` is not a valid configuration.");
+  m.def(
+      "check_redis",
+      [](const std::string& url, const std::string& sentinel_password, int64_t timeout_ms) {
+        approute::RedisCheck c;
+        {
+          py::gil_scoped_release nogil;
+          c = approute::CheckRedis(url, sentinel_password, timeout_ms);
+        }
+        py::dict d;
+        d["ok"] = c.ok;
+        d["primary"] = c.primary;
+        d["role"] = c.role;
+        d["version"] = c.version;
+        d["maxmemory_policy"] = c.maxmemory_policy;
+        d["rtt_us"] = c.rtt_us;
+        d["error"] = c.error;
+        d["notes"] = c.notes;
+        return d;
+      },
+      py::arg("url"), py::kw_only(), py::arg("sentinel_password") = "", py::arg("timeout_ms") = 2000,
+      "Connect to a cluster.redis address (AUTH, SELECT, Sentinel as the router would), make one "
+      "round trip, ask ROLE and INFO: {ok, primary, role, version, maxmemory_policy, rtt_us, error, "
+      "notes}. Fields the user's ACL does not allow are empty, with a note. Writes nothing.");
 }

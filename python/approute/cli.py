@@ -4,7 +4,7 @@
     approute drain    NODE --shared NAME [--deadline S] [--wait]   # no new keys; progress
     approute enable   NODE --shared NAME     # back to active
     approute disable  NODE --shared NAME     # takes nothing new
-    approute validate CONFIG [--strict]      # exit 0 if the YAML config is valid (warnings shown)
+    approute validate CONFIG [--strict] [--no-check-redis]   # exit 0 if valid; reaches cluster.redis
     approute reload   CONFIG --shared NAME   # validate, then apply to the running router
     approute keys     --shared NAME [--app A] [--node N] [--limit K] [--json]   # affinity keys
     approute add-node ID URI --shared NAME [--pool P] [--weight W] [--capacity RES=N ...]
@@ -90,6 +90,12 @@ def cluster_text(cluster: Dict[str, Any]) -> str:
                 cluster.get("rtt_p50_us", 0), cluster.get("rtt_p99_us", 0)))
     if cluster.get("primary"):
         line += "   primary: %s" % cluster["primary"]
+    if cluster.get("mode") == "degraded":
+        # first, before anything else: the state below is this host's alone
+        line = ("DEGRADED: Redis is out (%s): this proxy routes on its own state only, within its "
+                "outage share; affinity and capacity are not shared with the other proxies until "
+                "Redis answers (approute_cluster_degraded 1)\n%s" % (
+                    cluster.get("last_error") or "no round trip yet", line))
     if cluster.get("warning"):
         line += "\nWARNING: %s" % cluster["warning"]
     return line
@@ -226,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("validate", help="check a router YAML configuration")
     sp.add_argument("config", metavar="CONFIG")
     sp.add_argument("--strict", action="store_true", help="warnings fail too (exit 1)")
+    g = sp.add_mutually_exclusive_group()
+    g.add_argument("--check-redis", dest="check_redis", action="store_true", default=None,
+                   help="connect to cluster.redis and say what is there (the default when "
+                        "cluster: is set)")
+    g.add_argument("--no-check-redis", dest="check_redis", action="store_false",
+                   help="do not connect to cluster.redis (offline checks)")
     add_operator_commands(sub, shared_opt)
     sp = sub.add_parser("simulate", help="replay a workload through the router, comparing strategies")
     from . import simulate as _simulate
@@ -285,7 +297,7 @@ def _main(argv: Optional[Sequence[str]], out: TextIO, err: TextIO) -> int:
         return EXIT_ERROR
     try:
         if args.command == "validate":
-            return validate(args.config, out, err, strict=args.strict)
+            return validate(args.config, out, err, strict=args.strict, redis=args.check_redis)
         if args.command in _OPERATOR_COMMANDS:
             return _OPERATOR_COMMANDS[args.command](args, out, err)
         if args.command == "simulate":

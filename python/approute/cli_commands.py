@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
-from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO
+from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO, Tuple
 
 from . import cli_util
 from .cli_util import (
@@ -95,7 +96,15 @@ def check_config(path: str, text: str, err: TextIO) -> Optional[int]:
         checker = getattr(approute, "validate_config", None)
         if checker is not None:
             checker(text, path)  # messages carry "path:line:col: ..."
-        router = approute.Router.from_yaml(text, shared=None)
+        # a throwaway router: its own start-up warnings (a degraded cluster)
+        # are not this command's; --check-redis says what Redis is instead
+        log = logging.getLogger("approute")
+        was = log.disabled
+        log.disabled = True
+        try:
+            router = approute.Router.from_yaml(text, shared=None)
+        finally:
+            log.disabled = was
     except approute.Error as e:
         # The core lists every error it found, one per line ("path:line:col: ...").
         for msg in _error_lines(str(e), path):
@@ -116,13 +125,75 @@ def _report_warnings(path: str, text: str, err: TextIO) -> int:
     return len(warnings)
 
 
-def validate(path: str, out: TextIO, err: TextIO, strict: bool = False) -> int:
-    """``approute validate``: errors fail (1); warnings are shown and fail only with ``strict``."""
+def _hide_password(url: str) -> str:
+    """``redis://user:secret@host`` -> ``redis://user:***@host`` (for output)."""
+    return re.sub(r"^([a-z+]+://[^:@/]*:)[^@]*@", r"\1***@", url)
+
+
+def _cluster_section(text: str) -> Optional[Tuple[Dict[str, Any], int, int]]:
+    """The ``cluster:`` mapping and where its ``redis`` value is (1-based line, column)."""
+    import yaml
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if not isinstance(root, yaml.MappingNode):
+        return None
+    for k, v in root.value:
+        if isinstance(k, yaml.ScalarNode) and k.value == "cluster" and isinstance(v, yaml.MappingNode):
+            at = v.start_mark
+            for kk, vv in v.value:
+                if isinstance(kk, yaml.ScalarNode) and kk.value == "redis":
+                    at = vv.start_mark
+            data = yaml.safe_load(text).get("cluster") or {}
+            return data, at.line + 1, at.column + 1
+    return None
+
+
+def check_redis(path: str, text: str, out: TextIO, err: TextIO, timeout_ms: int = 2000,
+                asked: bool = False) -> bool:
+    """``validate --check-redis``: connects to ``cluster.redis`` and says what it
+    found (primary, role, version) or the exact error. True when reachable (or no
+    ``cluster:``)."""
+    import approute
+    found = _cluster_section(text)
+    if found is None:
+        if asked:
+            out.write("%s: no cluster: section, no Redis to check\n" % path)
+        return True
+    cluster, line, col = found
+    url = str(cluster.get("redis", ""))
+    where = "%s:%d:%d" % (path, line, col)
+    r = approute.check_redis(url, sentinel_password=str(cluster.get("sentinel_password") or ""),
+                             timeout_ms=timeout_ms)
+    shown = _hide_password(url)
+    if not r["ok"]:
+        err.write("%s: error: cluster.redis: %s: %s (the router would start degraded: this host's "
+                  "state only; --no-check-redis skips this check)\n" % (where, shown, r["error"]))
+        return False
+    facts = ["primary %s" % (r["primary"] or "?")]
+    facts.append("role %s" % r["role"] if r["role"] else "role unknown")
+    facts.append("redis %s" % r["version"] if r["version"] else "version unknown")
+    if r["maxmemory_policy"]:
+        facts.append("maxmemory-policy %s" % r["maxmemory_policy"])
+    facts.append("round trip %d us" % r["rtt_us"])
+    out.write("%s: cluster.redis %s: reachable, %s\n" % (path, shown, ", ".join(facts)))
+    for note in r["notes"]:
+        err.write("%s: warning: cluster.redis: %s\n" % (where, note))
+    if r["role"] and r["role"] != "master":
+        err.write("%s: error: cluster.redis: %s is a %s, not a primary\n" % (where, shown, r["role"]))
+        return False
+    return True
+
+
+def validate(path: str, out: TextIO, err: TextIO, strict: bool = False,
+             redis: Optional[bool] = None) -> int:
+    """``approute validate``: errors fail (1); warnings are shown and fail only with ``strict``.
+    ``redis``: connect to ``cluster.redis`` (None: when ``cluster:`` is set)."""
     text = _read_config(path, err)
     if text is None:
         return EXIT_ERROR
     n = check_config(path, text, err)
     if n is None:
+        return EXIT_ERROR
+    if redis is not False and not check_redis(path, text, out, err, asked=bool(redis)):
         return EXIT_ERROR
     warned = _report_warnings(path, text, err)
     if warned and strict:

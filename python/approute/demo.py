@@ -69,11 +69,13 @@ WHY = {
 def room_schedule(rnd: random.Random, rate: float, start: float, until: float,
                   life: Tuple[float, float], size: Tuple[int, int], domains: Sequence[str],
                   weights: Optional[Sequence[float]] = None, home_share: float = 0.7,
-                  join_span: float = 1.0, first_room: int = 1001) -> List[Tuple[float, int, str, float]]:
+                  join_span: float = 1.0, first_room: int = 1001,
+                  close_by: Optional[float] = None) -> List[Tuple[float, int, str, float]]:
     """Conference rooms: they open at ``rate`` per second (Poisson) from
-    ``start`` until ``until``, live ``life`` seconds (uniform) and get
-    ``size`` participants (uniform); the first calls when the room opens,
-    the others at uniform times over ``join_span`` of its life, from the
+    ``start`` until ``until``, live ``life`` seconds (uniform; cut so that
+    every room has closed by ``close_by`` when given) and get ``size``
+    participants (uniform); the first calls when the room opens, the
+    others at uniform times over ``join_span`` of its life, from the
     room's home domain (drawn from ``domains`` by ``weights``) with
     probability ``home_share``, else from any; all stay until it closes.
     Returns (second, room, domain, seconds held) per participant, by time.
@@ -86,6 +88,8 @@ def room_schedule(rnd: random.Random, rate: float, start: float, until: float,
             break
         room += 1
         span = rnd.uniform(*life)
+        if close_by is not None:
+            span = max(0.0, min(span, close_by - t))
         home = rnd.choices(list(domains), weights)[0]
         for j in range(rnd.randint(*size)):
             at = t if j == 0 else t + rnd.random() * span * join_span
@@ -93,6 +97,88 @@ def room_schedule(rnd: random.Random, rate: float, start: float, until: float,
             out.append((at, room, dom, t + span - at))
     out.sort()
     return out
+
+
+def demo_plan(duration: float, rate: float, capacity: int, hold_min: int, hold_max: int,
+              seed: int) -> List[Tuple[float, int, str, int]]:
+    """The demo's participants (Demo.plan): (second, room, domain, hold ms),
+    by time, every call placed and ended within ``duration`` seconds."""
+    out = []
+    end = float(duration)
+    life = max(hold_max / 1000.0, 4.0)
+    for i in range(capacity + 2):  # the big first room
+        t = 0.5 + i * 0.4
+        if t >= end:
+            break
+        out.append((t, 1001, DOMAINS[i % 4], int(max(0.1, min(0.5 + life + 2.0, end) - t) * 1000)))
+    # rooms open at `rate` until a second before the end; those opened late
+    # are cut short so that they close by the end
+    rooms = room_schedule(random.Random(seed + 1), rate, 1.0, max(1.0, end - 1.0),
+                          (hold_min / 1000.0, hold_max / 1000.0), (2, 4), DOMAINS,
+                          weights=[6, 4, 3, 2, 2, 1], join_span=0.8, first_room=1002, close_by=end)
+    out += [(t, room, dom, int(held * 1000)) for t, room, dom, held in rooms]
+    out.sort()
+    return out
+
+
+def per_window(times: Sequence[float], duration: float, windows: int = 4) -> List[int]:
+    """How many of ``times`` (seconds into the run) fall in each of ``windows``
+    equal parts of ``duration``; a time past the end counts in the last."""
+    out = [0] * windows
+    for t in times:
+        i = int(t * windows / duration) if duration > 0 else 0
+        out[min(max(i, 0), windows - 1)] += 1
+    return out
+
+
+Drain = Tuple[str, float, float]  # node, seconds draining from, until
+
+
+def why_moved(prev: str, node: str, steps: Sequence[Tuple[str, ...]], start: float,
+              room_was_empty: bool, drain: Optional[Drain]) -> Tuple[str, str]:
+    """(cause, words) for a room whose participant landed on ``node`` while the
+    participant before was on ``prev``: released by a 503, bounded, moved by
+    the drain, reopened after the room emptied, or unexplained."""
+    for what, reason, _node, _detail, code, bounced in steps:
+        if what == "retry" and code == "503" and bounced in (prev, ""):
+            return ("released by 503", "%s answered 503 (full): the router released %s's claim on the "
+                    "room and placed the call on %s" % (prev, prev, node))
+    if any(reason == "affinity_bound" for _w, reason, *_ in steps):
+        return ("bounded", "%s was over affinity.bound, so the room went to %s" % (prev, node))
+    if drain and drain[0] == prev and drain[1] <= start and (start <= drain[2] or drain[2] < 0):
+        return ("moved by the drain", "%s was draining and the room had no live participant, so its "
+                "claim went at once and the room opened again on %s" % (prev, node))
+    if room_was_empty:
+        return ("reopened", "every participant had left and %s could not take a new one (full or past "
+                "its headroom), so the room opened again on %s" % (prev, node))
+    return ("unexplained", "%s -> %s with participants still on %s" % (prev, node, prev))
+
+
+def room_moves(calls: Sequence[Tuple[float, float, str]], node_of: Dict[str, str],
+               by_call: Dict[str, List[Tuple[str, ...]]], drain: Optional[Drain]
+               ) -> Tuple[List[Tuple[str, str, str, float, str, str]], bool]:
+    """One room's answered participants as (start s, end s, call-id): the
+    moves, (call-id, from, to, start, cause, words) each, and whether the
+    room was split (two nodes held live participants of it at once)."""
+    moves: List[Tuple[str, str, str, float, str, str]] = []
+    split = False
+    live: List[Tuple[float, str]] = []  # (end, node) of participants still in the room
+    prev: Optional[str] = None
+    for start, end, cid in sorted(calls):
+        node = node_of.get(cid)
+        if node is None:
+            continue
+        live = [(e, n) for e, n in live if e > start]
+        if prev is not None and node != prev:
+            bounded = any(st[1] == "affinity_bound" for st in by_call.get(cid, []))
+            if any(n != node for _, n in live) and not bounded:  # the bound spills a live key by design
+                split = True
+            else:
+                cause, words = why_moved(prev, node, by_call.get(cid, []), start, not live, drain)
+                moves.append((cid, prev, node, start, cause, words))
+        live.append((end, node))
+        prev = node
+    return moves, split
 
 
 class Demo:
@@ -111,9 +197,15 @@ class Demo:
         self.decisions: Deque[str] = deque(maxlen=args.recent)
         self.counts: CounterT[str] = Counter()
         self.by_call: Dict[str, List[Tuple[str, ...]]] = defaultdict(list)  # call-id -> decisions
+        self.placed_at: Dict[str, float] = {}  # call-id -> seconds into the run when first routed
+        self.drained_at: Optional[float] = None  # seconds into the run
+        self.enabled_at: Optional[float] = None
+        self.planned: List[Tuple[float, int, str, int]] = []
+        self.lead = 0.0
         self._log_pos = 0
         self.router: Any = None  # attached once Kamailio is up
         self.t0 = time.monotonic()
+        self.calls_done_at = 0.0
         self.tty = sys.stdout.isatty() and not args.no_live
 
     # ----- setup -----------------------------------------------------------
@@ -206,23 +298,16 @@ class Demo:
         self.router = approute.Router.attach(self.shared)
 
     def plan(self) -> List[Tuple[float, int, str, int]]:
-        """(second, room, domain, hold ms) per participant. The first room is
-        big (capacity + 2 participants from four domains within a few
-        seconds), so its node fills; then rooms open at --rate per second,
-        live --hold-min..--hold-max ms, 2 to 4 participants each, mostly from
+        """(second, room, domain, hold ms) per participant, all within
+        --duration seconds: the calls are placed across the run and every
+        room has closed by its end. The first room is big (capacity + 2
+        participants from four domains within a few seconds), so its node
+        fills; then rooms open at --rate per second until a second before
+        the end, live --hold-min..--hold-max ms (cut short at the end of the
+        run), 2 to 4 participants each, mostly from
         the room's home domain; everybody stays until the room closes."""
-        a = self.args
-        out = []
-        life = max(a.hold_max / 1000.0, 4.0)
-        for i in range(a.capacity + 2):
-            t = 0.5 + i * 0.4
-            out.append((t, 1001, DOMAINS[i % 4], int((0.5 + life + 2.0 - t) * 1000)))
-        rooms = room_schedule(random.Random(a.seed + 1), a.rate, 1.0, a.duration,
-                              (a.hold_min / 1000.0, a.hold_max / 1000.0), (2, 4), DOMAINS,
-                              weights=[6, 4, 3, 2, 2, 1], join_span=0.8, first_room=1002)
-        out += [(t, room, dom, int(held * 1000)) for t, room, dom, held in rooms]
-        out.sort()
-        return out
+        return demo_plan(self.args.duration, self.args.rate, self.args.capacity,
+                         self.args.hold_min, self.args.hold_max, self.args.seed)
 
     def start_callers(self) -> Proc:
         launch = 50  # SIPp starts every call at once; each waits for its second
@@ -235,6 +320,8 @@ class Demo:
         inf = self.dir / "calls.csv"
         inf.write_text("\n".join(rows) + "\n")
         self.uac_log = self.dir / "uac.log"
+        self.planned = plan
+        self.lead = lead
         self.total_calls = len(plan)
         self.rooms_planned = len({p[1] for p in plan})
         end = max(p[0] + p[3] / 1000.0 for p in plan) + lead
@@ -268,7 +355,11 @@ class Demo:
             reason = fields.get("reason", "?")
             self.counts["%s:%s" % (what, reason)] += 1
             d = _DETAIL_RE.search(text)
-            self.by_call[fields.get("call_id", "")].append(
+            cid = fields.get("call_id", "")
+            if cid not in self.by_call and what == "route":
+                # when the demo saw the call routed (to within --refresh)
+                self.placed_at[cid] = time.monotonic() - self.t0
+            self.by_call[cid].append(
                 (what, reason, fields.get("node", "-"), d.group(1) if d else "", fields.get("code", ""),
                  fields.get("from", "")))
             short = "%-5s %-9s %-22s -> %-5s %s" % (
@@ -302,8 +393,9 @@ class Demo:
         elapsed = time.monotonic() - self.t0
         stats = self.router.stats()
         out = []
-        out.append("approute demo  %5.1fs/%ds  Kamailio udp:%s:%d  segment %s" % (
-            elapsed, self.args.duration, LOCAL, self.port, self.shared))
+        phase = "calls" if elapsed <= self.args.duration + self.lead else "last hang-ups"
+        out.append("approute demo  %5.1fs of %ds (%s)  Kamailio udp:%s:%d  segment %s" % (
+            elapsed, self.args.duration, phase, LOCAL, self.port, self.shared))
         res = self.results()
         out.append("calls placed %d/%d   answered %d   failed %d   live sessions %d   "
                    "affinities %d" % (sum(res.values()), self.total_calls, res.get(200, 0),
@@ -365,26 +457,30 @@ class Demo:
                    % (self.total_calls, self.rooms_planned, len(DOMAINS)))
         drained = enabled = False
         drain_node = "ast2" if "ast2" in self.nodes else None
-        last_plain = 0.0
+        last_plain = -self.args.print_every  # the first table at once
         while uac.alive():
             elapsed = time.monotonic() - self.t0
             if drain_node and not drained and elapsed >= 0.4 * self.args.duration:
                 self.router.set_state(drain_node, "draining")
+                self.drained_at = elapsed
                 self.event("%s drained: keeps its rooms and their participants, opens no new room"
                            % drain_node)
                 drained = True
             if drain_node and drained and not enabled and elapsed >= 0.7 * self.args.duration:
                 self.router.set_state(drain_node, "active")
+                self.enabled_at = elapsed
                 self.event("%s enabled again" % drain_node)
                 enabled = True
             self.read_decisions()
             if self.tty:
                 sys.stdout.write("\x1b[H\x1b[2J" + self.render() + "\n")
                 sys.stdout.flush()
-            elif elapsed - last_plain >= 2.0:
+            elif elapsed - last_plain >= self.args.print_every:
+                # no terminal (a file, a pipe): the whole table at intervals
                 last_plain = elapsed
-                print(self.render().split("\n\n")[0] + "\n", flush=True)
+                print(self.render() + "\n", flush=True)
             time.sleep(self.args.refresh)
+        self.calls_done_at = time.monotonic() - self.t0
         # all calls placed and finished: the counts must be back to zero
         deadline = time.monotonic() + 10
         while int(self.router.stats().get("sessions", 0)) and time.monotonic() < deadline:
@@ -410,10 +506,17 @@ class Demo:
                     node_of[cid] = nid
         # each participant, room by room, in the order they called
         rooms: Dict[str, List[Tuple[str, int, str]]] = defaultdict(list)
+        span: Dict[str, Tuple[float, float]] = {}  # call-id -> planned (start, end) s
         for line in self.uac_log.read_text(errors="replace").splitlines():
-            m = re.search(r"RESULT call_id=(\S+) status=(\d+) from=\S+@(\S+) ruri=conf-(\d+)", line)
+            m = re.search(r"RESULT call_id=(\S+) status=(\d+) from=p(\d+)@(\S+) ruri=conf-(\d+)", line)
             if m:
-                rooms[m.group(4)].append((m.group(1), int(m.group(2)), m.group(3)))
+                rooms[m.group(5)].append((m.group(1), int(m.group(2)), m.group(4)))
+                k = int(m.group(3))
+                if k < len(self.planned):
+                    t, _, _, hold = self.planned[k]
+                    span[m.group(1)] = (t, t + max(hold, 100) / 1000.0)
+        for parts in rooms.values():
+            parts.sort(key=lambda p: span.get(p[0], (0.0, 0.0)))
         print("\n==== summary")
         print("participants: %d placed, %s" % (sum(res.values()), ", ".join(
             "%d x %d" % (v, k) for k, v in sorted(res.items()))))
@@ -422,10 +525,22 @@ class Demo:
         print("rooms (the room is a strict key, the caller's domain a preference; "
               "capacity %d per node, headroom %s):" % (self.args.capacity, self.args.headroom))
         split, refused, unexplained = [], 0, 0
+        drain: Optional[Drain] = None
+        if self.drained_at is not None:
+            drain = ("ast2", self.drained_at, self.enabled_at if self.enabled_at is not None else -1.0)
+        moves: List[Tuple[str, str, str, str, float, str, str]] = []
+        opened_after_503: List[str] = []
         for room in sorted(rooms, key=int):
             parts = rooms[room]
             nodes = sorted({node_of[c] for c, st, _ in parts if st == 200 and c in node_of})
-            if len(nodes) > 1:
+            answered_calls = [span[c] + (c,) for c, st, _ in parts if st == 200 and c in span]
+            room_moved, room_split = room_moves(answered_calls, node_of, self.by_call, drain)
+            if answered_calls:  # the room's first participant: did a 503 send it elsewhere?
+                first = min(answered_calls)[2]
+                if any(st[0] == "retry" and st[4] == "503" for st in self.by_call.get(first, [])):
+                    opened_after_503.append(room)
+            moves += [(room,) + mv for mv in room_moved]
+            if room_split:
                 split.append(room)
             doms = sorted({d.split(".")[0] for _, _, d in parts})
             print("  room %s: %s, %d participants from %s" % (
@@ -448,6 +563,30 @@ class Demo:
                 print("    %-22s %s -> %s" % (dom, "answered on %s" % node_of.get(cid, "?") if st == 200
                                               else "refused %d" % st, "; ".join(words)))
         print("split rooms (participants on two nodes): %s" % (", ".join(split) if split else "none"))
+        # every time a room's next participant went to another node than the one before, and why
+        causes = Counter(m[5] for m in moves)
+        if moves:
+            print("room moves (a participant on another node than the room's earlier ones, never at "
+                  "the same time): %d (%s)" % (len(moves), ", ".join("%s %d" % kv for kv in sorted(causes.items()))))
+            for room, _cid, prev, node, start, cause, words in moves:
+                print("  room %s at %.1fs, %s -> %s: %s: %s" % (room, start, prev, node, cause, words))
+        else:
+            print("room moves: none (a strict room stays on its node while it has participants; a "
+                  "503 releases a room only when the bounced call is its only one, the drain moves "
+                  "no live room)")
+        if opened_after_503:
+            print("rooms opened on another node after their first call's node answered 503: %s (the "
+                  "bounce released that node's claim; nobody was in the room yet, so nothing moved)"
+                  % ", ".join(opened_after_503))
+        # the clock: calls planned within --duration, and when the demo saw them routed
+        seen = sorted(self.placed_at.values())
+        d = float(self.args.duration)
+        quarters = per_window([t - self.lead for t in seen], d)
+        late = sum(1 for t in seen if t - self.lead > d + 1.0)
+        print("clock: --duration %d: calls ran %.1fs (from the first INVITE to the last hang-up, "
+              "%.1fs of SIPp start-up lead); participants routed per quarter of %ds: %s; after "
+              "the end: %d" % (self.args.duration, self.calls_done_at, self.lead, self.args.duration,
+                              ", ".join(str(q) for q in quarters), late))
         print("refused participants: %d (the caller heard the reason phrase; the detail is in "
               "Kamailio's log)" % refused)
         print("router after the run: sessions=%s affinities=%s (rooms kept for their grace time)"
@@ -456,8 +595,9 @@ class Demo:
             print("router's own counts: key refusals %s, new keys turned away by headroom %s"
                   % (stats.get("key_refusals") or {}, stats.get("headroom_refusals") or {}))
         ok = (int(stats.get("sessions", 1)) == 0 and sum(res.values()) == self.total_calls
-              and not split and unexplained == 0)
-        print("result: %s" % ("OK - every room stayed on one node, every call ended and no session is left"
+              and not split and unexplained == 0 and not causes.get("unexplained"))
+        print("result: %s" % ("OK - no room split over two nodes, every room move explained, every call "
+                              "ended and no session is left"
                               if ok else "PROBLEM - see %s" % self.dir))
         if not ok:
             self.args.keep = True
@@ -487,7 +627,9 @@ def build_parser() -> argparse.ArgumentParser:
     default_repo = here.parent.parent if (here.parent.parent / "examples").exists() else Path.cwd()
     p.add_argument("--repo", default=str(default_repo),
                    help="approute checkout (examples/ and tests/e2e/scenarios/)")
-    p.add_argument("--duration", type=int, default=20, help="seconds over which rooms open (default 20)")
+    p.add_argument("--duration", type=int, default=20,
+                   help="seconds of calls: rooms open and close, and every call is placed and hung "
+                        "up, within them (default 20)")
     p.add_argument("--rate", type=float, default=0.6, help="rooms opened per second (default 0.6)")
     p.add_argument("--hold-min", type=int, default=4000, help="shortest room life, ms")
     p.add_argument("--hold-max", type=int, default=10000, help="longest room life, ms")
@@ -505,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recent", type=int, default=8, help="recent decisions shown")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--no-live", action="store_true", help="plain periodic output")
+    p.add_argument("--print-every", type=float, default=5.0, metavar="S",
+                   help="without a terminal (or with --no-live): print the table every S seconds "
+                        "(default 5)")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return p
 

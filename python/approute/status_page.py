@@ -216,7 +216,8 @@ def _cluster(cluster: Dict[str, Any]) -> str:
     if not line:
         return '<p class="cluster local">local state (no cluster: section)</p>'
     mode = str(cluster.get("mode", ""))
-    return '<p class="cluster %s">%s</p>' % ("degraded" if mode == "degraded" else "ok", _e(line))
+    return '<p class="cluster %s">%s</p>' % ("degraded" if mode == "degraded" else "ok",
+                                             "<br>".join(_e(part) for part in line.split("\n")))
 
 
 _STYLE = """

@@ -161,6 +161,43 @@ TEST(ClusterPlacement, TwoProxiesPutEachKeyOnOneNode) {
   EXPECT_GT(used.size(), 1u) << "the random strategy should spread keys";
 }
 
+TEST(ClusterPlacement, AKeyLongerThanItsSlotIsOneClaimForBothProxies) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  // 300-byte keys that differ only at the end: each proxy derives the same
+  // stored form (prefix and XXH3-128 digest), so Redis holds one claim per key.
+  const std::string tenant(290, 't');
+  std::vector<std::string> yamls{Yaml(srv, "long", "kam1", -1), Yaml(srv, "long", "kam2", -1)};
+  auto out = RunProxies(yamls, [&](Router& r, int proxy, std::vector<std::string>* lines) {
+    for (int i = 0; i < 60; ++i) {
+      const std::string tail = "/" + std::to_string(1000 + i % 6);
+      RouteRequest req{.app = "conf",
+                       .call_id = tenant + "-call-" + std::to_string(proxy) + "-" + std::to_string(i),
+                       .key = tenant + tail};
+      absl::StatusOr<Decision> d = r.Route(req);
+      lines->push_back(d.ok() && d->ok ? tail + " " + d->node_id : "FAIL");
+      if (d.ok() && d->ok && i % 2 == 0) lines->push_back(r.End(req.call_id).ok() ? "ended" : "FAIL end");
+    }
+  });
+  std::map<std::string, std::set<std::string>> nodes_of;
+  for (const auto& lines : out) {
+    for (const std::string& l : lines) {
+      ASSERT_EQ(l.find("FAIL"), std::string::npos) << l;
+      if (l == "ended") continue;
+      const size_t sp = l.find(' ');
+      nodes_of[l.substr(0, sp)].insert(l.substr(sp + 1));
+    }
+  }
+  ASSERT_EQ(nodes_of.size(), 6u);
+  for (const auto& [key, nodes] : nodes_of) EXPECT_EQ(nodes.size(), 1u) << key << " split over proxies";
+  internal::RedisClient c(*internal::ParseRedisUrl(srv.url()), 1000);
+  absl::StatusOr<internal::RedisValue> keys = c.Command({"KEYS", internal::DeploymentPrefix("long") + "c:*"});
+  ASSERT_TRUE(keys.ok()) << keys.status();
+  EXPECT_EQ(keys->elements.size(), 6u);
+  for (const auto& k : keys->elements) EXPECT_NE(k.str.find("~xxh3:"), std::string::npos) << k.str;
+}
+
 TEST(ClusterPlacement, CapacityHoldsOverBothProxies) {
   APPROUTE_NEED_REDIS();
   RedisServer srv;

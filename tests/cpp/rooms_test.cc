@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "approute/limits.h"
 #include "approute/router.h"
 #include "redis_server.h"
 #include "test_util.h"
@@ -257,7 +258,8 @@ TEST(Rooms, BadArgumentsAreErrors) {
   auto r = MakeRouter(Rooms("{strict: true}"));
   RouteRequest derived{.app = "conference", .call_id = "x", .key = "\x1fpabc"};
   EXPECT_EQ(r->Route(derived).status().code(), absl::StatusCode::kInvalidArgument);
-  RouteRequest long_prefer{.app = "conference", .call_id = "y", .key = "k", .prefer = std::string(200, 'p')};
+  RouteRequest long_prefer{
+      .app = "conference", .call_id = "y", .key = "k", .prefer = std::string(kMaxInputLen + 1, 'p')};
   EXPECT_EQ(r->Route(long_prefer).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(r->Stats().sessions, 0);
   for (const char* bad : {"{strict: maybe}", "{strict: [1]}", "{headroom: 1.0}", "{headroom: -0.1}", "{headroom: x}"}) {

@@ -3,6 +3,7 @@
 
 #include <set>
 
+#include "approute/limits.h"
 #include "approute/router.h"
 #include "test_util.h"
 
@@ -266,10 +267,10 @@ TEST(Router, BadArgumentsAreErrorsAndChangeNothing) {
   RouteRequest req;
   req.app = "conference";
   EXPECT_EQ(r->Route(req).status().code(), absl::StatusCode::kInvalidArgument);
-  req.call_id = std::string(200, 'x');
+  req.call_id = std::string(kMaxInputLen + 1, 'x');  // a longer one than any SIP message
   EXPECT_EQ(r->Route(req).status().code(), absl::StatusCode::kInvalidArgument);
   req.call_id = "ok";
-  req.key = std::string(300, 'k');
+  req.key = std::string(kMaxInputLen + 1, 'k');
   EXPECT_EQ(r->Route(req).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(r->Stats().sessions, 0);
   EXPECT_EQ(r->End("nope").code(), absl::StatusCode::kNotFound);

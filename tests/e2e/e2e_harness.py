@@ -171,7 +171,8 @@ class UacRun:
     """One SIPp UAC process placing a list of calls."""
 
     def __init__(self, env: "E2E", calls: Sequence[Call], rate: float, limit: int,
-                 timeout: float, scenario: str = "uac.xml", local_ip: str = LOCAL):
+                 timeout: float, scenario: str = "uac.xml", local_ip: str = LOCAL,
+                 cid_str: Optional[str] = None):
         self.env = env
         self.calls = list(calls)
         self.timeout = timeout
@@ -191,6 +192,8 @@ class UacRun:
                 "-nostdin", "-trace_logs", "-log_file", str(self.log),
                 "-trace_err", "-error_file", str(self.err),
                 "-timeout", "%ds" % int(timeout), "-timeout_error", "-max_socket", "100"]
+        if cid_str is not None:  # SIPp's Call-ID pattern (%u call number, %p pid, %s address)
+            argv += ["-cid_str", cid_str]
         self.started = time.monotonic()
         self.proc = Proc("uac-%d" % seq, argv, d / ("uac-%d.out" % seq))
         self.elapsed: Optional[float] = None
@@ -375,16 +378,17 @@ class E2E:
 
     def run_calls(self, calls: Sequence[Call], rate: float = 10.0, limit: int = 50,
                   timeout: float = 60.0, scenario: str = "uac.xml",
-                  local_ip: str = LOCAL) -> List[CallResult]:
+                  local_ip: str = LOCAL, cid_str: Optional[str] = None) -> List[CallResult]:
         """Places the calls through Kamailio with one SIPp UAC; waits for all."""
-        return self.start_calls(calls, rate, limit, timeout, scenario, local_ip).wait()
+        return self.start_calls(calls, rate, limit, timeout, scenario, local_ip, cid_str).wait()
 
     def start_calls(self, calls: Sequence[Call], rate: float = 10.0, limit: int = 50,
                     timeout: float = 60.0, scenario: str = "uac.xml",
-                    local_ip: str = LOCAL) -> "UacRun":
+                    local_ip: str = LOCAL, cid_str: Optional[str] = None) -> "UacRun":
         """Starts a SIPp UAC placing the calls; returns without waiting.
-        ``local_ip``: the caller's address (any of 127.0.0.0/8)."""
-        run = UacRun(self, calls, rate, limit, timeout, scenario, local_ip)
+        ``local_ip``: the caller's address (any of 127.0.0.0/8); ``cid_str``:
+        SIPp's Call-ID pattern (default ``%u-%p@%s``)."""
+        run = UacRun(self, calls, rate, limit, timeout, scenario, local_ip, cid_str)
         self.procs.append(run.proc)
         return run
 

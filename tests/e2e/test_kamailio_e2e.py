@@ -365,15 +365,30 @@ def test_demo_runs_and_cleans_up(tmp_path):
     why = missing_requirements()
     if why:
         pytest.skip(why)
+    # stdout is a pipe (no TTY): the whole table at intervals, not only its header
     p = subprocess.run(
         [sys.executable, str(REPO / "python" / "approute" / "demo.py"), "--repo", str(REPO),
-         "--duration", "4", "--rate", "3", "--hold-min", "300", "--hold-max", "1200",
-         "--no-live"],
+         "--duration", "6", "--rate", "3", "--hold-min", "300", "--hold-max", "1200",
+         "--print-every", "1", "--refresh", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120,
         env=dict(__import__("os").environ, TMPDIR=str(tmp_path)))
     out = p.stdout.decode(errors="replace")
     assert p.returncode == 0, out[-3000:]
     assert "result: OK" in out
+    tables = out.count("live rooms (participants) per node:")
+    assert tables >= 3, out[:3000]  # during the run and the final one
+    assert out.count("NODE   STATE") == tables
+    # the clock: calls placed across the run, not bunched at its start; none after it
+    m = re.search(r"clock: --duration 6: calls ran ([\d.]+)s .*participants routed per quarter "
+                  r"of 6s: (\d+), (\d+), (\d+), (\d+); after the end: (\d+)", out)
+    assert m, out[-3000:]
+    quarters = [int(m.group(i)) for i in range(2, 6)]
+    assert sum(q > 0 for q in quarters) >= 3, quarters
+    assert max(quarters) < 0.7 * sum(quarters), quarters
+    assert quarters[2] + quarters[3] >= 0.2 * sum(quarters), quarters  # the second half has calls
+    assert m.group(6) == "0"
+    assert float(m.group(1)) < 6 + 10, out[-3000:]  # loose: an overloaded host may lag
+    assert re.search(r"room moves: (none|\d+ )", out)
     # the big first room fills its node: a participant is refused with 486, no room splits
     assert re.search(r"refused 486 -> refused \(486 Busy Here\): its room's node was full", out), out[-3000:]
     assert "split rooms (participants on two nodes): none" in out

@@ -86,8 +86,8 @@ def test_prefer_keeps_a_domains_rooms_together_and_never_refuses() -> None:
     assert fourth.ok and fourth.node_id != first.node_id, "soft: the full node's preference gives way"
     with pytest.raises(TypeError):
         r.route("conference", call_id="c5", key="room5", prefer=5)  # type: ignore[arg-type]
-    with pytest.raises(ValueError):
-        r.route("conference", call_id="c6", key="room6", prefer="p" * 200)
+    with pytest.raises(ValueError, match="prefer is 65536 bytes long, at most 65535"):
+        r.route("conference", call_id="c6", key="room6", prefer="p" * 65536)
     assert r.stats()["sessions"] == 4
 
 

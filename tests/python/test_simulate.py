@@ -255,3 +255,54 @@ def test_rooms_make_their_own_keys():
     wl["workload"]["conference"]["keys"] = 10
     with pytest.raises(simulate.SimulationError, match="rooms make their own keys"):
         simulate.run(wl)
+
+
+def test_plot_is_readable(tmp_path):
+    """One legend under the panels (not over the data, one entry per node on
+    at most a few rows), distinct colour/style per node, each node's size
+    drawn while it is in the pool, every pool event marked and named."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    wl = dict(SMALL)
+    wl["router"] = dict(SMALL["router"], nodes=SMALL["router"]["nodes"] + [
+        {"id": "n%d" % i, "uri": "sip:10.0.1.%d" % i, "pool": "media"} for i in range(5, 12)])
+    wl["nodes"] = dict(SMALL["nodes"], **{"n%d" % i: {"limit": 40} for i in range(5, 12)})
+    res = simulate.run(wl, strategies=["round_robin", "p2c"])
+    fig = simulate.plot_figure(res)
+    try:
+        fig.canvas.draw()
+        (legend,) = fig.legends
+        labels = [t.get_text() for t in legend.get_texts()]
+        nodes = ["n1", "n2", "n3", "n4"] + ["n%d" % i for i in range(5, 12)]
+        assert sorted(labels[:len(nodes)]) == sorted(nodes)
+        assert "size (limit x speed)" in labels and "pool event" in labels
+        assert all("\n" not in lbl for lbl in labels)
+        # under every panel: the legend's top is below the lowest axes' bottom
+        r = fig.canvas.get_renderer()
+        top = legend.get_window_extent(r).y1
+        assert top <= min(ax.get_tightbbox(r).y0 for ax in fig.axes) + 1
+        # eleven nodes: no two share colour and line style
+        styles = {(h.get_color(), h.get_linestyle()) for h in legend.legend_handles[:len(nodes)]}
+        assert len(styles) == len(nodes)
+        ax = fig.axes[0]
+        words = {t.get_text() for t in ax.texts}
+        assert {"n3 fails", "n3 recovers", "n4 joins", "n1 leaves", "n2 removed"} <= words, words
+        # a dotted size line per node at its limit x speed (n2: 40 x 0.5)
+        dotted = [ln for ln in ax.lines if ln.get_linestyle() == ":"]
+        levels = {round(max(v for v in ln.get_ydata() if v == v)) for ln in dotted}
+        assert {20, 40} <= levels
+        # n4's size line starts when it joins (300 s), not before
+        (n4,) = [ln for ln in dotted if ln.get_label() == "_size n4"]
+        first = min(x for x, y in zip(n4.get_xdata(), n4.get_ydata()) if y == y)
+        assert 270 <= first <= 330
+    finally:
+        plt.close(fig)
+
+
+def test_table_defines_its_counts():
+    res = simulate.run(SMALL, strategies=["round_robin"])
+    text = simulate.format_table(res)
+    assert "bounces: times a node at its limit x speed answered a call 503" in text
+    assert "rejected: calls that got no node at all" in text
+    assert "dropped: calls cut while up" in text

@@ -121,8 +121,10 @@ def test_marks_bars_and_pool_summary() -> None:
                     "degraded_placements": 3}
     cluster = re.search(r'<p class="cluster (\w+)">(.*?)</p>', status_page.render(snap))
     assert cluster is not None and cluster.group(1) == "degraded"
-    assert cluster.group(2).startswith("cluster: degraded   deployment: prod   proxy: kam1   "
-                                       "proxies: kam1,kam2")
+    # the degraded state first, then the figures
+    first, second = cluster.group(2).split("<br>")
+    assert first.startswith("DEGRADED: Redis is out (")
+    assert second.startswith("cluster: degraded   deployment: prod   proxy: kam1   proxies: kam1,kam2")
 
 
 # --------------------------------------------------------------------------

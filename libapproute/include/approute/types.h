@@ -105,9 +105,12 @@ std::string SignReport(std::string_view body, std::string_view keyid, std::strin
 
 // What the caller knows about one request.
 struct RouteRequest {
-  std::string app;      // policy name; unknown -> "default" policy
-  std::string call_id;  // required, <= 127 bytes
-  std::string key;      // affinity key; empty = no affinity; never starts with byte 0x1f
+  std::string app;  // policy name; unknown -> "default" policy
+  // Required. Call id and key: up to kMaxInputLen bytes; over 127 they are
+  // stored (and listed, and seen by strategies) as a prefix plus the XXH3-128
+  // digest of the whole value (limits.h, docs/state.md).
+  std::string call_id;
+  std::string key;  // affinity key; empty = no affinity; never starts with byte 0x1f
   // A preference for a new key (e.g. the caller's domain): a key seen for
   // the first time goes to the node that holds the app's preference value,
   // if that node can take it within the app's bound and headroom; else the
@@ -194,6 +197,10 @@ struct ClusterStatus {
   // stop counting in the deployment. Route calls, call Sweep() more often,
   // or turn on RouterOptions::upkeep_interval_ms.
   std::string warning;
+  // Why Redis is out while degraded (one round trip is tried to find out),
+  // e.g. "redis: cannot connect to 127.0.0.1:6390: Connection refused";
+  // otherwise this process's last failed round trip ("" = none).
+  std::string last_error;
 };
 
 // Which sessions or affinities to list: empty strings match everything.

@@ -93,9 +93,28 @@ absl::StatusOr<RedisValue> ClusterPlacement::Run(const RedisScript& s, absl::Spa
     // An error reply still proves Redis answers; only transport failures trip the breaker.
     breaker_.OnSuccess(us, WallMs());
   } else {
-    breaker_.OnFailure();
+    Failed(r.status());
   }
   return r;
+}
+
+void ClusterPlacement::Failed(const absl::Status& s) {
+  breaker_.OnFailure();
+  absl::MutexLock l(&error_mu_);
+  last_error_.assign(s.message().data(), s.message().size());
+}
+
+std::string ClusterPlacement::ProbeError() {
+  absl::StatusOr<RedisValue> r = client_.Command({std::string_view("TIME")});
+  if (r.ok()) return "";
+  absl::MutexLock l(&error_mu_);
+  last_error_.assign(r.status().message().data(), r.status().message().size());
+  return last_error_;
+}
+
+std::string ClusterPlacement::last_error() const {
+  absl::MutexLock l(&error_mu_);
+  return last_error_;
 }
 
 bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
@@ -552,7 +571,7 @@ bool ClusterPlacement::RepublishClaims(int64_t now) {
     absl::Span<const RedisClient::EvalCall> part(calls.data() + at, std::min(kBatch, calls.size() - at));
     absl::StatusOr<std::vector<absl::StatusOr<RedisValue>>> r = client_.EvalMany(Script(cluster_lua::kClaim), part);
     if (!r.ok()) {
-      breaker_.OnFailure();
+      Failed(r.status());
       return false;
     }
     breaker_.OnSuccess(

@@ -70,6 +70,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "approute/config.h"
 #include "placement/cluster_breaker.h"
 #include "placement/cluster_members.h"
@@ -159,6 +160,12 @@ class ClusterPlacement final : public Placement {
 
   RedisClient& client() { return client_; }
   ClusterBreaker& breaker() { return breaker_; }
+  // The error of this process's last failed round trip ("" = none yet):
+  // what `approute status` and the start-up warning show while degraded.
+  std::string last_error() const;
+  // One TIME round trip past the breaker (operators only: Cluster() while
+  // degraded): "" when Redis answers, else its error, which is also kept.
+  std::string ProbeError();
 
  private:
   // One script through the breaker: Unavailable without a round trip when open.
@@ -168,6 +175,7 @@ class ClusterPlacement final : public Placement {
   bool PushAdmin();
   void PullAdmin();
   void Degraded() { region_.header().cluster.degraded_placements.fetch_add(1, std::memory_order_relaxed); }
+  void Failed(const absl::Status& s);  // the breaker counts a failure; the error is kept
   // A claim in the deployment that a reservation joins: its key and the
   // sessions this proxy will hold on it.
   struct ClaimHold {
@@ -230,6 +238,8 @@ class ClusterPlacement final : public Placement {
   ClusterBreaker breaker_;
   std::atomic<int64_t> primaries_seen_{0};      // client_.primary_changes() at the last republish after a failover
   std::atomic<int64_t> primary_checked_ms_{0};  // monotonic ms of this process's last RecheckPrimary
+  mutable absl::Mutex error_mu_;
+  std::string last_error_ ABSL_GUARDED_BY(error_mu_);
 };
 
 }  // namespace approute::internal

@@ -12,6 +12,7 @@
 
 #include "router/explain.h"
 #include "router/router_impl.h"
+#include "util/stored_name.h"
 
 namespace approute {
 namespace {
@@ -141,7 +142,7 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
   const int64_t now = now_();
   ExplainTrace t;
   const Policy* p = nullptr;
-  std::string key = req.key;
+  std::string key(StoredName(req.key, kMaxKeyLen).view());  // as route() stores it
   std::map<std::string, std::string> attrs = req.attrs;
   uint64_t prefer = 0;
   SlotList avoid, excluded;
@@ -149,7 +150,8 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
   std::string call_id = "explain";
   if (!req.call_id.empty()) {
     if (absl::Status s = CheckCallId(req.call_id); !s.ok()) return s;
-    std::optional<SessionEntry> e = sessions_.Get(req.call_id, now);
+    const StoredName stored(req.call_id, kMaxCallIdLen);
+    std::optional<SessionEntry> e = sessions_.Get(stored, now);
     if (!e) return absl::NotFoundError(Cat("no session for call_id \"", req.call_id, "\""));
     p = (*pol)->by_slot[e->app].get();
     if (p == nullptr) return absl::NotFoundError(Cat("the app of call \"", req.call_id, "\" is no longer configured"));
@@ -158,8 +160,8 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
     for (uint32_t i = 0; i < e->n_tried; ++i) avoid.push_back(e->tried[i]);
     prefer = e->pref_hash;
     attempt = static_cast<int>(e->attempt);
-    call_id = req.call_id;
-    t.call_id = req.call_id;
+    call_id = std::string(stored.view());
+    t.call_id = call_id;
     t.prefer = prefer != 0 ? "(the session's preference)" : "";
     t.steps.push_back(Cat("session ", req.call_id, ": attempt ", attempt, ", on node ",
                           snap->At(e->node, e->node_epoch) ? snap->At(e->node, e->node_epoch)->id : "(none)",

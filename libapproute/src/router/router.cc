@@ -22,6 +22,7 @@
 #include <optional>
 
 #include "router/router_impl.h"
+#include "util/stored_name.h"
 
 namespace approute {
 namespace {
@@ -35,13 +36,21 @@ constexpr uint32_t kSweepBucketsPerVisit = 8192;
 constexpr int64_t kOwnerCheckIntervalMs = 1000;  // look for processes that died mid-change
 constexpr int64_t kRepairWaitMs = 2000;          // longest wait for live processes to finish their changes
 
+absl::Status CheckInputLen(std::string_view what, std::string_view value) {
+  if (value.size() <= kMaxInputLen) return absl::OkStatus();
+  return absl::InvalidArgumentError(Cat(what, " is ", value.size(), " bytes long, at most ", kMaxInputLen,
+                                        " (the largest SIP message) are accepted"));
+}
+
 }  // namespace
 
+// Any call id a SIP message can carry is accepted; one longer than its
+// slot is stored by digest (util/stored_name.h).
 absl::Status Router::Impl::CheckCallId(std::string_view call_id) {
   if (call_id.empty()) return absl::InvalidArgumentError("call_id is empty");
-  if (call_id.size() > kMaxCallIdLen) {
-    return absl::InvalidArgumentError(
-        Cat("call_id is ", call_id.size(), " bytes long, at most ", kMaxCallIdLen, " are allowed"));
+  if (call_id.size() > kMaxInputLen) {
+    return absl::InvalidArgumentError(Cat("call_id is ", call_id.size(), " bytes long, at most ", kMaxInputLen,
+                                          " (the largest SIP message) are accepted"));
   }
   return absl::OkStatus();
 }
@@ -104,16 +113,11 @@ absl::StatusOr<Decision> Router::Impl::Route(const RouteRequest& req) {
 }
 
 absl::Status Router::Impl::CheckPlaceInput(std::string_view key, std::string_view prefer, size_t n_exclude) {
-  if (key.size() > kMaxKeyLen) {
-    return absl::InvalidArgumentError(Cat("key is ", key.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
-  }
+  if (absl::Status s = CheckInputLen("key", key); !s.ok()) return s;
   if (!key.empty() && key[0] == kDerivedKeyMark) {
     return absl::InvalidArgumentError("key must not start with the control character 0x1f");
   }
-  if (prefer.size() > kMaxKeyLen) {
-    return absl::InvalidArgumentError(
-        Cat("prefer is ", prefer.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
-  }
+  if (absl::Status s = CheckInputLen("prefer", prefer); !s.ok()) return s;  // only its hash is kept
   if (n_exclude > static_cast<size_t>(kMaxAttemptsLimit) / 2) {
     return absl::InvalidArgumentError(
         Cat("exclude lists ", n_exclude, " nodes, at most ", kMaxAttemptsLimit / 2, " are allowed"));
@@ -140,25 +144,29 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   for (const auto& id : req.exclude) {
     if (const NodeView* v = snap.Find(id)) avoid.push_back(v->slot);
   }
+  // What the tables keep: the values themselves, or their digest form when
+  // longer than a slot (the strategy sees the key as stored).
+  const StoredName call_id(req.call_id, kMaxCallIdLen);
+  const StoredName key(req.key, kMaxKeyLen);
   // A call already routed is found when its session is inserted (the rare
   // case pays for an undone placement, the common case saves a lock).
-  const uint64_t call_hash = SessionTable::Hash(req.call_id);
+  const uint64_t call_hash = SessionTable::Hash(call_id);
   sessions_.Prefetch(call_hash);
   Placed placed;
   const uint64_t prefer = req.prefer.empty() ? 0 : PreferHash(req.prefer);
-  const PlaceCall call = Call(*p, snap, req.call_id, req.key, req.attrs, avoid, 1, now, "strategy", prefer);
+  const PlaceCall call = Call(*p, snap, call_id, key, req.attrs, avoid, 1, now, "strategy", prefer);
   if (absl::Status s = Place(call, &placed); !s.ok()) return s;
   if (!placed.decision.ok) {
-    if (std::optional<SessionEntry> e = sessions_.Get(req.call_id, now)) return SessionDecision(snap, *e, **pol);
+    if (std::optional<SessionEntry> e = sessions_.Get(call_id, now)) return SessionDecision(snap, *e, **pol);
     return placed.decision;
   }
   const uint64_t pref_hash = placed.pref_claim ? call.prefer : 0;
   auto mine = [&] {
     return Held{p->app_slot,      p->resource,       placed.ref.slot, placed.ref.epoch,
-                placed.ref.claim, placed.pref_claim, pref_hash,       KeyCopy(req.key)};
+                placed.ref.claim, placed.pref_claim, pref_hash,       KeyCopy(key)};
   };
-  SessionInit init{.call_id = req.call_id,
-                   .key = placed.ref.claim ? std::string_view(req.key) : std::string_view(),
+  SessionInit init{.call_id = call_id,
+                   .key = placed.ref.claim ? key.view() : std::string_view(),
                    .call_id_hash = call_hash,
                    .app = p->app_slot,
                    .resource = p->resource,
@@ -198,8 +206,10 @@ absl::StatusOr<Decision> Router::Impl::Retry(std::string_view call_id, int code)
   return d;
 }
 
-absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view call_id, int code, uint32_t* app) {
-  if (absl::Status s = CheckCallId(call_id); !s.ok()) return s;
+absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view full_call_id, int code, uint32_t* app) {
+  if (absl::Status s = CheckCallId(full_call_id); !s.ok()) return s;
+  const StoredName stored(full_call_id, kMaxCallIdLen);
+  const std::string_view call_id = stored;
   if (code < 100 || code > 699)
     return absl::InvalidArgumentError(Cat("code ", code, " is not a SIP status code (100..699)"));
   absl::StatusOr<std::shared_ptr<const Policies>> pol = policies_.Get();
@@ -296,16 +306,20 @@ absl::Status Router::Impl::RecordRetry(std::string_view call_id, int64_t now, co
   return absl::OkStatus();
 }
 
-absl::Status Router::Impl::Confirm(std::string_view call_id) {
-  if (absl::Status s = CheckCallId(call_id); !s.ok()) return s;
+absl::Status Router::Impl::Confirm(std::string_view full_call_id) {
+  if (absl::Status s = CheckCallId(full_call_id); !s.ok()) return s;
+  const StoredName stored(full_call_id, kMaxCallIdLen);
+  const std::string_view call_id = stored;
   Held held;
   if (!sessions_.Confirm(call_id, &held)) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
   if (held.claim != 0) placement_->MarkAnswered(AffinityKey(held.app, held.key), held.claim);
   return absl::OkStatus();
 }
 
-absl::Status Router::Impl::End(std::string_view call_id, bool abandoned) {
-  if (absl::Status s = CheckCallId(call_id); !s.ok()) return s;
+absl::Status Router::Impl::End(std::string_view full_call_id, bool abandoned) {
+  if (absl::Status s = CheckCallId(full_call_id); !s.ok()) return s;
+  const StoredName stored(full_call_id, kMaxCallIdLen);
+  const std::string_view call_id = stored;
   const int64_t now = now_();
   absl::StatusOr<Owners::Op> op = owners_.Enter();
   if (!op.ok()) return op.status();

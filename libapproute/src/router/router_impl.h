@@ -158,6 +158,13 @@ class Router::Impl {
     s.rtt_p50_us = cluster_->breaker().RttQuantileUs(0.5);
     s.rtt_p99_us = cluster_->breaker().RttQuantileUs(0.99);
     s.primary = cluster_->client().primary();
+    if (s.mode == "degraded") {
+      // The breaker is the host's; this process may never have tried: ask once.
+      const std::string e = cluster_->ProbeError();
+      s.last_error = e.empty() ? "Redis answers again: the next call through it closes the breaker" : e;
+    } else {
+      s.last_error = cluster_->last_error();
+    }
     constexpr int64_t kLease = ClusterPlacement::kLeaseMs;
     if (const int64_t at = rec.refreshed_ms.load(std::memory_order_relaxed); at != 0) {
       s.lease_age_ms = ClusterBreaker::MonoMs() - at;

@@ -171,7 +171,8 @@ class UacRun:
     """One SIPp UAC process placing a list of calls."""
 
     def __init__(self, env: "E2E", calls: Sequence[Call], rate: float, limit: int,
-                 timeout: float, scenario: str = "uac.xml", local_ip: str = LOCAL):
+                 timeout: float, scenario: str = "uac.xml", local_ip: str = LOCAL,
+                 extra: Sequence[str] = ()):
         self.env = env
         self.calls = list(calls)
         self.timeout = timeout
@@ -190,7 +191,7 @@ class UacRun:
                 "-r", str(max(1, int(round(rate)))), "-rp", "1000", "-l", str(limit),
                 "-nostdin", "-trace_logs", "-log_file", str(self.log),
                 "-trace_err", "-error_file", str(self.err),
-                "-timeout", "%ds" % int(timeout), "-timeout_error", "-max_socket", "100"]
+                "-timeout", "%ds" % int(timeout), "-timeout_error", "-max_socket", "100", *extra]
         self.started = time.monotonic()
         self.proc = Proc("uac-%d" % seq, argv, d / ("uac-%d.out" % seq))
         self.elapsed: Optional[float] = None
@@ -381,10 +382,11 @@ class E2E:
 
     def start_calls(self, calls: Sequence[Call], rate: float = 10.0, limit: int = 50,
                     timeout: float = 60.0, scenario: str = "uac.xml",
-                    local_ip: str = LOCAL) -> "UacRun":
+                    local_ip: str = LOCAL, extra: Sequence[str] = ()) -> "UacRun":
         """Starts a SIPp UAC placing the calls; returns without waiting.
-        ``local_ip``: the caller's address (any of 127.0.0.0/8)."""
-        run = UacRun(self, calls, rate, limit, timeout, scenario, local_ip)
+        ``local_ip``: the caller's address (any of 127.0.0.0/8); ``extra``:
+        more SIPp arguments."""
+        run = UacRun(self, calls, rate, limit, timeout, scenario, local_ip, extra)
         self.procs.append(run.proc)
         return run
 

@@ -303,6 +303,9 @@ absl::Status Router::Impl::Confirm(std::string_view call_id) {
 absl::Status Router::Impl::End(std::string_view call_id, bool abandoned) {
   if (absl::Status s = CheckCallId(call_id); !s.ok()) return s;
   const int64_t now = now_();
+  // Ends as routes keep the sweep and the cluster's republish going (an
+  // end's share goes out with it); outside the op, as in RouteFlow.
+  Maintain(now);
   absl::StatusOr<Owners::Op> op = owners_.Enter();
   if (!op.ok()) return op.status();
   Held held;

@@ -431,7 +431,10 @@ class Bench:
         try:
             if a.warmup:
                 w = self.uac(rundir, "warmup", port, a.warmup, min(a.rate, 100))
-                if w["ok"] != a.warmup:
+                # A call or two lost to SIPp's retransmission timing on a
+                # busy machine (flagged in measured runs too) is no reason to
+                # give up; most of the warm-up failing is.
+                if w["ok"] < a.warmup * 0.98:
                     raise RuntimeError("warm-up: %s of %d calls succeeded (%s); see %s"
                                        % (w["ok"], a.warmup, w, rundir))
             time.sleep(a.settle)

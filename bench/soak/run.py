@@ -339,15 +339,19 @@ class Soak:
         """The deployment's counts (every live proxy's share in Redis,
         summed over the nodes) against the live sessions of both proxies'
         session tables. Calls start and end between the reads, and an end
-        reaches Redis with the next republish (within a second), so the
-        check reads again, up to 3 s, until one read agrees; the smallest
-        difference seen is kept."""
+        reaches Redis with its proxy's next republish (at most once a second,
+        at a route, an end or a sweep), so the check sweeps both proxies'
+        segments (as their timers do) and reads again, up to 5 s, until one
+        read agrees; the smallest difference seen (deployment - live) is
+        kept."""
         out: Dict[str, Any] = {}
-        deadline = time.monotonic() + 3.0
+        deadline = time.monotonic() + 5.0
         tries, best = 0, None
         while True:
             tries += 1
             try:
+                for _, r in self.routers():
+                    r.sweep()
                 live = 0
                 for name, r in self.routers():
                     n = int(r.stats()["sessions"])

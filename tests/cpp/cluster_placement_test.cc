@@ -349,7 +349,7 @@ TEST(ClusterPlacement, ScriptFlushCostsOneReloadNotAnOutage) {
   APPROUTE_NEED_REDIS();
   RedisServer srv;
   ASSERT_TRUE(srv.Start());
-  OneProxy p(Yaml(srv, "flush", "kam1", -1), "flush");
+  OneProxy p(Yaml(srv, "flush", "kam1", 100), "flush");  // a capacity: every reservation runs a script
   ASSERT_NE(p.router, nullptr);
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(p.Route("d" + std::to_string(i), "conf"));
   internal::RedisClient admin(*internal::ParseRedisUrl(srv.url()), 1000);
@@ -777,7 +777,8 @@ TEST(ClusterPlacement, AnEndCostsNoRoundTripAndAKeysLastEndDropsItsClaimAtOnce) 
   for (int k = 0; k < 4; ++k) {
     for (int c = 0; c < 2; ++c) {
       const std::string call = "k" + std::to_string(k) + "-" + std::to_string(c);
-      absl::StatusOr<Decision> d = a.Route(RouteRequest{.app = "conf", .call_id = call, .key = "room" + std::to_string(k)});
+      absl::StatusOr<Decision> d =
+          a.Route(RouteRequest{.app = "conf", .call_id = call, .key = "room" + std::to_string(k)});
       ASSERT_TRUE(d.ok() && d->ok) << call;
     }
   }

@@ -303,14 +303,17 @@ absl::Status Router::Impl::Confirm(std::string_view call_id) {
 absl::Status Router::Impl::End(std::string_view call_id, bool abandoned) {
   if (absl::Status s = CheckCallId(call_id); !s.ok()) return s;
   const int64_t now = now_();
-  // Ends as routes keep the sweep and the cluster's republish going (an
-  // end's share goes out with it); outside the op, as in RouteFlow.
+  {
+    absl::StatusOr<Owners::Op> op = owners_.Enter();
+    if (!op.ok()) return op.status();
+    Held held;
+    if (!sessions_.Remove(call_id, &held)) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
+    Release(held, now, abandoned);
+  }
+  // Ends keep the sweep going as routes do, and with it the cluster's
+  // republish, which carries this end's share; after the op, since Maintain
+  // may wait for every op to finish.
   Maintain(now);
-  absl::StatusOr<Owners::Op> op = owners_.Enter();
-  if (!op.ok()) return op.status();
-  Held held;
-  if (!sessions_.Remove(call_id, &held)) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
-  Release(held, now, abandoned);
   return absl::OkStatus();
 }
 

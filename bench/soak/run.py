@@ -381,7 +381,8 @@ class Soak:
         if self.redis is not None:
             procs["redis"] = [(self.redis.pid, rss_kb(self.redis.pid))]
         procs["nodes"] = [(n.proc.pid, rss_kb(n.proc.pid)) for n in self.kam1.nodes.values() if n.proc]
-        procs["callers"] = [(run.proc.pid, rss_kb(run.proc.pid)) for _, run, _ in self.runs if run.proc.alive()]
+        procs["callers"] = [(run.proc.pid, rss_kb(run.proc.pid))
+                            for _, run, _ in self.runs if run.proc.alive()]
         procs["soak"] = [(os.getpid(), rss_kb(os.getpid()))]
         return procs
 
@@ -510,7 +511,8 @@ class Soak:
                 for _, r in self.routers():
                     r.sweep()
                 left = {name: int(r.stats()["sessions"]) for name, r in self.routers()}
-                left["redis"] = sum(int(v) for n in self.kam1.router.nodes() for v in dict(n.sessions).values())
+                left["redis"] = sum(int(v) for n in self.kam1.router.nodes()
+                                    for v in dict(n.sessions).values())
             except Exception as e:
                 left = {"error": repr(e)}
             if all(v == 0 for v in left.values() if isinstance(v, int)) and "error" not in left:
@@ -528,13 +530,14 @@ class Soak:
         self.rtt_windows = []
         nwin = int((self.args.minutes * 60 + span - 1) // span)
         for w in range(nwin):
-            row: Dict[str, Any] = {"from_min": round(w * span / 60, 1), "to_min": round((w + 1) * span / 60, 1)}
+            row: Dict[str, Any] = {"from_min": round(w * span / 60, 1),
+                                   "to_min": round((w + 1) * span / 60, 1)}
             for name, samples in sorted(self.rtt.items()):
                 lo, hi = w * span * 1000, (w + 1) * span * 1000
                 row[name] = percentiles([ms for t, ms in samples if lo <= t < hi])
             self.rtt_windows.append(row)
-            log("INVITE->100 minutes %s-%s: %s" % (row["from_min"], row["to_min"],
-                                                 json.dumps({k: v for k, v in row.items() if "min" not in k})))
+            shown = {k: v for k, v in row.items() if "min" not in k}
+            log("INVITE->100 minutes %s-%s: %s" % (row["from_min"], row["to_min"], json.dumps(shown)))
         log("LATENCY whole run (since each segment was made): %s" % json.dumps(whole))
         log("SESSIONS LEFT %s" % left)
         unequal = [m["minute"] for m in self.minutes if not m["counts"].get("equal")]
@@ -545,7 +548,8 @@ class Soak:
         if self.args.json:
             Path(self.args.json).write_text(json.dumps({
                 "args": vars(self.args), "events": self.events, "minutes": self.minutes,
-                "windows": self.windows, "invite_100_windows": self.rtt_windows, "whole": whole, "left": left, "totals": self.totals,
+                "windows": self.windows, "invite_100_windows": self.rtt_windows, "whole": whole,
+                "left": left, "totals": self.totals,
                 "start_rss": getattr(self, "start_rss", None),
                 "end_rss": end_procs, "failures": self.failures}, indent=1))
         for f in self.failures:
@@ -557,14 +561,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=30.0, help="traffic time (default 30)")
     ap.add_argument("--rate", type=float, default=4.0, help="calls per second at each proxy (default 4)")
-    ap.add_argument("--hold-ms", type=int, default=3000, help="mean call hold time (0.5x..1.5x), default 3000")
+    ap.add_argument("--hold-ms", type=int, default=3000, help="mean hold time, ms (0.5x..1.5x); 3000")
     ap.add_argument("--keys", type=int, default=40, help="affinity keys (caller domains), default 40")
     ap.add_argument("--capacity", type=int, default=40, help="conference seats per configured node")
     ap.add_argument("--children", type=int, default=4, help="Kamailio UDP workers per proxy")
     ap.add_argument("--lifetime", type=int, default=120,
                     help="session lifetime (s): a dialog lost with a proxy is forgotten after it")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--json", help="write the figures to this file (a relative name: in the cwd at the start)")
+    ap.add_argument("--json", help="write the figures to this JSON file")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     args = ap.parse_args(argv)
     if args.json:

@@ -6,13 +6,19 @@ Starts a redis-server on a free loopback port in a temporary directory (no
 persistence) and stops it by its pid. For each case, the same YAML with and
 without ``cluster:`` (a private region each), rounds alternated:
 
-  plain      no affinity (one reservation, one release)
+  plain      no affinity, nodes without a capacity (nothing to check)
+  plain-cap  no affinity, nodes with a capacity (far above the load) for
+             the app's resource: the reservation is checked over the
+             deployment
   conf-known affinity, a key seen before (100 keys over the calls)
   conf-new   affinity, a new key on every call
 
 Each call is ``route()`` then ``end()``, timed together with
-time.perf_counter_ns. Prints p50/p99 in microseconds and the Redis round trips
-per call (router.cluster()["round_trips"]).
+time.perf_counter_ns. Prints p50/p99 in microseconds, the Redis round trips
+per call (router.cluster()["round_trips"]) and the round trip's own p50/p99
+as the router measured it over the run (router.cluster() "rtt_p50_us" /
+"rtt_p99_us": power-of-two bucket bounds), so that "cluster p99 within two
+round trips of local" can be read off one run.
 
     .venv/bin/python bench/cluster_python.py                 # 5000 calls x 3 rounds
     .venv/bin/python bench/cluster_python.py --calls 20000 --rounds 5
@@ -32,10 +38,12 @@ from typing import Dict, List
 import approute
 from approute._procs import start_redis
 
-NODES = "".join('  - {id: ast%d, uri: "sip:10.0.0.%d:5060"}\n' % (i, i) for i in range(1, 5))
+NODES = "".join('  - {id: ast%d, uri: "sip:10.0.0.%d:5060", capacity: {seats: 1000000}}\n' % (i, i)
+                for i in range(1, 5))
 APPS = ("apps:\n"
         "  conf: {strategy: random, resource: conference, affinity: {grace: 30}}\n"
-        "  plain: {strategy: random, resource: conference}\n")
+        "  plain: {strategy: random, resource: conference}\n"
+        "  plaincap: {strategy: random, resource: seats}\n")
 
 
 
@@ -78,7 +86,8 @@ def main() -> int:
         local_yaml = "nodes:\n%s%s" % (NODES, APPS)
         cl = approute.Router.from_yaml(cluster_yaml)
         lo = approute.Router.from_yaml(local_yaml)
-        cases = [("plain", "plain", False), ("conf-known", "conf", False), ("conf-new", "conf", True)]
+        cases = [("plain", "plain", False), ("plain-cap", "plaincap", False), ("conf-known", "conf", False),
+                 ("conf-new", "conf", True)]
         res: Dict[str, Dict[str, List[float]]] = {c[0]: {"cluster": [], "local": []} for c in cases}
         trips: Dict[str, List[float]] = {c[0]: [] for c in cases}
         for r in range(a.rounds):
@@ -88,8 +97,9 @@ def main() -> int:
                 trips[name].append((cl.cluster()["round_trips"] - t0) / a.calls)
                 res[name]["local"] += measure(lo, app, a.calls, new, "l%d%s" % (r, name))
         c = cl.cluster()
-        print("route+end from Python, %d calls x %d rounds per case, Redis %s, degraded %d, failures %d"
-              % (a.calls, a.rounds, url, c["degraded_placements"], c["failures"]))
+        print("route+end from Python, %d calls x %d rounds per case, Redis %s, degraded %d, failures %d; "
+              "a round trip p50 <= %d us, p99 <= %d us" % (a.calls, a.rounds, url, c["degraded_placements"],
+                                                         c["failures"], c["rtt_p50_us"], c["rtt_p99_us"]))
         print("| case | cluster p50 us | cluster p99 us | round trips/call | local p50 us | local p99 us |")
         print("| --- | ---: | ---: | ---: | ---: | ---: |")
         for name, _, _ in cases:

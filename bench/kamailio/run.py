@@ -279,9 +279,14 @@ class Bench:
                 raise RuntimeError("SIPp node %s exited; see %s" % (p.name, p.log))
 
     def write_configs(self) -> None:
-        nodes = "\n".join('  - {id: %s, uri: "sip:%s:%d", pool: media, weight: 10}'
-                          % (nid, LOCAL, port) for nid, port in self.nodes)
-        # examples/kamailio/router.yaml's apps (capacities left out: the load
+        # --capacity N: every node gets N of each app's resource, far above
+        # the load (nothing refused), so that each reservation is checked
+        # against the capacity (with cluster:, in the deployment).
+        cap = (", capacity: {calls: %d, conference: %d}" % (self.args.capacity, self.args.capacity)
+               if self.args.capacity else "")
+        nodes = "\n".join('  - {id: %s, uri: "sip:%s:%d", pool: media, weight: 10%s}'
+                          % (nid, LOCAL, port, cap) for nid, port in self.nodes)
+        # examples/kamailio/router.yaml's apps (capacities left out unless --capacity: the load
         # must never be refused).  The bench calls R-URI user "bench" -> the
         # `default` app (round_robin); --app conference: "conf-1" -> conference.
         (self.tmp / "router.yaml").write_text(
@@ -426,7 +431,10 @@ class Bench:
         try:
             if a.warmup:
                 w = self.uac(rundir, "warmup", port, a.warmup, min(a.rate, 100))
-                if w["ok"] != a.warmup:
+                # A call or two lost to SIPp's retransmission timing on a
+                # busy machine (flagged in measured runs too) is no reason to
+                # give up; most of the warm-up failing is.
+                if w["ok"] < a.warmup * 0.98:
                     raise RuntimeError("warm-up: %s of %d calls succeeded (%s); see %s"
                                        % (w["ok"], a.warmup, w, rundir))
             time.sleep(a.settle)
@@ -669,6 +677,8 @@ def main(argv=None) -> int:
                     help="approute Python files Kamailio loads: the repository's (default) or "
                          "the installed ones")
     ap.add_argument("--only", choices=("A", "B"), help="run only one variant")
+    ap.add_argument("--capacity", type=int, default=0,
+                    help="A's nodes get this capacity (calls and conference; default none: no check)")
     ap.add_argument("--cluster", action="store_true",
                     help="A with cluster: on a redis-server started here (the cluster placement)")
     ap.add_argument("--profile", nargs="?", const="timing", choices=("timing", "cprofile"),

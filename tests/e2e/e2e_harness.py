@@ -172,7 +172,7 @@ class UacRun:
 
     def __init__(self, env: "E2E", calls: Sequence[Call], rate: float, limit: int,
                  timeout: float, scenario: str = "uac.xml", local_ip: str = LOCAL,
-                 cid_str: Optional[str] = None):
+                 cid_str: Optional[str] = None, extra: Sequence[str] = ()):
         self.env = env
         self.calls = list(calls)
         self.timeout = timeout
@@ -191,7 +191,7 @@ class UacRun:
                 "-r", str(max(1, int(round(rate)))), "-rp", "1000", "-l", str(limit),
                 "-nostdin", "-trace_logs", "-log_file", str(self.log),
                 "-trace_err", "-error_file", str(self.err),
-                "-timeout", "%ds" % int(timeout), "-timeout_error", "-max_socket", "100"]
+                "-timeout", "%ds" % int(timeout), "-timeout_error", "-max_socket", "100", *extra]
         if cid_str is not None:  # SIPp's Call-ID pattern (%u call number, %p pid, %s address)
             argv += ["-cid_str", cid_str]
         self.started = time.monotonic()
@@ -384,11 +384,13 @@ class E2E:
 
     def start_calls(self, calls: Sequence[Call], rate: float = 10.0, limit: int = 50,
                     timeout: float = 60.0, scenario: str = "uac.xml",
-                    local_ip: str = LOCAL, cid_str: Optional[str] = None) -> "UacRun":
+                    local_ip: str = LOCAL, cid_str: Optional[str] = None,
+                    extra: Sequence[str] = ()) -> "UacRun":
         """Starts a SIPp UAC placing the calls; returns without waiting.
         ``local_ip``: the caller's address (any of 127.0.0.0/8); ``cid_str``:
-        SIPp's Call-ID pattern (default ``%u-%p@%s``)."""
-        run = UacRun(self, calls, rate, limit, timeout, scenario, local_ip, cid_str)
+        SIPp's Call-ID pattern (default ``%u-%p@%s``); ``extra``: more SIPp
+        arguments."""
+        run = UacRun(self, calls, rate, limit, timeout, scenario, local_ip, cid_str, extra)
         self.procs.append(run.proc)
         return run
 

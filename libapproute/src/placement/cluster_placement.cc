@@ -123,6 +123,10 @@ bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
 }
 
 bool ClusterPlacement::ReserveShared(uint32_t slot, uint32_t res, int64_t capacity) {
+  // A node without a capacity has nothing to check over the deployment: the
+  // unit is this host's at once and its share goes out with the next
+  // republish (Maintain, within kRefreshMs), as a release's does.
+  if (capacity < 0) return true;
   const int64_t share = region_.hot(slot).sessions[res].load(std::memory_order_relaxed);
   const std::string key = CountKey(slot, res), v = Cat(share), cap = Cat(capacity);
   const std::optional<cluster_lua::ReserveFlag> flag = FlagOf<cluster_lua::ReserveFlag>(
@@ -169,9 +173,11 @@ bool ClusterPlacement::KeepOffline(uint32_t slot, uint32_t res, int64_t capacity
 
 void ClusterPlacement::SharePublished(uint32_t slot, uint32_t res, int64_t share) {
   Synced(slot, res, share);
-  // Another process of this host moved the count meanwhile: its own publish
-  // may have landed before ours, so ours must not be the last word.
-  if (region_.hot(slot).sessions[res].load(std::memory_order_relaxed) != share) Publish(slot, res);
+  // Another process of this host reserved meanwhile: its own publish may
+  // have landed before ours, so ours (lower) must not be the last word. A
+  // count that only fell meanwhile (releases) leaves ours too high, which
+  // errs towards safe: the next republish sets it.
+  if (region_.hot(slot).sessions[res].load(std::memory_order_relaxed) > share) Publish(slot, res);
 }
 
 void ClusterPlacement::Publish(uint32_t slot, uint32_t res) {
@@ -187,9 +193,12 @@ void ClusterPlacement::Publish(uint32_t slot, uint32_t res) {
 }
 
 void ClusterPlacement::Release(uint32_t slot, uint32_t epoch, uint32_t res) {
+  // No round trip: the deployment keeps this proxy's higher share until the
+  // next republish (Maintain, within kRefreshMs, or the next reservation on
+  // the node, which writes the absolute share), so the node looks fuller
+  // than it is meanwhile, never emptier. While Redis is out the outage share
+  // stays the share Redis holds, which the other proxies still count.
   local_.Release(slot, epoch, res);
-  if (slot == kNil || region_.node(slot).epoch != epoch) return;
-  Publish(slot, res);
 }
 
 std::optional<ClaimRef> ClusterPlacement::JoinAndReserve(const AffinityKey& k, uint32_t res, int64_t now, bool defer,
@@ -403,9 +412,14 @@ std::array<std::string, 3> ClusterPlacement::DropLocal(const AffinityKey& k, uin
   return {Cat(affinity_.HoldOf(k).refs), mode == Mode::kRelease ? "1" : "0", no_grace ? "1" : "0"};
 }
 
+bool ClusterPlacement::StillHeld(const AffinityKey& k, AffinityTable::DropMode mode) const {
+  return mode != AffinityTable::DropMode::kRelease && affinity_.HoldOf(k).refs > 0;
+}
+
 void ClusterPlacement::DropClaim(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now) {
   if (claim == 0) return;
   const std::array<std::string, 3> drop = DropLocal(k, claim, mode, now);
+  if (StillHeld(k, mode)) return;  // the deployment's claim is unchanged for the other proxies
   const std::string key = ClaimKey(k);
   (void)Run(Script(cluster_lua::kDrop), {key, proxies_key_}, {proxy_, lease_, drop[0], drop[1], drop[2]});
 }
@@ -418,6 +432,13 @@ void ClusterPlacement::EndSession(uint32_t slot, uint32_t epoch, uint32_t res, c
   }
   local_.Release(slot, epoch, res);
   const std::array<std::string, 3> drop = DropLocal(k, claim, mode, now);
+  // Other sessions of this host still hold the key: no round trip, as a
+  // release (the share with the next republish); the deployment's claim
+  // still has this proxy holding it, which is true. Only the number of
+  // sessions it names for this proxy stays higher until the key's next call
+  // or last end here writes it again. The last end (below) drops the hold
+  // and starts the grace at once.
+  if (StillHeld(k, mode)) return;
   NodeHot& n = region_.hot(slot);
   const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
   const std::string count = CountKey(slot, res), key = ClaimKey(k), v = Cat(share);

@@ -5,8 +5,12 @@
 // reservation and claim is made there first (RegionPlacement), then in Redis:
 //   Reserve   this proxy's share of the node's count, checked against the
 //             node's capacity over every live proxy's share (one script);
-//             full there: the local unit is given back.
-//   Release   this proxy's absolute share republished.
+//             full there: the local unit is given back. A node without a
+//             capacity has nothing to check: no round trip, the share goes
+//             out with the next Maintain.
+//   Release   no round trip: this proxy's absolute share goes out with the
+//             next Maintain (within kRefreshMs) or the next reservation on
+//             the node; meanwhile the node looks fuller, never emptier.
 //   JoinAndReserve  this host's claim for the key, its node's unit
 //             reserved by one script that also checks that the deployment's
 //             claim names the same node (kJoinReserve); otherwise the
@@ -17,9 +21,13 @@
 //             (reserved and joined by kJoinReserve).
 //   ReserveAndClaim  one script (kReserveClaim): the unit, the check that
 //             no other node holds the key's claim, and the claim.
-//   DropClaim this proxy's sessions on the claim republished; the last live
-//             holder starts the claim's grace TTL.
-//   EndSession  Release and DropClaim of one session in one script.
+//   DropClaim the last session of the key here: this proxy's hold dropped,
+//             the last live holder starting the claim's grace TTL, at once
+//             (one round trip); while other sessions here still hold the
+//             key, no round trip (the hold's number is written again by the
+//             key's next call or last end).
+//   EndSession  Release and DropClaim of one session: one script (kEnd)
+//             for the key's last session here, else no round trip.
 //   SetAdminState  here and in the deployment; every proxy applies the
 //             deployment's admin states at its next Maintain (within a second),
 //             over its YAML's `state:`. One set while Redis is out is pushed
@@ -219,6 +227,10 @@ class ClusterPlacement final : public Placement {
   void Synced(uint32_t slot, uint32_t res, int64_t share) {
     region_.node(slot).synced_share[res].store(share, std::memory_order_relaxed);
   }
+  // After the local drop of a session's claim: this host still holds the
+  // key (other sessions here, and not a release for every proxy), so the
+  // deployment's claim needs no write now.
+  bool StillHeld(const AffinityKey& k, AffinityTable::DropMode mode) const;
   // Drops the local claim; -> kDrop's refs held, release and no-grace arguments.
   std::array<std::string, 3> DropLocal(const AffinityKey& k, uint64_t claim, AffinityTable::DropMode mode, int64_t now);
   bool RunMembers(const std::vector<std::pair<std::string, std::string>>& records, int64_t now, bool all,

@@ -321,11 +321,17 @@ absl::Status Router::Impl::End(std::string_view full_call_id, bool abandoned) {
   const StoredName stored(full_call_id, kMaxCallIdLen);
   const std::string_view call_id = stored;
   const int64_t now = now_();
-  absl::StatusOr<Owners::Op> op = owners_.Enter();
-  if (!op.ok()) return op.status();
-  Held held;
-  if (!sessions_.Remove(call_id, &held)) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
-  Release(held, now, abandoned);
+  {
+    absl::StatusOr<Owners::Op> op = owners_.Enter();
+    if (!op.ok()) return op.status();
+    Held held;
+    if (!sessions_.Remove(call_id, &held)) return absl::NotFoundError(Cat("no session for call_id \"", call_id, "\""));
+    Release(held, now, abandoned);
+  }
+  // Ends keep the sweep going as routes do, and with it the cluster's
+  // republish, which carries this end's share; after the op, since Maintain
+  // may wait for every op to finish.
+  Maintain(now);
   return absl::OkStatus();
 }
 

@@ -252,6 +252,20 @@ TEST(Overload, NewestSeqWinsAndZeroEndsIt) {
   EXPECT_NE(d.detail.find("shed by overload control"), std::string::npos) << d.detail;
 }
 
+TEST(Overload, ExplainNamesBusyAndShedNodes) {
+  auto r = MakeRouter(TwoNodes());
+  ASSERT_TRUE(r->ReportProbe("n0", 503, 1, 30.0).ok());
+  ASSERT_TRUE(r->ReportOverload("n1", 100, 60'000, 1).ok());
+  absl::StatusOr<ExplainTrace> t = r->Explain({.app = "app"});
+  ASSERT_TRUE(t.ok()) << t.status();
+  std::map<std::string, std::string> why;
+  for (const ExplainNode& n : t->nodes) why[n.id] = n.exclusion + ": " + n.detail;
+  EXPECT_EQ(why["n0"].rfind("busy: ", 0), 0u) << why["n0"];
+  EXPECT_NE(why["n0"].find("30 s more"), std::string::npos) << why["n0"];
+  EXPECT_EQ(why["n1"].rfind("shed: ", 0), 0u) << why["n1"];
+  EXPECT_NE(why["n1"].find("100% of new calls"), std::string::npos) << why["n1"];
+}
+
 TEST(Overload, BadArgumentsAreErrorsThatChangeNothing) {
   auto r = MakeRouter(TwoNodes());
   EXPECT_EQ(r->ReportOverload("n0", 101, 1000, 1).code(), absl::StatusCode::kInvalidArgument);

@@ -38,7 +38,12 @@ Settings come from the YAML file named by the environment variable
     retry_after: 30              # Retry-After of a strict key's 486 / 480 (0: none)
     budget_retry_after: 1        # Retry-After of the 503 when an app's
                                  # retry.budget is spent (1..3600)
-    log_decisions: true          # one info line per decision / retry / end
+    log_decisions: true          # one info line per decision / retry / end;
+                                 # json: one JSON object per decision, with
+                                 # the short trace of a dry run (explain)
+    acc_avps: false              # true: $avp(approute_app), $avp(approute_key) and
+                                 # $avp(approute_prefer) on each routed INVITE, for the
+                                 # acc module's log_extra (kamailio.cfg -A WITH_ACC)
     attrs: auto                  # route() attrs only for apps whose strategy
                                  # may use them (hash by from/to/..., Python
                                  # strategies); always: on every call

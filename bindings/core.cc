@@ -485,6 +485,24 @@ PYBIND11_MODULE(_core, m) {
             return py::float_(static_cast<double>(n.ejected_until_ms) / 1000.0);
           },
           "Unix time outlier ejection ends (None: not ejected).")
+      .def_property_readonly(
+          "busy_until",
+          [](const NodeStatus& n) -> py::object {
+            if (n.busy_until_ms == 0) return py::none();
+            return py::float_(static_cast<double>(n.busy_until_ms) / 1000.0);
+          },
+          "Unix time the node's busy period ends (it answered 503: alive, taking no new keys and no "
+          "key-less calls); None: not busy.")
+      .def_property_readonly(
+          "overload_percent", [](const NodeStatus& n) { return n.overload_percent; },
+          "RFC 7339 overload control: the share of new calls shed now (0: none).")
+      .def_property_readonly(
+          "overload_until",
+          [](const NodeStatus& n) -> py::object {
+            if (n.overload_until_ms == 0) return py::none();
+            return py::float_(static_cast<double>(n.overload_until_ms) / 1000.0);
+          },
+          "Unix time the node's overload report ends (None: none in force).")
       .def_property_readonly("latency_ewma_ms", [](const NodeStatus& n) { return n.latency_ewma_ms; })
       .def_property_readonly("error_rate", [](const NodeStatus& n) { return n.error_rate; })
       .def("__repr__", [](const NodeStatus& n) {
@@ -710,17 +728,28 @@ PYBIND11_MODULE(_core, m) {
           "anything but 200 changed nothing.")
       .def(
           "report_probe",
-          [](PyRouter& self, const std::string& id, int code, double rtt_ms) {
-            CallNoGil([&] { return self.router->ReportProbe(id, code, rtt_ms); });
+          [](PyRouter& self, const std::string& id, int code, double rtt_ms, std::optional<double> retry_after) {
+            CallNoGil([&] { return self.router->ReportProbe(id, code, rtt_ms, retry_after); });
           },
-          py::arg("id"), py::arg("code"), py::arg("rtt_ms") = 0.0, "An OPTIONS probe's result: code 0 = no answer.")
+          py::arg("id"), py::arg("code"), py::arg("rtt_ms") = 0.0, py::arg("retry_after") = py::none(),
+          "An OPTIONS probe's result: code 0 = no answer. A 503 makes the node busy for retry_after "
+          "seconds (its Retry-After; None: health.busy_for); a 2xx ends that at once.")
       .def(
           "report_result",
-          [](PyRouter& self, const std::string& id, int code, double latency_ms) {
-            CallNoGil([&] { return self.router->ReportCallResult(id, code, latency_ms); });
+          [](PyRouter& self, const std::string& id, int code, double latency_ms, std::optional<double> retry_after) {
+            CallNoGil([&] { return self.router->ReportCallResult(id, code, latency_ms, retry_after); });
           },
-          py::arg("id"), py::arg("code"), py::arg("latency_ms") = 0.0,
-          "A final response (or 0 for a timeout) the proxy saw from a node: outlier detection, latency.")
+          py::arg("id"), py::arg("code"), py::arg("latency_ms") = 0.0, py::arg("retry_after") = py::none(),
+          "A final response (or 0 for a timeout) the proxy saw from a node: outlier detection, latency; "
+          "a 503 makes the node busy as report_probe does.")
+      .def(
+          "report_overload",
+          [](PyRouter& self, const std::string& id, int percent, int64_t validity_ms, uint64_t seq) {
+            CallNoGil([&] { return self.router->ReportOverload(id, percent, validity_ms, seq); });
+          },
+          py::arg("id"), py::arg("percent"), py::arg("validity_ms"), py::arg("seq"),
+          "RFC 7339 overload control from a node's answer (Via oc, oc-validity, oc-seq): shed percent % "
+          "of its new calls for validity_ms; the newest seq wins; percent 0 or validity_ms 0 ends it.")
       .def(
           "node",
           [](PyRouter& self, const std::string& id) {
@@ -765,6 +794,9 @@ PYBIND11_MODULE(_core, m) {
             d["retries"] = s.retries;
             d["key_refusals"] = s.key_refusals;
             d["headroom_refusals"] = s.headroom_refusals;
+            d["budget_refusals"] = s.budget_refusals;
+            d["busy_nodes"] = s.busy_nodes;
+            d["overloaded_nodes"] = s.overloaded_nodes;
             py::dict buckets;
             for (const auto& [le, n] : s.route_seconds.buckets) buckets[py::float_(le)] = n;
             py::dict hist;
@@ -776,7 +808,8 @@ PYBIND11_MODULE(_core, m) {
           },
           "Router-wide counts: nodes, sessions, affinities, capacities, expired_sessions, "
           "processes (live, registered), repairs and repaired_counts (recounts after a process died "
-          "inside a state change), decisions {app: {reason: n}}, retries {app: {code: n}} and "
+          "inside a state change), decisions {app: {reason: n}}, retries {app: {code: n}}, "
+          "budget_refusals {app: n} (retries past retry.budget), busy_nodes and overloaded_nodes (now), and "
           "route_seconds (a sampled histogram: buckets {upper bound: cumulative count}, sum, count).")
       .def(
           "cluster",

@@ -33,6 +33,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, TextIO
 
 from . import cli_util
@@ -101,11 +102,24 @@ def cluster_text(cluster: Dict[str, Any]) -> str:
     return line
 
 
+def _clock(t: Any) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(float(t)))
+
+
 def _health_text(n: Dict[str, Any]) -> str:
     """The HEALTH cell: ``down (reported)`` while the node's own report says
-    its service does not answer (its agent cannot reach Asterisk)."""
+    its service does not answer (its agent cannot reach Asterisk); ``up, busy
+    until HH:MM:SS`` while it answers 503 (alive, no new calls); ``shed N%
+    until HH:MM:SS`` under RFC 7339 overload control."""
     health = str(n.get("health", ""))
-    return health + " (reported)" if n.get("reported_down") else health
+    text = health + " (reported)" if n.get("reported_down") else health
+    busy = n.get("busy_until")
+    if isinstance(busy, (int, float)):
+        text += ", busy until " + _clock(busy)
+    shed, until = n.get("overload_percent"), n.get("overload_until")
+    if isinstance(shed, int) and shed > 0 and isinstance(until, (int, float)):
+        text += ", shed %d%% until %s" % (shed, _clock(until))
+    return text
 
 
 def status_text(stats: Dict[str, Any], nodes: Iterable[Dict[str, Any]],
@@ -144,6 +158,9 @@ def _rooms_text(stats: Dict[str, Any]) -> str:
     for app, n in sorted((stats.get("headroom_refusals") or {}).items()):
         if n:
             lines.append("headroom refusals (%s): %d" % (app, n))
+    for app, n in sorted((stats.get("budget_refusals") or {}).items()):
+        if n:
+            lines.append("retries past the budget (%s): %d" % (app, n))
     return "".join("\n" + line for line in lines)
 
 

@@ -27,7 +27,9 @@ def node_to_dict(n: Any) -> Dict[str, Any]:
     for field in ("id", "uri", "pool", "weight", "priority", "state", "health", "reported_down",
                   "routed_total",
                   # status reports and health feedback (docs/status-package.md)
-                  "origin", "lease_expires", "ejected_until", "latency_ewma_ms", "error_rate"):
+                  "origin", "lease_expires", "ejected_until", "latency_ewma_ms", "error_rate",
+                  # a 503 (busy until) and RFC 7339 overload control
+                  "busy_until", "overload_percent", "overload_until"):
         if hasattr(n, field):
             v = getattr(n, field)
             out[field] = v if isinstance(v, (int, float, str, bool)) or v is None else str(v)

@@ -85,6 +85,13 @@ ROUTER_METRICS: Tuple[Metric, ...] = (
            "Calls of a strict key refused because the key's node could not take them, by app and reason "
            "(key_full, key_down, key_draining, key_disabled, key_tried).",
            labels=("app", "reason")),
+    Metric("budget_refusals", "approute_retry_budget_refusals_total", "counter",
+           "Retries refused because the app's retry.budget was spent (the call got a 503), by app.",
+           labels=("app",)),
+    Metric("busy_nodes", "approute_busy_nodes", "gauge",
+           "Nodes busy now: they answered 503 and take no new calls until their Retry-After."),
+    Metric("overloaded_nodes", "approute_overloaded_nodes", "gauge",
+           "Nodes under RFC 7339 overload control now (a share of their new calls is shed)."),
     Metric("headroom_refusals", "approute_headroom_refusals_total", "counter",
            "Calls for a new key that found no node because affinity.headroom turned nodes away, by app.",
            labels=("app",)),
@@ -226,6 +233,8 @@ def metrics_text(stats: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]]) -
     load: List[Tuple[Labels, Any]] = []
     up: List[Tuple[Labels, Any]] = []
     ejected: List[Tuple[Labels, Any]] = []
+    busy: List[Tuple[Labels, Any]] = []
+    shed: List[Tuple[Labels, Any]] = []
     state: List[Tuple[Labels, Any]] = []
     weight: List[Tuple[Labels, Any]] = []
     routed: List[Tuple[Labels, Any]] = []
@@ -240,6 +249,9 @@ def metrics_text(stats: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]]) -
         up.append(((("node", nid),), 1 if n.get("health") == "up" else 0))
         # the core sets ejected_until only while the ejection lasts
         ejected.append(((("node", nid),), 0 if n.get("ejected_until") is None else 1))
+        # the same for a busy period (a 503) and RFC 7339 overload control
+        busy.append(((("node", nid),), n.get("busy_until") or 0))
+        shed.append(((("node", nid),), n.get("overload_percent") or 0))
         for s in ("active", "draining", "disabled"):
             state.append(((("node", nid), ("state", s)), 1 if n.get("state") == s else 0))
         weight.append(((("node", nid),), n.get("weight")))
@@ -250,6 +262,10 @@ def metrics_text(stats: Mapping[str, Any], nodes: Iterable[Mapping[str, Any]]) -
     per_node("approute_node_up", "gauge", "1 when the node's health is up.", up)
     per_node("approute_node_ejected", "gauge",
              "1 while outlier detection keeps the node out (failed calls), else 0.", ejected)
+    per_node("approute_node_busy_until_seconds", "gauge",
+             "Unix time a busy node (it answered 503) takes new calls again; 0 while not busy.", busy)
+    per_node("approute_node_overload_percent", "gauge",
+             "Share of new calls shed under RFC 7339 overload control (0: none).", shed)
     per_node("approute_node_state", "gauge", "Admin state of a node (1 for the current state).", state)
     per_node("approute_node_weight", "gauge", "Configured weight of a node.", weight)
     per_node("approute_node_routed_total", "counter", "Calls routed to a node since it joined.", routed)

@@ -35,7 +35,7 @@ class Snapshot:
     shared: str
     taken: float  # unix time
     stats: Dict[str, Any] = field(default_factory=dict)
-    nodes: List[Dict[str, Any]] = field(default_factory=list)  # cli.node_to_dict, plus busy_until
+    nodes: List[Dict[str, Any]] = field(default_factory=list)  # cli_util.node_to_dict
     keys: List[Dict[str, Any]] = field(default_factory=list)  # the top keys, cli.affinity_to_dict
     keys_total: int = 0
     cluster: Dict[str, Any] = field(default_factory=dict)
@@ -52,11 +52,7 @@ def snapshot(router: Any, shared: str, top: int = TOP_KEYS, now: Optional[float]
     """Reads ``router`` once: stats, nodes, the ``top`` keys and the cluster."""
     nodes: List[Dict[str, Any]] = []
     for n in router.nodes():
-        d = node_to_dict(n)
-        # a node that answered 503 with Retry-After, on a core that reports it (None until then)
-        busy = getattr(n, "busy_until", None)
-        d["busy_until"] = float(busy) if isinstance(busy, (int, float)) else None
-        nodes.append(d)
+        nodes.append(node_to_dict(n))
     keys = [affinity_to_dict(a) for a in router.affinities()]
     get_cluster = getattr(router, "cluster", None)
     cluster = dict(get_cluster()) if get_cluster is not None else {}
@@ -126,6 +122,9 @@ def _marks(n: Mapping[str, Any], now: float) -> str:
     busy = n.get("busy_until")
     if isinstance(busy, (int, float)) and busy > now:
         marks.append('<span class="mark busy">busy until %s</span>' % _clock(busy))
+    shed, until = n.get("overload_percent"), n.get("overload_until")
+    if isinstance(shed, int) and shed > 0 and isinstance(until, (int, float)) and until > now:
+        marks.append('<span class="mark busy">shedding %d%% until %s</span>' % (shed, _clock(until)))
     ejected = n.get("ejected_until")
     if isinstance(ejected, (int, float)):
         marks.append('<span class="mark ejected">ejected until %s</span>' % _clock(ejected))

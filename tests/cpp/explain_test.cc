@@ -280,11 +280,12 @@ TEST(ExplainTest, EveryReasonHasANameAndText) {
   }
   // The reasons the tests above bring about; "gone" (a node removed between
   // the snapshot and the scan) needs a race.
+  // (busy and shed: overload_test.cc.)
   for (const char* n : {"disabled", "lease_expired", "draining", "down", "ejected", "suspect", "tried", "excluded",
-                        "full", "headroom", "slow_start", "gone"}) {
+                        "full", "headroom", "slow_start", "gone", "busy", "shed"}) {
     EXPECT_TRUE(seen.count(n)) << n;
   }
-  EXPECT_EQ(seen.size(), 12u) << "a new reason needs its test here";
+  EXPECT_EQ(seen.size(), 14u) << "a new reason needs its test here";
 }
 
 }  // namespace

@@ -122,13 +122,13 @@ TEST_F(StatusReportsTest, ProbesAndTheReportedHealthBothHaveToSayUp) {
   HealthMonitor m(*region_);
   HealthConfig h;  // down after 3, up after 2
   ASSERT_EQ(Send(Body(R"(, "health": "down")")).code, 200);
-  for (int i = 0; i < 5; ++i) m.OnProbe(Slot("n1"), 200, 1, h, now_);
+  for (int i = 0; i < 5; ++i) m.OnProbe(Slot("n1"), 200, 1, -1, h, now_);
   EXPECT_EQ(HealthOf("n1"), Health::kDown) << "probe successes do not bring up a node that says it is down";
-  m.OnProbe(Slot("n1"), 0, 0, h, now_);  // the latest probe failed
+  m.OnProbe(Slot("n1"), 0, 0, -1, h, now_);  // the latest probe failed
   ASSERT_EQ(Send(Body("", 2)).code, 200);
   EXPECT_EQ(HealthOf("n1"), Health::kDown) << "the probes bring it back";
-  m.OnProbe(Slot("n1"), 200, 1, h, now_);
-  m.OnProbe(Slot("n1"), 200, 1, h, now_);
+  m.OnProbe(Slot("n1"), 200, 1, -1, h, now_);
+  m.OnProbe(Slot("n1"), 200, 1, -1, h, now_);
   EXPECT_EQ(HealthOf("n1"), Health::kUp);
 }
 

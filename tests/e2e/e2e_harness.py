@@ -38,7 +38,7 @@ HANDLER = REPO / "examples" / "kamailio" / "approute_handler.py"
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 #: node scenarios that answer calls with 200 (uas_options.xml also answers OPTIONS)
-ANSWERING = ("uas_200.xml", "uas_options.xml", "uas_flaky.xml")
+ANSWERING = ("uas_200.xml", "uas_options.xml", "uas_flaky.xml", "uas_oc50.xml")
 
 try:
     import approute

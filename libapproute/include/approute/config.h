@@ -56,6 +56,12 @@ struct AppConfig {
   std::vector<int> retry_codes;  // codes that make retry() pick again (default 503)
   std::vector<int> full_codes;   // codes that release the node's claim on the key (default: retry_codes)
   int max_attempts = 3;          // placements per call, first one included (1..16)
+  // `retry.budget` (Envoy's and Finagle's retry budget): in each second,
+  // retry() picks again for at most budget_percent % of the app's calls in
+  // flight plus budget_min_per_second; past it, it answers no node at once
+  // (reason "retry_budget"). budget_percent < 0 = no budget (the default).
+  double retry_budget_percent = -1;
+  int64_t retry_budget_min_per_second = 0;
   int64_t session_lifetime_ms = 4 * 3600 * 1000;  // a session never ended expires after this
 };
 
@@ -82,6 +88,10 @@ struct HealthConfig {
   int panic_threshold = 0;    // % of a pool healthy below which health is ignored; 0 = never
   int64_t slow_start_ms = 0;  // a node that comes back ramps its share over this window; 0 = off
   double latency_ewma_alpha = 0.3;
+  // A node that answers 503 (probe or call) is busy for its Retry-After,
+  // cut to busy_max_ms, or busy_for_ms without one (0 = not at all).
+  int64_t busy_for_ms = 5'000;
+  int64_t busy_max_ms = 300'000;
 };
 
 // Several proxies routing as one through Redis (docs/cluster.md). Absent

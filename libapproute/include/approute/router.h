@@ -146,11 +146,33 @@ class Router {
   // (expires 0) the node. A refused report changes nothing and is counted.
   ReportResult ApplyReport(const ReportRequest& report);
   // An active probe's result: code 0 = no answer. down_after consecutive
-  // failures mark the node down, up_after successes bring it back (slow start).
-  absl::Status ReportProbe(std::string_view id, int code, double rtt_ms);
+  // failures (no answer, 408, a 5xx other than 503) mark the node down,
+  // up_after answers bring it back (slow start). A 503 means "alive, not
+  // taking calls now": the node is busy (no new keys, no key-less calls;
+  // calls of keys it holds still go) for `retry_after_s` (the answer's
+  // Retry-After in seconds, cut to health.busy_max) or health.busy_for
+  // without one; its health is unchanged, and a later 2xx probe ends the
+  // busy period at once, with no slow start. InvalidArgument for a code
+  // outside 0..699, a negative or non-finite rtt_ms, or a retry_after_s
+  // outside 0..86400.
+  absl::Status ReportProbe(std::string_view id, int code, double rtt_ms,
+                           std::optional<double> retry_after_s = std::nullopt);
   // A passive result from the proxy (final response or timeout = 0), for
-  // outlier detection and the latency/error figures load-aware strategies use.
-  absl::Status ReportCallResult(std::string_view id, int code, double latency_ms);
+  // outlier detection and the latency/error figures load-aware strategies
+  // use. A 503 makes the node busy as ReportProbe does (a 2xx answer to a
+  // call does not end it: calls of held keys reach a busy node).
+  absl::Status ReportCallResult(std::string_view id, int code, double latency_ms,
+                                std::optional<double> retry_after_s = std::nullopt);
+  // RFC 7339 overload control (loss algorithm), from the Via parameters of
+  // the node's answer: shed `percent` % (0..100) of the new calls (key-less
+  // calls and new keys; keys it holds are not shed) that would go to the
+  // node, for `validity_ms` (0..86,400,000) from now. `seq` is the answer's
+  // oc-seq as an integer that grows with it (the handler maps
+  // "<seconds>.<fraction>" to seconds x 100000 + the fraction in 5 digits):
+  // a report older than the one applied is ignored, an equal one renews
+  // the period. percent 0 or validity_ms 0 ends overload control.
+  // InvalidArgument for values out of range, NotFound for an unknown node.
+  absl::Status ReportOverload(std::string_view id, int percent, int64_t validity_ms, uint64_t seq);
 
   absl::StatusOr<NodeStatus> Node(std::string_view id) const;
   std::vector<NodeStatus> Nodes() const;

@@ -65,8 +65,16 @@ struct NodeStatus {
   std::string origin;                       // "config" | "api" | "report"
   int64_t lease_expires_ms = 0;             // 0 = no lease (config/API nodes)
   int64_t ejected_until_ms = 0;             // 0 = not ejected by outlier detection
-  double latency_ewma_ms = 0;               // 0 = no sample
-  double error_rate = 0;                    // smoothed share of failed results
+  // The node answered 503 (a probe or a call): alive, but taking no new
+  // keys and no key-less calls until this unix ms (its Retry-After, or
+  // health.busy_for); 0 = not busy. Health is unchanged by it.
+  int64_t busy_until_ms = 0;
+  // RFC 7339 overload control: the node asked for this share (1..100) of
+  // new calls to be shed until overload_until_ms; 0 = none in force.
+  int32_t overload_percent = 0;
+  int64_t overload_until_ms = 0;
+  double latency_ewma_ms = 0;  // 0 = no sample
+  double error_rate = 0;       // smoothed share of failed results
 };
 
 // One status report (SIP PUBLISH, event package approute-status), as the
@@ -129,7 +137,8 @@ struct Decision {
   // "affinity" | "affinity_bound" (the key's next home, affinity.bound) |
   // "prefer" (a new key on its preference's node) | "strategy" | "retry" |
   // "session" | "no_node" | "not_retryable" (retry() with a code that is not
-  // one of the app's retry codes) | for a strict key whose node cannot take
+  // one of the app's retry codes) | "retry_budget" (retry() past the app's
+  // retry.budget: no node, at once) | for a strict key whose node cannot take
   // the call (ok false): "key_full" | "key_down" | "key_draining" |
   // "key_disabled" | "key_tried" (retry(): the key's node was tried).
   std::string reason;
@@ -160,6 +169,12 @@ struct RouterStats {
   // found no node because affinity.headroom turned nodes away, by app.
   std::map<std::string, std::map<std::string, int64_t>> key_refusals;
   std::map<std::string, int64_t> headroom_refusals;
+  // Retries refused by the app's retry.budget, by app.
+  std::map<std::string, int64_t> budget_refusals;
+  // Nodes busy now (answered 503, within their Retry-After) and nodes under
+  // RFC 7339 overload control now.
+  int64_t busy_nodes = 0;
+  int64_t overloaded_nodes = 0;
   // A sample of route() latencies (one call in 16 per thread): cumulative
   // counts by upper bound in seconds (the last is +infinity), sum, count.
   struct Histogram {

@@ -378,6 +378,28 @@ absl::Status ParseAffinity(const Ctx& c, const YAML::Node& a, const std::string&
   return absl::OkStatus();
 }
 
+// `retry.budget: {percent, min_per_second}`: both optional, percent
+// defaulting to 20 and the floor to 3 (Finagle's and Envoy's defaults).
+absl::Status ParseRetryBudget(const Ctx& c, const YAML::Node& b, const std::string& bp, AppConfig* app) {
+  AR_RETURN_IF_ERROR(c.Map(b, bp));
+  c.OnlyKeys(b, bp, {"percent", "min_per_second"});
+  app->retry_budget_percent = 20;
+  app->retry_budget_min_per_second = 3;
+  c.Field(b, "percent", [&](const YAML::Node& v) -> absl::Status {
+    double pct = 0;
+    if (!v.IsScalar() || !YAML::convert<double>::decode(v, pct) || !std::isfinite(pct) || pct < 0 || pct > 100) {
+      return c.Error(v, bp + ".percent", Cat("expected a number in 0..100, got \"", Ctx::Text(v), "\""));
+    }
+    app->retry_budget_percent = pct;
+    return absl::OkStatus();
+  });
+  c.Field(b, "min_per_second", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(app->retry_budget_min_per_second, c.Int(v, bp + ".min_per_second", 0, 100000));
+    return absl::OkStatus();
+  });
+  return absl::OkStatus();
+}
+
 // An app with errors records each of them (its caller leaves the app out).
 absl::Status ParseApp(const Ctx& c, const YAML::Node& n, const std::string& path, AppConfig* app) {
   if (n.IsNull()) return absl::OkStatus();  // `default:` with every default
@@ -397,7 +419,7 @@ absl::Status ParseApp(const Ctx& c, const YAML::Node& n, const std::string& path
   c.Field(n, "retry", [&](const YAML::Node& r) -> absl::Status {
     std::string rp = path + ".retry";
     AR_RETURN_IF_ERROR(c.Map(r, rp));
-    c.OnlyKeys(r, rp, {"codes", "full_codes", "max_attempts"});
+    c.OnlyKeys(r, rp, {"codes", "full_codes", "max_attempts", "budget"});
     c.Field(r, "codes", [&](const YAML::Node& v) { return ParseCodes(c, v, rp + ".codes", &app->retry_codes); });
     c.Field(r, "full_codes", [&](const YAML::Node& v) {
       full_given = true;
@@ -409,6 +431,7 @@ absl::Status ParseApp(const Ctx& c, const YAML::Node& n, const std::string& path
       app->max_attempts = static_cast<int>(m);
       return absl::OkStatus();
     });
+    c.Field(r, "budget", [&](const YAML::Node& b) { return ParseRetryBudget(c, b, rp + ".budget", app); });
     return absl::OkStatus();
   });
   if (!full_given) app->full_codes = app->retry_codes;
@@ -579,7 +602,15 @@ absl::Status ParseOutlier(const Ctx& c, const YAML::Node& o, HealthConfig* out) 
 
 absl::Status ParseHealth(const Ctx& c, const YAML::Node& n, HealthConfig* out) {
   AR_RETURN_IF_ERROR(c.Map(n, "health"));
-  c.OnlyKeys(n, "health", {"probe", "outlier", "panic_threshold", "slow_start", "latency"});
+  c.OnlyKeys(n, "health", {"probe", "outlier", "panic_threshold", "slow_start", "latency", "busy_for", "busy_max"});
+  c.Field(n, "busy_for", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->busy_for_ms, c.Seconds(v, "health.busy_for", 0, 3600));
+    return absl::OkStatus();
+  });
+  c.Field(n, "busy_max", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->busy_max_ms, c.Seconds(v, "health.busy_max", 1, 86400));
+    return absl::OkStatus();
+  });
   c.Field(n, "probe", [&](const YAML::Node& p) -> absl::Status {
     AR_RETURN_IF_ERROR(c.Map(p, "health.probe"));
     c.OnlyKeys(p, "health.probe", {"down_after", "up_after"});

@@ -20,6 +20,7 @@
 #include "state/node_table.h"
 #include "state/region.h"
 #include "status/health.h"
+#include "status/overload.h"
 
 namespace approute::internal {
 
@@ -28,7 +29,8 @@ inline bool Contains(const SlotList& l, uint32_t s) { return std::find(l.begin()
 
 // Why the candidate list came out empty, for the decision's detail.
 struct Tally {
-  size_t pool = 0, disabled = 0, draining = 0, down = 0, avoid = 0, full = 0, suspect = 0;
+  size_t pool = 0, disabled = 0, draining = 0, down = 0, avoid = 0, full = 0, suspect = 0, busy = 0;
+  size_t shed = 0;  // left out by RFC 7339 overload control for this call
 };
 
 // A thread's candidate list, kept from one placement to the next: entries
@@ -77,7 +79,7 @@ inline int64_t TotalSessions(const NodeHot& n, size_t n_resources) {
 }
 
 // Why a member may or may not take a new call (Tally counts the reasons).
-enum class Verdict { kTake, kGone, kDisabled, kDraining, kDown, kSuspect, kAvoid, kFull };
+enum class Verdict { kTake, kGone, kDisabled, kDraining, kDown, kSuspect, kBusy, kShed, kAvoid, kFull };
 
 // A sink (CandidateSink, EligibleSink) is handed each member that may take
 // the call (Add) and, through Skip, each one that may not with its verdict
@@ -161,18 +163,24 @@ class EligibleSink {
 // The verdict on one member whose hot entry is `n`, for an incarnation
 // `epoch`, capacity `cap` of resource `res`: not disabled, draining, past
 // its lease, down, ejected (unless `panic`), suspect (unless
-// `admit_suspect`), avoided or full. With kTake, *sessions is its count.
+// `admit_suspect`), busy (answered 503, within its Retry-After), shed for
+// this call by RFC 7339 overload control (status/overload.h: the roll is a
+// function of `shed_seed`, the call's, and the slot, so every look at the
+// member within one call agrees), avoided or full. With kTake, *sessions
+// is its count.
 [[gnu::always_inline]] inline Verdict CheckMember(NodeHot& n, uint32_t slot, uint32_t epoch, int64_t cap, uint32_t res,
                                                   const SlotList& avoid, bool panic, bool admit_suspect, int64_t now,
-                                                  int64_t* sessions) {
+                                                  uint64_t shed_seed, int64_t* sessions) {
   if (n.epoch.load(std::memory_order_relaxed) != epoch) return Verdict::kGone;
   const uint32_t admin = n.admin.load(std::memory_order_relaxed);
   const uint32_t health = n.health.load(std::memory_order_relaxed);
   const int64_t lease = n.lease_expires_ms.load(std::memory_order_relaxed);
   const int64_t ejected = n.ejected_until_ms.load(std::memory_order_relaxed);
+  const uint32_t shed = n.shed.load(std::memory_order_relaxed);
   static_assert(static_cast<uint32_t>(AdminState::kActive) == 0 && static_cast<uint32_t>(Health::kUp) == 0);
-  // The common case (active, up, no lease or ejection to look at) is one test.
-  if ((admin | health) != 0 || lease != 0 || ejected != 0) [[unlikely]] {
+  // The common case (active, up, no lease, ejection or busy period to look
+  // at) is one test.
+  if ((admin | health | shed) != 0 || lease != 0 || ejected != 0) [[unlikely]] {
     if (admin == static_cast<uint32_t>(AdminState::kDisabled) || (lease != 0 && lease <= now))
       return Verdict::kDisabled;
     if (admin == static_cast<uint32_t>(AdminState::kDraining)) return Verdict::kDraining;
@@ -182,6 +190,8 @@ class EligibleSink {
       }
       if (health == static_cast<uint32_t>(Health::kSuspect) && !admit_suspect) return Verdict::kSuspect;
     }
+    if ((shed & kShedBusy) != 0 && HealthMonitor::Busy(n, now)) return Verdict::kBusy;
+    if ((shed & kShedOverload) != 0 && Overload::Shed(n, now, Overload::Roll(shed_seed, slot))) return Verdict::kShed;
   }
   if (!avoid.empty() && Contains(avoid, slot)) [[unlikely]]
     return Verdict::kAvoid;
@@ -194,12 +204,12 @@ class EligibleSink {
 // One pass over the pool's hot entries (one cache line each when the region
 // has at most four resources), handing each member that may take a new call
 // to `sink`: not disabled, draining, past its lease, down, ejected (unless
-// `panic`), avoided or full for resource `res`. Suspect members only when no
+// `panic`), busy, shed, avoided or full for resource `res`. Suspect members only when no
 // member is up: a second pass then admits them. *tally says why members
 // were left out.
 template <typename Sink>
 void ScanPool(const PoolView& pv, NodeHot* hot, uint32_t res, const SlotList& avoid, bool panic, int64_t now,
-              Sink& sink, Tally* tally) {
+              uint64_t shed_seed, Sink& sink, Tally* tally) {
   const size_t members = pv.slot.size();
   const uint32_t* slots = pv.slot.data();
   const uint32_t* epochs = pv.epoch.data();
@@ -212,7 +222,7 @@ void ScanPool(const PoolView& pv, NodeHot* hot, uint32_t res, const SlotList& av
       const uint32_t slot = slots[i];
       NodeHot& n = hot[slot];
       int64_t s = 0;
-      const Verdict v = CheckMember(n, slot, epochs[i], caps[i], res, avoid, panic, tier == 1, now, &s);
+      const Verdict v = CheckMember(n, slot, epochs[i], caps[i], res, avoid, panic, tier == 1, now, shed_seed, &s);
       if (v != Verdict::kTake) sink.Skip(i, v);
       switch (v) {
         case Verdict::kTake:
@@ -231,6 +241,12 @@ void ScanPool(const PoolView& pv, NodeHot* hot, uint32_t res, const SlotList& av
           break;
         case Verdict::kSuspect:
           ++t.suspect;
+          break;
+        case Verdict::kBusy:
+          ++t.busy;
+          break;
+        case Verdict::kShed:
+          ++t.shed;
           break;
         case Verdict::kAvoid:
           ++t.avoid;

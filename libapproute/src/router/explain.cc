@@ -121,6 +121,16 @@ ExplainNode Router::Impl::ExplainMember(const PlaceCall& c, const PoolView& pv, 
     case Verdict::kSuspect:
       e = Exclusion::kSuspect;
       break;
+    case Verdict::kBusy:
+      e = Exclusion::kBusy;
+      more = Cat(" (for ", (n.busy_until_ms.load(std::memory_order_relaxed) - c.now + 999) / 1000, " s more)");
+      break;
+    case Verdict::kShed: {
+      NodeHot& mutable_hot = region_->hot(slot);
+      e = Exclusion::kShed;
+      more = Cat(" (", Overload::Percent(mutable_hot, c.now), "% of new calls)");
+      break;
+    }
     case Verdict::kAvoid:
       e = Contains(excluded, slot) ? Exclusion::kExcluded : Exclusion::kTried;
       break;
@@ -180,7 +190,8 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
     prefer = req.prefer.empty() ? 0 : PreferHash(req.prefer);
     t.prefer = req.prefer;
   }
-  const PlaceCall c = Call(*p, *snap, call_id, key, attrs, avoid, attempt, now, "strategy", prefer);
+  const PlaceCall c =
+      Call(*p, *snap, call_id, key, attrs, avoid, attempt, now, "strategy", prefer, SessionTable::Hash(call_id));
   t.app = p->config.name;
   t.pool = p->config.pool;
   t.resource = p->config.resource;
@@ -205,7 +216,7 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
   if (pv != nullptr) {
     ExplainSink sink;
     Tally tally;
-    ScanPool(*pv, &region_->hot(0), p->resource, avoid, t.panic, now, sink, &tally);
+    ScanPool(*pv, &region_->hot(0), p->resource, avoid, t.panic, now, c.shed_seed, sink, &tally);
     for (size_t i = 0; i < pv->slot.size(); ++i)
       t.nodes.push_back(ExplainMember(c, *pv, i, sink.At(i), excluded, counts));
   }
@@ -303,7 +314,7 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
     cl.list = b.cands->list;
     tally = b.tally;
   } else {
-    Candidates(*p, *snap, avoid, now, &cl, &tally);
+    Candidates(*p, *snap, avoid, now, c.shed_seed, &cl, &tally);
   }
   for (const Candidate& cand : cl.list) {
     t.compared.push_back(ExplainTrace::Compared{std::string(cand.id), cand.sessions, cand.capacity, cand.total_sessions,

@@ -26,6 +26,8 @@ enum class Exclusion : uint8_t {
   kDown,          // health down (probes)
   kEjected,       // ejected for errors (outlier detection)
   kSuspect,       // suspect, while another member is up
+  kBusy,          // answered 503: no new calls until its Retry-After
+  kShed,          // shed for this call by RFC 7339 overload control
   kTried,         // this call already tried it (a retried session)
   kExcluded,      // the request's exclude list names it
   kFull,          // its count has reached its capacity
@@ -48,6 +50,8 @@ inline constexpr ExclusionRow kExclusions[] = {
     {Exclusion::kDown, "down", "down (probes)"},
     {Exclusion::kEjected, "ejected", "ejected for errors"},
     {Exclusion::kSuspect, "suspect", "suspect while another node is up"},
+    {Exclusion::kBusy, "busy", "busy: answered 503, takes only calls of keys it holds"},
+    {Exclusion::kShed, "shed", "shed for this call by overload control"},
     {Exclusion::kTried, "tried", "already tried by this call"},
     {Exclusion::kExcluded, "excluded", "in the request's exclude list"},
     {Exclusion::kFull, "full", "full"},

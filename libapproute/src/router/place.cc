@@ -44,7 +44,7 @@ int64_t Router::Impl::CapacityOf(const Snapshot& snap, uint32_t slot, uint32_t e
 }
 
 void Router::Impl::Candidates(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now,
-                              CandidateList* out, Tally* tally) {
+                              uint64_t shed_seed, CandidateList* out, Tally* tally) {
   const PoolView* pv = snap.Pool(p.config.pool);
   if (pv == nullptr) {
     out->list.clear();
@@ -55,7 +55,7 @@ void Router::Impl::Candidates(const Policy& p, const Snapshot& snap, const SlotL
   }
   const bool panic = Panic(p, snap, now);
   CandidateSink sink(out, *pv, snap.resources.size());
-  ScanPool(*pv, &region_->hot(0), p.resource, avoid, panic, now, sink, tally);
+  ScanPool(*pv, &region_->hot(0), p.resource, avoid, panic, now, shed_seed, sink, tally);
 }
 
 // ---- steps ------------------------------------------------------------------
@@ -66,7 +66,7 @@ Router::Impl::Bounded Router::Impl::BoundFor(const PlaceCall& c) {
   if (bound <= 1.0) return b;
   b.on = true;
   b.cands = &CandidateBuffer();
-  Candidates(c.p, c.snap, c.avoid, c.now, b.cands, &b.tally);
+  Candidates(c.p, c.snap, c.avoid, c.now, c.shed_seed, b.cands, &b.tally);
   b.lb = LoadBound(b.cands->list, bound, c.k.hash);
   return b;
 }
@@ -142,10 +142,14 @@ Router::Impl::CompactOutcome Router::Impl::PickCompact(const PlaceCall& c, const
   // slow start costs another draw; a few failed draws hand over to the scan.
   auto probe = [&](size_t m, int64_t* s, int64_t* cap) {
     *cap = caps[m];
-    return CheckMember(hot[pv.slot[m]], pv.slot[m], pv.epoch[m], caps[m], res, c.avoid, panic, false, c.now, s) ==
-           Verdict::kTake;
+    return CheckMember(hot[pv.slot[m]], pv.slot[m], pv.epoch[m], caps[m], res, c.avoid, panic, false, c.now,
+                       c.shed_seed, s) == Verdict::kTake;
   };
-  for (int draw = 0; draw < 4; ++draw) {
+  // While overload control may shed a member, no draws: a drawn member
+  // shed for this call would cost a cursor strategy a second ticket, and
+  // the node shed would be offered the next call again.
+  const int draws = Overload::AnyInForce(H(), c.now) ? 0 : 4;
+  for (int draw = 0; draw < draws; ++draw) {
     std::optional<size_t> m = p.compact->PickSampled(pr, pv.slot.size(), probe, ctx);
     if (!m.has_value() || *m >= pv.slot.size()) break;
     if (slow_start && HealthMonitor::SkipForSlowStart(hot[pv.slot[*m]], p.health, c.now, UniformFrom(ThreadRandom()))) {
@@ -156,7 +160,7 @@ Router::Impl::CompactOutcome Router::Impl::PickCompact(const PlaceCall& c, const
   static thread_local EligibleList eligible_tl;
   EligibleList& el = eligible_tl;
   EligibleSink sink(&el);
-  ScanPool(pv, hot, res, c.avoid, panic, c.now, sink, &out->tally);
+  ScanPool(pv, hot, res, c.avoid, panic, c.now, c.shed_seed, sink, &out->tally);
   // As the full path: a pick that cannot be reserved (filled up by another
   // process meanwhile, or skipped for slow start) leaves the list.
   while (el.n > 0) {
@@ -183,7 +187,7 @@ Router::Impl::CompactOutcome Router::Impl::PickCompact(const PlaceCall& c, const
 void Router::Impl::PickFull(const PlaceCall& c, const PickRequest& pr, StrategyContext& ctx, CandidateList& cl,
                             bool built, ReserveFn reserve, Picked* out, std::vector<PickStep>* log) {
   std::vector<Candidate>& cands = cl.list;
-  if (!built) Candidates(c.p, c.snap, c.avoid, c.now, &cl, &out->tally);
+  if (!built) Candidates(c.p, c.snap, c.avoid, c.now, c.shed_seed, &cl, &out->tally);
   while (!cands.empty()) {
     absl::StatusOr<size_t> pick = c.p.strategy->Pick(pr, absl::MakeConstSpan(cands), ctx);
     if (!pick.ok() || *pick >= cands.size()) {
@@ -235,7 +239,8 @@ std::string Router::Impl::NoNodeDetail(const Policy& p, const Tally& t, size_t h
   const size_t full = t.full > headroom ? t.full - headroom : 0;
   return Cat("no candidate in pool \"", p.config.pool, "\" (", t.pool, " nodes: ", t.disabled, " disabled, ",
              t.draining, " draining, ", t.down, " down, ", t.avoid, " excluded or tried, ", full, " full for \"",
-             p.config.resource, "\"",
+             p.config.resource, "\"", t.busy ? Cat(", ", t.busy, " busy (answered 503)") : std::string(),
+             t.shed ? Cat(", ", t.shed, " shed by overload control") : std::string(),
              headroom ? Cat(", ", headroom, " above the headroom for a new key") : std::string(), ")");
 }
 

@@ -154,7 +154,7 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   sessions_.Prefetch(call_hash);
   Placed placed;
   const uint64_t prefer = req.prefer.empty() ? 0 : PreferHash(req.prefer);
-  const PlaceCall call = Call(*p, snap, call_id, key, req.attrs, avoid, 1, now, "strategy", prefer);
+  const PlaceCall call = Call(*p, snap, call_id, key, req.attrs, avoid, 1, now, "strategy", prefer, call_hash);
   if (absl::Status s = Place(call, &placed); !s.ok()) return s;
   if (!placed.decision.ok) {
     if (std::optional<SessionEntry> e = sessions_.Get(call_id, now)) return SessionDecision(snap, *e, **pol);
@@ -223,7 +223,9 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view full_call_id, 
   SlotList avoid;
   int attempt = 0;
   std::string why;
-  const char* reason = "no_node";            // or "not_retryable": the code does not ask for another node
+  // Or "not_retryable" (the code does not ask for another node), or
+  // "retry_budget" (the app's retries for this second are spent).
+  const char* reason = "no_node";
   std::map<std::string, std::string> attrs;  // the original request's, for the strategy
   // Take the bounced node off the session (or end it when it cannot go on).
   bool found = sessions_.Modify(
@@ -240,6 +242,11 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view full_call_id, 
           reason = "not_retryable";
         } else if (e.attempt >= p->config.max_attempts) {
           why = Cat("max_attempts (", p->config.max_attempts, ") reached for app \"", p->config.name, "\"");
+        } else if (!RetryBudget::Take(H().apps[e.app].counters, p->config, now)) {
+          why = Cat("retry budget of app \"", p->config.name, "\" spent for this second (",
+                    p->config.retry_budget_percent, "% of calls in flight + ", p->config.retry_budget_min_per_second,
+                    ")");
+          reason = "retry_budget";
         }
         if (!why.empty()) return true;
         if (e.node != kNil && e.n_tried < static_cast<uint32_t>(kMaxAttemptsLimit)) e.tried[e.n_tried++] = e.node;
@@ -269,8 +276,9 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view full_call_id, 
     return d;
   }
   Placed placement;
-  const absl::Status place_status =
-      Place(Call(*p, *snap, call_id, old.key, attrs, avoid, attempt, now, "retry", old.pref_hash), &placement);
+  const absl::Status place_status = Place(Call(*p, *snap, call_id, old.key, attrs, avoid, attempt, now, "retry",
+                                               old.pref_hash, SessionTable::Hash(call_id)),
+                                          &placement);
   const bool placed = place_status.ok() && placement.decision.ok;
   if (absl::Status s = RecordRetry(call_id, now, *p, old, placement, placed); !s.ok()) return s;
   if (!place_status.ok()) return place_status;

@@ -144,11 +144,15 @@ ReportResult Router::ApplyReport(const ReportRequest& report) {
     return ServerError("unexpected error");
   }
 }
-absl::Status Router::ReportProbe(std::string_view id, int code, double rtt_ms) {
-  return Guard([&] { return impl_->ReportProbe(id, code, rtt_ms); });
+absl::Status Router::ReportProbe(std::string_view id, int code, double rtt_ms, std::optional<double> retry_after_s) {
+  return Guard([&] { return impl_->ReportProbe(id, code, rtt_ms, retry_after_s); });
 }
-absl::Status Router::ReportCallResult(std::string_view id, int code, double latency_ms) {
-  return Guard([&] { return impl_->ReportCallResult(id, code, latency_ms); });
+absl::Status Router::ReportCallResult(std::string_view id, int code, double latency_ms,
+                                      std::optional<double> retry_after_s) {
+  return Guard([&] { return impl_->ReportCallResult(id, code, latency_ms, retry_after_s); });
+}
+absl::Status Router::ReportOverload(std::string_view id, int percent, int64_t validity_ms, uint64_t seq) {
+  return Guard([&] { return impl_->ReportOverload(id, percent, validity_ms, seq); });
 }
 // Views return plain values: on an unexpected exception they return what
 // they have (empty), never throw.

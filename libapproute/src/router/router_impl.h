@@ -32,6 +32,7 @@
 #include "router/explain.h"
 #include "routing/load_bound.h"
 #include "routing/policies.h"
+#include "routing/retry_budget.h"
 #include "routing/strategy_context.h"
 #include "state/affinity_table.h"
 #include "state/node_table.h"
@@ -41,6 +42,7 @@
 #include "state/session_table.h"
 #include "state/stats.h"
 #include "status/health.h"
+#include "status/overload.h"
 #include "status/status_reports.h"
 #include "util/str_util.h"
 #include "util/ticker.h"
@@ -245,11 +247,12 @@ class Router::Impl {
     AffinityKey k;                             // (app, key), or (app, "") when not keyed
     bool strict = false;                       // keyed, of an app with affinity.strict
     uint64_t prefer = 0;                       // keyed: PreferHash of the call's `prefer` (0: none)
+    uint64_t shed_seed = 0;                    // SessionTable::Hash(call_id): the call's Overload::Roll seed
   };
 
   static PlaceCall Call(const Policy& p, const Snapshot& snap, std::string_view call_id, std::string_view key,
                         const std::map<std::string, std::string>& attrs, const SlotList& avoid, int attempt,
-                        int64_t now, const char* strategy_reason, uint64_t prefer_hash) {
+                        int64_t now, const char* strategy_reason, uint64_t prefer_hash, uint64_t call_hash) {
     const bool keyed = p.config.affinity && !key.empty();
     return PlaceCall{p,
                      snap,
@@ -263,7 +266,8 @@ class Router::Impl {
                      keyed,
                      AffinityKey(p.app_slot, keyed ? key : std::string_view()),
                      keyed && p.config.affinity_strict,
-                     keyed ? prefer_hash : 0};
+                     keyed ? prefer_hash : 0,
+                     call_hash};
   }
 
   // A claimed node still serves the app's pool and is not out for health,
@@ -282,8 +286,8 @@ class Router::Impl {
   }
   // The pool's nodes that may take a new key: not disabled, draining, down,
   // ejected, avoided or full; suspect ones only when no node is up.
-  void Candidates(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now, CandidateList* out,
-                  Tally* t);
+  void Candidates(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now, uint64_t shed_seed,
+                  CandidateList* out, Tally* t);
   // This thread's candidate list (a TLS lookup in a shared object is a
   // call: looked up only when a list is built). It keeps its pool's
   // ready-made entries between calls.
@@ -553,30 +557,57 @@ class Router::Impl {
     (*n)->health.store(static_cast<uint32_t>(h), std::memory_order_relaxed);
     return absl::OkStatus();
   }
-  absl::Status ReportProbe(std::string_view id, int code, double rtt_ms) {
+  // A Retry-After in seconds as ms (-1 = none). Seconds past a day are an
+  // error, not a long busy period (MarkBusy cuts valid ones to busy_max).
+  static absl::StatusOr<int64_t> RetryAfterMs(std::optional<double> retry_after_s) {
+    if (!retry_after_s.has_value()) return -1;
+    const double v = *retry_after_s;
+    if (!std::isfinite(v) || v < 0 || v > 86400) {
+      return absl::InvalidArgumentError(Cat("retry_after must be a number of seconds in 0..86400, got ", v));
+    }
+    return static_cast<int64_t>(std::llround(v * 1000.0));
+  }
+  absl::Status ReportProbe(std::string_view id, int code, double rtt_ms, std::optional<double> retry_after_s) {
     if (code < 0 || code > 699)
       return absl::InvalidArgumentError(Cat("probe code ", code, " is not 0 (no answer) or a SIP status code"));
     if (!std::isfinite(rtt_ms) || rtt_ms < 0)
       return absl::InvalidArgumentError("probe rtt_ms must be a finite number >= 0");
+    absl::StatusOr<int64_t> retry_after = RetryAfterMs(retry_after_s);
+    if (!retry_after.ok()) return retry_after.status();
     uint32_t slot = kNil;
     absl::StatusOr<NodeHot*> rec = Live(id, &slot);
     if (!rec.ok()) return rec.status();
     absl::StatusOr<const Policies*> pol = policies_.Cached();
     if (!pol.ok()) return pol.status();
-    health_.OnProbe(slot, code, rtt_ms, (*pol)->health, now_());
+    health_.OnProbe(slot, code, rtt_ms, *retry_after, (*pol)->health, now_());
     return absl::OkStatus();
   }
-  absl::Status ReportCallResult(std::string_view id, int code, double latency_ms) {
+  absl::Status ReportOverload(std::string_view id, int percent, int64_t validity_ms, uint64_t seq) {
+    if (percent < 0 || percent > 100)
+      return absl::InvalidArgumentError(Cat("overload percent must be in 0..100, got ", percent));
+    if (validity_ms < 0 || validity_ms > kMaxOverloadValidityMs) {
+      return absl::InvalidArgumentError(
+          Cat("overload validity_ms must be in 0..", kMaxOverloadValidityMs, ", got ", validity_ms));
+    }
+    uint32_t slot = kNil;
+    absl::StatusOr<NodeHot*> hot = Live(id, &slot);
+    if (!hot.ok()) return hot.status();
+    Overload::Apply(H(), region_->node(slot), **hot, percent, validity_ms, seq, now_());
+    return absl::OkStatus();
+  }
+  absl::Status ReportCallResult(std::string_view id, int code, double latency_ms, std::optional<double> retry_after_s) {
     if (code < 0 || code > 699)
       return absl::InvalidArgumentError(Cat("result code ", code, " is not 0 (no answer) or a SIP status code"));
     if (!std::isfinite(latency_ms) || latency_ms < 0)
       return absl::InvalidArgumentError("latency_ms must be a finite number >= 0");
+    absl::StatusOr<int64_t> retry_after = RetryAfterMs(retry_after_s);
+    if (!retry_after.ok()) return retry_after.status();
     std::shared_ptr<const Snapshot> snap = GetSnapshot();
     const NodeView* v = snap->Find(id);
     if (v == nullptr) return absl::NotFoundError(Cat("no node \"", id, "\""));
     absl::StatusOr<const Policies*> pol = policies_.Cached();
     if (!pol.ok()) return pol.status();
-    health_.OnResult(v->slot, *snap, snap->by_pool.at(v->pool), code, latency_ms, (*pol)->health, now_());
+    health_.OnResult(v->slot, *snap, snap->by_pool.at(v->pool), code, latency_ms, *retry_after, (*pol)->health, now_());
     return absl::OkStatus();
   }
   absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics) {
@@ -662,6 +693,13 @@ class Router::Impl {
       }
     }
     counters_.Fill(apps, &s);
+    const int64_t now = now_();
+    for (const NodeView& v : snap->nodes) {
+      NodeHot& n = region_->hot(v.slot);
+      if (n.epoch.load(std::memory_order_relaxed) != v.epoch) continue;
+      if (n.busy_until_ms.load(std::memory_order_relaxed) > now) ++s.busy_nodes;
+      if (Overload::Percent(n, now) > 0) ++s.overloaded_nodes;
+    }
     return s;
   }
   // App name of an app slot, node id of (slot, epoch), and whether a filter matches.

@@ -72,6 +72,10 @@ void NodeTable::WriteLocked(uint32_t s, const NodeSpec& spec, bool fresh, bool f
     n.ejections.store(0);
     hot.ejected_until_ms.store(0);
     hot.up_since_ms.store(0);
+    hot.busy_until_ms.store(0);
+    hot.overload.store(0);
+    hot.shed.store(0);
+    n.overload_seq.store(0);
     n.latency_ewma_ms.store(0);
     n.error_ewma.store(0);
     ++n.epoch;
@@ -389,6 +393,14 @@ NodeStatus NodeTable::StatusOf(const Snapshot& snap, const NodeView& v, int64_t 
   st.lease_expires_ms = hot.lease_expires_ms.load(std::memory_order_relaxed);
   int64_t ejected = hot.ejected_until_ms.load(std::memory_order_relaxed);
   st.ejected_until_ms = ejected > now ? ejected : 0;
+  int64_t busy = hot.busy_until_ms.load(std::memory_order_relaxed);
+  st.busy_until_ms = busy > now ? busy : 0;
+  const uint64_t oc = hot.overload.load(std::memory_order_relaxed);
+  const auto oc_until = static_cast<int64_t>(oc >> 7);
+  if (oc_until > now && (oc & 127) != 0) {
+    st.overload_percent = static_cast<int32_t>(oc & 127);
+    st.overload_until_ms = oc_until;
+  }
   st.latency_ewma_ms = n.latency_ewma_ms.load(std::memory_order_relaxed);
   st.error_rate = n.error_ewma.load(std::memory_order_relaxed);
   st.load_updated_ms = n.load_updated_ms.load(std::memory_order_relaxed);

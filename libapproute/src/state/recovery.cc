@@ -14,6 +14,7 @@ RecountResult Recount(const Region& region, int64_t now_ms) {
   const uint32_t max_nodes = region.max_nodes();
   std::vector<int64_t> counts(size_t{max_nodes} * kMaxResources, 0);
   absl::flat_hash_map<uint64_t, int64_t> refs;  // claim -> sessions holding it
+  std::vector<int64_t> in_flight(kMaxApps, 0);  // app slot -> live sessions
   RecountResult out;
 
   for (size_t s = 0; s < kShards; ++s) {
@@ -28,6 +29,7 @@ RecountResult Recount(const Region& region, int64_t now_ms) {
         const NodeRecord& n = region.node(e.node);
         if (n.in_use && n.epoch == e.node_epoch) ++counts[size_t{e.node} * kMaxResources + e.resource];
       }
+      ++in_flight[e.app];
       if (e.claim != 0) ++refs[e.claim];
       if (e.pref_claim != 0) ++refs[e.pref_claim];  // preference claims are counted like key claims
     });
@@ -42,6 +44,7 @@ RecountResult Recount(const Region& region, int64_t now_ms) {
       out.drift += std::llabs(had - want);
     }
   }
+  for (size_t a = 0; a < kMaxApps; ++a) h.apps[a].counters.in_flight.store(in_flight[a], std::memory_order_relaxed);
   for (size_t s = 0; s < kShards; ++s) {
     LockedShard<AffinityEntry> sh(region, h.affinity_shards[s]);
     out.affinities += sh.Rebuild([](const AffinityEntry& e) { return e.app < kMaxApps; });

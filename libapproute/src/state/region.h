@@ -29,7 +29,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 15;
+inline constexpr uint32_t kLayoutVersion = 16;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -148,6 +148,9 @@ struct NodeRecord {
   std::atomic<int32_t> ejections;             // times ejected so far
   std::atomic<double> latency_ewma_ms;        // 0 = no sample yet
   std::atomic<double> error_ewma;             // share of failed results, smoothed
+  // RFC 7339: the oc-seq of the overload report in NodeHot::overload (the
+  // newest wins; status/overload.h). 0 = none yet.
+  std::atomic<uint64_t> overload_seq;
 };
 
 // The fields of one node slot that a placement reads for every node of a
@@ -163,20 +166,31 @@ struct alignas(64) NodeHot {
   std::atomic<uint32_t> epoch;
   std::atomic<uint32_t> admin;
   std::atomic<uint32_t> health;
-  uint32_t reserved;
+  // Bits of kShedBusy / kShedOverload: set while busy_until_ms or the
+  // overload fields may hold a deadline, so that the common case (neither)
+  // stays one test of the first line. Cleared lazily once they are past.
+  std::atomic<uint32_t> shed;
   std::atomic<int64_t> lease_expires_ms;  // 0 = no lease; past = takes no new calls
   std::atomic<int64_t> ejected_until_ms;  // 0 = not ejected
   std::atomic<int64_t> sessions[kMaxResources];
   // While draining: unix ms after which the node's keys go elsewhere (their
   // claims count as gone); 0 = no deadline. Cleared by any other admin state.
   std::atomic<int64_t> drain_deadline_ms;
-  std::atomic<int64_t> up_since_ms;       // start of slow start, 0 = none
+  std::atomic<int64_t> up_since_ms;  // start of slow start, 0 = none
+  // The node answered 503: alive, taking no new keys and no key-less calls
+  // until then (unix ms; 0 = not busy). status/health.h.
+  std::atomic<int64_t> busy_until_ms;
+  // RFC 7339 overload control (status/overload.h): the share of new calls
+  // shed, packed as (until_ms << 7) | percent (percent 0..100; 0 = none).
+  std::atomic<uint64_t> overload;
   std::atomic<uint64_t> load_mask;        // bit i set: load[i] is a reported load figure
   std::atomic<uint64_t> quality_mask;     // bit i set: load[i] is a reported quality figure
   std::atomic<double> load[kMaxMetrics];  // load and quality figures, by metric name index
 };
 static_assert(offsetof(NodeHot, sessions) + 4 * sizeof(int64_t) == 64, "resources 0-3 share the first line");
 static_assert(sizeof(NodeHot) % 64 == 0);
+inline constexpr uint32_t kShedBusy = 1;
+inline constexpr uint32_t kShedOverload = 2;
 
 // Decision reasons counted per app (stats.h has the names).
 inline constexpr size_t kReasons = 6;     // affinity, strategy, retry, session, no_node, prefer
@@ -194,6 +208,12 @@ struct AppCounters {
   std::atomic<int64_t> retries[kRetryCodes + 1];  // the last one: codes that did not fit
   std::atomic<int64_t> key_refusals[kKeyRefusals];
   std::atomic<int64_t> headroom_refusals;  // new keys that found no node because headroom turned nodes away
+  // The retry budget (routing/retry_budget.h): retries past it, ever; the
+  // app's live sessions (a gauge the recount repairs); and the current
+  // one-second window packed as (unix second << 24) | retries in it.
+  std::atomic<int64_t> budget_refusals;
+  std::atomic<int64_t> in_flight;
+  std::atomic<uint64_t> retry_window;
 };
 
 struct AppSlot {
@@ -317,7 +337,12 @@ struct Header {
   std::atomic<uint64_t> repairs;         // recounts done
   std::atomic<int64_t> owner_check_ms;   // last check for dead owners
   std::atomic<int64_t> recounted_drift;  // counts corrected by recounts, ever (absolute)
-  LatencyHistogram route_latency;        // a sample of route() calls (stats.h)
+  // The latest end of an RFC 7339 overload report applied to any node (unix
+  // ms; status/overload.h): before it, placements skip the draws that
+  // precede a pool scan, so that a node shed for a call costs a cursor
+  // strategy no extra ticket.
+  std::atomic<int64_t> overload_until_ms;
+  LatencyHistogram route_latency;  // a sample of route() calls (stats.h)
   OwnerRecord owners[kMaxOwners];
   ClusterRecord cluster;
 

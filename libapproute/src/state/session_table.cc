@@ -11,6 +11,13 @@ namespace {
 
 size_t ShardOf(uint64_t hash) { return static_cast<size_t>(hash >> 60) & (kShards - 1); }
 
+// The app's calls in flight (AppCounters::in_flight, read by the retry
+// budget): +1 when a session is committed, -1 when it is unlinked. A
+// process killed between the two steps leaves it one off until the recount.
+void InFlight(Header& h, uint32_t app, int64_t d) {
+  if (app < kMaxApps) h.apps[app].counters.in_flight.fetch_add(d, std::memory_order_relaxed);
+}
+
 }  // namespace
 
 uint64_t SessionTable::Hash(std::string_view call_id) { return XXH3_64bits(call_id.data(), call_id.size()); }
@@ -59,7 +66,9 @@ SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, Ses
       return Insert::kDuplicate;
     }
     expired->push_back(HeldBy(e));
+    const uint32_t gone = e.app;
     sh.Unlink(link);
+    InFlight(hdr, gone, -1);
     hdr.expired_sessions.fetch_add(1, std::memory_order_relaxed);
   }
   uint32_t i = sh.Alloc();
@@ -67,6 +76,7 @@ SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, Ses
     sh.RemoveIf([now](const SessionEntry& e) { return e.expires_ms <= now; },
                 [&](const SessionEntry& e) {
                   expired->push_back(HeldBy(e));
+                  InFlight(hdr, e.app, -1);
                   hdr.expired_sessions.fetch_add(1, std::memory_order_relaxed);
                 });
     i = sh.Alloc();
@@ -91,6 +101,7 @@ SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, Ses
   for (size_t t = 0; t < init.n_tried && t < static_cast<size_t>(kMaxAttemptsLimit); ++t)
     e.tried[e.n_tried++] = init.tried[t];
   sh.Commit(i, h);
+  InFlight(hdr, init.app, 1);
   return Insert::kInserted;
 }
 
@@ -109,6 +120,7 @@ bool SessionTable::Remove(std::string_view call_id, Held* held) {
   if (link == nullptr) return false;
   HeldBy(sh.at(*link), held);
   sh.Unlink(link);
+  InFlight(region_.header(), held->app, -1);
   return true;
 }
 
@@ -122,6 +134,7 @@ bool SessionTable::Modify(std::string_view call_id, int64_t now, absl::FunctionR
   if (fn(e)) {
     HeldBy(e, held);
     sh.Unlink(link);
+    InFlight(region_.header(), held->app, -1);
   }
   return true;
 }
@@ -142,7 +155,10 @@ int64_t SessionTable::Expire(size_t s, int64_t now, std::vector<Held>* held, uin
   {
     LockedShard<SessionEntry> sh(region_, hdr.session_shards[s]);
     auto dead = [now](const SessionEntry& e) { return e.expires_ms <= now; };
-    auto take = [&](const SessionEntry& e) { held->push_back(HeldBy(e)); };
+    auto take = [&](const SessionEntry& e) {
+      held->push_back(HeldBy(e));
+      InFlight(hdr, e.app, -1);
+    };
     if (max_buckets == 0) {
       sh.RemoveIf(dead, take);
     } else {

@@ -70,6 +70,9 @@ void RouterCounters::Reset(AppCounters& c) {
   for (auto& r : c.retries) r.store(0, std::memory_order_relaxed);
   for (auto& k : c.key_refusals) k.store(0, std::memory_order_relaxed);
   c.headroom_refusals.store(0, std::memory_order_relaxed);
+  c.budget_refusals.store(0, std::memory_order_relaxed);
+  c.retry_window.store(0, std::memory_order_relaxed);
+  // in_flight is a gauge of live sessions, not a counter: it stays.
 }
 
 void RouterCounters::Fill(const std::vector<std::string>& app_names, RouterStats* s) const {
@@ -89,6 +92,7 @@ void RouterCounters::Fill(const std::vector<std::string>& app_names, RouterStats
           c.key_refusals[i].load(std::memory_order_relaxed);
     }
     s->headroom_refusals[app_names[a]] = c.headroom_refusals.load(std::memory_order_relaxed);
+    s->budget_refusals[app_names[a]] = c.budget_refusals.load(std::memory_order_relaxed);
     int64_t other = c.retries[kRetryCodes].load(std::memory_order_relaxed);
     if (other != 0) s->retries[app_names[a]]["other"] = other;
   }

@@ -10,11 +10,35 @@ void HealthMonitor::UpdateEwma(std::atomic<double>& v, double sample, double alp
   v.store(next, std::memory_order_relaxed);
 }
 
-void HealthMonitor::OnProbe(uint32_t slot, int code, double rtt_ms, const HealthConfig& h, int64_t now) {
+bool HealthMonitor::ProbeFailed(int code) {
+  return code == 0 || code == 408 || (code >= 500 && code < 600 && code != 503);
+}
+
+void HealthMonitor::MarkBusy(NodeHot& n, int64_t retry_after_ms, const HealthConfig& h, int64_t now) {
+  const int64_t span = retry_after_ms < 0 ? h.busy_for_ms : std::min(retry_after_ms, h.busy_max_ms);
+  if (span <= 0) return;
+  n.busy_until_ms.store(now + span, std::memory_order_relaxed);
+  n.shed.fetch_or(kShedBusy, std::memory_order_relaxed);
+}
+
+bool HealthMonitor::Busy(NodeHot& n, int64_t now) {
+  if (n.busy_until_ms.load(std::memory_order_relaxed) > now) return true;
+  n.shed.fetch_and(~kShedBusy, std::memory_order_relaxed);
+  // A MarkBusy between the load and the clear: keep its bit.
+  if (n.busy_until_ms.load(std::memory_order_relaxed) > now) {
+    n.shed.fetch_or(kShedBusy, std::memory_order_relaxed);
+    return true;
+  }
+  return false;
+}
+
+void HealthMonitor::OnProbe(uint32_t slot, int code, double rtt_ms, int64_t retry_after_ms, const HealthConfig& h,
+                            int64_t now) {
   NodeRecord& n = region_.node(slot);
   NodeHot& hot = region_.hot(slot);
-  bool ok = code > 0 && code < 500;
-  if (ok) {
+  if (code == 503) MarkBusy(hot, retry_after_ms, h, now);
+  if (code >= 200 && code < 300) ClearBusy(hot);  // taking calls again: at once, no slow start
+  if (!ProbeFailed(code)) {
     n.probe_failures.store(0, std::memory_order_relaxed);
     int32_t oks = n.probe_successes.fetch_add(1, std::memory_order_relaxed) + 1;
     if (oks >= h.probe_up_after && n.report_down.load(std::memory_order_relaxed) == 0) {
@@ -50,9 +74,10 @@ bool HealthMonitor::Ejected(NodeHot& n, int64_t now) {
 }
 
 void HealthMonitor::OnResult(uint32_t slot, const Snapshot& snap, const std::vector<size_t>& pool, int code,
-                             double latency_ms, const HealthConfig& h, int64_t now) {
+                             double latency_ms, int64_t retry_after_ms, const HealthConfig& h, int64_t now) {
   NodeRecord& n = region_.node(slot);
   NodeHot& hot = region_.hot(slot);
+  if (code == 503) MarkBusy(hot, retry_after_ms, h, now);
   bool failed =
       std::find(h.outlier_failure_codes.begin(), h.outlier_failure_codes.end(), code) != h.outlier_failure_codes.end();
   double a = h.latency_ewma_alpha;

@@ -26,9 +26,24 @@ class HealthMonitor {
   explicit HealthMonitor(const Region& region) : region_(region) {}
 
   // An active probe's result (code 0 = no answer): down_after failures in a
-  // row mark the node down, up_after successes bring it back (and start its
-  // slow start).
-  void OnProbe(uint32_t slot, int code, double rtt_ms, const HealthConfig& h, int64_t now);
+  // row mark the node down, up_after answers bring it back (and start its
+  // slow start). Failures are no answer, 408 and 5xx other than 503. A 503
+  // is an answer (alive) that makes the node busy (MarkBusy); a 2xx ends a
+  // busy period at once. `retry_after_ms`: the answer's Retry-After, -1 = none.
+  void OnProbe(uint32_t slot, int code, double rtt_ms, int64_t retry_after_ms, const HealthConfig& h, int64_t now);
+
+  // True when `code` from a probe says the node is not there: no answer
+  // (0), 408, or a 5xx other than 503.
+  static bool ProbeFailed(int code);
+  // Busy: alive but taking no new keys and no key-less calls. A 503 sets it
+  // for `retry_after_ms` (cut to h.busy_max_ms), or h.busy_for_ms when the
+  // answer had none (-1); a later busy period replaces it.
+  static void MarkBusy(NodeHot& n, int64_t retry_after_ms, const HealthConfig& h, int64_t now);
+  static void ClearBusy(NodeHot& n) { n.busy_until_ms.store(0, std::memory_order_relaxed); }
+  // True while the node is busy. Called when NodeHot::shed has kShedBusy;
+  // clears that bit once the period is over (and sets it back if a new one
+  // began meanwhile).
+  static bool Busy(NodeHot& n, int64_t now);
   // What the node's own report says of its service (status report field
   // "health"): down holds the node down whatever the probes say, until a
   // report says up again (or leaves the field out); the node then comes back
@@ -36,10 +51,11 @@ class HealthMonitor {
   // the probes bring it back (up_after successes).
   static void OnReportedHealth(NodeRecord& n, NodeHot& hot, bool down, int64_t now);
   // A passive result for the node in `slot`: a failure code counts towards
-  // ejection, the latency and error figures are smoothed. `pool` is the
+  // ejection, the latency and error figures are smoothed, a 503 makes the
+  // node busy (MarkBusy, `retry_after_ms` as for OnProbe). `pool` is the
   // node's pool in `snap`.
   void OnResult(uint32_t slot, const Snapshot& snap, const std::vector<size_t>& pool, int code, double latency_ms,
-                const HealthConfig& h, int64_t now);
+                int64_t retry_after_ms, const HealthConfig& h, int64_t now);
 
   // True while outlier detection keeps the node out; the first check after
   // the ejection ends starts its slow start.

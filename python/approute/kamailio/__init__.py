@@ -36,6 +36,8 @@ Settings come from the YAML file named by the environment variable
     default_key: null            # affinity key template when the app has none
     default_app: null            # app when nothing matched (null: 404)
     retry_after: 30              # Retry-After of a strict key's 486 / 480 (0: none)
+    budget_retry_after: 1        # Retry-After of the 503 when an app's
+                                 # retry.budget is spent (1..3600)
     log_decisions: true          # one info line per decision / retry / end;
                                  # json: one JSON object per decision, with
                                  # the short trace of a dry run (explain)
@@ -97,7 +99,8 @@ Handler return codes (what ``$rc`` holds after ``python_exec``):
   ``uac_req_send()`` when ``probe.interval`` has passed), ``on_probe_request``
   (``event_route[tm:local-request]``: sets the probe's final response timeout
   with ``t_set_fr``), ``on_probe_reply`` (``event_route[uac:reply]``: feeds
-  ``router.report_probe(node, code, rtt_ms)``, code 0 for no answer): 1, or -5.
+  ``router.report_probe(node, code, rtt_ms, retry_after)``, code 0 for no
+  answer; a 503's ``Retry-After`` makes the node busy, not down): 1, or -5.
 
 Final replies of the nodes are also fed to ``router.report_result(node, code,
 latency_ms)`` (passive outlier detection): 2xx from ``on_reply``, negative
@@ -108,6 +111,14 @@ whether the node replied is ``$avp(approute_replied)``, set by the reply
 route for every reply (``on_reply`` in KEMI, one line in kamailio.cfg);
 ``report_results: false``
 turns that off (and the ``$avp(approute_t0)`` send-time AVP with it).
+A 503's ``Retry-After`` goes with it (the node is busy for that long).
+Every reply ``on_reply`` sees is also read for RFC 7339 overload control:
+the ``oc``, ``oc-validity``, ``oc-seq`` and ``oc-algo`` parameters the node
+put on the top Via feed ``router.report_overload()`` (the native
+kamailio.cfg calls ``on_reply`` for 2xx and for replies whose Via carries
+``oc``).  When ``retry()`` answers ``retry_budget`` (the app's
+``retry.budget`` is spent), ``on_failure`` returns -1 with 503 and a
+``Retry-After: budget_retry_after`` header for the caller.
 ``$avp(approute_t0)`` holds "-" once a 2xx has been reported (retransmissions
 are reported once).
 

@@ -12,7 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 import approute as _ar
 
 from .context import INTERNAL, KEY_REFUSALS, NO_NODE, OK, PASS, Context
-from .sip import clean, uri_addrs
+from .sip import clean, retry_after_seconds, uri_addrs, via_overload
 
 
 class CallDialog:
@@ -63,7 +63,10 @@ class CallDialog:
             ctx.log_limited("local_failure", "call_id=%s: local failure %d towards %s: not "
                             "counted against the node" % (call_id, code, failed_node or "-"))
         elif s.report_results:
-            self.report_result(0 if timeout else code, failed_node)
+            # a 503 makes the node busy for its Retry-After (untrusted text:
+            # a malformed one counts as none, health.busy_for applies)
+            ra = retry_after_seconds(ctx.pv("$T_rpl($hdr(Retry-After))")) if code == 503 else None
+            self.report_result(0 if timeout else code, failed_node, retry_after=ra)
         if timeout and failed_node and s.health_on_timeout:
             try:
                 ctx.router.set_health(failed_node, s.health_on_timeout)
@@ -76,6 +79,12 @@ class CallDialog:
             return PASS
         ctx.note("retry", call_id, d, " code=%d from=%s" % (code, failed_node or "-"))
         if not d.ok:
+            if d.reason == "retry_budget":
+                # the app's retries for this second are spent: no further
+                # node is tried; the caller may come back shortly
+                ctx.log_limited("retry_budget", "call_id=%s: %s" % (clean(call_id, 80), clean(d.detail, 200)))
+                ctx.ksr.hdr.append_to_reply("Retry-After: %d\r\n" % s.budget_retry_after)
+                return ctx.fail(503, "Service Unavailable", NO_NODE)
             if code >= 500 or code == 408:
                 if d.reason in KEY_REFUSALS:  # a strict key stays where its other calls are
                     # the room's node answered "full" (503): the room is full
@@ -109,6 +118,8 @@ class CallDialog:
         if node is not None and pv.get("$avp(approute_replied)") != node:
             # this node answered (failure(): not a local failure)
             pv.sets("$avp(approute_replied)", str(node))
+        if node is not None:
+            self.overload(str(node), pv.get("$hdr(Via)"))
         if not status.startswith("2"):
             return OK
         method = pv.get("$rm")  # $rm is the CSeq method on replies
@@ -135,9 +146,26 @@ class CallDialog:
         self.report_result(code, str(node) if node else "", t0 or "")
         return OK
 
-    def report_result(self, code: int, node: Optional[str] = None, t0: Any = None) -> None:
+    def overload(self, node: str, via: Any) -> None:
+        """RFC 7339: the overload control parameters of the top Via of the
+        node's answer (ours, which the node marked), if any, to the router.
+        Malformed ones are ignored (sip.via_overload)."""
+        report = via_overload(via)
+        if report is None:
+            return
+        fn = getattr(self.ctx.router, "report_overload", None)
+        if fn is None:
+            return
+        try:
+            fn(node, report.percent, report.validity_ms, report.seq)
+        except Exception as e:  # a removed node, an old router: never fatal
+            self.ctx.log("dbg", "report_overload %s: %s: %s" % (node, type(e).__name__, e))
+
+    def report_result(self, code: int, node: Optional[str] = None, t0: Any = None,
+                      retry_after: Optional[int] = None) -> None:
         """Feeds the node's final answer (0: none) to the router; ``node`` and
-        ``t0``: the AVPs when the caller has already read them."""
+        ``t0``: the AVPs when the caller has already read them;
+        ``retry_after``: a 503's Retry-After in seconds (None: none)."""
         ctx = self.ctx
         fn = getattr(ctx.router, "report_result", None)
         if fn is None:
@@ -155,7 +183,10 @@ class CallDialog:
             except ValueError:
                 latency = 0.0
         try:
-            fn(node, int(code), latency)
+            if retry_after is None:
+                fn(node, int(code), latency)
+            else:
+                fn(node, int(code), latency, retry_after=float(retry_after))
         except Exception as e:  # a removed node, an old router: never fatal
             ctx.log("dbg", "report_result %s %d: %s: %s" % (node, code, type(e).__name__, e))
 

@@ -1,16 +1,18 @@
 """Active health probes: SIP OPTIONS sent from Kamailio with
 ``uac_req_send()`` on the rtimer (one round every ``probe.interval``), their
 final response timeout (``tm:local-request``), and their answers
-(``uac:reply``) fed to ``router.report_probe(node, code, rtt_ms)``, code 0
-for no answer.  A failure of the proxy itself is never counted against a
-node."""
+(``uac:reply``) fed to ``router.report_probe(node, code, rtt_ms,
+retry_after)``, code 0 for no answer, ``retry_after`` the Retry-After of a
+503 (the node is busy, not down).  A failure of the proxy itself is never
+counted against a node."""
 
 from __future__ import annotations
 
 import time
+from typing import Optional
 
 from .context import OK, Context
-from .sip import PROBE_HEADER, clean
+from .sip import PROBE_HEADER, clean, retry_after_seconds
 
 
 class Probes:
@@ -89,15 +91,21 @@ class Probes:
                                      "against the node" % (node_id, code))
                 return OK
             code = 0
-        self._result(node_id, code, rtt)
+        # the answer is the event route's message: a 503's Retry-After
+        # (untrusted: a malformed one counts as none)
+        ra = retry_after_seconds(self.ctx.pv("$hdr(Retry-After)")) if code == 503 else None
+        self._result(node_id, code, rtt, ra)
         return OK
 
-    def _result(self, node_id: str, code: int, rtt: float) -> None:
+    def _result(self, node_id: str, code: int, rtt: float, retry_after: Optional[int] = None) -> None:
         fn = getattr(self.ctx.router, "report_probe", None)
         if fn is None:
             return
         try:
-            fn(node_id, int(code), float(rtt))
+            if retry_after is None:
+                fn(node_id, int(code), float(rtt))
+            else:
+                fn(node_id, int(code), float(rtt), retry_after=float(retry_after))
         except Exception as e:  # the node left meanwhile
             self.ctx.log("dbg", "report_probe %s: %s: %s" % (node_id, type(e).__name__, e))
             return

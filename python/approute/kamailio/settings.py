@@ -274,7 +274,7 @@ class Settings:
              "default_app", "failure_route", "reply_route", "log_decisions",
              "health_on_timeout", "recent", "publish", "probe", "attrs",
              "report_results", "trusted_sources", "max_ruri_user", "max_app_value",
-             "retry_after", "acc_avps"}
+             "retry_after", "budget_retry_after", "acc_avps"}
 
     def __init__(self, data: Optional[Dict[str, Any]] = None, base_dir: str = "."):
         data = dict(data or {})
@@ -358,6 +358,12 @@ class Settings:
         if isinstance(ra, bool) or not isinstance(ra, int) or not 0 <= ra <= 86400:
             raise SettingsError("retry_after: must be whole seconds, 0..86400")
         self.retry_after = ra
+        # Retry-After (seconds) of the 503 a call gets when its app's retry
+        # budget is spent (retry.budget in the router configuration)
+        bra = data.get("budget_retry_after", 1)
+        if isinstance(bra, bool) or not isinstance(bra, int) or not 1 <= bra <= 3600:
+            raise SettingsError("budget_retry_after: must be whole seconds, 1..3600")
+        self.budget_retry_after = bra
         for name, o in self.apps.items():
             if o.exec_app and not SAFE_VALUE_RE.match(o.exec_app):
                 raise SettingsError("apps.%s: exec_app %r may only hold A-Z a-z 0-9 _ . -"

@@ -121,3 +121,103 @@ def in_networks(addr: str, nets: Tuple[Network, ...]) -> bool:
         return False
     return any(ip.version == n.version and ip in n for n in nets)
 
+
+
+#: The longest Retry-After the handler passes on (the router cuts it further
+#: to health.busy_max).
+MAX_RETRY_AFTER = 86400
+_RETRY_AFTER_RE = re.compile(r"^[ \t]*([0-9]{1,10})[ \t]*"          # delta-seconds
+                             r"(?:\([^()\r\n]{0,200}\))?[ \t]*"     # [comment]
+                             r"(?:;[^\r\n]{0,200})?$")               # *(;retry-param)
+
+
+def retry_after_seconds(value: Any) -> Optional[int]:
+    """The delta-seconds of a Retry-After header value (RFC 3261 section
+    20.33: ``delta-seconds [comment] *(;retry-param)``), cut to
+    MAX_RETRY_AFTER; None when there is none or it is malformed (a node's
+    answer is untrusted input: anything else is ignored, never an error)."""
+    if value is None:
+        return None
+    m = _RETRY_AFTER_RE.match(str(value)[:512])
+    return min(int(m.group(1)), MAX_RETRY_AFTER) if m else None
+
+
+class OverloadReport:
+    """RFC 7339 overload control from the top Via of a node's answer."""
+
+    __slots__ = ("percent", "validity_ms", "seq")
+
+    def __init__(self, percent: int, validity_ms: int, seq: int):
+        self.percent, self.validity_ms, self.seq = percent, validity_ms, seq
+
+    def __repr__(self) -> str:
+        return "OverloadReport(percent=%d, validity_ms=%d, seq=%d)" % (
+            self.percent, self.validity_ms, self.seq)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, OverloadReport) and (
+            (self.percent, self.validity_ms, self.seq) == (other.percent, other.validity_ms, other.seq))
+
+
+#: RFC 7339: oc-validity when the answer names none (milliseconds).
+OC_DEFAULT_VALIDITY_MS = 500
+#: The longest oc-validity passed on (a day; the router refuses longer).
+OC_MAX_VALIDITY_MS = 86_400_000
+_VIA_PARAM_RE = re.compile(r'^([A-Za-z0-9.!%*_+`\'~-]{1,32})'                      # token
+                           r'(?:[ \t]*=[ \t]*("[^"\\\r\n]{0,64}"|[^\s";,]{1,64}))?$')  # [= value]
+_OC_SEQ_RE = re.compile(r"^([0-9]{1,12})(?:\.([0-9]{1,5}))?$")
+
+
+def _via_params(via: str) -> Optional[Dict[str, str]]:
+    """The parameters of the first via-parm of a Via header value, names
+    lower-cased; None when it is malformed.  A quoted string never holds a
+    separator (RFC 7339's only quoted value is oc-algo's algorithm list)."""
+    first, inside = [], False
+    for ch in via:
+        if ch == '"':
+            inside = not inside
+        elif ch == "," and not inside:
+            break
+        first.append(ch)
+    if inside:
+        return None
+    parts = "".join(first).split(";")
+    params: Dict[str, str] = {}
+    for p in parts[1:]:
+        m = _VIA_PARAM_RE.match(p.strip())
+        if not m:
+            return None
+        params[m.group(1).lower()] = m.group(2) or ""
+    return params
+
+
+def via_overload(via: Any) -> Optional[OverloadReport]:
+    """RFC 7339 (loss algorithm) from the top Via of a node's answer:
+    ``oc`` (0..100 %), ``oc-validity`` (ms, default 500), ``oc-seq``
+    (``seconds[.fraction]``, as seconds x 100000 + the fraction in five
+    digits, so that it orders as the text does) and ``oc-algo`` ("loss", the
+    default).  None when the Via carries no ``oc`` value, names another
+    algorithm, or is malformed: a node's answer is untrusted input."""
+    if via is None:
+        return None
+    text = str(via)
+    if len(text) > 1024 or "oc" not in text:
+        return None
+    params = _via_params(text)
+    if params is None or not params.get("oc"):
+        return None
+    oc, validity, seq_text = params["oc"], params.get("oc-validity"), params.get("oc-seq", "0")
+    algo = params.get("oc-algo", '"loss"').strip('"').strip().lower()
+    if algo != "loss" or not oc.isdigit() or len(oc) > 3 or int(oc) > 100:
+        return None
+    if validity is None or validity == "":
+        validity_ms = OC_DEFAULT_VALIDITY_MS
+    elif validity.isdigit() and len(validity) <= 12:
+        validity_ms = min(int(validity), OC_MAX_VALIDITY_MS)
+    else:
+        return None
+    m = _OC_SEQ_RE.match(seq_text)
+    if not m:
+        return None
+    seq = int(m.group(1)) * 100000 + int((m.group(2) or "0").ljust(5, "0"))
+    return OverloadReport(int(oc), validity_ms, seq)

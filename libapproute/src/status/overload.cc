@@ -1,0 +1,38 @@
+#include "status/overload.h"
+
+namespace approute::internal {
+
+bool Overload::Apply(Header& h, NodeRecord& rec, NodeHot& hot, int percent, int64_t validity_ms, uint64_t seq,
+                     int64_t now) {
+  uint64_t cur = rec.overload_seq.load(std::memory_order_relaxed);
+  do {
+    if (seq < cur) return false;  // an older report, overtaken
+  } while (!rec.overload_seq.compare_exchange_weak(cur, seq, std::memory_order_relaxed));
+  if (percent <= 0 || validity_ms <= 0) {
+    hot.overload.store(0, std::memory_order_relaxed);
+    return true;
+  }
+  const auto until = static_cast<uint64_t>(now + validity_ms);
+  hot.overload.store((until << 7) | static_cast<uint64_t>(percent), std::memory_order_relaxed);
+  hot.shed.fetch_or(kShedOverload, std::memory_order_relaxed);
+  int64_t latest = h.overload_until_ms.load(std::memory_order_relaxed);
+  const auto end = static_cast<int64_t>(until);
+  while (latest < end && !h.overload_until_ms.compare_exchange_weak(latest, end, std::memory_order_relaxed)) {
+  }
+  return true;
+}
+
+int Overload::Percent(NodeHot& hot, int64_t now) {
+  const uint64_t oc = hot.overload.load(std::memory_order_relaxed);
+  if (oc != 0 && static_cast<int64_t>(oc >> 7) > now) return static_cast<int>(oc & 127);
+  hot.shed.fetch_and(~kShedOverload, std::memory_order_relaxed);
+  // An Apply between the load and the clear: keep its bit.
+  const uint64_t again = hot.overload.load(std::memory_order_relaxed);
+  if (again != 0 && static_cast<int64_t>(again >> 7) > now) {
+    hot.shed.fetch_or(kShedOverload, std::memory_order_relaxed);
+    return static_cast<int>(again & 127);
+  }
+  return 0;
+}
+
+}  // namespace approute::internal

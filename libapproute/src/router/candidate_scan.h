@@ -19,6 +19,7 @@
 #include "routing/compact_pick.h"
 #include "state/node_table.h"
 #include "state/region.h"
+#include "state/usage.h"
 #include "status/health.h"
 
 namespace approute::internal {
@@ -155,7 +156,8 @@ enum class Verdict { kTake, kGone, kDisabled, kDraining, kDown, kSuspect, kAvoid
 // The verdict on one member whose hot entry is `n`, for an incarnation
 // `epoch`, capacity `cap` of resource `res`: not disabled, draining, past
 // its lease, down, ejected (unless `panic`), suspect (unless
-// `admit_suspect`), avoided or full. With kTake, *sessions is its count.
+// `admit_suspect`), avoided or full, by its count or its own report of it
+// (usage.h). With kTake, *sessions is that count (the higher of the two).
 [[gnu::always_inline]] inline Verdict CheckMember(NodeHot& n, uint32_t slot, uint32_t epoch, int64_t cap, uint32_t res,
                                                   const SlotList& avoid, bool panic, bool admit_suspect, int64_t now,
                                                   int64_t* sessions) {
@@ -179,7 +181,9 @@ enum class Verdict { kTake, kGone, kDisabled, kDraining, kDown, kSuspect, kAvoid
   }
   if (!avoid.empty() && Contains(avoid, slot)) [[unlikely]]
     return Verdict::kAvoid;
-  const int64_t s = n.sessions[res].load(std::memory_order_relaxed);
+  int64_t s = n.sessions[res].load(std::memory_order_relaxed);
+  if (n.usage_mask.load(std::memory_order_relaxed) != 0) [[unlikely]]
+    s = UsageCount(n, res, s, now);
   if (cap >= 0 && s >= cap) return Verdict::kFull;
   *sessions = s;
   return Verdict::kTake;

@@ -19,6 +19,7 @@
 #include <optional>
 
 #include "router/router_impl.h"
+#include "state/usage.h"
 
 namespace approute {
 
@@ -79,7 +80,8 @@ std::optional<int64_t> Router::Impl::KeyAdmit::operator()(uint32_t slot, uint32_
     over_bound_ = true;
     return std::nullopt;
   }
-  return r_.CapacityOf(c_.snap, slot, epoch, c_.p.resource);
+  const uint32_t res = c_.p.resource;
+  return UsageCap(r_.region_->hot(slot), res, r_.CapacityOf(c_.snap, slot, epoch, res), c_.now);
 }
 
 std::optional<ClaimRef> Router::Impl::JoinKey(const PlaceCall& c, KeyAdmit& admit) {
@@ -92,7 +94,8 @@ std::optional<ClaimRef> Router::Impl::JoinKey(const PlaceCall& c, KeyAdmit& admi
 std::optional<ClaimRef> Router::Impl::NextHome(const PlaceCall& c, const Bounded& b) {
   for (const LoadBound::Entry& e : b.lb.NextHomes()) {
     const Candidate& cand = b.cands->list[e.index];
-    if (placement_->Reserve(cand.slot, c.p.resource, cand.capacity)) {
+    const int64_t cap = UsageCap(region_->hot(cand.slot), c.p.resource, cand.capacity, c.now);
+    if (placement_->Reserve(cand.slot, c.p.resource, cap)) {
       return ClaimRef{cand.slot, EpochOf(c.snap, cand.slot), 0};
     }
   }
@@ -105,10 +108,14 @@ int64_t Router::Impl::HeadroomCap(const Policy& p, int64_t capacity) {
   return static_cast<int64_t>(std::ceil((1.0 - h) * static_cast<double>(capacity) - 1e-9));
 }
 
-bool Router::Impl::Reserver::operator()(uint32_t slot, uint32_t epoch, int64_t capacity) {
+bool Router::Impl::Reserver::operator()(uint32_t slot, uint32_t epoch, int64_t configured) {
+  // The capacity as the node's own report leaves it (usage.h), and for a
+  // new key within the headroom.
   const uint32_t res = c_.p.resource;
+  const NodeHot& hot = r_.region_->hot(slot);
+  const int64_t capacity = UsageCap(hot, res, configured, c_.now);
   if (!claim_new_) return r_.placement_->Reserve(slot, res, capacity);
-  const int64_t cap = HeadroomCap(c_.p, capacity);
+  const int64_t cap = UsageCap(hot, res, HeadroomCap(c_.p, configured), c_.now);
   auto alive = [this](uint32_t s, uint32_t e) { return r_.Usable(s, e, c_.p, c_.snap, c_.now); };
   claimed_ = r_.placement_->ReserveAndClaim(c_.k, ClaimRef{slot, epoch, 0}, res, cap, c_.p.config.affinity_grace_ms,
                                             c_.now, alive, admit_);
@@ -308,7 +315,8 @@ std::optional<ClaimRef> Router::Impl::Preferred(const PlaceCall& c, const Bounde
     return std::nullopt;
   }
   if (b.on && !b.lb.Within(h.slot)) return std::nullopt;
-  const int64_t cap = HeadroomCap(c.p, CapacityOf(c.snap, h.slot, h.epoch, c.p.resource));
+  const int64_t cap = UsageCap(region_->hot(h.slot), c.p.resource,
+                               HeadroomCap(c.p, CapacityOf(c.snap, h.slot, h.epoch, c.p.resource)), c.now);
   if (!placement_->Reserve(h.slot, c.p.resource, cap)) return std::nullopt;
   return ClaimRef{h.slot, h.epoch, 0};
 }

@@ -29,7 +29,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 15;
+inline constexpr uint32_t kLayoutVersion = 16;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -163,7 +163,9 @@ struct alignas(64) NodeHot {
   std::atomic<uint32_t> epoch;
   std::atomic<uint32_t> admin;
   std::atomic<uint32_t> health;
-  uint32_t reserved;
+  // Bit r set: the node reported its own count of resource r (usage_* below
+  // hold it), which bounds admission until usage_until_ms (state/usage.h).
+  std::atomic<uint32_t> usage_mask;
   std::atomic<int64_t> lease_expires_ms;  // 0 = no lease; past = takes no new calls
   std::atomic<int64_t> ejected_until_ms;  // 0 = not ejected
   std::atomic<int64_t> sessions[kMaxResources];
@@ -174,6 +176,13 @@ struct alignas(64) NodeHot {
   std::atomic<uint64_t> load_mask;        // bit i set: load[i] is a reported load figure
   std::atomic<uint64_t> quality_mask;     // bit i set: load[i] is a reported quality figure
   std::atomic<double> load[kMaxMetrics];  // load and quality figures, by metric name index
+  // The node's own counts (state/usage.h), read only for the resources in
+  // usage_mask: the count it reported, the count approute had there when
+  // the report was accepted (the deployment's, with cluster:), and until
+  // when the report counts (unix ms).
+  std::atomic<int64_t> usage_reported[kMaxResources];
+  std::atomic<int64_t> usage_base[kMaxResources];
+  std::atomic<int64_t> usage_until_ms;
 };
 static_assert(offsetof(NodeHot, sessions) + 4 * sizeof(int64_t) == 64, "resources 0-3 share the first line");
 static_assert(sizeof(NodeHot) % 64 == 0);
@@ -317,7 +326,10 @@ struct Header {
   std::atomic<uint64_t> repairs;         // recounts done
   std::atomic<int64_t> owner_check_ms;   // last check for dead owners
   std::atomic<int64_t> recounted_drift;  // counts corrected by recounts, ever (absolute)
-  LatencyHistogram route_latency;        // a sample of route() calls (stats.h)
+  // status.usage_max_age: how long a node's reported counts bound its
+  // admission (state/usage.h); written by each configuration applied.
+  std::atomic<int64_t> usage_max_age_ms;
+  LatencyHistogram route_latency;  // a sample of route() calls (stats.h)
   OwnerRecord owners[kMaxOwners];
   ClusterRecord cluster;
 

@@ -11,14 +11,17 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 VENV=${APPROUTE_VENV:-$ROOT/.venv}
 JOBS=${APPROUTE_JOBS:-2}
+# Each stage is announced with the run's elapsed time, so a slow stage shows.
+stage() { printf '== [%dm%02ds] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
+trap 'stage "end (status $?)"' EXIT
 
-echo "== setup"
+stage "setup"
 bash scripts/setup.sh
 
-echo "== lint (scripts/lint.sh: layers, C++ format and static analysis, Python; a finding fails)"
+stage "lint (scripts/lint.sh: layers, C++ format and static analysis, Python; a finding fails)"
 bash scripts/lint.sh
 
-echo "== C++ build and tests"
+stage "C++ build and tests"
 cmake -S . -B build/cpp -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DAPPROUTE_BUILD_TESTS=ON -DAPPROUTE_BUILD_BENCH=ON >/dev/null
 cmake --build build/cpp -j "$JOBS"
@@ -29,33 +32,33 @@ APPROUTE_REDIS_REQUIRED=1 ctest --test-dir build/cpp --output-on-failure -j "$JO
 # finding aborts the test (-fno-sanitize-recover, halt_on_error), so it fails.
 # One clang-14 build (build/asan) serves the ASan+UBSan test run and the
 # fuzzers (tests/fuzz/run.sh uses the same directory and flags).
-echo "== C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (build/asan, clang-14)"
+stage "C++ tests under AddressSanitizer + UndefinedBehaviorSanitizer (build/asan, clang-14)"
 CC=clang-14 CXX=clang++-14 cmake -S . -B build/asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DAPPROUTE_BUILD_TESTS=ON -DAPPROUTE_BUILD_FUZZ=ON -DAPPROUTE_SANITIZE=address,undefined >/dev/null
 cmake --build build/asan -j "$JOBS"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/asan --output-on-failure -j "$JOBS"
 
-echo "== threads test under ThreadSanitizer (build/tsan: the library and that test only)"
+stage "threads test under ThreadSanitizer (build/tsan: the library and that test only)"
 cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DAPPROUTE_BUILD_TESTS=ON -DAPPROUTE_SANITIZE=thread >/dev/null
 cmake --build build/tsan -j "$JOBS" --target approute_threads_test
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/tests/cpp/approute_threads_test
 
-echo "== bounded fuzz runs (tests/fuzz/run.sh, ${APPROUTE_FUZZ_TIME:-30} s each)"
+stage "bounded fuzz runs (tests/fuzz/run.sh, ${APPROUTE_FUZZ_TIME:-30} s each)"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check atheris \
   || echo "atheris did not install: the Kamailio harness runs under hypothesis"
 APPROUTE_FUZZ_TIME=${APPROUTE_FUZZ_TIME:-30} bash tests/fuzz/run.sh
 
-echo "== find_package(approute) example against the installed library"
+stage "find_package(approute) example against the installed library"
 rm -rf build/install build/example
 cmake --install build/cpp --prefix build/install >/dev/null
 cmake -S examples/cpp -B build/example -G Ninja -DCMAKE_PREFIX_PATH="$ROOT/build/install" >/dev/null
 cmake --build build/example
 build/example/route_calls examples/kamailio/router.yaml
 
-echo "== Python and end-to-end tests"
+stage "Python and end-to-end tests"
 APPROUTE_E2E_REQUIRED=1 APPROUTE_REDIS_REQUIRED=1 "$VENV/bin/python" -m pytest -q tests/python tests/e2e
 
-echo "== wheel: build, install in a fresh venv, test the install"
+stage "wheel: build, install in a fresh venv, test the install"
 bash scripts/test-wheel.sh

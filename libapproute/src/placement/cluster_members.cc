@@ -130,9 +130,12 @@ int ClusterMembers::Merge(const std::vector<std::pair<std::string, std::string>>
     } else {
       const NodeRecord& n = region_.node(slot);
       if (!n.from_report) continue;  // declared here: the YAML or the API wins
-      const Record have{n.last_seq, n.report_at_ms.load(std::memory_order_relaxed),
+      const Record have{n.last_seq,
+                        n.report_at_ms.load(std::memory_order_relaxed),
                         region_.hot(slot).lease_expires_ms.load(std::memory_order_relaxed),
-                        std::string(GetFixed(n.etag)), ""};
+                        std::string(GetFixed(n.etag)),
+                        "",
+                        {}};
       if (!Newer(*rec, have, now)) continue;
       // A refresh or a leave by entity tag changes no static field.
       write = rec->seq != n.last_seq || GetFixed(n.uri) != report->uri || GetFixed(n.pool) != report->pool;

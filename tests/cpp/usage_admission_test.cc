@@ -29,6 +29,7 @@ nodes:
 apps:
   calls: {pool: media, strategy: least_loaded, resource: channels}
   rooms: {pool: media, strategy: least_loaded, resource: channels, affinity: {grace: 60}}
+  strict: {pool: media, strategy: least_loaded, resource: channels, affinity: {grace: 60, strict: true}}
 )";
 
 // Routes `n` calls of `app` (ids prefix-0...), keeps them up; returns how many were placed on `node`.
@@ -117,6 +118,18 @@ TEST(UsageAdmission, AKeysCallsLeaveAFullNode) {
   ASSERT_TRUE(next.ok() && next->ok);
   EXPECT_EQ(next->node_id, other) << "the key's node reports itself full: the join is refused";
   EXPECT_EQ(Sessions(*r, home, "channels"), 1);
+}
+
+TEST(UsageAdmission, AStrictKeysNodeFullByItsReportSaysSo) {
+  auto r = MakeRouter(kYaml);
+  absl::StatusOr<Decision> first = r->Route(RouteRequest{.app = "strict", .call_id = "s0", .key = "room"});
+  ASSERT_TRUE(first.ok() && first->ok);
+  ASSERT_TRUE(r->ReportLoad("a", {{"channels", 500}}).ok());
+  absl::StatusOr<Decision> next = r->Route(RouteRequest{.app = "strict", .call_id = "s1", .key = "room"});
+  ASSERT_TRUE(next.ok());
+  EXPECT_FALSE(next->ok);
+  EXPECT_EQ(next->reason, "key_full");
+  EXPECT_EQ(next->detail, "key 'room' lives on a (1 live session), which is full: channels 500/500 by its own report");
 }
 
 TEST(UsageAdmission, TheStrategySeesTheReportedCount) {

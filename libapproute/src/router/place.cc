@@ -287,8 +287,10 @@ Router::Impl::KeyRefusal Router::Impl::Diagnose(const PlaceCall& c, const Affini
     const std::pair<uint32_t, uint32_t> one{h.slot, res};
     if (std::optional<std::vector<int64_t>> counts = cluster_->DeploymentCounts({one})) count = (*counts)[0];
   }
+  const bool reported = UsageCounts(n, res, c.now);  // full by the node's own count (usage.h)
+  if (reported) count = UsageCount(n, res, count, c.now);
   return KeyRefusal{"key_full", Cat(where, ", which is full: ", c.p.config.resource, " ", count, "/",
-                                    CapacityOf(c.snap, h.slot, h.epoch, res))};
+                                    CapacityOf(c.snap, h.slot, h.epoch, res), reported ? " by its own report" : "")};
 }
 
 absl::StatusOr<ClaimRef> Router::Impl::TakeOver(const PlaceCall& c, ClaimRef at) {

@@ -273,6 +273,18 @@ approute::SimSpec SimSpecOf(const py::dict& d) {
     }
     s.events.push_back(std::move(ev));
   }
+  for (py::handle h : Get<py::list>(d, "calls", py::list())) {
+    py::dict c = py::reinterpret_borrow<py::dict>(h);
+    approute::SimCall call;
+    call.at = Get<double>(c, "at", 0);
+    call.call_id = Get<std::string>(c, "call_id", "");
+    call.app = Get<std::string>(c, "app", "");
+    call.key = Get<std::string>(c, "key", "");
+    call.prefer = Get<std::string>(c, "prefer", "");
+    call.duration = Get<double>(c, "duration", 0);
+    call.code = Get<int>(c, "code", 200);
+    s.calls.push_back(std::move(call));
+  }
   return s;
 }
 
@@ -287,6 +299,7 @@ py::dict SimResultDict(const approute::SimResult& r) {
   d["keyed"] = r.keyed;
   d["affinity_hits"] = r.affinity_hits;
   d["rooms"] = r.rooms;
+  d["missed"] = r.missed;
   d["rooms_held"] = r.rooms_held;
   d["split_rooms"] = r.split_rooms;
   d["max_split_rooms"] = r.max_split_rooms;
@@ -306,6 +319,73 @@ py::dict SimResultDict(const approute::SimResult& r) {
   d["placed"] = r.placed;
   d["wall_seconds"] = r.wall_seconds;
   return d;
+}
+
+// An ExplainTrace as plain Python data (dicts and lists: printable, JSON-able).
+py::dict ExplainDict(const approute::ExplainTrace& t) {
+  py::list nodes;
+  for (const approute::ExplainNode& n : t.nodes) {
+    py::dict d;
+    d["id"] = n.id;
+    d["state"] = n.state;
+    d["health"] = n.health;
+    d["sessions"] = n.sessions;
+    d["capacity"] = n.capacity < 0 ? py::object(py::none()) : py::object(py::int_(n.capacity));
+    d["candidate"] = n.candidate;
+    d["exclusion"] = n.exclusion;
+    d["detail"] = n.detail;
+    nodes.append(d);
+  }
+  py::dict aff;
+  aff["keyed"] = t.affinity.keyed;
+  aff["strict"] = t.affinity.strict;
+  aff["node"] = t.affinity.node.empty() ? py::object(py::none()) : py::object(py::str(t.affinity.node));
+  aff["live_sessions"] = t.affinity.live_sessions;
+  aff["grace_left"] = static_cast<double>(t.affinity.grace_left_ms) / 1000.0;
+  aff["bound"] = t.affinity.bound;
+  aff["outcome"] = t.affinity.outcome;
+  aff["detail"] = t.affinity.detail;
+  py::list compared;
+  for (const approute::ExplainTrace::Compared& c : t.compared) {
+    py::dict d;
+    d["id"] = c.id;
+    d["sessions"] = c.sessions;
+    d["capacity"] = c.capacity < 0 ? py::object(py::none()) : py::object(py::int_(c.capacity));
+    d["total_sessions"] = c.total_sessions;
+    d["weight"] = c.weight;
+    d["priority"] = c.priority;
+    compared.append(d);
+  }
+  py::list picks;
+  for (const approute::ExplainPick& p : t.picks) {
+    py::dict d;
+    d["node"] = p.node;
+    d["outcome"] = p.outcome;
+    picks.append(d);
+  }
+  py::dict dec;
+  dec["ok"] = t.decision.ok;
+  dec["node_id"] = t.decision.node_id.empty() ? py::object(py::none()) : py::object(py::str(t.decision.node_id));
+  dec["uri"] = t.decision.uri.empty() ? py::object(py::none()) : py::object(py::str(t.decision.uri));
+  dec["reason"] = t.decision.reason;
+  dec["detail"] = t.decision.detail;
+  py::dict out;
+  out["app"] = t.app;
+  out["pool"] = t.pool;
+  out["resource"] = t.resource;
+  out["strategy"] = t.strategy;
+  out["key"] = t.key;
+  out["prefer"] = t.prefer;
+  out["call_id"] = t.call_id;
+  out["headroom"] = t.headroom;
+  out["panic"] = t.panic;
+  out["nodes"] = nodes;
+  out["affinity"] = aff;
+  out["compared"] = compared;
+  out["picks"] = picks;
+  out["steps"] = t.steps;
+  out["decision"] = dec;
+  return out;
 }
 
 }  // namespace
@@ -494,6 +574,32 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("call_id"), py::kw_only(), py::arg("code") = 503,
           "The call's node bounced it with `code`: pick a node never tried for this call.")
+      .def(
+          "explain",
+          [](PyRouter& self, const std::string& app, std::optional<std::string> key, std::optional<std::string> prefer,
+             const std::vector<std::string>& exclude, std::optional<std::map<std::string, std::string>> attrs,
+             std::optional<std::string> call_id) {
+            approute::ExplainRequest req;
+            req.app = app;
+            req.key = key.value_or("");
+            req.prefer = prefer.value_or("");
+            req.exclude = exclude;
+            if (attrs) req.attrs = *std::move(attrs);
+            req.call_id = call_id.value_or("");
+            absl::StatusOr<approute::ExplainTrace> t;
+            {
+              py::gil_scoped_release nogil;
+              t = self.router->Explain(req);
+            }
+            return ExplainDict(Take(std::move(t)));
+          },
+          py::arg("app") = "", py::kw_only(), py::arg("key") = py::none(), py::arg("prefer") = py::none(),
+          py::arg("exclude") = std::vector<std::string>(), py::arg("attrs") = py::none(),
+          py::arg("call_id") = py::none(),
+          "The placement route() would make now, as a dry run that changes nothing, with its trace\n"
+          "(a dict: the policy, each pool node and why it is or is not a candidate, the affinity\n"
+          "lookup, the strategy's candidates and picks, the steps and the decision). call_id: explain\n"
+          "that live session's placement as it would be made now (app and key are then its own).")
       .def(
           "confirm",
           [](PyRouter& self, const std::string& call_id) { CallNoGil([&] { return self.router->Confirm(call_id); }); },
@@ -777,6 +883,8 @@ PYBIND11_MODULE(_core, m) {
       "ts, node, etag (SIP-If-Match), expires and body. approute.sign_report fills node from the body.");
   approute_py::BindStrategies(m);
   m.def("strategies", &approute::StrategyNames, "Names of the built-in and registered strategies.");
+  m.def("exclusion_names", &approute::ExclusionNames,
+        "The reasons Router.explain() gives for a node that would not take a call (a node's \"exclusion\").");
   m.def(
       "strategy_request_attrs",
       [](const std::string& name, const approute::StrategyParams& options) {

@@ -1,7 +1,7 @@
 """Type stubs for approute._core (the pybind11 extension)."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Optional, Union, final
+from typing import Any, Callable, Iterable, Mapping, Optional, TypedDict, Union, final
 
 class Error(Exception): ...
 class InvalidArgumentError(Error, ValueError): ...
@@ -31,6 +31,62 @@ class Decision:
     @property
     def attempt(self) -> int: ...
     def __bool__(self) -> bool: ...
+
+class ExplainNode(TypedDict):
+    id: str
+    state: str
+    health: str
+    sessions: int
+    capacity: Optional[int]
+    candidate: bool
+    exclusion: str  # "" or one of exclusion_names()
+    detail: str
+
+class ExplainAffinity(TypedDict):
+    keyed: bool
+    strict: bool
+    node: Optional[str]
+    live_sessions: int
+    grace_left: float
+    bound: float
+    outcome: str  # none | new_key | join | over_bound | refused | not_taken
+    detail: str
+
+class ExplainCompared(TypedDict):
+    id: str
+    sessions: int
+    capacity: Optional[int]
+    total_sessions: int
+    weight: int
+    priority: int
+
+class ExplainPick(TypedDict):
+    node: str
+    outcome: str  # taken | slow_start | headroom | full
+
+class ExplainDecision(TypedDict):
+    ok: bool
+    node_id: Optional[str]
+    uri: Optional[str]
+    reason: str
+    detail: str
+
+class ExplainTrace(TypedDict):
+    app: str
+    pool: str
+    resource: str
+    strategy: str
+    key: str
+    prefer: str
+    call_id: str
+    headroom: float
+    panic: bool
+    nodes: list[ExplainNode]
+    affinity: ExplainAffinity
+    compared: list[ExplainCompared]
+    picks: list[ExplainPick]
+    steps: list[str]
+    decision: ExplainDecision
 
 class NodeStatus:
     @property
@@ -219,6 +275,17 @@ class Router:
         attrs: Optional[Mapping[str, str]] = None,
     ) -> Decision: ...
     def retry(self, call_id: str, *, code: int = 503) -> Decision: ...
+    def explain(
+        self,
+        app: str = "",
+        *,
+        key: Optional[str] = None,
+        prefer: Optional[str] = None,
+        exclude: Iterable[str] = (),
+        attrs: Optional[Mapping[str, str]] = None,
+        call_id: Optional[str] = None,
+    ) -> ExplainTrace:
+        """The placement route() would make now, as a dry run that changes nothing, traced."""
     def confirm(self, call_id: str) -> None: ...
     def end(self, call_id: str) -> None: ...
     def abandon(self, call_id: str) -> None: ...
@@ -288,5 +355,6 @@ class Router:
 def sign_report(body: str, *, keyid: str, secret: str, node: str, etag: str = "", expires: int = 3600,
                 ts: Optional[int] = None) -> str: ...
 def strategies() -> list[str]: ...
+def exclusion_names() -> list[str]: ...
 def strategy_request_attrs(name: str, options: Mapping[str, str] = ...) -> list[str]: ...
 def validate_config(text: str, source: str = "<yaml>") -> None: ...

@@ -16,6 +16,10 @@
     approute sessions --shared NAME [--node N] [--app A] [--limit N] [--json]
     approute end      CALL-ID --shared NAME  # end one session by hand
     approute end      --shared NAME [--node N] [--app A] [--older-than S] [--yes]   # many
+    approute explain  --shared NAME --app A [--key K] [--prefer P] [--json]   # why a call goes where
+    approute explain  CALL-ID --shared NAME  # a live session's placement, as it would be made now
+    approute simulate --replay CALLS --config router.yaml [--config new.yaml]   # rehearse on real traffic
+    approute calls    {acc|cdr} INPUT [-o CALLS]   # a calls file from Kamailio acc lines or CDRs
 
 ``--shared`` defaults to the environment variable APPROUTE_SHARED.
 Exit codes: 0 success, 1 error (message on stderr), 2 usage error. A reader
@@ -232,6 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "approute-status) to the proxy; see docs/status-package.md.")
     agent.add_arguments(sp)
     add_session_commands(sub, shared_opt)
+    from . import explain as _explain
+    _explain.add_arguments(sub, shared_opt)
+    from . import replay as _replay
+    _replay.add_calls_command(sub)
     return p
 
 
@@ -283,6 +291,12 @@ def _main(argv: Optional[Sequence[str]], out: TextIO, err: TextIO) -> int:
         if args.command == "simulate":
             from . import simulate as _simulate
             return _simulate.run_command(args, out, err)
+        if args.command == "calls":
+            from . import replay as _replay
+            return _replay.run_calls_command(args, out, err)
+        if args.command == "explain":
+            from . import explain as _explain
+            return _explain.run_command(args, out)
         name = _shared(args)
         router = cli_util.attach(name)
         if args.command == "status":

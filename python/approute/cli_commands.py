@@ -425,7 +425,10 @@ def cmd_metrics(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         def page() -> str:
             return status_page.render(status_page.snapshot(cli_util.attach(name), name))
 
-        return metrics.serve(args.listen, render, err, page=page)
+        def explain(params: Dict[str, str]) -> str:
+            return status_page.explain_page(cli_util.attach(name), name, params)
+
+        return metrics.serve(args.listen, render, err, page=page, explain=explain)
     text = metrics.metrics_text({**_as_dict(router.stats()), **metrics.cluster_stats(router)},
                                 [node_to_dict(n) for n in router.nodes()])
     if args.textfile is not None:

@@ -20,6 +20,7 @@ import socketserver
 import sys
 import tempfile
 import threading
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, TextIO, Tuple
 
@@ -287,6 +288,10 @@ def parse_listen(value: str) -> Tuple[str, int]:
     return host, port
 
 
+class BadRequest(ValueError):
+    """A page's request names something wrong (an unknown app): answered 400."""
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "approute-metrics"
     timeout = 10  # a client that sends nothing is dropped; one request at a time
@@ -307,9 +312,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             render, ctype = server.render, CONTENT_TYPE
         elif path == "/" and server.page is not None:
             render, ctype, headers = server.page, PAGE_CONTENT_TYPE, PAGE_HEADERS
+        elif path == "/explain" and server.explain is not None:
+            query = urllib.parse.parse_qs(self.path.split("?", 1)[1] if "?" in self.path else "")
+            params = {k: v[-1] for k, v in query.items()}
+            explain = server.explain
+            render, ctype, headers = (lambda: explain(params)), PAGE_CONTENT_TYPE, PAGE_HEADERS
         if render is not None:
             try:
                 payload, code = render().encode("utf-8"), 200
+            except BadRequest as e:  # /explain: a bad or unknown app, key or call id
+                payload = ("approute explain: %s\n" % e).encode("utf-8")
+                code, ctype, headers = 400, "text/plain; charset=utf-8", ()
             except Exception as e:  # the router is gone or unreadable: say so, keep serving
                 payload = ("approute: cannot read the router: %s\n" % e).encode("utf-8")
                 code, ctype, headers = 503, "text/plain; charset=utf-8", ()
@@ -341,9 +354,11 @@ class MetricsServer(http.server.HTTPServer):
     """
 
     def __init__(self, address: Tuple[str, int], render: Callable[[], str],
-                 page: Optional[Callable[[], str]] = None) -> None:
+                 page: Optional[Callable[[], str]] = None,
+                 explain: Optional[Callable[[Dict[str, str]], str]] = None) -> None:
         self.render = render
         self.page = page
+        self.explain = explain
         host = address[0]
         if ":" in host:
             self.address_family = socket.AF_INET6
@@ -357,11 +372,13 @@ class MetricsServer(http.server.HTTPServer):
 
 def serve(listen: str, render: Callable[[], str], err: TextIO,
           ready: Optional[Callable[[str], None]] = None,
-          page: Optional[Callable[[], str]] = None) -> int:
-    """Serves /metrics (and the status page at / with ``page``) until SIGINT or SIGTERM;
+          page: Optional[Callable[[], str]] = None,
+          explain: Optional[Callable[[Dict[str, str]], str]] = None) -> int:
+    """Serves /metrics (and the status page at / with ``page``, a placement's
+    trace at /explain?app=...&key=... with ``explain``) until SIGINT or SIGTERM;
     returns the exit code."""
     host, port = parse_listen(listen)
-    server = MetricsServer((host, port), render, page)
+    server = MetricsServer((host, port), render, page, explain)
     bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
     shown = ("[%s]:%d" if ":" in bound_host else "%s:%d") % (bound_host, bound_port)
     stopping = threading.Event()

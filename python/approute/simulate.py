@@ -508,7 +508,8 @@ def plot(result: Dict[str, Any], path: str) -> None:
         ax.set_title(title, fontsize=9)
         ax.set_ylabel("sessions")
         ax.grid(True, alpha=0.3)
-    axes[len(rs) - 1, 0].set_xlabel("simulated seconds")
+    axes[len(rs) - 1, 0].set_xlabel(
+        "seconds since the first call" if result.get("replay") else "simulated seconds")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="upper right", fontsize=7, ncol=min(8, len(labels)))
@@ -540,7 +541,19 @@ class _Bar:
 # command line
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("workload", metavar="WORKLOAD", help="workload YAML (see examples/simulate/)")
+    p.add_argument("workload", metavar="WORKLOAD", nargs="?",
+                   help="workload YAML (see examples/simulate/); or --replay")
+    p.add_argument("--replay", metavar="CALLS",
+                   help="replay recorded calls (a calls file: approute calls, docs/operations.md) "
+                   "instead of a workload")
+    p.add_argument("--config", action="append", metavar="ROUTER.yaml", default=[],
+                   help="with --replay: a router configuration to replay through (repeat it to "
+                   "compare, e.g. --config old.yaml --config new.yaml)")
+    p.add_argument("--limit", action="append", metavar="NODE=N", default=[],
+                   help="with --replay: the sessions NODE really takes before it bounces a call "
+                   "with 503 (repeatable; default: no limit, the config's capacities decide)")
+    p.add_argument("--sample", type=float, default=1.0, metavar="S",
+                   help="with --replay: seconds between load samples (default 1)")
     p.add_argument("--strategy", action="append", metavar="NAME",
                    help="strategy to compare (repeatable; overrides the workload's list)")
     p.add_argument("--seed", type=int, help="random seed (default: the workload's)")
@@ -550,8 +563,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _run_replay(args: argparse.Namespace, out: TextIO) -> int:
+    from . import replay as _replay
+    if args.workload or args.strategy:
+        raise SimulationError("--replay takes no WORKLOAD and no --strategy (the configs name theirs)")
+    if not args.config:
+        raise SimulationError("--replay needs at least one --config ROUTER.yaml")
+    if not args.sample > 0:
+        raise SimulationError("--sample must be > 0 seconds")
+    limits = {}
+    for item in args.limit:
+        node, sep, n = item.partition("=")
+        if not sep or not node or not n.isdigit():
+            raise SimulationError("--limit takes NODE=N (N sessions), not %r" % item)
+        limits[node] = int(n)
+    try:
+        calls = _replay.load_calls(args.replay)
+        result = _replay.replay(calls, args.config, limits, args.sample, args.seed or 1)
+    except _replay.ReplayError as e:
+        raise SimulationError(str(e)) from None
+    return _emit(result, _replay.format_replay(result), args, out)
+
+
+def _emit(result: Dict[str, Any], table: str, args: argparse.Namespace, out: TextIO) -> int:
+    """The table, then the JSON and the plot when asked."""
+    out.write(table + "\n")
+    if args.json:
+        write_json(result, args.json)
+        out.write("wrote %s\n" % args.json)
+    if args.plot:
+        plot(result, args.plot)
+        out.write("wrote %s\n" % args.plot)
+    return EXIT_OK
+
+
 def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import approute
+    if args.replay is None and args.workload is None:
+        err.write("approute simulate: error: give a WORKLOAD or --replay CALLS\n")
+        return EXIT_USAGE
+    if args.replay is None and (args.config or args.limit):
+        err.write("approute simulate: error: --config and --limit go with --replay\n")
+        return EXIT_USAGE
     strategies = None
     if args.strategy:
         strategies = []
@@ -567,15 +620,10 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 import matplotlib  # noqa: F401
             except ImportError as e:
                 raise SimulationError("--plot needs matplotlib (pip install matplotlib): %s" % e) from e
+        if args.replay is not None:
+            return _run_replay(args, out)
         result = run(args.workload, strategies, args.seed, args.duration, _Bar(err) if show else None)
-        out.write(format_table(result) + "\n")
-        if args.json:
-            write_json(result, args.json)
-            out.write("wrote %s\n" % args.json)
-        if args.plot:
-            plot(result, args.plot)
-            out.write("wrote %s\n" % args.plot)
-        return EXIT_OK
+        return _emit(result, format_table(result), args, out)
     except (SimulationError, approute.Error, OSError) as e:
         err.write("approute simulate: error: %s\n" % e)
         return EXIT_ERROR

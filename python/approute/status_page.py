@@ -273,7 +273,102 @@ def render(snap: Snapshot, refresh: int = REFRESH_SECONDS) -> str:
             "<main>%s\n"
             '<section class="topkeys"><h2>top keys <small>most live sessions first</small></h2>%s</section>'
             "</main>\n"
-            '<footer>approute %s &middot; <a href="/metrics">/metrics</a> (Prometheus)</footer>'
+            '<footer>approute %s &middot; <a href="/metrics">/metrics</a> (Prometheus) &middot; '
+            '<a href="/explain">explain a call</a></footer>'
             "</body></html>\n"
             % (refresh, _e(snap.shared), _STYLE, _e(snap.shared), head, _cluster(snap.cluster),
                _pools(snap.nodes, snap.taken), _keys(snap), _e(snap.version)))
+
+
+# --------------------------------------------------------------------------
+# /explain: one placement's trace (Router.explain), as a page
+
+_EXPLAIN_STYLE = """
+form.explain{display:flex;flex-wrap:wrap;gap:8px;align-items:center}
+form.explain input{padding:3px 6px;border:1px solid #c9d3e6;border-radius:4px}
+table.trace th:nth-child(1){width:14%}table.trace th:nth-child(5){width:9%}
+tr.cand td.id{color:#1f6e3f}tr.out td{color:#667085}
+ol.steps{margin:4px 0;padding-left:22px}.decision{font-weight:600}.refused{color:#a12121}
+"""
+
+
+def _explain_form(params: Mapping[str, str]) -> str:
+    fields = "".join(
+        '<label>%s <input name="%s" value="%s"></label>' % (_e(label), name, _e(params.get(name, "")))
+        for name, label in (("app", "app"), ("key", "key"), ("prefer", "prefer"), ("call_id", "or call id")))
+    return '<form class="explain" method="get" action="/explain">%s<button>explain</button></form>' % fields
+
+
+def render_explain(trace: Mapping[str, Any], shared: str, params: Mapping[str, str],
+                   version: str = "") -> str:
+    """The trace of ``Router.explain()`` as a page; everything from the
+    request and the state is HTML-escaped."""
+    rows = []
+    for n in trace["nodes"]:
+        count = "%d/%s" % (n["sessions"], "-" if n["capacity"] is None else n["capacity"])
+        rows.append('<tr class="%s"><td class="id">%s</td><td>%s</td><td>%s</td><td class="num">%s</td>'
+                    "<td>%s</td><td>%s</td><td>%s</td></tr>"
+                    % ("cand" if n["candidate"] and not n["exclusion"] else "out", _e(n["id"]),
+                       _e(n["state"]), _e(n["health"]), _e(count), "yes" if n["candidate"] else "no",
+                       _e(n["exclusion"] or "-"), _e(n["detail"])))
+    d = trace["decision"]
+    if d["ok"]:
+        decision = '<p class="decision">decision: %s (%s), reason %s</p>' % (
+            _e(d["node_id"]), _e(d["uri"]), _e(d["reason"]))
+    else:
+        decision = '<p class="decision refused">decision: refused, reason %s: %s</p>' % (
+            _e(d["reason"]), _e(d["detail"]))
+    compared = ", ".join("%s %d/%s (weight %d, priority %d)" % (
+        _e(c["id"]), c["sessions"], "-" if c["capacity"] is None else c["capacity"], c["weight"],
+        c["priority"]) for c in trace["compared"]) or "-"
+    picks = ", ".join("%s: %s" % (_e(p["node"]), _e(p["outcome"])) for p in trace["picks"]) or "-"
+    what = "app %s" % _e(trace["app"])
+    if trace["key"]:
+        what += ", key %s" % _e(trace["key"])
+    if trace["prefer"]:
+        what += ", prefer %s" % _e(trace["prefer"])
+    if trace["call_id"]:
+        what += ", session %s" % _e(trace["call_id"])
+    body = ('<section><h2>%s <small>pool %s, resource %s, strategy %s%s</small></h2>%s'
+            '<table class="nodes trace"><tr><th>node</th><th>state</th><th>health</th><th>count</th>'
+            "<th>candidate</th><th>exclusion</th><th>why</th></tr>%s</table></section>"
+            '<section><h2>flow</h2><ol class="steps">%s</ol><p>compared: %s</p><p>picks: %s</p></section>'
+            % (what, _e(trace["pool"]), _e(trace["resource"]), _e(trace["strategy"]),
+               ", in panic" if trace["panic"] else "", decision, "".join(rows),
+               "".join("<li>%s</li>" % _e(s) for s in trace["steps"]), compared, picks))
+    return _explain_shell(shared, body, params, version)
+
+
+def _explain_shell(shared: str, body: str, params: Mapping[str, str], version: str) -> str:
+    return ("<!DOCTYPE html>\n"
+            '<html lang="en"><head><meta charset="utf-8">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            '<link rel="icon" href="data:,">'
+            "<title>approute %s: explain</title><style>%s%s</style></head>\n"
+            '<body><header><h1>approute <span>%s</span></h1><p class="head">why a call would go '
+            "where it would go now (a dry run: nothing is reserved)</p></header>\n"
+            "<main><section>%s</section>%s</main>\n"
+            '<footer>approute %s &middot; <a href="/">status</a> &middot; <a href="/metrics">/metrics</a>'
+            "</footer></body></html>\n"
+            % (_e(shared), _STYLE, _EXPLAIN_STYLE, _e(shared), _explain_form(params), body, _e(version)))
+
+
+def explain_page(router: Any, shared: str, params: Mapping[str, str]) -> str:
+    """/explain?app=...&key=...&prefer=... or /explain?call_id=...: the trace
+    page; only the form when nothing is asked. metrics.BadRequest (a 400)
+    for an unknown app or call id or a bad key."""
+    import approute
+
+    from . import __version__
+    from .metrics import BadRequest
+    app, call_id = params.get("app", ""), params.get("call_id", "")
+    if not app and not call_id:
+        return _explain_shell(shared, "", params, __version__)
+    try:
+        if call_id:
+            trace = router.explain(call_id=call_id)
+        else:
+            trace = router.explain(app, key=params.get("key") or None, prefer=params.get("prefer") or None)
+    except (approute.InvalidArgumentError, approute.NotFoundError) as e:
+        raise BadRequest(str(e)) from None
+    return render_explain(trace, shared, params, __version__)

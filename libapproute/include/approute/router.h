@@ -39,6 +39,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "approute/config.h"
+#include "approute/explain.h"
 #include "approute/limits.h"
 #include "approute/strategy.h"
 #include "approute/types.h"
@@ -102,6 +103,11 @@ class Router {
   // one of the app's retry codes, else "no_node"). NotFound for an unknown
   // call id.
   absl::StatusOr<Decision> Retry(std::string_view call_id, int code = 503);
+  // The placement `request` would get now, as a dry run, with the trace of
+  // every step (approute/explain.h): reserves, claims and counts nothing.
+  // Errors as Route (InvalidArgument, NotFound for an unknown app), and
+  // NotFound for a request.call_id with no live session.
+  absl::StatusOr<ExplainTrace> Explain(const ExplainRequest& request) const;
   // The call was answered (2xx): its claim on the key is a real one.
   absl::Status Confirm(std::string_view call_id);
   // The call ended (BYE): counts drop; the key's claim enters its grace time

@@ -78,6 +78,18 @@ struct SimEvent {
   double deadline = -1;
 };
 
+// One call of a replay (real traffic): it arrives `at` seconds after the
+// start, is routed to `app` with `key` and `prefer`, and, when its final code
+// was 2xx, stays up `duration` seconds; otherwise (missed, busy, cancelled)
+// it is abandoned at once after its placement.
+struct SimCall {
+  double at = 0;
+  std::string call_id;  // as recorded (results name calls by it only in errors)
+  std::string app, key, prefer;
+  double duration = 0;
+  int code = 200;
+};
+
 struct SimSpec {
   uint64_t seed = 1;
   double duration = 3600;            // simulated seconds of arrivals (calls then run out)
@@ -88,10 +100,16 @@ struct SimSpec {
   std::vector<SimApp> apps;
   std::vector<SimNode> nodes;  // nodes of the router configuration
   std::vector<SimEvent> events;
+  // A replay: these calls (sorted by `at`) instead of the apps' arrivals;
+  // `apps` is then unused and `duration` is the last arrival (calls then run
+  // out). A keyed app's keys count as rooms (split_rooms: a key with live
+  // calls on two nodes at once).
+  std::vector<SimCall> calls;
 };
 
 struct SimResult {
   int64_t calls = 0;          // arrivals
+  int64_t missed = 0;         // replay: calls whose final code was not 2xx
   int64_t routed = 0;         // calls that were placed and accepted by a node
   int64_t rejected = 0;       // no node (first try, or every retry bounced)
   int64_t bounces = 0;        // times a full node bounced a call

@@ -77,6 +77,13 @@ inline int64_t TotalSessions(const NodeHot& n, size_t n_resources) {
   return total;
 }
 
+// Why a member may or may not take a new call (Tally counts the reasons).
+enum class Verdict { kTake, kGone, kDisabled, kDraining, kDown, kSuspect, kAvoid, kFull };
+
+// A sink (CandidateSink, EligibleSink) is handed each member that may take
+// the call (Add) and, through Skip, each one that may not with its verdict
+// (the placement's sinks ignore it; a dry run records it).
+
 // Writes full Candidates into a CandidateList, keeping the prototypes that
 // are already in place.
 class CandidateSink {
@@ -108,6 +115,7 @@ class CandidateSink {
     out_->intact = first_gap;
     out_->list.resize(k_);
   }
+  void Skip(size_t, Verdict) {}
   bool Empty() const { return k_ == 0; }
 
  private:
@@ -140,6 +148,7 @@ class EligibleSink {
     ++k_;
   }
   void End() { out_->n = k_; }
+  void Skip(size_t, Verdict) {}
   bool Empty() const { return k_ == 0; }
 
  private:
@@ -149,9 +158,6 @@ class EligibleSink {
   int64_t* c_ = nullptr;
   size_t k_ = 0;
 };
-
-// Why a member may or may not take a new call (Tally counts the reasons).
-enum class Verdict { kTake, kGone, kDisabled, kDraining, kDown, kSuspect, kAvoid, kFull };
 
 // The verdict on one member whose hot entry is `n`, for an incarnation
 // `epoch`, capacity `cap` of resource `res`: not disabled, draining, past
@@ -210,7 +216,9 @@ void ScanPool(const PoolView& pv, NodeHot* hot, uint32_t res, const SlotList& av
       const uint32_t slot = slots[i];
       NodeHot& n = hot[slot];
       int64_t s = 0;
-      switch (CheckMember(n, slot, epochs[i], caps[i], res, avoid, panic, tier == 1, now, &s)) {
+      const Verdict v = CheckMember(n, slot, epochs[i], caps[i], res, avoid, panic, tier == 1, now, &s);
+      if (v != Verdict::kTake) sink.Skip(i, v);
+      switch (v) {
         case Verdict::kTake:
           sink.Add(i, n, s, caps[i]);
           break;

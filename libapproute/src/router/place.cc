@@ -54,7 +54,7 @@ void Router::Impl::Candidates(const Policy& p, const Snapshot& snap, const SlotL
   if (out->pool != pv || out->router != id_ || out->generation != snap.generation) {
     *out = CandidateList{std::move(out->list), pv, id_, snap.generation, 0};
   }
-  const bool panic = p.health.panic_threshold > 0 && health_.Panic(snap, snap.by_pool.at(p.config.pool), p.health, now);
+  const bool panic = Panic(p, snap, now);
   CandidateSink sink(out, *pv, snap.resources.size());
   ScanPool(*pv, &region_->hot(0), p.resource, avoid, panic, now, sink, tally);
 }
@@ -133,8 +133,7 @@ Router::Impl::CompactOutcome Router::Impl::PickCompact(const PlaceCall& c, const
   if (pvp == nullptr) return CompactOutcome::kPicked;  // no pool: no node
   const PoolView& pv = *pvp;
   const uint32_t res = p.resource;
-  const bool panic =
-      p.health.panic_threshold > 0 && health_.Panic(c.snap, c.snap.by_pool.at(p.config.pool), p.health, c.now);
+  const bool panic = Panic(p, c.snap, c.now);
   NodeHot* hot = &region_->hot(0);
   const int64_t* caps = pv.CapacityRow(res);
   const bool slow_start = p.health.slow_start_ms > 0;
@@ -189,7 +188,7 @@ Router::Impl::CompactOutcome Router::Impl::PickCompact(const PlaceCall& c, const
 }
 
 void Router::Impl::PickFull(const PlaceCall& c, const PickRequest& pr, StrategyContext& ctx, CandidateList& cl,
-                            bool built, Reserver& reserve, Picked* out) {
+                            bool built, ReserveFn reserve, Picked* out, std::vector<PickStep>* log) {
   std::vector<Candidate>& cands = cl.list;
   if (!built) Candidates(c.p, c.snap, c.avoid, c.now, &cl, &out->tally);
   while (!cands.empty()) {
@@ -203,15 +202,18 @@ void Router::Impl::PickFull(const PlaceCall& c, const PickRequest& pr, StrategyC
     const Candidate& cand = cands[*pick];
     if (cands.size() > 1 && c.p.health.slow_start_ms > 0 &&
         HealthMonitor::SkipForSlowStart(region_->hot(cand.slot), c.p.health, c.now, UniformFrom(ThreadRandom()))) {
+      if (log != nullptr) log->push_back(PickStep{cand.slot, Exclusion::kSlowStart});
       cl.Erase(*pick);
       continue;
     }
     const uint32_t epoch = EpochOf(c.snap, cand.slot);
     if (reserve(cand.slot, epoch, cand.capacity)) {
+      if (log != nullptr) log->push_back(PickStep{cand.slot, Exclusion::kNone});
       out->ref = ClaimRef{cand.slot, epoch, 0};
       out->reason = c.strategy_reason;
       return;
     }
+    if (log != nullptr) log->push_back(PickStep{cand.slot, Exclusion::kFull});
     ++out->tally.full;  // filled up by another process meanwhile
     cl.Erase(*pick);
   }
@@ -230,7 +232,8 @@ Router::Impl::Picked Router::Impl::PickNode(const PlaceCall& c, Bounded& b, Rese
   if (!b.on && c.p.compact != nullptr && PickCompact(c, pr, ctx, reserve, &out) != CompactOutcome::kNeedsFull) {
     return out;
   }
-  PickFull(c, pr, ctx, b.on ? *b.cands : CandidateBuffer(), b.on, reserve, &out);
+  auto take = [&reserve](uint32_t slot, uint32_t epoch, int64_t capacity) { return reserve(slot, epoch, capacity); };
+  PickFull(c, pr, ctx, b.on ? *b.cands : CandidateBuffer(), b.on, take, &out);
   return out;
 }
 
@@ -310,17 +313,28 @@ absl::Status Router::Impl::Refuse(const PlaceCall& c, KeyRefusal no, Placed* out
 
 // ---- preferences ------------------------------------------------------------
 
-std::optional<ClaimRef> Router::Impl::Preferred(const PlaceCall& c, const Bounded& b) {
+std::optional<ClaimRef> Router::Impl::PreferredNode(const PlaceCall& c, const Bounded& b, int64_t* cap,
+                                                    std::string* why) {
   const PreferKey pk(c.prefer);
   const AffinityTable::Hold h = placement_->HolderOf(AffinityKey(c.p.app_slot, pk.view()), c.now);
-  if (h.slot == kNil || !Usable(h.slot, h.epoch, c.p, c.snap, c.now) || Contains(c.avoid, h.slot)) {
+  auto no = [why](const char* text) -> std::optional<ClaimRef> {
+    if (why != nullptr) *why = text;
     return std::nullopt;
-  }
-  if (b.on && !b.lb.Within(h.slot)) return std::nullopt;
-  const int64_t cap = UsageCap(region_->hot(h.slot), c.p.resource,
-                               HeadroomCap(c.p, CapacityOf(c.snap, h.slot, h.epoch, c.p.resource)), c.now);
-  if (!placement_->Reserve(h.slot, c.p.resource, cap)) return std::nullopt;
+  };
+  if (h.slot == kNil) return no("no node holds the preference");
+  if (!Usable(h.slot, h.epoch, c.p, c.snap, c.now)) return no("its node cannot take calls of the app now");
+  if (Contains(c.avoid, h.slot)) return no("its node is excluded or tried");
+  if (b.on && !b.lb.Within(h.slot)) return no("its node is above the load bound");
+  *cap = UsageCap(region_->hot(h.slot), c.p.resource,
+                  HeadroomCap(c.p, CapacityOf(c.snap, h.slot, h.epoch, c.p.resource)), c.now);
   return ClaimRef{h.slot, h.epoch, 0};
+}
+
+std::optional<ClaimRef> Router::Impl::Preferred(const PlaceCall& c, const Bounded& b) {
+  int64_t cap = 0;
+  std::optional<ClaimRef> at = PreferredNode(c, b, &cap, nullptr);
+  if (!at || !placement_->Reserve(at->slot, c.p.resource, cap)) return std::nullopt;
+  return at;
 }
 
 uint64_t Router::Impl::FollowPreference(const PlaceCall& c, ClaimRef at, bool new_key) {

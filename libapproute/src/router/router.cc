@@ -35,7 +35,9 @@ constexpr uint32_t kSweepBucketsPerVisit = 8192;
 constexpr int64_t kOwnerCheckIntervalMs = 1000;  // look for processes that died mid-change
 constexpr int64_t kRepairWaitMs = 2000;          // longest wait for live processes to finish their changes
 
-absl::Status CheckCallId(std::string_view call_id) {
+}  // namespace
+
+absl::Status Router::Impl::CheckCallId(std::string_view call_id) {
   if (call_id.empty()) return absl::InvalidArgumentError("call_id is empty");
   if (call_id.size() > kMaxCallIdLen) {
     return absl::InvalidArgumentError(
@@ -43,8 +45,6 @@ absl::Status CheckCallId(std::string_view call_id) {
   }
   return absl::OkStatus();
 }
-
-}  // namespace
 
 bool Router::Impl::Leaving(uint32_t slot, uint32_t epoch, int64_t now) const {
   if (slot == kNil || slot >= region_->max_nodes()) return false;
@@ -103,23 +103,27 @@ absl::StatusOr<Decision> Router::Impl::Route(const RouteRequest& req) {
   return d;
 }
 
-absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32_t* app) {
-  if (absl::Status s = CheckCallId(req.call_id); !s.ok()) return s;
-  if (req.key.size() > kMaxKeyLen) {
-    return absl::InvalidArgumentError(
-        Cat("key is ", req.key.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
+absl::Status Router::Impl::CheckPlaceInput(std::string_view key, std::string_view prefer, size_t n_exclude) {
+  if (key.size() > kMaxKeyLen) {
+    return absl::InvalidArgumentError(Cat("key is ", key.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
   }
-  if (!req.key.empty() && req.key[0] == kDerivedKeyMark) {
+  if (!key.empty() && key[0] == kDerivedKeyMark) {
     return absl::InvalidArgumentError("key must not start with the control character 0x1f");
   }
-  if (req.prefer.size() > kMaxKeyLen) {
+  if (prefer.size() > kMaxKeyLen) {
     return absl::InvalidArgumentError(
-        Cat("prefer is ", req.prefer.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
+        Cat("prefer is ", prefer.size(), " bytes long, at most ", kMaxKeyLen, " are allowed"));
   }
-  if (req.exclude.size() > static_cast<size_t>(kMaxAttemptsLimit) / 2) {
+  if (n_exclude > static_cast<size_t>(kMaxAttemptsLimit) / 2) {
     return absl::InvalidArgumentError(
-        Cat("exclude lists ", req.exclude.size(), " nodes, at most ", kMaxAttemptsLimit / 2, " are allowed"));
+        Cat("exclude lists ", n_exclude, " nodes, at most ", kMaxAttemptsLimit / 2, " are allowed"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32_t* app) {
+  if (absl::Status s = CheckCallId(req.call_id); !s.ok()) return s;
+  if (absl::Status s = CheckPlaceInput(req.key, req.prefer, req.exclude.size()); !s.ok()) return s;
   HotCache& cache = ThreadCache();
   absl::StatusOr<const Policies*> pol = policies_.Cached(cache.policies);
   if (!pol.ok()) return pol.status();

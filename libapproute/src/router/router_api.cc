@@ -95,6 +95,9 @@ absl::StatusOr<Decision> Router::Route(const RouteRequest& request) {
 absl::StatusOr<Decision> Router::Retry(std::string_view call_id, int code) {
   return Guard([&] { return impl_->Retry(call_id, code); });
 }
+absl::StatusOr<ExplainTrace> Router::Explain(const ExplainRequest& request) const {
+  return Guard([&] { return impl_->Explain(request); });
+}
 absl::Status Router::Confirm(std::string_view call_id) {
   return Guard([&] { return impl_->Confirm(call_id); });
 }

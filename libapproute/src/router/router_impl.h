@@ -21,11 +21,15 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/functional/function_ref.h"
+#include "approute/explain.h"
 #include "approute/router.h"
 #include "placement/cluster_placement.h"
 #include "placement/placement.h"
 #include "router/candidate_scan.h"
+#include "router/explain.h"
 #include "routing/load_bound.h"
 #include "routing/policies.h"
 #include "routing/strategy_context.h"
@@ -264,6 +268,11 @@ class Router::Impl {
     return snap.nodes[static_cast<size_t>(snap.index_of_slot[slot])].epoch;
   }
 
+  // Whether the app's pool is in panic (health.panic_threshold): health is
+  // then ignored by the scan.
+  bool Panic(const Policy& p, const Snapshot& snap, int64_t now) {
+    return p.health.panic_threshold > 0 && health_.Panic(snap, snap.by_pool.at(p.config.pool), p.health, now);
+  }
   // The pool's nodes that may take a new key: not disabled, draining, down,
   // ejected, avoided or full; suspect ones only when no node is up.
   void Candidates(const Policy& p, const Snapshot& snap, const SlotList& avoid, int64_t now, CandidateList* out,
@@ -352,8 +361,16 @@ class Router::Impl {
   Picked PickNode(const PlaceCall& c, Bounded& b, Reserver& reserve);
   // The full pick: the strategy over full candidates (already in `cl` when
   // `built`), until a pick is reserved or none is left.
+  // `reserve` takes the picked node (a Reserver, or a dry run's test); a
+  // dry run's `log` gets each pick and what became of it (kNone: taken,
+  // kSlowStart: skipped, kFull: `reserve` said no).
+  using ReserveFn = absl::FunctionRef<bool(uint32_t slot, uint32_t epoch, int64_t capacity)>;
+  struct PickStep {
+    uint32_t slot = kNil;
+    Exclusion outcome = Exclusion::kNone;
+  };
   void PickFull(const PlaceCall& c, const PickRequest& pr, StrategyContext& ctx, CandidateList& cl, bool built,
-                Reserver& reserve, Picked* out);
+                ReserveFn reserve, Picked* out, std::vector<PickStep>* log = nullptr);
   // A pick through the strategy's compact pick (Policy::compact): a draw
   // without a scan (PickSampled) when the strategy has one, else a scan
   // into compact arrays (PickCompact). kPicked
@@ -390,6 +407,10 @@ class Router::Impl {
   // app's preference value, if it is usable, not avoided, within the bound,
   // and takes the call within the headroom (a unit reserved there).
   std::optional<ClaimRef> Preferred(const PlaceCall& c, const Bounded& b);
+  // Preferred's node before the reservation: the preference's node if it
+  // is usable, not avoided and within the bound; *cap the count the call
+  // may bring it to (HeadroomCap). *why says why not (for a dry run).
+  std::optional<ClaimRef> PreferredNode(const PlaceCall& c, const Bounded& b, int64_t* cap, std::string* why);
   // After the call was placed on `at`: a new key's node becomes (or stays)
   // the preference's, a call of a known key holds the preference only when
   // it is on the preference's node. The preference claim held, or 0.
@@ -427,6 +448,32 @@ class Router::Impl {
 
   absl::StatusOr<Decision> Route(const RouteRequest& req);  // RouteFlow, counted and timed
   absl::StatusOr<Decision> RouteFlow(const RouteRequest& req, uint32_t* app);
+
+  // A call id's check: not empty, not too long.
+  static absl::Status CheckCallId(std::string_view call_id);
+  // route()'s checks of a request's key, preference and exclude list.
+  static absl::Status CheckPlaceInput(std::string_view key, std::string_view prefer, size_t n_exclude);
+
+  // ---- explain (explain.cc) ------------------------------------------------
+
+  // The placement a call would get now, traced, as a dry run (approute/explain.h).
+  absl::StatusOr<ExplainTrace> Explain(const ExplainRequest& req);
+  // The counts a dry run's reservation tests, per slot: with cluster:, the
+  // deployment's (as the reservation in Redis counts), else this host's.
+  class DryCounts {
+   public:
+    DryCounts(Impl& r, const Policy& p, const Snapshot& snap);
+    int64_t Of(uint32_t slot) const;
+    bool Room(uint32_t slot, int64_t cap) const { return NodeTable::HasRoom(Of(slot), cap); }
+
+   private:
+    Impl& r_;
+    uint32_t res_;
+    absl::flat_hash_map<uint32_t, int64_t> deployment_;
+  };
+  // The trace's row for member i of pool `pv` with its scan verdict.
+  ExplainNode ExplainMember(const PlaceCall& c, const PoolView& pv, size_t i, Verdict v, const SlotList& excluded,
+                            const DryCounts& counts);
 
   absl::StatusOr<Decision> Retry(std::string_view call_id, int code);  // RetryFlow, counted
   absl::StatusOr<Decision> RetryFlow(std::string_view call_id, int code, uint32_t* app);

@@ -5,6 +5,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include "state/owners.h"
 
@@ -56,16 +57,28 @@ NodeFeedback RegionStrategyContext::Feedback(const Candidate& c) {
 }
 
 uint64_t RegionStrategyContext::NextTicket() {
-  return region_.header().apps[app_].ticket.fetch_add(1, std::memory_order_relaxed);
+  std::atomic<uint64_t>& ticket = region_.header().apps[app_].ticket;
+  if (dry_run_) return ticket.load(std::memory_order_relaxed);
+  return ticket.fetch_add(1, std::memory_order_relaxed);
 }
 
 void RegionStrategyContext::WithSharedSlots(const std::function<void(absl::Span<int64_t>)>& fn) {
+  if (dry_run_) {
+    std::vector<int64_t> copy;
+    {
+      LockGuard g(region_.header().apps[app_].mu);
+      const int64_t* slots = region_.app_slots(app_);
+      copy.assign(slots, slots + region_.max_nodes());
+    }
+    fn(absl::Span<int64_t>(copy));
+    return;
+  }
   LockGuard g(region_.header().apps[app_].mu);
   fn(absl::Span<int64_t>(region_.app_slots(app_), region_.max_nodes()));
 }
 
 uint64_t RegionStrategyContext::Random() {
-  if (seeded_ == nullptr) return ThreadRandom();
+  if (seeded_ == nullptr || dry_run_) return ThreadRandom();
   // SplitMix64 over one per-router counter: reproducible for a seeded router.
   uint64_t z = seeded_->fetch_add(0x9E3779B97F4A7C15ULL, std::memory_order_relaxed) + 0x9E3779B97F4A7C15ULL;
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;

@@ -23,8 +23,8 @@ inline double UniformFrom(uint64_t r) { return static_cast<double>(r >> 11) * (1
 class RegionStrategyContext final : public StrategyContext {
  public:
   RegionStrategyContext(const Region& region, const NodeTable& nodes, uint32_t app, const Snapshot& snap, int64_t now,
-                        std::atomic<uint64_t>* seeded)
-      : region_(region), nodes_(nodes), app_(app), snap_(snap), now_(now), seeded_(seeded) {}
+                        std::atomic<uint64_t>* seeded, bool dry_run = false)
+      : region_(region), nodes_(nodes), app_(app), snap_(snap), now_(now), seeded_(seeded), dry_run_(dry_run) {}
 
   double Load(const Candidate& c, std::string_view metric) override;
   NodeFeedback Feedback(const Candidate& c) override;
@@ -42,6 +42,10 @@ class RegionStrategyContext final : public StrategyContext {
   const Snapshot& snap_;
   int64_t now_;
   std::atomic<uint64_t>* seeded_;  // SplitMix64 state of a seeded router, or nullptr
+  // A dry run (Router::Explain): the ticket is read, not taken; the shared
+  // slots are a copy the strategy may change to no effect; random numbers
+  // come from the thread's generator, not a seeded router's sequence.
+  bool dry_run_ = false;
 
   // The name's index in snap_.metrics, kNil if none; the last name asked
   // is remembered, by value (a strategy asks the same one for every

@@ -1,7 +1,7 @@
 // The workload simulator: a discrete-event loop over the public Router API.
 //
 // Events: call arrivals (one non-homogeneous Poisson stream per app, by
-// thinning), call ends (a min-heap), pool changes, samples and load reports.
+// thinning, or the recorded calls of a replay), call ends (a min-heap), pool changes, samples and load reports.
 // Everything random comes from one generator seeded by the spec.
 #include "approute/simulation.h"
 
@@ -45,8 +45,9 @@ struct AppState {
   // Room apps: keys (and holders) grow by one per room opened.
   bool rooms = false;
   std::vector<std::string> domains;
-  std::vector<uint8_t> room_flags;  // kRoomHeld | kRoomSplit, per room
-  int64_t split_now = 0;            // rooms with live participants on two nodes or more
+  std::vector<uint8_t> room_flags;                      // kRoomHeld | kRoomSplit, per room
+  int64_t split_now = 0;                                // rooms with live participants on two nodes or more
+  absl::flat_hash_map<std::string, int64_t> key_index;  // replay: key -> index into keys
 };
 
 constexpr uint8_t kRoomHeld = 1;   // had a live participant
@@ -69,6 +70,7 @@ struct Call {
   int64_t key = -1;
   uint64_t id = 0;
   bool live = false;
+  bool abandon = false;  // ended unanswered (a replayed call that was missed)
 };
 
 struct NodeState {
@@ -94,8 +96,31 @@ void CallId(uint64_t n, std::string* out) {
 }
 
 absl::Status Check(const SimSpec& spec) {
-  if (!(spec.duration > 0)) return absl::InvalidArgumentError("duration must be > 0 seconds");
   if (!(spec.sample_interval > 0)) return absl::InvalidArgumentError("sample_interval must be > 0 seconds");
+  for (const SimEvent& e : spec.events) {
+    static const char* kActions[] = {"join", "fail", "recover", "drain", "enable", "disable", "leave", "remove"};
+    if (std::find_if(std::begin(kActions), std::end(kActions), [&](const char* a) { return e.action == a; }) ==
+        std::end(kActions)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("event at ", e.at, "s: unknown action \"", e.action,
+                       "\" (join, fail, recover, drain, enable, disable, leave, remove)"));
+    }
+  }
+  if (!spec.calls.empty()) {
+    for (size_t i = 0; i < spec.calls.size(); ++i) {
+      const SimCall& c = spec.calls[i];
+      const std::string where = absl::StrCat("call ", i + 1, " (", c.call_id, ")");
+      if (!(c.at >= 0) || !std::isfinite(c.at)) return absl::InvalidArgumentError(where + ": start must be >= 0 s");
+      if (i > 0 && c.at < spec.calls[i - 1].at)
+        return absl::InvalidArgumentError(where + ": calls must be sorted by start");
+      if (!(c.duration >= 0) || !std::isfinite(c.duration))
+        return absl::InvalidArgumentError(where + ": duration must be >= 0 s");
+      if (c.app.empty()) return absl::InvalidArgumentError(where + ": app is empty");
+      if (c.code < 100 || c.code > 699) return absl::InvalidArgumentError(where + ": code must be 100..699");
+    }
+    return absl::OkStatus();
+  }
+  if (!(spec.duration > 0)) return absl::InvalidArgumentError("duration must be > 0 seconds");
   if (spec.apps.empty()) return absl::InvalidArgumentError("the workload names no app");
   for (const SimApp& a : spec.apps) {
     if (a.rate.empty()) return absl::InvalidArgumentError(absl::StrCat("apps.", a.name, ".rate is empty"));
@@ -130,15 +155,6 @@ absl::Status Check(const SimSpec& spec) {
       }
     }
   }
-  for (const SimEvent& e : spec.events) {
-    static const char* kActions[] = {"join", "fail", "recover", "drain", "enable", "disable", "leave", "remove"};
-    if (std::find_if(std::begin(kActions), std::end(kActions), [&](const char* a) { return e.action == a; }) ==
-        std::end(kActions)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("event at ", e.at, "s: unknown action \"", e.action,
-                       "\" (join, fail, recover, drain, enable, disable, leave, remove)"));
-    }
-  }
   return absl::OkStatus();
 }
 
@@ -147,6 +163,22 @@ absl::Status Check(const SimSpec& spec) {
 absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const std::function<void(int64_t)>& set_clock,
                                    const std::function<bool(double)>& progress) {
   if (absl::Status s = Check(spec); !s.ok()) return s;
+  // A replay's apps are those its calls name; arrivals stop at the last call.
+  const bool replay = !spec.calls.empty();
+  std::vector<SimApp> replay_apps;
+  absl::flat_hash_map<std::string, int32_t> replay_app_index;
+  for (const SimCall& c : spec.calls) {
+    if (replay_app_index.emplace(c.app, static_cast<int32_t>(replay_apps.size())).second) {
+      replay_apps.emplace_back();
+      replay_apps.back().name = c.app;
+    }
+  }
+  const std::vector<SimApp>& app_specs = replay ? replay_apps : spec.apps;
+  double horizon = spec.duration;
+  if (replay) {  // until the last recorded call has ended, so the samples show it
+    horizon = 0;
+    for (const SimCall& c : spec.calls) horizon = std::max(horizon, c.at + (c.code / 100 == 2 ? c.duration : 0));
+  }
   const auto wall0 = std::chrono::steady_clock::now();
   // Separate streams, so that every strategy sees the same calls: arrival
   // times (thinning), and per call its key, attributes and duration, all drawn
@@ -178,10 +210,11 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const st
     }
   }
 
-  std::vector<AppState> apps(spec.apps.size());
+  std::vector<AppState> apps(app_specs.size());
   for (size_t a = 0; a < apps.size(); ++a) {
     AppState& st = apps[a];
-    st.spec = &spec.apps[a];
+    st.spec = &app_specs[a];
+    st.rooms = replay;  // a replayed key is a room: split_rooms counts keys split over nodes
     for (const auto& [t, r] : st.spec->rate) st.max_rate = std::max(st.max_rate, r);
     if (st.spec->keys > 0) {
       st.cdf.resize(static_cast<size_t>(st.spec->keys));
@@ -208,7 +241,7 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const st
       for (int64_t k = 0; k < st.spec->domains; ++k) st.domains.push_back(absl::StrCat(st.spec->domain_prefix, k + 1));
     }
     st.req.app = st.spec->name;
-    st.next = st.max_rate > 0 ? -std::log(1.0 - uni(rng)) / st.max_rate : spec.duration * 2 + 1;
+    st.next = st.max_rate > 0 ? -std::log(1.0 - uni(rng)) / st.max_rate : horizon * 2 + 1;
   }
 
   auto duration_of = [&](const SimApp& a) {
@@ -273,7 +306,7 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const st
     if (!c.live) return;
     c.live = false;
     CallId(c.id, &call_id);
-    absl::Status s = router.End(call_id);
+    absl::Status s = c.abandon ? router.Abandon(call_id) : router.End(call_id);
     if (!s.ok() && !absl::IsNotFound(s)) ++res.errors;
     hold(c, -1);
     if (dropped) ++res.dropped;
@@ -297,13 +330,13 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const st
 
   // Routes one call of `st` (its request filled in) and, once a node takes
   // it, keeps it up for `call_duration`.
-  auto place = [&](AppState& st, int32_t app_idx, int64_t key, double call_duration) {
+  auto place = [&](AppState& st, int32_t app_idx, int64_t key, double call_duration, bool abandon = false) {
     bool hosted = key >= 0 && !st.holders[static_cast<size_t>(key)].empty();
     if (hosted) ++res.keyed;
     auto refused = [&](const std::string& reason) {
       ++res.rejected;
       ++res.refusals[reason];
-      if (st.rooms) ++(hosted ? res.participants_refused : res.new_rooms_refused);
+      if (st.rooms && key >= 0) ++(hosted ? res.participants_refused : res.new_rooms_refused);
     };
     uint64_t id = ++call_seq;
     CallId(id, &st.req.call_id);
@@ -339,7 +372,7 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const st
         calls.emplace_back();
       }
       Call& c = calls[static_cast<size_t>(ci)];
-      c = Call{app_idx, ni, key, id, true};
+      c = Call{app_idx, ni, key, id, true, abandon};
       bool beside = false;
       if (hosted) {
         for (const auto& [hn, cnt] : st.holders[static_cast<size_t>(key)]) {
@@ -350,7 +383,7 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const st
           }
         }
       }
-      if (st.rooms) {
+      if (st.rooms && key >= 0) {
         uint8_t& f = st.room_flags[static_cast<size_t>(key)];
         if (!(f & kRoomHeld)) ++res.rooms_held;
         f |= kRoomHeld;
@@ -437,6 +470,32 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const st
     place(st, app_idx, key, call_duration);
   };
 
+  // A replayed call: its key (a room, counted once it is first seen), its
+  // preference, and its recorded duration; a call that was not answered
+  // is abandoned right after its placement.
+  size_t next_call = 0;
+  auto replay_call = [&](const SimCall& rc) {
+    const int32_t app_idx = replay_app_index.at(rc.app);
+    AppState& st = apps[static_cast<size_t>(app_idx)];
+    ++res.calls;
+    int64_t key = -1;
+    if (!rc.key.empty()) {
+      auto [it, fresh] = st.key_index.emplace(rc.key, static_cast<int64_t>(st.keys.size()));
+      if (fresh) {
+        st.keys.push_back(rc.key);
+        st.holders.emplace_back();
+        st.room_flags.push_back(0);
+        ++res.rooms;
+      }
+      key = it->second;
+    }
+    st.req.key = rc.key;
+    st.req.prefer = rc.prefer;
+    const bool answered = rc.code >= 200 && rc.code < 300;
+    if (!answered) ++res.missed;
+    place(st, app_idx, key, answered ? std::max(0.001, rc.duration) : 0.001, !answered);
+  };
+
   auto apply_event = [&](const SimEvent& e) {
     int32_t ni = node_of(e.node);
     NodeState& n = nodes[static_cast<size_t>(ni)];
@@ -517,22 +576,23 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const st
   constexpr double kNone = 1e300;
   while (true) {
     // The next thing to happen. Arrivals, samples, reports and pool changes
-    // stop at spec.duration; the calls still up then run out.
+    // stop at horizon; the calls still up then run out.
     double t_arr = kNone;
     int32_t which = -1;
     for (size_t a = 0; a < apps.size(); ++a) {
-      if (apps[a].next < spec.duration && apps[a].next < t_arr) {
+      if (apps[a].next < horizon && apps[a].next < t_arr) {
         t_arr = apps[a].next;
         which = static_cast<int32_t>(a);
       }
     }
     double t_end = ends.empty() ? kNone : ends.top().first;
-    double t_ev = next_event < events.size() && events[next_event].at <= spec.duration ? events[next_event].at : kNone;
-    double t_smp = next_sample <= spec.duration ? next_sample : kNone;
-    double t_rep = next_report >= 0 && next_report <= spec.duration ? next_report : kNone;
-    // Participants of rooms opened before spec.duration still join after it.
+    double t_ev = next_event < events.size() && events[next_event].at <= horizon ? events[next_event].at : kNone;
+    double t_smp = next_sample <= horizon ? next_sample : kNone;
+    double t_rep = next_report >= 0 && next_report <= horizon ? next_report : kNone;
+    // Participants of rooms opened before horizon still join after it.
     double t_join = joins.empty() ? kNone : joins.top().t;
-    double t = std::min({t_arr, t_end, t_ev, t_smp, t_rep, t_join});
+    double t_call = next_call < spec.calls.size() ? spec.calls[next_call].at : kNone;
+    double t = std::min({t_arr, t_end, t_ev, t_smp, t_rep, t_join, t_call});
     if (t >= kNone) break;
     now = t;
     clock(now);
@@ -552,6 +612,8 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const st
       Join j = joins.top();
       joins.pop();
       join(j);
+    } else if (t == t_call) {
+      replay_call(spec.calls[next_call++]);
     } else {
       AppState& st = apps[static_cast<size_t>(which)];
       double r = RateAt(st.spec->rate, now);
@@ -559,7 +621,8 @@ absl::StatusOr<SimResult> Simulate(Router& router, const SimSpec& spec, const st
       st.next = now - std::log(1.0 - uni(rng)) / st.max_rate;
     }
     if ((++steps & 0xFFFF) == 0 && progress) {
-      if (!progress(std::min(1.0, now / spec.duration))) return absl::CancelledError("simulation stopped");
+      if (!progress(horizon > 0 ? std::min(1.0, now / horizon) : 1.0))
+        return absl::CancelledError("simulation stopped");
     }
   }
   if (progress) progress(1.0);

@@ -176,7 +176,7 @@ AffinityTable::Hold AffinityTable::HoldOf(const AffinityKey& k, int64_t now) {
   uint32_t* link = sh.Find(k.hash, [&](const AffinityEntry& e) { return e.app == k.app && GetFixed(e.key) == k.key; });
   if (link == nullptr || Lapsed(sh.at(*link), now)) return Hold{};
   const AffinityEntry& e = sh.at(*link);
-  return Hold{e.refs, e.grace_ms, e.node, e.node_epoch};
+  return Hold{e.refs, e.grace_ms, e.node, e.node_epoch, e.expires_ms};
 }
 
 int64_t AffinityTable::Sweep(size_t s, int64_t now, uint32_t max_buckets) {

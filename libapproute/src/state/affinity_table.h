@@ -111,6 +111,7 @@ class AffinityTable {
     int64_t refs = 0;
     int64_t grace_ms = 0;
     uint32_t slot = kNil, epoch = 0;  // the claim's node (kNil: no claim)
+    int64_t expires_ms = 0;           // the end of its grace time (INT64_MAX while refs > 0)
   };
   // A claim past its grace time counts as none (now = 0: any claim still in the table).
   Hold HoldOf(const AffinityKey& k, int64_t now = 0);

@@ -140,6 +140,13 @@ class NodeTable {
   // ---- counts and leases (atomics, no lock) ----
   // Takes one unit of resource `res` if the count stays within `cap` (-1 = unlimited).
   static bool TryReserve(NodeHot& n, uint32_t res, int64_t cap);
+  // TryReserve's test without the reservation: one more unit of `res` stays
+  // within `cap` (-1 = unlimited) now.
+  static bool HasRoom(const NodeHot& n, uint32_t res, int64_t cap) {
+    return HasRoom(n.sessions[res].load(std::memory_order_relaxed), cap);
+  }
+  // The same test for a count read elsewhere (a deployment's, with cluster:).
+  static bool HasRoom(int64_t count, int64_t cap) { return cap < 0 || count < cap; }
   // Gives one back, unless the slot holds another incarnation now.
   static void Release(NodeHot& n, uint32_t epoch, uint32_t res);
   static bool LeaseExpired(const NodeHot& n, int64_t now) {

@@ -36,7 +36,12 @@ Settings come from the YAML file named by the environment variable
     default_key: null            # affinity key template when the app has none
     default_app: null            # app when nothing matched (null: 404)
     retry_after: 30              # Retry-After of a strict key's 486 / 480 (0: none)
-    log_decisions: true          # one info line per decision / retry / end
+    log_decisions: true          # one info line per decision / retry / end;
+                                 # json: one JSON object per decision, with
+                                 # the short trace of a dry run (explain)
+    acc_avps: false              # true: $avp(approute_app), $avp(approute_key) and
+                                 # $avp(approute_prefer) on each routed INVITE, for the
+                                 # acc module's log_extra (kamailio.cfg -A WITH_ACC)
     attrs: auto                  # route() attrs only for apps whose strategy
                                  # may use them (hash by from/to/..., Python
                                  # strategies); always: on every call

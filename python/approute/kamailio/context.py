@@ -9,6 +9,7 @@ One ``Context`` per handler, so per Kamailio process (app_python3 forks after
 
 from __future__ import annotations
 
+import json
 import operator
 import time
 from collections import deque
@@ -50,6 +51,11 @@ KEY_REFUSALS: Dict[str, Tuple[int, str]] = {
 PVCache = Dict[str, Optional[str]]
 
 
+#: log_decisions: json: a decision's object is never cut below this many
+#: characters (the short trace names at most a pool's excluded nodes)
+JSON_LOG_LIMIT = 16384
+
+
 class Context:
     """The state and helpers the parts of one handler share."""
 
@@ -69,12 +75,13 @@ class Context:
 
     # ----- logging ----------------------------------------------------------
 
-    def log(self, level: str, text: str) -> None:
-        """One line in Kamailio's log ("err", "warn", "info", "dbg")."""
+    def log(self, level: str, text: str, limit: int = 400) -> None:
+        """One line in Kamailio's log ("err", "warn", "info", "dbg"), cut at
+        ``limit`` characters."""
         ksr = self.ksr
         if ksr is None:
             return
-        line = "approute: " + clean(text, 400) + "\n"
+        line = "approute: " + clean(text, limit) + "\n"
         try:
             if level == "err":
                 ksr.err(line)
@@ -112,9 +119,30 @@ class Context:
         self.counters[key] = n
         return n
 
-    def note(self, what: str, call_id: str, d: Any, extra: str = "") -> None:
-        """A routing decision (or its absence): logged and/or kept."""
+    def note(self, what: str, call_id: str, d: Any, extra: str = "",
+             fields: Optional[Dict[str, Any]] = None, trace: Optional[Dict[str, Any]] = None) -> None:
+        """A routing decision (or its absence): logged and/or kept. With
+        log_decisions: json, one JSON object: the decision, ``fields`` and the
+        short ``trace`` (approute.explain.short_trace) when there is one."""
         if not self.notes:  # neither logged nor kept: not even formatted
+            return
+        if self.settings.log_json:
+            rec: Dict[str, Any] = {"event": what, "call_id": call_id}
+            if d is not None:
+                rec.update(app=getattr(d, "app", ""), ok=bool(getattr(d, "ok", False)),
+                           node=getattr(d, "node_id", None), reason=getattr(d, "reason", ""),
+                           attempt=getattr(d, "attempt", 0))
+                if not rec["ok"]:
+                    rec["detail"] = getattr(d, "detail", "")
+            else:
+                rec.update(ok=False, reason="error")
+            rec.update(fields or {})
+            if trace is not None:
+                rec["trace"] = trace
+            text = json.dumps(rec, sort_keys=True, separators=(",", ":"))
+            if self.settings.recent > 0:
+                self.recent.append((time.time(), text))
+            self.log("info", text, limit=JSON_LOG_LIMIT)
             return
         if d is not None and getattr(d, "ok", False):
             text = "%s app=%s call_id=%s node=%s reason=%s attempt=%s%s" % (

@@ -10,6 +10,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import approute as _ar
 
+from ..explain import short_trace
 from .context import (
     BAD_REQUEST,
     EXHAUSTED,
@@ -96,6 +97,7 @@ class InviteRouting:
                 v = get(vals, pv)
                 if v:
                     attrs[name] = v
+        trace = self._short_trace(app, key, prefer, attrs) if ctx.settings.log_json else None
         try:
             if prefer is None:
                 d = ctx.router.route(app, call_id=call_id, key=key, attrs=attrs)
@@ -111,7 +113,8 @@ class InviteRouting:
             ctx.log("info", "route app=%s call_id=%s: %s" % (app, call_id, e))
             return ctx.fail(400, "Bad Request", BAD_REQUEST)
         if ctx.notes:
-            ctx.note("route", call_id, d, " key=%s%s" % (key or "-", " prefer=" + prefer if prefer else ""))
+            ctx.note("route", call_id, d, " key=%s%s" % (key or "-", " prefer=" + prefer if prefer else ""),
+                     {"key": key, "prefer": prefer}, trace)
         if not d.ok:
             if d.reason in KEY_REFUSALS:  # a strict key whose node cannot take it
                 return ctx.refuse_key(d, call_id, key, NO_NODE)
@@ -120,6 +123,10 @@ class InviteRouting:
         ksr.setdsturi(d.uri)
         self._set_headers(app, data, exec_app, vals, opts)
         ksr.pv.sets("$avp(approute_node)", clean(d.node_id))
+        if s.acc_avps:  # what acc's log_extra records for `approute calls acc`
+            ksr.pv.sets("$avp(approute_app)", clean(app))
+            ksr.pv.sets("$avp(approute_key)", clean(key or ""))
+            ksr.pv.sets("$avp(approute_prefer)", clean(prefer or ""))
         if s.report_results:
             ctx.mark_sent()
         return OK
@@ -139,6 +146,17 @@ class InviteRouting:
             else:
                 return None
         return self.ctx.cached(vals, pv)
+
+    def _short_trace(self, app: str, key: Optional[str], prefer: Optional[str],
+                     attrs: Optional[Dict[str, str]]) -> Optional[Dict[str, object]]:
+        """log_decisions: json: the short trace of the placement route() is
+        about to make (a dry run just before it; None when it fails: route()
+        then says why)."""
+        try:
+            trace = self.ctx.router.explain(app, key=key, prefer=prefer, attrs=attrs)
+        except (_ar.Error, AttributeError):  # AttributeError: a router without explain()
+            return None
+        return short_trace(trace)
 
     def _lookup(self, match: Dict[str, str], vals: PVCache) -> Callable[[str], Optional[str]]:
         return lambda name: self._field(name, match, vals)

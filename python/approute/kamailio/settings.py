@@ -274,7 +274,7 @@ class Settings:
              "default_app", "failure_route", "reply_route", "log_decisions",
              "health_on_timeout", "recent", "publish", "probe", "attrs",
              "report_results", "trusted_sources", "max_ruri_user", "max_app_value",
-             "retry_after"}
+             "retry_after", "acc_avps"}
 
     def __init__(self, data: Optional[Dict[str, Any]] = None, base_dir: str = "."):
         data = dict(data or {})
@@ -321,7 +321,17 @@ class Settings:
         self.default_app = None if data.get("default_app") is None else str(data["default_app"])
         self.failure_route = str(data.get("failure_route", "APPROUTE_FAILURE"))
         self.reply_route = str(data.get("reply_route", "APPROUTE_REPLY"))
-        self.log_decisions = bool(data.get("log_decisions", True))
+        log = data.get("log_decisions", True)
+        if not isinstance(log, bool) and log != "json":
+            raise SettingsError("log_decisions: use true, false or json, not %r" % (log,))
+        self.log_decisions = bool(log)
+        #: log_decisions: json, one JSON object per decision (with a short trace)
+        self.log_json = log == "json"
+        acc = data.get("acc_avps", False)
+        if not isinstance(acc, bool):
+            raise SettingsError("acc_avps: use true or false, not %r" % (acc,))
+        #: $avp(approute_app/key/prefer) set on each routed INVITE, for acc's log_extra
+        self.acc_avps = acc
         hot = data.get("health_on_timeout", None)
         if hot not in (None, "none", "suspect", "down"):
             raise SettingsError("health_on_timeout: use none, suspect or down")

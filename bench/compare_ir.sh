@@ -56,7 +56,7 @@ if [ "$MODE" = pools ]; then
   exit 0
 fi
 printf "%-28s %10s %10s %7s\n" "case (shared region)" "$BASE" "tree" "ratio"
-for c in "round_robin 8" "least_loaded 64" "least_loaded 64 affinity"; do
+for c in "round_robin 8" "least_loaded 64" "least_loaded 64 affinity" "least_loaded 64 usage"; do
   b=$(ir "$WORK/ir_base" $c); n=$(ir "$WORK/ir_new" $c)
   printf "%-28s %10s %10s %7s\n" "$c" "$b" "$n" "$(awk -v b="$b" -v n="$n" 'BEGIN {printf "%.3f", n / b}')"
 done

@@ -4,8 +4,10 @@
 // in ns). bench/compare_ir.sh builds this against a baseline revision and
 // the working tree and prints them side by side.
 //
-//   route_ir STRATEGY NODES [affinity] [time]
+//   route_ir STRATEGY NODES [affinity] [usage] [time]
 //
+// `usage`: every node reports half its capacity as its own count of the
+// resource before the loop (admission then reads the report, state/usage.h).
 // Nodes have weights 1 to 4 and a conference capacity far above what the
 // loop holds; calls carry a `from` attribute (for `hash`).
 #include <unistd.h>
@@ -39,14 +41,15 @@ __attribute__((noinline)) void Loop(Router& r, std::vector<std::string>& ids, in
 }
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::fprintf(stderr, "usage: route_ir STRATEGY NODES [affinity] [time]\n");
+    std::fprintf(stderr, "usage: route_ir STRATEGY NODES [affinity] [usage] [time]\n");
     return 2;
   }
   std::string strategy = argv[1];
   int nodes = atoi(argv[2]);
-  bool aff = false, timed = false;
+  bool aff = false, timed = false, usage = false;
   for (int i = 3; i < argc; ++i) {
     aff = aff || std::strcmp(argv[i], "affinity") == 0;
+    usage = usage || std::strcmp(argv[i], "usage") == 0;
     timed = timed || std::strcmp(argv[i], "time") == 0;
   }
   std::string y = "state: {max_nodes: 1100, max_sessions: 4096, max_affinities: 4096}\nnodes:\n";
@@ -63,6 +66,9 @@ int main(int argc, char** argv) {
   if (!r.ok()) {
     std::fprintf(stderr, "%s\n", r.status().ToString().c_str());
     return 1;
+  }
+  for (int i = 0; usage && i < nodes; ++i) {
+    if (!(*r)->ReportLoad("n" + std::to_string(i), {{"conference", 50000}}).ok()) return 1;
   }
   std::vector<std::string> ids;
   for (int i = 0; i < 1024; ++i) ids.push_back("call-" + std::to_string(i) + "@bench.example.com");

@@ -324,7 +324,10 @@ class Router:
     def drain(self, id: str, deadline: Optional[float] = None) -> None:
         """Drain a node; after `deadline` seconds (>= 0) its keys' new calls go elsewhere."""
     def set_health(self, id: str, health: str) -> None: ...
-    def report_load(self, id: str, **metrics: float) -> None: ...
+    def report_load(self, id: str, **metrics: float) -> None:
+        """Replaces the node's reported load; a figure named after a resource
+        (``channels=480``) is the node's own count of it and bounds admission
+        for ``status.usage_max_age`` seconds."""
     def apply_report(
         self,
         body: str,

@@ -1009,5 +1009,40 @@ TEST(ClusterPlacement, WithoutClusterTheModeIsLocal) {
   EXPECT_EQ(st.round_trips, 0);
 }
 
+// A node's own count (state/usage.h) over the deployment's: what a node
+// reports runs approute's calls from every proxy, so the report's base is
+// the deployment's count, and the calls left are shared by the proxies.
+TEST(ClusterPlacement, ANodesReportedUsageLeavesOnlyTheRemainingCallsOverBothProxies) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  constexpr int kCap = 10;
+  OneProxy p1(Yaml(srv, "usage", "kam1", kCap), "usage1");
+  OneProxy p2(Yaml(srv, "usage", "kam2", kCap), "usage2");
+  ASSERT_NE(p1.router, nullptr);
+  ASSERT_NE(p2.router, nullptr);
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(p1.Route("before" + std::to_string(i)));
+  // Each node runs approute's calls (all placed by kam1) and one of its own;
+  // the report reaches kam2 only.
+  int left = 0;
+  for (int i = 1; i <= 4; ++i) {
+    const std::string id = "ast" + std::to_string(i);
+    absl::StatusOr<NodeStatus> n = p2.router->Node(id);
+    ASSERT_TRUE(n.ok());
+    const int64_t ours = n->sessions["conference"];  // the deployment's count
+    ASSERT_TRUE(p2.router->ReportLoad(id, {{"conference", static_cast<double>(ours + 1)}}).ok());
+    left += kCap - static_cast<int>(ours) - 1;
+  }
+  ASSERT_EQ(left, 4 * kCap - 8 - 4);
+  int placed = 0;
+  for (int i = 0; i < 60; ++i) placed += p2.Route("after" + std::to_string(i)) ? 1 : 0;
+  EXPECT_EQ(placed, left) << "with this proxy's own count as the base (0) it would take fewer; without the "
+                             "reports, more";
+  for (int i = 1; i <= 4; ++i) {
+    const std::string id = "ast" + std::to_string(i);
+    EXPECT_EQ(DeploymentSum(srv, "usage", id), kCap - 1) << id << ": full by its report";
+  }
+}
+
 }  // namespace
 }  // namespace approute

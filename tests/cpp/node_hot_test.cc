@@ -161,7 +161,7 @@ TEST_F(NodeHotRouterTest, CountsAdminStateAndLoadMatchWhatTheRouterDid) {
   };
   ASSERT_TRUE(r->Drain("n3").ok());
   ASSERT_TRUE(r->SetState("n4", AdminState::kDisabled).ok());
-  ASSERT_TRUE(r->ReportLoad("n5", {{"conference", 2.5}}).ok());
+  ASSERT_TRUE(r->ReportLoad("n5", {{"cpu", 2.5}}).ok());  // a figure that is no resource: admission ignores it
   EXPECT_EQ(hot("n3").admin.load(), static_cast<uint32_t>(AdminState::kDraining));
   EXPECT_EQ(hot("n4").admin.load(), static_cast<uint32_t>(AdminState::kDisabled));
   EXPECT_NE(hot("n5").load_mask.load(), 0u);

@@ -6,10 +6,36 @@
 #include "approute/router.h"
 #include "placement/cluster_members.h"
 #include "region_fixture.h"
+#include "state/usage.h"
 #include "status/health.h"
 
 namespace approute::internal {
 namespace {
+
+// Another proxy's state, for the records of the cluster's members.
+struct OtherProxy {
+  std::unique_ptr<Region> region;
+  std::unique_ptr<NodeTable> nodes;
+  std::unique_ptr<StatusReports> reports;
+  std::unique_ptr<ClusterMembers> members;
+  OtherProxy() {
+    StateLimits limits;
+    limits.max_nodes = 16;
+    limits.max_sessions = limits.max_affinities = 256;
+    auto r = Region::CreatePrivate(limits);
+    EXPECT_TRUE(r.ok()) << r.status();
+    if (!r.ok()) return;
+    region = *std::move(r);
+    nodes = std::make_unique<NodeTable>(*region);
+    reports = std::make_unique<StatusReports>(*region, *nodes);
+    members = std::make_unique<ClusterMembers>(*region, *nodes, *reports);
+  }
+  // Merges node `id`'s record: its slot here, kNil when it was not taken.
+  uint32_t Merge(const std::string& id, const std::string& record, int64_t now) {
+    if (members->Merge({{id, record}}, now) != 1) return kNil;
+    return nodes->FindLocked(id);
+  }
+};
 
 class StatusReportsTest : public testing::RegionTest {
  protected:
@@ -31,6 +57,11 @@ class StatusReportsTest : public testing::RegionTest {
   std::string Body(const std::string& extra, int seq = 1) {
     return R"({"node": "n1", "uri": "sip:127.0.0.1:5070", "pool": "media", "seq": )" + std::to_string(seq) + extra +
            "}";
+  }
+  // Node `id`'s cluster record as this proxy encodes it.
+  std::optional<std::string> Record(const std::string& id) {
+    StatusReports reports(*region_, *nodes_);
+    return ClusterMembers(*region_, *nodes_, reports).Encode(Slot(id));
   }
   Health HealthOf(const std::string& id) { return static_cast<Health>(Hot(id).health.load()); }
   NodeStatus StatusNow(const std::string& id) {
@@ -147,27 +178,49 @@ TEST_F(StatusReportsTest, ABadHealthIsA400AndChangesNothing) {
 // proxies, and the next record without it brings the node back there too.
 TEST_F(StatusReportsTest, TheReportedHealthTravelsWithTheClusterRecord) {
   ASSERT_EQ(Send(Body(R"(, "health": "down")")).code, 200);
-  StatusReports reports(*region_, *nodes_);
-  ClusterMembers here(*region_, *nodes_, reports);
-  std::optional<std::string> rec = here.Encode(Slot("n1"));
+  std::optional<std::string> rec = Record("n1");
   ASSERT_TRUE(rec.has_value());
-
-  auto other = Region::CreatePrivate(Limits(16, 256));
-  ASSERT_TRUE(other.ok()) << other.status();
-  NodeTable other_nodes(**other);
-  StatusReports other_reports(**other, other_nodes);
-  ClusterMembers there(**other, other_nodes, other_reports);
-  ASSERT_EQ(there.Merge({{"n1", *rec}}, now_), 1);
-  uint32_t slot = other_nodes.FindLocked("n1");
+  OtherProxy other;
+  ASSERT_NE(other.region, nullptr);
+  const uint32_t slot = other.Merge("n1", *rec, now_);
   ASSERT_NE(slot, kNil);
-  EXPECT_EQ((*other)->hot(slot).health.load(), static_cast<uint32_t>(Health::kDown));
-  EXPECT_EQ((*other)->node(slot).report_down.load(), 1u);
+  EXPECT_EQ(other.region->hot(slot).health.load(), static_cast<uint32_t>(Health::kDown));
+  EXPECT_EQ(other.region->node(slot).report_down.load(), 1u);
 
   now_ += 1000;
   ASSERT_EQ(Send(Body("", 2)).code, 200);
-  ASSERT_EQ(there.Merge({{"n1", *here.Encode(Slot("n1"))}}, now_), 1);
-  EXPECT_EQ((*other)->hot(slot).health.load(), static_cast<uint32_t>(Health::kUp));
-  EXPECT_EQ((*other)->node(slot).report_down.load(), 0u);
+  ASSERT_EQ(other.Merge("n1", *Record("n1"), now_), slot);
+  EXPECT_EQ(other.region->hot(slot).health.load(), static_cast<uint32_t>(Health::kUp));
+  EXPECT_EQ(other.region->node(slot).report_down.load(), 0u);
+}
+
+// The node's own count travels with its record, and with it the base the
+// accepting proxy read (the deployment's count then), so every proxy leaves
+// the node the same room; it counts from the report's acceptance.
+TEST_F(StatusReportsTest, TheReportedUsageAndItsBaseTravelWithTheClusterRecord) {
+  ASSERT_EQ(Send(Body(R"(, "capacity": {"channels": 100}, "load": {"channels": 90, "cpu": 0.5})")).code, 200);
+  const uint32_t res = nodes_->ResourceIndexLocked("channels", false);
+  ASSERT_NE(res, kNil);
+  NodeHot& hot = Hot("n1");
+  ASSERT_EQ(hot.usage_mask.load(), 1u << res);
+  EXPECT_EQ(hot.usage_reported[res].load(), 90);
+  EXPECT_EQ(hot.usage_base[res].load(), 0) << "this host's count when the report was accepted";
+  EXPECT_EQ(UsageCap(hot, res, 100, now_), 10);
+  hot.usage_base[res].store(7);  // as ClusterPlacement::UsageReported puts the deployment's count there
+  std::optional<std::string> rec = Record("n1");
+  ASSERT_TRUE(rec.has_value());
+  OtherProxy other;
+  ASSERT_NE(other.region, nullptr);
+  const uint32_t slot = other.Merge("n1", *rec, now_ + 5'000);
+  ASSERT_NE(slot, kNil);
+  const uint32_t res_there = other.nodes->ResourceIndexLocked("channels", false);
+  ASSERT_NE(res_there, kNil);
+  const NodeHot& merged = other.region->hot(slot);
+  EXPECT_EQ(merged.usage_reported[res_there].load(), 90);
+  EXPECT_EQ(merged.usage_base[res_there].load(), 7);
+  EXPECT_EQ(UsageCap(merged, res_there, 100, now_ + 5'000), 17);
+  EXPECT_EQ(merged.usage_until_ms.load(), now_ + kDefaultUsageMaxAgeMs) << "from the acceptance, not the merge";
+  EXPECT_EQ(UsageCap(merged, res_there, 100, now_ + kDefaultUsageMaxAgeMs), 100) << "stale: no longer counts";
 }
 
 }  // namespace

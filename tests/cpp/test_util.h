@@ -3,10 +3,14 @@
 #define APPROUTE_TESTS_CPP_TEST_UTIL_H_
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "approute/router.h"
 
@@ -57,6 +61,34 @@ inline std::string PoolYaml(int n, const std::string& app_body, const std::strin
   }
   y += "apps:\n  app:\n    pool: media\n" + app_body;
   return y;
+}
+
+// Forks `n` processes, released at the same moment; process i runs
+// `body(i)` and exits with what it returns. True when every one exited 0.
+inline bool RunForked(int n, const std::function<int(int)>& body) {
+  int go[2];
+  if (pipe(go) != 0) return false;
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      close(go[1]);
+      char c;
+      (void)!read(go[0], &c, 1);
+      _exit(body(i));
+    }
+    pids.push_back(pid);
+  }
+  close(go[0]);
+  (void)!write(go[1], std::string(static_cast<size_t>(n), 'g').data(), static_cast<size_t>(n));
+  close(go[1]);
+  bool ok = true;
+  for (pid_t pid : pids) {
+    int st = 0;
+    waitpid(pid, &st, 0);
+    ok = ok && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+  }
+  return ok;
 }
 
 }  // namespace approute::testing

@@ -2,7 +2,8 @@
 
 * nodes join by PUBLISH (event package approute-status) and then take calls;
 * a node reporting high load takes fewer calls (least_loaded over the
-  reported channel counts);
+  reported channel counts), and a node reporting near-full usage takes only
+  the calls left to its capacity;
 * a lease that is not refreshed takes the node out;
 * unsigned, forged, replayed, malformed and otherwise refused reports are
   answered 4xx and change nothing;
@@ -256,6 +257,35 @@ def test_high_load_node_gets_fewer_calls(e2e, strategy):
                             rate=10)
     per_node = calls_per_node(e2e, results)
     assert per_node["n1"] >= (6 if strategy == "least_loaded" else 4), per_node
+    e2e.wait_idle()
+
+
+def test_a_node_reporting_near_full_usage_gets_only_the_remaining_calls(e2e):
+    # capacity 100 channels each; n1 runs 96 of its own, n2 reports itself full
+    for i in (1, 2):
+        e2e.add_node("n%d" % i)
+    e2e.write_config(apps_yaml=LOAD_AWARE, configured=[], router_extra=STATUS)
+    e2e.start_kamailio()
+    pubs = publishers(e2e)
+    pubs["n1"].join(load={"channels": 96})
+    pubs["n2"].join(load={"channels": 100})
+
+    # 10 calls up at once: only 4 fit, all on n1; the rest get no node
+    results = e2e.run_calls([Call("u%d.example.com" % i, hold_ms=4000) for i in range(10)],
+                            rate=20)
+    answered = [r for r in results if r.status == 200]
+    assert len(answered) == 4, results
+    assert all(r.status >= 500 for r in results if r.status != 200), results
+    assert Counter(e2e.node_of(r.call_id) for r in answered) == Counter({"n1": 4})
+    assert len(e2e.nodes["n1"].invites()) == 4, "n1 received only the calls it had room for"
+    assert e2e.nodes["n2"].invites() == []
+    e2e.wait_idle()
+
+    # its next report says its own calls ended: room for them again
+    assert pubs["n1"].send(pubs["n1"].body(load={"channels": 90})).code == 200
+    results = e2e.run_calls([Call("v%d.example.com" % i, hold_ms=3000) for i in range(14)],
+                            rate=20)
+    assert sum(1 for r in results if r.status == 200) == 10, results
     e2e.wait_idle()
 
 

@@ -74,6 +74,9 @@ struct StatusConfig {
   std::map<std::string, std::map<std::string, std::string>> keys;
   int64_t replay_window_ms = 30'000;  // a signature's timestamp must be this close to now
   int64_t max_expires_s = 3600;       // longer leases are cut to this
+  // How long a node's reported count of a resource (load.<resource>) bounds
+  // its admission after the report; its lease bounds it too.
+  int64_t usage_max_age_ms = 30'000;
 };
 
 // Active probes, passive outlier detection, panic mode and slow start.

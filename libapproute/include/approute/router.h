@@ -136,6 +136,9 @@ class Router {
   absl::Status Drain(std::string_view id, std::optional<int64_t> deadline_ms = std::nullopt);
   absl::Status SetHealth(std::string_view id, Health health);
   // Replaces the node's reported load. Names: [A-Za-z0-9_.]{1,31}; values finite.
+  // A figure named after a resource is the node's own count of it: it bounds
+  // admission as a status report's load.<resource> does (docs/design.md,
+  // "Admission: the nodes' own counts"), from now for status.usage_max_age.
   absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics);
 
   // Applies a status report (docs/status-package.md): checks the source network,

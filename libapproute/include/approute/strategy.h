@@ -33,7 +33,10 @@ struct Candidate {
   std::string_view uri;
   int32_t weight = 1;
   int32_t priority = 0;
-  int64_t sessions = 0;                                       // live sessions of the app's resource on this node
+  // Live sessions of the app's resource on this node: approute's count, or
+  // the node's own report of it grown by approute's calls since, whichever
+  // is higher (docs/design.md, "Admission: the nodes' own counts").
+  int64_t sessions = 0;
   int64_t capacity = -1;                                      // capacity for that resource, -1 = unlimited
   int64_t total_sessions = 0;                                 // live sessions over all resources
   const std::map<std::string, std::string>* attrs = nullptr;  // the node's attributes

@@ -488,7 +488,7 @@ absl::Status ParseStatusKeys(const Ctx& c, const YAML::Node& k, StatusConfig* ou
 
 absl::Status ParseStatus(const Ctx& c, const YAML::Node& n, StatusConfig* out) {
   AR_RETURN_IF_ERROR(c.Map(n, "status"));
-  c.OnlyKeys(n, "status", {"allow_sources", "allow_uris", "keys", "replay_window", "max_expires"});
+  c.OnlyKeys(n, "status", {"allow_sources", "allow_uris", "keys", "replay_window", "max_expires", "usage_max_age"});
   c.Field(n, "allow_sources",
           [&](const YAML::Node& v) { return ParseCidrList(c, v, "status.allow_sources", &out->allow_sources); });
   c.Field(n, "allow_uris",
@@ -500,6 +500,10 @@ absl::Status ParseStatus(const Ctx& c, const YAML::Node& n, StatusConfig* out) {
   });
   c.Field(n, "max_expires", [&](const YAML::Node& v) -> absl::Status {
     AR_ASSIGN(out->max_expires_s, c.Int(v, "status.max_expires", 1, 86400));
+    return absl::OkStatus();
+  });
+  c.Field(n, "usage_max_age", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->usage_max_age_ms, c.Seconds(v, "status.usage_max_age", 1, 86400));
     return absl::OkStatus();
   });
   return absl::OkStatus();

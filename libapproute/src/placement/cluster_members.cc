@@ -1,8 +1,10 @@
 // Nodes by status report shared through Redis (cluster_members.h).
 #include "placement/cluster_members.h"
 
+#include <map>
 #include <nlohmann/json.hpp>
 
+#include "state/usage.h"
 #include "status/report.h"
 #include "util/str_util.h"
 
@@ -17,6 +19,9 @@ struct Record {
   uint64_t seq = 0;
   int64_t at = 0, lease = 0;
   std::string etag, report;
+  // The deployment's count of each resource the report names, when the
+  // report was accepted (state/usage.h); absent from older records.
+  std::map<std::string, int64_t> usage_base;
 };
 
 // Whether record a replaces b (the order in cluster_members.h; kMembers
@@ -40,8 +45,14 @@ std::optional<Record> Decode(const std::string& text) {
       !report->is_string()) {
     return std::nullopt;
   }
-  return Record{seq->get<uint64_t>(), at->get<int64_t>(), lease->get<int64_t>(), etag->get<std::string>(),
-                report->get<std::string>()};
+  Record rec{seq->get<uint64_t>(),     at->get<int64_t>(),         lease->get<int64_t>(),
+             etag->get<std::string>(), report->get<std::string>(), {}};
+  if (const auto base = j.find("usage_base"); base != j.end() && base->is_object()) {
+    for (const auto& [name, v] : base->items()) {
+      if (v.is_number_integer()) rec.usage_base[name] = v.get<int64_t>();
+    }
+  }
+  return rec;
 }
 
 }  // namespace
@@ -78,6 +89,12 @@ std::string ClusterMembers::EncodeLocked(uint32_t slot) const {
               {"lease", hot.lease_expires_ms.load(std::memory_order_relaxed)},
               {"etag", GetFixed(n.etag)},
               {"report", Dump(body)}};
+  const uint32_t usage = hot.usage_mask.load(std::memory_order_acquire);
+  for (uint32_t r = 0; r < h.n_resources; ++r) {
+    if (usage & (1u << r)) {
+      rec["usage_base"][std::string(GetFixed(h.resource_names[r]))] = hot.usage_base[r].load(std::memory_order_relaxed);
+    }
+  }
   return Dump(rec);
 }
 
@@ -113,9 +130,12 @@ int ClusterMembers::Merge(const std::vector<std::pair<std::string, std::string>>
     } else {
       const NodeRecord& n = region_.node(slot);
       if (!n.from_report) continue;  // declared here: the YAML or the API wins
-      const Record have{n.last_seq, n.report_at_ms.load(std::memory_order_relaxed),
+      const Record have{n.last_seq,
+                        n.report_at_ms.load(std::memory_order_relaxed),
                         region_.hot(slot).lease_expires_ms.load(std::memory_order_relaxed),
-                        std::string(GetFixed(n.etag)), ""};
+                        std::string(GetFixed(n.etag)),
+                        "",
+                        {}};
       if (!Newer(*rec, have, now)) continue;
       // A refresh or a leave by entity tag changes no static field.
       write = rec->seq != n.last_seq || GetFixed(n.uri) != report->uri || GetFixed(n.pool) != report->pool;
@@ -126,6 +146,18 @@ int ClusterMembers::Merge(const std::vector<std::pair<std::string, std::string>>
       (void)nodes_.WriteMetricsLocked(slot, report->load, false, now);
       (void)nodes_.WriteMetricsLocked(slot, report->quality, true, now);
     }
+    // The node's own counts count from the report's acceptance, over the
+    // deployment's count then (its accepting proxy's figure).
+    NodeHot& hot = region_.hot(slot);
+    const Header& h = region_.header();
+    const uint32_t usage = hot.usage_mask.load(std::memory_order_relaxed);
+    for (uint32_t r = 0; r < h.n_resources; ++r) {
+      auto base = rec->usage_base.find(std::string(GetFixed(h.resource_names[r])));
+      if ((usage & (1u << r)) && base != rec->usage_base.end()) {
+        hot.usage_base[r].store(base->second, std::memory_order_relaxed);
+      }
+    }
+    hot.usage_until_ms.store(rec->at + UsageMaxAgeMs(h), std::memory_order_relaxed);
     n.last_seq = rec->seq;
     n.report_at_ms.store(rec->at, std::memory_order_relaxed);
     region_.hot(slot).lease_expires_ms.store(rec->lease, std::memory_order_relaxed);

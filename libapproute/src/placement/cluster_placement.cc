@@ -504,7 +504,23 @@ bool ClusterPlacement::RunMembers(const std::vector<std::pair<std::string, std::
   return true;
 }
 
+void ClusterPlacement::UsageReported(uint32_t slot) {
+  NodeHot& hot = region_.hot(slot);
+  const uint32_t usage = hot.usage_mask.load(std::memory_order_acquire);
+  if (usage == 0) return;
+  std::vector<std::pair<uint32_t, uint32_t>> counts;
+  for (uint32_t r = 0; r < kMaxResources; ++r) {
+    if (usage & (1u << r)) counts.emplace_back(slot, r);
+  }
+  std::optional<std::vector<int64_t>> base = DeploymentCounts(counts);
+  if (!base) return;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    hot.usage_base[counts[i].second].store((*base)[i], std::memory_order_relaxed);
+  }
+}
+
 void ClusterPlacement::NodeChanged(uint32_t slot, int64_t now) {
+  UsageReported(slot);  // before the record is encoded: it carries the base to the other proxies
   std::optional<std::string> rec = members_.Encode(slot);
   if (!rec) return;
   RedisValue reply;

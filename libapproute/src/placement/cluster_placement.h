@@ -140,6 +140,10 @@ class ClusterPlacement final : public Placement {
   void SetAdminState(uint32_t slot, AdminState state) override;
   void PublishAdmin(uint32_t slot, AdminState state);
   void NodeChanged(uint32_t slot, int64_t now) override;
+  // The deployment's counts as the report's base: one round trip; while
+  // Redis is out this host's counts stay the base (lower: the report then
+  // leaves less room, never more).
+  void UsageReported(uint32_t slot) override;
   void Maintain(int64_t now) override;
   // Stores this host's records of nodes by status report where newer and
   // merges the deployment's (cluster_members.h), in one round trip; false

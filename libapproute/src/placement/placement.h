@@ -120,6 +120,10 @@ class Placement {
   // A node joined, refreshed, changed or left through a status report
   // accepted at `now` (registry mutex not held).
   virtual void NodeChanged(uint32_t slot, int64_t now) = 0;
+  // The node in `slot` reported its own counts (state/usage.h; its region
+  // entry holds them, with this host's counts as their base). The cluster's
+  // placement puts the deployment's counts there as the base instead.
+  virtual void UsageReported(uint32_t /*slot*/) {}
 
   // Periodic upkeep (leases, republishing, shared membership), called by the
   // router's sweep at most once per sweep interval host-wide, outside any

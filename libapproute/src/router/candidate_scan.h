@@ -19,6 +19,7 @@
 #include "routing/compact_pick.h"
 #include "state/node_table.h"
 #include "state/region.h"
+#include "state/usage.h"
 #include "status/health.h"
 #include "status/overload.h"
 
@@ -166,8 +167,9 @@ class EligibleSink {
 // `admit_suspect`), busy (answered 503, within its Retry-After), shed for
 // this call by RFC 7339 overload control (status/overload.h: the roll is a
 // function of `shed_seed`, the call's, and the slot, so every look at the
-// member within one call agrees), avoided or full. With kTake, *sessions
-// is its count.
+// member within one call agrees), avoided or full, by its count or its own
+// report of it (usage.h). With kTake, *sessions is that count (the higher of
+// the two).
 [[gnu::always_inline]] inline Verdict CheckMember(NodeHot& n, uint32_t slot, uint32_t epoch, int64_t cap, uint32_t res,
                                                   const SlotList& avoid, bool panic, bool admit_suspect, int64_t now,
                                                   uint64_t shed_seed, int64_t* sessions) {
@@ -195,7 +197,9 @@ class EligibleSink {
   }
   if (!avoid.empty() && Contains(avoid, slot)) [[unlikely]]
     return Verdict::kAvoid;
-  const int64_t s = n.sessions[res].load(std::memory_order_relaxed);
+  int64_t s = n.sessions[res].load(std::memory_order_relaxed);
+  if (n.usage_mask.load(std::memory_order_relaxed) != 0) [[unlikely]]
+    s = UsageCount(n, res, s, now);
   if (cap >= 0 && s >= cap) return Verdict::kFull;
   *sessions = s;
   return Verdict::kTake;

@@ -12,6 +12,7 @@
 
 #include "router/explain.h"
 #include "router/router_impl.h"
+#include "state/usage.h"
 #include "util/stored_name.h"
 
 namespace approute {
@@ -86,10 +87,11 @@ ExplainNode Router::Impl::ExplainMember(const PlaceCall& c, const PoolView& pv, 
   switch (v) {
     case Verdict::kTake:
       out.candidate = true;
-      if (!counts.Room(slot, out.capacity)) {  // full by the deployment's count (cluster:): its pick fails
+      // Room as the reservation sees it: within what the node's own report leaves (usage.h).
+      if (!counts.Room(slot, UsageCap(n, c.p.resource, out.capacity, c.now))) {  // full by the deployment's count
         e = Exclusion::kFull;
         more = Cat(": ", Count(c.p.config.resource, out.sessions, out.capacity), " over the deployment");
-      } else if (c.keyed && !counts.Room(slot, HeadroomCap(c.p, out.capacity))) {
+      } else if (c.keyed && !counts.Room(slot, UsageCap(n, c.p.resource, HeadroomCap(c.p, out.capacity), c.now))) {
         // A new key's call is reserved within the headroom (the Reserver).
         e = Exclusion::kHeadroom;
         more = Cat(": ", Count(c.p.config.resource, out.sessions, out.capacity), ", a new key up to ",
@@ -263,7 +265,7 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
         a.detail = Cat(where, ", which is above the load bound (", a.bound, " x the mean)");
         for (const LoadBound::Entry& e : b.lb.NextHomes()) {
           const Candidate& cand = b.cands->list[e.index];
-          if (counts.Room(cand.slot, cand.capacity)) {
+          if (counts.Room(cand.slot, UsageCap(region_->hot(cand.slot), c.p.resource, cand.capacity, c.now))) {
             ref = ClaimRef{cand.slot, EpochOf(*snap, cand.slot), 0};
             reason = "affinity_bound";
             a.detail += Cat(": its next home within the bound is ", cand.id);
@@ -322,8 +324,9 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
   }
   size_t headroom = 0;
   auto dry_reserve = [&](uint32_t slot, uint32_t, int64_t capacity) {
-    if (!counts.Room(slot, capacity)) return false;
-    if (c.keyed && !counts.Room(slot, HeadroomCap(*p, capacity))) {
+    const NodeHot& hot = region_->hot(slot);
+    if (!counts.Room(slot, UsageCap(hot, p->resource, capacity, now))) return false;
+    if (c.keyed && !counts.Room(slot, UsageCap(hot, p->resource, HeadroomCap(*p, capacity), now))) {
       ++headroom;
       return false;
     }
@@ -345,7 +348,8 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
     Exclusion e = s.outcome;
     // The dry reservation said no for lack of room, or only of headroom.
     if (e == Exclusion::kFull && c.keyed &&
-        counts.Room(s.slot, CapacityOf(*snap, s.slot, EpochOf(*snap, s.slot), p->resource))) {
+        counts.Room(s.slot, UsageCap(region_->hot(s.slot), p->resource,
+                                     CapacityOf(*snap, s.slot, EpochOf(*snap, s.slot), p->resource), now))) {
       e = Exclusion::kHeadroom;
     }
     t.picks.push_back(ExplainPick{v ? v->id : "", e == Exclusion::kNone ? "taken" : RowOf(e).name});

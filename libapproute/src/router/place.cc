@@ -19,6 +19,7 @@
 #include <optional>
 
 #include "router/router_impl.h"
+#include "state/usage.h"
 
 namespace approute {
 
@@ -79,7 +80,8 @@ std::optional<int64_t> Router::Impl::KeyAdmit::operator()(uint32_t slot, uint32_
     over_bound_ = true;
     return std::nullopt;
   }
-  return r_.CapacityOf(c_.snap, slot, epoch, c_.p.resource);
+  const uint32_t res = c_.p.resource;
+  return UsageCap(r_.region_->hot(slot), res, r_.CapacityOf(c_.snap, slot, epoch, res), c_.now);
 }
 
 std::optional<ClaimRef> Router::Impl::JoinKey(const PlaceCall& c, KeyAdmit& admit) {
@@ -92,7 +94,8 @@ std::optional<ClaimRef> Router::Impl::JoinKey(const PlaceCall& c, KeyAdmit& admi
 std::optional<ClaimRef> Router::Impl::NextHome(const PlaceCall& c, const Bounded& b) {
   for (const LoadBound::Entry& e : b.lb.NextHomes()) {
     const Candidate& cand = b.cands->list[e.index];
-    if (placement_->Reserve(cand.slot, c.p.resource, cand.capacity)) {
+    const int64_t cap = UsageCap(region_->hot(cand.slot), c.p.resource, cand.capacity, c.now);
+    if (placement_->Reserve(cand.slot, c.p.resource, cap)) {
       return ClaimRef{cand.slot, EpochOf(c.snap, cand.slot), 0};
     }
   }
@@ -105,10 +108,14 @@ int64_t Router::Impl::HeadroomCap(const Policy& p, int64_t capacity) {
   return static_cast<int64_t>(std::ceil((1.0 - h) * static_cast<double>(capacity) - 1e-9));
 }
 
-bool Router::Impl::Reserver::operator()(uint32_t slot, uint32_t epoch, int64_t capacity) {
+bool Router::Impl::Reserver::operator()(uint32_t slot, uint32_t epoch, int64_t configured) {
+  // The capacity as the node's own report leaves it (usage.h), and for a
+  // new key within the headroom.
   const uint32_t res = c_.p.resource;
+  const NodeHot& hot = r_.region_->hot(slot);
+  const int64_t capacity = UsageCap(hot, res, configured, c_.now);
   if (!claim_new_) return r_.placement_->Reserve(slot, res, capacity);
-  const int64_t cap = HeadroomCap(c_.p, capacity);
+  const int64_t cap = UsageCap(hot, res, HeadroomCap(c_.p, configured), c_.now);
   auto alive = [this](uint32_t s, uint32_t e) { return r_.Usable(s, e, c_.p, c_.snap, c_.now); };
   claimed_ = r_.placement_->ReserveAndClaim(c_.k, ClaimRef{slot, epoch, 0}, res, cap, c_.p.config.affinity_grace_ms,
                                             c_.now, alive, admit_);
@@ -288,8 +295,10 @@ Router::Impl::KeyRefusal Router::Impl::Diagnose(const PlaceCall& c, const Affini
     const std::pair<uint32_t, uint32_t> one{h.slot, res};
     if (std::optional<std::vector<int64_t>> counts = cluster_->DeploymentCounts({one})) count = (*counts)[0];
   }
+  const bool reported = UsageCounts(n, res, c.now);  // full by the node's own count (usage.h)
+  if (reported) count = UsageCount(n, res, count, c.now);
   return KeyRefusal{"key_full", Cat(where, ", which is full: ", c.p.config.resource, " ", count, "/",
-                                    CapacityOf(c.snap, h.slot, h.epoch, res))};
+                                    CapacityOf(c.snap, h.slot, h.epoch, res), reported ? " by its own report" : "")};
 }
 
 absl::StatusOr<ClaimRef> Router::Impl::TakeOver(const PlaceCall& c, ClaimRef at) {
@@ -321,7 +330,8 @@ std::optional<ClaimRef> Router::Impl::PreferredNode(const PlaceCall& c, const Bo
   if (!Usable(h.slot, h.epoch, c.p, c.snap, c.now)) return no("its node cannot take calls of the app now");
   if (Contains(c.avoid, h.slot)) return no("its node is excluded or tried");
   if (b.on && !b.lb.Within(h.slot)) return no("its node is above the load bound");
-  *cap = HeadroomCap(c.p, CapacityOf(c.snap, h.slot, h.epoch, c.p.resource));
+  *cap = UsageCap(region_->hot(h.slot), c.p.resource,
+                  HeadroomCap(c.p, CapacityOf(c.snap, h.slot, h.epoch, c.p.resource)), c.now);
   return ClaimRef{h.slot, h.epoch, 0};
 }
 

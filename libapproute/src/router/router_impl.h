@@ -338,11 +338,13 @@ class Router::Impl {
   // Reserves the node a strategy picked; for a new key (`claim_new`) the
   // key's claim is made in the same step (Placement::ReserveAndClaim), its
   // outcome kept in `claimed`, within the app's headroom (HeadroomCap).
+  // Called with the node's configured capacity: the reservation keeps
+  // within what the node's own report of its count leaves (usage.h).
   class Reserver {
    public:
     Reserver(Impl& r, const PlaceCall& c, bool claim_new, KeyAdmit& admit)
         : r_(r), c_(c), claim_new_(claim_new), admit_(admit) {}
-    bool operator()(uint32_t slot, uint32_t epoch, int64_t capacity);
+    bool operator()(uint32_t slot, uint32_t epoch, int64_t configured);
     std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>>& claimed() { return claimed_; }
     size_t headroom() const { return headroom_; }
 
@@ -611,7 +613,10 @@ class Router::Impl {
     return absl::OkStatus();
   }
   absl::Status ReportLoad(std::string_view id, const std::map<std::string, double>& metrics) {
-    return nodes_.ReportLoad(id, metrics, now_());
+    absl::Status st = nodes_.ReportLoad(id, metrics, now_());
+    if (!st.ok()) return st;
+    if (const NodeView* v = GetSnapshot()->Find(id)) placement_->UsageReported(v->slot);
+    return st;
   }
   ReportResult ApplyReport(const ReportRequest& req) {
     absl::StatusOr<const Policies*> pol = policies_.Cached();

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <set>
 
+#include "state/usage.h"
 #include "util/str_util.h"
 
 namespace approute::internal {
@@ -55,6 +56,8 @@ void NodeTable::WriteLocked(uint32_t s, const NodeSpec& spec, bool fresh, bool f
     for (auto& l : hot.load) l.store(0, std::memory_order_relaxed);
     hot.load_mask.store(0);
     hot.quality_mask.store(0);
+    hot.usage_mask.store(0);
+    hot.usage_until_ms.store(0);
     n.load_updated_ms.store(0);
     n.routed_total.store(0);
     hot.health.store(static_cast<uint32_t>(Health::kUp));
@@ -144,6 +147,7 @@ absl::Status NodeTable::ApplyConfigLocked(const Config& cfg) {
   }
   ResourceIndexLocked(kDefaultResource, true);
   for (const auto& r : resources) ResourceIndexLocked(r, true);
+  h.usage_max_age_ms.store(cfg.status.usage_max_age_ms, std::memory_order_relaxed);
   for (uint32_t s = 0; s < max_nodes(); ++s) {
     NodeRecord& n = node(s);
     if (n.in_use && n.from_config && !wanted.count(std::string(GetFixed(n.id)))) FreeLocked(s);
@@ -259,11 +263,28 @@ absl::Status NodeTable::WriteMetricsLocked(uint32_t s, const std::map<std::strin
   }
   (quality ? hot.quality_mask : hot.load_mask).store(mask, std::memory_order_relaxed);
   if (!quality) {
+    WriteUsageLocked(s, metrics, now);
     n.load_updated_ms.store(now, std::memory_order_relaxed);
     int64_t zero = 0;
     n.first_report_ms.compare_exchange_strong(zero, now, std::memory_order_relaxed);
   }
   return absl::OkStatus();
+}
+
+void NodeTable::WriteUsageLocked(uint32_t s, const std::map<std::string, double>& load, int64_t at) {
+  Header& h = H();
+  NodeHot& hot = this->hot(s);
+  uint16_t mask = 0;
+  for (uint32_t r = 0; r < h.n_resources; ++r) {
+    auto it = load.find(std::string(GetFixed(h.resource_names[r])));
+    if (it == load.end()) continue;
+    const double v = std::clamp(it->second, 0.0, 1e15);  // finite: CheckMetrics
+    hot.usage_reported[r].store(static_cast<int64_t>(std::llround(v)), std::memory_order_relaxed);
+    hot.usage_base[r].store(hot.sessions[r].load(std::memory_order_relaxed), std::memory_order_relaxed);
+    mask = static_cast<uint16_t>(mask | (1u << r));
+  }
+  hot.usage_until_ms.store(at + UsageMaxAgeMs(h), std::memory_order_relaxed);
+  hot.usage_mask.store(mask, std::memory_order_release);
 }
 
 absl::Status NodeTable::ReportLoad(std::string_view id, const std::map<std::string, double>& metrics, int64_t now) {

@@ -114,7 +114,11 @@ class NodeTable {
   // Metric name indexes for `names`, registering new ones; ResourceExhausted,
   // with nothing registered, when they do not fit.
   absl::StatusOr<std::vector<uint32_t>> MetricIndexesLocked(const std::vector<std::string>& names);
-  // Replaces one kind of figures (load or quality) of slot `s`.
+  // The counts of resources that `load` names, as the node's own (usage.h),
+  // reported at `at` (unix ms), with approute's count there now as the base.
+  void WriteUsageLocked(uint32_t s, const std::map<std::string, double>& load, int64_t at);
+  // Replaces one kind of figures (load or quality) of slot `s`; load figures
+  // that name a resource are also the node's own counts (WriteUsageLocked).
   absl::Status WriteMetricsLocked(uint32_t s, const std::map<std::string, double>& metrics, bool quality, int64_t now);
   // Applies the configuration's nodes: removes config nodes that are gone,
   // updates the rest in place (keeping counts), adds new ones. Checks first;

@@ -29,7 +29,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 16;
+inline constexpr uint32_t kLayoutVersion = 17;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -169,7 +169,12 @@ struct alignas(64) NodeHot {
   // Bits of kShedBusy / kShedOverload: set while busy_until_ms or the
   // overload fields may hold a deadline, so that the common case (neither)
   // stays one test of the first line. Cleared lazily once they are past.
-  std::atomic<uint32_t> shed;
+  std::atomic<uint16_t> shed;
+  // Bit r set: the node reported its own count of resource r (usage_* below
+  // hold it), which bounds admission until usage_until_ms (state/usage.h).
+  // 16 bits, one per resource (kMaxResources), so that with `shed` it fills
+  // one word and the counts of resources 0-3 stay in the first line.
+  std::atomic<uint16_t> usage_mask;
   std::atomic<int64_t> lease_expires_ms;  // 0 = no lease; past = takes no new calls
   std::atomic<int64_t> ejected_until_ms;  // 0 = not ejected
   std::atomic<int64_t> sessions[kMaxResources];
@@ -186,11 +191,19 @@ struct alignas(64) NodeHot {
   std::atomic<uint64_t> load_mask;        // bit i set: load[i] is a reported load figure
   std::atomic<uint64_t> quality_mask;     // bit i set: load[i] is a reported quality figure
   std::atomic<double> load[kMaxMetrics];  // load and quality figures, by metric name index
+  // The node's own counts (state/usage.h), read only for the resources in
+  // usage_mask: the count it reported, the count approute had there when
+  // the report was accepted (the deployment's, with cluster:), and until
+  // when the report counts (unix ms).
+  std::atomic<int64_t> usage_reported[kMaxResources];
+  std::atomic<int64_t> usage_base[kMaxResources];
+  std::atomic<int64_t> usage_until_ms;
 };
 static_assert(offsetof(NodeHot, sessions) + 4 * sizeof(int64_t) == 64, "resources 0-3 share the first line");
 static_assert(sizeof(NodeHot) % 64 == 0);
-inline constexpr uint32_t kShedBusy = 1;
-inline constexpr uint32_t kShedOverload = 2;
+static_assert(kMaxResources <= 16, "NodeHot::usage_mask has a bit per resource");
+inline constexpr uint16_t kShedBusy = 1;
+inline constexpr uint16_t kShedOverload = 2;
 
 // Decision reasons counted per app (stats.h has the names).
 inline constexpr size_t kReasons = 6;     // affinity, strategy, retry, session, no_node, prefer
@@ -342,6 +355,9 @@ struct Header {
   // precede a pool scan, so that a node shed for a call costs a cursor
   // strategy no extra ticket.
   std::atomic<int64_t> overload_until_ms;
+  // status.usage_max_age: how long a node's reported counts bound its
+  // admission (state/usage.h); written by each configuration applied.
+  std::atomic<int64_t> usage_max_age_ms;
   LatencyHistogram route_latency;  // a sample of route() calls (stats.h)
   OwnerRecord owners[kMaxOwners];
   ClusterRecord cluster;

@@ -23,7 +23,7 @@ void HealthMonitor::MarkBusy(NodeHot& n, int64_t retry_after_ms, const HealthCon
 
 bool HealthMonitor::Busy(NodeHot& n, int64_t now) {
   if (n.busy_until_ms.load(std::memory_order_relaxed) > now) return true;
-  n.shed.fetch_and(~kShedBusy, std::memory_order_relaxed);
+  n.shed.fetch_and(static_cast<uint16_t>(~kShedBusy), std::memory_order_relaxed);
   // A MarkBusy between the load and the clear: keep its bit.
   if (n.busy_until_ms.load(std::memory_order_relaxed) > now) {
     n.shed.fetch_or(kShedBusy, std::memory_order_relaxed);

@@ -25,7 +25,7 @@ bool Overload::Apply(Header& h, NodeRecord& rec, NodeHot& hot, int percent, int6
 int Overload::Percent(NodeHot& hot, int64_t now) {
   const uint64_t oc = hot.overload.load(std::memory_order_relaxed);
   if (oc != 0 && static_cast<int64_t>(oc >> 7) > now) return static_cast<int>(oc & 127);
-  hot.shed.fetch_and(~kShedOverload, std::memory_order_relaxed);
+  hot.shed.fetch_and(static_cast<uint16_t>(~kShedOverload), std::memory_order_relaxed);
   // An Apply between the load and the clear: keep its bit.
   const uint64_t again = hot.overload.load(std::memory_order_relaxed);
   if (again != 0 && static_cast<int64_t>(again >> 7) > now) {

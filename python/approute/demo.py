@@ -139,7 +139,7 @@ def why_moved(prev: str, node: str, steps: Sequence[Tuple[str, ...]], start: flo
     """(cause, words) for a room whose participant landed on ``node`` while the
     participant before was on ``prev``: released by a 503, bounded, moved by
     the drain, reopened after the room emptied, or unexplained."""
-    for what, reason, _node, _detail, code, bounced in steps:
+    for what, _reason, _node, _detail, code, bounced in steps:
         if what == "retry" and code == "503" and bounced in (prev, ""):
             return ("released by 503", "%s answered 503 (full): the router released %s's claim on the "
                     "room and placed the call on %s" % (prev, prev, node))
@@ -566,10 +566,11 @@ class Demo:
         # every time a room's next participant went to another node than the one before, and why
         causes = Counter(m[5] for m in moves)
         if moves:
+            by_cause = ", ".join("%s %d" % kv for kv in sorted(causes.items()))
             print("room moves (a participant on another node than the room's earlier ones, never at "
-                  "the same time): %d (%s)" % (len(moves), ", ".join("%s %d" % kv for kv in sorted(causes.items()))))
-            for room, _cid, prev, node, start, cause, words in moves:
-                print("  room %s at %.1fs, %s -> %s: %s: %s" % (room, start, prev, node, cause, words))
+                  "the same time): %d (%s)" % (len(moves), by_cause))
+            for room, _cid, prev, node, start, cause, why in moves:
+                print("  room %s at %.1fs, %s -> %s: %s: %s" % (room, start, prev, node, cause, why))
         else:
             print("room moves: none (a strict room stays on its node while it has participants; a "
                   "503 releases a room only when the bounced call is its only one, the drain moves "

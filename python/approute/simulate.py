@@ -487,7 +487,8 @@ EVENT_WORDS = {"join": "joins", "fail": "fails", "recover": "recovers", "drain":
 
 def node_style(i: int) -> Dict[str, Any]:
     """Colour and line style of the i-th node of a plot."""
-    return {"color": PALETTE[i % len(PALETTE)], "linestyle": LINE_STYLES[(i // len(PALETTE)) % len(LINE_STYLES)]}
+    return {"color": PALETTE[i % len(PALETTE)],
+            "linestyle": LINE_STYLES[(i // len(PALETTE)) % len(LINE_STYLES)]}
 
 
 def plot(result: Dict[str, Any], path: str) -> None:
@@ -530,7 +531,8 @@ def plot_figure(result: Dict[str, Any]) -> Any:
         width = 0.8 / len(what)
         for i, (k, label) in enumerate(what):
             xs = [j + (i - (len(what) - 1) / 2.0) * width for j in range(len(rs))]
-            bars = ax.bar(xs, [r[k] for r in rs], width, label=label, color=PALETTE[i], hatch=["", "//", ".."][i])
+            bars = ax.bar(xs, [r[k] for r in rs], width, label=label, color=PALETTE[i],
+                          hatch=["", "//", ".."][i])
             ax.bar_label(bars, fontsize=8)
         ax.set_xticks(range(len(rs)))
         ax.set_xticklabels([r["label"] for r in rs], fontsize=8)
@@ -551,10 +553,10 @@ def plot_figure(result: Dict[str, Any]) -> Any:
                 cap = [limits[nid] if v == v else float("nan") for v in ys]
                 ax.plot(t, cap, linewidth=0.8, color=st["color"], linestyle=":", alpha=0.7,
                         label="_size " + nid)  # "_": not a legend entry of its own
-        for e in events:
-            ax.axvline(e["at"], color="0.35", linewidth=0.8, linestyle="--", alpha=0.8)
-            ax.annotate("%s %s" % (e["node"], EVENT_WORDS.get(e["action"], e["action"])),
-                        xy=(e["at"], 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
+        for ev in events:
+            ax.axvline(ev["at"], color="0.35", linewidth=0.8, linestyle="--", alpha=0.8)
+            ax.annotate("%s %s" % (ev["node"], EVENT_WORDS.get(ev["action"], ev["action"])),
+                        xy=(ev["at"], 1.0), xycoords=("data", "axes fraction"), xytext=(2, -2),
                         textcoords="offset points", fontsize=7, color="0.15", rotation=90,
                         va="top", ha="left",
                         bbox={"boxstyle": "square,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85})

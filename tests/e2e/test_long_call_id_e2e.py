@@ -4,6 +4,8 @@ longer than the router's 127-byte slot is stored by digest)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from e2e_harness import Call, wait_for
 
 # SIPp's Call-ID pattern: %u call number, %p pid, %s local address; padded to
@@ -18,7 +20,7 @@ def _cid_str(length: int) -> str:
     return head + _PAD[:length - len(head) - len(tail) - 10] + tail
 
 
-def test_300_byte_call_id_is_routed_retried_and_ended(e2e):
+def test_300_byte_call_id_is_routed_retried_and_ended(e2e: Any) -> None:
     e2e.add_node("n1", "uas_503.xml")
     e2e.add_node("n2", "uas_200.xml")
     e2e.add_node("n3", "uas_200.xml")

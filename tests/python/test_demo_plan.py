@@ -2,6 +2,8 @@
 (the demo itself runs in tests/e2e/test_kamailio_e2e.py)."""
 from __future__ import annotations
 
+from typing import List, Sequence, Tuple
+
 import pytest
 
 demo = pytest.importorskip("approute.demo")
@@ -31,7 +33,7 @@ def test_per_window_counts_late_times_in_the_last() -> None:
     assert demo.per_window([0.1, 4.9, 5.0, 19.9, 25.0], 20) == [2, 1, 0, 2]
 
 
-def _steps(*rows):
+def _steps(*rows: Sequence[str]) -> List[Tuple[str, ...]]:
     return [tuple(r) for r in rows]
 
 

@@ -28,7 +28,7 @@ apps:
 LONG = "sbc-" + "9f8e7d6c5b4a" * 24 + "@edge.example.com"  # 309 bytes
 
 
-def test_long_call_id_and_key_route_retry_and_end():
+def test_long_call_id_and_key_route_retry_and_end() -> None:
     r = approute.Router.from_yaml(CONF)
     key = "tenant-" + "t" * 200 + "/alice"
     d = r.route("conference", call_id=LONG, key=key)
@@ -50,7 +50,7 @@ def test_long_call_id_and_key_route_retry_and_end():
     assert int(r.stats()["sessions"]) == 2
 
 
-def test_a_utf8_value_is_listed_as_text():
+def test_a_utf8_value_is_listed_as_text() -> None:
     r = approute.Router.from_yaml(CONF)
     call = "é" * 200  # 400 bytes: the prefix must not cut a character
     r.route("conference", call_id=call, key="ü" * 100)
@@ -60,7 +60,7 @@ def test_a_utf8_value_is_listed_as_text():
     r.end(call)
 
 
-def test_absurd_length_is_refused_with_the_limit():
+def test_absurd_length_is_refused_with_the_limit() -> None:
     r = approute.Router.from_yaml(CONF)
     with pytest.raises(approute.InvalidArgumentError, match="65536 bytes long, at most 65535"):
         r.route("conference", call_id="x" * 65536)
@@ -69,7 +69,7 @@ def test_absurd_length_is_refused_with_the_limit():
     assert int(r.stats()["sessions"]) == 0
 
 
-def test_cli_end_takes_the_full_value_or_the_listed_form(capsys):
+def test_cli_end_takes_the_full_value_or_the_listed_form(capsys: pytest.CaptureFixture[str]) -> None:
     from approute import cli
 
     name = "approute-long-%d-%s" % (os.getpid(), uuid.uuid4().hex[:6])
@@ -87,7 +87,7 @@ def test_cli_end_takes_the_full_value_or_the_listed_form(capsys):
         approute.Router.unlink(name)
 
 
-def test_kamailio_handler_routes_and_ends_a_long_call_id():
+def test_kamailio_handler_routes_and_ends_a_long_call_id() -> None:
     import yaml
 
     data = {"router": yaml.safe_load(CONF), "shared": None,

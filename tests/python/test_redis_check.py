@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import List, Tuple
 
 import approute
-import pytest
 from approute import cli
 from approute._procs import free_tcp_port
 from test_cluster import acl_args, documented_acl, redis_server

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from approute import cli, simulate
@@ -264,10 +265,11 @@ def test_plot_is_readable(tmp_path):
     pytest.importorskip("matplotlib")
     import matplotlib.pyplot as plt
 
-    wl = dict(SMALL)
-    wl["router"] = dict(SMALL["router"], nodes=SMALL["router"]["nodes"] + [
+    small: Any = SMALL
+    wl = dict(small)
+    wl["router"] = dict(small["router"], nodes=small["router"]["nodes"] + [
         {"id": "n%d" % i, "uri": "sip:10.0.1.%d" % i, "pool": "media"} for i in range(5, 12)])
-    wl["nodes"] = dict(SMALL["nodes"], **{"n%d" % i: {"limit": 40} for i in range(5, 12)})
+    wl["nodes"] = dict(small["nodes"], **{"n%d" % i: {"limit": 40} for i in range(5, 12)})
     res = simulate.run(wl, strategies=["round_robin", "p2c"])
     fig = simulate.plot_figure(res)
     try:

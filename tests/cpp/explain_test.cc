@@ -118,6 +118,25 @@ TEST(ExplainTest, AffinityJoinAndLiveSessionAsOfNow) {
   EXPECT_EQ(t.decision.node_id, d.node_id);
 }
 
+TEST(ExplainTest, BusyAndShedNodesAreNamedAndRouteAgrees) {
+  auto r = MakeRouter(Yaml("    strategy: least_loaded\n"));
+  ASSERT_NE(r, nullptr);
+  ASSERT_TRUE(r->ReportProbe("n0", 503, 1, 30.0).ok());       // busy for 30 s
+  ASSERT_TRUE(r->ReportOverload("n1", 100, 60'000, 1).ok());  // oc=100: every new call shed
+  ExplainTrace t = MustExplain(*r, {});
+  EXPECT_EQ(NodeIn(t, "n0").exclusion, "busy");
+  EXPECT_EQ(NodeIn(t, "n1").exclusion, "shed");
+  EXPECT_EQ(NodeIn(t, "n2").exclusion, "");
+  EXPECT_EQ(t.decision.node_id, "n2");
+  EXPECT_EQ(MustRoute(*r, "app", "c1", "").node_id, "n2");
+  // A 200 probe ends the busy period at once; oc=0 ends the shedding.
+  ASSERT_TRUE(r->ReportProbe("n0", 200, 1).ok());
+  ASSERT_TRUE(r->ReportOverload("n1", 0, 0, 2).ok());
+  t = MustExplain(*r, {});
+  EXPECT_EQ(NodeIn(t, "n0").exclusion, "");
+  EXPECT_EQ(NodeIn(t, "n1").exclusion, "");
+}
+
 TEST(ExplainTest, AdminStateHealthExcludeAndFull) {
   auto r = MakeRouter(Yaml("    strategy: least_loaded\n"));
   ASSERT_NE(r, nullptr);

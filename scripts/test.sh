@@ -45,10 +45,10 @@ cmake -S . -B build/tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 cmake --build build/tsan -j "$JOBS" --target approute_threads_test
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 build/tsan/tests/cpp/approute_threads_test
 
-stage "bounded fuzz runs (tests/fuzz/run.sh, ${APPROUTE_FUZZ_TIME:-30} s each)"
+stage "bounded fuzz runs (tests/fuzz/run.sh, ${APPROUTE_FUZZ_TIME:-15} s each)"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check atheris \
   || echo "atheris did not install: the Kamailio harness runs under hypothesis"
-APPROUTE_FUZZ_TIME=${APPROUTE_FUZZ_TIME:-30} bash tests/fuzz/run.sh
+APPROUTE_FUZZ_TIME=${APPROUTE_FUZZ_TIME:-15} bash tests/fuzz/run.sh
 
 stage "find_package(approute) example against the installed library"
 rm -rf build/install build/example

@@ -34,6 +34,7 @@ cluster:
   proxy: kam1
   timeout_ms: 7
   outage_headroom: 25
+  reserve_block: 16
 )");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(c->cluster.enabled);
@@ -42,6 +43,7 @@ cluster:
   EXPECT_EQ(c->cluster.proxy, "kam1");
   EXPECT_EQ(c->cluster.timeout_ms, 7);
   EXPECT_EQ(c->cluster.outage_headroom_pct, 25);
+  EXPECT_EQ(c->cluster.reserve_block, 16);
 }
 
 TEST(ClusterConfig, DefaultsProxyToHostNameAndTimeoutTo5) {
@@ -72,8 +74,13 @@ TEST(ClusterConfig, ErrorsNamePositionAndKey) {
             "router.yaml:4:15: cluster.timeout_ms: value 0 is outside 1..10000");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  timeout: 5\n"),
             "router.yaml:4:3: cluster.timeout: unknown key \"timeout\" (allowed: redis, name, proxy, timeout_ms, "
-            "outage_headroom, "
-            "sentinel_password)");
+            "outage_headroom, sentinel_password, reserve_block)");
+  EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  reserve_block: -1\n"),
+            "router.yaml:4:18: cluster.reserve_block: value -1 is outside 0..1024");
+  EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  reserve_block: 2000\n"),
+            "router.yaml:4:18: cluster.reserve_block: value 2000 is outside 0..1024");
+  EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  reserve_block: many\n"),
+            "router.yaml:4:18: cluster.reserve_block: expected an integer, got \"many\"");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  outage_headroom: 101\n"),
             "router.yaml:4:20: cluster.outage_headroom: value 101 is outside 0..100");
   EXPECT_EQ(Err("cluster:\n  redis: \"redis://h\"\n  name: p\n  outage_headroom: 0.5\n"),

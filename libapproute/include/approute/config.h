@@ -112,6 +112,12 @@ struct ClusterConfig {
   // last sync plus this percentage of the node's capacity split over the
   // proxies seen then (rounded up), and never more than the capacity.
   int64_t outage_headroom_pct = 10;
+  // Reservation blocks (docs/cluster.md, "Reservation blocks"): on a node
+  // with a capacity, a reservation that needs a round trip takes up to this
+  // many units for this proxy at once, and the next reservations there are
+  // answered from them on this host without one. 0 or 1: off (one script
+  // per reservation).
+  int64_t reserve_block = 1;
 };
 
 struct Config {

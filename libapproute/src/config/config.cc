@@ -511,7 +511,8 @@ absl::Status ParseStatus(const Ctx& c, const YAML::Node& n, StatusConfig* out) {
 
 absl::Status ParseCluster(const Ctx& c, const YAML::Node& n, ClusterConfig* out) {
   AR_RETURN_IF_ERROR(c.Map(n, "cluster"));
-  c.OnlyKeys(n, "cluster", {"redis", "name", "proxy", "timeout_ms", "outage_headroom", "sentinel_password"});
+  c.OnlyKeys(n, "cluster",
+             {"redis", "name", "proxy", "timeout_ms", "outage_headroom", "sentinel_password", "reserve_block"});
   out->enabled = true;
   if (!n["redis"]) c.Keep(c.Error(n, "cluster", "missing required key \"redis\" (e.g. redis://127.0.0.1:6379/0)"));
   if (!n["name"])
@@ -563,6 +564,10 @@ absl::Status ParseCluster(const Ctx& c, const YAML::Node& n, ClusterConfig* out)
   });
   c.Field(n, "outage_headroom", [&](const YAML::Node& v) -> absl::Status {
     AR_ASSIGN(out->outage_headroom_pct, c.Int(v, "cluster.outage_headroom", 0, 100));
+    return absl::OkStatus();
+  });
+  c.Field(n, "reserve_block", [&](const YAML::Node& v) -> absl::Status {
+    AR_ASSIGN(out->reserve_block, c.Int(v, "cluster.reserve_block", 0, 1024));
     return absl::OkStatus();
   });
   return absl::OkStatus();

@@ -17,6 +17,8 @@ const RedisScript& Script(const char* body) {
   // One RedisScript (text and SHA-1) per script, built once per process.
   static const auto* scripts = new std::vector<std::pair<const char*, RedisScript>>{
       {cluster_lua::kReserve, RedisScript(cluster_lua::kReserve)},
+      {cluster_lua::kReserveBlock, RedisScript(cluster_lua::kReserveBlock)},
+      {cluster_lua::kPublishHeld, RedisScript(cluster_lua::kPublishHeld)},
       {cluster_lua::kJoinReserve, RedisScript(cluster_lua::kJoinReserve)},
       {cluster_lua::kReserveClaim, RedisScript(cluster_lua::kReserveClaim)},
       {cluster_lua::kPublish, RedisScript(cluster_lua::kPublish)},
@@ -64,6 +66,7 @@ ClusterPlacement::ClusterPlacement(const Region& region, AffinityTable& affinity
       local_(region, affinity),
       members_(region, nodes, reports),
       headroom_pct_(cfg.outage_headroom_pct),
+      block_(std::max<int64_t>(1, cfg.reserve_block)),
       name_(cfg.name),
       prefix_(DeploymentPrefix(cfg.name)),
       proxies_key_(prefix_ + "proxies"),
@@ -118,8 +121,85 @@ std::string ClusterPlacement::last_error() const {
 }
 
 bool ClusterPlacement::Reserve(uint32_t slot, uint32_t res, int64_t capacity) {
+  if (blocks() && TakeFromBlock(slot, res, capacity)) return true;
   if (!local_.Reserve(slot, res, capacity)) return false;
   return ReserveShared(slot, res, capacity);
+}
+
+bool ClusterPlacement::BlockServes(uint32_t slot, uint32_t res, int64_t capacity) const {
+  // A block was checked against one capacity (block_cap); a reservation
+  // against a lower bound (a new key's headroom) or a different capacity
+  // (a reload changed it) runs the exact script. A node's reported usage
+  // (state/usage.h) is compared with the deployment's count, which would
+  // count a block's unused units as calls: no blocks on such a node.
+  if (capacity < 0) return false;
+  if ((region_.hot(slot).usage_mask.load(std::memory_order_relaxed) & (1u << res)) != 0) return false;
+  return region_.node(slot).block_cap[res].load(std::memory_order_relaxed) == capacity;
+}
+
+bool ClusterPlacement::TakeFromBlock(uint32_t slot, uint32_t res, int64_t capacity) {
+  if (!BlockServes(slot, res, capacity)) return false;
+  NodeRecord& rec = region_.node(slot);
+  NodeHot& hot = region_.hot(slot);
+  std::atomic<int64_t>& count = hot.sessions[res];
+  // Sequentially consistent with the republish that returns unused units
+  // (PublishHeld: quota lowered, then sessions read): either it sees this
+  // unit, or this check after the increment sees the lowered quota.
+  int64_t cur = count.load();
+  int64_t mine = 0;
+  do {
+    if (cur >= std::min(capacity, rec.quota[res].load())) return false;
+    mine = cur + 1;
+  } while (!count.compare_exchange_weak(cur, mine));
+  if (mine > rec.quota[res].load()) {  // returned meanwhile: the exact script decides
+    NodeTable::Release(hot, hot.epoch.load(std::memory_order_relaxed), res);
+    return false;
+  }
+  rec.block_used[res].fetch_add(1, std::memory_order_relaxed);
+  region_.header().cluster.block_reservations.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
+int64_t ClusterPlacement::BlockWanted(uint32_t slot, uint32_t res, int64_t capacity) const {
+  // Without a report of the node's usage, up to reserve_block - 1 units
+  // beside the call's (the script grants at most a quarter of the room left
+  // over the live proxies).
+  if (capacity < 0 || (region_.hot(slot).usage_mask.load(std::memory_order_relaxed) & (1u << res)) != 0) return 0;
+  return block_ - 1;
+}
+
+bool ClusterPlacement::RefillBlock(uint32_t slot, uint32_t res, int64_t capacity) {
+  NodeRecord& rec = region_.node(slot);
+  NodeHot& hot = region_.hot(slot);
+  ClusterRecord& cr = region_.header().cluster;
+  LockGuard g(cr.block_mu);
+  const int64_t need = hot.sessions[res].load();
+  if (BlockServes(slot, res, capacity) && need <= rec.quota[res].load()) {
+    // Another process took a block while this one waited: the unit is in it.
+    rec.block_used[res].fetch_add(1, std::memory_order_relaxed);
+    cr.block_reservations.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  const std::string key = CountKey(slot, res);
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kReserveBlock), {key, proxies_key_},
+                                     {proxy_, Cat(need), Cat(capacity), lease_, Cat(BlockWanted(slot, res, capacity))});
+  std::optional<cluster_lua::ReserveFlag> flag;
+  if (r.ok() && r->type == RedisValue::Type::kArray && r->elements.size() == 4) {
+    flag = cluster_lua::ParseFlag<cluster_lua::ReserveFlag>(r->elements[0].integer);
+  }
+  if (!flag) return KeepOffline(slot, res, capacity);
+  if (*flag != cluster_lua::ReserveFlag::kReserved) {
+    local_.Release(slot, hot.epoch.load(std::memory_order_relaxed), res);
+    return false;
+  }
+  const int64_t held = r->elements[2].integer;
+  // The whole share was checked against `capacity` when a spare was granted:
+  // every unit of it may serve calls checked against the same capacity.
+  if (r->elements[3].integer > 0) rec.block_cap[res].store(capacity);
+  rec.quota[res].store(held);
+  rec.block_used[res].fetch_add(1, std::memory_order_relaxed);
+  Synced(slot, res, held);
+  return true;
 }
 
 bool ClusterPlacement::ReserveShared(uint32_t slot, uint32_t res, int64_t capacity) {
@@ -127,6 +207,7 @@ bool ClusterPlacement::ReserveShared(uint32_t slot, uint32_t res, int64_t capaci
   // unit is this host's at once and its share goes out with the next
   // republish (Maintain, within kRefreshMs), as a release's does.
   if (capacity < 0) return true;
+  if (blocks()) return RefillBlock(slot, res, capacity);
   const int64_t share = region_.hot(slot).sessions[res].load(std::memory_order_relaxed);
   const std::string key = CountKey(slot, res), v = Cat(share), cap = Cat(capacity);
   const std::optional<cluster_lua::ReserveFlag> flag = FlagOf<cluster_lua::ReserveFlag>(
@@ -141,9 +222,9 @@ bool ClusterPlacement::ReserveJoining(uint32_t slot, uint32_t epoch, uint32_t re
   if (!capacity || !local_.Reserve(slot, res, *capacity)) return false;
   const int64_t share = region_.hot(slot).sessions[res].load(std::memory_order_relaxed);
   const std::string count = CountKey(slot, res);
-  const std::optional<cluster_lua::JoinReserveFlag> joined =
-      FlagOf<cluster_lua::JoinReserveFlag>(Run(Script(cluster_lua::kJoinReserve), {hold.key, proxies_key_, count},
-                                               {proxy_, lease_, hold.refs, NodeId(slot), Cat(share), Cat(*capacity)}));
+  const std::optional<cluster_lua::JoinReserveFlag> joined = FlagOf<cluster_lua::JoinReserveFlag>(
+      Run(Script(cluster_lua::kJoinReserve), {hold.key, proxies_key_, count},
+          {proxy_, lease_, hold.refs, NodeId(slot), Cat(share), Cat(*capacity), blocks() ? "1" : "0"}));
   if (flag != nullptr) *flag = joined;
   if (!joined) return KeepOffline(slot, res, *capacity);
   return Settle(slot, res, share, *joined == cluster_lua::JoinReserveFlag::kJoined);
@@ -172,6 +253,16 @@ bool ClusterPlacement::KeepOffline(uint32_t slot, uint32_t res, int64_t capacity
 }
 
 void ClusterPlacement::SharePublished(uint32_t slot, uint32_t res, int64_t share) {
+  if (blocks()) {
+    // The keyed scripts never lower this proxy's share with blocks on (a
+    // later one cannot undo an earlier one), and it may hold more than
+    // `share` (a block): the synced share only goes up here.
+    std::atomic<int64_t>& synced = region_.node(slot).synced_share[res];
+    for (int64_t cur = synced.load(std::memory_order_relaxed);
+         cur < share && !synced.compare_exchange_weak(cur, share, std::memory_order_relaxed);) {
+    }
+    return;
+  }
   Synced(slot, res, share);
   // Another process of this host reserved meanwhile: its own publish may
   // have landed before ours, so ours (lower) must not be the last word. A
@@ -356,7 +447,7 @@ std::optional<absl::StatusOr<AffinityTable::ClaimOutcome>> ClusterPlacement::Res
   std::string other;
   const std::optional<ReserveClaimFlag> flag = FlagOf<ReserveClaimFlag>(
       Run(Script(cluster_lua::kReserveClaim), {key, proxies_key_, CountKey(chosen.slot, res)},
-          {proxy_, lease_, refs, NodeId(chosen.slot), Cat(share), Cat(capacity), Cat(grace_ms)}),
+          {proxy_, lease_, refs, NodeId(chosen.slot), Cat(share), Cat(capacity), Cat(grace_ms), blocks() ? "1" : "0"}),
       &other);
   if (!flag) {
     // Redis out: as Reserve then Claim on local state.
@@ -440,13 +531,15 @@ void ClusterPlacement::EndSession(uint32_t slot, uint32_t epoch, uint32_t res, c
   // and starts the grace at once.
   if (StillHeld(k, mode)) return;
   NodeHot& n = region_.hot(slot);
-  const int64_t share = n.sessions[res].load(std::memory_order_relaxed);
+  // With blocks the unit goes back to this proxy's block: the share stays
+  // (the republish returns what is not used).
+  const int64_t share = blocks() ? -1 : n.sessions[res].load(std::memory_order_relaxed);
   const std::string count = CountKey(slot, res), key = ClaimKey(k), v = Cat(share);
   if (!Run(Script(cluster_lua::kEnd), {proxies_key_, count, key}, {proxy_, lease_, v, drop[0], drop[1], drop[2]})
            .ok()) {
     return;  // Maintain republishes the share; the claim's hold is set again by its next call
   }
-  SharePublished(slot, res, share);
+  if (share >= 0) SharePublished(slot, res, share);
 }
 
 std::optional<std::vector<int64_t>> ClusterPlacement::DeploymentCounts(
@@ -462,6 +555,7 @@ std::optional<std::vector<int64_t>> ClusterPlacement::DeploymentCounts(
 }
 
 bool ClusterPlacement::PublishAll() {
+  if (blocks()) return PublishHeld();
   Header& h = region_.header();
   std::vector<std::string> keys{proxies_key_}, args{proxy_, lease_};
   std::vector<std::tuple<uint32_t, uint32_t, int64_t>> shares;
@@ -480,6 +574,57 @@ bool ClusterPlacement::PublishAll() {
   if (!r.ok()) return false;
   for (auto [s, res, share] : shares) Synced(s, res, share);
   if (r->type == RedisValue::Type::kInteger) h.cluster.proxies_seen.store(r->integer, std::memory_order_relaxed);
+  return true;
+}
+
+int64_t ClusterPlacement::BlockKept(uint32_t slot, uint32_t res, int64_t sessions) const {
+  // The unused units a republish keeps: no more than this host reserved on
+  // the node with blocks since the previous republish (about a second's worth of its
+  // calls there), so an idle proxy's block goes back within a second and no
+  // proxy's unused units keep another from the last places for longer; none
+  // on a node whose reported usage counts (BlockServes).
+  const NodeRecord& rec = region_.node(slot);
+  const int64_t unused = rec.quota[res].load() - sessions;
+  if (unused <= 0 || (region_.hot(slot).usage_mask.load(std::memory_order_relaxed) & (1u << res)) != 0) return 0;
+  return std::min(unused, rec.block_used[res].load(std::memory_order_relaxed));
+}
+
+bool ClusterPlacement::PublishHeld() {
+  Header& h = region_.header();
+  LockGuard g(h.cluster.block_mu);
+  std::vector<std::string> keys{proxies_key_}, args{proxy_, lease_};
+  std::vector<std::pair<uint32_t, uint32_t>> at;
+  for (uint32_t s = 0; s < region_.max_nodes(); ++s) {
+    NodeRecord& n = region_.node(s);
+    if (!n.in_use) continue;
+    NodeHot& hot = region_.hot(s);
+    for (uint32_t res = 0; res < h.n_resources; ++res) {
+      const int64_t before = hot.sessions[res].load();
+      const int64_t keep = before + BlockKept(s, res, before);
+      n.block_used[res].store(0, std::memory_order_relaxed);
+      // Lowered before the sessions are read (TakeFromBlock's other half):
+      // a unit reserved from the block meanwhile is in `sessions` below, or
+      // its reservation sees the lower quota and asks Redis.
+      if (keep < n.quota[res].load()) n.quota[res].store(keep);
+      const int64_t sessions = hot.sessions[res].load();
+      keys.push_back(CountKey(s, res));
+      args.push_back(Cat(sessions));
+      args.push_back(Cat(std::max(keep, sessions)));
+      at.emplace_back(s, res);
+    }
+  }
+  std::vector<std::string_view> kv(keys.begin(), keys.end()), av(args.begin(), args.end());
+  absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kPublishHeld), kv, av);
+  if (!r.ok() || r->type != RedisValue::Type::kArray || r->elements.size() != at.size() + 1) return false;
+  for (size_t i = 0; i < at.size(); ++i) {
+    const auto [s, res] = at[i];
+    const int64_t held = r->elements[i + 1].integer;
+    // Less than kept: Redis lost the share (restarted empty, a failover, the
+    // lease lapsed), so the block is gone; it is taken again, checked.
+    if (held < region_.node(s).quota[res].load()) region_.node(s).quota[res].store(held);
+    Synced(s, res, held);
+  }
+  h.cluster.proxies_seen.store(r->elements[0].integer, std::memory_order_relaxed);
   return true;
 }
 

@@ -198,6 +198,27 @@ class ClusterPlacement final : public Placement {
   // (kReserve); false (the unit given back) when the node is full over the
   // deployment or, while Redis is out, above this proxy's outage share.
   bool ReserveShared(uint32_t slot, uint32_t res, int64_t capacity);
+
+  // Reservation blocks (cluster.reserve_block > 1; see the header comment).
+  bool blocks() const { return block_ > 1; }
+  // Whether this host's block on (slot, res) may serve a reservation
+  // checked against `capacity`: the block was checked against it, and the
+  // node reports no usage of `res`.
+  bool BlockServes(uint32_t slot, uint32_t res, int64_t capacity) const;
+  // One unit of the block reserved here, no round trip; false (nothing held)
+  // when the block is empty or does not serve this capacity.
+  bool TakeFromBlock(uint32_t slot, uint32_t res, int64_t capacity);
+  // The spare units a reservation's script may take with its unit.
+  int64_t BlockWanted(uint32_t slot, uint32_t res, int64_t capacity) const;
+  // The unit just reserved here, in Redis under the host's block lock:
+  // kReserveBlock with a spare block when there is room; as ReserveShared
+  // otherwise (full: given back; Redis out: KeepOffline).
+  bool RefillBlock(uint32_t slot, uint32_t res, int64_t capacity);
+  // The unused units of the block a republish keeps, with `sessions` here.
+  int64_t BlockKept(uint32_t slot, uint32_t res, int64_t sessions) const;
+  // PublishAll with blocks: every share as sessions plus the unused units
+  // kept (kPublishHeld), under the host's block lock.
+  bool PublishHeld();
   // The reservation of a call joining the deployment's claim on the node in
   // (slot, epoch): `admit`'s verdict, the unit here, then in the deployment
   // with this proxy's hold on the claim, checked to still name that node
@@ -248,6 +269,7 @@ class ClusterPlacement final : public Placement {
   RegionPlacement local_;
   ClusterMembers members_;
   const int64_t headroom_pct_;
+  const int64_t block_;  // cluster.reserve_block (1: off)
   const std::string name_, prefix_, proxies_key_, admin_key_, members_key_, proxy_, lease_;
   FindNode find_;
   RedisClient client_;

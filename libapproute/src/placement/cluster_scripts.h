@@ -68,6 +68,29 @@ constexpr std::optional<Flag> ParseFlag(int64_t v) {
   "  redis.call('HSET', n, p, share)\n"                                                                              \
   "  return true, others\n"                                                                                          \
   "end\n"                                                                                                            \
+  "local function reserve_block(n, z, p, need, cap, want, now)\n"                                                    \
+  "  local others, mine = 0, 0\n"                                                                                    \
+  "  local kv = redis.call('HGETALL', n)\n"                                                                          \
+  "  for i = 1, #kv, 2 do\n"                                                                                         \
+  "    if kv[i] == p then mine = tonumber(kv[i + 1])\n"                                                              \
+  "    elseif live(z, kv[i], now) then others = others + tonumber(kv[i + 1])\n"                                      \
+  "    else redis.call('HDEL', n, kv[i]) end\n"                                                                      \
+  "  end\n"                                                                                                          \
+  "  need, cap, want = tonumber(need), tonumber(cap), tonumber(want)\n"                                              \
+  "  if cap >= 0 and others + need > cap then return false, others, mine, 0 end\n"                                   \
+  "  local v, spare = math.max(mine, need), 0\n"                                                                     \
+  "  if want > 0 and cap >= 0 then\n"                                                                                \
+  "    local proxies = math.max(1, redis.call('ZCOUNT', z, '(' .. now, '+inf'))\n"                                   \
+  "    spare = math.max(0, math.min(want, math.floor((cap - others - v) / (4 * proxies))))\n"                        \
+  "  end\n"                                                                                                          \
+  "  v = v + spare\n"                                                                                                \
+  "  redis.call('HSET', n, p, v)\n"                                                                                  \
+  "  return true, others, v, spare\n"                                                                                \
+  "end\n"                                                                                                            \
+  "local function reserve_in(n, z, p, share, cap, blocks, now)\n"                                                    \
+  "  if blocks == '1' then return reserve_block(n, z, p, share, cap, 0, now) end\n"                                  \
+  "  return reserve(n, z, p, share, cap, now)\n"                                                                     \
+  "end\n"                                                                                                            \
   "local function drop_claim(c, z, p, held, release, no_grace, now)\n"                                               \
   "  if release == '1' then redis.call('DEL', c) return 1 end\n"                                                     \
   "  if not redis.call('HGET', c, 'node') then return 1 end\n"                                                       \
@@ -93,6 +116,23 @@ redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
 local ok, others = reserve(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], now)
 return {ok and 1 or 0, others}
 )lua";
+
+// kReserve with reservation blocks (cluster.reserve_block): the unit is
+// checked as kReserve checks it (the others' live shares plus `need`, this
+// proxy's sessions with the new unit, within the capacity), but this
+// proxy's share never goes down here (it may hold units of a block that
+// this host's processes reserve without asking): it becomes max(its share,
+// need) plus a spare block of at most `want` units, and at most a quarter
+// of the room left split over the live proxies (so near full the spare is
+// 0: one script per reservation, exactly as kReserve). KEYS: count, proxies.
+// ARGV: proxy, need, capacity, lease_ms, want.
+// -> {ReserveFlag, others' live shares, this proxy's share now, spare}.
+inline constexpr char kReserveBlock[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[1])
+local ok, others, v, spare = reserve_block(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[5], now)
+return {ok and 1 or 0, others, v, spare}
+)lua";
 enum class ReserveFlag : int64_t {
   kFull = 0,      // the node is full over the deployment; nothing written
   kReserved = 1,  // this proxy's share, with the new unit, is written
@@ -103,13 +143,15 @@ enum class ReserveFlag : int64_t {
 // deployment's claim checked and the unit reserved in one round trip (kJoin
 // then kReserve). KEYS: claim, proxies, count (node's). ARGV: proxy,
 // lease_ms, refs this proxy will hold, node, share (with the new unit),
-// capacity. -> {JoinReserveFlag, the deployment's claimed node or ""}.
+// capacity, blocks ("1": this proxy's share never goes down, as
+// kReserveBlock without a spare). -> {JoinReserveFlag, the deployment's
+// claimed node or ""}.
 inline constexpr char kJoinReserve[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 local node = claim_node(KEYS[1], KEYS[2], now)
 if node ~= ARGV[4] then return {2, node or ''} end
-if not reserve(KEYS[3], KEYS[2], ARGV[1], ARGV[5], ARGV[6], now) then return {0, node} end
+if not reserve_in(KEYS[3], KEYS[2], ARGV[1], ARGV[5], ARGV[6], ARGV[7], now) then return {0, node} end
 redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
 redis.call('PERSIST', KEYS[1])
 return {1, node}
@@ -125,13 +167,14 @@ enum class JoinReserveFlag : int64_t {
 // the unit reserved and the key claimed in one round trip (kJoin, kReserve
 // and kClaim). KEYS: claim, proxies, count (node's). ARGV: proxy, lease_ms,
 // refs this proxy will hold, node, share (with the new unit), capacity,
-// grace_ms. -> {ReserveClaimFlag, the claim's node or ""}.
+// grace_ms, blocks (as kJoinReserve). -> {ReserveClaimFlag, the claim's
+// node or ""}.
 inline constexpr char kReserveClaim[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 local node = claim_node(KEYS[1], KEYS[2], now)
 if node and node ~= ARGV[4] then return {2, node} end
-if not reserve(KEYS[3], KEYS[2], ARGV[1], ARGV[5], ARGV[6], now) then return {0, ''} end
+if not reserve_in(KEYS[3], KEYS[2], ARGV[1], ARGV[5], ARGV[6], ARGV[8], now) then return {0, ''} end
 if node then
   redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[3])
   redis.call('PERSIST', KEYS[1])
@@ -161,6 +204,29 @@ for i = 2, #KEYS do
   if v > 0 then redis.call('HSET', KEYS[i], ARGV[1], v) else redis.call('HDEL', KEYS[i], ARGV[1]) end
 end
 return redis.call('ZCARD', KEYS[1])
+)lua";
+
+// kPublish with reservation blocks: per count key, this proxy's sessions
+// and the units it means to keep (sessions plus the unused units of its
+// block it keeps). The share written is max(sessions, min(keep, the share
+// Redis holds)): a republish may return unused units, never take new ones
+// unchecked (after Redis lost the share, or the proxy's lease lapsed, the
+// block is gone). KEYS: proxies, count keys... ARGV: proxy, lease_ms, then
+// sessions, keep per count key. -> {live proxies, the share written per key}.
+inline constexpr char kPublishHeld[] = APPROUTE_LUA_PRELUDE R"lua(
+local now = now_ms()
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local out = {0}
+for i = 2, #KEYS do
+  local s, keep = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local cur = tonumber(redis.call('HGET', KEYS[i], ARGV[1]) or '0')
+  local v = math.max(s, math.min(keep, cur))
+  if v > 0 then redis.call('HSET', KEYS[i], ARGV[1], v) else redis.call('HDEL', KEYS[i], ARGV[1]) end
+  out[#out + 1] = v
+end
+out[1] = redis.call('ZCARD', KEYS[1])
+return out
 )lua";
 
 // KEYS: members, proxies. ARGV: proxy, lease_ms, now (wall ms, the proxy's
@@ -283,12 +349,13 @@ return drop_claim(KEYS[1], KEYS[2], ARGV[1], ARGV[3], ARGV[4], ARGV[5], now)
 
 // The end of a session with a claim: kPublish of its count and kDrop of its
 // claim in one round trip. KEYS: proxies, count, claim. ARGV: proxy,
-// lease_ms, share, refs held now, release, no grace (as kDrop). -> 1.
+// lease_ms, share (-1: left as it is, the unit going back to this proxy's
+// reservation block), refs held now, release, no grace (as kDrop). -> 1.
 inline constexpr char kEnd[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 local v = tonumber(ARGV[3])
-if v > 0 then redis.call('HSET', KEYS[2], ARGV[1], v) else redis.call('HDEL', KEYS[2], ARGV[1]) end
+if v > 0 then redis.call('HSET', KEYS[2], ARGV[1], v) elseif v == 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
 return drop_claim(KEYS[3], KEYS[1], ARGV[1], ARGV[4], ARGV[5], ARGV[6], now)
 )lua";
 

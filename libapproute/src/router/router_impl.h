@@ -138,7 +138,7 @@ class Router::Impl {
     const ClusterConfig& h = cluster_cfg_;
     if (c.enabled == h.enabled && c.redis == h.redis && c.name == h.name && c.proxy == h.proxy &&
         c.timeout_ms == h.timeout_ms && c.outage_headroom_pct == h.outage_headroom_pct &&
-        c.sentinel_password == h.sentinel_password) {
+        c.reserve_block == h.reserve_block && c.sentinel_password == h.sentinel_password) {
       return absl::OkStatus();
     }
     return absl::FailedPreconditionError(

@@ -69,6 +69,9 @@ void NodeTable::WriteLocked(uint32_t s, const NodeSpec& spec, bool fresh, bool f
     n.first_report_ms.store(0);
     n.report_at_ms.store(0);
     for (auto& c : n.synced_share) c.store(0, std::memory_order_relaxed);
+    for (auto& c : n.quota) c.store(0, std::memory_order_relaxed);
+    for (auto& c : n.block_cap) c.store(-1, std::memory_order_relaxed);
+    for (auto& c : n.block_used) c.store(0, std::memory_order_relaxed);
     n.probe_failures.store(0);
     n.probe_successes.store(0);
     n.consecutive_failures.store(0);

@@ -108,6 +108,7 @@ void Region::Initialise(char* base, const StateLimits& limits, size_t size) {
   h->node_hot_size = sizeof(NodeHot);
   ComputeLayout(limits, h);
   h->registry_mu.Init();
+  h->cluster.block_mu.Init();
   for (auto& app : h->apps) app.mu.Init();
   h->claim_seq.store(1);
   auto init_shards = [base](ShardHeader* shards) {

@@ -29,7 +29,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 17;
+inline constexpr uint32_t kLayoutVersion = 18;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -140,6 +140,15 @@ struct NodeRecord {
   // With `cluster:`: this proxy's share of each count as last written to
   // Redis; while Redis is out it bounds the share (cluster_placement.h).
   std::atomic<int64_t> synced_share[kMaxResources];
+  // With `cluster.reserve_block` (cluster_placement.h, reservation blocks):
+  // the units of each resource this proxy holds in Redis on the node (its
+  // sessions plus the unused units of its block), which this host's
+  // processes may reserve without a round trip while the capacity the calls
+  // are checked against is block_cap; and how many they reserved so since
+  // the last republish (what decides how much of the block is kept).
+  std::atomic<int64_t> quota[kMaxResources];
+  std::atomic<int64_t> block_cap[kMaxResources];
+  std::atomic<int64_t> block_used[kMaxResources];
 
   // Health feedback.
   std::atomic<int32_t> probe_failures;        // consecutive
@@ -317,7 +326,13 @@ struct ClusterRecord {
   std::atomic<int64_t> admin_unpublished;     // 1: an admin state was set while Redis was out
   std::atomic<int64_t> proxies_seen;          // live proxies at the last republish (0 = never synced)
   std::atomic<int64_t> outage_refusals;       // reservations refused by the outage share bound, ever
-  std::atomic<int64_t> rtt_us[kRttBuckets];   // histogram of good round trips
+  std::atomic<int64_t> block_reservations;    // reservations answered from a reservation block, ever
+  // Serialises what raises NodeRecord::quota (a block taken in Redis) with
+  // what lowers it (a republish returning unused units), each with its
+  // round trip, so that Redis never holds less for this proxy than the
+  // host's processes may reserve without asking.
+  RobustMutex block_mu;
+  std::atomic<int64_t> rtt_us[kRttBuckets];  // histogram of good round trips
 };
 
 struct Header {

@@ -304,7 +304,9 @@ class Bench:
             "    pool: media\n"
             "    strategy: round_robin\n"
             "    retry: {codes: [503, 408], max_attempts: 3}\n" % nodes
-            + ("cluster: {redis: \"%s\", name: kambench, proxy: kam1, timeout_ms: 50}\n" % self.redis_url
+            + ("cluster: {redis: \"%s\", name: kambench, proxy: kam1, timeout_ms: 50%s}\n"
+               % (self.redis_url, "" if self.args.reserve_block is None
+                  else ", reserve_block: %d" % self.args.reserve_block)
                if self.args.cluster else ""))
         # examples/kamailio/approute-kamailio.yaml with the router file and the
         # segment name replaced (and log_decisions when asked).
@@ -681,6 +683,9 @@ def main(argv=None) -> int:
                     help="A's nodes get this capacity (calls and conference; default none: no check)")
     ap.add_argument("--cluster", action="store_true",
                     help="A with cluster: on a redis-server started here (the cluster placement)")
+    ap.add_argument("--reserve-block", type=int, default=None,
+                    help="with --cluster: cluster.reserve_block (reservation blocks; default: the "
+                         "configuration's default)")
     ap.add_argument("--profile", nargs="?", const="timing", choices=("timing", "cprofile"),
                     help="A only: time the handler's python_exec entry points (timing, default) "
                          "or run them under cProfile (cprofile); prints the merged figures")

@@ -660,7 +660,15 @@ void ClusterPlacement::UsageReported(uint32_t slot) {
   std::optional<std::vector<int64_t>> base = DeploymentCounts(counts);
   if (!base) return;
   for (size_t i = 0; i < counts.size(); ++i) {
-    hot.usage_base[counts[i].second].store((*base)[i], std::memory_order_relaxed);
+    // The deployment's count holds the unused units of reservation blocks,
+    // which the node's report does not: this proxy's own are taken off (a
+    // lower base leaves less room, never more), and no block serves the node
+    // while its report counts (BlockServes); the other proxies' are the
+    // bound's slack (docs/cluster.md, "Reservation blocks").
+    const uint32_t r = counts[i].second;
+    const int64_t unused =
+        blocks() ? std::max<int64_t>(0, region_.node(slot).quota[r].load() - hot.sessions[r].load()) : 0;
+    hot.usage_base[r].store((*base)[i] - unused, std::memory_order_relaxed);
   }
 }
 

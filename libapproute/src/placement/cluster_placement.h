@@ -11,6 +11,25 @@
 //   Release   no round trip: this proxy's absolute share goes out with the
 //             next Maintain (within kRefreshMs) or the next reservation on
 //             the node; meanwhile the node looks fuller, never emptier.
+//   Reservation blocks (cluster.reserve_block = B > 1): the script of a
+//             Reserve (kReserveBlock) also takes up to B - 1 spare units
+//             for this proxy, at most a quarter of the room left over the
+//             live proxies (none near full: then one script per call, as
+//             without blocks). They count in this proxy's share at once;
+//             NodeRecord::quota holds that share host-wide, and the next
+//             reservations on the node checked against the same capacity
+//             take a unit from it with a compare-and-swap, no round trip
+//             (TakeFromBlock). Ends give their unit back to the block. The
+//             republish (kPublishHeld) keeps of the unused units at most as
+//             many as this host reserved there since the previous one (an
+//             idle block goes back within a second or two) and never
+//             writes more than Redis still holds for this proxy, so a block
+//             lost with Redis's data or with this proxy's lease is gone, not
+//             rewritten unchecked. What raises the quota (a script) and what
+//             lowers it (a republish) hold ClusterRecord::block_mu with
+//             their round trip; the keyed scripts never lower this proxy's
+//             share with blocks on (a unit inside the block is not counted
+//             twice). A node whose reported usage counts gets no blocks.
 //   JoinAndReserve  this host's claim for the key, its node's unit
 //             reserved by one script that also checks that the deployment's
 //             claim names the same node (kJoinReserve); otherwise the

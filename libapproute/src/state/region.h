@@ -264,6 +264,7 @@ struct SessionEntry {
   char key[kMaxKeyLen + 1];
   uint32_t app;       // AppSlot index
   uint32_t resource;  // resource index
+  uint32_t extra;     // bit r: the session also holds a unit of resource r (an app of several resources)
   uint32_t node;      // node slot
   uint32_t node_epoch;
   uint64_t claim;  // affinity claim this session holds a reference on (0 = none)

@@ -184,13 +184,16 @@ def test_the_documented_acl_names_every_command_approute_uses() -> None:
 
 
 def router_conf(url: str, proxy: str) -> str:
+    # reserve_block: a call of `plain` (no key) takes a block (kReserveBlock),
+    # so its commands are checked against the ACL too.
     return """
-cluster: {redis: "%s", name: %s, proxy: %s, timeout_ms: 200}
+cluster: {redis: "%s", name: %s, proxy: %s, timeout_ms: 200, reserve_block: 4}
 nodes:
   - {id: a, uri: "sip:127.0.0.1:5071", pool: media, capacity: {conference: 5}}
   - {id: b, uri: "sip:127.0.0.1:5072", pool: media, capacity: {conference: 5}}
 apps:
   conference: {pool: media, resource: conference, strategy: round_robin, affinity: {grace: 60}}
+  plain: {pool: media, resource: conference, strategy: round_robin}
 """ % (url, NAME, proxy)
 
 
@@ -221,6 +224,8 @@ def test_two_proxies_work_with_only_the_documented_acl(tmp_path: Path) -> None:
         assert retried.ok and retried.node_id != d1.node_id
         kam1.end("c1")
         kam2.end("c2")
+        assert kam1.route("plain", call_id="p1").ok  # a reservation taking a block
+        kam1.end("p1")
         kam1.drain("b")
         deadline = time.monotonic() + 5
         while kam2.node("b").state != "draining" and time.monotonic() < deadline:

@@ -43,9 +43,10 @@ std::string BlockYaml(const RedisServer& srv, const std::string& deployment, con
 std::string Segment(const std::string& tag) { return "/approute-blk-" + std::to_string(getpid()) + "-" + tag; }
 
 // This proxy's share and every live proxy's summed, as Redis holds them.
-int64_t Held(const RedisServer& srv, const std::string& deployment, const std::string& proxy = "") {
+int64_t Held(const RedisServer& srv, const std::string& deployment, const std::string& proxy = "",
+             const std::string& resource = "calls") {
   internal::RedisClient c(*internal::ParseRedisUrl(srv.url()), 1000);
-  const std::string key = internal::DeploymentPrefix(deployment) + "n:ast1|calls";
+  const std::string key = internal::DeploymentPrefix(deployment) + "n:ast1|" + resource;
   absl::StatusOr<internal::RedisValue> r = proxy.empty() ? c.Command({"HVALS", key}) : c.Command({"HGET", key, proxy});
   if (!r.ok()) return -1;
   if (!proxy.empty()) return r->str.empty() ? 0 : std::stoll(r->str);
@@ -334,6 +335,36 @@ TEST(ClusterBlocks, DuringAnOutageTheBlockIsPartOfTheOutageShare) {
   srv.Resume();
   EXPECT_EQ(1 + placed, held + 10) << "the share Redis counted (the block included) plus the headroom";
   EXPECT_GT(a.router->Cluster().outage_refusals, 0);
+}
+
+TEST(ClusterBlocks, AnAppOfTwoResourcesHasABlockOfEach) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  // 50 calls but 30 channels: a session of `both` takes one of each.
+  auto yaml = [&](const std::string& proxy) {
+    return "cluster: {redis: \"" + srv.url() + "\", name: two, proxy: " + proxy +
+           ", timeout_ms: 200, reserve_block: 16}\n"
+           "nodes:\n  - {id: ast1, uri: \"sip:10.0.0.1:5060\", capacity: {calls: 50, channels: 30}}\n"
+           "apps:\n  both: {strategy: random, resource: [calls, channels]}\n";
+  };
+  Proxy a(yaml("kam1"), "two1");
+  Proxy b(yaml("kam2"), "two2");
+  ASSERT_NE(a.router, nullptr);
+  ASSERT_NE(b.router, nullptr);
+  int placed = 0;
+  for (int i = 0; i < 10; ++i) placed += a.Route("a" + std::to_string(i), "both") ? 1 : 0;
+  EXPECT_EQ(placed, 10);
+  EXPECT_GT(Held(srv, "two", "kam1", "channels"), 10) << "a block of channels";
+  EXPECT_GT(Held(srv, "two", "kam1", "calls"), 10) << "and one of calls";
+  for (int i = 0; i < 100; ++i) placed += b.Route("b" + std::to_string(i), "both") ? 1 : 0;
+  EXPECT_LT(placed, 30) << "a's unused channels still count";
+  // a's idle blocks go back; b then reaches exactly the channels' capacity.
+  EXPECT_TRUE(SweepUntil(*a.router, 4000, [&] { return Held(srv, "two", "kam1", "channels") == 10; }));
+  for (int i = 100; i < 200; ++i) placed += b.Route("b" + std::to_string(i), "both") ? 1 : 0;
+  EXPECT_EQ(placed, 30) << "the scarcer resource bounds the sessions, over both proxies";
+  EXPECT_EQ(Held(srv, "two", "", "channels"), 30);
+  EXPECT_LE(Held(srv, "two", "", "calls"), 50);
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ round trips of local" can be read off one run.
 
     .venv/bin/python bench/cluster_python.py                 # 5000 calls x 3 rounds
     .venv/bin/python bench/cluster_python.py --calls 20000 --rounds 5
+    .venv/bin/python bench/cluster_python.py --reserve-block 16   # reservation blocks
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=5000, help="calls per case per round (default 5000)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds, cluster and local alternated (default 3)")
     ap.add_argument("--timeout-ms", type=int, default=50, help="cluster.timeout_ms (default 50)")
+    ap.add_argument("--reserve-block", type=int, default=1, help="cluster.reserve_block (default 1: off)")
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="approute-clbench-"))
     try:
@@ -81,8 +83,9 @@ def main() -> int:
     except (FileNotFoundError, RuntimeError) as e:
         sys.exit(str(e))
     try:
-        cluster_yaml = ("cluster: {redis: \"%s\", name: bench, proxy: py1, timeout_ms: %d}\nnodes:\n%s%s"
-                        % (url, a.timeout_ms, NODES, APPS))
+        head = "cluster: {redis: \"%s\", name: bench, proxy: py1, timeout_ms: %d, reserve_block: %d}\n" % (
+            url, a.timeout_ms, a.reserve_block)
+        cluster_yaml = head + "nodes:\n%s%s" % (NODES, APPS)
         local_yaml = "nodes:\n%s%s" % (NODES, APPS)
         cl = approute.Router.from_yaml(cluster_yaml)
         lo = approute.Router.from_yaml(local_yaml)

@@ -97,12 +97,19 @@ def config_warnings(text: str) -> List[ConfigWarning]:
                            "no node is in pool \"%s\" (pools with nodes: %s): every call to %s fails "
                            "with no_node until a node joins it" % (pool, have, app)))
         res_node = _get(body, "resource")
-        resource = _scalar(res_node, DEFAULT_RESOURCE)
-        if res_node is not None and resource != DEFAULT_RESOURCE and pool in pools \
-                and resource not in pools[pool]:
-            known = ", ".join(sorted(pools[pool])) or "none"
-            out.append(_at("apps.%s.resource" % app, res_node,
-                           "no node of pool \"%s\" has a capacity for resource \"%s\" (capacities "
-                           "there: %s), so %s is never limited; misspelt?" % (pool, resource, known, app)))
+        # resource: name, or resource: [name, ...] (each checked, each item located)
+        named: List[Tuple[str, yaml.Node, str]] = []
+        if isinstance(res_node, yaml.SequenceNode):
+            named = [("apps.%s.resource[%d]" % (app, i), item, _scalar(item, DEFAULT_RESOURCE))
+                     for i, item in enumerate(res_node.value)]
+        elif res_node is not None:
+            named = [("apps.%s.resource" % app, res_node, _scalar(res_node, DEFAULT_RESOURCE))]
+        for path, where, resource in named:
+            if resource != DEFAULT_RESOURCE and pool in pools and resource not in pools[pool]:
+                known = ", ".join(sorted(pools[pool])) or "none"
+                out.append(_at(path, where,
+                               "no node of pool \"%s\" has a capacity for resource \"%s\" (capacities "
+                               "there: %s), so %s is never limited by it; misspelt?"
+                               % (pool, resource, known, app)))
     out.sort(key=lambda w: (w.line, w.column))
     return out

@@ -285,8 +285,8 @@ TEST_F(CandidateScanTest, CompactAndFullScansAgreeOnEveryMemberAndTheTally) {
     Tally tf, tc;
     CandidateSink fs(&full, pv, snap->resources.size());
     EligibleSink cs(&compact);
-    ScanPool(pv, &region_->hot(0), res, avoid, panic, now, /*shed_seed=*/0, fs, &tf);
-    ScanPool(pv, &region_->hot(0), res, avoid, panic, now, /*shed_seed=*/0, cs, &tc);
+    ScanPool(pv, &region_->hot(0), res, /*extra=*/0, avoid, panic, now, /*shed_seed=*/0, fs, &tf);
+    ScanPool(pv, &region_->hot(0), res, /*extra=*/0, avoid, panic, now, /*shed_seed=*/0, cs, &tc);
     ASSERT_EQ(compact.n, full.list.size()) << "round " << round;
     for (size_t i = 0; i < compact.n; ++i) {
       const Candidate& c = full.list[i];

@@ -98,6 +98,9 @@ def test_validate_clean_config_has_no_warning(tmp_path) -> None:
     # a resource no node of the pool has a capacity for: a typo leaves the app unlimited
     ("  queue: {pool: media, resource: conferences}\n", "router.yaml:8:", "apps.queue.resource",
      'resource "conferences"'),
+    # the same for one resource of several: the item is named and located
+    ("  queue: {pool: media, resource: [conference, chanels]}\n", "router.yaml:8:", "apps.queue.resource[1]",
+     'resource "chanels"'),
 ])
 def test_validate_warns_and_strict_fails(tmp_path, change, where, path, words) -> None:
     text = CONF.replace("  default:", change + "  default:")

@@ -35,7 +35,14 @@ struct AppConfig {
   std::string pool = "default";
   std::string strategy = "round_robin";
   StrategyParams strategy_params;
+  // The resource a session counts against (`resource: name`), or the first
+  // of several (`resource: [conference, channels]`): the one strategies,
+  // the load bound and `affinity.headroom` read.
   std::string resource{kDefaultResource};
+  // Every resource a session of the app takes one unit of, `resource` first
+  // (1..kMaxResources distinct names). A session holds a unit of each or of
+  // none: a node full for any of them takes no call of the app.
+  std::vector<std::string> resources{std::string(kDefaultResource)};
   bool affinity = false;          // `affinity:` present
   int64_t affinity_grace_ms = 0;  // kept this long after the key's last session ends
   // `affinity.bound` (> 1.0; 0 = none): an affinity hit is taken only while

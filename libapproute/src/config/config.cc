@@ -400,6 +400,34 @@ absl::Status ParseRetryBudget(const Ctx& c, const YAML::Node& b, const std::stri
   return absl::OkStatus();
 }
 
+// `resource: name` or `resource: [name, ...]`: the resources a session of
+// the app takes a unit of, the first being the one the strategy reads.
+absl::Status ParseResources(const Ctx& c, const YAML::Node& n, const std::string& path, AppConfig* app) {
+  std::vector<std::string> names;
+  if (n.IsSequence()) {
+    if (n.size() == 0) return c.Error(n, path, "expected at least one resource name");
+    if (n.size() > kMaxResources) return c.Error(n, path, Cat("at most ", kMaxResources, " resources"));
+    for (size_t i = 0; i < n.size(); ++i) {
+      const std::string item = Cat(path, "[", i, "]");
+      std::string name;
+      AR_ASSIGN(name, c.String(n[i], item));
+      AR_RETURN_IF_ERROR(ValidName(c, n[i], item, "resource", name, 31));
+      if (std::find(names.begin(), names.end(), name) != names.end()) {
+        return c.Error(n[i], item, Cat("resource \"", name, "\" is named twice"));
+      }
+      names.push_back(std::move(name));
+    }
+  } else {
+    std::string name;
+    AR_ASSIGN(name, c.String(n, path));
+    AR_RETURN_IF_ERROR(ValidName(c, n, path, "resource", name, 31));
+    names.push_back(std::move(name));
+  }
+  app->resource = names.front();
+  app->resources = std::move(names);
+  return absl::OkStatus();
+}
+
 // An app with errors records each of them (its caller leaves the app out).
 absl::Status ParseApp(const Ctx& c, const YAML::Node& n, const std::string& path, AppConfig* app) {
   if (n.IsNull()) return absl::OkStatus();  // `default:` with every default
@@ -409,10 +437,7 @@ absl::Status ParseApp(const Ctx& c, const YAML::Node& n, const std::string& path
     AR_ASSIGN(app->pool, c.String(v, path + ".pool"));
     return ValidName(c, v, path + ".pool", "pool", app->pool, kMaxPoolLen);
   });
-  c.Field(n, "resource", [&](const YAML::Node& v) -> absl::Status {
-    AR_ASSIGN(app->resource, c.String(v, path + ".resource"));
-    return ValidName(c, v, path + ".resource", "resource", app->resource, 31);
-  });
+  c.Field(n, "resource", [&](const YAML::Node& v) { return ParseResources(c, v, path + ".resource", app); });
   c.Field(n, "strategy", [&](const YAML::Node& s) { return ParseStrategy(c, s, path + ".strategy", app); });
   c.Field(n, "affinity", [&](const YAML::Node& a) { return ParseAffinity(c, a, path + ".affinity", app); });
   bool full_given = false;
@@ -722,7 +747,7 @@ absl::Status ParseApps(const Ctx& c, const YAML::Node& apps, Config* cfg, std::s
     app.retry_codes = {503};
     c.Keep(ParseApp(c, kv.second, path, &app));
     if (c.error_count() != errors) continue;  // reported; left out
-    resources->insert(app.resource);
+    resources->insert(app.resources.begin(), app.resources.end());
     cfg->apps[app.name] = std::move(app);
   }
   return absl::OkStatus();

@@ -161,6 +161,19 @@ class EligibleSink {
   size_t k_ = 0;
 };
 
+// An app of several resources: the first of `extra`'s resources (bit r =
+// resource r) that member `member` of `pv`, whose hot entry is `n`, has no
+// room for (its count, or its own report of it, at its capacity), or kNil.
+inline uint32_t FullExtra(const NodeHot& n, uint32_t extra, const PoolView& pv, size_t member, int64_t now) {
+  for (uint32_t r = 0; extra != 0; ++r, extra >>= 1) {
+    if ((extra & 1u) == 0) continue;
+    const int64_t cap = pv.CapacityRow(r)[member];
+    if (cap < 0) continue;
+    if (UsageCount(n, r, n.sessions[r].load(std::memory_order_relaxed), now) >= cap) return r;
+  }
+  return kNil;
+}
+
 // The verdict on one member whose hot entry is `n`, for an incarnation
 // `epoch`, capacity `cap` of resource `res`: not disabled, draining, past
 // its lease, down, ejected (unless `panic`), suspect (unless
@@ -169,10 +182,13 @@ class EligibleSink {
 // function of `shed_seed`, the call's, and the slot, so every look at the
 // member within one call agrees), avoided or full, by its count or its own
 // report of it (usage.h). With kTake, *sessions is that count (the higher of
-// the two).
+// the two). An app of several resources (`extra` != 0: bit r = resource r)
+// finds the member full as well when it is full for any of them: `pv` and
+// `member` locate its capacities.
 [[gnu::always_inline]] inline Verdict CheckMember(NodeHot& n, uint32_t slot, uint32_t epoch, int64_t cap, uint32_t res,
                                                   const SlotList& avoid, bool panic, bool admit_suspect, int64_t now,
-                                                  uint64_t shed_seed, int64_t* sessions) {
+                                                  uint64_t shed_seed, int64_t* sessions, uint32_t extra,
+                                                  const PoolView& pv, size_t member) {
   if (n.epoch.load(std::memory_order_relaxed) != epoch) return Verdict::kGone;
   const uint32_t admin = n.admin.load(std::memory_order_relaxed);
   const uint32_t health = n.health.load(std::memory_order_relaxed);
@@ -201,6 +217,8 @@ class EligibleSink {
   if (n.usage_mask.load(std::memory_order_relaxed) != 0) [[unlikely]]
     s = UsageCount(n, res, s, now);
   if (cap >= 0 && s >= cap) return Verdict::kFull;
+  if (extra != 0 && FullExtra(n, extra, pv, member, now) != kNil) [[unlikely]]
+    return Verdict::kFull;
   *sessions = s;
   return Verdict::kTake;
 }
@@ -208,12 +226,13 @@ class EligibleSink {
 // One pass over the pool's hot entries (one cache line each when the region
 // has at most four resources), handing each member that may take a new call
 // to `sink`: not disabled, draining, past its lease, down, ejected (unless
-// `panic`), busy, shed, avoided or full for resource `res`. Suspect members only when no
+// `panic`), busy, shed, avoided or full for resource `res` (or for one of
+// `extra`'s, CheckMember). Suspect members only when no
 // member is up: a second pass then admits them. *tally says why members
 // were left out.
 template <typename Sink>
-void ScanPool(const PoolView& pv, NodeHot* hot, uint32_t res, const SlotList& avoid, bool panic, int64_t now,
-              uint64_t shed_seed, Sink& sink, Tally* tally) {
+void ScanPool(const PoolView& pv, NodeHot* hot, uint32_t res, uint32_t extra, const SlotList& avoid, bool panic,
+              int64_t now, uint64_t shed_seed, Sink& sink, Tally* tally) {
   const size_t members = pv.slot.size();
   const uint32_t* slots = pv.slot.data();
   const uint32_t* epochs = pv.epoch.data();
@@ -226,7 +245,8 @@ void ScanPool(const PoolView& pv, NodeHot* hot, uint32_t res, const SlotList& av
       const uint32_t slot = slots[i];
       NodeHot& n = hot[slot];
       int64_t s = 0;
-      const Verdict v = CheckMember(n, slot, epochs[i], caps[i], res, avoid, panic, tier == 1, now, shed_seed, &s);
+      const Verdict v =
+          CheckMember(n, slot, epochs[i], caps[i], res, avoid, panic, tier == 1, now, shed_seed, &s, extra, pv, i);
       if (v != Verdict::kTake) sink.Skip(i, v);
       switch (v) {
         case Verdict::kTake:

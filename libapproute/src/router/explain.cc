@@ -136,10 +136,15 @@ ExplainNode Router::Impl::ExplainMember(const PlaceCall& c, const PoolView& pv, 
     case Verdict::kAvoid:
       e = Contains(excluded, slot) ? Exclusion::kExcluded : Exclusion::kTried;
       break;
-    case Verdict::kFull:
+    case Verdict::kFull: {
       e = Exclusion::kFull;
-      more = Cat(": ", Count(c.p.config.resource, out.sessions, out.capacity));
+      // Full for the first resource, or else for another of the app's.
+      const uint32_t x = c.p.extra != 0 ? FullExtra(n, c.p.extra, pv, i, c.now) : kNil;
+      const bool first_full = out.capacity >= 0 && UsageCount(n, c.p.resource, out.sessions, c.now) >= out.capacity;
+      more = x != kNil && !first_full ? Cat(": ", CountText(c, slot, pv.epoch[i], x))
+                                      : Cat(": ", Count(c.p.config.resource, out.sessions, out.capacity));
       break;
+    }
   }
   const ExclusionRow& row = RowOf(e);
   out.exclusion = row.name;
@@ -218,7 +223,7 @@ absl::StatusOr<ExplainTrace> Router::Impl::Explain(const ExplainRequest& req) {
   if (pv != nullptr) {
     ExplainSink sink;
     Tally tally;
-    ScanPool(*pv, &region_->hot(0), p->resource, avoid, t.panic, now, c.shed_seed, sink, &tally);
+    ScanPool(*pv, &region_->hot(0), p->resource, p->extra, avoid, t.panic, now, c.shed_seed, sink, &tally);
     for (size_t i = 0; i < pv->slot.size(); ++i)
       t.nodes.push_back(ExplainMember(c, *pv, i, sink.At(i), excluded, counts));
   }

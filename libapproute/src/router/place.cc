@@ -18,6 +18,7 @@
 #include <cmath>
 #include <optional>
 
+#include "absl/strings/str_join.h"
 #include "router/router_impl.h"
 #include "state/usage.h"
 
@@ -56,7 +57,7 @@ void Router::Impl::Candidates(const Policy& p, const Snapshot& snap, const SlotL
   }
   const bool panic = Panic(p, snap, now);
   CandidateSink sink(out, *pv, snap.resources.size());
-  ScanPool(*pv, &region_->hot(0), p.resource, avoid, panic, now, shed_seed, sink, tally);
+  ScanPool(*pv, &region_->hot(0), p.resource, p.extra, avoid, panic, now, shed_seed, sink, tally);
 }
 
 // ---- steps ------------------------------------------------------------------
@@ -81,6 +82,7 @@ std::optional<int64_t> Router::Impl::KeyAdmit::operator()(uint32_t slot, uint32_
     return std::nullopt;
   }
   const uint32_t res = c_.p.resource;
+  if (c_.p.extra != 0 && r_.FullExtraAt(c_, slot, epoch) != kNil) return std::nullopt;  // full for another resource
   return UsageCap(r_.region_->hot(slot), res, r_.CapacityOf(c_.snap, slot, epoch, res), c_.now);
 }
 
@@ -150,7 +152,7 @@ Router::Impl::CompactOutcome Router::Impl::PickCompact(const PlaceCall& c, const
   auto probe = [&](size_t m, int64_t* s, int64_t* cap) {
     *cap = caps[m];
     return CheckMember(hot[pv.slot[m]], pv.slot[m], pv.epoch[m], caps[m], res, c.avoid, panic, false, c.now,
-                       c.shed_seed, s) == Verdict::kTake;
+                       c.shed_seed, s, p.extra, pv, m) == Verdict::kTake;
   };
   // While overload control may shed a member, no draws: a drawn member
   // shed for this call would cost a cursor strategy a second ticket, and
@@ -167,7 +169,7 @@ Router::Impl::CompactOutcome Router::Impl::PickCompact(const PlaceCall& c, const
   static thread_local EligibleList eligible_tl;
   EligibleList& el = eligible_tl;
   EligibleSink sink(&el);
-  ScanPool(pv, hot, res, c.avoid, panic, c.now, c.shed_seed, sink, &out->tally);
+  ScanPool(pv, hot, res, p.extra, c.avoid, panic, c.now, c.shed_seed, sink, &out->tally);
   // As the full path: a pick that cannot be reserved (filled up by another
   // process meanwhile, or skipped for slow start) leaves the list.
   while (el.n > 0) {
@@ -246,7 +248,8 @@ std::string Router::Impl::NoNodeDetail(const Policy& p, const Tally& t, size_t h
   const size_t full = t.full > headroom ? t.full - headroom : 0;
   return Cat("no candidate in pool \"", p.config.pool, "\" (", t.pool, " nodes: ", t.disabled, " disabled, ",
              t.draining, " draining, ", t.down, " down, ", t.avoid, " excluded or tried, ", full, " full for \"",
-             p.config.resource, "\"", t.busy ? Cat(", ", t.busy, " busy (answered 503)") : std::string(),
+             absl::StrJoin(p.config.resources, "\" or \""), "\"",
+             t.busy ? Cat(", ", t.busy, " busy (answered 503)") : std::string(),
              t.shed ? Cat(", ", t.shed, " shed by overload control") : std::string(),
              headroom ? Cat(", ", headroom, " above the headroom for a new key") : std::string(), ")");
 }
@@ -289,6 +292,11 @@ Router::Impl::KeyRefusal Router::Impl::Diagnose(const PlaceCall& c, const Affini
     return KeyRefusal{"key_down", where + ", which is down"};
   }
   if (HealthMonitor::Ejected(n, c.now)) return KeyRefusal{"key_down", where + ", which is ejected for errors"};
+  if (c.p.extra != 0) {
+    if (const uint32_t x = FullExtraAt(c, h.slot, h.epoch); x != kNil) {
+      return KeyRefusal{"key_full", Cat(where, ", which is full: ", CountText(c, h.slot, h.epoch, x, true))};
+    }
+  }
   const uint32_t res = c.p.resource;
   int64_t count = n.sessions[res].load(std::memory_order_relaxed);
   if (cluster_ != nullptr) {  // the deployment's count, when Redis answers
@@ -330,6 +338,7 @@ std::optional<ClaimRef> Router::Impl::PreferredNode(const PlaceCall& c, const Bo
   if (!Usable(h.slot, h.epoch, c.p, c.snap, c.now)) return no("its node cannot take calls of the app now");
   if (Contains(c.avoid, h.slot)) return no("its node is excluded or tried");
   if (b.on && !b.lb.Within(h.slot)) return no("its node is above the load bound");
+  if (c.p.extra != 0 && FullExtraAt(c, h.slot, h.epoch) != kNil) return no("its node is full for another resource");
   *cap = UsageCap(region_->hot(h.slot), c.p.resource,
                   HeadroomCap(c.p, CapacityOf(c.snap, h.slot, h.epoch, c.p.resource)), c.now);
   return ClaimRef{h.slot, h.epoch, 0};
@@ -393,7 +402,7 @@ absl::StatusOr<ClaimRef> Router::Impl::Claimed(absl::StatusOr<AffinityTable::Cla
 
 // ---- the flow ---------------------------------------------------------------
 
-absl::Status Router::Impl::Place(const PlaceCall& c, Placed* out) {
+absl::Status Router::Impl::PlaceOne(const PlaceCall& c, Placed* out) {
   out->decision.app = c.p.config.name;
   out->decision.attempt = c.attempt;
   Bounded b = BoundFor(c);

@@ -79,6 +79,7 @@ void Router::Impl::DropRef(const Held& h, bool full, int64_t now, bool abandoned
 void Router::Impl::Release(const Held& h, int64_t now, bool abandoned) {
   placement_->EndSession(h.node, h.epoch, h.resource, AffinityKey(h.app, h.key), h.claim,
                          DropModeOf(h, false, now, abandoned), now);
+  ReleaseExtras(h.node, h.epoch, h.extra);
   DropPreference(h, now);
 }
 
@@ -162,8 +163,8 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
   }
   const uint64_t pref_hash = placed.pref_claim ? call.prefer : 0;
   auto mine = [&] {
-    return Held{p->app_slot,      p->resource,       placed.ref.slot, placed.ref.epoch,
-                placed.ref.claim, placed.pref_claim, pref_hash,       KeyCopy(key)};
+    return Held{p->app_slot,       p->resource, placed.ref.slot, placed.ref.epoch, placed.ref.claim,
+                placed.pref_claim, pref_hash,   KeyCopy(key),    placed.extra};
   };
   SessionInit init{.call_id = call_id,
                    .key = placed.ref.claim ? key.view() : std::string_view(),
@@ -172,6 +173,7 @@ absl::StatusOr<Decision> Router::Impl::RouteFlow(const RouteRequest& req, uint32
                    .resource = p->resource,
                    .node = placed.ref.slot,
                    .epoch = placed.ref.epoch,
+                   .extra = placed.extra,
                    .claim = placed.ref.claim,
                    .pref_claim = placed.pref_claim,
                    .pref_hash = pref_hash,
@@ -252,6 +254,7 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view full_call_id, 
         if (e.node != kNil && e.n_tried < static_cast<uint32_t>(kMaxAttemptsLimit)) e.tried[e.n_tried++] = e.node;
         for (uint32_t i = 0; i < e.n_tried; ++i) avoid.push_back(e.tried[i]);
         e.node = kNil;
+        e.extra = 0;
         e.claim = 0;
         e.pref_claim = 0;
         attempt = ++e.attempt;
@@ -265,6 +268,7 @@ absl::StatusOr<Decision> Router::Impl::RetryFlow(std::string_view full_call_id, 
   // A strict key's claim is never released for a full code: while other
   // sessions of the key live there, the key stays (the retry is refused).
   placement_->Release(old.node, old.epoch, old.resource);
+  ReleaseExtras(old.node, old.epoch, old.extra);
   DropRef(old, p && p->IsFullCode(code) && !p->config.affinity_strict, now, /*abandoned=*/true);
   DropPreference(old, now);
   if (!why.empty()) {
@@ -295,6 +299,7 @@ absl::Status Router::Impl::RecordRetry(std::string_view call_id, int64_t now, co
         e.node = placement.ref.slot;
         e.node_epoch = placement.ref.epoch;
         e.claim = placement.ref.claim;
+        e.extra = placement.extra;
         e.pref_claim = placement.pref_claim;
         e.pref_hash = placement.pref_claim ? old.pref_hash : 0;
         SetFixed(e.key, placement.ref.claim ? std::string_view(old.key) : std::string_view());
@@ -305,7 +310,7 @@ absl::Status Router::Impl::RecordRetry(std::string_view call_id, int64_t now, co
     // Ended while we were choosing: undo the new placement.
     if (placed) {
       Release(Held{p.app_slot, p.resource, placement.ref.slot, placement.ref.epoch, placement.ref.claim,
-                   placement.pref_claim, old.pref_hash, old.key},
+                   placement.pref_claim, old.pref_hash, old.key, placement.extra},
               now);
     }
     return absl::NotFoundError(Cat("call_id \"", call_id, "\" ended during retry"));

@@ -231,6 +231,7 @@ class Router::Impl {
     Decision decision;
     ClaimRef ref;
     uint64_t pref_claim = 0;  // the preference claim the call holds (0: none)
+    uint32_t extra = 0;       // bit r: a unit of resource r held on ref's node too (Policy::extra)
   };
 
   // One placement's inputs, fixed for all of its steps.
@@ -440,8 +441,37 @@ class Router::Impl {
   // Picks a node for one placement, affinity first, then the strategy, and
   // reserves its capacity (and the key's claim). Caller is inside an Op.
   // Fills *out (a fresh Placed) in place: its Decision is moved only once
-  // more, into the caller's result.
-  absl::Status Place(const PlaceCall& c, Placed* out);
+  // more, into the caller's result. An app of several resources goes
+  // through PlaceAll.
+  absl::Status Place(const PlaceCall& c, Placed* out) {
+    if (c.p.extra != 0) [[unlikely]]
+      return PlaceAll(c, out);
+    return PlaceOne(c, out);
+  }
+  // The flow for the call's first resource (place.cc); nodes full for any
+  // other resource of its app are no candidates.
+  absl::Status PlaceOne(const PlaceCall& c, Placed* out);
+
+  // ---- apps of several resources (extra_resources.cc) -----------------------
+
+  // PlaceOne, then one unit of each other resource of the app on the node
+  // it chose, all or none: a node that filled up meanwhile for one of them
+  // gets back everything the call took there, and the call is placed again
+  // without it (a strict key that lives there is refused as full).
+  absl::Status PlaceAll(const PlaceCall& c, Placed* out);
+  // One unit of each resource of `extra` on (slot, epoch), each within its
+  // capacity as the node's own report leaves it: all, or none held.
+  bool ReserveExtras(const Snapshot& snap, uint32_t slot, uint32_t epoch, uint32_t extra, int64_t now);
+  // Gives back the units ReserveExtras took (nothing if the slot holds another node now).
+  void ReleaseExtras(uint32_t slot, uint32_t epoch, uint32_t extra);
+  // The first resource of the call's app besides its first that the node
+  // in (slot, epoch) has no room for, or kNil.
+  uint32_t FullExtraAt(const PlaceCall& c, uint32_t slot, uint32_t epoch) const;
+  // "<resource> n/capacity" for resource `res` of the node in (slot, epoch):
+  // this host's count, or with `deployment` and cluster: the deployment's
+  // when Redis answers (one round trip), either as the node's own report
+  // leaves it.
+  std::string CountText(const PlaceCall& c, uint32_t slot, uint32_t epoch, uint32_t res, bool deployment = false) const;
 
   // Gives back what a removed session or an undone placement held.
   // `abandoned`: the session ended unanswered (AffinityTable::DropMode::kAbandoned).

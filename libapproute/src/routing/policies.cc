@@ -118,6 +118,15 @@ absl::StatusOr<std::shared_ptr<const Policies>> PolicyStore::Get() {
       p->app_slot = AppSlotLocked(name);
       p->resource = nodes_.ResourceIndexLocked(app.resource, false);
       if (p->app_slot == kNil || p->resource == kNil) continue;  // a newer config is being applied
+      bool all = true;
+      for (size_t i = 1; i < app.resources.size(); ++i) {
+        const uint32_t r = nodes_.ResourceIndexLocked(app.resources[i], false);
+        if (r == kNil)
+          all = false;
+        else
+          p->extra |= 1u << r;
+      }
+      if (!all) continue;
       p->config = app;
       p->health = cfg->health;
       made.push_back(std::move(p));

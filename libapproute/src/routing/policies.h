@@ -39,6 +39,9 @@ struct Policy {
   HealthConfig health;  // router-wide, copied here for the hot path
   uint32_t app_slot = 0;
   uint32_t resource = 0;
+  // Bit r: a session also takes a unit of resource r (config.resources past
+  // the first); 0 for an app of one resource.
+  uint32_t extra = 0;
   std::unique_ptr<Strategy> strategy;
   // The strategy's compact pick (compact_pick.h), or nullptr: it needs the
   // full candidates.

@@ -22,12 +22,18 @@ RecountResult Recount(const Region& region, int64_t now_ms) {
     // An entry naming a node slot, resource or app out of range was never
     // written by this library: drop it rather than count it.
     out.sessions += sh.Rebuild([&](const SessionEntry& e) {
-      return (e.node == kNil || e.node < max_nodes) && e.resource < kMaxResources && e.app < kMaxApps;
+      return (e.node == kNil || e.node < max_nodes) && e.resource < kMaxResources && (e.extra >> kMaxResources) == 0 &&
+             e.app < kMaxApps;
     });
     sh.ForEach([&](const SessionEntry& e) {
       if (e.node != kNil) {
         const NodeRecord& n = region.node(e.node);
-        if (n.in_use && n.epoch == e.node_epoch) ++counts[size_t{e.node} * kMaxResources + e.resource];
+        if (n.in_use && n.epoch == e.node_epoch) {
+          ++counts[size_t{e.node} * kMaxResources + e.resource];
+          for (uint32_t r = 0; r < kMaxResources; ++r) {
+            if ((e.extra >> r & 1u) != 0 && r != e.resource) ++counts[size_t{e.node} * kMaxResources + r];
+          }
+        }
       }
       ++in_flight[e.app];
       if (e.claim != 0) ++refs[e.claim];

@@ -29,7 +29,7 @@
 namespace approute::internal {
 
 inline constexpr uint64_t kMagic = 0x31455455'4f525041ULL;  // "APROUTE1" little-endian
-inline constexpr uint32_t kLayoutVersion = 17;
+inline constexpr uint32_t kLayoutVersion = 18;
 inline constexpr uint32_t kNil = 0xFFFFFFFFu;
 inline constexpr size_t kShards = 16;
 inline constexpr size_t kConfigBytes = 256 * 1024;
@@ -255,6 +255,7 @@ struct SessionEntry {
   char key[kMaxKeyLen + 1];
   uint32_t app;       // AppSlot index
   uint32_t resource;  // resource index
+  uint32_t extra;     // bit r: the session also holds a unit of resource r (an app of several resources)
   uint32_t node;      // node slot
   uint32_t node_epoch;
   uint64_t claim;  // affinity claim this session holds a reference on (0 = none)

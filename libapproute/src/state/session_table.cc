@@ -30,6 +30,7 @@ void SessionTable::Prefetch(uint64_t h) const {
 void SessionTable::HeldBy(const SessionEntry& e, Held* out) {
   out->app = e.app;
   out->resource = e.resource;
+  out->extra = e.extra;
   out->node = e.node;
   out->epoch = e.node_epoch;
   out->claim = e.claim;
@@ -87,6 +88,7 @@ SessionTable::Insert SessionTable::Add(const SessionInit& init, int64_t now, Ses
   SetFixed(e.key, init.key);
   e.app = init.app;
   e.resource = init.resource;
+  e.extra = init.extra;
   e.node = init.node;
   e.node_epoch = init.epoch;
   e.claim = init.claim;

@@ -53,6 +53,7 @@ struct Held {
   uint64_t claim = 0;
   uint64_t pref_claim = 0, pref_hash = 0;  // the preference claim held (0: none) and its value's hash
   KeyCopy key;
+  uint32_t extra = 0;  // bit r: a unit of resource r held too (SessionEntry::extra)
 };
 
 // A new session's fields.
@@ -60,6 +61,7 @@ struct SessionInit {
   std::string_view call_id, key;  // key empty when the session holds no claim
   uint64_t call_id_hash = 0;      // Hash(call_id) when the caller has it; 0: computed by Add
   uint32_t app = 0, resource = 0, node = kNil, epoch = 0;
+  uint32_t extra = 0;  // bit r: a unit of resource r reserved too
   uint64_t claim = 0;
   uint64_t pref_claim = 0, pref_hash = 0;  // the preference claim the session holds (0: none)
   int64_t created_ms = 0, expires_ms = 0;

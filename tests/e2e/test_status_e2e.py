@@ -531,3 +531,40 @@ def test_agent_reports_its_node_down_while_asterisk_is_unreachable(e2e, tmp_path
         assert agent.wait(timeout=10) == 0
     text = (tmp_path / "agent.log").read_text()
     assert "cannot reach Asterisk" in text and "answers again" in text, text[-2000:]
+
+
+# a conference leg takes a seat and a channel: the app names both resources
+TWO_RESOURCES = """\
+  conference:
+    pool: media
+    strategy: least_loaded
+    resource: [conference, channels]
+    retry: {codes: [503, 408], max_attempts: 3}
+  default:
+    pool: media
+    strategy: round_robin
+"""
+
+
+def test_an_app_of_two_resources_never_passes_either_capacity(e2e):
+    # n1: seats to spare, 3 channels of which it runs 1 of its own; n2: 2 seats
+    for i in (1, 2):
+        e2e.add_node("n%d" % i)
+    e2e.write_config(apps_yaml=TWO_RESOURCES, configured=[], router_extra=STATUS)
+    e2e.start_kamailio()
+    pubs = publishers(e2e)
+    pubs["n1"].join(capacity={"conference": 10, "channels": 3}, load={"channels": 1})
+    pubs["n2"].join(capacity={"conference": 2, "channels": 10}, load={})
+
+    # 10 calls up at once: n1 has room for 2 (channels), n2 for 2 (seats)
+    results = e2e.run_calls([Call("m%d.example.com" % i, hold_ms=4000) for i in range(10)],
+                            rate=20)
+    answered = [r for r in results if r.status == 200]
+    on = Counter(e2e.node_of(r.call_id) for r in answered)
+    assert on == Counter({"n1": 2, "n2": 2}), (on, results)
+    assert all(r.status >= 500 for r in results if r.status != 200), results
+    assert len(e2e.nodes["n1"].invites()) == 2 and len(e2e.nodes["n2"].invites()) == 2
+    e2e.wait_idle()
+    for n in ("n1", "n2"):
+        s = e2e.router.node(n).sessions
+        assert s.get("conference", 0) == s.get("channels", 0) == 0, (n, s)

@@ -4,6 +4,7 @@ retry and an end move and give back every unit, config errors name the item,
 and forked processes sharing one segment never pass either capacity."""
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import uuid
 from typing import Dict, Tuple
@@ -96,3 +97,22 @@ def test_processes_never_pass_either_capacity() -> None:
             assert r.node(n).sessions.get("channels", 0) == 0
     finally:
         approute.Router.unlink(segment)
+
+
+def test_nodes_that_join_by_report_bound_both_resources() -> None:
+    # No node in the config names either resource: the app's list registers them.
+    secret = "resources-secret-0123456789"
+    r = approute.Router.from_yaml(
+        "nodes: []\napps:\n  conf: {strategy: least_loaded, resource: [conference, channels]}\n"
+        "status:\n  allow_sources: [\"127.0.0.1/32\"]\n  keys: {default: {k1: \"%s\"}}\n" % secret)
+    for node, cap, load in (("n1", {"conference": 10, "channels": 3}, {"channels": 1}),
+                            ("n2", {"conference": 2, "channels": 10}, {})):
+        body = json.dumps({"node": node, "uri": "sip:127.0.0.1:5099", "pool": "default", "state": "active",
+                           "capacity": cap, "load": load, "seq": 1})
+        auth = approute.sign_report(body, keyid="k1", secret=secret, node=node, etag="", expires=60)
+        assert r.apply_report(body, expires=60, source="127.0.0.1", auth=auth).code == 200
+    placed = [r.route("conf", call_id="c%d" % i) for i in range(6)]
+    on = {n: sum(1 for d in placed if d.node_id == n) for n in ("n1", "n2")}
+    # n1: 3 channels, 1 of them its own; n2: 2 seats
+    assert on == {"n1": 2, "n2": 2}, on
+    assert r.node("n1").sessions["channels"] == 2 and r.node("n2").sessions["conference"] == 2

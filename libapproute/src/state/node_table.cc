@@ -118,7 +118,8 @@ absl::Status NodeTable::ApplyConfigLocked(const Config& cfg) {
   std::vector<std::string> resources;
   for (const auto& n : cfg.nodes)
     for (const auto& [r, v] : n.capacity) resources.push_back(r);
-  for (const auto& [name, app] : cfg.apps) resources.push_back(app.resource);
+  for (const auto& [name, app] : cfg.apps)
+    resources.insert(resources.end(), app.resources.begin(), app.resources.end());
   std::sort(resources.begin(), resources.end());
   resources.erase(std::unique(resources.begin(), resources.end()), resources.end());
   if (h.n_resources + NewResources(resources) > kMaxResources) {

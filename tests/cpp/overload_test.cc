@@ -235,8 +235,20 @@ TEST(Overload, NewestSeqWinsAndZeroEndsIt) {
   EXPECT_EQ(Spread(*r, "a", 10), (std::map<std::string, int>{{"n1", 10}}));
   ASSERT_TRUE(r->ReportOverload("n0", 0, 5'000, 19).ok());  // older: ignored
   EXPECT_EQ(r->Node("n0")->overload_percent, 100);
+  const int64_t until = r->Node("n0")->overload_until_ms;
   clock.Advance(4'000);
-  ASSERT_TRUE(r->ReportOverload("n0", 100, 5'000, 20).ok());  // the same report again: renews its period
+  // RFC 7339 section 5.4: the same oc-seq again changes nothing, neither the
+  // period nor the share, while the period runs
+  ASSERT_TRUE(r->ReportOverload("n0", 100, 5'000, 20).ok());
+  ASSERT_TRUE(r->ReportOverload("n0", 30, 60'000, 20).ok());
+  EXPECT_EQ(r->Node("n0")->overload_until_ms, until);
+  EXPECT_EQ(r->Node("n0")->overload_percent, 100);
+  // once it is over the stored figures are reset: the same oc-seq starts a new period
+  clock.Advance(1'001);
+  EXPECT_EQ(r->Node("n0")->overload_percent, 0);
+  ASSERT_TRUE(r->ReportOverload("n0", 100, 5'000, 20).ok());
+  EXPECT_EQ(r->Node("n0")->overload_until_ms, clock.ms->load() + 5'000);
+  ASSERT_TRUE(r->ReportOverload("n0", 100, 5'000, 19).ok());  // still older: ignored
   EXPECT_EQ(r->Node("n0")->overload_until_ms, clock.ms->load() + 5'000);
   ASSERT_TRUE(r->ReportOverload("n0", 0, 5'000, 21).ok());
   EXPECT_EQ(r->Node("n0")->overload_percent, 0);

@@ -749,7 +749,8 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("id"), py::arg("percent"), py::arg("validity_ms"), py::arg("seq"),
           "RFC 7339 overload control from a node's answer (Via oc, oc-validity, oc-seq): shed percent % "
-          "of its new calls for validity_ms; the newest seq wins; percent 0 or validity_ms 0 ends it.")
+          "of its new calls for validity_ms; the newest seq wins (an equal one changes nothing while the "
+          "period runs); percent 0 or validity_ms 0 ends it.")
       .def(
           "node",
           [](PyRouter& self, const std::string& id) {

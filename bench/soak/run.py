@@ -48,17 +48,18 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
-from e2e_harness import CONFERENCE_APP, E2E, LOCAL, Call, Proc, UacRun, missing_requirements  # noqa: E402
+from e2e_harness import (  # noqa: E402
+    CONFERENCE_APP,
+    E2E,
+    LOCAL,
+    Call,
+    Proc,
+    UacRun,
+    missing_requirements,
+    status_config,
+)
 
-SECRET = "soak-media-secret-0123456789"
-STATUS = """\
-status:
-  allow_sources: ["127.0.0.1/32"]
-  allow_uris: ["127.0.0.0/8"]
-  keys: {media: {k1: "%s"}}
-  replay_window: 30
-  max_expires: 600
-""" % SECRET
+STATUS = status_config(probe_thresholds=False)
 
 # The e2e conference app (affinity by the caller's domain, 503 retried) with
 # a short session lifetime: a call whose proxy died mid-dialog is forgotten
@@ -187,8 +188,7 @@ class Soak:
                               % (self.redis_url, self.deployment, proxy)) + STATUS)
             env.start_kamailio(children=self.args.children)
         from test_status_e2e import Publisher
-        self.pubs = {"j1": Publisher(self.kam1, "j1", secret=SECRET),
-                     "j2": Publisher(self.kam2, "j2", secret=SECRET)}
+        self.pubs = {"j1": Publisher(self.kam1, "j1"), "j2": Publisher(self.kam2, "j2")}
         self.joined = {"j1": False, "j2": False}
 
     def close(self) -> None:

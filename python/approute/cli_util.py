@@ -1,11 +1,12 @@
 """What the ``approute`` commands share: exit codes, usage errors, the
-attached router, and plain-text tables of its figures."""
+attached router, plain-text tables of its figures, a progress bar."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict, List
+import time
+from typing import Any, Dict, List, TextIO
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -92,3 +93,22 @@ def _seconds(text: str) -> float:
     if not (v >= 0 and v != float("inf")):
         raise argparse.ArgumentTypeError("expected a number of seconds >= 0, got %r" % text)
     return v
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal stream."""
+
+    def __init__(self, stream: TextIO):
+        self.stream = stream
+        self.last = 0.0
+
+    def __call__(self, label: str, f: float) -> None:
+        now = time.monotonic()
+        if f < 1.0 and now - self.last < 0.2:
+            return
+        self.last = now
+        n = int(f * 30)
+        self.stream.write("\r%-24s [%s%s] %3d%%" % (label[:24], "#" * n, "." * (30 - n), int(f * 100)))
+        if f >= 1.0:
+            self.stream.write("\n")
+        self.stream.flush()

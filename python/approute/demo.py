@@ -41,29 +41,11 @@ from typing import Any, Deque, Dict, List, Optional, Sequence, Tuple
 from typing import Counter as CounterT
 
 # absolute: scripts/demo.sh runs this file as a script
+from approute import demo_explain as explain
 from approute._procs import LOCAL, Proc, free_udp_port, sip_options, site_dirs
 
 DOMAINS = ["acme.example.com", "globex.example.com", "initech.example.com",
            "umbrella.example.com", "hooli.example.com", "stark.example.com"]
-
-_DECISION_RE = re.compile(r"^\s*\d+\((\d+)\).*approute: ((?:route|retry) .*)$")
-_DETAIL_RE = re.compile(r" detail=(.*?)(?: key=\S*)?(?: prefer=\S*)?(?: code=\S*)?(?: from=\S*)?$")
-
-#: what each decision reason means for a participant (the summary's words)
-WHY = {
-    "strategy": "opened the room on the least loaded node",
-    "prefer": "opened the room beside its domain's other rooms",
-    "preference": "opened the room beside its domain's other rooms",
-    "affinity": "joined its room's node",
-    "session": "a retransmission of a routed call",
-    "retry": "placed again after a node refused it",
-    "key_full": "refused (486 Busy Here): its room's node was full",
-    "key_down": "refused (480): its room's node was down",
-    "key_draining": "refused (480): its room's node was draining past its deadline",
-    "key_disabled": "refused (480): its room's node was disabled",
-    "key_tried": "refused (480): its room's node had already refused this call",
-    "no_node": "refused (503): no node could open a new room (all full or past their headroom)",
-}
 
 
 def room_schedule(rnd: random.Random, rate: float, start: float, until: float,
@@ -131,56 +113,6 @@ def per_window(times: Sequence[float], duration: float, windows: int = 4) -> Lis
     return out
 
 
-Drain = Tuple[str, float, float]  # node, seconds draining from, until
-
-
-def why_moved(prev: str, node: str, steps: Sequence[Tuple[str, ...]], start: float,
-              room_was_empty: bool, drain: Optional[Drain]) -> Tuple[str, str]:
-    """(cause, words) for a room whose participant landed on ``node`` while the
-    participant before was on ``prev``: released by a 503, bounded, moved by
-    the drain, reopened after the room emptied, or unexplained."""
-    for what, _reason, _node, _detail, code, bounced in steps:
-        if what == "retry" and code == "503" and bounced in (prev, ""):
-            return ("released by 503", "%s answered 503 (full): the router released %s's claim on the "
-                    "room and placed the call on %s" % (prev, prev, node))
-    if any(reason == "affinity_bound" for _w, reason, *_ in steps):
-        return ("bounded", "%s was over affinity.bound, so the room went to %s" % (prev, node))
-    if drain and drain[0] == prev and drain[1] <= start and (start <= drain[2] or drain[2] < 0):
-        return ("moved by the drain", "%s was draining and the room had no live participant, so its "
-                "claim went at once and the room opened again on %s" % (prev, node))
-    if room_was_empty:
-        return ("reopened", "every participant had left and %s could not take a new one (full or past "
-                "its headroom), so the room opened again on %s" % (prev, node))
-    return ("unexplained", "%s -> %s with participants still on %s" % (prev, node, prev))
-
-
-def room_moves(calls: Sequence[Tuple[float, float, str]], node_of: Dict[str, str],
-               by_call: Dict[str, List[Tuple[str, ...]]], drain: Optional[Drain]
-               ) -> Tuple[List[Tuple[str, str, str, float, str, str]], bool]:
-    """One room's answered participants as (start s, end s, call-id): the
-    moves, (call-id, from, to, start, cause, words) each, and whether the
-    room was split (two nodes held live participants of it at once)."""
-    moves: List[Tuple[str, str, str, float, str, str]] = []
-    split = False
-    live: List[Tuple[float, str]] = []  # (end, node) of participants still in the room
-    prev: Optional[str] = None
-    for start, end, cid in sorted(calls):
-        node = node_of.get(cid)
-        if node is None:
-            continue
-        live = [(e, n) for e, n in live if e > start]
-        if prev is not None and node != prev:
-            bounded = any(st[1] == "affinity_bound" for st in by_call.get(cid, []))
-            if any(n != node for _, n in live) and not bounded:  # the bound spills a live key by design
-                split = True
-            else:
-                cause, words = why_moved(prev, node, by_call.get(cid, []), start, not live, drain)
-                moves.append((cid, prev, node, start, cause, words))
-        live.append((end, node))
-        prev = node
-    return moves, split
-
-
 class Demo:
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -196,7 +128,7 @@ class Demo:
         self.events: Deque[str] = deque(maxlen=6)
         self.decisions: Deque[str] = deque(maxlen=args.recent)
         self.counts: CounterT[str] = Counter()
-        self.by_call: Dict[str, List[Tuple[str, ...]]] = defaultdict(list)  # call-id -> decisions
+        self.by_call: Dict[str, List[explain.Step]] = defaultdict(list)  # call-id -> decisions
         self.placed_at: Dict[str, float] = {}  # call-id -> seconds into the run when first routed
         self.drained_at: Optional[float] = None  # seconds into the run
         self.enabled_at: Optional[float] = None
@@ -346,26 +278,21 @@ class Demo:
         except OSError:
             return
         for line in data.splitlines():
-            m = _DECISION_RE.match(line)
-            if not m:
+            got = explain.parse_decision(line)
+            if got is None:
                 continue
-            text = m.group(2)
-            fields = dict(kv.split("=", 1) for kv in text.split()[1:] if "=" in kv)
-            what = text.split()[0]
-            reason = fields.get("reason", "?")
+            worker, fields, step = got
+            what, reason = step[0], step[1]
             self.counts["%s:%s" % (what, reason)] += 1
-            d = _DETAIL_RE.search(text)
             cid = fields.get("call_id", "")
             if cid not in self.by_call and what == "route":
                 # when the demo saw the call routed (to within --refresh)
                 self.placed_at[cid] = time.monotonic() - self.t0
-            self.by_call[cid].append(
-                (what, reason, fields.get("node", "-"), d.group(1) if d else "", fields.get("code", ""),
-                 fields.get("from", "")))
+            self.by_call[cid].append(step)
             short = "%-5s %-9s %-22s -> %-5s %s" % (
                 what, reason, fields.get("key", fields.get("from", ""))[:22],
                 fields.get("node", "-"), ("code=" + fields["code"]) if "code" in fields else "")
-            self.decisions.append("[w%s] %s" % (m.group(1), short))
+            self.decisions.append("[w%s] %s" % (worker, short))
 
     def answered_by_node(self) -> Dict[str, int]:
         out = {}
@@ -525,20 +452,18 @@ class Demo:
         print("rooms (the room is a strict key, the caller's domain a preference; "
               "capacity %d per node, headroom %s):" % (self.args.capacity, self.args.headroom))
         split, refused, unexplained = [], 0, 0
-        drain: Optional[Drain] = None
+        drain: Optional[explain.Drain] = None
         if self.drained_at is not None:
             drain = ("ast2", self.drained_at, self.enabled_at if self.enabled_at is not None else -1.0)
-        moves: List[Tuple[str, str, str, str, float, str, str]] = []
-        opened_after_503: List[str] = []
+        moves: List[explain.RoomMove] = []
+        reopened: List[str] = []  # rooms whose first call a 503 sent to another node
         for room in sorted(rooms, key=int):
             parts = rooms[room]
             nodes = sorted({node_of[c] for c, st, _ in parts if st == 200 and c in node_of})
             answered_calls = [span[c] + (c,) for c, st, _ in parts if st == 200 and c in span]
-            room_moved, room_split = room_moves(answered_calls, node_of, self.by_call, drain)
-            if answered_calls:  # the room's first participant: did a 503 send it elsewhere?
-                first = min(answered_calls)[2]
-                if any(st[0] == "retry" and st[4] == "503" for st in self.by_call.get(first, [])):
-                    opened_after_503.append(room)
+            room_moved, room_split = explain.room_moves(answered_calls, node_of, self.by_call, drain)
+            if explain.opened_after_503(answered_calls, self.by_call):
+                reopened.append(room)
             moves += [(room,) + mv for mv in room_moved]
             if room_split:
                 split.append(room)
@@ -546,15 +471,7 @@ class Demo:
             print("  room %s: %s, %d participants from %s" % (
                 room, "on " + ", ".join(nodes) if nodes else "never opened", len(parts), ", ".join(doms)))
             for cid, st, dom in parts:
-                steps = self.by_call.get(cid, [])
-                words = []
-                for what, reason, node, detail, code, bounced in steps:
-                    if what == "retry" and code:
-                        words.append("%s answered %s" % (bounced or "the node", code))
-                    w = WHY.get(reason, reason)
-                    words.append(w + (" (%s)" % node if node != "-" and reason not in ("key_full",) else ""))
-                    if detail and reason.startswith(("key_", "no_node")):
-                        words.append("router: " + detail)
+                words = explain.participant_words(self.by_call.get(cid, []))
                 if not words:
                     unexplained += 1
                     words.append("no decision in Kamailio's log")
@@ -564,21 +481,7 @@ class Demo:
                                               else "refused %d" % st, "; ".join(words)))
         print("split rooms (participants on two nodes): %s" % (", ".join(split) if split else "none"))
         # every time a room's next participant went to another node than the one before, and why
-        causes = Counter(m[5] for m in moves)
-        if moves:
-            by_cause = ", ".join("%s %d" % kv for kv in sorted(causes.items()))
-            print("room moves (a participant on another node than the room's earlier ones, never at "
-                  "the same time): %d (%s)" % (len(moves), by_cause))
-            for room, _cid, prev, node, start, cause, why in moves:
-                print("  room %s at %.1fs, %s -> %s: %s: %s" % (room, start, prev, node, cause, why))
-        else:
-            print("room moves: none (a strict room stays on its node while it has participants; a "
-                  "503 releases a room only when the bounced call is its only one, the drain moves "
-                  "no live room)")
-        if opened_after_503:
-            print("rooms opened on another node after their first call's node answered 503: %s (the "
-                  "bounce released that node's claim; nobody was in the room yet, so nothing moved)"
-                  % ", ".join(opened_after_503))
+        print("\n".join(explain.moves_report(moves, reopened)))
         # the clock: calls planned within --duration, and when the demo saw them routed
         seen = sorted(self.placed_at.values())
         d = float(self.args.duration)
@@ -596,7 +499,7 @@ class Demo:
             print("router's own counts: key refusals %s, new keys turned away by headroom %s"
                   % (stats.get("key_refusals") or {}, stats.get("headroom_refusals") or {}))
         ok = (int(stats.get("sessions", 1)) == 0 and sum(res.values()) == self.total_calls
-              and not split and unexplained == 0 and not causes.get("unexplained"))
+              and not split and unexplained == 0 and all(m[5] != "unexplained" for m in moves))
         print("result: %s" % ("OK - no room split over two nodes, every room move explained, every call "
                               "ended and no session is left"
                               if ok else "PROBLEM - see %s" % self.dir))

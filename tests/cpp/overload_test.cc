@@ -235,8 +235,20 @@ TEST(Overload, NewestSeqWinsAndZeroEndsIt) {
   EXPECT_EQ(Spread(*r, "a", 10), (std::map<std::string, int>{{"n1", 10}}));
   ASSERT_TRUE(r->ReportOverload("n0", 0, 5'000, 19).ok());  // older: ignored
   EXPECT_EQ(r->Node("n0")->overload_percent, 100);
+  const int64_t until = r->Node("n0")->overload_until_ms;
   clock.Advance(4'000);
-  ASSERT_TRUE(r->ReportOverload("n0", 100, 5'000, 20).ok());  // the same report again: renews its period
+  // RFC 7339 section 5.4: the same oc-seq again changes nothing, neither the
+  // period nor the share, while the period runs
+  ASSERT_TRUE(r->ReportOverload("n0", 100, 5'000, 20).ok());
+  ASSERT_TRUE(r->ReportOverload("n0", 30, 60'000, 20).ok());
+  EXPECT_EQ(r->Node("n0")->overload_until_ms, until);
+  EXPECT_EQ(r->Node("n0")->overload_percent, 100);
+  // once it is over the stored figures are reset: the same oc-seq starts a new period
+  clock.Advance(1'001);
+  EXPECT_EQ(r->Node("n0")->overload_percent, 0);
+  ASSERT_TRUE(r->ReportOverload("n0", 100, 5'000, 20).ok());
+  EXPECT_EQ(r->Node("n0")->overload_until_ms, clock.ms->load() + 5'000);
+  ASSERT_TRUE(r->ReportOverload("n0", 100, 5'000, 19).ok());  // still older: ignored
   EXPECT_EQ(r->Node("n0")->overload_until_ms, clock.ms->load() + 5'000);
   ASSERT_TRUE(r->ReportOverload("n0", 0, 5'000, 21).ok());
   EXPECT_EQ(r->Node("n0")->overload_percent, 0);
@@ -244,6 +256,15 @@ TEST(Overload, NewestSeqWinsAndZeroEndsIt) {
   ASSERT_TRUE(r->ReportOverload("n0", 80, 0, 23).ok());  // validity 0 ends it too
   EXPECT_EQ(r->Node("n0")->overload_percent, 0);
   EXPECT_EQ(Spread(*r, "b", 10), (std::map<std::string, int>{{"n0", 5}, {"n1", 5}}));
+  // A period that ran out resets the stored figures, oc-seq included
+  // (section 5.4): a node whose counter restarted lower is heard again; an
+  // older answer while a period runs is not.
+  ASSERT_TRUE(r->ReportOverload("n0", 50, 1'000, 30).ok());
+  ASSERT_TRUE(r->ReportOverload("n0", 90, 1'000, 29).ok());
+  EXPECT_EQ(r->Node("n0")->overload_percent, 50);
+  clock.Advance(1'001);
+  ASSERT_TRUE(r->ReportOverload("n0", 60, 5'000, 2).ok());
+  EXPECT_EQ(r->Node("n0")->overload_percent, 60);
   // A lone node at 100%: the shed call is refused, as RFC 7339 has it.
   auto one = MakeRouter(PoolYaml(1, "    strategy: round_robin\n"), o);
   ASSERT_TRUE(one->ReportOverload("n0", 100, 5'000, 1).ok());

@@ -67,6 +67,29 @@ CONFERENCE_APP = """\
 """
 
 
+#: The pool secret of the status reports in the tests and benches: key id
+#: STATUS_KEYID of pool media (status_config), signed with approute.sign_report.
+STATUS_SECRET = "e2e-media-secret-0123456789"
+STATUS_KEYID = "k1"
+
+
+def status_config(probe_thresholds: bool = True) -> str:
+    """The router's ``status:`` block (router_extra of E2E.write_config) that
+    takes signed status reports: from 127.0.0.1 only, about nodes on
+    127.0.0.0/8, pool media signed with STATUS_SECRET under STATUS_KEYID.
+    probe_thresholds adds ``health.probe`` (down after 2 failed probes, up
+    after 2 answered) for tests that watch probes and reports together."""
+    text = ("status:\n"
+            '  allow_sources: ["127.0.0.1/32"]\n'
+            '  allow_uris: ["127.0.0.0/8"]\n'
+            '  keys: {media: {%s: "%s"}}\n'
+            "  replay_window: 30\n"
+            "  max_expires: 600\n" % (STATUS_KEYID, STATUS_SECRET))
+    if probe_thresholds:
+        text += "health:\n  probe: {down_after: 2, up_after: 2}\n"
+    return text
+
+
 def example_router(nodes: Sequence[Tuple[str, str, int]]) -> str:
     """examples/kamailio/router.yaml as shipped, with these nodes (id, uri,
     conference seats) in place of its own."""

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from approute._procs import start_redis
-from e2e_harness import CONFERENCE_APP, E2E, Call, wait_for
+from e2e_harness import CONFERENCE_APP, E2E, Call, status_config, wait_for
 
 # Random placement: two proxies on their own would scatter a domain.
 RANDOM_CONFERENCE = CONFERENCE_APP.replace("strategy: round_robin", "strategy: random")
@@ -110,11 +110,11 @@ def test_cli_drain_at_one_proxy_holds_at_the_other(pair):
 
 
 def test_a_node_that_publishes_to_one_proxy_takes_calls_through_the_other(pair):
-    from test_status_e2e import ROUND_ROBIN, STATUS, Publisher
+    from test_status_e2e import ROUND_ROBIN, Publisher
 
     one, two, configure, start = pair
     one.add_node("n1")
-    configure(apps_yaml=ROUND_ROBIN, configured=[], router_extra=STATUS)
+    configure(apps_yaml=ROUND_ROBIN, configured=[], router_extra=status_config())
     start()
     pub = Publisher(one, "n1")  # PUBLISH to kam1 only
     try:

@@ -24,7 +24,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import approute
 import pytest
-from e2e_harness import KAMAILIO_CFG, KAMAILIO_KEMI_CFG, LOCAL, Call, wait_for
+from e2e_harness import (
+    KAMAILIO_CFG,
+    KAMAILIO_KEMI_CFG,
+    LOCAL,
+    STATUS_KEYID,
+    STATUS_SECRET,
+    Call,
+    status_config,
+    wait_for,
+)
 
 if approute is not None:  # else the e2e fixture skips (or fails in CI) each test
     if not hasattr(approute.Router, "apply_report"):
@@ -32,17 +41,6 @@ if approute is not None:  # else the e2e fixture skips (or fails in CI) each tes
     from approute.agent import build_publish, parse_response
 
 OUTSIDER = "127.0.0.2"
-SECRET = "e2e-security-secret-0123456789"
-STATUS = """\
-status:
-  allow_sources: ["127.0.0.1/32"]
-  allow_uris: ["127.0.0.0/8"]
-  keys: {media: {k1: "%s"}}
-  replay_window: 30
-  max_expires: 600
-health:
-  probe: {down_after: 2, up_after: 2}
-""" % SECRET
 
 
 def start(e2e, cfg: str, **kw) -> None:
@@ -256,7 +254,7 @@ def udp_rcvbuf_errors() -> Optional[int]:
 def test_publish_flood_is_refused_statelessly_and_harms_nothing(e2e):
     for i in (1, 2):
         e2e.add_node("n%d" % i, "uas_options.xml")
-    e2e.write_config(router_extra=STATUS, settings_extra="probe: {interval: 1, timeout: 0.5}\n")
+    e2e.write_config(router_extra=status_config(), settings_extra="probe: {interval: 1, timeout: 0.5}\n")
     e2e.start_kamailio()
     wait_for(lambda: all(n.options() > 0 for n in e2e.nodes.values()), 10,
              what="the first probes")
@@ -320,7 +318,8 @@ def test_publish_flood_is_refused_statelessly_and_harms_nothing(e2e):
                                via=p.getsockname(), branch=branch, aor="sip:n3@" + LOCAL,
                                from_tag="t1", call_id=uuid.uuid4().hex, cseq=1, expires=60,
                                body=body, etag=None,
-                               auth=approute.sign_report(body, keyid="k1", secret=SECRET, expires=60)),
+                               auth=approute.sign_report(body, keyid=STATUS_KEYID, secret=STATUS_SECRET,
+                                                         expires=60)),
                  (LOCAL, e2e.port))
         r = parse_response(p.recvfrom(65535)[0], branch)
         assert r is not None and r.code == 200, r

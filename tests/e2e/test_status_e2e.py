@@ -31,25 +31,14 @@ from typing import Dict, Optional, Tuple
 
 import approute
 import pytest
-from e2e_harness import KAMAILIO_KEMI_CFG, LOCAL, Call, wait_for
+from e2e_harness import KAMAILIO_KEMI_CFG, LOCAL, STATUS_KEYID, STATUS_SECRET, Call, status_config, wait_for
 
 if approute is not None:  # else the e2e fixture skips (or fails in CI) each test
     if not hasattr(approute.Router, "apply_report"):
         pytest.skip("this approute build has no status reports", allow_module_level=True)
     from approute.agent import build_publish, parse_response
 
-SECRET = "e2e-media-secret-0123456789"
-
-STATUS = """\
-status:
-  allow_sources: ["127.0.0.1/32"]
-  allow_uris: ["127.0.0.0/8"]
-  keys: {media: {k1: "%s"}}
-  replay_window: 30
-  max_expires: 600
-health:
-  probe: {down_after: 2, up_after: 2}
-""" % SECRET
+STATUS = status_config()
 
 # least_loaded over the "channels" resource: a node's reported channel count
 # counts when it is above the calls the router placed there itself
@@ -96,7 +85,7 @@ class Publisher:
     """Sends PUBLISH requests for one node from a UDP socket of its own."""
 
     def __init__(self, e2e, node_id: str, uri: Optional[str] = None, src: str = LOCAL,
-                 keyid: str = "k1", secret: str = SECRET):
+                 keyid: str = STATUS_KEYID, secret: str = STATUS_SECRET):
         self.e2e = e2e
         self.node = node_id
         self.uri = uri or e2e.nodes[node_id].uri
@@ -439,8 +428,8 @@ def running_agent(e2e, tmp_path, **settings):
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(json.dumps(dict({
         "node": "n1", "uri": e2e.nodes["n1"].uri, "pool": "media", "weight": 1,
-        "proxy": "%s:%d" % (LOCAL, e2e.port), "bind": "%s:0" % LOCAL, "keyid": "k1",
-        "secret": SECRET, "interval": 0.5, "expires": 3}, **settings)))
+        "proxy": "%s:%d" % (LOCAL, e2e.port), "bind": "%s:0" % LOCAL, "keyid": STATUS_KEYID,
+        "secret": STATUS_SECRET, "interval": 0.5, "expires": 3}, **settings)))
     log = open(tmp_path / "agent.log", "wb")
     agent = subprocess.Popen([sys.executable, "-m", "approute.cli", "agent", "--config",
                               str(cfg), "--log-level", "debug"],

@@ -56,6 +56,9 @@ def test_retry_after_is_read_strictly(value, want):
     ('SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK1;oc=50;oc-validity=4000;oc-seq=1282321615.782;oc-algo="loss"',
      OverloadReport(50, 4000, 128232161578200)),
     ("SIP/2.0/UDP p.example.com;branch=z9hG4bK2;oc=20;oc-seq=7", OverloadReport(20, 500, 700000)),
+    # RFC 7339 section 6: the end of overload control, oc and oc-validity 0
+    ('SIP/2.0/TLS p1.example.net;branch=z9hG4bK2d4790.4;received=192.0.2.111;oc=0;oc-algo="loss";'
+     "oc-validity=0;oc-seq=1282321892.439", OverloadReport(0, 0, 128232189243900)),
     ("SIP/2.0/UDP p;branch=z;OC=0;OC-VALIDITY=0;oc-seq=8.5", OverloadReport(0, 0, 850000)),
     ('SIP/2.0/UDP p;branch=z;oc=30;oc-algo="loss, rate";oc-seq=1, SIP/2.0/UDP q;oc=90', None),
     ('SIP/2.0/UDP p;branch=z;oc=30;oc-algo="rate";oc-seq=1', None),
@@ -152,6 +155,14 @@ def test_a_reply_carrying_oc_feeds_overload_control():
     ksr.headers = [("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx;oc=40;oc-seq=99")]
     assert h.on_reply(None) == kam.OK  # older oc-seq: ignored
     assert h.router.node(node).overload_until == pytest.approx(time.time() + 3, abs=2)
+    # RFC 7339 section 5.4: the same oc-seq changes nothing while the period
+    # runs, neither the share nor the period
+    until = h.router.node(node).overload_until
+    ksr.headers = [("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx;oc=90;oc-validity=60000;"
+                           'oc-seq=100.1;oc-algo="loss"')]
+    assert h.on_reply(None) == kam.OK
+    assert h.router.node(node).overload_percent == 40
+    assert h.router.node(node).overload_until == until
     ksr.headers = [("Via", "SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bKx;oc=0;oc-seq=101")]
     assert h.on_reply(None) == kam.OK
     assert h.router.node(node).overload_percent == 0

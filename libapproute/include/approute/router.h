@@ -172,8 +172,10 @@ class Router {
   // node, for `validity_ms` (0..86,400,000) from now. `seq` is the answer's
   // oc-seq as an integer that grows with it (the handler maps
   // "<seconds>.<fraction>" to seconds x 100000 + the fraction in 5 digits):
-  // a report older than the one applied is ignored, an equal one renews
-  // the period. percent 0 or validity_ms 0 ends overload control.
+  // a report older than the one applied is ignored, and so is an equal one
+  // while the applied period runs (RFC 7339 section 5.4: it neither renews
+  // nor changes it; once the period is over it starts a new one). percent 0
+  // or validity_ms 0 ends overload control.
   // InvalidArgument for values out of range, NotFound for an unknown node.
   absl::Status ReportOverload(std::string_view id, int percent, int64_t validity_ms, uint64_t seq);
 

@@ -223,16 +223,12 @@ inline uint32_t FullExtra(const NodeHot& n, uint32_t extra, const PoolView& pv, 
   return Verdict::kTake;
 }
 
-// One pass over the pool's hot entries (one cache line each when the region
-// has at most four resources), handing each member that may take a new call
-// to `sink`: not disabled, draining, past its lease, down, ejected (unless
-// `panic`), busy, shed, avoided or full for resource `res` (or for one of
-// `extra`'s, CheckMember). Suspect members only when no
-// member is up: a second pass then admits them. *tally says why members
-// were left out.
-template <typename Sink>
-void ScanPool(const PoolView& pv, NodeHot* hot, uint32_t res, uint32_t extra, const SlotList& avoid, bool panic,
-              int64_t now, uint64_t shed_seed, Sink& sink, Tally* tally) {
+// ScanPool's loop; kExtra false: an app of one resource (`extra` is 0 and
+// its check compiles away).
+template <bool kExtra, typename Sink>
+void ScanPoolOf(const PoolView& pv, NodeHot* hot, uint32_t res, uint32_t extra, const SlotList& avoid, bool panic,
+                int64_t now, uint64_t shed_seed, Sink& sink, Tally* tally) {
+  if constexpr (!kExtra) extra = 0;
   const size_t members = pv.slot.size();
   const uint32_t* slots = pv.slot.data();
   const uint32_t* epochs = pv.epoch.data();
@@ -283,6 +279,23 @@ void ScanPool(const PoolView& pv, NodeHot* hot, uint32_t res, uint32_t extra, co
     sink.End();
     *tally = t;
     if (t.suspect == 0 || !sink.Empty()) break;
+  }
+}
+
+// One pass over the pool's hot entries (one cache line each when the region
+// has at most four resources), handing each member that may take a new call
+// to `sink`: not disabled, draining, past its lease, down, ejected (unless
+// `panic`), busy, shed, avoided or full for resource `res` (or for one of
+// `extra`'s, CheckMember). Suspect members only when no
+// member is up: a second pass then admits them. *tally says why members
+// were left out.
+template <typename Sink>
+void ScanPool(const PoolView& pv, NodeHot* hot, uint32_t res, uint32_t extra, const SlotList& avoid, bool panic,
+              int64_t now, uint64_t shed_seed, Sink& sink, Tally* tally) {
+  if (extra == 0) [[likely]] {
+    ScanPoolOf<false>(pv, hot, res, 0, avoid, panic, now, shed_seed, sink, tally);
+  } else {
+    ScanPoolOf<true>(pv, hot, res, extra, avoid, panic, now, shed_seed, sink, tally);
   }
 }
 

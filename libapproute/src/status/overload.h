@@ -3,9 +3,11 @@
 // of requests to shed, 0..100), oc-validity (ms) and oc-seq; the router
 // sheds that share of the new calls it would send the node, for the
 // validity period counted from when the report is applied. The newest oc-seq
-// wins: a report with a lower oc-seq than the one applied is stale and
-// ignored; an equal one renews the period (the node still says it). oc = 0
-// or oc-validity = 0 ends overload control at once.
+// wins (RFC 7339 section 5.4): a report with a lower oc-seq than the one
+// applied is stale and ignored; an equal one changes nothing while the
+// period runs (it neither renews nor alters it) and starts a new period once
+// it is over. oc = 0 or oc-validity = 0 ends overload control at once
+// (sections 5.7 and 7.1).
 //
 // Owns: NodeHot::overload (and its kShedOverload bit),
 // NodeRecord::overload_seq and Header::overload_until_ms.
@@ -30,7 +32,8 @@ class Overload {
  public:
   // Applies one report (arguments checked by the caller: percent 0..100,
   // validity 0..kMaxOverloadValidityMs) and raises
-  // Header::overload_until_ms to its end. False when it was stale.
+  // Header::overload_until_ms to its end. False when it changed nothing (a
+  // stale oc-seq, or the applied one while its period runs).
   static bool Apply(Header& h, NodeRecord& rec, NodeHot& hot, int percent, int64_t validity_ms, uint64_t seq,
                     int64_t now);
   // Whether some node may be under overload control now (placements then

@@ -159,9 +159,11 @@ class OverloadReport:
             (self.percent, self.validity_ms, self.seq) == (other.percent, other.validity_ms, other.seq))
 
 
-#: RFC 7339: oc-validity when the answer names none (milliseconds).
+#: RFC 7339 sections 4.3 and 5.2: oc-validity when the answer names none
+#: (milliseconds).
 OC_DEFAULT_VALIDITY_MS = 500
-#: The longest oc-validity passed on (a day; the router refuses longer).
+#: The longest oc-validity passed on (a day; the router refuses longer; the
+#: RFC sets no bound).
 OC_MAX_VALIDITY_MS = 86_400_000
 _VIA_PARAM_RE = re.compile(r'^([A-Za-z0-9.!%*_+`\'~-]{1,32})'                      # token
                            r'(?:[ \t]*=[ \t]*("[^"\\\r\n]{0,64}"|[^\s";,]{1,64}))?$')  # [= value]
@@ -193,11 +195,16 @@ def _via_params(via: str) -> Optional[Dict[str, str]]:
 
 def via_overload(via: Any) -> Optional[OverloadReport]:
     """RFC 7339 (loss algorithm) from the top Via of a node's answer:
-    ``oc`` (0..100 %), ``oc-validity`` (ms, default 500), ``oc-seq``
-    (``seconds[.fraction]``, as seconds x 100000 + the fraction in five
-    digits, so that it orders as the text does) and ``oc-algo`` ("loss", the
-    default).  None when the Via carries no ``oc`` value, names another
-    algorithm, or is malformed: a node's answer is untrusted input."""
+    ``oc`` (0..100 %, section 7.1; 0 ends overload control), ``oc-validity``
+    (ms, 500 when absent, section 4.3; 0 ends overload control, section
+    5.7), ``oc-seq`` (section 9: ``seconds.fraction``, the integer alone
+    accepted too as section 4.4 words it; as seconds x 100000 + the
+    fraction in five digits, so that it orders as the text does; 0 when the
+    node leaves it out) and ``oc-algo`` ("loss", the default, section 4.2).
+    None when the Via carries no ``oc`` value (a non-zero oc-validity
+    without it is discarded, section 4.3), names another algorithm, or is
+    malformed: a node's answer is untrusted input.  What an equal or older
+    oc-seq does is the router's (Router.report_overload)."""
     if via is None:
         return None
     text = str(via)

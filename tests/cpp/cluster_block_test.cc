@@ -99,8 +99,9 @@ bool SweepUntil(Router& r, int64_t ms, const std::function<bool()>& cond) {
 // `workers` processes that share it (as Kamailio's), all released at once;
 // each worker tries `tries` calls. -> the calls placed per proxy.
 std::vector<int> RaceProxies(const std::vector<std::string>& yamls, int workers, int tries) {
-  int go[2];
+  int go[2], ready[2];  // every worker says it is ready; then all are released at once
   EXPECT_EQ(pipe(go), 0);
+  EXPECT_EQ(pipe(ready), 0);
   std::vector<std::pair<pid_t, int>> kids;
   for (size_t p = 0; p < yamls.size(); ++p) {
     int out[2];
@@ -109,6 +110,7 @@ std::vector<int> RaceProxies(const std::vector<std::string>& yamls, int workers,
     if (pid == 0) {
       close(out[0]);
       close(go[1]);
+      close(ready[0]);
       Proxy proxy(yamls[p], "race" + std::to_string(p));
       if (proxy.router == nullptr) _exit(2);
       std::vector<std::pair<pid_t, int>> ws;
@@ -118,7 +120,8 @@ std::vector<int> RaceProxies(const std::vector<std::string>& yamls, int workers,
         const pid_t wp = fork();
         if (wp == 0) {
           close(wout[0]);
-          char c;
+          char c = 'r';
+          (void)!write(ready[1], &c, 1);
           (void)!read(go[0], &c, 1);
           int placed = 0;
           for (int i = 0; i < tries; ++i) {
@@ -145,6 +148,12 @@ std::vector<int> RaceProxies(const std::vector<std::string>& yamls, int workers,
     kids.emplace_back(pid, out[0]);
   }
   close(go[0]);
+  close(ready[1]);
+  for (size_t n = 0; n < yamls.size() * static_cast<size_t>(workers); ++n) {
+    char c;
+    if (read(ready[0], &c, 1) != 1) break;  // a proxy that failed to start: its workers never come
+  }
+  close(ready[0]);
   const std::string all(yamls.size() * static_cast<size_t>(workers), 'g');
   (void)!write(go[1], all.data(), all.size());
   close(go[1]);
@@ -241,6 +250,27 @@ TEST(ClusterBlocks, EitherProxyReachesTheLastPlacesNearFull) {
   EXPECT_TRUE(SweepUntil(*b.router, 4000, [&] { return Held(srv, "full", "kam2") == 0; })) << Held(srv, "full", "kam2");
   EXPECT_EQ(10 + a.Fill("aa"), kCap) << "the node filled to exactly its capacity from a";
   EXPECT_LE(Held(srv, "full"), kCap);
+}
+
+TEST(ClusterBlocks, NearFullABusyProxysUnusedUnitsGoBackAtItsNextRepublish) {
+  APPROUTE_NEED_REDIS();
+  RedisServer srv;
+  ASSERT_TRUE(srv.Start());
+  constexpr int kCap = 60;
+  Proxy a(BlockYaml(srv, "busy", "kam1", kCap, 16), "busy1");
+  Proxy b(BlockYaml(srv, "busy", "kam2", kCap, 16), "busy2");
+  ASSERT_NE(a.router, nullptr);
+  ASSERT_NE(b.router, nullptr);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(a.Route("a" + std::to_string(i)));
+  ASSERT_GT(Held(srv, "busy", "kam1"), 10);
+  const int by_b = b.Fill("b");
+  // a took its calls since its last republish (the idle rule alone would
+  // keep its unused units), but the node is full: the next republish keeps
+  // no more than a new block would get there, none.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+  (void)a.router->Sweep();
+  EXPECT_EQ(Held(srv, "busy", "kam1"), 10) << "a's unused units went back at once";
+  EXPECT_EQ(10 + by_b + b.Fill("bb"), kCap) << "and b reaches exactly the capacity";
 }
 
 TEST(ClusterBlocks, AKilledProxysBlockLapsesWithItsLease) {

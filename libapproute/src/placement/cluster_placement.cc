@@ -578,8 +578,9 @@ bool ClusterPlacement::PublishAll() {
 }
 
 int64_t ClusterPlacement::BlockKept(uint32_t slot, uint32_t res, int64_t sessions) const {
-  // The unused units a republish keeps: no more than this host reserved on
-  // the node with blocks since the previous republish (about a second's worth of its
+  // The unused units a republish keeps (kPublishHeld cuts them further to
+  // what a new block would get now, so near full they go back): no more than
+  // this host reserved on the node with blocks since the previous republish (about a second's worth of its
   // calls there), so an idle proxy's block goes back within a second and no
   // proxy's unused units keep another from the last places for longer; none
   // on a node whose reported usage counts (BlockServes).
@@ -610,6 +611,7 @@ bool ClusterPlacement::PublishHeld() {
       keys.push_back(CountKey(s, res));
       args.push_back(Cat(sessions));
       args.push_back(Cat(std::max(keep, sessions)));
+      args.push_back(Cat(n.block_cap[res].load(std::memory_order_relaxed)));
       at.emplace_back(s, res);
     }
   }

@@ -22,7 +22,8 @@
 //             (TakeFromBlock). Ends give their unit back to the block. The
 //             republish (kPublishHeld) keeps of the unused units at most as
 //             many as this host reserved there since the previous one (an
-//             idle block goes back within a second or two) and never
+//             idle block goes back within a second or two), no more than a
+//             new block would get (near full they go back), and never
 //             writes more than Redis still holds for this proxy, so a block
 //             lost with Redis's data or with this proxy's lease is gone, not
 //             rewritten unchecked. What raises the quota (a script) and what

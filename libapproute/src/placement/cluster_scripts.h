@@ -206,26 +206,37 @@ end
 return redis.call('ZCARD', KEYS[1])
 )lua";
 
-// kPublish with reservation blocks: per count key, this proxy's sessions
-// and the units it means to keep (sessions plus the unused units of its
-// block it keeps). The share written is max(sessions, min(keep, the share
-// Redis holds)): a republish may return unused units, never take new ones
-// unchecked (after Redis lost the share, or the proxy's lease lapsed, the
-// block is gone). KEYS: proxies, count keys... ARGV: proxy, lease_ms, then
-// sessions, keep per count key. -> {live proxies, the share written per key}.
+// kPublish with reservation blocks: per count key, this proxy's sessions,
+// the units it means to keep (sessions plus the unused units of its block
+// it keeps) and the capacity the block was taken against (-1: none). The
+// share written is max(sessions, min(keep, the share Redis holds)), its
+// unused part cut to what a new block would get now (a quarter of the room
+// left over the live proxies: near full, unused units go back): a republish
+// may return unused units, never take new ones unchecked (after Redis lost
+// the share, or the proxy's lease lapsed, the block is gone). KEYS:
+// proxies, count keys... ARGV: proxy, lease_ms, then sessions, keep,
+// capacity per count key. -> {live proxies, the share written per key}.
 inline constexpr char kPublishHeld[] = APPROUTE_LUA_PRELUDE R"lua(
 local now = now_ms()
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local out = {0}
+local proxies = redis.call('ZCARD', KEYS[1])
+local out = {proxies}
 for i = 2, #KEYS do
-  local s, keep = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local s, keep, cap = tonumber(ARGV[3 * i - 3]), tonumber(ARGV[3 * i - 2]), tonumber(ARGV[3 * i - 1])
   local cur = tonumber(redis.call('HGET', KEYS[i], ARGV[1]) or '0')
   local v = math.max(s, math.min(keep, cur))
+  if v > s and cap >= 0 then
+    local others = 0
+    local kv = redis.call('HGETALL', KEYS[i])
+    for j = 1, #kv, 2 do
+      if kv[j] ~= ARGV[1] and live(KEYS[1], kv[j], now) then others = others + tonumber(kv[j + 1]) end
+    end
+    v = s + math.min(v - s, math.max(0, math.floor((cap - others - s) / (4 * math.max(1, proxies)))))
+  end
   if v > 0 then redis.call('HSET', KEYS[i], ARGV[1], v) else redis.call('HDEL', KEYS[i], ARGV[1]) end
   out[#out + 1] = v
 end
-out[1] = redis.call('ZCARD', KEYS[1])
 return out
 )lua";
 

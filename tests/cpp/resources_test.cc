@@ -168,6 +168,24 @@ TEST(Resources, AStrictRoomWhoseNodeRunsOutOfChannelsIsRefusedNotSplit) {
   EXPECT_EQ(Sessions(*r, "a", "conference"), 2);
 }
 
+TEST(Resources, HeadroomKeepsRoomInEveryResourceForOpenRooms) {
+  // One node: 10 seats but 5 channels; a new room only below ceil(0.8 x 5) = 4 channels.
+  auto r = MakeRouter(
+      "nodes:\n  - {id: a, uri: \"sip:10.0.0.1\", capacity: {conference: 10, channels: 5}}\n"
+      "apps:\n  conf: {strategy: round_robin, resource: [conference, channels],"
+      " affinity: {grace: 60, strict: true, headroom: 0.2}}\n");
+  ASSERT_NE(r, nullptr);
+  for (int room = 0; room < 4; ++room) {
+    ASSERT_TRUE(MustRoute(*r, "conf", "o" + std::to_string(room), "room" + std::to_string(room)).ok) << room;
+  }
+  Decision fresh = MustRoute(*r, "conf", "o4", "room4");
+  EXPECT_FALSE(fresh.ok) << "a fifth room would leave the open ones no channel";
+  EXPECT_EQ(Sessions(*r, "a", "conference"), 4) << "nothing held for the refused room";
+  Decision late = MustRoute(*r, "conf", "late", "room0");
+  EXPECT_TRUE(late.ok) << "an open room's late participant takes the channel kept for it: " << late.detail;
+  EXPECT_EQ(Sessions(*r, "a", "channels"), 5);
+}
+
 TEST(Resources, RetryMovesEveryUnit) {
   auto r = MakeRouter(TwoResources("    retry: {codes: [503], max_attempts: 2}\n"));
   ASSERT_NE(r, nullptr);

@@ -36,8 +36,8 @@ struct AppConfig {
   std::string strategy = "round_robin";
   StrategyParams strategy_params;
   // The resource a session counts against (`resource: name`), or the first
-  // of several (`resource: [conference, channels]`): the one strategies,
-  // the load bound and `affinity.headroom` read.
+  // of several (`resource: [conference, channels]`): the one strategies and
+  // the load bound read.
   std::string resource{kDefaultResource};
   // Every resource a session of the app takes one unit of, `resource` first
   // (1..kMaxResources distinct names). A session holds a unit of each or of
@@ -57,8 +57,8 @@ struct AppConfig {
   // key_tried); a key with no live session (only its grace left) may move.
   bool affinity_strict = false;
   // `affinity.headroom` (0 <= h < 1): a node takes a call for a new key only
-  // while its count for `resource` is below (1 - h) x capacity; calls of
-  // keys it already holds may fill it to capacity.
+  // while its count for each of `resources` is below (1 - h) x capacity;
+  // calls of keys it already holds may fill it to capacity.
   double affinity_headroom = 0;
   std::vector<int> retry_codes;  // codes that make retry() pick again (default 503)
   std::vector<int> full_codes;   // codes that release the node's claim on the key (default: retry_codes)

@@ -6,7 +6,8 @@
 // (CheckMember, KeyAdmit, PreferredNode), then takes one unit of each other
 // resource on the node it chose (ReserveExtras, each unit within its
 // capacity as Placement::Reserve checks it: a compare-and-swap in this
-// host's region, the deployment's count in Redis with cluster:). A node
+// host's region, the deployment's count in Redis with cluster:; a new key's
+// call within affinity.headroom of each, as of the first). A node
 // that filled up for one of them between the look and the reservation gets
 // back everything the call took there, and the call is placed again without
 // that node. While a call is being placed, the units it took may make a
@@ -50,12 +51,13 @@ std::string Router::Impl::CountText(const PlaceCall& c, uint32_t slot, uint32_t 
              UsageCounts(n, res, c.now) ? " by its own report" : "");
 }
 
-bool Router::Impl::ReserveExtras(const Snapshot& snap, uint32_t slot, uint32_t epoch, uint32_t extra, int64_t now) {
+bool Router::Impl::ReserveExtras(const PlaceCall& c, uint32_t slot, uint32_t epoch, bool new_key) {
   const NodeHot& n = region_->hot(slot);
   uint32_t taken = 0;
   for (uint32_t r = 0; r < kMaxResources; ++r) {
-    if ((extra >> r & 1u) == 0) continue;
-    if (!placement_->Reserve(slot, r, UsageCap(n, r, CapacityOf(snap, slot, epoch, r), now))) {
+    if ((c.p.extra >> r & 1u) == 0) continue;
+    const int64_t configured = CapacityOf(c.snap, slot, epoch, r);
+    if (!placement_->Reserve(slot, r, UsageCap(n, r, new_key ? HeadroomCap(c.p, configured) : configured, c.now))) {
       ReleaseExtras(slot, epoch, taken);
       return false;
     }
@@ -79,7 +81,7 @@ absl::Status Router::Impl::PlaceAll(const PlaceCall& c, Placed* out) {
     *out = Placed{};
     if (absl::Status s = PlaceOne(call, out); !s.ok() || !out->decision.ok) return s;
     const ClaimRef at = out->ref;
-    if (ReserveExtras(c.snap, at.slot, at.epoch, c.p.extra, c.now)) {
+    if (ReserveExtras(c, at.slot, at.epoch, out->new_key)) {
       out->extra = c.p.extra;
       return absl::OkStatus();
     }

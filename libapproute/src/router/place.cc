@@ -424,12 +424,14 @@ absl::Status Router::Impl::PlaceOne(const PlaceCall& c, Placed* out) {
     if (!ref && c.prefer != 0 && !admit.asked()) {
       ref = Preferred(c, b);
       reason = "prefer";
+      out->new_key = ref.has_value();
     }
   }
   bool moved = false;
   absl::StatusOr<ClaimRef> placed = ClaimRef{};
   if (!ref) {
     Reserver reserve(*this, c, c.keyed, admit);
+    out->new_key = c.keyed;
     Picked picked = PickNode(c, b, reserve);
     if (picked.ref.slot == kNil) {
       // A strict key that lives elsewhere (another proxy's claim, unknown
@@ -464,7 +466,10 @@ absl::Status Router::Impl::PlaceOne(const PlaceCall& c, Placed* out) {
       return Refuse(c, Diagnose(c, placement_->HolderOf(c.k, c.now)), out);
     }
   }
-  if (moved) reason = "affinity";
+  if (moved) {
+    reason = "affinity";
+    out->new_key = false;
+  }
   out->ref = *placed;
   if (c.prefer != 0) out->pref_claim = FollowPreference(c, out->ref, !joined && !moved);
   const NodeView& v = c.snap.nodes[static_cast<size_t>(c.snap.index_of_slot[out->ref.slot])];

@@ -232,6 +232,7 @@ class Router::Impl {
     ClaimRef ref;
     uint64_t pref_claim = 0;  // the preference claim the call holds (0: none)
     uint32_t extra = 0;       // bit r: a unit of resource r held on ref's node too (Policy::extra)
+    bool new_key = false;     // placed as a new key's call: within affinity.headroom (HeadroomCap)
   };
 
   // One placement's inputs, fixed for all of its steps.
@@ -460,8 +461,9 @@ class Router::Impl {
   // without it (a strict key that lives there is refused as full).
   absl::Status PlaceAll(const PlaceCall& c, Placed* out);
   // One unit of each resource of `extra` on (slot, epoch), each within its
-  // capacity as the node's own report leaves it: all, or none held.
-  bool ReserveExtras(const Snapshot& snap, uint32_t slot, uint32_t epoch, uint32_t extra, int64_t now);
+  // capacity as the node's own report leaves it (for a new key's call,
+  // within the app's headroom of it): all, or none held.
+  bool ReserveExtras(const PlaceCall& c, uint32_t slot, uint32_t epoch, bool new_key);
   // Gives back the units ReserveExtras took (nothing if the slot holds another node now).
   void ReleaseExtras(uint32_t slot, uint32_t epoch, uint32_t extra);
   // The first resource of the call's app besides its first that the node

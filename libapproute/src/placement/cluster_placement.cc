@@ -181,8 +181,12 @@ bool ClusterPlacement::RefillBlock(uint32_t slot, uint32_t res, int64_t capacity
     return true;
   }
   const std::string key = CountKey(slot, res);
+  // A reservation against a lower bound than the block's (a new key's
+  // headroom) takes no spare: its block would serve only that bound, which
+  // the other proxies' reservations against the capacity do not keep.
+  const int64_t want = capacity >= rec.block_cap[res].load() ? BlockWanted(slot, res, capacity) : 0;
   absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kReserveBlock), {key, proxies_key_},
-                                     {proxy_, Cat(need), Cat(capacity), lease_, Cat(BlockWanted(slot, res, capacity))});
+                                     {proxy_, Cat(need), Cat(capacity), lease_, Cat(want)});
   std::optional<cluster_lua::ReserveFlag> flag;
   if (r.ok() && r->type == RedisValue::Type::kArray && r->elements.size() == 4) {
     flag = cluster_lua::ParseFlag<cluster_lua::ReserveFlag>(r->elements[0].integer);
@@ -594,7 +598,7 @@ bool ClusterPlacement::PublishHeld() {
   Header& h = region_.header();
   LockGuard g(h.cluster.block_mu);
   std::vector<std::string> keys{proxies_key_}, args{proxy_, lease_};
-  std::vector<std::pair<uint32_t, uint32_t>> at;
+  std::vector<std::tuple<uint32_t, uint32_t, int64_t>> at;  // slot, resource, sessions written
   for (uint32_t s = 0; s < region_.max_nodes(); ++s) {
     NodeRecord& n = region_.node(s);
     if (!n.in_use) continue;
@@ -603,29 +607,43 @@ bool ClusterPlacement::PublishHeld() {
       const int64_t before = hot.sessions[res].load();
       const int64_t keep = before + BlockKept(s, res, before);
       n.block_used[res].store(0, std::memory_order_relaxed);
-      // Lowered before the sessions are read (TakeFromBlock's other half):
-      // a unit reserved from the block meanwhile is in `sessions` below, or
-      // its reservation sees the lower quota and asks Redis.
-      if (keep < n.quota[res].load()) n.quota[res].store(keep);
+      // No unit comes from the block during the round trip (the script may
+      // keep fewer than `keep`): the quota is 0 until its answer, set before
+      // the sessions are read (TakeFromBlock's other half), so a unit
+      // reserved from the block meanwhile is in `sessions` below, or its
+      // reservation sees the 0 and waits for this lock (RefillBlock).
+      n.quota[res].store(0);
       const int64_t sessions = hot.sessions[res].load();
       keys.push_back(CountKey(s, res));
       args.push_back(Cat(sessions));
       args.push_back(Cat(std::max(keep, sessions)));
       args.push_back(Cat(n.block_cap[res].load(std::memory_order_relaxed)));
-      at.emplace_back(s, res);
+      at.emplace_back(s, res, sessions);
     }
   }
   std::vector<std::string_view> kv(keys.begin(), keys.end()), av(args.begin(), args.end());
   absl::StatusOr<RedisValue> r = Run(Script(cluster_lua::kPublishHeld), kv, av);
-  if (!r.ok() || r->type != RedisValue::Type::kArray || r->elements.size() != at.size() + 1) return false;
+  const bool answered = r.ok() && r->type == RedisValue::Type::kArray && r->elements.size() == at.size() + 1;
   for (size_t i = 0; i < at.size(); ++i) {
-    const auto [s, res] = at[i];
+    const auto [s, res, sessions] = at[i];
+    NodeRecord& n = region_.node(s);
+    if (!answered) {
+      // Not written: Redis holds at least the sessions (its share's last
+      // write, if any, as well); the block is given up, taken again checked.
+      n.quota[res].store(0);
+      continue;
+    }
+    // What Redis holds now: fewer than kept when it lost the share
+    // (restarted empty, a failover, the lease lapsed) or the node is near
+    // full; the block is that.
     const int64_t held = r->elements[i + 1].integer;
-    // Less than kept: Redis lost the share (restarted empty, a failover, the
-    // lease lapsed), so the block is gone; it is taken again, checked.
-    if (held < region_.node(s).quota[res].load()) region_.node(s).quota[res].store(held);
+    n.quota[res].store(held);
+    // No unused unit left: the next block may be taken against any bound
+    // (a capacity lowered by a reload, say), as the first one was.
+    if (held <= sessions) n.block_cap[res].store(-1);
     Synced(s, res, held);
   }
+  if (!answered) return false;
   h.cluster.proxies_seen.store(r->elements[0].integer, std::memory_order_relaxed);
   return true;
 }

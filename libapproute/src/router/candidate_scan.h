@@ -162,16 +162,21 @@ class EligibleSink {
 };
 
 // An app of several resources: the first of `extra`'s resources (bit r =
-// resource r) that member `member` of `pv`, whose hot entry is `n`, has no
-// room for (its count, or its own report of it, at its capacity), or kNil.
-inline uint32_t FullExtra(const NodeHot& n, uint32_t extra, const PoolView& pv, size_t member, int64_t now) {
+// resource r) that the node whose hot entry is `n` has no room for (its
+// count, or its own report of it, at its capacity `cap_of(r)`, -1 =
+// unlimited), or kNil.
+template <typename CapOf>
+uint32_t FirstFull(const NodeHot& n, uint32_t extra, int64_t now, CapOf cap_of) {
   for (uint32_t r = 0; extra != 0; ++r, extra >>= 1) {
     if ((extra & 1u) == 0) continue;
-    const int64_t cap = pv.CapacityRow(r)[member];
-    if (cap < 0) continue;
-    if (UsageCount(n, r, n.sessions[r].load(std::memory_order_relaxed), now) >= cap) return r;
+    const int64_t cap = cap_of(r);
+    if (cap >= 0 && UsageCount(n, r, n.sessions[r].load(std::memory_order_relaxed), now) >= cap) return r;
   }
   return kNil;
+}
+// FirstFull for member `member` of `pv`.
+inline uint32_t FullExtra(const NodeHot& n, uint32_t extra, const PoolView& pv, size_t member, int64_t now) {
+  return FirstFull(n, extra, now, [&pv, member](uint32_t r) { return pv.CapacityRow(r)[member]; });
 }
 
 // The verdict on one member whose hot entry is `n`, for an incarnation

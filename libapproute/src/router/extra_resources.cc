@@ -28,13 +28,8 @@ constexpr int kMaxRounds = 4;
 }  // namespace
 
 uint32_t Router::Impl::FullExtraAt(const PlaceCall& c, uint32_t slot, uint32_t epoch) const {
-  const NodeHot& n = region_->hot(slot);
-  for (uint32_t r = 0; r < kMaxResources; ++r) {
-    if ((c.p.extra >> r & 1u) == 0) continue;
-    const int64_t cap = CapacityOf(c.snap, slot, epoch, r);
-    if (cap >= 0 && UsageCount(n, r, n.sessions[r].load(std::memory_order_relaxed), c.now) >= cap) return r;
-  }
-  return kNil;
+  return FirstFull(region_->hot(slot), c.p.extra, c.now,
+                   [&](uint32_t r) { return CapacityOf(c.snap, slot, epoch, r); });
 }
 
 std::string Router::Impl::CountText(const PlaceCall& c, uint32_t slot, uint32_t epoch, uint32_t res,

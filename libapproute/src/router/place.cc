@@ -292,21 +292,12 @@ Router::Impl::KeyRefusal Router::Impl::Diagnose(const PlaceCall& c, const Affini
     return KeyRefusal{"key_down", where + ", which is down"};
   }
   if (HealthMonitor::Ejected(n, c.now)) return KeyRefusal{"key_down", where + ", which is ejected for errors"};
-  if (c.p.extra != 0) {
-    if (const uint32_t x = FullExtraAt(c, h.slot, h.epoch); x != kNil) {
-      return KeyRefusal{"key_full", Cat(where, ", which is full: ", CountText(c, h.slot, h.epoch, x, true))};
-    }
-  }
-  const uint32_t res = c.p.resource;
-  int64_t count = n.sessions[res].load(std::memory_order_relaxed);
-  if (cluster_ != nullptr) {  // the deployment's count, when Redis answers
-    const std::pair<uint32_t, uint32_t> one{h.slot, res};
-    if (std::optional<std::vector<int64_t>> counts = cluster_->DeploymentCounts({one})) count = (*counts)[0];
-  }
-  const bool reported = UsageCounts(n, res, c.now);  // full by the node's own count (usage.h)
-  if (reported) count = UsageCount(n, res, count, c.now);
-  return KeyRefusal{"key_full", Cat(where, ", which is full: ", c.p.config.resource, " ", count, "/",
-                                    CapacityOf(c.snap, h.slot, h.epoch, res), reported ? " by its own report" : "")};
+  // Full for another resource of the app, else for its first (the
+  // deployment's count, with cluster:, by the node's own report if it counts).
+  const uint32_t other = c.p.extra != 0 ? FullExtraAt(c, h.slot, h.epoch) : kNil;
+  return KeyRefusal{
+      "key_full",
+      Cat(where, ", which is full: ", CountText(c, h.slot, h.epoch, other != kNil ? other : c.p.resource, true))};
 }
 
 absl::StatusOr<ClaimRef> Router::Impl::TakeOver(const PlaceCall& c, ClaimRef at) {
